@@ -1,0 +1,171 @@
+//! Construction of the libp2p transport, the composed `NetworkBehaviour` and the `Swarm`.
+//!
+//! Owns protocol names, size limits and per-protocol settings. It only builds things: it must not
+//! drive the swarm (that is the event loop's job) or know what the carried bytes mean.
+
+use std::time::Duration;
+
+use libp2p::{
+    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
+    dns, gossipsub, identify,
+    identity::Keypair,
+    mdns, noise,
+    pnet::{PnetConfig, PreSharedKey},
+    request_response::{self, ProtocolSupport},
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
+    tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder, Transport,
+};
+use tracing::{info, warn};
+
+use super::{codec::LengthPrefixed, NetConfig, NetError};
+
+/// The single gossipsub topic.
+const GOSSIP_TOPIC: &str = "peerbatch/ledger/1";
+/// Largest gossipsub frame we send or accept.
+const GOSSIP_MAX_BYTES: usize = 64 * 1024;
+/// One-way direct messages.
+const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/msg/1");
+const MSG_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Request/response fetches.
+const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/fetch/1");
+const FETCH_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Identify protocol version; peers announcing anything else are not peerbatch nodes.
+pub(super) const IDENTIFY_PROTOCOL: &str = "/peerbatch/id/1";
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent one-way messages per connection before new ones are refused.
+const MSG_MAX_CONCURRENT_STREAMS: usize = 256;
+/// Time allowed for the pnet + noise + yamux handshake of a new connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Connections nobody is using are closed after this long (gossipsub's long-lived streams keep
+/// links between subscribed peerbatch nodes open anyway; the default would close idle links
+/// after seconds).
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+pub(super) type MsgCodec = LengthPrefixed<MSG_MAX_BYTES>;
+pub(super) type FetchCodec = LengthPrefixed<FETCH_MAX_BYTES>;
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    pub(super) gossipsub: gossipsub::Behaviour,
+    pub(super) msg: request_response::Behaviour<MsgCodec>,
+    pub(super) fetch: request_response::Behaviour<FetchCodec>,
+    pub(super) identify: identify::Behaviour,
+    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Build the swarm described by `cfg` (not yet listening or subscribed).
+pub(super) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+    let transport = build_transport(&cfg.keypair, cfg.cluster_key)?;
+    let behaviour = build_behaviour(&cfg.keypair, cfg.mdns)?;
+    let Ok(builder) = SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+        .with_tokio()
+        .with_other_transport(|_| transport);
+    let Ok(builder) = builder.with_behaviour(|_| behaviour);
+    Ok(builder
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build())
+}
+
+/// Subscribe to the gossip topic and return its hash.
+pub(super) fn subscribe(swarm: &mut Swarm<Behaviour>) -> Result<gossipsub::TopicHash, NetError> {
+    let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| NetError::Gossipsub(format!("cannot subscribe to {GOSSIP_TOPIC}: {e}")))?;
+    Ok(topic.hash())
+}
+
+/// TCP (nodelay, with DNS resolution) → optional pnet → noise → yamux.
+fn build_transport(
+    keypair: &Keypair,
+    cluster_key: Option<[u8; 32]>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetError> {
+    let tcp_config = tcp::Config::default().nodelay(true);
+    let tcp: Boxed<tcp::tokio::TcpStream> =
+        match dns::tokio::Transport::system(tcp::tokio::Transport::new(tcp_config.clone())) {
+            Ok(with_dns) => with_dns.boxed(),
+            Err(e) => {
+                warn!(error = %e, "no system DNS configuration; /dns addresses will not resolve");
+                tcp::tokio::Transport::new(tcp_config).boxed()
+            }
+        };
+    let noise = noise::Config::new(keypair)?;
+    let yamux = yamux::Config::default();
+    let transport = match cluster_key {
+        Some(key) => {
+            let psk = PreSharedKey::new(key);
+            info!(fingerprint = %psk.fingerprint(), "private network: cluster key in use");
+            tcp.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux)
+                .timeout(HANDSHAKE_TIMEOUT)
+                .boxed()
+        }
+        None => {
+            warn!("no cluster key: any libp2p node that can reach us may connect");
+            tcp.upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux)
+                .timeout(HANDSHAKE_TIMEOUT)
+                .boxed()
+        }
+    };
+    Ok(transport)
+}
+
+fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, NetError> {
+    let local_peer_id = keypair.public().to_peer_id();
+
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Content-addressed ids: identical payloads are the same message, whoever sends them.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::new(blake3::hash(&m.data).as_bytes())
+        })
+        .max_transmit_size(GOSSIP_MAX_BYTES)
+        .heartbeat_interval(Duration::from_millis(500))
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .flood_publish(true)
+        .build()
+        .map_err(|e| NetError::Gossipsub(e.to_string()))?;
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+        gossip_config,
+    )
+    .map_err(|e| NetError::Gossipsub(e.to_string()))?;
+
+    let msg = request_response::Behaviour::new(
+        [(MSG_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_max_concurrent_streams(MSG_MAX_CONCURRENT_STREAMS),
+    );
+    let fetch = request_response::Behaviour::new(
+        [(FETCH_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+    );
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.to_string(), keypair.public())
+            .with_agent_version(format!("peerbatch/{}", env!("CARGO_PKG_VERSION")))
+            .with_push_listen_addr_updates(true),
+    );
+
+    let mdns = if enable_mdns {
+        Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local_peer_id).map_err(NetError::Mdns)?)
+    } else {
+        None
+    };
+
+    Ok(Behaviour {
+        gossipsub,
+        msg,
+        fetch,
+        identify,
+        mdns: Toggle::from(mdns),
+    })
+}

@@ -1,0 +1,213 @@
+//! Peer-to-peer networking: owns the libp2p `Swarm` and nothing else.
+//!
+//! This module moves opaque byte messages between peers (gossip on one topic, one-way direct
+//! messages, request/response fetches) and keeps links to known peers up. It knows nothing about
+//! jobs, ledgers or how the bytes it carries are encoded, and it must not touch any other node
+//! state (ledger, executor, HTTP API).
+//!
+//! Layout follows the rust-libp2p file-sharing example's Client/EventLoop split: only the event
+//! loop task ([`event_loop`]) touches the `Swarm`; the cheap, cloneable [`Net`] handle sends it
+//! commands over a channel, and the loop reports what happens as [`NetEvent`]s.
+
+mod behaviour;
+mod codec;
+mod event_loop;
+mod key;
+mod redial;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use libp2p::{identity::Keypair, request_response, Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use event_loop::{Command, EventLoop};
+
+pub use key::{read_cluster_key, write_cluster_key};
+
+/// Capacity of the event channel returned by [`start`]. When it is full the event loop waits
+/// (events are never dropped), so keep draining it.
+const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// How to run the network.
+pub struct NetConfig {
+    /// This node's identity (ed25519).
+    pub keypair: Keypair,
+    /// Addresses to listen on, e.g. `/ip4/0.0.0.0/tcp/4001` or `/ip4/127.0.0.1/tcp/0`.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to dial at start and to keep redialling (with backoff) while not connected.
+    /// An address may end in `/p2p/<peer id>` to pin the identity expected there.
+    pub join: Vec<Multiaddr>,
+    /// Pre-shared cluster key. When set, every connection runs the libp2p private-network (pnet)
+    /// handshake before noise, so peers with a different key can never talk to us.
+    pub cluster_key: Option<[u8; 32]>,
+    /// Discover peers on the local network with mDNS and dial what is found.
+    pub mdns: bool,
+}
+
+/// Something that happened on the network.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// We are listening on this address.
+    Listening(Multiaddr),
+    /// The first connection to this peer has been established.
+    PeerConnected(PeerId),
+    /// The last connection to this peer has been closed.
+    PeerDisconnected(PeerId),
+    /// A gossip message on our topic; `source` is its original (signing) author.
+    Gossip { source: PeerId, data: Vec<u8> },
+    /// A one-way direct message. The sender has already been sent its acknowledgement.
+    Message { from: PeerId, data: Vec<u8> },
+    /// A request that wants a response: answer it with [`Net::respond`]. Dropping `reply`
+    /// without responding makes the requester's [`Net::fetch`] fail.
+    Fetch {
+        from: PeerId,
+        data: Vec<u8>,
+        reply: FetchReply,
+    },
+}
+
+/// The way back to the peer that sent a [`NetEvent::Fetch`]; pass it to [`Net::respond`].
+#[derive(Debug)]
+pub struct FetchReply {
+    channel: request_response::ResponseChannel<Vec<u8>>,
+}
+
+/// Everything that can go wrong in this module.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("failed to set up the noise handshake")]
+    Noise(#[from] libp2p::noise::Error),
+    #[error("invalid gossipsub setup: {0}")]
+    Gossipsub(String),
+    #[error("failed to start mDNS")]
+    Mdns(#[source] std::io::Error),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: Multiaddr,
+        #[source]
+        source: libp2p::TransportError<std::io::Error>,
+    },
+    #[error("the network event loop has stopped")]
+    Closed,
+    #[error("request to peer {peer} failed")]
+    Request {
+        peer: PeerId,
+        #[source]
+        source: request_response::OutboundFailure,
+    },
+    #[error("cluster key file {}: {reason}", path.display())]
+    ClusterKey { path: PathBuf, reason: String },
+    #[error("cluster key file {}", path.display())]
+    ClusterKeyIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Cheap, cloneable handle to the network event loop.
+#[derive(Clone)]
+pub struct Net {
+    local_peer_id: PeerId,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Net {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// Gossip `data` to every peer on the topic. Failures (e.g. no peers yet, or an identical
+    /// payload published in the last minute) are logged, not returned.
+    pub fn publish(&self, data: Vec<u8>) {
+        self.command(Command::Publish { data });
+    }
+
+    /// Send a one-way message to `peer`, dialling it if needed. Fire and forget: failures are
+    /// logged at debug level.
+    pub fn send(&self, peer: PeerId, data: Vec<u8>) {
+        self.command(Command::Send {
+            peer,
+            data,
+            ack: None,
+        });
+    }
+
+    /// Like [`Net::send`], but resolves once the peer's event loop has received the message and
+    /// handed it to its node (as [`NetEvent::Message`]).
+    pub async fn send_acked(&self, peer: PeerId, data: Vec<u8>) -> Result<(), NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Send {
+            peer,
+            data,
+            ack: Some(tx),
+        });
+        rx.await.map_err(|_| NetError::Closed)?
+    }
+
+    /// Send a request to `peer` and wait (up to ~30 s) for its [`Net::respond`].
+    pub async fn fetch(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Fetch {
+            peer,
+            data,
+            reply: tx,
+        });
+        rx.await.map_err(|_| NetError::Closed)?
+    }
+
+    /// Answer a [`NetEvent::Fetch`]. If the requester has gone away this is logged and ignored.
+    pub fn respond(&self, reply: FetchReply, data: Vec<u8>) {
+        self.command(Command::Respond { reply, data });
+    }
+
+    /// Remember `addrs` for `peer` (for this and later redials) and dial it if not connected.
+    pub fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        self.command(Command::Dial { peer, addrs });
+    }
+
+    /// Peers we currently have at least one connection to. Empty if the event loop has stopped.
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::ConnectedPeers { reply: tx });
+        rx.await.unwrap_or_default()
+    }
+
+    fn command(&self, command: Command) {
+        if self.commands.send(command).is_err() {
+            debug!("network event loop has stopped; command dropped");
+        }
+    }
+}
+
+/// Build the swarm, start listening and spawn the event loop on the current tokio runtime.
+///
+/// The loop runs until every [`Net`] clone or the returned receiver is dropped.
+pub async fn start(cfg: NetConfig) -> Result<(Net, mpsc::Receiver<NetEvent>), NetError> {
+    let local_peer_id = cfg.keypair.public().to_peer_id();
+    let mut swarm = behaviour::build_swarm(&cfg)?;
+    for addr in &cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|source| NetError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+    }
+    let topic = behaviour::subscribe(&mut swarm)?;
+
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let event_loop = EventLoop::new(swarm, command_rx, event_tx, topic, &cfg.join);
+    tokio::spawn(event_loop.run());
+
+    let net = Net {
+        local_peer_id,
+        commands: command_tx,
+    };
+    Ok((net, event_rx))
+}

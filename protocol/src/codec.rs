@@ -1,0 +1,87 @@
+//! The one codec for everything that crosses the wire or reaches disk.
+//!
+//! Owns the encoding: a version byte followed by bincode 2 (serde), with an
+//! explicit size limit. Nothing else in the project calls bincode directly.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// First byte of every encoded value; bumped on incompatible changes.
+pub const VERSION: u8 = 1;
+/// Largest encoded value accepted, in bytes.
+pub const MAX_SIZE: usize = 16 << 20;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_SIZE>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_SIZE>()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("empty message")]
+    Empty,
+    #[error("message of {0} bytes is over the {MAX_SIZE}-byte limit")]
+    TooLarge(usize),
+    #[error("unsupported encoding version {found} (this build speaks {VERSION})")]
+    Version { found: u8 },
+    #[error("garbled message: {0}")]
+    Garbled(String),
+    #[error("garbled message: {0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// Encodes `value` with the version byte in front.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Encoding into a Vec only fails for values over the limit, which the
+    // protocol never builds: batches are capped well below it.
+    if let Err(e) = bincode::serde::encode_into_std_write(value, &mut out, config()) {
+        panic!("encoding a protocol value failed: {e}");
+    }
+    out
+}
+
+/// Decodes a value written by [`encode`], refusing anything malformed.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if bytes.len() > MAX_SIZE {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    if version != VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| CodecError::Garbled(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::Trailing(body.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejections() {
+        let v = (7u32, "hello".to_string(), vec![1u8, 2, 3]);
+        let bytes = encode(&v);
+        assert_eq!(decode::<(u32, String, Vec<u8>)>(&bytes), Ok(v));
+        assert_eq!(decode::<u32>(&[]), Err(CodecError::Empty));
+        assert_eq!(
+            decode::<u32>(&[VERSION + 1, 0]),
+            Err(CodecError::Version { found: VERSION + 1 })
+        );
+        let mut trailing = encode(&5u32);
+        trailing.push(0);
+        assert_eq!(decode::<u32>(&trailing), Err(CodecError::Trailing(1)));
+        assert!(matches!(
+            decode::<String>(&[VERSION, 0xff, 0xff]),
+            Err(CodecError::Garbled(_))
+        ));
+    }
+}

@@ -1,0 +1,1015 @@
+//! The per-node protocol state machine.
+//!
+//! Owns one node's view of the mesh: the ledger replica, peer liveness, the
+//! claim queues ranked by rendezvous hashing, leases and reclaiming, the
+//! tasks this node runs, event batching and anti-entropy rounds. Inputs are
+//! `handle_*` calls with the current time; outputs are pulled with
+//! `poll_persist`, `poll_transmit`, `poll_action` and `poll_timeout`.
+//!
+//! The driver must write (and flush) every persist it polled before sending
+//! any transmit polled after it: nothing is gossiped before it is durable.
+//! Must not do IO, read a clock or use an unseeded RNG.
+
+use crate::event::{event_id, Claim, Event, EventBody, Identity, NodeInfo, Outcome, TaskResult};
+use crate::hrw;
+use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
+use crate::job::{JobError, JobSpec, ResolvedTask};
+use crate::ledger::{job_id_of, Ledger, TaskState, TaskView};
+use crate::storage::EventStore;
+use crate::sync::{bucket_ids, BUCKETS};
+use crate::time::Millis;
+use crate::wire::Message;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Largest encoded message sent by gossip; bigger ones go directly to peers.
+pub const GOSSIP_LIMIT: usize = 60 * 1024;
+/// Most bytes of events put in one direct message.
+const DIRECT_LIMIT: usize = 8 << 20;
+/// Most ids listed in one anti-entropy reply.
+const SYNC_IDS_LIMIT: usize = 100_000;
+const MAX_CLAIMS_PER_EVENT: usize = 2_000;
+const MAX_RESULTS_PER_EVENT: usize = 400;
+
+/// Tunables. The defaults suit a LAN; tests and the simulator shorten them.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub slots: u32,
+    pub labels: Vec<(String, String)>,
+    pub version: String,
+    /// How often a node says it is alive.
+    pub heartbeat_ms: u64,
+    /// A peer unheard for this long is not ranked for new claims.
+    pub lease_ms: u64,
+    /// Extra wait past the lease before a dead peer's claims are reclaimed.
+    pub grace_ms: u64,
+    /// δ: the rank-k node waits k·δ before claiming.
+    pub claim_step_ms: u64,
+    /// Claims and results are batched into one event per this interval.
+    pub batch_ms: u64,
+    /// Interval of anti-entropy rounds.
+    pub sync_ms: u64,
+    /// Claim ahead enough work to cover this long at the observed task length.
+    pub prefetch_horizon_ms: u64,
+    pub max_prefetch: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            slots: 1,
+            labels: Vec::new(),
+            version: String::new(),
+            heartbeat_ms: 1_000,
+            lease_ms: 5_000,
+            grace_ms: 1_000,
+            claim_step_ms: 100,
+            batch_ms: 5,
+            sync_ms: 2_000,
+            prefetch_horizon_ms: 50,
+            max_prefetch: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Gossip,
+    Peer(NodeId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: Destination,
+    pub msg: Message,
+}
+
+/// Work for the node's executor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Run {
+        task: TaskRef,
+        attempt: u32,
+        job_name: String,
+        spec: ResolvedTask,
+    },
+    /// Stop an attempt: its claim was lost, fenced or its job cancelled.
+    Kill { task: TaskRef, attempt: u32 },
+}
+
+/// Counts of a job's tasks by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl Progress {
+    fn slot(&mut self, state: TaskState) -> &mut u32 {
+        match state {
+            TaskState::Pending => &mut self.pending,
+            TaskState::Running => &mut self.running,
+            TaskState::Succeeded => &mut self.succeeded,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn done(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+/// Node-local counters, for operators and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events_rejected: u64,
+    pub attempts_started: u64,
+    /// Attempts this node stopped because another node's claim won.
+    pub attempts_fenced: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerState {
+    pub connected: bool,
+    pub last_heard: Option<Millis>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Local {
+    attempt: u32,
+    published: bool,
+    running: bool,
+    killed: bool,
+}
+
+/// Claim queue order: higher priority, then older job, then task index.
+type QueueKey = (i64, u64, TaskRef);
+
+pub struct Core<S> {
+    identity: Identity,
+    me: NodeId,
+    cfg: Config,
+    store: S,
+    ledger: Ledger,
+    rng: SmallRng,
+    started: Millis,
+    peers: BTreeMap<NodeId, PeerState>,
+    draining: bool,
+    addrs: Vec<String>,
+    views: BTreeMap<TaskRef, TaskView>,
+    progress: BTreeMap<JobId, Progress>,
+    running_by: BTreeMap<NodeId, BTreeSet<TaskRef>>,
+    eligible: Vec<NodeId>,
+    queues: Vec<BTreeMap<QueueKey, (u32, Millis)>>,
+    queued: BTreeMap<TaskRef, (usize, QueueKey)>,
+    local: BTreeMap<TaskRef, Local>,
+    waiting: VecDeque<TaskRef>,
+    running: u32,
+    avg_task_ms: Option<f64>,
+    out_claims: Vec<Claim>,
+    out_results: Vec<TaskResult>,
+    out_reclaims: BTreeSet<Claim>,
+    announce_due: bool,
+    batch_due: Option<Millis>,
+    last_batch: Option<Millis>,
+    next_heartbeat: Millis,
+    next_sync: Millis,
+    sync_cursor: usize,
+    resync: BTreeSet<NodeId>,
+    transmits: VecDeque<Transmit>,
+    persists: VecDeque<(EventId, Vec<u8>)>,
+    actions: VecDeque<Action>,
+    stats: Stats,
+}
+
+impl<S: EventStore> Core<S> {
+    /// Builds a core from its durable events (as stored; they were verified
+    /// when first received). Claims this node held before a restart are
+    /// reclaimed at once: their processes died with the old incarnation.
+    pub fn new(
+        identity: Identity,
+        cfg: Config,
+        store: S,
+        stored: impl IntoIterator<Item = Vec<u8>>,
+        rng_seed: u64,
+        now: Millis,
+    ) -> Core<S> {
+        let me = identity.node_id();
+        let mut core = Core {
+            identity,
+            me,
+            cfg,
+            store,
+            ledger: Ledger::default(),
+            rng: SmallRng::seed_from_u64(rng_seed),
+            started: now,
+            peers: BTreeMap::new(),
+            draining: false,
+            addrs: Vec::new(),
+            views: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            running_by: BTreeMap::new(),
+            eligible: Vec::new(),
+            queues: Vec::new(),
+            queued: BTreeMap::new(),
+            local: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            running: 0,
+            avg_task_ms: None,
+            out_claims: Vec::new(),
+            out_results: Vec::new(),
+            out_reclaims: BTreeSet::new(),
+            announce_due: true,
+            batch_due: None,
+            last_batch: None,
+            next_heartbeat: now,
+            next_sync: now.plus(0),
+            sync_cursor: 0,
+            resync: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            persists: VecDeque::new(),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        let mut touched_jobs = BTreeSet::new();
+        let mut touched_tasks = BTreeSet::new();
+        for bytes in stored {
+            let Ok(event) = crate::codec::decode::<Event>(&bytes) else {
+                core.stats.events_rejected += 1;
+                continue;
+            };
+            if let Some(t) = core.ledger.insert(event_id(&bytes), &event) {
+                touched_jobs.extend(t.new_jobs);
+                touched_jobs.extend(t.cancelled_jobs);
+                touched_tasks.extend(t.tasks);
+            }
+        }
+        if let Some(info) = core.ledger.node(&me) {
+            core.draining = info.draining;
+        }
+        core.update_eligible(now);
+        for job in touched_jobs {
+            core.refresh_job(now, job);
+        }
+        for task in touched_tasks {
+            core.refresh(now, task);
+        }
+        let stale: Vec<Claim> = core
+            .running_by
+            .get(&me)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| core.views.get(t))
+            .map(|v| Claim {
+                task: v.task,
+                attempt: v.attempt,
+            })
+            .collect();
+        core.out_reclaims.extend(stale);
+        core.mark_batch(now);
+        core
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn progress(&self, job: &JobId) -> Progress {
+        self.progress.get(job).copied().unwrap_or_default()
+    }
+
+    /// Cached replicated views of one job's tasks, in index order.
+    pub fn views(&self, job: JobId) -> impl Iterator<Item = &TaskView> {
+        self.views
+            .range(
+                TaskRef { job, index: 0 }..=TaskRef {
+                    job,
+                    index: u32::MAX,
+                },
+            )
+            .map(|(_, v)| v)
+    }
+
+    pub fn view(&self, task: TaskRef) -> Option<&TaskView> {
+        self.views.get(&task)
+    }
+
+    pub fn peers(&self) -> &BTreeMap<NodeId, PeerState> {
+        &self.peers
+    }
+
+    /// Tasks this node has claimed and not finished, and how many run now.
+    pub fn local_load(&self) -> (usize, u32) {
+        (self.local.len(), self.running)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    // ----- inputs -----
+
+    pub fn handle_peer_up(&mut self, now: Millis, peer: NodeId) {
+        let state = self.peers.entry(peer).or_default();
+        state.connected = true;
+        state.last_heard = Some(now);
+        self.send_digest(peer);
+        self.after_input(now);
+    }
+
+    pub fn handle_peer_down(&mut self, now: Millis, peer: NodeId) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.connected = false;
+        }
+        self.after_input(now);
+    }
+
+    /// A message that arrived by gossip, authored by `from`.
+    pub fn handle_gossip(&mut self, now: Millis, from: NodeId, msg: Message) {
+        self.heard(now, from);
+        if let Message::Events { events } = msg {
+            self.receive_events(now, events);
+        }
+        self.after_input(now);
+    }
+
+    /// A message sent directly to this node by `from`.
+    pub fn handle_message(&mut self, now: Millis, from: NodeId, msg: Message) {
+        self.heard(now, from);
+        match msg {
+            Message::Events { events } => {
+                if self.receive_events(now, events) > 0 {
+                    self.resync.insert(from);
+                }
+            }
+            Message::Heartbeat => {}
+            Message::SyncDigest { fingerprints } => {
+                let mut budget = SYNC_IDS_LIMIT;
+                let mut buckets = Vec::new();
+                for b in self.ledger.fingerprints().differing(&fingerprints) {
+                    let ids: Vec<EventId> = bucket_ids(self.ledger.ids(), b)
+                        .take(budget)
+                        .copied()
+                        .collect();
+                    budget -= ids.len();
+                    buckets.push((b, ids));
+                    if budget == 0 {
+                        break;
+                    }
+                }
+                if !buckets.is_empty() {
+                    self.send(from, Message::SyncIds { buckets });
+                }
+            }
+            Message::SyncIds { buckets } => {
+                let mut missing = Vec::new();
+                let mut extra = Vec::new();
+                for (b, theirs) in buckets.into_iter().take(BUCKETS) {
+                    let theirs: BTreeSet<EventId> = theirs.into_iter().collect();
+                    missing.extend(theirs.iter().filter(|id| !self.ledger.contains(id)));
+                    extra.extend(
+                        bucket_ids(self.ledger.ids(), b)
+                            .filter(|id| !theirs.contains(id))
+                            .copied(),
+                    );
+                }
+                if !missing.is_empty() {
+                    self.send(from, Message::GetEvents { ids: missing });
+                }
+                self.send_events(from, &extra);
+            }
+            Message::GetEvents { ids } => self.send_events(from, &ids),
+        }
+        self.after_input(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now.plus(self.cfg.heartbeat_ms);
+            self.transmits.push_back(Transmit {
+                to: Destination::Gossip,
+                msg: Message::Heartbeat,
+            });
+            self.update_eligible_and_queues(now);
+            self.scan_leases(now);
+        }
+        if now >= self.next_sync {
+            self.next_sync = now.plus(self.cfg.sync_ms);
+            let connected: Vec<NodeId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.connected)
+                .map(|(id, _)| *id)
+                .collect();
+            if !connected.is_empty() {
+                self.sync_cursor = (self.sync_cursor + 1) % connected.len();
+                self.send_digest(connected[self.sync_cursor]);
+            }
+        }
+        self.after_input(now);
+    }
+
+    /// Submits a job from this node. The returned event id is durable once
+    /// the persists polled after this call are flushed.
+    pub fn submit(
+        &mut self,
+        now: Millis,
+        job: JobSpec,
+        wall_ms: u64,
+    ) -> Result<(JobId, EventId), JobError> {
+        job.validate()?;
+        let nonce = self.rng.gen();
+        let id = self.publish(
+            now,
+            EventBody::JobSubmitted {
+                job,
+                submitted_ms: wall_ms,
+                nonce,
+            },
+        );
+        self.after_input(now);
+        Ok((job_id_of(&id), id))
+    }
+
+    /// Cancels a job everywhere; false if the job is unknown.
+    pub fn cancel(&mut self, now: Millis, job: JobId) -> bool {
+        if self.ledger.job(&job).is_none() {
+            return false;
+        }
+        if !self.ledger.is_cancelled(&job) {
+            self.publish(now, EventBody::JobCancelled { job });
+        }
+        self.after_input(now);
+        true
+    }
+
+    /// Stop (or resume) claiming new work; running tasks finish.
+    pub fn set_draining(&mut self, now: Millis, draining: bool) {
+        if self.draining != draining {
+            self.draining = draining;
+            self.announce_due = true;
+        }
+        self.after_input(now);
+    }
+
+    /// The addresses peers can dial this node at, announced in the ledger.
+    pub fn set_addrs(&mut self, now: Millis, addrs: Vec<String>) {
+        if self.addrs != addrs {
+            self.addrs = addrs;
+            self.announce_due = true;
+        }
+        self.after_input(now);
+    }
+
+    /// The executor reports that an attempt's process ended.
+    pub fn task_exited(
+        &mut self,
+        now: Millis,
+        task: TaskRef,
+        attempt: u32,
+        outcome: Outcome,
+        stdout: Option<BlobId>,
+        stderr: Option<BlobId>,
+        duration_ms: u64,
+    ) {
+        let Some(local) = self.local.get(&task).copied() else {
+            return;
+        };
+        if local.attempt != attempt || !local.running {
+            return;
+        }
+        self.local.remove(&task);
+        self.running -= 1;
+        if !local.killed {
+            let ms = duration_ms.max(1) as f64;
+            self.avg_task_ms = Some(match self.avg_task_ms {
+                Some(avg) => avg * 0.9 + ms * 0.1,
+                None => ms,
+            });
+            self.out_results.push(TaskResult {
+                task,
+                attempt,
+                outcome,
+                stdout,
+                stderr,
+                duration_ms,
+            });
+            self.mark_batch(now);
+        }
+        self.after_input(now);
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_persist(&mut self) -> Option<(EventId, Vec<u8>)> {
+        self.persists.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut next = self.next_heartbeat.min(self.next_sync);
+        if let Some(due) = self.batch_due {
+            next = next.min(due);
+        }
+        if self.capacity() > 0 && self.queues.iter().skip(1).any(|q| !q.is_empty()) {
+            let step = (self.cfg.claim_step_ms / 2).max(1);
+            next = next.min(self.last_batch.unwrap_or(self.started).plus(step));
+        }
+        Some(next)
+    }
+
+    // ----- internals -----
+
+    fn heard(&mut self, now: Millis, from: NodeId) {
+        if from != self.me {
+            let state = self.peers.entry(from).or_default();
+            let before = state.last_heard;
+            state.last_heard = Some(now);
+            let was_live = self.is_live(before, now);
+            if !was_live {
+                self.update_eligible_and_queues(now);
+            }
+        }
+    }
+
+    fn is_live(&self, last_heard: Option<Millis>, now: Millis) -> bool {
+        last_heard.is_some_and(|t| now.since(t) <= self.cfg.lease_ms)
+    }
+
+    fn after_input(&mut self, now: Millis) {
+        if self.announce_due {
+            self.announce_due = false;
+            let info = NodeInfo {
+                slots: self.cfg.slots,
+                labels: self.cfg.labels.clone(),
+                draining: self.draining,
+                addrs: self.addrs.clone(),
+                version: self.cfg.version.clone(),
+            };
+            let mine = self.ledger.node(&self.me).cloned();
+            if mine.as_ref() != Some(&info) {
+                let seq = self.ledger.announce_seq(&self.me).map_or(0, |s| s + 1);
+                self.publish(now, EventBody::NodeAnnounce { seq, info });
+            }
+        }
+        self.schedule(now);
+        if self.batch_due.is_some_and(|due| now >= due) {
+            self.flush_batch(now);
+            self.schedule(now);
+        }
+        for peer in std::mem::take(&mut self.resync) {
+            self.send_digest(peer);
+        }
+    }
+
+    fn capacity(&self) -> u32 {
+        if self.draining || !self.eligible.contains(&self.me) {
+            return 0;
+        }
+        let prefetch = match self.avg_task_ms {
+            Some(avg) => ((self.cfg.prefetch_horizon_ms as f64 / avg) * self.cfg.slots as f64)
+                .min(self.cfg.max_prefetch as f64) as u32,
+            None => 0,
+        };
+        (self.cfg.slots + prefetch).saturating_sub(self.local.len() as u32)
+    }
+
+    fn mark_batch(&mut self, now: Millis) {
+        if self.batch_due.is_none()
+            && !(self.out_claims.is_empty()
+                && self.out_results.is_empty()
+                && self.out_reclaims.is_empty())
+        {
+            let earliest = self.last_batch.map_or(now, |t| t.plus(self.cfg.batch_ms));
+            self.batch_due = Some(earliest.max(now));
+        }
+    }
+
+    /// Signs, stores and announces one event of this node's own.
+    fn publish(&mut self, now: Millis, body: EventBody) -> EventId {
+        let event = self.identity.sign(body);
+        let bytes = event.encode();
+        let id = event_id(&bytes);
+        if let Some(touched) = self.ledger.insert(id, &event) {
+            self.persists.push_back((id, bytes.clone()));
+            if bytes.len() + 16 <= GOSSIP_LIMIT {
+                self.transmits.push_back(Transmit {
+                    to: Destination::Gossip,
+                    msg: Message::Events {
+                        events: vec![bytes],
+                    },
+                });
+            } else {
+                let peers: Vec<NodeId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.connected)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for peer in peers {
+                    self.send(
+                        peer,
+                        Message::Events {
+                            events: vec![bytes.clone()],
+                        },
+                    );
+                }
+            }
+            self.apply_touched(now, touched);
+        }
+        id
+    }
+
+    fn flush_batch(&mut self, now: Millis) {
+        self.batch_due = None;
+        self.last_batch = Some(now);
+        let claims = std::mem::take(&mut self.out_claims);
+        for chunk in claims.chunks(MAX_CLAIMS_PER_EVENT) {
+            self.publish(
+                now,
+                EventBody::Claims {
+                    claims: chunk.to_vec(),
+                },
+            );
+        }
+        for claim in &claims {
+            if let Some(local) = self.local.get_mut(&claim.task) {
+                if local.attempt == claim.attempt {
+                    local.published = true;
+                }
+            }
+        }
+        let reclaims: Vec<Claim> = std::mem::take(&mut self.out_reclaims).into_iter().collect();
+        for chunk in reclaims.chunks(MAX_CLAIMS_PER_EVENT) {
+            self.publish(
+                now,
+                EventBody::Reclaimed {
+                    claims: chunk.to_vec(),
+                },
+            );
+        }
+        let results = std::mem::take(&mut self.out_results);
+        for chunk in results.chunks(MAX_RESULTS_PER_EVENT) {
+            self.publish(
+                now,
+                EventBody::Finished {
+                    results: chunk.to_vec(),
+                },
+            );
+        }
+        self.start_ready();
+    }
+
+    /// Verifies and applies events from a peer; returns how many were new.
+    fn receive_events(&mut self, now: Millis, events: Vec<Vec<u8>>) -> usize {
+        let mut new = 0;
+        for bytes in events {
+            let id = event_id(&bytes);
+            if self.ledger.contains(&id) {
+                continue;
+            }
+            let event = match Event::decode_verified(&bytes) {
+                Ok(event) => event,
+                Err(_) => {
+                    self.stats.events_rejected += 1;
+                    continue;
+                }
+            };
+            if let Some(touched) = self.ledger.insert(id, &event) {
+                new += 1;
+                self.persists.push_back((id, bytes));
+                self.apply_touched(now, touched);
+            }
+        }
+        new
+    }
+
+    fn apply_touched(&mut self, now: Millis, touched: crate::ledger::Touched) {
+        for job in touched.new_jobs.into_iter().chain(touched.cancelled_jobs) {
+            self.refresh_job(now, job);
+        }
+        for task in touched.tasks {
+            self.refresh(now, task);
+        }
+        if !touched.nodes.is_empty() {
+            self.update_eligible_and_queues(now);
+        }
+    }
+
+    fn refresh_job(&mut self, now: Millis, job: JobId) {
+        let count = self.ledger.job(&job).map_or(0, |j| j.task_count);
+        for index in 0..count {
+            self.refresh(now, TaskRef { job, index });
+        }
+    }
+
+    /// Recomputes one task's view and follows its consequences here.
+    fn refresh(&mut self, now: Millis, task: TaskRef) {
+        let Some(view) = self.ledger.view(task) else {
+            return;
+        };
+        let old = self.views.get(&task);
+        if old == Some(&view) {
+            return;
+        }
+        let progress = self.progress.entry(task.job).or_default();
+        if let Some(old) = old {
+            *progress.slot(old.state) -= 1;
+            if old.state == TaskState::Running {
+                if let Some(node) = old.node {
+                    if let Some(set) = self.running_by.get_mut(&node) {
+                        set.remove(&task);
+                    }
+                }
+            }
+        }
+        *progress.slot(view.state) += 1;
+        if view.state == TaskState::Running {
+            if let Some(node) = view.node {
+                self.running_by.entry(node).or_default().insert(task);
+            }
+        }
+        self.dequeue(task);
+        if view.state == TaskState::Pending && !self.local.contains_key(&task) {
+            self.enqueue(task, view.attempt, now);
+        }
+        if let Some(local) = self.local.get(&task).copied() {
+            let lost = match view.state {
+                TaskState::Pending => view.attempt > local.attempt,
+                TaskState::Running => view.attempt > local.attempt || view.node != Some(self.me),
+                _ => true,
+            };
+            if lost {
+                self.stats.attempts_fenced += u64::from(view.state == TaskState::Running);
+                self.lose(task, local);
+            }
+        }
+        self.views.insert(task, view);
+    }
+
+    fn lose(&mut self, task: TaskRef, local: Local) {
+        if local.running {
+            if !local.killed {
+                if let Some(l) = self.local.get_mut(&task) {
+                    l.killed = true;
+                }
+                self.actions.push_back(Action::Kill {
+                    task,
+                    attempt: local.attempt,
+                });
+            }
+        } else {
+            self.local.remove(&task);
+            self.waiting.retain(|t| *t != task);
+        }
+    }
+
+    fn queue_key(&self, task: TaskRef) -> QueueKey {
+        let (priority, submitted) = self
+            .ledger
+            .job(&task.job)
+            .map_or((0, 0), |j| (j.spec.priority, j.submitted_ms));
+        (-(priority as i64), submitted, task)
+    }
+
+    fn enqueue(&mut self, task: TaskRef, attempt: u32, ready: Millis) {
+        if self.draining || !self.eligible.contains(&self.me) || self.ledger.is_cancelled(&task.job)
+        {
+            return;
+        }
+        let rank = hrw::rank(task, attempt, &self.me, &self.eligible);
+        let key = self.queue_key(task);
+        if self.queues.len() <= rank {
+            self.queues.resize_with(rank + 1, BTreeMap::new);
+        }
+        self.queues[rank].insert(key, (attempt, ready));
+        self.queued.insert(task, (rank, key));
+    }
+
+    fn dequeue(&mut self, task: TaskRef) -> Option<(u32, Millis)> {
+        let (rank, key) = self.queued.remove(&task)?;
+        self.queues[rank].remove(&key)
+    }
+
+    /// Recomputes the set of live, willing nodes that claims are ranked over.
+    fn update_eligible(&mut self, now: Millis) -> bool {
+        let mut eligible: Vec<NodeId> = self
+            .ledger
+            .nodes()
+            .filter(|(id, info)| info.slots > 0 && !info.draining && **id != self.me)
+            .filter(|(id, _)| self.is_live(self.peers.get(id).and_then(|p| p.last_heard), now))
+            .map(|(id, _)| *id)
+            .collect();
+        if self.cfg.slots > 0 && !self.draining {
+            eligible.push(self.me);
+        }
+        eligible.sort();
+        let changed = eligible != self.eligible;
+        self.eligible = eligible;
+        changed
+    }
+
+    fn update_eligible_and_queues(&mut self, now: Millis) {
+        if !self.update_eligible(now) {
+            return;
+        }
+        let ready: BTreeMap<TaskRef, Millis> = self
+            .queues
+            .iter()
+            .flat_map(|q| q.iter().map(|((_, _, task), (_, ready))| (*task, *ready)))
+            .collect();
+        self.queues.clear();
+        self.queued.clear();
+        let pending: Vec<(TaskRef, u32)> = self
+            .views
+            .values()
+            .filter(|v| v.state == TaskState::Pending && !self.local.contains_key(&v.task))
+            .map(|v| (v.task, v.attempt))
+            .collect();
+        for (task, attempt) in pending {
+            let since = ready.get(&task).copied().unwrap_or(now);
+            self.enqueue(task, attempt, since);
+        }
+    }
+
+    /// Reclaims attempts held by nodes unheard for longer than lease + grace.
+    /// Nodes stagger by their rank for the next attempt so one usually acts.
+    fn scan_leases(&mut self, now: Millis) {
+        let expiry = self.cfg.lease_ms + self.cfg.grace_ms;
+        let mut reclaims = Vec::new();
+        for (node, tasks) in &self.running_by {
+            if *node == self.me {
+                continue;
+            }
+            let heard = self
+                .peers
+                .get(node)
+                .and_then(|p| p.last_heard)
+                .unwrap_or(self.started);
+            let silent = now.since(heard);
+            if silent <= expiry {
+                continue;
+            }
+            for task in tasks {
+                let Some(view) = self.views.get(task) else {
+                    continue;
+                };
+                let rank = hrw::rank(*task, view.attempt + 1, &self.me, &self.eligible) as u64;
+                if silent > expiry + rank * self.cfg.claim_step_ms {
+                    reclaims.push(Claim {
+                        task: *task,
+                        attempt: view.attempt,
+                    });
+                }
+            }
+        }
+        if !reclaims.is_empty() {
+            self.out_reclaims.extend(reclaims);
+            self.mark_batch(now);
+        }
+    }
+
+    /// Claims queued tasks up to this node's capacity: its own first-choice
+    /// tasks from the front, then (after k·δ) rank-k tasks from the back, so
+    /// that a helper and the first choice rarely pick the same task.
+    fn schedule(&mut self, now: Millis) {
+        let mut capacity = self.capacity();
+        while capacity > 0 {
+            let pick = self
+                .queues
+                .first()
+                .and_then(|q| q.iter().next())
+                .map(|((_, _, task), (attempt, _))| (*task, *attempt))
+                .or_else(|| self.steal(now));
+            let Some((task, attempt)) = pick else {
+                break;
+            };
+            self.dequeue(task);
+            self.local.insert(
+                task,
+                Local {
+                    attempt,
+                    published: false,
+                    running: false,
+                    killed: false,
+                },
+            );
+            self.waiting.push_back(task);
+            self.out_claims.push(Claim { task, attempt });
+            capacity -= 1;
+        }
+        self.mark_batch(now);
+    }
+
+    fn steal(&self, now: Millis) -> Option<(TaskRef, u32)> {
+        for (rank, queue) in self.queues.iter().enumerate().skip(1) {
+            let wait = rank as u64 * self.cfg.claim_step_ms;
+            let found = queue
+                .iter()
+                .rev()
+                .take(64)
+                .find(|(_, (_, ready))| now.since(*ready) >= wait);
+            if let Some(((_, _, task), (attempt, _))) = found {
+                return Some((*task, *attempt));
+            }
+        }
+        None
+    }
+
+    /// Starts claimed tasks whose claim is durable, while slots are free.
+    fn start_ready(&mut self) {
+        while self.running < self.cfg.slots {
+            let Some(pos) = self
+                .waiting
+                .iter()
+                .position(|t| self.local.get(t).is_some_and(|l| l.published))
+            else {
+                break;
+            };
+            let Some(task) = self.waiting.remove(pos) else {
+                break;
+            };
+            let Some(local) = self.local.get_mut(&task) else {
+                continue;
+            };
+            let spec = self
+                .ledger
+                .job(&task.job)
+                .and_then(|j| j.spec.task(task.index).map(|s| (j.spec.name.clone(), s)));
+            let Some((job_name, spec)) = spec else {
+                self.local.remove(&task);
+                continue;
+            };
+            local.running = true;
+            self.running += 1;
+            self.stats.attempts_started += 1;
+            self.actions.push_back(Action::Run {
+                task,
+                attempt: local.attempt,
+                job_name,
+                spec,
+            });
+        }
+    }
+
+    fn send(&mut self, peer: NodeId, msg: Message) {
+        self.transmits.push_back(Transmit {
+            to: Destination::Peer(peer),
+            msg,
+        });
+    }
+
+    fn send_digest(&mut self, peer: NodeId) {
+        let fingerprints = self.ledger.fingerprints().clone();
+        self.send(peer, Message::SyncDigest { fingerprints });
+    }
+
+    /// Sends stored events to a peer in messages of bounded size.
+    fn send_events(&mut self, peer: NodeId, ids: &[EventId]) {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for id in ids {
+            let Some(bytes) = self.store.get(id) else {
+                continue;
+            };
+            if size + bytes.len() > DIRECT_LIMIT && !batch.is_empty() {
+                self.send(
+                    peer,
+                    Message::Events {
+                        events: std::mem::take(&mut batch),
+                    },
+                );
+                size = 0;
+            }
+            size += bytes.len();
+            batch.push(bytes);
+        }
+        if !batch.is_empty() {
+            self.send(peer, Message::Events { events: batch });
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Ledger events: what they say, how they are signed and how they are named.
+//!
+//! Owns the event types, the node identity that signs them and their id (the
+//! blake3 hash of the encoded, signed event). Must not interpret events; the
+//! fold in `ledger` does that.
+
+use crate::codec::{self, CodecError};
+use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
+use crate::job::JobSpec;
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// A (task, attempt) pair: the unit of claiming and reclaiming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Claim {
+    pub task: TaskRef,
+    pub attempt: u32,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    FailedToStart(String),
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        *self == Outcome::Exited(0)
+    }
+
+    /// The exit code a user sees: the process's own, or 128 + signal.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Outcome::Exited(code) => Some(*code),
+            Outcome::Signaled(sig) => Some(128 + sig),
+            Outcome::TimedOut | Outcome::FailedToStart(_) => None,
+        }
+    }
+}
+
+/// The result of one attempt, as its node reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task: TaskRef,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub stdout: Option<BlobId>,
+    pub stderr: Option<BlobId>,
+    pub duration_ms: u64,
+}
+
+/// What a node says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub slots: u32,
+    pub labels: Vec<(String, String)>,
+    pub draining: bool,
+    /// Where peers can dial it (multiaddr text).
+    pub addrs: Vec<String>,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventBody {
+    JobSubmitted {
+        job: JobSpec,
+        /// Submitter's wall clock, for display and FIFO order only.
+        submitted_ms: u64,
+        nonce: u64,
+    },
+    JobCancelled {
+        job: JobId,
+    },
+    Claims {
+        claims: Vec<Claim>,
+    },
+    Finished {
+        results: Vec<TaskResult>,
+    },
+    /// Attempts whose lease ran out; each makes the next attempt claimable.
+    Reclaimed {
+        claims: Vec<Claim>,
+    },
+    NodeAnnounce {
+        seq: u64,
+        info: NodeInfo,
+    },
+}
+
+/// A signed, immutable ledger entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub author: NodeId,
+    pub body: EventBody,
+    pub signature: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("event signature does not verify for author {0}")]
+    BadSignature(NodeId),
+}
+
+/// A node's signing key; its public half is the node's id.
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl Identity {
+    pub fn from_seed(seed: [u8; 32]) -> Identity {
+        Identity {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.key.verifying_key().to_bytes())
+    }
+
+    pub fn sign(&self, body: EventBody) -> Event {
+        let author = self.node_id();
+        let signature = self
+            .key
+            .sign(&codec::encode(&(&author, &body)))
+            .to_bytes()
+            .to_vec();
+        Event {
+            author,
+            body,
+            signature,
+        }
+    }
+}
+
+impl Event {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes and verifies an event from its bytes.
+    pub fn decode_verified(bytes: &[u8]) -> Result<Event, EventError> {
+        let event: Event = codec::decode(bytes)?;
+        event.verify()?;
+        Ok(event)
+    }
+
+    pub fn verify(&self) -> Result<(), EventError> {
+        let bad = || EventError::BadSignature(self.author);
+        let key = VerifyingKey::from_bytes(&self.author.0).map_err(|_| bad())?;
+        let sig: [u8; 64] = self.signature.as_slice().try_into().map_err(|_| bad())?;
+        key.verify(
+            &codec::encode(&(&self.author, &self.body)),
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| bad())
+    }
+}
+
+/// The id of an encoded event.
+pub fn event_id(bytes: &[u8]) -> EventId {
+    EventId(*blake3::hash(bytes).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_events_verify_and_tampering_is_caught() {
+        let id = Identity::from_seed([7; 32]);
+        let event = id.sign(EventBody::JobCancelled { job: JobId([1; 8]) });
+        let bytes = event.encode();
+        assert_eq!(Event::decode_verified(&bytes).unwrap(), event);
+        let mut forged = event.clone();
+        forged.body = EventBody::JobCancelled { job: JobId([2; 8]) };
+        assert_eq!(
+            Event::decode_verified(&forged.encode()),
+            Err(EventError::BadSignature(id.node_id()))
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Job and task specifications as they travel in the ledger.
+//!
+//! Owns the job model (tasks, task arrays, commands, limits), its validation
+//! and its deterministic expansion into numbered tasks. Must not know how a
+//! job file is written (that is the node's job-file parser) nor how a task runs.
+
+use serde::{Deserialize, Serialize};
+
+/// Most tasks one job may expand to.
+pub const MAX_TASKS_PER_JOB: u64 = 10_000_000;
+
+/// What a task runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A command line run by `/bin/sh -c`.
+    Shell(String),
+    /// A program and its arguments, run directly.
+    Argv(Vec<String>),
+}
+
+/// One task, or the template of a task array.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Task id; for an array, a prefix put before each index.
+    pub id: String,
+    pub command: Command,
+    pub env: Vec<(String, String)>,
+    pub max_retries: u32,
+    pub max_wall_clock_ms: Option<u64>,
+}
+
+/// A single task or an index range expanded from one template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskGroup {
+    One(TaskSpec),
+    /// Indices `start, start+step, …` up to and including `end`.
+    Array {
+        template: TaskSpec,
+        start: i64,
+        end: i64,
+        step: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub priority: i32,
+    pub groups: Vec<TaskGroup>,
+}
+
+/// One task of a job with its placeholders filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedTask {
+    pub id: String,
+    pub index: Option<i64>,
+    pub command: Command,
+    pub env: Vec<(String, String)>,
+    pub max_retries: u32,
+    pub max_wall_clock_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("the job has no tasks")]
+    NoTasks,
+    #[error("task {0:?}: empty command")]
+    EmptyCommand(String),
+    #[error("task array {0:?}: step must not be 0")]
+    ZeroStep(String),
+    #[error("task array {0:?}: the range is empty")]
+    EmptyRange(String),
+    #[error("the job expands to {0} tasks; the limit is {MAX_TASKS_PER_JOB}")]
+    TooManyTasks(u64),
+    #[error("task id {0:?} appears twice")]
+    DuplicateId(String),
+}
+
+impl TaskGroup {
+    /// How many tasks this group expands to.
+    pub fn len(&self) -> u64 {
+        match self {
+            TaskGroup::One(_) => 1,
+            TaskGroup::Array {
+                start, end, step, ..
+            } => {
+                let (lo, hi, step) = (*start as i128, *end as i128, *step as i128);
+                if step == 0 || (step > 0 && lo > hi) || (step < 0 && lo < hi) {
+                    0
+                } else {
+                    ((hi - lo) / step + 1) as u64
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn spec(&self) -> &TaskSpec {
+        match self {
+            TaskGroup::One(spec) | TaskGroup::Array { template: spec, .. } => spec,
+        }
+    }
+}
+
+impl JobSpec {
+    pub fn task_count(&self) -> u64 {
+        self.groups.iter().map(TaskGroup::len).sum()
+    }
+
+    /// Checks what every node will rely on when it expands the job.
+    pub fn validate(&self) -> Result<(), JobError> {
+        for group in &self.groups {
+            let spec = group.spec();
+            let empty = match &spec.command {
+                Command::Shell(s) => s.trim().is_empty(),
+                Command::Argv(argv) => argv.first().is_none_or(|p| p.is_empty()),
+            };
+            if empty {
+                return Err(JobError::EmptyCommand(spec.id.clone()));
+            }
+            if let TaskGroup::Array { step, .. } = group {
+                if *step == 0 {
+                    return Err(JobError::ZeroStep(spec.id.clone()));
+                }
+                if group.is_empty() {
+                    return Err(JobError::EmptyRange(spec.id.clone()));
+                }
+            }
+        }
+        let count = self.task_count();
+        if count == 0 {
+            return Err(JobError::NoTasks);
+        }
+        if count > MAX_TASKS_PER_JOB {
+            return Err(JobError::TooManyTasks(count));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for index in 0..count as u32 {
+            if let Some(task) = self.task(index) {
+                if !seen.insert(task.id.clone()) {
+                    return Err(JobError::DuplicateId(task.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The task at position `index` of the expansion, placeholders filled.
+    pub fn task(&self, index: u32) -> Option<ResolvedTask> {
+        let mut rest = index as u64;
+        for group in &self.groups {
+            let len = group.len();
+            if rest >= len {
+                rest -= len;
+                continue;
+            }
+            return Some(match group {
+                TaskGroup::One(spec) => resolve(spec, spec.id.clone(), None),
+                TaskGroup::Array {
+                    template,
+                    start,
+                    step,
+                    ..
+                } => {
+                    let value = (*start as i128 + rest as i128 * *step as i128) as i64;
+                    resolve(template, format!("{}{}", template.id, value), Some(value))
+                }
+            });
+        }
+        None
+    }
+
+    /// The spec (or array template) that task `index` was expanded from.
+    pub fn template(&self, index: u32) -> Option<&TaskSpec> {
+        let mut rest = index as u64;
+        for group in &self.groups {
+            let len = group.len();
+            if rest < len {
+                return Some(group.spec());
+            }
+            rest -= len;
+        }
+        None
+    }
+
+    /// Finds a task's position by its id.
+    pub fn position_of(&self, id: &str) -> Option<u32> {
+        let mut offset = 0u64;
+        for group in &self.groups {
+            match group {
+                TaskGroup::One(spec) if spec.id == id => return Some(offset as u32),
+                TaskGroup::Array {
+                    template,
+                    start,
+                    step,
+                    ..
+                } => {
+                    if let Some(value) = id
+                        .strip_prefix(template.id.as_str())
+                        .and_then(|v| v.parse::<i64>().ok())
+                    {
+                        let delta = value as i128 - *start as i128;
+                        let k = delta / *step as i128;
+                        if delta % *step as i128 == 0 && k >= 0 && (k as u64) < group.len() {
+                            return Some((offset + k as u64) as u32);
+                        }
+                    }
+                }
+                TaskGroup::One(_) => {}
+            }
+            offset += group.len();
+        }
+        None
+    }
+}
+
+fn fill(text: &str, index: Option<i64>) -> String {
+    match index {
+        Some(i) => text.replace("{index}", &i.to_string()),
+        None => text.to_string(),
+    }
+}
+
+fn resolve(spec: &TaskSpec, id: String, index: Option<i64>) -> ResolvedTask {
+    let command = match &spec.command {
+        Command::Shell(s) => Command::Shell(fill(s, index)),
+        Command::Argv(argv) => Command::Argv(argv.iter().map(|a| fill(a, index)).collect()),
+    };
+    ResolvedTask {
+        id,
+        index,
+        command,
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), fill(v, index)))
+            .collect(),
+        max_retries: spec.max_retries,
+        max_wall_clock_ms: spec.max_wall_clock_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, cmd: &str) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            command: Command::Shell(cmd.into()),
+            env: vec![("N".into(), "{index}".into())],
+            max_retries: 0,
+            max_wall_clock_ms: None,
+        }
+    }
+
+    #[test]
+    fn arrays_expand_with_placeholders_and_steps() {
+        let job = JobSpec {
+            name: "j".into(),
+            priority: 0,
+            groups: vec![
+                TaskGroup::One(spec("first", "echo a")),
+                TaskGroup::Array {
+                    template: spec("r", "render {index}"),
+                    start: 10,
+                    end: 20,
+                    step: 5,
+                },
+            ],
+        };
+        assert_eq!(job.task_count(), 4);
+        job.validate().unwrap();
+        let t = job.task(2).unwrap();
+        assert_eq!(t.id, "r15");
+        assert_eq!(t.command, Command::Shell("render 15".into()));
+        assert_eq!(t.env, vec![("N".into(), "15".into())]);
+        assert_eq!(job.task(4), None);
+        assert_eq!(job.position_of("r20"), Some(3));
+        assert_eq!(job.position_of("first"), Some(0));
+        assert_eq!(job.position_of("r12"), None);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut job = JobSpec {
+            name: "j".into(),
+            priority: 0,
+            groups: vec![TaskGroup::One(spec("a", "  "))],
+        };
+        assert_eq!(job.validate(), Err(JobError::EmptyCommand("a".into())));
+        job.groups = vec![
+            TaskGroup::One(spec("a", "x")),
+            TaskGroup::One(spec("a", "y")),
+        ];
+        assert_eq!(job.validate(), Err(JobError::DuplicateId("a".into())));
+        job.groups = vec![TaskGroup::Array {
+            template: spec("", "x"),
+            start: 5,
+            end: 1,
+            step: 1,
+        }];
+        assert_eq!(job.validate(), Err(JobError::EmptyRange("".into())));
+    }
+}

@@ -1,0 +1,29 @@
+//! peerbatch-protocol: the sans-IO core of peerbatch.
+//!
+//! This crate owns what nodes say to each other and how they agree: ledger
+//! events and their signatures, the deterministic fold from events to task
+//! state, rendezvous-hash claiming, leases, batching and anti-entropy sync.
+//! It must not touch IO: no tokio, no sockets, no files, no wall clock and no
+//! thread RNG. Time comes in as [`Millis`], randomness as a seeded RNG, and
+//! every effect goes out through the `poll_*` methods of [`Core`].
+
+pub mod codec;
+pub mod core;
+pub mod event;
+pub mod hrw;
+pub mod ids;
+pub mod job;
+pub mod ledger;
+pub mod storage;
+pub mod sync;
+pub mod time;
+pub mod wire;
+
+pub use crate::core::{Action, Config, Core, Destination, Transmit};
+pub use event::{Event, EventBody, Identity, NodeInfo, Outcome, TaskResult};
+pub use ids::{BlobId, EventId, JobId, NodeId, TaskRef};
+pub use job::{Command, JobSpec, ResolvedTask, TaskGroup, TaskSpec};
+pub use ledger::{Ledger, TaskState, TaskView};
+pub use storage::{EventStore, MemStore};
+pub use time::Millis;
+pub use wire::Message;
