@@ -8,6 +8,7 @@
 //! every effect goes out through the `poll_*` methods of [`Core`].
 
 pub mod codec;
+pub mod content;
 pub mod core;
 pub mod event;
 pub mod hrw;

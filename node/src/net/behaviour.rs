@@ -156,7 +156,10 @@ fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, Ne
     );
 
     let mdns = if enable_mdns {
-        Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local_peer_id).map_err(NetError::Mdns)?)
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), local_peer_id)
+                .map_err(NetError::Mdns)?,
+        )
     } else {
         None
     };

@@ -1,0 +1,223 @@
+//! `peerbatch bench`: throughput, latency, memory and ledger size figures on
+//! a local cluster of real node processes.
+//!
+//! Owns the benchmark's method and what it prints. Must not assert anything:
+//! it measures and reports.
+
+use crate::cli::s;
+use crate::client::Client;
+use crate::cluster::LocalCluster;
+use anyhow::{Context, Result};
+use clap::Args;
+use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use serde_json::Value;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Args, Debug)]
+pub struct BenchOpts {
+    /// Number of local nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Trivial (`true`) tasks in the throughput run.
+    #[arg(long, default_value_t = 10_000)]
+    pub tasks: i64,
+    /// Slots per node.
+    #[arg(long, default_value_t = 2)]
+    pub slots: u32,
+    /// Samples of submit-to-first-start latency.
+    #[arg(long, default_value_t = 5)]
+    pub latency_samples: usize,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn wall_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn job(name: &str, command: Command, start: i64, end: i64) -> Value {
+    let spec = JobSpec {
+        name: name.into(),
+        priority: 0,
+        groups: vec![TaskGroup::Array {
+            template: TaskSpec {
+                id: String::new(),
+                command,
+                env: Vec::new(),
+                max_retries: 3,
+                max_wall_clock_ms: None,
+            },
+            start,
+            end,
+            step: 1,
+        }],
+    };
+    serde_json::to_value(spec).unwrap_or_default()
+}
+
+fn done_on(client: &Client, job: &str) -> Result<u64> {
+    let j = client.get(&format!("/v1/jobs/{job}"))?;
+    Ok(j["succeeded"].as_u64().unwrap_or(0) + j["failed"].as_u64().unwrap_or(0))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+pub fn run(opts: BenchOpts) -> Result<()> {
+    let root = std::env::temp_dir().join(format!("peerbatch-bench-{}", std::process::id()));
+    let cluster = LocalCluster::start(&root, opts.nodes.max(1), opts.slots, false)?;
+    cluster.wait_meshed(Duration::from_secs(30))?;
+    let clients: Vec<Client> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.client())
+        .collect::<Result<_>>()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let idle: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| rss_kib(n.child.id()))
+        .collect();
+    println!(
+        "nodes: {} × {} slots, loopback, one process each",
+        opts.nodes, opts.slots
+    );
+    println!(
+        "idle RSS per node: {} MiB",
+        idle.iter()
+            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Submit to first task start: the task prints its own start time.
+    let mut latencies = Vec::new();
+    for i in 0..opts.latency_samples {
+        let client = &clients[i % clients.len()];
+        let before = wall_ns();
+        let r = client.post(
+            "/v1/jobs",
+            &job(
+                "latency",
+                Command::Argv(vec!["date".into(), "+%s%N".into()]),
+                1,
+                1,
+            ),
+        )?;
+        let id = s(&r["job_id"]);
+        while done_on(client, &id)? < 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = client.get_bytes(&format!("/v1/jobs/{id}/tasks/1/log"))?;
+        let started: u128 = String::from_utf8_lossy(&out)
+            .trim()
+            .parse()
+            .context("latency task printed no time")?;
+        latencies.push(started.saturating_sub(before) as f64 / 1e6);
+    }
+    println!(
+        "submit -> first task start: median {:.1} ms (min {:.1}, max {:.1}, {} samples)",
+        median(latencies.clone()),
+        latencies.iter().cloned().fold(f64::INFINITY, f64::min),
+        latencies.iter().cloned().fold(0.0, f64::max),
+        latencies.len()
+    );
+
+    let before = clients[0].get("/v1/status")?;
+    let t0 = Instant::now();
+    let r = clients[0].post(
+        "/v1/jobs",
+        &job(
+            "throughput",
+            Command::Argv(vec!["true".into()]),
+            1,
+            opts.tasks,
+        ),
+    )?;
+    let id = s(&r["job_id"]);
+    let acked = t0.elapsed();
+    let total = opts.tasks as u64;
+    let mut finished_at = vec![None; clients.len()];
+    let bar = indicatif::ProgressBar::new(total);
+    while finished_at.iter().any(Option::is_none) {
+        for (i, c) in clients.iter().enumerate() {
+            if finished_at[i].is_none() {
+                let done = done_on(c, &id)?;
+                if i == 0 {
+                    bar.set_position(done);
+                }
+                if done == total {
+                    finished_at[i] = Some(t0.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bar.finish_and_clear();
+    let last = finished_at
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or_default();
+    println!("throughput: {} `true` tasks, submit -> last result known on every node: {:.2} s = {:.0} tasks/s (submit acknowledged after {:.0} ms)",
+        total, last.as_secs_f64(), total as f64 / last.as_secs_f64(), acked.as_secs_f64() * 1e3);
+    let tasks = clients[0].get(&format!("/v1/jobs/{id}/tasks"))?;
+    let mut per_node = std::collections::BTreeMap::<String, u64>::new();
+    let mut failed = 0;
+    for t in tasks.as_array().into_iter().flatten() {
+        *per_node.entry(s(&t["node"])).or_default() += 1;
+        failed += u64::from(t["state"] != "succeeded");
+    }
+    println!(
+        "tasks per node: {:?}; not succeeded: {failed}",
+        per_node.values().collect::<Vec<_>>()
+    );
+    let mut started = 0;
+    let mut fenced = 0;
+    for c in &clients {
+        let st = c.get("/v1/status")?;
+        started += st["attempts_started"].as_u64().unwrap_or(0);
+        fenced += st["attempts_fenced"].as_u64().unwrap_or(0);
+    }
+    println!(
+        "attempts started: {started} for {} tasks ({fenced} fenced duplicates)",
+        total + opts.latency_samples as u64
+    );
+    let after = clients[0].get("/v1/status")?;
+    let grow = |k: &str| {
+        after[k]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(before[k].as_u64().unwrap_or(0))
+    };
+    println!(
+        "ledger: {} events, {} bytes of events for {} tasks = {:.1} bytes/task (sled on disk: {} MiB)",
+        grow("events"),
+        grow("event_bytes"),
+        total,
+        grow("event_bytes") as f64 / total as f64,
+        after["ledger_bytes"].as_u64().unwrap_or(0) >> 20
+    );
+    let busy: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| rss_kib(n.child.id()))
+        .collect();
+    println!(
+        "RSS per node after the run: {} MiB",
+        busy.iter()
+            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The command line: argument parsing and the client commands.
+//!
+//! Owns what each subcommand prints (tables, `--json`, progress bars) and its
+//! exit status. Talks to a node only through `client`; must not reach into
+//! a node's state directly.
+
+use crate::client::Client;
+use crate::jobfile;
+use crate::paths::DataDir;
+use crate::serve::NodeOpts;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Bad input from the user: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+#[derive(Parser)]
+#[command(
+    name = "peerbatch",
+    version,
+    about = "A peer-to-peer compute grid: start a node on every machine, submit jobs from any of them."
+)]
+pub struct Cli {
+    /// The node's data directory [env: PEERBATCH_DATA_DIR; default: $XDG_DATA_HOME/peerbatch]
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// A node's API address (host:port) instead of the data dir's; needs PEERBATCH_TOKEN.
+    #[arg(long, env = "PEERBATCH_API")]
+    pub api: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run a node on this machine.
+    Node(NodeOpts),
+    /// Make a cluster key file for --cluster-key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Submit a job file (TOML).
+    Submit {
+        file: PathBuf,
+        /// Show progress until the job ends; exit 1 if any task failed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Submit one command, or an array of it: `peerbatch run --array 1-100 -- CMD ARGS...`.
+    Run {
+        /// Index range, e.g. 1-100 or 0..=9; fills {index} and $PEERBATCH_TASK_INDEX.
+        #[arg(long)]
+        array: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = jobfile::DEFAULT_MAX_RETRIES)]
+        max_retries: u32,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+        #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List jobs.
+    Jobs {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show one job (by id, id prefix or name).
+    Job {
+        job: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List a job's tasks.
+    Tasks {
+        job: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List the nodes of the mesh.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print a finished task's stdout (or stderr), wherever it ran.
+    Logs {
+        job: String,
+        task: String,
+        #[arg(long)]
+        stderr: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Cancel a job: kill its running tasks everywhere.
+    Cancel {
+        job: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Start a 3-node local cluster, run an example job on it, and stop.
+    Demo(crate::demo::DemoOpts),
+    /// Measure throughput and latency on a local cluster.
+    Bench(crate::bench::BenchOpts),
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    let dir = DataDir::resolve(cli.data_dir)?;
+    let connect = |c: &ClientOpts| Client::connect(&dir, c.api.clone());
+    match cli.cmd {
+        Cmd::Node(opts) => crate::serve::run(dir, opts),
+        Cmd::Keygen { out } => {
+            crate::net::write_cluster_key(&out)?;
+            eprintln!(
+                "wrote a new cluster key to {} (mode 0600); give every node --cluster-key {}",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Submit { file, wait, client } => {
+            let spec = jobfile::load(&file).map_err(|e| BadInput(e.to_string()))?;
+            submit(&connect(&client)?, spec, wait)
+        }
+        Cmd::Run {
+            array,
+            name,
+            max_retries,
+            wait,
+            client,
+            command,
+        } => {
+            let spec = run_spec(array, name, max_retries, command)?;
+            submit(&connect(&client)?, spec, wait)
+        }
+        Cmd::Jobs { json, client } => {
+            let jobs = connect(&client)?.get("/v1/jobs")?;
+            if json {
+                return print_json(&jobs);
+            }
+            println!(
+                "{:<17} {:<20} {:<10} {:>7} {:>7} {:>7} {:>7}",
+                "ID", "NAME", "STATE", "TASKS", "DONE", "RUNNING", "FAILED"
+            );
+            for j in jobs.as_array().into_iter().flatten() {
+                let done = j["succeeded"].as_u64().unwrap_or(0)
+                    + j["failed"].as_u64().unwrap_or(0)
+                    + j["cancelled"].as_u64().unwrap_or(0);
+                println!(
+                    "{:<17} {:<20} {:<10} {:>7} {:>7} {:>7} {:>7}",
+                    s(&j["id"]),
+                    s(&j["name"]),
+                    s(&j["state"]),
+                    j["tasks"],
+                    done,
+                    j["running"],
+                    j["failed"]
+                );
+            }
+            Ok(())
+        }
+        Cmd::Job { job, json, client } => {
+            let j = connect(&client)?.get(&format!("/v1/jobs/{}", seg(&job)))?;
+            if json {
+                return print_json(&j);
+            }
+            for key in [
+                "id",
+                "name",
+                "state",
+                "priority",
+                "tasks",
+                "pending",
+                "running",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "submitted_by",
+            ] {
+                println!("{key:<13} {}", s(&j[key]));
+            }
+            Ok(())
+        }
+        Cmd::Tasks { job, json, client } => {
+            let tasks = connect(&client)?.get(&format!("/v1/jobs/{}/tasks", seg(&job)))?;
+            if json {
+                return print_json(&tasks);
+            }
+            println!(
+                "{:<16} {:<10} {:>7} {:>5}  NODE",
+                "TASK", "STATE", "ATTEMPT", "EXIT"
+            );
+            for t in tasks.as_array().into_iter().flatten() {
+                println!(
+                    "{:<16} {:<10} {:>7} {:>5}  {}",
+                    s(&t["id"]),
+                    s(&t["state"]),
+                    t["attempt"],
+                    s(&t["exit_code"]),
+                    s(&t["node"])
+                );
+            }
+            Ok(())
+        }
+        Cmd::Nodes { json, client } => {
+            let nodes = connect(&client)?.get("/v1/nodes")?;
+            if json {
+                return print_json(&nodes);
+            }
+            println!(
+                "{:<54} {:<5} {:>5} {:<9} LABELS",
+                "NODE", "LIVE", "SLOTS", "STATE"
+            );
+            for n in nodes.as_array().into_iter().flatten() {
+                let me = if n["self"] == true {
+                    " (this node)"
+                } else {
+                    ""
+                };
+                let state = if n["draining"] == true {
+                    "draining"
+                } else {
+                    "ready"
+                };
+                let labels: Vec<String> = n["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(s)
+                    .collect();
+                println!(
+                    "{:<54} {:<5} {:>5} {:<9} {}{me}",
+                    s(&n["id"]),
+                    n["live"],
+                    n["slots"],
+                    state,
+                    labels.join(",")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Logs {
+            job,
+            task,
+            stderr,
+            client,
+        } => {
+            let stream = if stderr { "stderr" } else { "stdout" };
+            let bytes = connect(&client)?.get_bytes(&format!(
+                "/v1/jobs/{}/tasks/{}/log?stream={stream}",
+                seg(&job),
+                seg(&task)
+            ))?;
+            std::io::stdout().write_all(&bytes)?;
+            Ok(())
+        }
+        Cmd::Cancel { job, client } => {
+            let r =
+                connect(&client)?.post(&format!("/v1/jobs/{}/cancel", seg(&job)), &json!({}))?;
+            eprintln!("cancelled job {}", s(&r["job_id"]));
+            Ok(())
+        }
+        Cmd::Demo(opts) => crate::demo::run(opts),
+        Cmd::Bench(opts) => crate::bench::run(opts),
+    }
+}
+
+fn run_spec(
+    array: Option<String>,
+    name: Option<String>,
+    max_retries: u32,
+    command: Vec<String>,
+) -> Result<JobSpec> {
+    let program = command.first().cloned().unwrap_or_default();
+    let template = TaskSpec {
+        id: String::new(),
+        command: Command::Argv(command),
+        env: Vec::new(),
+        max_retries,
+        max_wall_clock_ms: None,
+    };
+    let group = match array {
+        None => TaskGroup::One(TaskSpec {
+            id: "t1".into(),
+            ..template
+        }),
+        Some(range) => {
+            let (start, end) =
+                jobfile::parse_range(&range).map_err(|e| BadInput(format!("--array: {e}")))?;
+            TaskGroup::Array {
+                template,
+                start,
+                end,
+                step: 1,
+            }
+        }
+    };
+    let spec = JobSpec {
+        name: name.unwrap_or(program),
+        priority: 0,
+        groups: vec![group],
+    };
+    spec.validate().map_err(|e| BadInput(e.to_string()))?;
+    Ok(spec)
+}
+
+/// Submits a job, prints its id on stdout, and optionally waits for it.
+pub fn submit(client: &Client, spec: JobSpec, wait: bool) -> Result<()> {
+    let body = serde_json::to_value(&spec)?;
+    let r = client.post("/v1/jobs", &body)?;
+    let job = s(&r["job_id"]);
+    println!("{job}");
+    let (peers, held) = (
+        r["peers_connected"].as_u64().unwrap_or(0),
+        r["replicated_to"].as_u64().unwrap_or(0),
+    );
+    if peers > 0 && held == 0 {
+        eprintln!("warning: job {job} is stored on this node but no peer confirmed holding it yet; it will spread when they sync");
+    } else if peers == 0 {
+        eprintln!("note: this node has no peers; job {job} runs here until others join");
+    }
+    if wait {
+        let final_state = wait_job(client, &job)?;
+        if final_state["state"] != "succeeded" {
+            bail!(
+                "job {job} ended {}: {} failed, {} cancelled",
+                s(&final_state["state"]),
+                final_state["failed"],
+                final_state["cancelled"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Shows a live progress bar until every task of `job` is terminal.
+pub fn wait_job(client: &Client, job: &str) -> Result<Value> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks done  {msg}",
+        )
+        .context("progress template")?,
+    );
+    loop {
+        let j = client.get(&format!("/v1/jobs/{}", seg(job)))?;
+        let total = j["tasks"].as_u64().unwrap_or(0);
+        let done = ["succeeded", "failed", "cancelled"]
+            .iter()
+            .map(|k| j[*k].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_message(format!("{} running, {} failed", j["running"], j["failed"]));
+        if total > 0 && done == total {
+            bar.finish();
+            eprintln!(
+                "job {job} {}: {} succeeded, {} failed, {} cancelled",
+                s(&j["state"]),
+                j["succeeded"],
+                j["failed"],
+                j["cancelled"]
+            );
+            return Ok(j);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// A JSON value as plain text ("-" for null).
+pub fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes one URL path segment.
+pub fn seg(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,102 @@
+//! The HTTP client the CLI uses to talk to a node's API.
+//!
+//! Owns finding the node (`--api`/`PEERBATCH_API` + `PEERBATCH_TOKEN`, or the
+//! `api` and `token` files of a data dir) and turning HTTP failures into
+//! messages a user can act on. Must not know what the endpoints mean.
+
+use crate::paths::DataDir;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use std::time::Duration;
+
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn connect(dir: &DataDir, api: Option<String>) -> Result<Client> {
+        let token_env = std::env::var("PEERBATCH_TOKEN").ok();
+        let (addr, token) = match api {
+            Some(addr) => {
+                let token = match token_env {
+                    Some(t) => t,
+                    None => std::fs::read_to_string(dir.token_file()).with_context(|| {
+                        format!("--api {addr} needs PEERBATCH_TOKEN (the node's DATA_DIR/token)")
+                    })?,
+                };
+                (addr, token)
+            }
+            None => {
+                let api_file = dir.api_file();
+                let addr = std::fs::read_to_string(&api_file).map_err(|_| {
+                    anyhow!(
+                        "no node is running on data dir {} (no {} file); start one with `peerbatch node --data-dir {}`, or point --api/PEERBATCH_API at one",
+                        dir.root.display(),
+                        api_file.display(),
+                        dir.root.display()
+                    )
+                })?;
+                let token = match token_env {
+                    Some(t) => t,
+                    None => std::fs::read_to_string(dir.token_file())
+                        .with_context(|| format!("cannot read {}", dir.token_file().display()))?,
+                };
+                (addr, token)
+            }
+        };
+        let addr = addr.trim();
+        let base = if addr.starts_with("http") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build();
+        Ok(Client {
+            base,
+            token: token.trim().to_string(),
+            agent,
+        })
+    }
+
+    fn call(&self, req: ureq::Request, body: Option<&Value>) -> Result<ureq::Response> {
+        let req = req.set("authorization", &format!("Bearer {}", self.token));
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(code, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                let msg = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                    .unwrap_or(text);
+                bail!("{msg} (HTTP {code})")
+            }
+            Err(e) => Err(anyhow!("cannot reach the node at {}: {e}", self.base)),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let resp = self.call(self.agent.get(&format!("{}{path}", self.base)), None)?;
+        resp.into_json().context("the node sent malformed JSON")
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let resp = self.call(self.agent.get(&format!("{}{path}", self.base)), None)?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut out)?;
+        Ok(out)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let resp = self.call(self.agent.post(&format!("{}{path}", self.base)), Some(body))?;
+        resp.into_json().context("the node sent malformed JSON")
+    }
+}

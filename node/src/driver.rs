@@ -1,0 +1,355 @@
+//! The driver: the one task that owns the protocol core on a real node.
+//!
+//! Owns the loop that feeds the core (network events, API requests, executor
+//! reports, timeouts) and carries its outputs out in the order the design
+//! requires: persist to sled and flush, then transmit, then act. Must not
+//! touch the libp2p Swarm (only `net` does) or decide protocol questions
+//! (only the core does).
+
+use crate::exec::{Attempt, Executor, Exited};
+use crate::identity::{node_of, peer_of};
+use crate::net::{Net, NetEvent};
+use crate::store::blobs::BlobStore;
+use crate::store::ledger::LedgerStore;
+use libp2p::{Multiaddr, PeerId};
+use peerbatch_protocol::codec;
+use peerbatch_protocol::content::{FetchRequest, FetchResponse};
+use peerbatch_protocol::core::Destination;
+use peerbatch_protocol::{Action, Core, EventId, EventStore, JobId, Message, Millis, TaskRef};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Work sent to the driver from the API: runs with the driver's state.
+pub type Request = Box<dyn FnOnce(&mut Driver) + Send>;
+
+/// How long a submit waits for a peer to hold the job before answering.
+const REPLICATION_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Driver {
+    pub core: Core<LedgerStore>,
+    pub store: LedgerStore,
+    pub blobs: BlobStore,
+    pub net: Net,
+    pub listen_file: PathBuf,
+    exec: Executor,
+    clock: Instant,
+    kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
+    listening: Vec<Multiaddr>,
+    awaiting_replication: Vec<(EventId, oneshot::Sender<usize>)>,
+}
+
+impl Driver {
+    pub fn new(
+        core: Core<LedgerStore>,
+        store: LedgerStore,
+        blobs: BlobStore,
+        net: Net,
+        exec: Executor,
+        listen_file: PathBuf,
+        clock: Instant,
+    ) -> Driver {
+        Driver {
+            core,
+            store,
+            blobs,
+            net,
+            listen_file,
+            exec,
+            clock,
+            kills: HashMap::new(),
+            listening: Vec::new(),
+            awaiting_replication: Vec::new(),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        Millis(self.clock.elapsed().as_millis() as u64)
+    }
+
+    /// Answers `reply` with how many peers acknowledged holding event `id`
+    /// (0 when there are none), once it is durable here.
+    pub fn after_durable_replicate(&mut self, id: EventId, reply: oneshot::Sender<usize>) {
+        self.awaiting_replication.push((id, reply));
+    }
+
+    pub async fn run(
+        mut self,
+        mut net_events: mpsc::Receiver<NetEvent>,
+        mut requests: mpsc::Receiver<Request>,
+        mut exited: mpsc::UnboundedReceiver<Exited>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) {
+        let mut dial_tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let deadline = self
+                .core
+                .poll_timeout()
+                .map(|t| self.clock + Duration::from_millis(t.0));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(event) = net_events.recv() => {
+                    self.on_net(event);
+                    for _ in 0..256 {
+                        match net_events.try_recv() {
+                            Ok(event) => self.on_net(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(request) = requests.recv() => request(&mut self),
+                Some(done) = exited.recv() => {
+                    self.on_exited(done);
+                    while let Ok(done) = exited.try_recv() {
+                        self.on_exited(done);
+                    }
+                }
+                _ = sleep => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+                _ = dial_tick.tick() => self.dial_known_nodes(),
+                _ = &mut shutdown => break,
+            }
+            self.pump().await;
+        }
+        for (_, kill) in self.kills.drain() {
+            let _ = kill.send(());
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!("final flush failed: {e:#}");
+        }
+    }
+
+    fn on_exited(&mut self, done: Exited) {
+        self.kills.remove(&(done.task, done.attempt));
+        let now = self.now();
+        self.core.task_exited(
+            now,
+            done.task,
+            done.attempt,
+            done.outcome,
+            done.stdout,
+            done.stderr,
+            done.duration_ms,
+        );
+    }
+
+    fn on_net(&mut self, event: NetEvent) {
+        let now = self.now();
+        match event {
+            NetEvent::Listening(addr) => {
+                self.listening.push(addr);
+                let me = self.net.local_peer_id();
+                let addrs: Vec<String> = self
+                    .listening
+                    .iter()
+                    .map(|a| format!("{a}/p2p/{me}"))
+                    .collect();
+                if let Err(e) =
+                    crate::paths::write_private(&self.listen_file, addrs.join("\n").as_bytes())
+                {
+                    tracing::warn!("{e:#}");
+                }
+                self.core.set_addrs(now, addrs);
+            }
+            NetEvent::PeerConnected(peer) => {
+                if let Some(node) = node_of(&peer) {
+                    self.core.handle_peer_up(now, node);
+                }
+            }
+            NetEvent::PeerDisconnected(peer) => {
+                if let Some(node) = node_of(&peer) {
+                    self.core.handle_peer_down(now, node);
+                }
+            }
+            NetEvent::Gossip { source, data } => {
+                if let Some((node, msg)) = decode_from(&source, &data) {
+                    self.core.handle_gossip(now, node, msg);
+                }
+            }
+            NetEvent::Message { from, data } => {
+                if let Some((node, msg)) = decode_from(&from, &data) {
+                    self.core.handle_message(now, node, msg);
+                }
+            }
+            NetEvent::Fetch { from, data, reply } => {
+                let response = match codec::decode::<FetchRequest>(&data) {
+                    Ok(FetchRequest::Chunk(hash)) => match self.blobs.read_chunk(&hash) {
+                        Some(bytes) => FetchResponse::Chunk(bytes),
+                        None => FetchResponse::NotFound,
+                    },
+                    Err(e) => {
+                        tracing::warn!("garbled fetch request from {from}: {e}");
+                        FetchResponse::NotFound
+                    }
+                };
+                self.net.respond(reply, codec::encode(&response));
+            }
+        }
+    }
+
+    /// Dials nodes the ledger knows (their announced addresses) that we are
+    /// not connected to: peer exchange through the ledger.
+    fn dial_known_nodes(&mut self) {
+        let me = self.core.node_id();
+        let peers = self.core.peers();
+        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .core
+            .ledger()
+            .nodes()
+            .filter(|(id, _)| **id != me && !peers.get(id).is_some_and(|p| p.connected))
+            .filter_map(|(id, info)| {
+                let addrs = info.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                Some((peer_of(id)?, addrs))
+            })
+            .collect();
+        for (peer, addrs) in targets {
+            self.net.dial(peer, addrs);
+        }
+    }
+
+    /// Carries the core's outputs out: persist and flush, then transmit, then act.
+    async fn pump(&mut self) {
+        let mut persists = Vec::new();
+        while let Some(p) = self.core.poll_persist() {
+            persists.push(p);
+        }
+        if !persists.is_empty() {
+            let written = match self.store.put_batch(&persists) {
+                Ok(()) => self.store.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                // Nothing unflushed may be gossiped: drop this round's sends.
+                tracing::error!("cannot persist ledger events: {e:#}");
+                while self.core.poll_transmit().is_some() {}
+            }
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            let bytes = codec::encode(&t.msg);
+            match t.to {
+                Destination::Gossip => self.net.publish(bytes),
+                Destination::Peer(node) => {
+                    if let Some(peer) = peer_of(&node) {
+                        self.net.send(peer, bytes);
+                    }
+                }
+            }
+        }
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Run {
+                    task,
+                    attempt,
+                    job_name,
+                    spec,
+                } => {
+                    let kill = self.exec.start(Attempt {
+                        task,
+                        attempt,
+                        job_name,
+                        spec,
+                    });
+                    self.kills.insert((task, attempt), kill);
+                }
+                Action::Kill { task, attempt } => {
+                    if let Some(kill) = self.kills.remove(&(task, attempt)) {
+                        let _ = kill.send(());
+                    }
+                }
+            }
+        }
+        for (id, reply) in std::mem::take(&mut self.awaiting_replication) {
+            self.replicate(id, reply);
+        }
+    }
+
+    /// Pushes a durable event to every connected peer and answers with the
+    /// number that acknowledged it (the first ack answers; 0 if no peers).
+    fn replicate(&self, id: EventId, reply: oneshot::Sender<usize>) {
+        let peers: Vec<PeerId> = self
+            .core
+            .peers()
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .filter_map(|(node, _)| peer_of(node))
+            .collect();
+        let Some(bytes) = self.store.get(&id) else {
+            let _ = reply.send(0);
+            return;
+        };
+        if peers.is_empty() {
+            let _ = reply.send(0);
+            return;
+        }
+        let msg = codec::encode(&Message::Events {
+            events: vec![bytes],
+        });
+        let net = self.net.clone();
+        tokio::spawn(async move {
+            let mut acks = futures::stream::FuturesUnordered::new();
+            for peer in peers {
+                let (net, msg) = (net.clone(), msg.clone());
+                acks.push(async move { net.send_acked(peer, msg).await });
+            }
+            let first = tokio::time::timeout(REPLICATION_WAIT, async {
+                use futures::StreamExt;
+                while let Some(result) = acks.next().await {
+                    if result.is_ok() {
+                        return 1;
+                    }
+                }
+                0
+            })
+            .await
+            .unwrap_or(0);
+            let _ = reply.send(first);
+        });
+    }
+
+    /// Finds a job by full id, unique id prefix or unique name.
+    pub fn resolve_job(&self, text: &str) -> Result<JobId, String> {
+        if let Some(id) = JobId::parse(text) {
+            if self.core.ledger().job(&id).is_some() {
+                return Ok(id);
+            }
+        }
+        let matches: Vec<JobId> = self
+            .core
+            .ledger()
+            .jobs()
+            .filter(|j| j.id.to_string().starts_with(text) || j.spec.name == text)
+            .map(|j| j.id)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!("no job {text:?} on this node")),
+            many => Err(format!(
+                "{text:?} matches {} jobs ({}); give more of the id",
+                many.len(),
+                many.iter()
+                    .map(|j| j.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+fn decode_from(peer: &PeerId, data: &[u8]) -> Option<(peerbatch_protocol::NodeId, Message)> {
+    let node = node_of(peer)?;
+    match codec::decode::<Message>(data) {
+        Ok(msg) => Some((node, msg)),
+        Err(e) => {
+            tracing::warn!("dropped a garbled message from {peer}: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Job files: the TOML a user writes, turned into a protocol `JobSpec`.
+//!
+//! Owns the job-file format and its error messages (`FILE:LINE:COL: what`).
+//! Must not submit anything or touch the network; `cli` does that.
+//!
+//! ```toml
+//! name = "render"
+//! priority = 5
+//!
+//! [[tasks]]
+//! id = "prep"
+//! command = "echo preparing"          # a string runs under /bin/sh -c
+//! env = { QUALITY = "high" }
+//! max_retries = 2
+//! max_wall_clock = "10m"
+//!
+//! [[tasks]]
+//! id = "frame-"                       # arrays: prefix of each task id
+//! command = ["render", "--frame", "{index}"]   # a list runs directly
+//! range = "1..=1000"                  # also "0..10" (exclusive); step = 5
+//! ```
+
+use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use toml::Spanned;
+
+/// Retries a task gets when its file says nothing.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct JobFileError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJob {
+    name: Option<String>,
+    #[serde(default)]
+    priority: i32,
+    tasks: Spanned<Vec<FileTask>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTask {
+    id: Option<Spanned<String>>,
+    command: Spanned<FileCommand>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    max_retries: Option<Spanned<i64>>,
+    max_wall_clock: Option<Spanned<toml::Value>>,
+    range: Option<Spanned<String>>,
+    step: Option<Spanned<i64>>,
+}
+
+/// Reads and checks a job file.
+pub fn load(path: &Path) -> Result<JobSpec, JobFileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| JobFileError {
+        file: file.clone(),
+        line: 1,
+        col: 1,
+        message: format!("cannot read the job file: {e}"),
+    })?;
+    let default_name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
+    parse(&file, &text, &default_name)
+}
+
+/// Parses job-file text; `file` names it in errors.
+pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobSpec, JobFileError> {
+    let err = |span: Option<Range<usize>>, message: String| {
+        let at = span.map_or(0, |s| s.start).min(text.len());
+        let before = &text[..at];
+        JobFileError {
+            file: file.to_string(),
+            line: before.matches('\n').count() + 1,
+            col: before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+            message,
+        }
+    };
+    let job: FileJob = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().replace('\n', " ");
+        err(e.span(), message)
+    })?;
+    if job.tasks.get_ref().is_empty() {
+        return Err(err(Some(job.tasks.span()), "the job has no tasks".into()));
+    }
+    let mut groups = Vec::new();
+    for (n, task) in job.tasks.into_inner().into_iter().enumerate() {
+        let command_span = task.command.span();
+        let command = match task.command.into_inner() {
+            FileCommand::Shell(s) if !s.trim().is_empty() => Command::Shell(s),
+            FileCommand::Argv(argv) if argv.first().is_some_and(|p| !p.is_empty()) => {
+                Command::Argv(argv)
+            }
+            _ => return Err(err(Some(command_span), "empty command".into())),
+        };
+        let max_retries = match task.max_retries {
+            None => DEFAULT_MAX_RETRIES,
+            Some(v) => u32::try_from(*v.get_ref()).map_err(|_| {
+                err(
+                    Some(v.span()),
+                    format!(
+                        "max_retries must be between 0 and {}, got {}",
+                        u32::MAX,
+                        v.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let max_wall_clock_ms = match task.max_wall_clock {
+            None => None,
+            Some(v) => Some(duration_ms(v.get_ref()).map_err(|m| err(Some(v.span()), m))?),
+        };
+        let is_array = task.range.is_some();
+        let id = match task.id {
+            Some(id) => id.into_inner(),
+            None if is_array => String::new(),
+            None => format!("t{}", n + 1),
+        };
+        let spec = TaskSpec {
+            id,
+            command,
+            env: task.env.into_iter().collect(),
+            max_retries,
+            max_wall_clock_ms,
+        };
+        match task.range {
+            None => {
+                if let Some(step) = task.step {
+                    return Err(err(Some(step.span()), "step needs a range".into()));
+                }
+                groups.push(TaskGroup::One(spec));
+            }
+            Some(range) => {
+                let (start, end) =
+                    parse_range(range.get_ref()).map_err(|m| err(Some(range.span()), m))?;
+                let step = match task.step {
+                    None => 1,
+                    Some(s) if *s.get_ref() > 0 => *s.get_ref(),
+                    Some(s) => return Err(err(Some(s.span()), "step must be 1 or more".into())),
+                };
+                if end < start {
+                    return Err(err(Some(range.span()), "the range is empty".into()));
+                }
+                groups.push(TaskGroup::Array {
+                    template: spec,
+                    start,
+                    end,
+                    step,
+                });
+            }
+        }
+    }
+    let spec = JobSpec {
+        name: job.name.unwrap_or_else(|| default_name.to_string()),
+        priority: job.priority,
+        groups,
+    };
+    spec.validate().map_err(|e| err(None, e.to_string()))?;
+    Ok(spec)
+}
+
+/// `"1..=100"` (inclusive), `"0..100"` (exclusive) or `"1-100"` (inclusive).
+pub fn parse_range(text: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("range {text:?} is not of the form 1..=100, 0..100 or 1-100");
+    let num = |s: &str| s.trim().parse::<i64>().map_err(|_| bad());
+    if let Some((a, b)) = text.split_once("..=") {
+        Ok((num(a)?, num(b)?))
+    } else if let Some((a, b)) = text.split_once("..") {
+        let end = num(b)?.checked_sub(1).ok_or_else(bad)?;
+        Ok((num(a)?, end))
+    } else if let Some((a, b)) = text.split_once('-').filter(|(a, _)| !a.trim().is_empty()) {
+        Ok((num(a)?, num(b)?))
+    } else {
+        Err(bad())
+    }
+}
+
+/// A duration: whole seconds, or text such as "90s", "10m", "2h", "500ms".
+fn duration_ms(value: &toml::Value) -> Result<u64, String> {
+    let bad = || {
+        format!("max_wall_clock {value} is not a duration such as 90, \"90s\", \"10m\" or \"2h\"")
+    };
+    match value {
+        toml::Value::Integer(s) if *s > 0 => Ok(*s as u64 * 1000),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (n, unit) = s.split_at(split);
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            let factor = match unit.trim() {
+                "ms" => 1,
+                "" | "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(bad()),
+            };
+            if n == 0 {
+                return Err(bad());
+            }
+            Ok(n * factor)
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        parse("job.toml", text, "job").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn arrays_and_defaults() {
+        let spec = parse(
+            "job.toml",
+            "name = \"sweep\"\n[[tasks]]\ncommand = [\"echo\", \"{index}\"]\nrange = \"1..=10\"\nstep = 3\nmax_wall_clock = \"2m\"\n",
+            "job",
+        )
+        .unwrap();
+        assert_eq!(spec.name, "sweep");
+        assert_eq!(spec.task_count(), 4);
+        let task = spec.task(1).unwrap();
+        assert_eq!(task.id, "4");
+        assert_eq!(task.max_retries, DEFAULT_MAX_RETRIES);
+        assert_eq!(task.max_wall_clock_ms, Some(120_000));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        assert!(parse_err("[[tasks]]\ncomand = \"x\"\n")
+            .starts_with("job.toml:2:1: unknown field `comand`"));
+        assert_eq!(
+            parse_err("[[tasks]]\ncommand = \"  \"\n"),
+            "job.toml:2:11: empty command"
+        );
+        assert_eq!(
+            parse_err("[[tasks]]\ncommand = \"x\"\nmax_retries = -1\n"),
+            "job.toml:3:15: max_retries must be between 0 and 4294967295, got -1"
+        );
+        assert!(parse_err("name = \n").starts_with("job.toml:1:"));
+        assert!(parse_err("[[tasks]]\ncommand = \"x\"\nrange = \"5..=1\"\n").contains("empty"));
+        assert!(parse_err("tasks = []\n").contains("no tasks"));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("1..=100"), Ok((1, 100)));
+        assert_eq!(parse_range("0..100"), Ok((0, 99)));
+        assert_eq!(parse_range("1-100"), Ok((1, 100)));
+        assert!(parse_range("x").is_err());
+    }
+}

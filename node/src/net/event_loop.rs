@@ -1,0 +1,494 @@
+//! The network event loop: the only code that touches the libp2p `Swarm`.
+//!
+//! It executes [`Command`]s sent by `Net` handles, turns swarm events into `NetEvent`s for the
+//! node, acknowledges one-way messages, and redials peers on a timer. It must not interpret the
+//! bytes it moves or touch any other node state.
+
+use std::{
+    collections::HashMap,
+    ops::ControlFlow,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    gossipsub, identify, mdns,
+    request_response::{self, OutboundRequestId},
+    swarm::{dial_opts::DialOpts, SwarmEvent},
+    Multiaddr, PeerId, Swarm,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::MissedTickBehavior,
+};
+use tracing::{debug, info, trace, warn};
+
+use super::{
+    behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL},
+    redial::PeerBook,
+    FetchReply, NetError, NetEvent,
+};
+
+/// How often the redial schedule is checked (the schedule itself backs off from ~2 s).
+const REDIAL_TICK: Duration = Duration::from_secs(1);
+
+/// What a `Net` handle asks the event loop to do.
+#[derive(Debug)]
+pub(super) enum Command {
+    Publish {
+        data: Vec<u8>,
+    },
+    Send {
+        peer: PeerId,
+        data: Vec<u8>,
+        /// `Some` for `send_acked`: resolved when the peer acknowledges (or the send fails).
+        ack: Option<oneshot::Sender<Result<(), NetError>>>,
+    },
+    Fetch {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
+    },
+    Respond {
+        reply: FetchReply,
+        data: Vec<u8>,
+    },
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+}
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<NetEvent>,
+    topic: gossipsub::TopicHash,
+    pending_acks: HashMap<OutboundRequestId, oneshot::Sender<Result<(), NetError>>>,
+    pending_fetches: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
+    book: PeerBook,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::Sender<NetEvent>,
+        topic: gossipsub::TopicHash,
+        join: &[Multiaddr],
+    ) -> Self {
+        let book = PeerBook::new(*swarm.local_peer_id(), join, Instant::now());
+        Self {
+            swarm,
+            commands,
+            events,
+            topic,
+            pending_acks: HashMap::new(),
+            pending_fetches: HashMap::new(),
+            book,
+        }
+    }
+
+    /// Run until every `Net` handle or the event receiver is dropped.
+    pub(super) async fn run(mut self) {
+        info!(peer_id = %self.swarm.local_peer_id(), "network started");
+        // The first tick fires at once, which dials the `join` addresses.
+        let mut redial = tokio::time::interval(REDIAL_TICK);
+        redial.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let flow = tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        self.handle_command(command);
+                        ControlFlow::Continue(())
+                    }
+                    None => {
+                        debug!("all network handles dropped");
+                        ControlFlow::Break(())
+                    }
+                },
+                _ = redial.tick() => {
+                    self.redial();
+                    ControlFlow::Continue(())
+                }
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        info!("network stopped");
+    }
+
+    /// Hand an event to the node, waiting for room in the channel (events are never dropped).
+    /// Commands keep being served meanwhile, so a node that calls e.g. `connected_peers` while
+    /// the channel is full does not deadlock. Breaks if the receiver is gone.
+    async fn emit(&mut self, event: NetEvent) -> ControlFlow<()> {
+        let events = self.events.clone();
+        let permit = events.reserve();
+        tokio::pin!(permit);
+        loop {
+            tokio::select! {
+                biased;
+                permit = &mut permit => {
+                    return match permit {
+                        Ok(permit) => {
+                            permit.send(event);
+                            ControlFlow::Continue(())
+                        }
+                        Err(_) => {
+                            debug!("network event receiver dropped");
+                            ControlFlow::Break(())
+                        }
+                    };
+                }
+                Some(command) = self.commands.recv() => self.handle_command(command),
+            }
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { data } => {
+                let len = data.len();
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), data)
+                {
+                    Ok(id) => trace!(%id, len, "gossip published"),
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                        debug!(len, "gossip not published: no subscribed peers yet")
+                    }
+                    Err(gossipsub::PublishError::Duplicate) => {
+                        debug!(len, "gossip not published: identical payload seen recently")
+                    }
+                    Err(e) => warn!(error = %e, len, "gossip publish failed"),
+                }
+            }
+            Command::Send { peer, data, ack } => {
+                let id = self.swarm.behaviour_mut().msg.send_request(&peer, data);
+                if let Some(ack) = ack {
+                    self.pending_acks.insert(id, ack);
+                }
+            }
+            Command::Fetch { peer, data, reply } => {
+                let id = self.swarm.behaviour_mut().fetch.send_request(&peer, data);
+                self.pending_fetches.insert(id, reply);
+            }
+            Command::Respond { reply, data } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .fetch
+                    .send_response(reply.channel, data)
+                    .is_err()
+                {
+                    debug!(
+                        "fetch response dropped: the request timed out or its connection closed"
+                    );
+                }
+            }
+            Command::Dial { peer, addrs } => {
+                if peer == *self.swarm.local_peer_id() {
+                    return;
+                }
+                self.remember(peer, addrs);
+                if !self.swarm.is_connected(&peer) {
+                    if let Some(opts) = self.book.dial_now(peer, Instant::now()) {
+                        self.dial(opts);
+                    }
+                }
+            }
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+
+    async fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> ControlFlow<()> {
+        match event {
+            SwarmEvent::Behaviour(event) => return self.handle_behaviour_event(event).await,
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                return self.emit(NetEvent::Listening(address)).await;
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let dialed = endpoint
+                    .is_dialer()
+                    .then(|| endpoint.get_remote_address().clone());
+                debug!(peer = %peer_id, ?endpoint, "connection established");
+                self.book
+                    .connected(peer_id, connection_id, dialed.as_ref(), Instant::now());
+                if let Some(addr) = dialed {
+                    self.swarm.add_peer_address(peer_id, addr);
+                }
+                if num_established.get() == 1 {
+                    info!(peer = %peer_id, "peer connected");
+                    return self.emit(NetEvent::PeerConnected(peer_id)).await;
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?cause, "connection closed");
+                if num_established == 0 {
+                    info!(peer = %peer_id, "peer disconnected");
+                    self.book.disconnected(peer_id, Instant::now());
+                    return self.emit(NetEvent::PeerDisconnected(peer_id)).await;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                self.book.dial_failed(connection_id);
+                debug!(peer = ?peer_id, error = %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                // Among others, peers with a different cluster key end up here.
+                debug!(from = %send_back_addr, error = %error, "incoming connection failed");
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(error = %error, "listener error"),
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => warn!(?addresses, ?reason, "listener closed"),
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                info!(%address, "no longer listening")
+            }
+            other => trace!(event = ?other, "swarm event"),
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn handle_behaviour_event(&mut self, event: BehaviourEvent) -> ControlFlow<()> {
+        match event {
+            BehaviourEvent::Gossipsub(event) => self.handle_gossip(event).await,
+            BehaviourEvent::Msg(event) => self.handle_msg(event).await,
+            BehaviourEvent::Fetch(event) => self.handle_fetch(event).await,
+            BehaviourEvent::Identify(event) => {
+                self.handle_identify(event);
+                ControlFlow::Continue(())
+            }
+            BehaviourEvent::Mdns(event) => {
+                self.handle_mdns(event);
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    async fn handle_gossip(&mut self, event: gossipsub::Event) -> ControlFlow<()> {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            } => {
+                if message.topic != self.topic {
+                    debug!(topic = %message.topic, "gossip on an unexpected topic ignored");
+                    return ControlFlow::Continue(());
+                }
+                let Some(source) = message.source else {
+                    // Strict validation rejects unsigned messages, so this should not happen.
+                    debug!(via = %propagation_source, "unsigned gossip ignored");
+                    return ControlFlow::Continue(());
+                };
+                return self
+                    .emit(NetEvent::Gossip {
+                        source,
+                        data: message.data,
+                    })
+                    .await;
+            }
+            other => trace!(event = ?other, "gossipsub event"),
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn handle_msg(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> ControlFlow<()> {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let flow = self
+                        .emit(NetEvent::Message {
+                            from: peer,
+                            data: request,
+                        })
+                        .await;
+                    if flow.is_continue()
+                        && self
+                            .swarm
+                            .behaviour_mut()
+                            .msg
+                            .send_response(channel, Vec::new())
+                            .is_err()
+                    {
+                        debug!(%peer, "message acknowledgement dropped: stream already closed");
+                    }
+                    return flow;
+                }
+                request_response::Message::Response { request_id, .. } => {
+                    if let Some(ack) = self.pending_acks.remove(&request_id) {
+                        let _ = ack.send(Ok(()));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => match self.pending_acks.remove(&request_id) {
+                Some(ack) => {
+                    let _ = ack.send(Err(NetError::Request {
+                        peer,
+                        source: error,
+                    }));
+                }
+                None => debug!(%peer, error = %error, "one-way message failed"),
+            },
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, error = %error, "inbound message failed")
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn handle_fetch(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> ControlFlow<()> {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    return self
+                        .emit(NetEvent::Fetch {
+                            from: peer,
+                            data: request,
+                            reply: FetchReply { channel },
+                        })
+                        .await;
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_fetches.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, error = %error, "fetch failed");
+                if let Some(reply) = self.pending_fetches.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        source: error,
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, error = %error, "inbound fetch failed")
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn handle_identify(&mut self, event: identify::Event) {
+        match event {
+            identify::Event::Received { peer_id, info, .. } => {
+                if info.protocol_version != IDENTIFY_PROTOCOL {
+                    debug!(
+                        peer = %peer_id,
+                        protocol = %info.protocol_version,
+                        "not a peerbatch node; its addresses are not remembered"
+                    );
+                    return;
+                }
+                trace!(peer = %peer_id, addrs = ?info.listen_addrs, "identified");
+                self.remember(peer_id, info.listen_addrs);
+            }
+            other => trace!(event = ?other, "identify event"),
+        }
+    }
+
+    fn handle_mdns(&mut self, event: mdns::Event) {
+        match event {
+            mdns::Event::Discovered(found) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    debug!(%peer, ?addrs, "discovered via mDNS");
+                    self.remember(peer, addrs);
+                    if !self.swarm.is_connected(&peer) {
+                        if let Some(opts) = self.book.dial_now(peer, Instant::now()) {
+                            self.dial(opts);
+                        }
+                    }
+                }
+            }
+            mdns::Event::Expired(gone) => trace!(?gone, "mDNS records expired"),
+        }
+    }
+
+    /// Remember addresses for redials and make them available to request-response dials.
+    fn remember(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        for addr in self.book.add_addrs(peer, addrs, Instant::now()) {
+            self.swarm.add_peer_address(peer, addr);
+        }
+    }
+
+    fn redial(&mut self) {
+        let swarm = &self.swarm;
+        let dials = self
+            .book
+            .due(Instant::now(), |peer| swarm.is_connected(peer));
+        for opts in dials {
+            self.dial(opts);
+        }
+    }
+
+    fn dial(&mut self, opts: DialOpts) {
+        let connection = opts.connection_id();
+        let peer = opts.get_peer_id();
+        if let Err(error) = self.swarm.dial(opts) {
+            self.book.dial_failed(connection);
+            // Usually "already connected / dialling", which is fine.
+            trace!(peer = ?peer, error = %error, "dial not started");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `peerbatch node`: assembling and running one node.
+//!
+//! Owns start-up and shut-down: the data dir, identity, database, chunk
+//! store, network, executor, HTTP API and driver, wired together. Must not
+//! contain protocol or request logic of its own.
+
+use crate::api::{self, ApiState};
+use crate::driver::Driver;
+use crate::exec::Executor;
+use crate::net::{self, NetConfig};
+use crate::paths::{self, DataDir};
+use crate::store::blobs::BlobStore;
+use crate::store::ledger::LedgerStore;
+use anyhow::{Context, Result};
+use clap::Args;
+use peerbatch_protocol::{Config, Core, Millis};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeOpts {
+    /// Multiaddr to listen on (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    pub listen: Vec<String>,
+    /// Multiaddr of a peer to join, e.g. /ip4/10.0.0.5/tcp/4001 (repeatable).
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// Address of the local HTTP API (loopback only by default).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub api: SocketAddr,
+    /// Tasks run at once (default: the number of CPUs).
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// A label k=v advertised to the mesh (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Pre-shared cluster key (from `peerbatch keygen`); nodes with other keys never talk.
+    #[arg(long)]
+    pub cluster_key: Option<PathBuf>,
+    /// Disable mDNS discovery on the LAN.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Lease of a claim: a peer silent this long loses its running tasks (ms).
+    #[arg(long, default_value_t = 5_000, hide = true)]
+    pub lease_ms: u64,
+    /// Interval between heartbeats (ms).
+    #[arg(long, default_value_t = 1_000, hide = true)]
+    pub heartbeat_ms: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} must be of the form key=value")),
+    }
+}
+
+pub fn run(dir: DataDir, opts: NodeOpts) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(dir, opts))
+}
+
+async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
+    dir.create()?;
+    let clock = Instant::now();
+    let seed = paths::load_or_create_seed(&dir)?;
+    let (keypair, identity) = crate::identity::from_seed(seed)?;
+    let peer_id = keypair.public().to_peer_id();
+    let (store, set_aside) = LedgerStore::open(&dir.db_dir())?;
+    if let Some(warning) = set_aside {
+        tracing::warn!("{warning}");
+    }
+    let stored = store.load_all()?;
+    let blobs = BlobStore::open(&dir.chunks_dir())?;
+    let work = dir.work_dir();
+    if work.exists() {
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("cannot clear {}", work.display()))?;
+    }
+    let cluster_key = match &opts.cluster_key {
+        Some(path) => Some(net::read_cluster_key(path)?),
+        None => None,
+    };
+    let parse_addrs = |list: &[String], what: &str| -> Result<Vec<libp2p::Multiaddr>> {
+        list.iter()
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("--{what} {a:?} is not a multiaddr"))
+            })
+            .collect()
+    };
+    let (net, net_events) = net::start(NetConfig {
+        keypair,
+        listen: parse_addrs(&opts.listen, "listen")?,
+        join: parse_addrs(&opts.join, "join")?,
+        cluster_key,
+        mdns: !opts.no_mdns,
+    })
+    .await?;
+    let slots = opts
+        .slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let cfg = Config {
+        slots,
+        labels: opts.labels.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        heartbeat_ms: opts.heartbeat_ms,
+        lease_ms: opts.lease_ms,
+        grace_ms: opts.lease_ms / 5,
+        ..Config::default()
+    };
+    let core = Core::new(
+        identity,
+        cfg,
+        store.clone(),
+        stored,
+        rand::random(),
+        Millis(0),
+    );
+    let (exited_tx, exited_rx) = mpsc::unbounded_channel();
+    let exec = Executor::new(work, blobs.clone(), peer_id.to_string(), exited_tx);
+
+    let token = match std::fs::read_to_string(dir.token_file()) {
+        Ok(t) if t.trim().len() >= 32 => t.trim().to_string(),
+        _ => {
+            let t = peerbatch_protocol::ids::to_hex(&rand::random::<[u8; 32]>());
+            paths::write_private(&dir.token_file(), t.as_bytes())?;
+            t
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(opts.api)
+        .await
+        .with_context(|| format!("cannot listen on --api {}", opts.api))?;
+    let api_addr = listener.local_addr()?;
+    paths::write_private(&dir.api_file(), api_addr.to_string().as_bytes())?;
+    let (requests_tx, requests_rx) = mpsc::channel(1024);
+    let app = api::router(ApiState {
+        requests: requests_tx,
+        token,
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("HTTP API stopped: {e}");
+        }
+    });
+    tracing::info!(
+        "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}",
+        dir.root.display()
+    );
+
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = shutdown_tx.send(());
+    });
+    let driver = Driver::new(core, store, blobs, net, exec, dir.listen_file(), clock);
+    driver
+        .run(net_events, requests_rx, exited_rx, shutdown_rx)
+        .await;
+    let _ = std::fs::remove_file(dir.api_file());
+    tracing::info!("node {peer_id} stopped");
+    Ok(())
+}
