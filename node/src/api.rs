@@ -219,7 +219,7 @@ async fn submit(
             .core
             .submit(now, spec, wall)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-        d.after_durable_replicate(event, tx);
+        d.replicate_then_reply(event, tx);
         Ok((job, d.core.peers().values().filter(|p| p.connected).count()))
     })
     .await??;

@@ -6,16 +6,16 @@
 //! touch the libp2p Swarm (only `net` does) or decide protocol questions
 //! (only the core does).
 
-use crate::exec::{Attempt, Executor, Exited};
+use crate::exec::{Attempt, Executor};
 use crate::identity::{node_of, peer_of};
 use crate::net::{Net, NetEvent};
+use crate::outbox::Item;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{FetchRequest, FetchResponse};
-use peerbatch_protocol::core::Destination;
-use peerbatch_protocol::{Action, Core, EventId, EventStore, JobId, Message, Millis, TaskRef};
+use peerbatch_protocol::{Action, Core, EventId, JobId, Message, Millis, TaskRef, TaskResult};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,9 +23,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Work sent to the driver from the API: runs with the driver's state.
 pub type Request = Box<dyn FnOnce(&mut Driver) + Send>;
-
-/// How long a submit waits for a peer to hold the job before answering.
-const REPLICATION_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Driver {
     pub core: Core<LedgerStore>,
@@ -37,7 +34,7 @@ pub struct Driver {
     clock: Instant,
     kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
     listening: Vec<Multiaddr>,
-    awaiting_replication: Vec<(EventId, oneshot::Sender<usize>)>,
+    outbox: mpsc::UnboundedSender<Item>,
 }
 
 impl Driver {
@@ -50,6 +47,7 @@ impl Driver {
         listen_file: PathBuf,
         clock: Instant,
     ) -> Driver {
+        let outbox = crate::outbox::spawn(store.clone(), net.clone());
         Driver {
             core,
             store,
@@ -60,7 +58,7 @@ impl Driver {
             clock,
             kills: HashMap::new(),
             listening: Vec::new(),
-            awaiting_replication: Vec::new(),
+            outbox,
         }
     }
 
@@ -68,17 +66,11 @@ impl Driver {
         Millis(self.clock.elapsed().as_millis() as u64)
     }
 
-    /// Answers `reply` with how many peers acknowledged holding event `id`
-    /// (0 when there are none), once it is durable here.
-    pub fn after_durable_replicate(&mut self, id: EventId, reply: oneshot::Sender<usize>) {
-        self.awaiting_replication.push((id, reply));
-    }
-
     pub async fn run(
         mut self,
         mut net_events: mpsc::Receiver<NetEvent>,
         mut requests: mpsc::Receiver<Request>,
-        mut exited: mpsc::UnboundedReceiver<Exited>,
+        mut exited: mpsc::UnboundedReceiver<TaskResult>,
         mut shutdown: oneshot::Receiver<()>,
     ) {
         let mut dial_tick = tokio::time::interval(Duration::from_secs(2));
@@ -117,7 +109,7 @@ impl Driver {
                 _ = dial_tick.tick() => self.dial_known_nodes(),
                 _ = &mut shutdown => break,
             }
-            self.pump().await;
+            self.pump();
         }
         for (_, kill) in self.kills.drain() {
             let _ = kill.send(());
@@ -127,18 +119,10 @@ impl Driver {
         }
     }
 
-    fn on_exited(&mut self, done: Exited) {
+    fn on_exited(&mut self, done: TaskResult) {
         self.kills.remove(&(done.task, done.attempt));
         let now = self.now();
-        self.core.task_exited(
-            now,
-            done.task,
-            done.attempt,
-            done.outcome,
-            done.stdout,
-            done.stderr,
-            done.duration_ms,
-        );
+        self.core.task_exited(now, done);
     }
 
     fn on_net(&mut self, event: NetEvent) {
@@ -215,33 +199,18 @@ impl Driver {
         }
     }
 
-    /// Carries the core's outputs out: persist and flush, then transmit, then act.
-    async fn pump(&mut self) {
+    /// Carries the core's outputs out: persists and transmits go to the
+    /// outbox in order (it flushes before sending); actions run at once.
+    fn pump(&mut self) {
         let mut persists = Vec::new();
         while let Some(p) = self.core.poll_persist() {
             persists.push(p);
         }
         if !persists.is_empty() {
-            let written = match self.store.put_batch(&persists) {
-                Ok(()) => self.store.flush().await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                // Nothing unflushed may be gossiped: drop this round's sends.
-                tracing::error!("cannot persist ledger events: {e:#}");
-                while self.core.poll_transmit().is_some() {}
-            }
+            self.outbox(Item::Persist(persists));
         }
         while let Some(t) = self.core.poll_transmit() {
-            let bytes = codec::encode(&t.msg);
-            match t.to {
-                Destination::Gossip => self.net.publish(bytes),
-                Destination::Peer(node) => {
-                    if let Some(peer) = peer_of(&node) {
-                        self.net.send(peer, bytes);
-                    }
-                }
-            }
+            self.outbox(Item::Transmit(t));
         }
         while let Some(action) = self.core.poll_action() {
             match action {
@@ -266,51 +235,29 @@ impl Driver {
                 }
             }
         }
-        for (id, reply) in std::mem::take(&mut self.awaiting_replication) {
-            self.replicate(id, reply);
+    }
+
+    fn outbox(&self, item: Item) {
+        if self.outbox.send(item).is_err() {
+            tracing::error!("the outbox has stopped; dropping output");
         }
     }
 
-    /// Pushes a durable event to every connected peer and answers with the
-    /// number that acknowledged it (the first ack answers; 0 if no peers).
-    fn replicate(&self, id: EventId, reply: oneshot::Sender<usize>) {
-        let peers: Vec<PeerId> = self
+    /// Answers `reply` with how many peers acknowledged holding event `id`
+    /// (0 when there are none), once it is durable here.
+    pub fn replicate_then_reply(&mut self, event: EventId, reply: oneshot::Sender<usize>) {
+        self.pump();
+        let peers = self
             .core
             .peers()
             .iter()
             .filter(|(_, p)| p.connected)
             .filter_map(|(node, _)| peer_of(node))
             .collect();
-        let Some(bytes) = self.store.get(&id) else {
-            let _ = reply.send(0);
-            return;
-        };
-        if peers.is_empty() {
-            let _ = reply.send(0);
-            return;
-        }
-        let msg = codec::encode(&Message::Events {
-            events: vec![bytes],
-        });
-        let net = self.net.clone();
-        tokio::spawn(async move {
-            let mut acks = futures::stream::FuturesUnordered::new();
-            for peer in peers {
-                let (net, msg) = (net.clone(), msg.clone());
-                acks.push(async move { net.send_acked(peer, msg).await });
-            }
-            let first = tokio::time::timeout(REPLICATION_WAIT, async {
-                use futures::StreamExt;
-                while let Some(result) = acks.next().await {
-                    if result.is_ok() {
-                        return 1;
-                    }
-                }
-                0
-            })
-            .await
-            .unwrap_or(0);
-            let _ = reply.send(first);
+        self.outbox(Item::Replicate {
+            event,
+            peers,
+            reply,
         });
     }
 

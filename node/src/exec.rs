@@ -6,22 +6,13 @@
 //! run or when; the protocol core does, through the driver.
 
 use crate::store::blobs::BlobStore;
-use peerbatch_protocol::{BlobId, Command, Outcome, ResolvedTask, TaskRef};
+use peerbatch_protocol::{BlobId, Command, Outcome, ResolvedTask, TaskRef, TaskResult};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-
-/// An attempt that ended, as reported back to the driver.
-pub struct Exited {
-    pub task: TaskRef,
-    pub attempt: u32,
-    pub outcome: Outcome,
-    pub stdout: Option<BlobId>,
-    pub stderr: Option<BlobId>,
-    pub duration_ms: u64,
-}
 
 /// What one attempt needs to run.
 pub struct Attempt {
@@ -31,12 +22,21 @@ pub struct Attempt {
     pub spec: ResolvedTask,
 }
 
+/// A working directory with its capture files. Reused by later attempts
+/// when left empty, so a short task costs no inode creation.
+struct Scratch {
+    dir: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
 #[derive(Clone)]
 pub struct Executor {
     work_root: PathBuf,
     blobs: BlobStore,
     node: String,
-    done: mpsc::UnboundedSender<Exited>,
+    done: mpsc::UnboundedSender<TaskResult>,
+    scratch: Arc<Mutex<(Vec<Scratch>, usize)>>,
 }
 
 impl Executor {
@@ -44,13 +44,46 @@ impl Executor {
         work_root: PathBuf,
         blobs: BlobStore,
         node: String,
-        done: mpsc::UnboundedSender<Exited>,
+        done: mpsc::UnboundedSender<TaskResult>,
     ) -> Executor {
         Executor {
             work_root,
             blobs,
             node,
             done,
+            scratch: Arc::default(),
+        }
+    }
+
+    fn acquire(&self) -> Result<Scratch, String> {
+        let mut pool = self.scratch.lock().map_err(|_| "scratch pool poisoned")?;
+        if let Some(s) = pool.0.pop() {
+            return Ok(s);
+        }
+        pool.1 += 1;
+        let base = self.work_root.join(pool.1.to_string());
+        let dir = base.join("work");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Scratch {
+            dir,
+            stdout: base.join("stdout"),
+            stderr: base.join("stderr"),
+        })
+    }
+
+    /// Returns a scratch to the pool, emptying its directory if the task left files.
+    fn release(&self, s: Scratch) {
+        let empty = std::fs::read_dir(&s.dir).is_ok_and(|mut d| d.next().is_none());
+        if !empty {
+            let cleared = std::fs::remove_dir_all(&s.dir).and_then(|_| std::fs::create_dir(&s.dir));
+            if let Err(e) = cleared {
+                tracing::warn!("cannot clear {}: {e}", s.dir.display());
+                return;
+            }
+        }
+        if let Ok(mut pool) = self.scratch.lock() {
+            pool.0.push(s);
         }
     }
 
@@ -66,28 +99,26 @@ impl Executor {
         kill_tx
     }
 
-    async fn run(&self, a: Attempt, kill: oneshot::Receiver<()>) -> Exited {
+    async fn run(&self, a: Attempt, kill: oneshot::Receiver<()>) -> TaskResult {
         let started = Instant::now();
-        let base = self
-            .work_root
-            .join(a.task.job.to_string())
-            .join(format!("{}-{}", a.task.index, a.attempt));
-        let dir = base.join("work");
-        let out_path = base.join("stdout");
-        let err_path = base.join("stderr");
-        let outcome = match self.spawn(&a, &dir, &out_path, &err_path).await {
-            Err(e) => Outcome::FailedToStart(e),
-            Ok(child) => wait(child, a.spec.max_wall_clock_ms, kill).await,
+        let scratch = self.acquire();
+        let outcome = match &scratch {
+            Err(e) => Outcome::FailedToStart(e.clone()),
+            Ok(s) => match self.spawn(&a, s).await {
+                Err(e) => Outcome::FailedToStart(e),
+                Ok(child) => wait(child, a.spec.max_wall_clock_ms, kill).await,
+            },
         };
-        let stdout = self.keep(&out_path);
-        let stderr = match &outcome {
-            Outcome::FailedToStart(e) => self.blobs.put_bytes(e.as_bytes()).ok(),
-            _ => self.keep(&err_path),
+        let (stdout, stderr) = match (&outcome, &scratch) {
+            (Outcome::FailedToStart(e), _) | (_, Err(e)) => {
+                (None, self.blobs.put_bytes(e.as_bytes()).ok())
+            }
+            (_, Ok(s)) => (self.keep(&s.stdout), self.keep(&s.stderr)),
         };
-        if let Err(e) = std::fs::remove_dir_all(&base) {
-            tracing::debug!("could not remove {}: {e}", base.display());
+        if let Ok(s) = scratch {
+            self.release(s);
         }
-        Exited {
+        TaskResult {
             task: a.task,
             attempt: a.attempt,
             outcome,
@@ -97,19 +128,12 @@ impl Executor {
         }
     }
 
-    async fn spawn(
-        &self,
-        a: &Attempt,
-        dir: &PathBuf,
-        out_path: &PathBuf,
-        err_path: &PathBuf,
-    ) -> Result<tokio::process::Child, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    async fn spawn(&self, a: &Attempt, s: &Scratch) -> Result<tokio::process::Child, String> {
+        let dir = &s.dir;
         let open = |p: &PathBuf| {
             std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
         };
-        let (out, err) = (open(out_path)?, open(err_path)?);
+        let (out, err) = (open(&s.stdout)?, open(&s.stderr)?);
         let mut cmd = match &a.spec.command {
             Command::Shell(line) => {
                 let mut c = tokio::process::Command::new("/bin/sh");
@@ -149,10 +173,10 @@ impl Executor {
 
     /// Stores a captured stream; empty output is recorded as none.
     fn keep(&self, path: &PathBuf) -> Option<BlobId> {
-        let bytes = std::fs::read(path).ok()?;
-        if bytes.is_empty() {
+        if std::fs::metadata(path).ok()?.len() == 0 {
             return None;
         }
+        let bytes = std::fs::read(path).ok()?;
         match self.blobs.put_bytes(&bytes) {
             Ok(id) => Some(id),
             Err(e) => {

@@ -13,6 +13,7 @@ mod fetch;
 mod identity;
 mod jobfile;
 mod net;
+mod outbox;
 mod paths;
 mod serve;
 mod store;

@@ -10,9 +10,9 @@
 //! any transmit polled after it: nothing is gossiped before it is durable.
 //! Must not do IO, read a clock or use an unseeded RNG.
 
-use crate::event::{event_id, Claim, Event, EventBody, Identity, NodeInfo, Outcome, TaskResult};
+use crate::event::{event_id, Claim, Event, EventBody, Identity, NodeInfo, TaskResult};
 use crate::hrw;
-use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
+use crate::ids::{EventId, JobId, NodeId, TaskRef};
 use crate::job::{JobError, JobSpec, ResolvedTask};
 use crate::ledger::{job_id_of, Ledger, TaskState, TaskView};
 use crate::storage::EventStore;
@@ -65,7 +65,7 @@ impl Default for Config {
             lease_ms: 5_000,
             grace_ms: 1_000,
             claim_step_ms: 100,
-            batch_ms: 5,
+            batch_ms: 20,
             sync_ms: 2_000,
             prefetch_horizon_ms: 50,
             max_prefetch: 256,
@@ -177,9 +177,10 @@ pub struct Core<S> {
     announce_due: bool,
     batch_due: Option<Millis>,
     last_batch: Option<Millis>,
+    /// When a queued rank-k task next becomes stealable, if there is room.
+    steal_at: Option<Millis>,
     next_heartbeat: Millis,
     next_sync: Millis,
-    sync_cursor: usize,
     resync: BTreeSet<NodeId>,
     transmits: VecDeque<Transmit>,
     persists: VecDeque<(EventId, Vec<u8>)>,
@@ -227,9 +228,9 @@ impl<S: EventStore> Core<S> {
             announce_due: true,
             batch_due: None,
             last_batch: None,
+            steal_at: None,
             next_heartbeat: now,
             next_sync: now.plus(0),
-            sync_cursor: 0,
             resync: BTreeSet::new(),
             transmits: VecDeque::new(),
             persists: VecDeque::new(),
@@ -419,8 +420,10 @@ impl<S: EventStore> Core<S> {
                 .map(|(id, _)| *id)
                 .collect();
             if !connected.is_empty() {
-                self.sync_cursor = (self.sync_cursor + 1) % connected.len();
-                self.send_digest(connected[self.sync_cursor]);
+                // A random partner: replicas that all walked the peers in the
+                // same order would all ask the same node at the same time.
+                let peer = connected[self.rng.gen_range(0..connected.len())];
+                self.send_digest(peer);
             }
         }
         self.after_input(now);
@@ -479,16 +482,8 @@ impl<S: EventStore> Core<S> {
     }
 
     /// The executor reports that an attempt's process ended.
-    pub fn task_exited(
-        &mut self,
-        now: Millis,
-        task: TaskRef,
-        attempt: u32,
-        outcome: Outcome,
-        stdout: Option<BlobId>,
-        stderr: Option<BlobId>,
-        duration_ms: u64,
-    ) {
+    pub fn task_exited(&mut self, now: Millis, result: TaskResult) {
+        let (task, attempt) = (result.task, result.attempt);
         let Some(local) = self.local.get(&task).copied() else {
             return;
         };
@@ -497,20 +492,23 @@ impl<S: EventStore> Core<S> {
         }
         self.local.remove(&task);
         self.running -= 1;
+        // A killed attempt's task may be claimable again (its attempt was
+        // reclaimed); it was kept out of the queue while the process ran.
+        if self
+            .views
+            .get(&task)
+            .is_some_and(|v| v.state == TaskState::Pending)
+        {
+            self.dequeue(task);
+            self.enqueue(task, self.views[&task].attempt, now);
+        }
         if !local.killed {
-            let ms = duration_ms.max(1) as f64;
+            let ms = result.duration_ms.max(1) as f64;
             self.avg_task_ms = Some(match self.avg_task_ms {
                 Some(avg) => avg * 0.9 + ms * 0.1,
                 None => ms,
             });
-            self.out_results.push(TaskResult {
-                task,
-                attempt,
-                outcome,
-                stdout,
-                stderr,
-                duration_ms,
-            });
+            self.out_results.push(result);
             self.mark_batch(now);
         }
         self.after_input(now);
@@ -535,9 +533,8 @@ impl<S: EventStore> Core<S> {
         if let Some(due) = self.batch_due {
             next = next.min(due);
         }
-        if self.capacity() > 0 && self.queues.iter().skip(1).any(|q| !q.is_empty()) {
-            let step = (self.cfg.claim_step_ms / 2).max(1);
-            next = next.min(self.last_batch.unwrap_or(self.started).plus(step));
+        if let Some(at) = self.steal_at {
+            next = next.min(at);
         }
         Some(next)
     }
@@ -577,6 +574,8 @@ impl<S: EventStore> Core<S> {
             }
         }
         self.schedule(now);
+        // A freed slot takes the next durable claim at once, not at the next batch.
+        self.start_ready();
         if self.batch_due.is_some_and(|due| now >= due) {
             self.flush_batch(now);
             self.schedule(now);
@@ -754,9 +753,6 @@ impl<S: EventStore> Core<S> {
             }
         }
         self.dequeue(task);
-        if view.state == TaskState::Pending && !self.local.contains_key(&task) {
-            self.enqueue(task, view.attempt, now);
-        }
         if let Some(local) = self.local.get(&task).copied() {
             let lost = match view.state {
                 TaskState::Pending => view.attempt > local.attempt,
@@ -767,6 +763,10 @@ impl<S: EventStore> Core<S> {
                 self.stats.attempts_fenced += u64::from(view.state == TaskState::Running);
                 self.lose(task, local);
             }
+        }
+        // After `lose`: a claim dropped before it ran leaves the task claimable.
+        if view.state == TaskState::Pending && !self.local.contains_key(&task) {
+            self.enqueue(task, view.attempt, now);
         }
         self.views.insert(task, view);
     }
@@ -785,6 +785,11 @@ impl<S: EventStore> Core<S> {
         } else {
             self.local.remove(&task);
             self.waiting.retain(|t| *t != task);
+            // Not yet in the ledger: withdraw it. Published later, it could
+            // outrank the claim it lost to and leave the task to no runner.
+            if !local.published {
+                self.out_claims.retain(|c| c.task != task);
+            }
         }
     }
 
@@ -898,16 +903,24 @@ impl<S: EventStore> Core<S> {
     /// that a helper and the first choice rarely pick the same task.
     fn schedule(&mut self, now: Millis) {
         let mut capacity = self.capacity();
+        self.steal_at = None;
         while capacity > 0 {
-            let pick = self
+            let first = self
                 .queues
                 .first()
                 .and_then(|q| q.iter().next())
-                .map(|((_, _, task), (attempt, _))| (*task, *attempt))
-                .or_else(|| self.steal(now));
-            let Some((task, attempt)) = pick else {
-                break;
+                .map(|((_, _, task), (attempt, _))| (*task, *attempt));
+            let pick = match first {
+                Some(pick) => pick,
+                None => match self.steal(now) {
+                    Ok(pick) => pick,
+                    Err(next) => {
+                        self.steal_at = next;
+                        break;
+                    }
+                },
             };
+            let (task, attempt) = pick;
             self.dequeue(task);
             self.local.insert(
                 task,
@@ -925,19 +938,21 @@ impl<S: EventStore> Core<S> {
         self.mark_batch(now);
     }
 
-    fn steal(&self, now: Millis) -> Option<(TaskRef, u32)> {
+    /// A rank-k task queued for k·δ, taken from the back; or else when the
+    /// first one will have waited long enough, if any is queued.
+    fn steal(&self, now: Millis) -> Result<(TaskRef, u32), Option<Millis>> {
+        let mut next: Option<Millis> = None;
         for (rank, queue) in self.queues.iter().enumerate().skip(1) {
             let wait = rank as u64 * self.cfg.claim_step_ms;
-            let found = queue
-                .iter()
-                .rev()
-                .take(64)
-                .find(|(_, (_, ready))| now.since(*ready) >= wait);
-            if let Some(((_, _, task), (attempt, _))) = found {
-                return Some((*task, *attempt));
+            for ((_, _, task), (attempt, ready)) in queue.iter().rev().take(64) {
+                let at = ready.plus(wait);
+                if at <= now {
+                    return Ok((*task, *attempt));
+                }
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        None
+        Err(next)
     }
 
     /// Starts claimed tasks whose claim is durable, while slots are free.

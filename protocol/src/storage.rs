@@ -25,6 +25,10 @@ impl MemStore {
         self.events.borrow_mut().insert(id, bytes);
     }
 
+    pub fn contains(&self, id: &EventId) -> bool {
+        self.events.borrow().contains_key(id)
+    }
+
     /// Every stored event, in id order.
     pub fn all(&self) -> Vec<Vec<u8>> {
         self.events.borrow().values().cloned().collect()

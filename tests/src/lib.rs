@@ -1,1 +1,236 @@
-//! placeholder
+//! Harness for end-to-end tests: real `peerbatch` processes on loopback.
+//!
+//! Owns building the binary once, starting, killing and restarting node
+//! processes in temporary data dirs, and running CLI commands against them.
+//! Must not reach into a node's internals: everything goes through the
+//! binary, as a user would.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `peerbatch` binary, built (once per test process) by cargo.
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "peerbatch", "--bin", "peerbatch"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo can be run");
+        assert!(status.success(), "building peerbatch failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
+        target.join("debug").join("peerbatch")
+    })
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Node {
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts `peerbatch node` on `dir` with loopback listen, no mDNS and `args`.
+    pub fn start(dir: &Path, args: &[&str]) -> Node {
+        let mut node = Node {
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        node.restart();
+        node
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "node is already running");
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let _ = std::fs::remove_file(self.dir.join("api"));
+        let _ = std::fs::remove_file(self.dir.join("listen"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("test-node.log"))
+            .unwrap();
+        let child = Command::new(bin())
+            .arg("node")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start peerbatch node");
+        self.child = Some(child);
+        wait_for(
+            "the node's API and listen files",
+            Duration::from_secs(30),
+            || {
+                let up = self.dir.join("api").exists() && self.dir.join("listen").exists();
+                up.then_some(())
+            },
+        );
+    }
+
+    /// The node's first listen address, with its /p2p/ suffix.
+    pub fn addr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("listen"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Runs a CLI command against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run peerbatch")
+    }
+
+    /// Runs a CLI command that prints JSON and parses it.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "peerbatch {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    pub fn peer_id(&self) -> String {
+        let nodes = self.json(&["nodes", "--json"]);
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["self"] == true)
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .unwrap()
+    }
+
+    /// How many nodes this node sees as live (itself included).
+    pub fn live_nodes(&self) -> usize {
+        let out = self.cli(&["nodes", "--json"]);
+        if !out.status.success() {
+            return 0;
+        }
+        let nodes: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        nodes
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|n| n["live"] == true).count())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Several nodes, each joining the first.
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    pub fn start(n: usize, args: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut nodes: Vec<Node> = Vec::new();
+        for i in 0..n {
+            let dir = tmp.path().join(format!("node{}", i + 1));
+            let mut all: Vec<&str> = args.to_vec();
+            let join;
+            if let Some(first) = nodes.first() {
+                join = first.addr();
+                all.extend(["--join", join.as_str()]);
+            }
+            nodes.push(Node::start(&dir, &all));
+        }
+        let cluster = Cluster { tmp, nodes };
+        cluster.wait_meshed();
+        cluster
+    }
+
+    pub fn wait_meshed(&self) {
+        let n = self.nodes.len();
+        wait_for(
+            "every node to see every other as live",
+            Duration::from_secs(30),
+            || {
+                self.nodes
+                    .iter()
+                    .all(|node| node.live_nodes() == n)
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Writes a file under the cluster's temporary directory.
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.tmp.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+/// The tasks of `job` as `tasks --json` prints them on `node`.
+pub fn tasks(node: &Node, job: &str) -> Value {
+    node.json(&["tasks", job, "--json"])
+}
+
+/// Waits until every node reports identical task lists in which every task
+/// is in `state`; returns that list.
+pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration) -> Value {
+    wait_for("every node to agree on every task", timeout, || {
+        let first = tasks(nodes[0], job);
+        let all_in_state = first
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|t| t["state"] == state));
+        let same = nodes[1..].iter().all(|n| tasks(n, job) == first);
+        (all_in_state && same).then_some(first)
+    })
+}

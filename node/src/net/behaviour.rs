@@ -106,7 +106,7 @@ fn build_transport(
                 .boxed()
         }
         None => {
-            warn!("no cluster key: any libp2p node that can reach us may connect");
+            info!("no cluster key: any libp2p node that can reach us may connect");
             tcp.upgrade(Version::V1Lazy)
                 .authenticate(noise)
                 .multiplex(yamux)
@@ -122,10 +122,9 @@ fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, Ne
 
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
-        // Content-addressed ids: identical payloads are the same message, whoever sends them.
-        .message_id_fn(|m: &gossipsub::Message| {
-            gossipsub::MessageId::new(blake3::hash(&m.data).as_bytes())
-        })
+        // Default ids (author + sequence number): repeated identical payloads
+        // such as heartbeats are distinct messages; events dedupe by their
+        // own hash in the ledger.
         .max_transmit_size(GOSSIP_MAX_BYTES)
         .heartbeat_interval(Duration::from_millis(500))
         .heartbeat_initial_delay(Duration::from_millis(100))

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use libp2p::{
     gossipsub, identify, mdns,
     request_response::{self, OutboundRequestId},
-    swarm::{dial_opts::DialOpts, SwarmEvent},
+    swarm::{dial_opts::DialOpts, DialError, SwarmEvent},
     Multiaddr, PeerId, Swarm,
 };
 use tokio::{
@@ -57,6 +57,8 @@ pub(super) enum Command {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
     },
+    /// Only tests ask the Swarm directly; the node asks the protocol core.
+    #[cfg(test)]
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
@@ -204,6 +206,7 @@ impl EventLoop {
                     }
                 }
             }
+            #[cfg(test)]
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
@@ -256,8 +259,13 @@ impl EventLoop {
                 peer_id,
                 error,
             } => {
-                self.book.dial_failed(connection_id);
-                debug!(peer = ?peer_id, error = %error, "dial failed");
+                let reached_self = matches!(error, DialError::LocalPeerId { .. });
+                self.book.dial_failed(connection_id, reached_self);
+                if reached_self {
+                    info!("a join address is our own; not dialling it again");
+                } else {
+                    debug!(peer = ?peer_id, error = %error, "dial failed");
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -486,8 +494,10 @@ impl EventLoop {
         let connection = opts.connection_id();
         let peer = opts.get_peer_id();
         if let Err(error) = self.swarm.dial(opts) {
-            self.book.dial_failed(connection);
-            // Usually "already connected / dialling", which is fine.
+            // The swarm refuses to dial our own listen addresses, reporting `NoAddresses`.
+            let reached_self = matches!(error, DialError::NoAddresses);
+            self.book.dial_failed(connection, reached_self);
+            // Otherwise usually "already connected / dialling", which is fine.
             trace!(peer = ?peer, error = %error, "dial not started");
         }
     }

@@ -134,7 +134,8 @@ fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
-            warn!(path = %path.display(), "cluster key file is readable by other users; chmod 600 it");
+            let path = path.display();
+            warn!(%path, "cluster key file is readable by other users; chmod 600 it");
         }
     }
 }

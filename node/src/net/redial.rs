@@ -173,11 +173,16 @@ impl PeerBook {
         }
     }
 
-    /// A dial we started has failed (or could not be started).
-    pub(super) fn dial_failed(&mut self, connection: ConnectionId) {
+    /// A dial we started has failed (or could not be started). `reached_self` means the
+    /// address turned out to be our own (e.g. every node got the same `join` list): such a join
+    /// target is never dialled again.
+    pub(super) fn dial_failed(&mut self, connection: ConnectionId, reached_self: bool) {
         for join in &mut self.joins {
             if join.pending == Some(connection) {
                 join.pending = None;
+                if reached_self {
+                    join.found = Some(self.local);
+                }
             }
         }
     }
@@ -200,7 +205,9 @@ impl PeerBook {
     ) -> Vec<DialOpts> {
         let mut dials = Vec::new();
         for join in &mut self.joins {
-            if join.peer().is_some_and(|p| is_connected(&p))
+            if join
+                .peer()
+                .is_some_and(|p| p == self.local || is_connected(&p))
                 || join.pending.is_some()
                 || !join.backoff.due(now)
             {
@@ -290,7 +297,7 @@ mod tests {
         let first = dials[0].connection_id();
         // Still pending: nothing new.
         assert!(book.due(t0 + Duration::from_secs(60), nobody).is_empty());
-        book.dial_failed(first);
+        book.dial_failed(first, false);
         assert!(book.due(t0 + Duration::from_secs(1), nobody).is_empty());
         let dials = book.due(t0 + INITIAL_BACKOFF, nobody);
         assert_eq!(dials.len(), 1);
@@ -340,5 +347,16 @@ mod tests {
         let later = t0 + FORGET_AFTER + Duration::from_secs(1);
         assert!(book.due(later, nobody).is_empty());
         assert!(book.dial_now(peer, later).is_none(), "forgotten");
+    }
+
+    #[test]
+    fn our_own_join_address_is_dropped() {
+        let t0 = Instant::now();
+        let mut book = PeerBook::new(PeerId::random(), &[addr("/ip4/10.0.0.1/tcp/4001")], t0);
+        let nobody = |_: &PeerId| false;
+        let dials = book.due(t0, nobody);
+        assert_eq!(dials.len(), 1);
+        book.dial_failed(dials[0].connection_id(), true);
+        assert!(book.due(t0 + Duration::from_secs(3600), nobody).is_empty());
     }
 }

@@ -159,8 +159,11 @@ async fn same_cluster_key_gossip_messages_and_fetch() {
         .await
         .expect("send_acked finishes")
         .expect("send_acked succeeds");
-    // The ack means B's event loop already handed the message over.
-    let (from, data) = b_msgs.try_recv().expect("message delivered before the ack");
+    // The ack means B's event loop has already handed the message to B's node.
+    let (from, data) = timeout(PATIENCE, b_msgs.recv())
+        .await
+        .expect("acked message arrives")
+        .expect("responder running");
     assert_eq!((from, data.as_slice()), (a_id, &b"acked"[..]));
 }
 
