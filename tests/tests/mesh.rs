@@ -208,3 +208,93 @@ fn bad_job_files_are_refused_with_file_and_line() {
         "nothing was submitted"
     );
 }
+
+#[test]
+fn cancel_kills_running_tasks_on_every_node() {
+    let cluster = Cluster::start(3, FAST);
+    let marker = format!("pb-cancel-{}", std::process::id());
+    let job_file = cluster.file(
+        "long.toml",
+        &format!("[[tasks]]\ncommand = \"sleep 60; echo {marker}\"\nrange = \"1..=6\"\n"),
+    );
+    let out = cluster.nodes[1].cli(&["submit", job_file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let job = stdout(&out);
+    let running_on = wait_for(
+        "tasks to run on several nodes",
+        Duration::from_secs(30),
+        || {
+            let list = tasks(&cluster.nodes[0], &job);
+            let nodes: std::collections::BTreeSet<String> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["state"] == "running")
+                .map(|t| t["node"].as_str().unwrap().to_string())
+                .collect();
+            (nodes.len() > 1).then_some(nodes)
+        },
+    );
+    assert!(running_on.len() > 1);
+    let procs = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| String::from_utf8_lossy(c).contains(&marker))
+            .count()
+    };
+    assert!(procs() > 0, "the tasks' processes are running");
+
+    let out = cluster.nodes[2].cli(&["cancel", &job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: Vec<&peerbatch_tests::Node> = cluster.nodes.iter().collect();
+    wait_converged(&nodes, &job, "cancelled", Duration::from_secs(30));
+    wait_for(
+        "every task process to be killed",
+        Duration::from_secs(15),
+        || (procs() == 0).then_some(()),
+    );
+    let jobs = cluster.nodes[0].json(&["jobs", "--json"]);
+    assert_eq!(jobs[0]["state"], "cancelled");
+}
+
+#[test]
+fn a_client_reaches_a_node_by_api_address_and_token() {
+    let cluster = Cluster::start(1, &[]);
+    let node = &cluster.nodes[0];
+    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
+    let token = std::fs::read_to_string(node.dir.join("token")).unwrap();
+    let elsewhere = cluster.tmp.path().join("no-node-here");
+    let run = |token: &str| {
+        std::process::Command::new(peerbatch_tests::bin())
+            .args([
+                "--data-dir",
+                elsewhere.to_str().unwrap(),
+                "run",
+                "--wait",
+                "--",
+                "echo",
+                "hi",
+            ])
+            .env("PEERBATCH_API", api.trim())
+            .env("PEERBATCH_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = run(token.trim());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = stdout(&out);
+    let log = node.cli(&["logs", &job, "t1"]);
+    assert_eq!(stdout(&log), "hi");
+    let denied = run("wrong-token");
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("access token"));
+}
