@@ -48,15 +48,37 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub struct Node {
     pub dir: PathBuf,
     pub args: Vec<String>,
+    /// Network namespace the node and its CLI commands run in.
+    pub netns: Option<String>,
     child: Option<Child>,
+}
+
+/// A command for the binary, inside `netns` when given.
+fn command(netns: &Option<String>) -> Command {
+    match netns {
+        None => Command::new(bin()),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin());
+            c
+        }
+    }
 }
 
 impl Node {
     /// Starts `peerbatch node` on `dir` with loopback listen, no mDNS and `args`.
     pub fn start(dir: &Path, args: &[&str]) -> Node {
+        let mut all = vec!["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+        all.extend_from_slice(args);
+        Node::start_with(dir, None, &all)
+    }
+
+    /// Starts `peerbatch node --data-dir dir ARGS` with nothing added, in `netns`.
+    pub fn start_with(dir: &Path, netns: Option<&str>, args: &[&str]) -> Node {
         let mut node = Node {
             dir: dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            netns: netns.map(str::to_string),
             child: None,
         };
         node.restart();
@@ -73,11 +95,10 @@ impl Node {
             .append(true)
             .open(self.dir.join("test-node.log"))
             .unwrap();
-        let child = Command::new(bin())
+        let child = command(&self.netns)
             .arg("node")
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -120,7 +141,7 @@ impl Node {
 
     /// Runs a CLI command against this node.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
+        command(&self.netns)
             .arg("--data-dir")
             .arg(&self.dir)
             .args(args)
@@ -233,4 +254,65 @@ pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration
         let same = nodes[1..].iter().all(|n| tasks(n, job) == first);
         (all_in_state && same).then_some(first)
     })
+}
+
+/// Hosts on one virtual LAN: network namespaces joined by a bridge, made and
+/// removed by the test itself. Addresses exist only inside them.
+pub struct Lan {
+    pub hosts: Vec<String>,
+    bridge_ns: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) is installed");
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lan {
+    /// `n` hosts 10.77.0.1 … 10.77.0.n on a bridge in a namespace of its own.
+    pub fn new(tag: &str, n: usize) -> Lan {
+        let prefix = format!("pb{}{tag}", std::process::id() % 100_000);
+        let bridge_ns = format!("{prefix}br");
+        ip(&["netns", "add", &bridge_ns]);
+        ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &bridge_ns, "link", "set", "br0", "up"]);
+        let mut hosts = Vec::new();
+        for i in 1..=n {
+            let host = format!("{prefix}h{i}");
+            ip(&["netns", "add", &host]);
+            let (a, b) = (format!("{prefix}a{i}"), format!("{prefix}b{i}"));
+            ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+            ip(&["link", "set", &a, "netns", &host]);
+            ip(&["link", "set", &b, "netns", &bridge_ns]);
+            ip(&["-n", &bridge_ns, "link", "set", &b, "master", "br0", "up"]);
+            ip(&[
+                "-n",
+                &host,
+                "addr",
+                "add",
+                &format!("10.77.0.{i}/24"),
+                "dev",
+                &a,
+            ]);
+            ip(&["-n", &host, "link", "set", &a, "up"]);
+            ip(&["-n", &host, "link", "set", "lo", "up"]);
+            hosts.push(host);
+        }
+        Lan { hosts, bridge_ns }
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain([&self.bridge_ns]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
 }
