@@ -45,6 +45,29 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// The size [`encode`] would produce, without its limit (for refusing
+/// values that would be too large before building them into events).
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut counter = Counter(0);
+    match bincode::serde::encode_into_std_write(value, &mut counter, bincode::config::standard()) {
+        Ok(n) => n + 1,
+        Err(_) => usize::MAX,
+    }
+}
+
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes a value written by [`encode`], refusing anything malformed.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;

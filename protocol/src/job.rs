@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Most tasks one job may expand to.
-pub const MAX_TASKS_PER_JOB: u64 = 10_000_000;
+pub const MAX_TASKS_PER_JOB: u64 = 1_000_000;
+/// Largest encoded job: its submit event must fit in one message.
+pub const MAX_JOB_BYTES: usize = 8 << 20;
 
 /// What a task runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +74,8 @@ pub enum JobError {
     EmptyRange(String),
     #[error("the job expands to {0} tasks; the limit is {MAX_TASKS_PER_JOB}")]
     TooManyTasks(u64),
+    #[error("the job is {0} bytes encoded; the limit is {MAX_JOB_BYTES} (use task arrays for many similar tasks)")]
+    TooLarge(usize),
     #[error("task id {0:?} appears twice")]
     DuplicateId(String),
 }
@@ -112,6 +116,10 @@ impl JobSpec {
 
     /// Checks what every node will rely on when it expands the job.
     pub fn validate(&self) -> Result<(), JobError> {
+        let size = crate::codec::encoded_len(self);
+        if size > MAX_JOB_BYTES {
+            return Err(JobError::TooLarge(size));
+        }
         for group in &self.groups {
             let spec = group.spec();
             let empty = match &spec.command {
