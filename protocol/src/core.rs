@@ -10,7 +10,7 @@
 //! any transmit polled after it: nothing is gossiped before it is durable.
 //! Must not do IO, read a clock or use an unseeded RNG.
 
-use crate::event::{event_id, Claim, Event, EventBody, Identity, NodeInfo, TaskResult};
+use crate::event::{event_id, Claim, Event, EventBody, EventError, Identity, NodeInfo, TaskResult};
 use crate::hrw;
 use crate::ids::{EventId, JobId, NodeId, TaskRef};
 use crate::job::{JobError, JobSpec, ResolvedTask};
@@ -19,6 +19,7 @@ use crate::storage::EventStore;
 use crate::sync::{bucket_ids, BUCKETS};
 use crate::time::Millis;
 use crate::wire::Message;
+use ed25519_dalek::VerifyingKey;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -156,6 +157,8 @@ pub struct Core<S> {
     cfg: Config,
     store: S,
     ledger: Ledger,
+    /// Parsed public keys of the authors of verified events.
+    author_keys: BTreeMap<NodeId, VerifyingKey>,
     rng: SmallRng,
     started: Millis,
     peers: BTreeMap<NodeId, PeerState>,
@@ -207,6 +210,7 @@ impl<S: EventStore> Core<S> {
             cfg,
             store,
             ledger: Ledger::default(),
+            author_keys: BTreeMap::new(),
             rng: SmallRng::seed_from_u64(rng_seed),
             started: now,
             peers: BTreeMap::new(),
@@ -691,12 +695,9 @@ impl<S: EventStore> Core<S> {
             if self.ledger.contains(&id) {
                 continue;
             }
-            let event = match Event::decode_verified(&bytes) {
-                Ok(event) => event,
-                Err(_) => {
-                    self.stats.events_rejected += 1;
-                    continue;
-                }
+            let Ok(event) = self.decode_verified(&bytes) else {
+                self.stats.events_rejected += 1;
+                continue;
             };
             if let Some(touched) = self.ledger.insert(id, &event) {
                 new += 1;
@@ -705,6 +706,18 @@ impl<S: EventStore> Core<S> {
             }
         }
         new
+    }
+
+    /// [`Event::decode_verified`], parsing each author's key only once.
+    fn decode_verified(&mut self, bytes: &[u8]) -> Result<Event, EventError> {
+        let event: Event = crate::codec::decode(bytes)?;
+        let key = match self.author_keys.get(&event.author) {
+            Some(key) => *key,
+            None => event.author_key()?,
+        };
+        event.verify_with(&key)?;
+        self.author_keys.insert(event.author, key);
+        Ok(event)
     }
 
     fn apply_touched(&mut self, now: Millis, touched: crate::ledger::Touched) {

@@ -150,8 +150,22 @@ impl Event {
     }
 
     pub fn verify(&self) -> Result<(), EventError> {
+        self.verify_with(&self.author_key()?)
+    }
+
+    /// The author's public key, to verify more of its events with
+    /// [`Event::verify_with`] without parsing it again.
+    pub fn author_key(&self) -> Result<VerifyingKey, EventError> {
+        VerifyingKey::from_bytes(&self.author.0).map_err(|_| EventError::BadSignature(self.author))
+    }
+
+    /// Verifies the signature with a key from [`Event::author_key`]; a key
+    /// of another author fails.
+    pub fn verify_with(&self, key: &VerifyingKey) -> Result<(), EventError> {
         let bad = || EventError::BadSignature(self.author);
-        let key = VerifyingKey::from_bytes(&self.author.0).map_err(|_| bad())?;
+        if key.as_bytes() != &self.author.0 {
+            return Err(bad());
+        }
         let sig: [u8; 64] = self.signature.as_slice().try_into().map_err(|_| bad())?;
         key.verify(
             &codec::encode(&(&self.author, &self.body)),

@@ -35,8 +35,12 @@ pub fn rank<'a>(
     me: &NodeId,
     nodes: impl IntoIterator<Item = &'a NodeId>,
 ) -> usize {
+    let mine = score(task, attempt, me);
     nodes
         .into_iter()
-        .filter(|n| *n != me && outranks(task, attempt, n, me))
+        .filter(|n| {
+            let theirs = score(task, attempt, n);
+            theirs > mine || (theirs == mine && *n < me)
+        })
         .count()
 }

@@ -13,6 +13,7 @@ use crate::ids::{EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
 use crate::sync::Fingerprints;
 use serde::{Deserialize, Serialize};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A job as the ledger knows it.
@@ -188,12 +189,22 @@ impl Ledger {
             }
             EventBody::Finished { results } => {
                 for r in results {
-                    self.facts
+                    let slot = self
+                        .facts
                         .entry(r.task)
                         .or_default()
                         .results
-                        .entry((r.attempt, event.author))
-                        .or_insert_with(|| r.clone());
+                        .entry((r.attempt, event.author));
+                    match slot {
+                        Entry::Vacant(slot) => {
+                            slot.insert(r.clone());
+                        }
+                        Entry::Occupied(mut slot) => {
+                            if preferred(r, slot.get()) {
+                                slot.insert(r.clone());
+                            }
+                        }
+                    }
                     touched.tasks.push(r.task);
                 }
             }
@@ -290,6 +301,13 @@ impl Ledger {
         }
         *hasher.finalize().as_bytes()
     }
+}
+
+/// Of two results one node gave for one attempt (an honest node never
+/// does), the one every replica keeps whatever their order: a success, else
+/// the smaller encoding.
+fn preferred(new: &TaskResult, old: &TaskResult) -> bool {
+    (!new.outcome.success(), codec::encode(new)) < (!old.outcome.success(), codec::encode(old))
 }
 
 /// The claim that wins an attempt: best rendezvous score, ties to the lower id.

@@ -2,10 +2,21 @@
 //!
 //! Owns the simulated world around real [`peerbatch_protocol::Core`]s: a
 //! seeded, single-threaded network of timed, lossy deliveries, one in-memory
-//! store per node, a simulated executor, optional crash/restart of nodes, and
-//! the checks of the design's invariants. It drives the cores only through
+//! store per node, a simulated executor, optional crash/restart of nodes and
+//! network partitions, and the checks of the design's invariants. It drives the cores only through
 //! their public API and must not copy or reach into protocol logic. Same
 //! [`SimConfig`] (seed included) ⇒ the same run, event for event.
+//!
+//! Checked after every input a node handles: every event it sends is in its
+//! store already (nothing gossiped before it is durable), no attempt over
+//! max retries starts, its count of terminal tasks never drops, and no task
+//! fails unless failing attempts, or more crashes and partitions than max
+//! retries, are injected. Every second, per task on
+//! every node: no terminal state reverts, open attempts never go back, no
+//! attempt number exceeds max retries. At the end (every task terminal
+//! everywhere, every replica holding the same events): byte-identical state,
+//! one canonical result per task and the same one everywhere, no process
+//! left running, and the cores' start counters match what the executor saw.
 
 use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::{
@@ -13,9 +24,10 @@ use peerbatch_protocol::{
     Outcome, TaskGroup, TaskRef, TaskResult, TaskSpec, TaskState,
 };
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 use std::rc::Rc;
 
@@ -38,9 +50,15 @@ pub struct SimConfig {
     pub max_retries: u32,
     /// Jobs are submitted at random times in `[0, submit_window_ms]`.
     pub submit_window_ms: u64,
+    /// Cancel the first job from a random node at a random time after the
+    /// submit window.
+    pub cancel: bool,
     /// How many times a random node crashes (losing its processes and its
     /// in-flight messages) and restarts from its store.
     pub crashes: u32,
+    /// How many times, one after another, the nodes split into two random
+    /// halves that hear nothing from each other for a few lease periods.
+    pub partitions: u32,
     /// Give up (a liveness violation) after this much simulated time.
     pub time_limit_ms: u64,
     /// Protocol tunables of every node.
@@ -60,7 +78,9 @@ impl Default for SimConfig {
             fail_rate: 0.0,
             max_retries: 3,
             submit_window_ms: 1_000,
+            cancel: false,
             crashes: 0,
+            partitions: 0,
             time_limit_ms: 600_000,
             core: Config::default(),
         }
@@ -85,18 +105,25 @@ pub struct Report {
     pub dropped: u64,
     /// Ledger events on each node at the end.
     pub events: usize,
+    /// Attempts started on all nodes (the cores' counters, summed).
     pub attempts_started: u64,
+    /// Tasks that were started at least once.
+    pub tasks_started: u64,
+    /// Starts of an attempt number some node had already started: the
+    /// at-least-once overlap, without retries.
+    pub same_attempt_starts: u64,
     pub attempts_fenced: u64,
     pub events_rejected: u64,
     pub tasks_failed: u32,
+    pub tasks_cancelled: u32,
     /// A hash of everything that happened, equal for equal configs.
     pub run_digest: [u8; 32],
 }
 
 impl Report {
-    /// Attempts started beyond the first of each task.
+    /// Attempts started beyond the first of each task (retries included).
     pub fn duplicates(&self) -> u64 {
-        self.attempts_started.saturating_sub(u64::from(self.tasks))
+        self.attempts_started - self.tasks_started
     }
 
     pub fn duplicates_per_1000(&self) -> f64 {
@@ -111,7 +138,8 @@ impl fmt::Display for Report {
             "seed {}: {} nodes, {} tasks: done at {:.3} s simulated, terminal everywhere at {:.3} s, \
              converged at {:.3} s, \
              wall {:.3} s, {} messages ({} dropped), {} events, {} attempts started, \
-             {} duplicates ({:.1} per 1000 tasks), {} fenced, {} failed, digest {}",
+             {} duplicates ({:.1} per 1000 tasks; {} of an attempt already started), \
+             {} fenced, {} failed, {} cancelled, digest {}",
             self.seed,
             self.nodes,
             self.tasks,
@@ -125,8 +153,10 @@ impl fmt::Display for Report {
             self.attempts_started,
             self.duplicates(),
             self.duplicates_per_1000(),
+            self.same_attempt_starts,
             self.attempts_fenced,
             self.tasks_failed,
+            self.tasks_cancelled,
             hex(&self.run_digest[..8]),
         )
     }
@@ -186,7 +216,10 @@ enum Item {
     Submit {
         job: u32,
     },
+    Cancel,
     Crash,
+    Partition,
+    Heal,
     Restart {
         node: usize,
     },
@@ -221,7 +254,7 @@ impl Ord for Entry {
 }
 
 /// What a node has shown of one task so far, for the monotonicity checks.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Seen {
     attempt: u32,
     terminal: bool,
@@ -236,9 +269,12 @@ struct SimNode {
     timer: Option<Millis>,
     /// Consecutive timeouts handled at one instant, to catch a busy loop.
     spins: (u64, u32),
-    /// Simulated processes: (task, attempt) → token of the pending exit.
-    procs: BTreeMap<(TaskRef, u32), u64>,
-    seen: BTreeMap<TaskRef, Seen>,
+    /// Simulated processes: (task, attempt) → token of the pending exit,
+    /// and whether the process was told to die.
+    procs: BTreeMap<(TaskRef, u32), (u64, bool)>,
+    /// Per job, by task index.
+    seen: BTreeMap<JobId, Vec<Seen>>,
+    /// Terminal tasks per job at the last check, across restarts.
     done: BTreeMap<JobId, u32>,
     /// Counters of earlier incarnations (before crashes).
     retired: peerbatch_protocol::core::Stats,
@@ -247,8 +283,10 @@ struct SimNode {
 /// Interval of the end-of-run test and of the per-job count checks.
 const CHECK_EVERY_MS: u64 = 100;
 /// Interval of the per-task scans of every node (the costly check).
-const SCAN_EVERY_MS: u64 = 500;
+const SCAN_EVERY_MS: u64 = 1_000;
+/// How long a killed process takes to exit.
 const KILL_MS: u64 = 1;
+/// Timeouts one node may ask for at one instant before it counts as a busy loop.
 const MAX_SPINS: u32 = 1_000;
 
 struct Sim {
@@ -268,6 +306,12 @@ struct Sim {
     finished_ms: Option<u64>,
     converged_ms: Option<u64>,
     restarts_pending: u32,
+    /// While partitioned: which side each node is on.
+    side: Option<Vec<bool>>,
+    /// Partitions not yet healed.
+    partitions_left: u32,
+    /// How many times each attempt was started, over all nodes.
+    started: BTreeMap<(TaskRef, u32), u64>,
 }
 
 impl Sim {
@@ -292,6 +336,7 @@ impl Sim {
         }
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
         let jobs = vec![None; cfg.jobs.max(1) as usize];
+        let partitions_left = cfg.partitions;
         Sim {
             cfg,
             rng,
@@ -309,6 +354,9 @@ impl Sim {
             finished_ms: None,
             converged_ms: None,
             restarts_pending: 0,
+            side: None,
+            partitions_left,
+            started: BTreeMap::new(),
         }
     }
 
@@ -370,6 +418,14 @@ impl Sim {
             let at = self.rng.gen_range(0..=self.cfg.submit_window_ms);
             self.push(at, Item::Submit { job });
         }
+        if self.cfg.cancel {
+            let at = self.cfg.submit_window_ms + self.rng.gen_range(1..=5_000);
+            self.push(at, Item::Cancel);
+        }
+        if self.cfg.partitions > 0 {
+            let at = self.rng.gen_range(1_000..=10_000);
+            self.push(at, Item::Partition);
+        }
         for _ in 0..self.cfg.crashes {
             let at = self.rng.gen_range(1_000..=20_000);
             self.push(at, Item::Crash);
@@ -425,12 +481,12 @@ impl Sim {
                 outcome,
                 duration_ms,
             } => {
-                if self.nodes[node].procs.get(&(task, attempt)) != Some(&token) {
+                if self.nodes[node].procs.get(&(task, attempt)).map(|p| p.0) != Some(token) {
                     return Ok(false);
                 }
                 self.nodes[node].procs.remove(&(task, attempt));
                 self.trace.update(&self.now.to_le_bytes());
-                self.trace.update(&[b'x']);
+                self.trace.update(b"x");
                 self.trace.update(&(node as u32).to_le_bytes());
                 self.trace.update(&task.index.to_le_bytes());
                 self.trace.update(&attempt.to_le_bytes());
@@ -467,10 +523,7 @@ impl Sim {
                 self.pump(node)?;
             }
             Item::Submit { job } => {
-                let live: Vec<usize> = (0..self.nodes.len())
-                    .filter(|n| self.nodes[*n].core.is_some())
-                    .collect();
-                let node = live[self.rng.gen_range(0..live.len())];
+                let node = self.random_node(|_| true);
                 let count = self.job_tasks(job);
                 let spec = JobSpec {
                     name: format!("sim-{job}"),
@@ -495,10 +548,48 @@ impl Sim {
                 self.jobs[job as usize] = Some((id, count));
                 self.pump(node)?;
             }
+            Item::Cancel => {
+                let (job, _) = self.jobs[0].expect("cancelled after the submit window");
+                let node = self.random_node(|core| core.ledger().job(&job).is_some());
+                self.trace.update(&self.now.to_le_bytes());
+                self.trace.update(b"k");
+                if self.core(node).cancel(now, job) {
+                    self.pump(node)?;
+                } else {
+                    // Every node that knew the job is down: try again later.
+                    self.push(self.now + 1_000, Item::Cancel);
+                }
+            }
             Item::Crash => self.crash()?,
+            Item::Partition => {
+                let n = self.nodes.len();
+                let cut = self.rng.gen_range(1..n);
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut self.rng);
+                let mut side = vec![false; n];
+                for &i in &order[..cut] {
+                    side[i] = true;
+                }
+                self.side = Some(side);
+                let lease = self.cfg.core.lease_ms + self.cfg.core.grace_ms;
+                let heal = self.now + self.rng.gen_range(lease / 2..=lease * 3);
+                self.trace.update(&self.now.to_le_bytes());
+                self.trace.update(b"p");
+                self.push(heal, Item::Heal);
+            }
+            Item::Heal => {
+                self.side = None;
+                self.partitions_left -= 1;
+                self.trace.update(&self.now.to_le_bytes());
+                self.trace.update(b"h");
+                if self.partitions_left > 0 {
+                    let at = self.now + self.rng.gen_range(1_000..=10_000);
+                    self.push(at, Item::Partition);
+                }
+            }
             Item::Restart { node } => self.restart(node)?,
             Item::Check => {
-                if self.now % SCAN_EVERY_MS == 0 {
+                if self.now.is_multiple_of(SCAN_EVERY_MS) {
                     self.check_all()?;
                 }
                 if self.finished()? {
@@ -508,6 +599,28 @@ impl Sim {
             }
         }
         Ok(false)
+    }
+
+    /// A random live node that passes `filter`, else any live node.
+    fn random_node(&mut self, filter: impl Fn(&Core<MemStore>) -> bool) -> usize {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|n| self.nodes[*n].core.as_ref().is_some_and(&filter))
+            .collect();
+        let live = if live.is_empty() {
+            (0..self.nodes.len())
+                .filter(|n| self.nodes[*n].core.is_some())
+                .collect()
+        } else {
+            live
+        };
+        live[self.rng.gen_range(0..live.len())]
+    }
+
+    /// Whether no task may fail: no failing attempts, and too few crashes
+    /// and partitions to reclaim any task past its last attempt (each
+    /// reclaims at most one attempt of a task).
+    fn never_fails(&self) -> bool {
+        self.cfg.fail_rate == 0.0 && self.cfg.crashes + self.cfg.partitions <= self.cfg.max_retries
     }
 
     fn job_tasks(&self, job: u32) -> u32 {
@@ -575,6 +688,7 @@ impl Sim {
                             self.cfg.max_retries
                         )));
                     }
+                    *self.started.entry((task, attempt)).or_default() += 1;
                     let duration_ms = self.rng.gen_range(self.cfg.task_ms.0..=self.cfg.task_ms.1);
                     let outcome = if self.rng.gen_bool(self.cfg.fail_rate) {
                         Outcome::Exited(1)
@@ -584,7 +698,7 @@ impl Sim {
                     let token = self.token();
                     if self.nodes[node]
                         .procs
-                        .insert((task, attempt), token)
+                        .insert((task, attempt), (token, false))
                         .is_some()
                     {
                         return Err(self.violation(format!(
@@ -606,7 +720,9 @@ impl Sim {
                 Action::Kill { task, attempt } => {
                     if self.nodes[node].procs.contains_key(&(task, attempt)) {
                         let token = self.token();
-                        self.nodes[node].procs.insert((task, attempt), token);
+                        self.nodes[node]
+                            .procs
+                            .insert((task, attempt), (token, true));
                         self.push(
                             now + KILL_MS,
                             Item::Exit {
@@ -638,7 +754,11 @@ impl Sim {
 
     fn deliver(&mut self, from: usize, to: usize, gossip: bool, msg: Rc<Message>) {
         self.messages += 1;
-        if self.rng.gen_bool(self.cfg.loss) {
+        let cut_off = self
+            .side
+            .as_ref()
+            .is_some_and(|side| side[from] != side[to]);
+        if self.rng.gen_bool(self.cfg.loss) || cut_off {
             self.dropped += 1;
             return;
         }
@@ -676,7 +796,7 @@ impl Sim {
         n.timer = None;
         let id = n.id;
         self.trace.update(&self.now.to_le_bytes());
-        self.trace.update(&[b'c']);
+        self.trace.update(b"c");
         self.trace.update(&(node as u32).to_le_bytes());
         let lease = self.cfg.core.lease_ms + self.cfg.core.grace_ms;
         let down = self.rng.gen_range(lease / 2..=lease * 3);
@@ -696,7 +816,7 @@ impl Sim {
         self.restarts_pending -= 1;
         self.start_node(node);
         self.trace.update(&self.now.to_le_bytes());
-        self.trace.update(&[b'r']);
+        self.trace.update(b"r");
         self.trace.update(&(node as u32).to_le_bytes());
         let now = Millis(self.now);
         let id = self.nodes[node].id;
@@ -721,7 +841,7 @@ impl Sim {
                 .as_ref()
                 .expect("live node")
                 .progress(job);
-            if self.cfg.fail_rate == 0.0 && self.cfg.crashes == 0 && p.failed > 0 {
+            if self.never_fails() && p.failed > 0 {
                 return Err(self.violation(format!(
                     "node {node}: {} tasks of job {job} failed with no failure injected",
                     p.failed
@@ -746,16 +866,17 @@ impl Sim {
         let Some(core) = n.core.as_ref() else {
             return Ok(());
         };
-        for (job, _) in self.jobs.iter().flatten() {
+        for (job, count) in self.jobs.iter().flatten() {
+            let seen_job = n
+                .seen
+                .entry(*job)
+                .or_insert_with(|| vec![Seen::default(); *count as usize]);
             for v in core.views(*job) {
                 if v.attempt > self.cfg.max_retries {
                     problems.push(format!("{:?} at attempt {}", v.task, v.attempt));
                 }
                 let terminal = v.state.terminal();
-                let seen = n.seen.entry(v.task).or_insert(Seen {
-                    attempt: 0,
-                    terminal: false,
-                });
+                let seen = &mut seen_job[v.task.index as usize];
                 if seen.terminal && !terminal {
                     problems.push(format!("{:?} left a terminal state for {:?}", v.task, v));
                 }
@@ -831,7 +952,7 @@ impl Sim {
         if done.iter().any(|d| *d) {
             self.done_ms.get_or_insert(self.now);
         }
-        if self.restarts_pending > 0 || !done.iter().all(|d| *d) {
+        if self.restarts_pending > 0 || self.partitions_left > 0 || !done.iter().all(|d| *d) {
             return Ok(false);
         }
         self.finished_ms.get_or_insert(self.now);
@@ -869,6 +990,27 @@ impl Sim {
                 )));
             }
         }
+        let counted: u64 = self
+            .nodes
+            .iter()
+            .map(|n| {
+                n.retired.attempts_started
+                    + n.core.as_ref().map_or(0, |c| c.stats().attempts_started)
+            })
+            .sum();
+        let runs: u64 = self.started.values().sum();
+        if counted != runs {
+            return Err(self.violation(format!(
+                "the cores count {counted} attempts started, the executor saw {runs}"
+            )));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(((task, attempt), _)) = n.procs.iter().find(|(_, p)| !p.1) {
+                return Err(self.violation(format!(
+                    "node {i} still runs attempt {attempt} of {task:?}, which is over"
+                )));
+            }
+        }
         for (job, count) in self.jobs.iter().flatten() {
             let views: Vec<_> = cores[0].views(*job).collect();
             if views.len() != *count as usize {
@@ -884,11 +1026,11 @@ impl Sim {
                         !r.outcome.success() && r.attempt == self.cfg.max_retries
                     }
                     // Reclaimed at its last attempt: only when a node crashed.
-                    (TaskState::Failed, None) => self.cfg.crashes > 0,
+                    (TaskState::Failed, None) => !self.never_fails(),
+                    (TaskState::Cancelled, None) => cores[0].ledger().is_cancelled(job),
                     _ => false,
                 };
-                let clean = self.cfg.fail_rate == 0.0 && self.cfg.crashes == 0;
-                if !ok || (clean && v.state != TaskState::Succeeded) {
+                if !ok || (self.never_fails() && v.state == TaskState::Failed) {
                     return Err(self.violation(format!("{:?} ended as {v:?}", v.task)));
                 }
                 for (i, core) in cores.iter().enumerate() {
@@ -907,7 +1049,7 @@ impl Sim {
 
     fn report(&mut self, wall_ms: u128) -> Report {
         let mut stats = peerbatch_protocol::core::Stats::default();
-        let mut tasks_failed = 0;
+        let (mut tasks_failed, mut tasks_cancelled) = (0, 0);
         for n in &self.nodes {
             let core = n.core.as_ref().expect("all live at the end");
             let s = core.stats();
@@ -918,6 +1060,7 @@ impl Sim {
         let first = self.nodes[0].core.as_ref().expect("all live");
         for (job, _) in self.jobs.iter().flatten() {
             tasks_failed += first.progress(job).failed;
+            tasks_cancelled += first.progress(job).cancelled;
         }
         let done_ms = self.done_ms.unwrap_or(self.now);
         let finished_ms = self.finished_ms.unwrap_or(self.now);
@@ -946,9 +1089,17 @@ impl Sim {
             dropped: self.dropped,
             events: first.ledger().event_count(),
             attempts_started: stats.attempts_started,
+            tasks_started: self
+                .started
+                .keys()
+                .map(|(task, _)| task)
+                .collect::<BTreeSet<_>>()
+                .len() as u64,
+            same_attempt_starts: self.started.values().map(|n| n - 1).sum(),
             attempts_fenced: stats.attempts_fenced,
             events_rejected: stats.events_rejected,
             tasks_failed,
+            tasks_cancelled,
             run_digest: *self.trace.finalize().as_bytes(),
         }
     }

@@ -7,8 +7,8 @@ use peerbatch_simulations::{run, SimConfig};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: peerbatch-simulations --seed S [--seeds K] [--nodes N] [--tasks T] \
-[--jobs J] [--loss P] [--fail P] [--crashes C] [--max-retries R] [--task-ms MIN-MAX] \
-[--delay-ms MIN-MAX] [--slots S]";
+[--jobs J] [--loss P] [--fail P] [--crashes C] [--partitions P] [--cancel] [--max-retries R] \
+[--task-ms MIN-MAX] [--delay-ms MIN-MAX] [--slots S]";
 
 fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
     let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -45,6 +45,8 @@ fn args() -> Result<(SimConfig, u64), String> {
             "--loss" => cfg.loss = parse(&flag, args.next())?,
             "--fail" => cfg.fail_rate = parse(&flag, args.next())?,
             "--crashes" => cfg.crashes = parse(&flag, args.next())?,
+            "--partitions" => cfg.partitions = parse(&flag, args.next())?,
+            "--cancel" => cfg.cancel = true,
             "--max-retries" => cfg.max_retries = parse(&flag, args.next())?,
             "--slots" => cfg.core.slots = parse(&flag, args.next())?,
             "--task-ms" => cfg.task_ms = parse_range(&flag, args.next())?,
@@ -63,6 +65,29 @@ fn args() -> Result<(SimConfig, u64), String> {
     Ok((cfg, seeds))
 }
 
+/// The command-line flags that reproduce `cfg` (all but the seed).
+fn flags(cfg: &SimConfig) -> String {
+    format!(
+        "--nodes {} --tasks {} --jobs {} --loss {} --fail {} --crashes {} --partitions {}{} \
+         --max-retries {} \
+         --task-ms {}-{} --delay-ms {}-{} --slots {}",
+        cfg.nodes,
+        cfg.tasks,
+        cfg.jobs,
+        cfg.loss,
+        cfg.fail_rate,
+        cfg.crashes,
+        cfg.partitions,
+        if cfg.cancel { " --cancel" } else { "" },
+        cfg.max_retries,
+        cfg.task_ms.0,
+        cfg.task_ms.1,
+        cfg.delay_ms.0,
+        cfg.delay_ms.1,
+        cfg.core.slots
+    )
+}
+
 fn main() -> ExitCode {
     let (cfg, seeds) = match args() {
         Ok(parsed) => parsed,
@@ -77,10 +102,7 @@ fn main() -> ExitCode {
             seed,
             ..cfg.clone()
         };
-        println!(
-            "seed {seed}: {} nodes, {} tasks in {} jobs, loss {}, fail {}, crashes {}",
-            cfg.nodes, cfg.tasks, cfg.jobs, cfg.loss, cfg.fail_rate, cfg.crashes
-        );
+        println!("seed {seed}: {}", flags(&cfg));
         match run(&cfg) {
             Ok(report) => {
                 println!("{report}");
@@ -93,8 +115,8 @@ fn main() -> ExitCode {
             Err(violation) => {
                 eprintln!("FAILED {violation}");
                 eprintln!(
-                    "replay: cargo run --release -p peerbatch-simulations -- --seed {seed} --nodes {} --tasks {} --jobs {} --loss {} --fail {} --crashes {}",
-                    cfg.nodes, cfg.tasks, cfg.jobs, cfg.loss, cfg.fail_rate, cfg.crashes
+                    "replay: cargo run --release -p peerbatch-simulations -- --seed {seed} {}",
+                    flags(&cfg)
                 );
                 return ExitCode::FAILURE;
             }

@@ -1,0 +1,614 @@
+//! The per-node state machine, driven by hand: rejection of bad events,
+//! claim races, stealing, leases, restarts. Each test plays the driver.
+
+use peerbatch_protocol::core::Destination;
+use peerbatch_protocol::event::{event_id, Claim};
+use peerbatch_protocol::{
+    codec, hrw, Action, Command, Config, Core, EventBody, Identity, JobId, JobSpec, MemStore,
+    Message, Millis, NodeId, NodeInfo, Outcome, TaskGroup, TaskRef, TaskResult, TaskSpec,
+    TaskState, Transmit,
+};
+
+struct Node {
+    seed: [u8; 32],
+    core: Core<MemStore>,
+    store: MemStore,
+    actions: Vec<Action>,
+}
+
+impl Node {
+    fn new(seed: u8, cfg: Config) -> Node {
+        let seed = [seed; 32];
+        let store = MemStore::default();
+        let core = Core::new(
+            Identity::from_seed(seed),
+            cfg,
+            store.clone(),
+            Vec::new(),
+            u64::from(seed[0]),
+            Millis(0),
+        );
+        Node {
+            seed,
+            core,
+            store,
+            actions: Vec::new(),
+        }
+    }
+
+    fn id(&self) -> NodeId {
+        self.core.node_id()
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::from_seed(self.seed)
+    }
+
+    /// Plays the driver: persist, then collect what is sent and what to do.
+    fn pump(&mut self) -> Vec<Transmit> {
+        while let Some((id, bytes)) = self.core.poll_persist() {
+            self.store.put(id, bytes);
+        }
+        let mut sent = Vec::new();
+        while let Some(t) = self.core.poll_transmit() {
+            if let Message::Events { events } = &t.msg {
+                for bytes in events {
+                    assert!(self.store.contains(&event_id(bytes)), "sent before stored");
+                }
+            }
+            sent.push(t);
+        }
+        while let Some(a) = self.core.poll_action() {
+            self.actions.push(a);
+        }
+        sent
+    }
+
+    fn timeout(&mut self, now: u64) -> Vec<Transmit> {
+        self.core.handle_timeout(Millis(now));
+        self.pump()
+    }
+
+    fn runs(&self) -> Vec<(TaskRef, u32)> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Run { task, attempt, .. } => Some((*task, *attempt)),
+                Action::Kill { .. } => None,
+            })
+            .collect()
+    }
+
+    fn kills(&self) -> Vec<(TaskRef, u32)> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Kill { task, attempt } => Some((*task, *attempt)),
+                Action::Run { .. } => None,
+            })
+            .collect()
+    }
+
+    fn exit(&mut self, now: u64, task: TaskRef, attempt: u32, outcome: Outcome) -> Vec<Transmit> {
+        self.core.task_exited(
+            Millis(now),
+            TaskResult {
+                task,
+                attempt,
+                outcome,
+                stdout: None,
+                stderr: None,
+                duration_ms: 5,
+            },
+        );
+        self.pump()
+    }
+}
+
+/// Every event in `sent`, as a gossip message from `from` to `to`.
+fn deliver(now: u64, from: &Node, sent: &[Transmit], to: &mut Node) -> Vec<Transmit> {
+    for t in sent {
+        match &t.to {
+            Destination::Gossip => to.core.handle_gossip(Millis(now), from.id(), t.msg.clone()),
+            Destination::Peer(p) if *p == to.id() => {
+                to.core
+                    .handle_message(Millis(now), from.id(), t.msg.clone())
+            }
+            Destination::Peer(_) => {}
+        }
+    }
+    to.pump()
+}
+
+fn events_of(sent: &[Transmit]) -> Vec<Vec<u8>> {
+    sent.iter()
+        .filter_map(|t| match &t.msg {
+            Message::Events { events } => Some(events.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn spec(tasks: u32, max_retries: u32) -> JobSpec {
+    JobSpec {
+        name: "core".into(),
+        priority: 0,
+        groups: vec![TaskGroup::Array {
+            template: TaskSpec {
+                id: "t".into(),
+                command: Command::Argv(vec!["true".into()]),
+                env: Vec::new(),
+                max_retries,
+                max_wall_clock_ms: None,
+            },
+            start: 0,
+            end: i64::from(tasks) - 1,
+            step: 1,
+        }],
+    }
+}
+
+fn submit(node: &mut Node, now: u64, tasks: u32, max_retries: u32) -> (JobId, Vec<Transmit>) {
+    let (job, _) = node
+        .core
+        .submit(Millis(now), spec(tasks, max_retries), now)
+        .expect("a valid job");
+    (job, node.pump())
+}
+
+fn task(job: JobId, index: u32) -> TaskRef {
+    TaskRef { job, index }
+}
+
+fn state(node: &Node, t: TaskRef) -> (TaskState, u32, Option<NodeId>) {
+    let v = node.core.view(t).expect("a known task");
+    (v.state, v.attempt, v.node)
+}
+
+#[test]
+fn garbled_oversized_and_forged_events_are_rejected_and_change_nothing() {
+    let mut a = Node::new(1, Config::default());
+    let peer = Node::new(2, Config::default());
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 2, 0);
+    let digest = a.core.ledger().state_digest();
+    let count = a.core.ledger().event_count();
+
+    let good = peer.identity().sign(EventBody::JobCancelled { job });
+    let mut forged = good.clone();
+    forged.author = a.id();
+    let mut tampered = good.encode();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let mut wrong_version = good.encode();
+    wrong_version[0] = codec::VERSION + 1;
+    let mut trailing = good.encode();
+    trailing.push(0);
+    let mut oversized = vec![codec::VERSION];
+    oversized.resize(codec::MAX_SIZE + 1, 0);
+    let bad = vec![
+        Vec::new(),
+        vec![codec::VERSION, 0xff, 0xff, 0xff],
+        forged.encode(),
+        tampered,
+        wrong_version,
+        trailing,
+        oversized,
+    ];
+    let n = bad.len() as u64;
+    a.core.handle_gossip(
+        Millis(10),
+        peer.id(),
+        Message::Events {
+            events: bad.clone(),
+        },
+    );
+    assert!(a.core.poll_persist().is_none());
+    a.core
+        .handle_message(Millis(11), peer.id(), Message::Events { events: bad });
+    assert!(a.core.poll_persist().is_none());
+    a.pump();
+    assert_eq!(a.core.stats().events_rejected, 2 * n);
+    assert_eq!(a.core.ledger().event_count(), count);
+    assert_eq!(a.core.ledger().state_digest(), digest);
+    assert!(!a.core.ledger().is_cancelled(&job));
+
+    // The genuine event still gets in.
+    a.core.handle_gossip(
+        Millis(12),
+        peer.id(),
+        Message::Events {
+            events: vec![good.encode()],
+        },
+    );
+    a.pump();
+    assert!(a.core.ledger().is_cancelled(&job));
+    assert_eq!(a.core.stats().events_rejected, 2 * n);
+}
+
+#[test]
+fn a_lone_node_runs_a_job_to_completion_one_slot_at_a_time() {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 3, 0);
+    let mut now = 0;
+    let mut done = 0;
+    while a.core.progress(&job).succeeded < 3 {
+        assert!(a.core.local_load().1 <= 1, "more running than slots");
+        let runs = a.runs();
+        if done < runs.len() {
+            let (t, attempt) = runs[done];
+            done += 1;
+            now += 7;
+            a.exit(now, t, attempt, Outcome::Exited(0));
+        } else {
+            now = a.core.poll_timeout().expect("a timer").0.max(now);
+            a.timeout(now);
+        }
+        assert!(now < 10_000, "stuck: {:?}", a.core.progress(&job));
+    }
+    assert_eq!(a.runs().len(), 3);
+    assert_eq!(a.core.stats().attempts_started, 3);
+    for index in 0..3 {
+        assert_eq!(state(&a, task(job, index)).0, TaskState::Succeeded);
+    }
+}
+
+#[test]
+fn claims_made_apart_resolve_alike_and_the_loser_is_killed() {
+    let mut a = Node::new(1, Config::default());
+    let mut b = Node::new(2, Config::default());
+    a.timeout(0);
+    b.timeout(0);
+    let (job, sent) = submit(&mut a, 0, 1, 0);
+    let t = task(job, 0);
+    // B learns of the job but not of A's claim, nor that A is a worker.
+    let job_event = sent
+        .iter()
+        .find(|t| match &t.msg {
+            Message::Events { events } => events.iter().any(|e| {
+                matches!(
+                    codec::decode::<peerbatch_protocol::Event>(e).map(|e| e.body),
+                    Ok(EventBody::JobSubmitted { .. })
+                )
+            }),
+            _ => false,
+        })
+        .cloned()
+        .expect("the submit is gossiped");
+    let b_sent = deliver(1, &a, &[job_event], &mut b);
+    assert_eq!(a.runs(), vec![(t, 0)]);
+    assert_eq!(b.runs(), vec![(t, 0)]);
+
+    // Now each hears everything the other said.
+    deliver(5, &b, &b_sent, &mut a);
+    let a_all: Vec<Transmit> = vec![Transmit {
+        to: Destination::Gossip,
+        msg: Message::Events {
+            events: a.store.all(),
+        },
+    }];
+    deliver(5, &a, &a_all, &mut b);
+    let winner = if hrw::outranks(t, 0, &a.id(), &b.id()) {
+        a.id()
+    } else {
+        b.id()
+    };
+    assert_eq!(state(&a, t), (TaskState::Running, 0, Some(winner)));
+    assert_eq!(state(&b, t), (TaskState::Running, 0, Some(winner)));
+    let (loser, kept) = if winner == a.id() { (&b, &a) } else { (&a, &b) };
+    assert_eq!(loser.kills(), vec![(t, 0)]);
+    assert!(kept.kills().is_empty());
+    assert_eq!(loser.core.stats().attempts_fenced, 1);
+}
+
+/// A node that is rank 1 for every task of a job: it may only steal, after δ.
+fn rank_one_pair(cfg: &Config, max_retries: u32) -> (Node, Node, JobId) {
+    for seed in 2..100 {
+        let mut a = Node::new(1, cfg.clone());
+        let mut b = Node::new(seed, cfg.clone());
+        let a_sent = a.timeout(0);
+        let b_sent = b.timeout(0);
+        deliver(1, &a, &a_sent, &mut b);
+        deliver(1, &b, &b_sent, &mut a);
+        let (job, _) = submit(&mut b, 2, 1, max_retries);
+        if hrw::outranks(task(job, 0), 0, &b.id(), &a.id()) {
+            return (a, b, job);
+        }
+    }
+    panic!("no seed makes B the first choice");
+}
+
+#[test]
+fn a_helper_wakes_when_its_steal_delay_is_over_not_before() {
+    let cfg = Config {
+        claim_step_ms: 100,
+        ..Config::default()
+    };
+    let (mut a, b, job) = rank_one_pair(&cfg, 0);
+    // B claimed at once; A only learns of the job (B's claim is lost).
+    let job_events: Vec<Vec<u8>> = b
+        .store
+        .all()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                codec::decode::<peerbatch_protocol::Event>(e).map(|e| e.body),
+                Ok(EventBody::JobSubmitted { .. })
+            )
+        })
+        .collect();
+    a.core
+        .handle_gossip(Millis(10), b.id(), Message::Events { events: job_events });
+    a.pump();
+    assert!(a.runs().is_empty(), "rank 1 must wait");
+    assert_eq!(a.core.poll_timeout(), Some(Millis(110)));
+    // Woken early (by anything), it still waits and asks again for 110.
+    a.timeout(60);
+    assert!(a.runs().is_empty());
+    assert_eq!(a.core.poll_timeout(), Some(Millis(110)));
+    a.timeout(110);
+    assert_eq!(a.runs(), vec![(task(job, 0), 0)]);
+    assert!(a.core.poll_timeout() > Some(Millis(110)));
+}
+
+#[test]
+fn a_claim_that_lost_before_it_was_published_is_withdrawn() {
+    let cfg = Config {
+        batch_ms: 20,
+        ..Config::default()
+    };
+    let mut a = Node::new(1, cfg.clone());
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 3, 0);
+    let (t0, t1) = (task(job, 0), task(job, 1));
+    assert_eq!(a.runs(), vec![(t0, 0)]);
+    // Task 0 ends within the batch interval: the claim of task 1 waits for
+    // the next batch, due at 20.
+    a.exit(1, t0, 0, Outcome::Exited(0));
+    // Another node claims task 1 meanwhile; A's pending claim would outrank it.
+    let rival = (2..=255u8)
+        .map(|s| Identity::from_seed([s; 32]))
+        .find(|r| hrw::outranks(t1, 0, &a.id(), &r.node_id()))
+        .expect("some node A outranks");
+    let claim = rival.sign(EventBody::Claims {
+        claims: vec![Claim {
+            task: t1,
+            attempt: 0,
+        }],
+    });
+    a.core.handle_gossip(
+        Millis(2),
+        rival.node_id(),
+        Message::Events {
+            events: vec![claim.encode()],
+        },
+    );
+    a.pump();
+    let sent = a.timeout(20);
+    for bytes in events_of(&sent) {
+        let event = codec::decode::<peerbatch_protocol::Event>(&bytes).expect("own event");
+        if let EventBody::Claims { claims } = event.body {
+            assert!(claims.iter().all(|c| c.task != t1), "lost claim published");
+        }
+    }
+    assert_eq!(
+        state(&a, t1),
+        (TaskState::Running, 0, Some(rival.node_id()))
+    );
+    assert!(!a.runs().contains(&(t1, 0)));
+}
+
+#[test]
+fn a_silent_node_is_reclaimed_after_lease_and_grace() {
+    let cfg = Config::default();
+    let (mut a, mut b, job) = rank_one_pair(&cfg, 1);
+    let t = task(job, 0);
+    assert_eq!(b.runs(), vec![(t, 0)]);
+    let all = vec![Transmit {
+        to: Destination::Gossip,
+        msg: Message::Events {
+            events: b.store.all(),
+        },
+    }];
+    deliver(10, &b, &all, &mut a);
+    assert_eq!(state(&a, t), (TaskState::Running, 0, Some(b.id())));
+    // B falls silent; A keeps ticking.
+    let silent_from = 10;
+    let mut now = 10;
+    while a.runs().is_empty() {
+        now = a.core.poll_timeout().expect("a timer").0.max(now + 1);
+        a.timeout(now);
+        assert!(now < 30_000, "never reclaimed");
+    }
+    assert!(
+        now - silent_from > cfg.lease_ms + cfg.grace_ms,
+        "reclaimed at {now}"
+    );
+    assert_eq!(a.runs(), vec![(t, 1)]);
+    assert_eq!(state(&a, t), (TaskState::Running, 1, Some(a.id())));
+
+    // B was only slow: its late success for attempt 0 becomes canonical and
+    // A's attempt 1 is stopped.
+    let sent = b.exit(now, t, 0, Outcome::Exited(0));
+    let later = b.timeout(now + 50);
+    deliver(now + 60, &b, &[sent, later].concat(), &mut a);
+    assert_eq!(state(&a, t), (TaskState::Succeeded, 0, Some(b.id())));
+    assert_eq!(a.kills(), vec![(t, 1)]);
+    a.exit(now + 61, t, 1, Outcome::Signaled(9));
+    a.timeout(now + 100);
+    assert_eq!(state(&a, t), (TaskState::Succeeded, 0, Some(b.id())));
+}
+
+#[test]
+fn a_restarted_node_reclaims_what_its_old_incarnation_ran() {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 1, 2);
+    let t = task(job, 0);
+    assert_eq!(a.runs(), vec![(t, 0)]);
+    // Crash: the process dies with the node; restart from the store.
+    let store = a.store.clone();
+    let mut restarted = Node {
+        seed: a.seed,
+        core: Core::new(
+            a.identity(),
+            Config::default(),
+            store.clone(),
+            store.all(),
+            9,
+            Millis(1_000),
+        ),
+        store,
+        actions: Vec::new(),
+    };
+    assert_eq!(state(&restarted, t), (TaskState::Running, 0, Some(a.id())));
+    let mut now = 1_000;
+    while restarted.runs().is_empty() {
+        assert!(now < 2_000, "the old claim was never reclaimed");
+        restarted.timeout(now);
+        now = restarted
+            .core
+            .poll_timeout()
+            .expect("a timer")
+            .0
+            .max(now + 1);
+    }
+    assert_eq!(restarted.runs(), vec![(t, 1)]);
+    assert_eq!(state(&restarted, t), (TaskState::Running, 1, Some(a.id())));
+    restarted.exit(now, t, 1, Outcome::Exited(0));
+    restarted.timeout(now + 100);
+    assert_eq!(
+        state(&restarted, t),
+        (TaskState::Succeeded, 1, Some(a.id()))
+    );
+}
+
+#[test]
+fn a_freed_slot_starts_the_next_durable_claim_at_once() {
+    let cfg = Config {
+        prefetch_horizon_ms: 10_000,
+        ..Config::default()
+    };
+    let mut a = Node::new(1, cfg);
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 3, 0);
+    let (t0, t1, t2) = (task(job, 0), task(job, 1), task(job, 2));
+    assert_eq!(a.runs(), vec![(t0, 0)]);
+    // Short tasks: A now claims ahead (prefetch), publishing at the next batch.
+    a.exit(1, t0, 0, Outcome::Exited(0));
+    let due = a.core.poll_timeout().expect("a batch");
+    a.timeout(due.0);
+    assert_eq!(a.runs(), vec![(t0, 0), (t1, 0)]);
+    assert_eq!(a.core.local_load(), (2, 1));
+    // Task 1 is fenced off for good (reclaimed at its last attempt) …
+    let reaper = Identity::from_seed([77; 32]);
+    let reclaim = reaper.sign(EventBody::Reclaimed {
+        claims: vec![Claim {
+            task: t1,
+            attempt: 0,
+        }],
+    });
+    a.core.handle_gossip(
+        due,
+        reaper.node_id(),
+        Message::Events {
+            events: vec![reclaim.encode()],
+        },
+    );
+    a.pump();
+    assert_eq!(a.kills(), vec![(t1, 0)]);
+    // … and once its process is gone the claimed task 2 runs, with no batch due.
+    a.exit(due.0 + 1, t1, 0, Outcome::Signaled(9));
+    assert_eq!(a.runs(), vec![(t0, 0), (t1, 0), (t2, 0)]);
+    assert_eq!(state(&a, t1).0, TaskState::Failed);
+}
+
+#[test]
+fn a_node_announce_makes_its_sender_eligible_and_draining_stops_claims() {
+    let mut a = Node::new(1, Config::default());
+    let mut b = Node::new(2, Config::default());
+    let a_sent = a.timeout(0);
+    deliver(1, &a, &a_sent, &mut b);
+    let info = b.core.ledger().node(&a.id()).cloned();
+    assert_eq!(
+        info,
+        Some(NodeInfo {
+            slots: 1,
+            labels: Vec::new(),
+            draining: false,
+            addrs: Vec::new(),
+            version: String::new(),
+        })
+    );
+    a.core.set_draining(Millis(2), true);
+    let sent = a.pump();
+    deliver(3, &a, &sent, &mut b);
+    assert!(b.core.ledger().node(&a.id()).expect("announced").draining);
+    let (job, _) = submit(&mut a, 4, 2, 0);
+    assert!(a.runs().is_empty(), "a draining node claims nothing");
+    assert_eq!(a.core.progress(&job).pending, 2);
+}
+
+#[test]
+fn attempts_fenced_off_here_are_claimed_again_at_the_next_attempt() {
+    let cfg = Config {
+        prefetch_horizon_ms: 10_000,
+        ..Config::default()
+    };
+    let mut a = Node::new(1, cfg);
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 3, 2);
+    let (t0, t1, t2) = (task(job, 0), task(job, 1), task(job, 2));
+    a.exit(1, t0, 0, Outcome::Exited(0));
+    let due = a.core.poll_timeout().expect("a batch");
+    a.timeout(due.0);
+    // Task 1 runs, task 2 is claimed and waits for the slot.
+    assert_eq!(a.runs(), vec![(t0, 0), (t1, 0)]);
+    assert_eq!(a.core.local_load(), (2, 1));
+    // Another node believes A dead and reclaims both attempts.
+    let reaper = Identity::from_seed([77; 32]);
+    let reclaim = reaper.sign(EventBody::Reclaimed {
+        claims: vec![
+            Claim {
+                task: t1,
+                attempt: 0,
+            },
+            Claim {
+                task: t2,
+                attempt: 0,
+            },
+        ],
+    });
+    a.core.handle_gossip(
+        due,
+        reaper.node_id(),
+        Message::Events {
+            events: vec![reclaim.encode()],
+        },
+    );
+    a.pump();
+    assert_eq!(a.kills(), vec![(t1, 0)]);
+    a.exit(due.0 + 1, t1, 0, Outcome::Signaled(9));
+    let mut now = due.0 + 1;
+    let mut exited = 2;
+    while a.core.progress(&job).succeeded < 3 {
+        assert!(now < 5_000, "stuck at {:?}", a.core.progress(&job));
+        let runs = a.runs();
+        if exited < runs.len() {
+            let (t, attempt) = runs[exited];
+            exited += 1;
+            now += 3;
+            a.exit(now, t, attempt, Outcome::Exited(0));
+        } else {
+            now = a.core.poll_timeout().expect("a timer").0.max(now + 1);
+            a.timeout(now);
+        }
+    }
+    let runs = a.runs();
+    assert!(
+        runs.contains(&(t1, 1)) && runs.contains(&(t2, 1)),
+        "{runs:?}"
+    );
+}

@@ -1,0 +1,487 @@
+//! The ledger fold: state is a function of the event *set*, and the rules
+//! that turn facts into task state (claim winners, canonical results,
+//! retries, reclaims, cancellation).
+
+use peerbatch_protocol::event::{event_id, Claim};
+use peerbatch_protocol::hrw;
+use peerbatch_protocol::ledger::job_id_of;
+use peerbatch_protocol::{
+    Command, Event, EventBody, EventId, Identity, JobId, JobSpec, Ledger, NodeId, NodeInfo,
+    Outcome, TaskGroup, TaskRef, TaskResult, TaskSpec, TaskState, TaskView,
+};
+use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+fn identity(i: u8) -> Identity {
+    Identity::from_seed([i + 1; 32])
+}
+
+fn signed(by: &Identity, body: EventBody) -> (EventId, Event) {
+    let event = by.sign(body);
+    (event_id(&event.encode()), event)
+}
+
+fn job_event(tasks: u32, max_retries: u32) -> ((EventId, Event), JobId) {
+    let job = JobSpec {
+        name: "fold".into(),
+        priority: 0,
+        groups: vec![TaskGroup::Array {
+            template: TaskSpec {
+                id: "t".into(),
+                command: Command::Argv(vec!["true".into()]),
+                env: Vec::new(),
+                max_retries,
+                max_wall_clock_ms: None,
+            },
+            start: 0,
+            end: i64::from(tasks) - 1,
+            step: 1,
+        }],
+    };
+    let event = signed(
+        &identity(200),
+        EventBody::JobSubmitted {
+            job,
+            submitted_ms: 1,
+            nonce: 7,
+        },
+    );
+    let id = job_id_of(&event.0);
+    (event, id)
+}
+
+fn task(job: JobId, index: u32) -> TaskRef {
+    TaskRef { job, index }
+}
+
+fn claims(by: &Identity, list: &[(TaskRef, u32)]) -> (EventId, Event) {
+    let claims = list
+        .iter()
+        .map(|&(task, attempt)| Claim { task, attempt })
+        .collect();
+    signed(by, EventBody::Claims { claims })
+}
+
+fn reclaims(by: &Identity, list: &[(TaskRef, u32)]) -> (EventId, Event) {
+    let claims = list
+        .iter()
+        .map(|&(task, attempt)| Claim { task, attempt })
+        .collect();
+    signed(by, EventBody::Reclaimed { claims })
+}
+
+fn result(task: TaskRef, attempt: u32, code: i32) -> TaskResult {
+    TaskResult {
+        task,
+        attempt,
+        outcome: Outcome::Exited(code),
+        stdout: None,
+        stderr: None,
+        duration_ms: 10 + u64::from(attempt),
+    }
+}
+
+fn finished(by: &Identity, list: &[(TaskRef, u32, i32)]) -> (EventId, Event) {
+    let results = list
+        .iter()
+        .map(|&(task, attempt, code)| result(task, attempt, code))
+        .collect();
+    signed(by, EventBody::Finished { results })
+}
+
+fn fold<'a>(events: impl IntoIterator<Item = &'a (EventId, Event)>) -> Ledger {
+    let mut ledger = Ledger::default();
+    for (id, event) in events {
+        ledger.insert(*id, event);
+    }
+    ledger
+}
+
+fn view(ledger: &Ledger, task: TaskRef) -> TaskView {
+    ledger.view(task).expect("the job is known")
+}
+
+/// The node a claim race must go to: best HRW score, ties to the lower id.
+fn best(task: TaskRef, attempt: u32, nodes: &[NodeId]) -> NodeId {
+    *nodes
+        .iter()
+        .max_by(|a, b| {
+            let (sa, sb) = (hrw::score(task, attempt, a), hrw::score(task, attempt, b));
+            sa.cmp(&sb).then(b.cmp(a))
+        })
+        .expect("some claimers")
+}
+
+#[test]
+fn competing_claims_resolve_to_the_best_rendezvous_score_in_any_order() {
+    let (job_ev, job) = job_event(20, 3);
+    let nodes: Vec<Identity> = (0..6).map(identity).collect();
+    let ids: Vec<NodeId> = nodes.iter().map(Identity::node_id).collect();
+    let mut rng = SmallRng::seed_from_u64(1);
+    for index in 0..20 {
+        let t = task(job, index);
+        let mut events = vec![job_ev.clone()];
+        events.extend(nodes.iter().map(|n| claims(n, &[(t, 0)])));
+        let expected = best(t, 0, &ids);
+        for _ in 0..10 {
+            events.shuffle(&mut rng);
+            let v = view(&fold(&events), t);
+            assert_eq!(
+                (v.state, v.attempt, v.node),
+                (TaskState::Running, 0, Some(expected))
+            );
+        }
+        // Each replica that saw only some claims still agrees once it has all.
+        let mut partial = fold(&events[..3]);
+        for (id, e) in &events[3..] {
+            partial.insert(*id, e);
+        }
+        assert_eq!(view(&partial, t).node, Some(expected));
+    }
+}
+
+#[test]
+fn canonical_result_is_the_lowest_attempt_success_ties_to_the_lower_node() {
+    let (job_ev, job) = job_event(1, 3);
+    let t = task(job, 0);
+    let (a, b, c) = (identity(1), identity(2), identity(3));
+    let mut low = [a.node_id(), b.node_id()];
+    low.sort();
+    let events = vec![
+        job_ev,
+        claims(&a, &[(t, 0)]),
+        claims(&b, &[(t, 0)]),
+        finished(&c, &[(t, 1, 0)]),
+        finished(&a, &[(t, 0, 0)]),
+        finished(&b, &[(t, 0, 0)]),
+        finished(&c, &[(t, 2, 1)]),
+    ];
+    let v = view(&fold(&events), t);
+    assert_eq!(v.state, TaskState::Succeeded);
+    assert_eq!((v.attempt, v.node), (0, Some(low[0])));
+    assert_eq!(v.result, Some(result(t, 0, 0)));
+
+    // A failure at a lower attempt does not beat a later success.
+    let events = vec![
+        events[0].clone(),
+        finished(&a, &[(t, 0, 1)]),
+        finished(&b, &[(t, 1, 0)]),
+    ];
+    let v = view(&fold(&events), t);
+    assert_eq!((v.state, v.attempt), (TaskState::Succeeded, 1));
+    assert_eq!(v.node, Some(b.node_id()));
+}
+
+#[test]
+fn failures_retry_until_max_retries_then_fail() {
+    let (job_ev, job) = job_event(1, 2);
+    let t = task(job, 0);
+    let n = identity(1);
+    let mut events = vec![job_ev];
+    assert_eq!(view(&fold(&events), t).state, TaskState::Pending);
+    for attempt in 0..2 {
+        events.push(claims(&n, &[(t, attempt)]));
+        let v = view(&fold(&events), t);
+        assert_eq!((v.state, v.attempt), (TaskState::Running, attempt));
+        events.push(finished(&n, &[(t, attempt, 3)]));
+        let v = view(&fold(&events), t);
+        assert_eq!(
+            (v.state, v.attempt, v.node),
+            (TaskState::Pending, attempt + 1, None)
+        );
+    }
+    events.push(claims(&n, &[(t, 2)]));
+    events.push(finished(&n, &[(t, 2, 3)]));
+    let v = view(&fold(&events), t);
+    assert_eq!((v.state, v.attempt), (TaskState::Failed, 2));
+    assert_eq!(v.result, Some(result(t, 2, 3)));
+}
+
+#[test]
+fn reclaim_retries_below_the_cap_and_fails_the_final_attempt() {
+    let (job_ev, job) = job_event(1, 1);
+    let t = task(job, 0);
+    let (runner, reaper) = (identity(1), identity(2));
+    let mut events = vec![
+        job_ev,
+        claims(&runner, &[(t, 0)]),
+        reclaims(&reaper, &[(t, 0)]),
+    ];
+    let v = view(&fold(&events), t);
+    assert_eq!((v.state, v.attempt, v.node), (TaskState::Pending, 1, None));
+    events.push(claims(&runner, &[(t, 1)]));
+    events.push(reclaims(&reaper, &[(t, 1)]));
+    let v = view(&fold(&events), t);
+    assert_eq!((v.state, v.attempt), (TaskState::Failed, 1));
+    assert_eq!((v.node, v.result), (Some(runner.node_id()), None));
+    // The fenced-off runner's late success still becomes the canonical result.
+    events.push(finished(&runner, &[(t, 0, 0)]));
+    let v = view(&fold(&events), t);
+    assert_eq!((v.state, v.attempt), (TaskState::Succeeded, 0));
+}
+
+#[test]
+fn cancel_stops_open_tasks_and_never_reverts_terminal_ones() {
+    let (job_ev, job) = job_event(4, 0);
+    let n = identity(1);
+    let (done, failed, running, pending) = (task(job, 0), task(job, 1), task(job, 2), task(job, 3));
+    let cancel = signed(&identity(9), EventBody::JobCancelled { job });
+    let events = vec![
+        job_ev,
+        claims(&n, &[(done, 0), (failed, 0), (running, 0)]),
+        finished(&n, &[(done, 0, 0), (failed, 0, 1)]),
+        cancel.clone(),
+    ];
+    let mut rng = SmallRng::seed_from_u64(2);
+    let mut shuffled = events.clone();
+    for _ in 0..10 {
+        shuffled.shuffle(&mut rng);
+        let ledger = fold(&shuffled);
+        assert!(ledger.is_cancelled(&job));
+        assert_eq!(view(&ledger, done).state, TaskState::Succeeded);
+        assert_eq!(view(&ledger, failed).state, TaskState::Failed);
+        assert_eq!(view(&ledger, running).state, TaskState::Cancelled);
+        assert_eq!(view(&ledger, pending).state, TaskState::Cancelled);
+        assert_eq!(ledger.state_digest(), fold(&events).state_digest());
+    }
+    // A second cancel of the same job changes nothing.
+    let mut ledger = fold(&events);
+    let digest = ledger.state_digest();
+    let again = signed(&identity(8), EventBody::JobCancelled { job });
+    let touched = ledger.insert(again.0, &again.1).expect("a new event");
+    assert!(touched.cancelled_jobs.is_empty());
+    assert_eq!(ledger.state_digest(), digest);
+}
+
+#[test]
+fn duplicate_inserts_are_ignored() {
+    let (job_ev, job) = job_event(2, 0);
+    let c = claims(&identity(1), &[(task(job, 0), 0)]);
+    let mut ledger = fold([&job_ev, &c]);
+    assert!(ledger.insert(c.0, &c.1).is_none());
+    assert!(ledger.insert(job_ev.0, &job_ev.1).is_none());
+    assert_eq!(ledger.event_count(), 2);
+}
+
+// ----- property tests -----
+
+const TASKS: u32 = 4;
+const NODES: u8 = 4;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Claims(u8, Vec<(u32, u32)>),
+    Finished(u8, Vec<(u32, u32, bool)>),
+    Reclaimed(u8, Vec<(u32, u32)>),
+    Cancel(u8),
+    Announce(u8, u64, u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let node = 0..NODES;
+    let pairs = prop::collection::vec((0..TASKS, 0..4u32), 1..4);
+    prop_oneof![
+        4 => (node.clone(), pairs.clone()).prop_map(|(n, p)| Op::Claims(n, p)),
+        3 => (node.clone(), prop::collection::vec((0..TASKS, 0..4u32, any::<bool>()), 1..4))
+            .prop_map(|(n, r)| Op::Finished(n, r)),
+        2 => (node.clone(), pairs).prop_map(|(n, p)| Op::Reclaimed(n, p)),
+        1 => node.clone().prop_map(Op::Cancel),
+        1 => (node, 0..3u64, 0..3u32).prop_map(|(n, seq, slots)| Op::Announce(n, seq, slots)),
+    ]
+}
+
+fn build(ops: &[Op], job: JobId) -> Vec<(EventId, Event)> {
+    let t = |index| task(job, index);
+    ops.iter()
+        .map(|op| match op {
+            Op::Claims(n, list) => claims(
+                &identity(*n),
+                &list.iter().map(|&(i, a)| (t(i), a)).collect::<Vec<_>>(),
+            ),
+            Op::Finished(n, list) => finished(
+                &identity(*n),
+                &list
+                    .iter()
+                    .map(|&(i, a, ok)| (t(i), a, if ok { 0 } else { 1 }))
+                    .collect::<Vec<_>>(),
+            ),
+            Op::Reclaimed(n, list) => reclaims(
+                &identity(*n),
+                &list.iter().map(|&(i, a)| (t(i), a)).collect::<Vec<_>>(),
+            ),
+            Op::Cancel(n) => signed(&identity(*n), EventBody::JobCancelled { job }),
+            Op::Announce(n, seq, slots) => signed(
+                &identity(*n),
+                EventBody::NodeAnnounce {
+                    seq: *seq,
+                    info: NodeInfo {
+                        slots: *slots,
+                        labels: Vec::new(),
+                        draining: false,
+                        addrs: Vec::new(),
+                        version: String::new(),
+                    },
+                },
+            ),
+        })
+        .collect()
+}
+
+/// Everything a replica exposes about its state.
+fn summary(ledger: &Ledger, job: JobId) -> (Vec<TaskView>, [u8; 32], Vec<(NodeId, NodeInfo)>) {
+    let nodes = ledger
+        .nodes()
+        .map(|(id, info)| (*id, info.clone()))
+        .collect();
+    (ledger.job_views(&job), ledger.state_digest(), nodes)
+}
+
+/// An independent statement of the fold's rules for one task.
+fn expected(events: &[(EventId, Event)], t: TaskRef, max_retries: u32) -> (TaskState, u32) {
+    let mut claimers: Vec<(u32, NodeId)> = Vec::new();
+    let mut results: Vec<(u32, NodeId, bool)> = Vec::new();
+    let mut reclaimed: Vec<u32> = Vec::new();
+    let mut cancelled = false;
+    for (_, e) in events {
+        match &e.body {
+            EventBody::Claims { claims } => claimers.extend(
+                claims
+                    .iter()
+                    .filter(|c| c.task == t)
+                    .map(|c| (c.attempt, e.author)),
+            ),
+            EventBody::Finished { results: rs } => results.extend(
+                rs.iter()
+                    .filter(|r| r.task == t)
+                    .map(|r| (r.attempt, e.author, r.outcome.success())),
+            ),
+            EventBody::Reclaimed { claims } => {
+                reclaimed.extend(claims.iter().filter(|c| c.task == t).map(|c| c.attempt))
+            }
+            EventBody::JobCancelled { .. } => cancelled = true,
+            _ => {}
+        }
+    }
+    if let Some(&(a, _, _)) = results.iter().filter(|r| r.2).min() {
+        return (TaskState::Succeeded, a);
+    }
+    if let Some(&(a, _, _)) = results.iter().filter(|r| r.0 >= max_retries).min() {
+        return (TaskState::Failed, a);
+    }
+    if let Some(&a) = reclaimed.iter().filter(|a| **a >= max_retries).min() {
+        return (TaskState::Failed, a);
+    }
+    let last = claimers
+        .iter()
+        .map(|c| c.0)
+        .chain(results.iter().map(|r| r.0))
+        .chain(reclaimed.iter().copied())
+        .max();
+    let (state, attempt) = match last {
+        None => (TaskState::Pending, 0),
+        Some(a) if reclaimed.contains(&a) || results.iter().any(|r| r.0 == a) => {
+            (TaskState::Pending, a + 1)
+        }
+        Some(a) => (TaskState::Running, a),
+    };
+    if cancelled {
+        (TaskState::Cancelled, attempt)
+    } else {
+        (state, attempt)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn the_fold_depends_only_on_the_set_of_events(
+        ops in prop::collection::vec(op(), 0..25),
+        max_retries in 0..3u32,
+        seed in any::<u64>(),
+    ) {
+        let (job_ev, job) = job_event(TASKS, max_retries);
+        let mut events = vec![job_ev];
+        events.extend(build(&ops, job));
+        let reference = summary(&fold(&events), job);
+
+        let mut rng = SmallRng::seed_from_u64(seed);
+        // Any order.
+        let mut shuffled = events.clone();
+        shuffled.shuffle(&mut rng);
+        prop_assert_eq!(&summary(&fold(&shuffled), job), &reference);
+        // With duplicates.
+        let mut doubled = shuffled.clone();
+        for _ in 0..rng.gen_range(0..=events.len()) {
+            let e = events[rng.gen_range(0..events.len())].clone();
+            doubled.insert(rng.gen_range(0..=doubled.len()), e);
+        }
+        prop_assert_eq!(&summary(&fold(&doubled), job), &reference);
+        // A subset first (as one replica would hold), the rest later.
+        let split = rng.gen_range(0..=shuffled.len());
+        let mut replica = fold(&shuffled[..split]);
+        let before = summary(&replica, job);
+        for (id, e) in &shuffled[split..] {
+            replica.insert(*id, e);
+        }
+        let whole = fold(&events);
+        prop_assert_eq!(replica.ids(), whole.ids());
+        prop_assert_eq!(replica.fingerprints(), whole.fingerprints());
+        prop_assert_eq!(&summary(&replica, job), &reference);
+        // Monotonic: growing the set never takes a task out of a terminal
+        // state, and never lowers the attempt of a task still open.
+        for (old, new) in before.0.iter().zip(&reference.0) {
+            prop_assert!(!old.state.terminal() || new.state.terminal(), "{:?} -> {:?}", old, new);
+            if !new.state.terminal() {
+                prop_assert!(old.attempt <= new.attempt, "{:?} -> {:?}", old, new);
+            }
+        }
+    }
+
+    #[test]
+    fn the_fold_follows_the_written_rules(
+        ops in prop::collection::vec(op(), 0..25),
+        max_retries in 0..3u32,
+    ) {
+        let (job_ev, job) = job_event(TASKS, max_retries);
+        let mut events = vec![job_ev];
+        events.extend(build(&ops, job));
+        let ledger = fold(&events);
+        for index in 0..TASKS {
+            let t = task(job, index);
+            let v = view(&ledger, t);
+            prop_assert_eq!((v.state, v.attempt), expected(&events, t, max_retries), "{:?}", v);
+            match v.state {
+                TaskState::Succeeded => {
+                    let r = v.result.as_ref().expect("a canonical result");
+                    prop_assert!(r.outcome.success() && r.attempt == v.attempt);
+                }
+                TaskState::Running => {
+                    let claimers: Vec<NodeId> = events
+                        .iter()
+                        .filter(|(_, e)| matches!(&e.body, EventBody::Claims { claims }
+                            if claims.contains(&Claim { task: t, attempt: v.attempt })))
+                        .map(|(_, e)| e.author)
+                        .collect();
+                    prop_assert_eq!(v.node, Some(best(t, v.attempt, &claimers)));
+                }
+                TaskState::Pending => prop_assert!(v.node.is_none() && v.result.is_none()),
+                TaskState::Failed | TaskState::Cancelled => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn two_results_of_one_node_for_one_attempt_resolve_alike_in_either_order() {
+    let (job_ev, job) = job_event(1, 0);
+    let t = task(job, 0);
+    let n = identity(1);
+    let (fail, ok) = (finished(&n, &[(t, 0, 1)]), finished(&n, &[(t, 0, 0)]));
+    let one = fold([&job_ev, &fail, &ok]);
+    let other = fold([&job_ev, &ok, &fail]);
+    assert_eq!(one.state_digest(), other.state_digest());
+    assert_eq!(view(&one, t).state, TaskState::Succeeded);
+}
