@@ -155,10 +155,13 @@ fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, Ne
     );
 
     let mdns = if enable_mdns {
-        Some(
-            mdns::tokio::Behaviour::new(mdns::Config::default(), local_peer_id)
-                .map_err(NetError::Mdns)?,
-        )
+        // The default re-queries every 5 minutes; a node started before
+        // its neighbours should find them within seconds.
+        let config = mdns::Config {
+            query_interval: Duration::from_secs(5),
+            ..mdns::Config::default()
+        };
+        Some(mdns::tokio::Behaviour::new(config, local_peer_id).map_err(NetError::Mdns)?)
     } else {
         None
     };
