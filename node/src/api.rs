@@ -6,7 +6,7 @@
 //! of its own.
 
 use crate::driver::{Driver, Request};
-use crate::fetch::fetch_blob;
+use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -19,6 +19,8 @@ use peerbatch_protocol::ledger::JobRecord;
 use peerbatch_protocol::{BlobId, JobSpec, NodeId, TaskRef, TaskState, TaskView};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Clone)]
@@ -50,6 +52,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{job}/cancel", post(cancel))
         .route("/v1/jobs/{job}/tasks/{task}/log", get(log))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/blobs", post(put_blob))
+        .route("/v1/blobs/{id}/export", post(export_blob))
+        .route("/v1/exports/{n}", get(export_progress))
         .with_state(state)
 }
 
@@ -156,6 +161,11 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value
             "attempts_started": stats.attempts_started,
             "attempts_fenced": stats.attempts_fenced,
             "events_rejected": stats.events_rejected,
+            "chunks_fetched": d.fetcher.stats.chunks_fetched.load(Relaxed),
+            "bad_chunks": d.fetcher.stats.bad_chunks.load(Relaxed),
+            "bad_chunks_by_peer": d.fetcher.stats.bad_by_peer.lock().map(|m| {
+                m.iter().map(|(p, n)| (p.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()
+            }).unwrap_or_default(),
         }))
     })
     .await
@@ -300,12 +310,7 @@ async fn log(
             ))
         }
     };
-    type Found = (
-        Option<BlobId>,
-        Vec<PeerId>,
-        crate::net::Net,
-        crate::store::blobs::BlobStore,
-    );
+    type Found = (Option<BlobId>, Vec<PeerId>, Fetcher);
     let found: Found = ask(&s, &h, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d
@@ -329,24 +334,118 @@ async fn log(
             return Err(not_found(msg));
         };
         let blob = if stderr { result.stderr } else { result.stdout };
-        // The node that ran it first, then every other connected peer.
-        let mut providers: Vec<PeerId> = view.node.iter().filter_map(peer_of).collect();
-        providers.extend(
-            d.core
-                .peers()
-                .iter()
-                .filter(|(n, p)| p.connected && Some(**n) != view.node)
-                .filter_map(|(n, _)| peer_of(n)),
-        );
-        Ok((blob, providers, d.net.clone(), d.blobs.clone()))
+        Ok((blob, d.connected_peers(), d.fetcher.clone()))
     })
     .await??;
-    let (blob, providers, net, blobs) = found;
+    let (blob, peers, fetcher) = found;
     let Some(blob) = blob else {
         return Ok(Vec::<u8>::new().into_response());
     };
-    let bytes = fetch_blob(&net, &blobs, blob, &providers)
-        .await
-        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("{e:#}")))?;
+    let bytes = fetcher.fetch_bytes(blob, &peers).await.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("{:#}", anyhow::Error::from(e)),
+        )
+    })?;
     Ok(bytes.into_response())
+}
+
+fn bad_request(msg: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg)
+}
+
+/// A path from a client on this machine: must be absolute (the node's
+/// working directory means nothing to the client).
+fn absolute(field: &str, path: PathBuf) -> ApiResult<PathBuf> {
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(bad_request(format!(
+            "{field} {} must be an absolute path",
+            path.display()
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+struct PutBody {
+    path: PathBuf,
+}
+
+/// Stores a local file or directory tree (read by the node itself: the API
+/// is loopback-only, so the client is on this machine).
+async fn put_blob(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Json(body): Json<PutBody>,
+) -> ApiResult<Json<Value>> {
+    let path = absolute("path", body.path)?;
+    let blobs = ask(&s, &h, |d| d.blobs.clone()).await?;
+    let started = std::time::Instant::now();
+    let stored = tokio::task::spawn_blocking(move || blobs.put_path(&path))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (id, stats) = stored.map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
+    Ok(Json(json!({
+        "id": id.to_string(),
+        "files": stats.files,
+        "bytes": stats.bytes,
+        "chunks": stats.chunks,
+        "chunks_written": stats.chunks_written,
+        "ms": started.elapsed().as_millis() as u64,
+    })))
+}
+
+#[derive(Deserialize)]
+struct ExportBody {
+    out: PathBuf,
+}
+
+/// Starts fetching a blob from the mesh and writing it at `out`; answers
+/// with an export number to poll at `/v1/exports/{n}`.
+async fn export_blob(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<ExportBody>,
+) -> ApiResult<Json<Value>> {
+    let blob = BlobId::parse(&id)
+        .ok_or_else(|| bad_request(format!("{id:?} is not a blob id (64 hex digits)")))?;
+    let out = absolute("out", body.out)?;
+    crate::store::blobs::check_out(&out)
+        .map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
+    let number = ask(&s, &h, move |d| {
+        let peers = d.connected_peers();
+        d.fetcher.start_export(blob, out, peers)
+    })
+    .await?;
+    Ok(Json(json!({ "export": number })))
+}
+
+async fn export_progress(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(n): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    let export = ask(&s, &h, move |d| d.fetcher.export(n))
+        .await?
+        .ok_or_else(|| not_found(format!("no export {n} on this node")))?;
+    let p = &export.progress;
+    let (state, bytes_written, error) = match export.state.lock().as_deref() {
+        Ok(ExportState::Running) => ("running", None, None),
+        Ok(ExportState::Done { bytes }) => ("done", Some(*bytes), None),
+        Ok(ExportState::Failed(e)) => ("failed", None, Some(e.clone())),
+        Err(_) => ("failed", None, Some("export state lost".to_string())),
+    };
+    Ok(Json(json!({
+        "blob": export.blob.to_string(),
+        "out": export.out.display().to_string(),
+        "state": state,
+        "error": error,
+        "bytes_total": p.bytes_total.load(Relaxed),
+        "bytes_done": p.bytes_done.load(Relaxed),
+        "chunks_fetched": p.chunks_fetched.load(Relaxed),
+        "chunks_present": p.chunks_present.load(Relaxed),
+        "bytes_written": bytes_written,
+    })))
 }

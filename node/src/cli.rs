@@ -122,6 +122,28 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Store files or directory trees in this node's chunk store; prints one id per PATH.
+    Put {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print what was stored as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Fetch a file or tree by id from wherever it lives in the mesh and write it at --out.
+    Get {
+        id: String,
+        /// Where to write it: must not exist (a tree may go into an empty directory).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the finished export as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Start a 3-node local cluster, run an example job on it, and stop.
     Demo(crate::demo::DemoOpts),
     /// Measure throughput and latency on a local cluster.
@@ -284,6 +306,17 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             eprintln!("cancelled job {}", s(&r["job_id"]));
             Ok(())
         }
+        Cmd::Put {
+            paths,
+            json,
+            client,
+        } => put(&connect(&client)?, &paths, json),
+        Cmd::Get {
+            id,
+            out,
+            json,
+            client,
+        } => get(&connect(&client)?, &id, &out, json),
         Cmd::Demo(opts) => crate::demo::run(opts),
         Cmd::Bench(opts) => crate::bench::run(opts),
     }
@@ -388,6 +421,85 @@ pub fn wait_job(client: &Client, job: &str) -> Result<Value> {
             return Ok(j);
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The absolute form of a path the user gave (the node has another working
+/// directory), as text for the API.
+fn absolute(path: &std::path::Path) -> Result<String> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| BadInput(format!("{}: cannot make it absolute: {e}", path.display())))?;
+    match abs.into_os_string().into_string() {
+        Ok(text) => Ok(text),
+        Err(_) => Err(BadInput(format!("{}: path is not UTF-8", path.display())).into()),
+    }
+}
+
+fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
+    let mut stored = Vec::new();
+    for path in paths {
+        let abs = absolute(path)?;
+        if std::fs::symlink_metadata(&abs).is_err() {
+            return Err(BadInput(format!("{}: no such file or directory", path.display())).into());
+        }
+        let r = client.post_unbounded("/v1/blobs", &json!({ "path": abs }))?;
+        if json {
+            stored.push(json!({ "path": abs, "stored": r }));
+        } else {
+            println!("{}", s(&r["id"]));
+        }
+    }
+    if json {
+        print_json(&Value::Array(stored))?;
+    }
+    Ok(())
+}
+
+fn get(client: &Client, id: &str, out: &std::path::Path, json: bool) -> Result<()> {
+    if peerbatch_protocol::BlobId::parse(id).is_none() {
+        return Err(BadInput(format!("{id:?} is not a blob id (64 hex digits)")).into());
+    }
+    let out = absolute(out)?;
+    let r = client.post(
+        &format!("/v1/blobs/{}/export", seg(id)),
+        &json!({ "out": out }),
+    )?;
+    let number = r["export"]
+        .as_u64()
+        .context("the node did not say which export it started")?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}  {msg}",
+        )
+        .context("progress template")?,
+    );
+    loop {
+        let e = client.get(&format!("/v1/exports/{number}"))?;
+        bar.set_length(e["bytes_total"].as_u64().unwrap_or(0));
+        bar.set_position(e["bytes_done"].as_u64().unwrap_or(0));
+        bar.set_message(format!(
+            "{} chunks fetched, {} already here",
+            e["chunks_fetched"], e["chunks_present"]
+        ));
+        match e["state"].as_str() {
+            Some("running") => std::thread::sleep(Duration::from_millis(100)),
+            Some("done") => {
+                bar.finish_and_clear();
+                if json {
+                    print_json(&e)?;
+                }
+                eprintln!(
+                    "wrote {} ({} bytes; {} chunks fetched, {} already here)",
+                    out, e["bytes_written"], e["chunks_fetched"], e["chunks_present"]
+                );
+                return Ok(());
+            }
+            _ => {
+                bar.abandon();
+                bail!("get {id} failed: {}", s(&e["error"]));
+            }
+        }
     }
 }
 

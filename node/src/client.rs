@@ -95,6 +95,17 @@ impl Client {
         Ok(out)
     }
 
+    /// Like [`Client::post`], for requests that take as long as the work
+    /// they do (storing a large file): no overall time limit.
+    pub fn post_unbounded(&self, path: &str, body: &Value) -> Result<Value> {
+        let req = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        let resp = self.call(req, Some(body))?;
+        resp.into_json().context("the node sent malformed JSON")
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let resp = self.call(self.agent.post(&format!("{}{path}", self.base)), Some(body))?;
         resp.into_json().context("the node sent malformed JSON")

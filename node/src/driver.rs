@@ -7,6 +7,7 @@
 //! (only the core does).
 
 use crate::exec::{Attempt, Executor};
+use crate::fetch::Fetcher;
 use crate::identity::{node_of, peer_of};
 use crate::net::{Net, NetEvent};
 use crate::outbox::Item;
@@ -29,6 +30,7 @@ pub struct Driver {
     pub store: LedgerStore,
     pub blobs: BlobStore,
     pub net: Net,
+    pub fetcher: Fetcher,
     pub listen_file: PathBuf,
     exec: Executor,
     clock: Instant,
@@ -48,11 +50,13 @@ impl Driver {
         clock: Instant,
     ) -> Driver {
         let outbox = crate::outbox::spawn(store.clone(), net.clone());
+        let fetcher = Fetcher::new(net.clone(), blobs.clone());
         Driver {
             core,
             store,
             blobs,
             net,
+            fetcher,
             listen_file,
             exec,
             clock,
@@ -164,19 +168,33 @@ impl Driver {
                 }
             }
             NetEvent::Fetch { from, data, reply } => {
-                let response = match codec::decode::<FetchRequest>(&data) {
-                    Ok(FetchRequest::Chunk(hash)) => match self.blobs.read_chunk(&hash) {
-                        Some(bytes) => FetchResponse::Chunk(bytes),
-                        None => FetchResponse::NotFound,
-                    },
-                    Err(e) => {
-                        tracing::warn!("garbled fetch request from {from}: {e}");
-                        FetchResponse::NotFound
-                    }
-                };
-                self.net.respond(reply, codec::encode(&response));
+                // Reading a chunk is disk IO: keep it off the driver.
+                let (blobs, net) = (self.blobs.clone(), self.net.clone());
+                tokio::task::spawn_blocking(move || {
+                    let response = match codec::decode::<FetchRequest>(&data) {
+                        Ok(FetchRequest::Chunk(hash)) => match blobs.read_chunk(&hash) {
+                            Some(bytes) => FetchResponse::Chunk(bytes),
+                            None => FetchResponse::NotFound,
+                        },
+                        Err(e) => {
+                            tracing::warn!("garbled fetch request from {from}: {e}");
+                            FetchResponse::NotFound
+                        }
+                    };
+                    net.respond(reply, codec::encode(&response));
+                });
             }
         }
+    }
+
+    /// Peers with a live connection now.
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        self.core
+            .peers()
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .filter_map(|(node, _)| peer_of(node))
+            .collect()
     }
 
     /// Dials nodes the ledger knows (their announced addresses) that we are
@@ -247,13 +265,7 @@ impl Driver {
     /// (0 when there are none), once it is durable here.
     pub fn replicate_then_reply(&mut self, event: EventId, reply: oneshot::Sender<usize>) {
         self.pump();
-        let peers = self
-            .core
-            .peers()
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .filter_map(|(node, _)| peer_of(node))
-            .collect();
+        let peers = self.connected_peers();
         self.outbox(Item::Replicate {
             event,
             peers,

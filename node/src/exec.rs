@@ -219,7 +219,11 @@ impl Executor {
         match self.blobs.put_bytes(&bytes) {
             Ok(id) => Some(id),
             Err(e) => {
-                tracing::warn!("could not store {}: {e:#}", path.display());
+                tracing::warn!(
+                    "could not store {}: {:#}",
+                    path.display(),
+                    anyhow::Error::from(e)
+                );
                 None
             }
         }

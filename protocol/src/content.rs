@@ -1,8 +1,10 @@
 //! Content-addressed blobs as they travel between nodes.
 //!
-//! Owns the manifest format (ordered chunk hashes and sizes; its blake3 hash
-//! is the blob's id) and the chunk-fetch request/response. Must not read or
-//! write files; the node's chunk store does.
+//! Owns the object formats — a file manifest (ordered chunk hashes and
+//! sizes) and a tree manifest (relative paths, modes and file blob ids) —
+//! whose encoded form's blake3 hash is the blob's id, the path rules for
+//! trees, and the chunk-fetch request/response. Must not read or write
+//! files; the node's chunk store does.
 
 use crate::codec;
 use crate::ids::BlobId;
@@ -17,27 +19,123 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
+/// One file: its chunks in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
 }
 
-impl Manifest {
+/// One file of a directory tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// Relative path with `/` separators (see [`check_path`]).
+    pub path: String,
+    /// Unix permission bits (`0o777` mask), e.g. `0o755` for an executable.
+    pub mode: u32,
+    /// The file's blob id (a [`Manifest`]).
+    pub blob: BlobId,
+}
+
+/// A directory tree: its files, sorted by path, each path at most once.
+/// Directories are implied by the paths; empty directories are not kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub entries: Vec<TreeEntry>,
+}
+
+/// What a blob id names: the encoding of this value is hashed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Object {
+    File(Manifest),
+    Tree(Tree),
+}
+
+impl Object {
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)
     }
 
-    /// The blob id: the hash of the encoded manifest, itself stored as a chunk.
+    /// The blob id: the hash of the encoded object, itself stored as a chunk.
     pub fn id(&self) -> BlobId {
         BlobId(*blake3::hash(&self.encode()).as_bytes())
+    }
+}
+
+/// A tree that breaks the path rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("unsafe path {path:?} in tree: {reason}")]
+    BadPath { path: String, reason: &'static str },
+    #[error("tree entries are not sorted and unique at {path:?}")]
+    Unsorted { path: String },
+    #[error("tree entry {path:?} is a file and also a directory of {other:?}")]
+    FileIsDir { path: String, other: String },
+}
+
+/// Checks one tree path: relative, `/`-separated, no empty, `.` or `..`
+/// component, no NUL or backslash.
+pub fn check_path(path: &str) -> Result<(), TreeError> {
+    let bad = |reason| {
+        Err(TreeError::BadPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
+    if path.is_empty() {
+        return bad("empty path");
+    }
+    if path.starts_with('/') {
+        return bad("absolute path");
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return bad("NUL or backslash in path");
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return bad("empty path component"),
+            "." => return bad("`.` component"),
+            ".." => return bad("`..` component escapes the tree"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Tree {
+    /// Refuses unsafe paths, unsorted or duplicate entries, and a file that
+    /// is also used as a directory. Checked when a tree is built and again
+    /// whenever one is read.
+    pub fn validate(&self) -> Result<(), TreeError> {
+        for entry in &self.entries {
+            check_path(&entry.path)?;
+        }
+        for pair in self.entries.windows(2) {
+            if pair[0].path >= pair[1].path {
+                return Err(TreeError::Unsorted {
+                    path: pair[1].path.clone(),
+                });
+            }
+        }
+        let files: std::collections::BTreeSet<&str> =
+            self.entries.iter().map(|e| e.path.as_str()).collect();
+        for entry in &self.entries {
+            let mut dirs = entry.path.match_indices('/').map(|(i, _)| &entry.path[..i]);
+            if let Some(dir) = dirs.find(|d| files.contains(d)) {
+                return Err(TreeError::FileIsDir {
+                    path: dir.to_string(),
+                    other: entry.path.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
 /// A request on the fetch protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FetchRequest {
-    /// A chunk (or an encoded manifest) by its blake3 hash.
+    /// A chunk (or an encoded object) by its blake3 hash.
     Chunk([u8; 32]),
 }
 
@@ -45,4 +143,58 @@ pub enum FetchRequest {
 pub enum FetchResponse {
     Chunk(Vec<u8>),
     NotFound,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(paths: &[&str]) -> Tree {
+        Tree {
+            entries: paths
+                .iter()
+                .map(|p| TreeEntry {
+                    path: p.to_string(),
+                    mode: 0o644,
+                    blob: BlobId([0; 32]),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tree_paths_are_checked() {
+        assert_eq!(tree(&["a", "b/c", "b/d/e"]).validate(), Ok(()));
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "a/", "./a", ""] {
+            let err = tree(&[bad]).validate().unwrap_err();
+            assert!(matches!(err, TreeError::BadPath { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(matches!(
+            tree(&["b", "a"]).validate(),
+            Err(TreeError::Unsorted { .. })
+        ));
+        assert!(matches!(
+            tree(&["a", "a"]).validate(),
+            Err(TreeError::Unsorted { .. })
+        ));
+        assert!(matches!(
+            tree(&["a", "a-b", "a/b"]).validate(),
+            Err(TreeError::FileIsDir { .. })
+        ));
+        assert_eq!(tree(&["a", "a-b", "ab/c"]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn files_and_trees_have_distinct_ids() {
+        let file = Object::File(Manifest {
+            size: 0,
+            chunks: Vec::new(),
+        });
+        let empty_tree = Object::Tree(Tree {
+            entries: Vec::new(),
+        });
+        assert_ne!(file.id(), empty_tree.id());
+        assert_eq!(codec::decode::<Object>(&file.encode()), Ok(file));
+    }
 }

@@ -1,25 +1,111 @@
 //! The chunk store: content-addressed files under `DATA/chunks/ab/abcdef…`.
 //!
-//! Owns splitting blobs into chunks, writing each chunk once (verified by its
-//! blake3 hash, written atomically) and reading blobs back. Must not talk to
-//! the network; `fetch` pulls missing chunks from peers into this store.
+//! Owns splitting local files and directory trees into chunks (streamed, each
+//! chunk written once, atomically), the objects naming them (file and tree
+//! manifests), and writing stored blobs back out as files and trees. Must not
+//! talk to the network; `fetch` pulls missing chunks from peers into this
+//! store.
 
-use anyhow::{bail, Context, Result};
-use peerbatch_protocol::codec;
-use peerbatch_protocol::content::{ChunkRef, Manifest, CHUNK_SIZE};
+use peerbatch_protocol::codec::{self, CodecError};
+use peerbatch_protocol::content::{
+    ChunkRef, Manifest, Object, Tree, TreeEntry, TreeError, CHUNK_SIZE,
+};
 use peerbatch_protocol::ids::to_hex;
 use peerbatch_protocol::BlobId;
 use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What can go wrong in the chunk store; every variant names its file,
+/// chunk or blob.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is neither a regular file nor a directory", .0.display())]
+    NotFileOrDir(PathBuf),
+    #[error("{} is a symbolic link; trees hold only files and directories", .0.display())]
+    Symlink(PathBuf),
+    #[error("{}: file name is not UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    #[error("chunk {hash} does not match its hash ({len} bytes received)")]
+    Mismatch { hash: String, len: usize },
+    #[error("stored object {0} does not match its hash")]
+    CorruptObject(BlobId),
+    #[error("blob {id} is not a valid object")]
+    Garbled {
+        id: BlobId,
+        #[source]
+        source: CodecError,
+    },
+    #[error("refusing tree {id}")]
+    UnsafeTree {
+        id: BlobId,
+        #[source]
+        source: TreeError,
+    },
+    #[error("blob {0} is a directory tree, not a file")]
+    NotAFile(BlobId),
+    #[error("blob {0} is not here")]
+    Missing(BlobId),
+    #[error("tree entry {0:?} names a tree, not a file")]
+    NestedTree(String),
+    #[error("chunk {chunk} of {} is missing", path.display())]
+    MissingChunk { chunk: String, path: PathBuf },
+    #[error("chunk {chunk} of {} was corrupt in the local store (removed; get it again)", path.display())]
+    CorruptChunk { chunk: String, path: PathBuf },
+    #[error("{} already exists and is not empty; refusing to overwrite it", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("{} already exists; refusing to overwrite it", .0.display())]
+    Exists(PathBuf),
+}
+
+type Result<T> = std::result::Result<T, BlobError>;
+
+/// Maps an IO error on `path` to [`BlobError::Io`].
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BlobError + 'a {
+    move |source| BlobError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     dir: PathBuf,
 }
 
+/// What storing a local path did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutStats {
+    pub files: u64,
+    pub bytes: u64,
+    /// Chunks (data and objects) the blob consists of.
+    pub chunks: u64,
+    /// Chunks that were not in the store before.
+    pub chunks_written: u64,
+}
+
+impl PutStats {
+    fn add(&mut self, other: PutStats) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.chunks += other.chunks;
+        self.chunks_written += other.chunks_written;
+    }
+}
+
 impl BlobStore {
     pub fn open(dir: &Path) -> Result<BlobStore> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
         Ok(BlobStore {
             dir: dir.to_path_buf(),
         })
@@ -30,7 +116,7 @@ impl BlobStore {
         self.dir.join(&hex[..2]).join(hex)
     }
 
-    /// Stores `bytes` as a blob and returns its id.
+    /// Stores `bytes` as a file blob and returns its id.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobId> {
         let mut chunks = Vec::new();
         for piece in bytes.chunks(CHUNK_SIZE) {
@@ -41,14 +127,98 @@ impl BlobStore {
                 len: piece.len() as u32,
             });
         }
-        let manifest = Manifest {
+        let object = Object::File(Manifest {
             size: bytes.len() as u64,
             chunks,
+        });
+        Ok(self.put_object(&object)?.0)
+    }
+
+    /// Stores an object; returns its id and whether it was new.
+    fn put_object(&self, object: &Object) -> Result<(BlobId, bool)> {
+        let encoded = object.encode();
+        let id = BlobId(*blake3::hash(&encoded).as_bytes());
+        let written = self.write_chunk_unchecked(&id.0, &encoded)?;
+        Ok((id, written))
+    }
+
+    /// Stores a local file or directory tree (symlinks and special files are
+    /// refused, naming them) and returns its id.
+    pub fn put_path(&self, path: &Path) -> Result<(BlobId, PutStats)> {
+        let meta = fs::symlink_metadata(path).map_err(io("read", path))?;
+        if meta.is_dir() {
+            self.put_tree(path)
+        } else if meta.is_file() {
+            self.put_file(path)
+        } else {
+            Err(BlobError::NotFileOrDir(path.to_path_buf()))
+        }
+    }
+
+    /// Streams a file into chunks, one chunk in memory at a time.
+    fn put_file(&self, path: &Path) -> Result<(BlobId, PutStats)> {
+        let mut file = fs::File::open(path).map_err(io("open", path))?;
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut chunks = Vec::new();
+        let mut stats = PutStats {
+            files: 1,
+            ..PutStats::default()
         };
-        let encoded = manifest.encode();
-        let id = manifest.id();
-        self.write_chunk_unchecked(&id.0, &encoded)?;
-        Ok(id)
+        loop {
+            let n = read_full(&mut file, &mut buf).map_err(io("read", path))?;
+            if n == 0 {
+                break;
+            }
+            let piece = &buf[..n];
+            let hash = *blake3::hash(piece).as_bytes();
+            if self.write_chunk_unchecked(&hash, piece)? {
+                stats.chunks_written += 1;
+            }
+            chunks.push(ChunkRef {
+                hash,
+                len: n as u32,
+            });
+            stats.bytes += n as u64;
+            if n < CHUNK_SIZE {
+                break;
+            }
+        }
+        stats.chunks = chunks.len() as u64 + 1;
+        let (id, new) = self.put_object(&Object::File(Manifest {
+            size: stats.bytes,
+            chunks,
+        }))?;
+        stats.chunks_written += u64::from(new);
+        Ok((id, stats))
+    }
+
+    fn put_tree(&self, root: &Path) -> Result<(BlobId, PutStats)> {
+        let mut files = Vec::new();
+        walk(root, "", &mut files)?;
+        files.sort();
+        let mut stats = PutStats::default();
+        let mut entries = Vec::with_capacity(files.len());
+        for (rel, abs, mode) in files {
+            let (blob, file_stats) = self.put_file(&abs)?;
+            stats.add(file_stats);
+            entries.push(TreeEntry {
+                path: rel,
+                mode,
+                blob,
+            });
+        }
+        let tree = Tree { entries };
+        let object = Object::Tree(tree);
+        if let Object::Tree(tree) = &object {
+            tree.validate().map_err(|source| BlobError::UnsafeTree {
+                id: object.id(),
+                source,
+            })?;
+        }
+        let (id, new) = self.put_object(&object)?;
+        stats.chunks += 1;
+        stats.chunks_written += u64::from(new);
+        Ok((id, stats))
     }
 
     pub fn read_chunk(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
@@ -63,43 +233,54 @@ impl BlobStore {
     /// match their hash.
     pub fn write_chunk(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
         if blake3::hash(bytes).as_bytes() != hash {
-            bail!(
-                "chunk {} does not match its hash ({} bytes received)",
-                to_hex(hash),
-                bytes.len()
-            );
+            return Err(BlobError::Mismatch {
+                hash: to_hex(hash),
+                len: bytes.len(),
+            });
         }
-        self.write_chunk_unchecked(hash, bytes)
+        self.write_chunk_unchecked(hash, bytes).map(drop)
     }
 
-    fn write_chunk_unchecked(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
+    /// Writes a chunk unless it is already here; true if it was written.
+    fn write_chunk_unchecked(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<bool> {
         let path = self.chunk_path(hash);
         if path.exists() {
-            return Ok(());
+            return Ok(false);
         }
-        let parent = path.parent().context("chunk path has a parent")?;
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let parent = path.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent).map_err(io("create", parent))?;
+        // Unique per writer, so concurrent writers of one chunk never
+        // share a temporary file.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = parent.join(format!(
+            ".{}.tmp{}-{}",
+            &to_hex(hash)[..16],
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         fs::write(&tmp, bytes)
             .and_then(|_| fs::rename(&tmp, &path))
-            .with_context(|| format!("cannot write chunk {}", path.display()))
+            .map_err(io("write chunk", &path))?;
+        Ok(true)
     }
 
-    /// A blob's manifest, if this store holds it.
-    pub fn manifest(&self, id: &BlobId) -> Result<Option<Manifest>> {
-        match self.read_chunk(&id.0) {
-            None => Ok(None),
-            Some(bytes) => codec::decode(&bytes)
-                .map(Some)
-                .with_context(|| format!("manifest {id} is garbled")),
-        }
-    }
-
-    /// A whole blob, if every chunk of it is here.
-    pub fn read_blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
-        let Some(manifest) = self.manifest(id)? else {
+    /// The object `id` names, if this store holds it; a tree is validated.
+    pub fn object(&self, id: &BlobId) -> Result<Option<Object>> {
+        let Some(bytes) = self.read_chunk(&id.0) else {
             return Ok(None);
+        };
+        if blake3::hash(&bytes).as_bytes() != &id.0 {
+            return Err(BlobError::CorruptObject(*id));
+        }
+        decode_object(id, &bytes).map(Some)
+    }
+
+    /// A whole file blob, if every chunk of it is here.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        let manifest = match self.object(id)? {
+            None => return Ok(None),
+            Some(Object::File(m)) => m,
+            Some(Object::Tree(_)) => return Err(BlobError::NotAFile(*id)),
         };
         let mut out = Vec::with_capacity(manifest.size as usize);
         for chunk in &manifest.chunks {
@@ -110,6 +291,153 @@ impl BlobStore {
         }
         Ok(Some(out))
     }
+
+    /// Writes blob `id` (all of it must be here) at `out`, which must not
+    /// exist (a tree may also go into an empty directory). Returns the
+    /// number of bytes written.
+    pub fn export(&self, id: &BlobId, out: &Path) -> Result<u64> {
+        check_out(out)?;
+        match self.object(id)?.ok_or(BlobError::Missing(*id))? {
+            Object::File(manifest) => self.export_file(&manifest, out, 0o644),
+            Object::Tree(tree) => {
+                fs::create_dir_all(out).map_err(io("create", out))?;
+                let mut bytes = 0;
+                for entry in &tree.entries {
+                    // `validate` refused `..`, absolute and empty components,
+                    // so every path stays under `out`.
+                    let path = out.join(&entry.path);
+                    if let Some(parent) = path.parent() {
+                        fs::create_dir_all(parent).map_err(io("create", parent))?;
+                    }
+                    let manifest = match self.object(&entry.blob)? {
+                        Some(Object::File(m)) => m,
+                        Some(Object::Tree(_)) => {
+                            return Err(BlobError::NestedTree(entry.path.clone()))
+                        }
+                        None => return Err(BlobError::Missing(entry.blob)),
+                    };
+                    bytes += self.export_file(&manifest, &path, entry.mode & 0o777)?;
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Writes one new file; on failure, removes what was written of it.
+    fn export_file(&self, manifest: &Manifest, path: &Path, mode: u32) -> Result<u64> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .map_err(io("create", path))?;
+        let written = self.write_file(manifest, file, path, mode);
+        if written.is_err() {
+            let _ = fs::remove_file(path);
+        }
+        written
+    }
+
+    fn write_file(
+        &self,
+        manifest: &Manifest,
+        mut file: fs::File,
+        path: &Path,
+        mode: u32,
+    ) -> Result<u64> {
+        for chunk in &manifest.chunks {
+            let bytes = self
+                .read_chunk(&chunk.hash)
+                .ok_or_else(|| BlobError::MissingChunk {
+                    chunk: to_hex(&chunk.hash),
+                    path: path.to_path_buf(),
+                })?;
+            if blake3::hash(&bytes).as_bytes() != &chunk.hash {
+                // Drop it so that the next fetch pulls a good copy.
+                let _ = fs::remove_file(self.chunk_path(&chunk.hash));
+                return Err(BlobError::CorruptChunk {
+                    chunk: to_hex(&chunk.hash),
+                    path: path.to_path_buf(),
+                });
+            }
+            file.write_all(&bytes).map_err(io("write", path))?;
+        }
+        // The process umask may have narrowed the mode given at creation.
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io("set the mode of", path))?;
+        Ok(manifest.size)
+    }
+}
+
+/// Decodes an object, validating a tree's paths.
+pub fn decode_object(id: &BlobId, bytes: &[u8]) -> Result<Object> {
+    let object: Object =
+        codec::decode(bytes).map_err(|source| BlobError::Garbled { id: *id, source })?;
+    if let Object::Tree(tree) = &object {
+        tree.validate()
+            .map_err(|source| BlobError::UnsafeTree { id: *id, source })?;
+    }
+    Ok(object)
+}
+
+/// Refuses an output path that exists, unless it is an empty directory.
+pub fn check_out(out: &Path) -> Result<()> {
+    match fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("inspect", out)(e)),
+        Ok(meta) if meta.is_dir() => {
+            let mut items = fs::read_dir(out).map_err(io("read directory", out))?;
+            match items.next() {
+                None => Ok(()),
+                Some(_) => Err(BlobError::NotEmpty(out.to_path_buf())),
+            }
+        }
+        Ok(_) => Err(BlobError::Exists(out.to_path_buf())),
+    }
+}
+
+/// Fills `buf` from `r` unless the input ends first; returns bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Collects `(relative path, absolute path, mode)` of every file under
+/// `dir`; refuses symlinks, special files and names that are not UTF-8.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u32)>) -> Result<()> {
+    let items = fs::read_dir(dir).map_err(io("read directory", dir))?;
+    for item in items {
+        let item = item.map_err(io("read directory", dir))?;
+        let path = item.path();
+        let name = item
+            .file_name()
+            .into_string()
+            .map_err(|_| BlobError::NotUtf8(path.clone()))?;
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let meta = fs::symlink_metadata(&path).map_err(io("read", &path))?;
+        if meta.is_dir() {
+            walk(&path, &rel, out)?;
+        } else if meta.is_file() {
+            out.push((rel, path, meta.permissions().mode() & 0o777));
+        } else if meta.file_type().is_symlink() {
+            return Err(BlobError::Symlink(path));
+        } else {
+            return Err(BlobError::NotFileOrDir(path));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,5 +458,36 @@ mod tests {
         let empty = store.put_bytes(&[]).unwrap();
         assert_eq!(store.read_blob(&empty).unwrap(), Some(Vec::new()));
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn trees_round_trip_with_modes_and_dedupe() {
+        let tmp = std::env::temp_dir().join(format!("pb-trees-{}", std::process::id()));
+        let src = tmp.join("src");
+        fs::create_dir_all(src.join("a/b")).unwrap();
+        fs::write(src.join("top.txt"), b"top").unwrap();
+        fs::write(src.join("a/b/run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(src.join("a/b/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        let store = BlobStore::open(&tmp.join("chunks")).unwrap();
+        let (id, first) = store.put_path(&src).unwrap();
+        assert_eq!(first.files, 2);
+        assert!(first.chunks_written > 0);
+        let (again, second) = store.put_path(&src).unwrap();
+        assert_eq!((again, second.chunks_written), (id, 0));
+
+        let out = tmp.join("out");
+        store.export(&id, &out).unwrap();
+        assert_eq!(
+            fs::read(out.join("a/b/run.sh")).unwrap(),
+            b"#!/bin/sh\necho hi\n"
+        );
+        let mode = fs::metadata(out.join("a/b/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let err = store.export(&id, &out).unwrap_err();
+        assert!(format!("{err:#}").contains("not empty"), "{err:#}");
+        fs::remove_dir_all(tmp).unwrap();
     }
 }

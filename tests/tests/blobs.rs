@@ -1,0 +1,295 @@
+//! Files through the mesh: `put` on one node, `get` on another, with
+//! corrupted chunks, unsafe trees and a provider killed mid-transfer.
+
+use peerbatch_protocol::content::{Object, Tree, TreeEntry};
+use peerbatch_protocol::BlobId;
+use peerbatch_tests::{bin, wait_for, Cluster, Node};
+use serde_json::Value;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn put(node: &Node, paths: &[&Path]) -> Vec<String> {
+    let mut args = vec!["put"];
+    args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+    let ids: Vec<String> = ok(&node.cli(&args), "put")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), paths.len(), "one id per path: {ids:?}");
+    for id in &ids {
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id:?}"
+        );
+    }
+    ids
+}
+
+fn get(node: &Node, id: &str, out: &Path) -> Output {
+    node.cli(&["get", id, "--out", out.to_str().unwrap(), "--json"])
+}
+
+/// `GET /v1/status`, spoken directly (the CLI has no status command).
+fn status(node: &Node) -> Value {
+    let addr = fs::read_to_string(node.dir.join("api")).unwrap();
+    let token = fs::read_to_string(node.dir.join("token")).unwrap();
+    let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
+    write!(
+        s,
+        "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let body = reply.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
+
+/// Writes `size` bytes of a fast deterministic pattern (every MiB distinct)
+/// and returns their blake3 hash.
+fn write_pattern(path: &Path, size: u64, seed: u64) -> blake3::Hash {
+    let mut block = vec![0u8; MIB as usize];
+    let mut x = seed | 1;
+    for word in block.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        word.copy_from_slice(&x.to_le_bytes());
+    }
+    let mut file = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    let mut hasher = blake3::Hasher::new();
+    let mut left = size;
+    let mut index = 0u64;
+    while left > 0 {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        let n = left.min(MIB) as usize;
+        file.write_all(&block[..n]).unwrap();
+        hasher.update(&block[..n]);
+        left -= n as u64;
+        index += 1;
+    }
+    file.flush().unwrap();
+    hasher.finalize()
+}
+
+fn hash_file(path: &Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(fs::File::open(path).unwrap()).unwrap();
+    hasher.finalize()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn files_and_trees_round_trip_and_unsafe_trees_are_refused() {
+    let cluster = Cluster::start(3, &[]);
+    let [a, c] = [&cluster.nodes[0], &cluster.nodes[2]];
+    let src = cluster.tmp.path().join("src");
+    fs::create_dir_all(src.join("tree/sub/deeper")).unwrap();
+    let sizes = [0, 1, MIB + 1];
+    let files: Vec<(PathBuf, blake3::Hash)> = sizes
+        .iter()
+        .map(|&size| {
+            let path = src.join(format!("f{size}"));
+            (path.clone(), write_pattern(&path, size, size + 7))
+        })
+        .collect();
+    let tree = src.join("tree");
+    fs::write(tree.join("top.txt"), "top\n").unwrap();
+    fs::write(tree.join("sub/data.bin"), vec![7u8; 3000]).unwrap();
+    fs::write(tree.join("sub/deeper/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(
+        tree.join("sub/deeper/run.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut paths: Vec<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+    paths.push(&tree);
+    let ids = put(a, &paths);
+
+    // Storing the same file again writes no new chunk.
+    let again = a.json(&["put", files[2].0.to_str().unwrap(), "--json"]);
+    assert_eq!(again[0]["stored"]["id"], ids[2].as_str());
+    assert_eq!(again[0]["stored"]["chunks_written"], 0, "{again}");
+
+    let out = cluster.tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    for ((_, hash), id) in files.iter().zip(&ids) {
+        let target = out.join(id);
+        ok(&get(c, id, &target), "get of a file");
+        assert_eq!(hash_file(&target), *hash, "file {id}");
+    }
+    let tree_out = out.join("tree");
+    ok(&get(c, &ids[3], &tree_out), "get of a tree");
+    assert_eq!(fs::read(tree_out.join("top.txt")).unwrap(), b"top\n");
+    assert_eq!(
+        fs::read(tree_out.join("sub/data.bin")).unwrap(),
+        vec![7u8; 3000]
+    );
+    let script = tree_out.join("sub/deeper/run.sh");
+    assert_eq!(mode(&script), 0o755, "the executable bit survives");
+    assert_eq!(mode(&tree_out.join("top.txt")) & 0o111, 0);
+    let ran = Command::new(&script).output().unwrap();
+    assert_eq!(ok(&ran, "the fetched script"), "hi");
+
+    // An existing, non-empty destination is never overwritten.
+    let refused = get(c, &ids[3], &tree_out);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not empty"), "{err}");
+    let bad_id = c.cli(&["get", "xyz", "--out", "/tmp/nowhere"]);
+    assert_eq!(bad_id.status.code(), Some(2));
+
+    // A crafted tree whose entry climbs out with `..`, stored on A.
+    let crafted = Object::Tree(Tree {
+        entries: vec![TreeEntry {
+            path: "../x".into(),
+            mode: 0o644,
+            blob: BlobId::parse(&ids[1]).unwrap(),
+        }],
+    });
+    let crafted_id = crafted.id().to_string();
+    let dir = a.dir.join("chunks").join(&crafted_id[..2]);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(&crafted_id), crafted.encode()).unwrap();
+    let trap = cluster.tmp.path().join("trap");
+    fs::create_dir_all(&trap).unwrap();
+    for node in [c, a] {
+        let refused = get(node, &crafted_id, &trap.join("out"));
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains("\"../x\"") && err.contains("escapes"),
+            "the error names the path: {err}"
+        );
+    }
+    assert_eq!(
+        fs::read_dir(&trap).unwrap().count(),
+        0,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn a_corrupted_chunk_is_refused_and_fetched_from_another_provider() {
+    let cluster = Cluster::start(3, &[]);
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let file = cluster.tmp.path().join("eight");
+    let hash = write_pattern(&file, 8 * MIB + 5, 42);
+    let id = put(a, &[&file]).remove(0);
+    ok(&get(b, &id, &cluster.tmp.path().join("on-b")), "get on B");
+
+    // Every data chunk B holds becomes garbage of the same length.
+    let mut corrupted = 0;
+    for shard in fs::read_dir(b.dir.join("chunks")).unwrap() {
+        for chunk in fs::read_dir(shard.unwrap().path()).unwrap() {
+            let path = chunk.unwrap().path();
+            if path.file_name().unwrap() != id.as_str() {
+                let len = fs::metadata(&path).unwrap().len() as usize;
+                fs::write(&path, vec![0xAB; len]).unwrap();
+                corrupted += 1;
+            }
+        }
+    }
+    assert_eq!(corrupted, 9);
+
+    // Providers are connected peers; C may so far know B only by gossip.
+    wait_for("C to connect to A and B", Duration::from_secs(30), || {
+        (status(c)["peers_connected"] == 2).then_some(())
+    });
+    let out = cluster.tmp.path().join("on-c");
+    ok(&get(c, &id, &out), "get on C");
+    assert_eq!(hash_file(&out), hash);
+    let st = status(c);
+    assert!(st["bad_chunks"].as_u64().unwrap() >= 1, "{st}");
+    let b_id = b.peer_id();
+    assert!(
+        st["bad_chunks_by_peer"][&b_id].as_u64().unwrap_or(0) >= 1,
+        "bad chunks are counted against B: {st}"
+    );
+    assert_eq!(st["bad_chunks_by_peer"].as_object().unwrap().len(), 1);
+}
+
+#[test]
+fn a_large_get_survives_its_only_provider_restarting_and_resumes() {
+    let mut cluster = Cluster::start(2, &[]);
+    let file = cluster.tmp.path().join("big");
+    let size = 200 * MIB;
+    let hash = write_pattern(&file, size, 2026);
+    let chunks = size / MIB;
+
+    let started = Instant::now();
+    let id = put(&cluster.nodes[0], &[&file]).remove(0);
+    let put_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "put of 200 MiB: {put_secs:.2} s ({:.0} MiB/s)",
+        200.0 / put_secs
+    );
+
+    let out = cluster.tmp.path().join("big.out");
+    let c = &cluster.nodes[1];
+    let first = Command::new(bin())
+        .arg("--data-dir")
+        .arg(&c.dir)
+        .args(["get", &id, "--out", out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("C to fetch some chunks", Duration::from_secs(60), || {
+        let n = status(c)["chunks_fetched"].as_u64().unwrap();
+        (n >= 3).then_some(())
+    });
+    cluster.nodes[0].kill9();
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        !first.status.success(),
+        "the get should have failed with its only provider gone"
+    );
+    assert!(
+        !out.exists(),
+        "nothing is written before every chunk is here"
+    );
+    let fetched_before = status(&cluster.nodes[1])["chunks_fetched"]
+        .as_u64()
+        .unwrap();
+    assert!(fetched_before < chunks, "killed midway: {fetched_before}");
+
+    cluster.nodes[0].restart();
+    cluster.wait_meshed();
+    let started = Instant::now();
+    let done = cluster.nodes[1].json(&["get", &id, "--out", out.to_str().unwrap(), "--json"]);
+    eprintln!(
+        "resumed get of {} chunks: {:.2} s",
+        done["chunks_fetched"],
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(hash_file(&out), hash);
+    let present = done["chunks_present"].as_u64().unwrap();
+    assert!(present >= fetched_before, "{done}");
+    assert_eq!(present + done["chunks_fetched"].as_u64().unwrap(), chunks);
+    let total = status(&cluster.nodes[1])["chunks_fetched"]
+        .as_u64()
+        .unwrap();
+    assert!(total <= chunks, "no chunk was fetched twice: {total}");
+}
