@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{Context, Result};
 use clap::Args;
-use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use peerbatch_protocol::job::{Command, JobSpec, TaskSpec};
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,22 +42,7 @@ fn wall_ns() -> u128 {
 }
 
 fn job(name: &str, command: Command, start: i64, end: i64) -> Value {
-    let spec = JobSpec {
-        name: name.into(),
-        priority: 0,
-        groups: vec![TaskGroup::Array {
-            template: TaskSpec {
-                id: String::new(),
-                command,
-                env: Vec::new(),
-                max_retries: 3,
-                max_wall_clock_ms: None,
-            },
-            start,
-            end,
-            step: 1,
-        }],
-    };
+    let spec = JobSpec::array(name, TaskSpec::new("", command, 3), start, end);
     serde_json::to_value(spec).unwrap_or_default()
 }
 

@@ -329,33 +329,27 @@ fn run_spec(
     command: Vec<String>,
 ) -> Result<JobSpec> {
     let program = command.first().cloned().unwrap_or_default();
-    let template = TaskSpec {
-        id: String::new(),
-        command: Command::Argv(command),
-        env: Vec::new(),
-        max_retries,
-        max_wall_clock_ms: None,
-    };
-    let group = match array {
-        None => TaskGroup::One(TaskSpec {
-            id: "t1".into(),
-            ..template
-        }),
+    let name = name.unwrap_or(program);
+    let spec = match array {
+        None => JobSpec {
+            name,
+            priority: 0,
+            groups: vec![TaskGroup::One(TaskSpec::new(
+                "t1",
+                Command::Argv(command),
+                max_retries,
+            ))],
+        },
         Some(range) => {
             let (start, end) =
                 jobfile::parse_range(&range).map_err(|e| BadInput(format!("--array: {e}")))?;
-            TaskGroup::Array {
-                template,
+            JobSpec::array(
+                name,
+                TaskSpec::new("", Command::Argv(command), max_retries),
                 start,
                 end,
-                step: 1,
-            }
+            )
         }
-    };
-    let spec = JobSpec {
-        name: name.unwrap_or(program),
-        priority: 0,
-        groups: vec![group],
     };
     spec.validate().map_err(|e| BadInput(e.to_string()))?;
     Ok(spec)

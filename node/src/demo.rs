@@ -9,7 +9,7 @@ use crate::cli::{s, submit};
 use crate::cluster::LocalCluster;
 use anyhow::Result;
 use clap::Args;
-use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use peerbatch_protocol::job::{Command, JobSpec, TaskSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -55,24 +55,13 @@ pub fn run(opts: DemoOpts) -> Result<()> {
     }
     let submitter = cluster.nodes.len();
     eprintln!("\nSubmitting a {}-task job from node{submitter}; every node claims tasks through the replicated ledger:", opts.tasks);
-    let spec = JobSpec {
-        name: "demo-squares".into(),
-        priority: 0,
-        groups: vec![TaskGroup::Array {
-            template: TaskSpec {
-                id: "square-".into(),
-                command: Command::Shell(
+    let template = TaskSpec {
+        max_wall_clock_ms: Some(60_000),
+        ..TaskSpec::new("square-", Command::Shell(
                     "echo \"task $PEERBATCH_TASK_ID (attempt $PEERBATCH_ATTEMPT) on node $PEERBATCH_NODE\"; sleep 0.2; echo \"{index} squared is $(({index} * {index}))\"".into(),
-                ),
-                env: Vec::new(),
-                max_retries: 3,
-                max_wall_clock_ms: Some(60_000),
-            },
-            start: 1,
-            end: opts.tasks.max(1),
-            step: 1,
-        }],
+                ), 3)
     };
+    let spec = JobSpec::array("demo-squares", template, 1, opts.tasks.max(1));
     let client = cluster.nodes[submitter - 1].client()?;
     submit(&client, spec, true)?;
     let first = cluster.nodes[0].client()?;

@@ -7,8 +7,6 @@
 
 use crate::store::blobs::BlobStore;
 use peerbatch_protocol::{BlobId, Command, Outcome, ResolvedTask, TaskRef, TaskResult};
-use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,9 +37,6 @@ pub struct Executor {
     node: String,
     done: mpsc::UnboundedSender<TaskResult>,
     scratch: Arc<Mutex<(Vec<Scratch>, usize)>>,
-    /// Programs found on the node's PATH, so a spawn does not walk PATH
-    /// again (each miss is a failed execve in the child).
-    resolved: Arc<Mutex<HashMap<String, PathBuf>>>,
 }
 
 impl Executor {
@@ -57,40 +52,6 @@ impl Executor {
             node,
             done,
             scratch: Arc::default(),
-            resolved: Arc::default(),
-        }
-    }
-
-    /// `program` as a path: itself if it has a slash or the task sets its own
-    /// PATH, else the first executable match on the node's PATH (cached).
-    fn resolve(&self, program: &str, env: &[(String, String)]) -> PathBuf {
-        if program.contains('/') || env.iter().any(|(k, _)| k == "PATH") {
-            return PathBuf::from(program);
-        }
-        if let Some(found) = self
-            .resolved
-            .lock()
-            .ok()
-            .and_then(|m| m.get(program).cloned())
-        {
-            return found;
-        }
-        let found = std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(program))
-                .find(|p| {
-                    p.metadata()
-                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                })
-        });
-        match found {
-            Some(p) => {
-                if let Ok(mut m) = self.resolved.lock() {
-                    m.insert(program.to_string(), p.clone());
-                }
-                p
-            }
-            None => PathBuf::from(program),
         }
     }
 
@@ -181,7 +142,7 @@ impl Executor {
             }
             Command::Argv(argv) => {
                 let (program, args) = argv.split_first().ok_or("empty command")?;
-                let mut c = tokio::process::Command::new(self.resolve(program, &a.spec.env));
+                let mut c = tokio::process::Command::new(program);
                 c.args(args);
                 c
             }

@@ -80,6 +80,19 @@ pub enum JobError {
     DuplicateId(String),
 }
 
+impl TaskSpec {
+    /// A task with no extra environment and no wall-clock limit.
+    pub fn new(id: impl Into<String>, command: Command, max_retries: u32) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            command,
+            env: Vec::new(),
+            max_retries,
+            max_wall_clock_ms: None,
+        }
+    }
+}
+
 impl TaskGroup {
     /// How many tasks this group expands to.
     pub fn len(&self) -> u64 {
@@ -110,6 +123,20 @@ impl TaskGroup {
 }
 
 impl JobSpec {
+    /// A job of one task array: `template` for each index `start..=end`.
+    pub fn array(name: impl Into<String>, template: TaskSpec, start: i64, end: i64) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            priority: 0,
+            groups: vec![TaskGroup::Array {
+                template,
+                start,
+                end,
+                step: 1,
+            }],
+        }
+    }
+
     pub fn task_count(&self) -> u64 {
         self.groups.iter().map(TaskGroup::len).sum()
     }

@@ -5,8 +5,7 @@ use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::{
     codec, hrw, Action, Command, Config, Core, EventBody, Identity, JobId, JobSpec, MemStore,
-    Message, Millis, NodeId, NodeInfo, Outcome, TaskGroup, TaskRef, TaskResult, TaskSpec,
-    TaskState, Transmit,
+    Message, Millis, NodeId, NodeInfo, Outcome, TaskRef, TaskResult, TaskSpec, TaskState, Transmit,
 };
 
 struct Node {
@@ -131,22 +130,12 @@ fn events_of(sent: &[Transmit]) -> Vec<Vec<u8>> {
 }
 
 fn spec(tasks: u32, max_retries: u32) -> JobSpec {
-    JobSpec {
-        name: "core".into(),
-        priority: 0,
-        groups: vec![TaskGroup::Array {
-            template: TaskSpec {
-                id: "t".into(),
-                command: Command::Argv(vec!["true".into()]),
-                env: Vec::new(),
-                max_retries,
-                max_wall_clock_ms: None,
-            },
-            start: 0,
-            end: i64::from(tasks) - 1,
-            step: 1,
-        }],
-    }
+    JobSpec::array(
+        "core",
+        TaskSpec::new("t", Command::Argv(vec!["true".into()]), max_retries),
+        0,
+        i64::from(tasks) - 1,
+    )
 }
 
 fn submit(node: &mut Node, now: u64, tasks: u32, max_retries: u32) -> (JobId, Vec<Transmit>) {

@@ -7,7 +7,7 @@ use peerbatch_protocol::hrw;
 use peerbatch_protocol::ledger::job_id_of;
 use peerbatch_protocol::{
     Command, Event, EventBody, EventId, Identity, JobId, JobSpec, Ledger, NodeId, NodeInfo,
-    Outcome, TaskGroup, TaskRef, TaskResult, TaskSpec, TaskState, TaskView,
+    Outcome, TaskRef, TaskResult, TaskSpec, TaskState, TaskView,
 };
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
@@ -24,22 +24,12 @@ fn signed(by: &Identity, body: EventBody) -> (EventId, Event) {
 }
 
 fn job_event(tasks: u32, max_retries: u32) -> ((EventId, Event), JobId) {
-    let job = JobSpec {
-        name: "fold".into(),
-        priority: 0,
-        groups: vec![TaskGroup::Array {
-            template: TaskSpec {
-                id: "t".into(),
-                command: Command::Argv(vec!["true".into()]),
-                env: Vec::new(),
-                max_retries,
-                max_wall_clock_ms: None,
-            },
-            start: 0,
-            end: i64::from(tasks) - 1,
-            step: 1,
-        }],
-    };
+    let job = JobSpec::array(
+        "fold",
+        TaskSpec::new("t", Command::Argv(vec!["true".into()]), max_retries),
+        0,
+        i64::from(tasks) - 1,
+    );
     let event = signed(
         &identity(200),
         EventBody::JobSubmitted {

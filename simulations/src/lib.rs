@@ -21,7 +21,7 @@
 use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::{
     Action, Command, Config, Core, Identity, JobId, JobSpec, MemStore, Message, Millis, NodeId,
-    Outcome, TaskGroup, TaskRef, TaskResult, TaskSpec, TaskState,
+    Outcome, TaskRef, TaskResult, TaskSpec, TaskState,
 };
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -525,22 +525,16 @@ impl Sim {
             Item::Submit { job } => {
                 let node = self.random_node(|_| true);
                 let count = self.job_tasks(job);
-                let spec = JobSpec {
-                    name: format!("sim-{job}"),
-                    priority: 0,
-                    groups: vec![TaskGroup::Array {
-                        template: TaskSpec {
-                            id: "t".into(),
-                            command: Command::Argv(vec!["true".into()]),
-                            env: Vec::new(),
-                            max_retries: self.cfg.max_retries,
-                            max_wall_clock_ms: None,
-                        },
-                        start: 0,
-                        end: i64::from(count) - 1,
-                        step: 1,
-                    }],
-                };
+                let spec = JobSpec::array(
+                    format!("sim-{job}"),
+                    TaskSpec::new(
+                        "t",
+                        Command::Argv(vec!["true".into()]),
+                        self.cfg.max_retries,
+                    ),
+                    0,
+                    i64::from(count) - 1,
+                );
                 let wall_ms = self.now;
                 let submitted = self.core(node).submit(now, spec, wall_ms);
                 let (id, _) =

@@ -7,11 +7,16 @@
 use anyhow::{Context, Result};
 use peerbatch_protocol::{EventId, EventStore};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct LedgerStore {
     db: sled::Db,
     events: sled::Tree,
+    /// Bytes of stored events, kept as they are written (the core persists
+    /// each event once), so reporting it never scans the tree.
+    event_bytes: Arc<AtomicU64>,
 }
 
 impl LedgerStore {
@@ -54,7 +59,17 @@ impl LedgerStore {
         let events = db
             .open_tree("events")
             .context("cannot open the events tree")?;
-        Ok(LedgerStore { db, events })
+        let event_bytes = events
+            .iter()
+            .values()
+            .filter_map(|v| v.ok())
+            .map(|v| v.len() as u64)
+            .sum();
+        Ok(LedgerStore {
+            db,
+            events,
+            event_bytes: Arc::new(AtomicU64::new(event_bytes)),
+        })
     }
 
     /// Every stored event.
@@ -71,7 +86,10 @@ impl LedgerStore {
         for (id, bytes) in events {
             batch.insert(&id.0[..], bytes.as_slice());
         }
-        self.events.apply_batch(batch).context("writing events")
+        self.events.apply_batch(batch).context("writing events")?;
+        let added: usize = events.iter().map(|(_, b)| b.len()).sum();
+        self.event_bytes.fetch_add(added as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     pub async fn flush(&self) -> Result<()> {
@@ -84,12 +102,7 @@ impl LedgerStore {
 
     /// Total bytes of stored events (what the ledger really holds).
     pub fn event_bytes(&self) -> u64 {
-        self.events
-            .iter()
-            .values()
-            .filter_map(|v| v.ok())
-            .map(|v| v.len() as u64)
-            .sum()
+        self.event_bytes.load(Ordering::Relaxed)
     }
 
     pub fn size_on_disk(&self) -> u64 {
