@@ -5,6 +5,7 @@
 //! asks the driver through its request channel; must not hold protocol state
 //! of its own.
 
+use crate::api_files;
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
@@ -29,7 +30,7 @@ pub struct ApiState {
     pub token: String,
 }
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -37,11 +38,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn not_found(msg: String) -> ApiError {
+pub(crate) fn not_found(msg: String) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, msg)
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -53,6 +54,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{job}/tasks/{task}/log", get(log))
         .route("/v1/nodes", get(nodes))
         .route("/v1/blobs", post(put_blob))
+        .route("/v1/blobs/entries", post(api_files::put_entries))
+        .route(
+            "/v1/jobs/{job}/outputs/export",
+            post(api_files::export_outputs),
+        )
+        .route(
+            "/v1/packages",
+            get(api_files::packages).post(api_files::add_package),
+        )
         .route("/v1/blobs/{id}/export", post(export_blob))
         .route("/v1/exports/{n}", get(export_progress))
         .with_state(state)
@@ -70,7 +80,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
 }
 
 /// Runs `f` on the driver and returns its answer.
-async fn ask<T: Send + 'static>(
+pub(crate) async fn ask<T: Send + 'static>(
     state: &ApiState,
     headers: &HeaderMap,
     f: impl FnOnce(&mut Driver) -> T + Send + 'static,
@@ -98,7 +108,7 @@ fn job_state(p: &Progress, total: u32) -> &'static str {
     if p.done() == total {
         if p.cancelled > 0 {
             "cancelled"
-        } else if p.failed > 0 {
+        } else if p.failed > 0 || p.skipped > 0 {
             "failed"
         } else {
             "succeeded"
@@ -118,10 +128,12 @@ fn job_json(record: &JobRecord, p: Progress) -> Value {
         "state": job_state(&p, record.task_count),
         "tasks": record.task_count,
         "pending": p.pending,
+        "blocked": p.blocked,
         "running": p.running,
         "succeeded": p.succeeded,
         "failed": p.failed,
         "cancelled": p.cancelled,
+        "skipped": p.skipped,
         "submitted_ms": record.submitted_ms,
         "submitted_by": node_name(&record.submitted_by),
     })
@@ -139,6 +151,7 @@ fn task_json(record: &JobRecord, view: &TaskView) -> Value {
         "attempt": view.attempt,
         "node": view.node.as_ref().map(node_name),
         "exit_code": view.result.as_ref().and_then(|r| r.outcome.exit_code()),
+        "outputs": view.result.as_ref().and_then(|r| r.outputs).map(|b| b.to_string()),
     })
 }
 
@@ -350,13 +363,13 @@ async fn log(
     Ok(bytes.into_response())
 }
 
-fn bad_request(msg: String) -> ApiError {
+pub(crate) fn bad_request(msg: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg)
 }
 
 /// A path from a client on this machine: must be absolute (the node's
 /// working directory means nothing to the client).
-fn absolute(field: &str, path: PathBuf) -> ApiResult<PathBuf> {
+pub(crate) fn absolute(field: &str, path: PathBuf) -> ApiResult<PathBuf> {
     if path.is_absolute() {
         Ok(path)
     } else {

@@ -132,8 +132,10 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Fetch a file or tree by id from wherever it lives in the mesh and write it at --out.
+    /// Fetch a file or tree by id — or every output of a job, as OUT/TASK/... —
+    /// from wherever it lives in the mesh and write it at --out.
     Get {
+        /// A blob id (64 hex digits), or a job (id, id prefix or name).
         id: String,
         /// Where to write it: must not exist (a tree may go into an empty directory).
         #[arg(long)]
@@ -141,6 +143,13 @@ pub enum Cmd {
         /// Print the finished export as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Application packages: directories or archives tasks find under $PEERBATCH_PACKAGES/NAME.
+    Package {
+        #[command(subcommand)]
+        cmd: crate::cli_files::PackageCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -165,8 +174,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Submit { file, wait, client } => {
-            let spec = jobfile::load(&file).map_err(|e| BadInput(e.to_string()))?;
-            submit(&connect(&client)?, spec, wait)
+            let draft = jobfile::load(&file).map_err(|e| BadInput(e.to_string()))?;
+            let client = connect(&client)?;
+            let spec = crate::draft::finish(&client, draft)?;
+            submit(&client, spec, wait)
         }
         Cmd::Run {
             array,
@@ -189,9 +200,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 "ID", "NAME", "STATE", "TASKS", "DONE", "RUNNING", "FAILED"
             );
             for j in jobs.as_array().into_iter().flatten() {
-                let done = j["succeeded"].as_u64().unwrap_or(0)
-                    + j["failed"].as_u64().unwrap_or(0)
-                    + j["cancelled"].as_u64().unwrap_or(0);
+                let done = ["succeeded", "failed", "cancelled", "skipped"]
+                    .iter()
+                    .map(|k| j[*k].as_u64().unwrap_or(0))
+                    .sum::<u64>();
                 println!(
                     "{:<17} {:<20} {:<10} {:>7} {:>7} {:>7} {:>7}",
                     s(&j["id"]),
@@ -217,10 +229,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 "priority",
                 "tasks",
                 "pending",
+                "blocked",
                 "running",
                 "succeeded",
                 "failed",
                 "cancelled",
+                "skipped",
                 "submitted_by",
             ] {
                 println!("{key:<13} {}", s(&j[key]));
@@ -317,6 +331,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             json,
             client,
         } => get(&connect(&client)?, &id, &out, json),
+        Cmd::Package { cmd, client } => crate::cli_files::package(&connect(&client)?, cmd),
         Cmd::Demo(opts) => crate::demo::run(opts),
         Cmd::Bench(opts) => crate::bench::run(opts),
     }
@@ -396,7 +411,7 @@ pub fn wait_job(client: &Client, job: &str) -> Result<Value> {
     loop {
         let j = client.get(&format!("/v1/jobs/{}", seg(job)))?;
         let total = j["tasks"].as_u64().unwrap_or(0);
-        let done = ["succeeded", "failed", "cancelled"]
+        let done = ["succeeded", "failed", "cancelled", "skipped"]
             .iter()
             .map(|k| j[*k].as_u64().unwrap_or(0))
             .sum::<u64>();
@@ -406,11 +421,12 @@ pub fn wait_job(client: &Client, job: &str) -> Result<Value> {
         if total > 0 && done == total {
             bar.finish();
             eprintln!(
-                "job {job} {}: {} succeeded, {} failed, {} cancelled",
+                "job {job} {}: {} succeeded, {} failed, {} cancelled, {} skipped",
                 s(&j["state"]),
                 j["succeeded"],
                 j["failed"],
-                j["cancelled"]
+                j["cancelled"],
+                j["skipped"]
             );
             return Ok(j);
         }
@@ -420,7 +436,7 @@ pub fn wait_job(client: &Client, job: &str) -> Result<Value> {
 
 /// The absolute form of a path the user gave (the node has another working
 /// directory), as text for the API.
-fn absolute(path: &std::path::Path) -> Result<String> {
+pub fn absolute(path: &std::path::Path) -> Result<String> {
     let abs = std::path::absolute(path)
         .map_err(|e| BadInput(format!("{}: cannot make it absolute: {e}", path.display())))?;
     match abs.into_os_string().into_string() {
@@ -450,14 +466,26 @@ fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
 }
 
 fn get(client: &Client, id: &str, out: &std::path::Path, json: bool) -> Result<()> {
-    if peerbatch_protocol::BlobId::parse(id).is_none() {
-        return Err(BadInput(format!("{id:?} is not a blob id (64 hex digits)")).into());
-    }
     let out = absolute(out)?;
-    let r = client.post(
-        &format!("/v1/blobs/{}/export", seg(id)),
-        &json!({ "out": out }),
-    )?;
+    let r = if peerbatch_protocol::BlobId::parse(id).is_some() {
+        client.post(
+            &format!("/v1/blobs/{}/export", seg(id)),
+            &json!({ "out": out }),
+        )?
+    } else {
+        let r = client.post(
+            &format!("/v1/jobs/{}/outputs/export", seg(id)),
+            &json!({ "out": out }),
+        )?;
+        eprintln!(
+            "job {}: outputs of {} tasks ({} of {} succeeded)",
+            s(&r["job_id"]),
+            r["tasks_with_outputs"],
+            r["succeeded"],
+            r["tasks"]
+        );
+        r
+    };
     let number = r["export"]
         .as_u64()
         .context("the node did not say which export it started")?;

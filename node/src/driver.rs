@@ -11,12 +11,16 @@ use crate::fetch::Fetcher;
 use crate::identity::{node_of, peer_of};
 use crate::net::{Net, NetEvent};
 use crate::outbox::Item;
+use crate::stage::StagedInput;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{FetchRequest, FetchResponse};
-use peerbatch_protocol::{Action, Core, EventId, JobId, Message, Millis, TaskRef, TaskResult};
+use peerbatch_protocol::{
+    Action, BlobId, Core, EventId, JobId, Message, Millis, ResolvedTask, Source, TaskRef,
+    TaskResult,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,14 +47,14 @@ impl Driver {
     pub fn new(
         core: Core<LedgerStore>,
         store: LedgerStore,
-        blobs: BlobStore,
         net: Net,
+        fetcher: Fetcher,
         exec: Executor,
         listen_file: PathBuf,
         clock: Instant,
     ) -> Driver {
         let outbox = crate::outbox::spawn(store.clone(), net.clone());
-        let fetcher = Fetcher::new(net.clone(), blobs.clone());
+        let blobs = fetcher.store().clone();
         Driver {
             core,
             store,
@@ -238,11 +242,14 @@ impl Driver {
                     job_name,
                     spec,
                 } => {
+                    let inputs = self.resolve_inputs(task, &spec);
                     let kill = self.exec.start(Attempt {
                         task,
                         attempt,
                         job_name,
-                        spec,
+                        spec: *spec,
+                        inputs,
+                        peers: self.connected_peers(),
                     });
                     self.kills.insert((task, attempt), kill);
                 }
@@ -271,6 +278,39 @@ impl Driver {
             peers,
             reply,
         });
+    }
+
+    /// A task's inputs with `from_task` sources turned into the outputs
+    /// blob of that task's canonical result.
+    fn resolve_inputs(&self, task: TaskRef, spec: &ResolvedTask) -> Vec<StagedInput> {
+        let ledger = self.core.ledger();
+        let outputs_of = |from: &str| -> Result<BlobId, String> {
+            let index = ledger
+                .job(&task.job)
+                .and_then(|j| j.spec.position_of(from))
+                .ok_or_else(|| format!("task {from:?} is not in this job"))?;
+            let view = self.core.view(TaskRef {
+                job: task.job,
+                index,
+            });
+            match view.and_then(|v| v.result.as_ref()) {
+                Some(r) if r.outcome.success() => r
+                    .outputs
+                    .ok_or_else(|| format!("task {from:?} stored no outputs")),
+                _ => Err(format!("task {from:?} has not succeeded")),
+            }
+        };
+        spec.inputs
+            .iter()
+            .map(|i| StagedInput {
+                path: i.path.clone(),
+                blob: match &i.source {
+                    Source::Blob(id) => Ok(*id),
+                    Source::Task(from) => outputs_of(from),
+                },
+                within: i.within.clone(),
+            })
+            .collect()
     }
 
     /// Finds a job by full id, unique id prefix or unique name.

@@ -2,10 +2,13 @@
 //!
 //! Owns per-attempt working directories, the `PEERBATCH_*` environment,
 //! stdout/stderr capture into the chunk store, wall-clock limits and killing
-//! the whole process group on timeout or on request. Must not decide what to
-//! run or when; the protocol core does, through the driver.
+//! the whole process group on timeout or on request. Staging inputs,
+//! packages and outputs is `stage`'s. Must not decide what to run or when;
+//! the protocol core does, through the driver.
 
+use crate::stage::{StagedInput, Stager};
 use crate::store::blobs::BlobStore;
+use libp2p::PeerId;
 use peerbatch_protocol::{BlobId, Command, Outcome, ResolvedTask, TaskRef, TaskResult};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -20,6 +23,10 @@ pub struct Attempt {
     pub attempt: u32,
     pub job_name: String,
     pub spec: ResolvedTask,
+    /// The spec's inputs with `from_task` resolved to blobs.
+    pub inputs: Vec<StagedInput>,
+    /// Where to fetch inputs and packages from.
+    pub peers: Vec<PeerId>,
 }
 
 /// A working directory with its capture files. Reused by later attempts
@@ -28,12 +35,15 @@ struct Scratch {
     dir: PathBuf,
     stdout: PathBuf,
     stderr: PathBuf,
+    /// `$PEERBATCH_PACKAGES`: links to unpacked packages, made per attempt.
+    packages: PathBuf,
 }
 
 #[derive(Clone)]
 pub struct Executor {
     work_root: PathBuf,
     blobs: BlobStore,
+    stager: Stager,
     node: String,
     done: mpsc::UnboundedSender<TaskResult>,
     scratch: Arc<Mutex<(Vec<Scratch>, usize)>>,
@@ -43,12 +53,14 @@ impl Executor {
     pub fn new(
         work_root: PathBuf,
         blobs: BlobStore,
+        stager: Stager,
         node: String,
         done: mpsc::UnboundedSender<TaskResult>,
     ) -> Executor {
         Executor {
             work_root,
             blobs,
+            stager,
             node,
             done,
             scratch: Arc::default(),
@@ -69,11 +81,13 @@ impl Executor {
             dir,
             stdout: base.join("stdout"),
             stderr: base.join("stderr"),
+            packages: base.join("packages"),
         })
     }
 
     /// Returns a scratch to the pool, emptying its directory if the task left files.
     fn release(&self, s: Scratch) {
+        let _ = std::fs::remove_dir_all(&s.packages);
         let empty = std::fs::read_dir(&s.dir).is_ok_and(|mut d| d.next().is_none());
         if !empty {
             let cleared = std::fs::remove_dir_all(&s.dir).and_then(|_| std::fs::create_dir(&s.dir));
@@ -102,16 +116,31 @@ impl Executor {
     async fn run(&self, a: Attempt, kill: oneshot::Receiver<()>) -> TaskResult {
         let started = Instant::now();
         let scratch = self.acquire();
+        let mut outputs = None;
         let outcome = match &scratch {
             Err(e) => Outcome::FailedToStart(e.clone()),
-            Ok(s) => match self.spawn(&a, s).await {
+            Ok(s) => match self.stage_and_spawn(&a, s).await {
                 Err(e) => Outcome::FailedToStart(e),
-                Ok(child) => wait(child, a.spec.max_wall_clock_ms, kill).await,
+                Ok(child) => {
+                    let outcome = wait(child, a.spec.max_wall_clock_ms, kill).await;
+                    match self.collect(&a, s, outcome).await {
+                        Ok((outcome, stored)) => {
+                            outputs = stored;
+                            outcome
+                        }
+                        Err(e) => Outcome::OutputsFailed(e),
+                    }
+                }
             },
         };
         let (stdout, stderr) = match (&outcome, &scratch) {
             (Outcome::FailedToStart(e), _) | (_, Err(e)) => {
                 (None, self.blobs.put_bytes(e.as_bytes()).ok())
+            }
+            (Outcome::OutputsFailed(e), Ok(s)) => {
+                let mut stderr = std::fs::read(&s.stderr).unwrap_or_default();
+                stderr.extend_from_slice(format!("\npeerbatch: {e}\n").as_bytes());
+                (self.keep(&s.stdout), self.blobs.put_bytes(&stderr).ok())
             }
             (_, Ok(s)) => (self.keep(&s.stdout), self.keep(&s.stderr)),
         };
@@ -124,8 +153,37 @@ impl Executor {
             outcome,
             stdout,
             stderr,
+            outputs,
             duration_ms: started.elapsed().as_millis() as u64,
         }
+    }
+
+    async fn stage_and_spawn(
+        &self,
+        a: &Attempt,
+        s: &Scratch,
+    ) -> Result<tokio::process::Child, String> {
+        self.stager
+            .prepare(&a.inputs, &a.spec.packages, &a.peers, &s.dir, &s.packages)
+            .await?;
+        self.spawn(a, s).await
+    }
+
+    /// Stores the outputs of a successful attempt.
+    async fn collect(
+        &self,
+        a: &Attempt,
+        s: &Scratch,
+        outcome: Outcome,
+    ) -> Result<(Outcome, Option<BlobId>), String> {
+        if !outcome.success() || a.spec.outputs.is_empty() {
+            return Ok((outcome, None));
+        }
+        let (stager, patterns, dir) = (self.stager.clone(), a.spec.outputs.clone(), s.dir.clone());
+        let stored = tokio::task::spawn_blocking(move || stager.collect(&patterns, &dir))
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok((outcome, stored))
     }
 
     async fn spawn(&self, a: &Attempt, s: &Scratch) -> Result<tokio::process::Child, String> {
@@ -155,6 +213,7 @@ impl Executor {
             .env("PEERBATCH_ATTEMPT", a.attempt.to_string())
             .env("PEERBATCH_NODE", &self.node)
             .env("PEERBATCH_WORK_DIR", dir)
+            .env("PEERBATCH_PACKAGES", &s.packages)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

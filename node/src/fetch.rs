@@ -111,6 +111,11 @@ impl Fetcher {
         }
     }
 
+    /// The chunk store fetches write into.
+    pub fn store(&self) -> &BlobStore {
+        &self.blobs
+    }
+
     /// Makes every chunk of blob `id` (and, for a tree, of its files)
     /// present here, asking `peers` for what is missing. Peers are asked
     /// only when something is missing.
@@ -169,7 +174,18 @@ impl Fetcher {
         self.pull(missing, &from, progress).await
     }
 
-    /// The providers of `id`, asked for once.
+    /// The object `id` names (a file manifest or a tree), asked of `peers`
+    /// if it is not here; none of its chunks are fetched.
+    pub async fn fetch_object(&self, id: BlobId, peers: &[PeerId]) -> Result<Object> {
+        if !self.blobs.has_chunk(&id.0) {
+            self.providers(id, peers).await?;
+        }
+        self.blobs.object(&id)?.ok_or(FetchError::Vanished(id))
+    }
+
+    /// The providers of `id`, asked for once. A tree made here that no
+    /// peer holds (a job's outputs gathered into one) has its files spread
+    /// over the mesh: every peer is a candidate then.
     async fn known(
         &self,
         providers: &mut Option<Vec<PeerId>>,
@@ -177,7 +193,12 @@ impl Fetcher {
         peers: &[PeerId],
     ) -> Result<Vec<PeerId>> {
         if providers.is_none() {
-            *providers = Some(self.providers(id, peers).await?);
+            let found = self.providers(id, peers).await?;
+            *providers = Some(if found.is_empty() {
+                peers.to_vec()
+            } else {
+                found
+            });
         }
         Ok(providers.clone().unwrap_or_default())
     }

@@ -18,13 +18,27 @@
 //! id = "frame-"                       # arrays: prefix of each task id
 //! command = ["render", "--frame", "{index}"]   # a list runs directly
 //! range = "1..=1000"                  # also "0..10" (exclusive); step = 5
+//! inputs = [
+//!   { path = "scene.blend", source = "./scene.blend" },   # staged by submit
+//!   { path = "in.png", source = "./frames/{index}.png" }, # one file per index
+//!   { path = "lib", id = "<64-hex blob id>" },            # already in the mesh
+//!   { from_task = "prep", path = "settings.json" },       # another task's output
+//! ]
+//! outputs = ["*.exr", "logs/**"]
+//! packages = ["blender@4.2"]
+//! depends_on = ["prep"]                 # also ranges: "frame-1..frame-9"
 //! ```
+//!
+//! Local sources and package names need a node to become blob ids: `load`
+//! returns them in a [`JobDraft`] for `submit` to stage and resolve.
 
+use peerbatch_protocol::files::{parse_package_ref, Input, PackageUse, Source};
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use peerbatch_protocol::BlobId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// Retries a task gets when its file says nothing.
@@ -57,6 +71,16 @@ enum FileCommand {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileInput {
+    path: Option<String>,
+    source: Option<String>,
+    id: Option<String>,
+    from_task: Option<String>,
+    within: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileTask {
     id: Option<Spanned<String>>,
     command: Spanned<FileCommand>,
@@ -66,10 +90,48 @@ struct FileTask {
     max_wall_clock: Option<Spanned<toml::Value>>,
     range: Option<Spanned<String>>,
     step: Option<Spanned<i64>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<FileInput>>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    packages: Vec<Spanned<String>>,
+    #[serde(default)]
+    depends_on: Vec<String>,
 }
 
-/// Reads and checks a job file.
-pub fn load(path: &Path) -> Result<JobSpec, JobFileError> {
+/// A parsed job whose local sources and packages still need a node.
+#[derive(Debug)]
+pub struct JobDraft {
+    /// Placeholder blob ids where `stage` and `packages` point.
+    pub spec: JobSpec,
+    pub stage: Vec<LocalSource>,
+    pub packages: Vec<PackageSlot>,
+}
+
+/// A local file or directory to store, for input `input` of group `group`.
+/// A path with `{index}` in an array names one file per index; they are
+/// stored as one tree whose entries are the indices.
+#[derive(Debug)]
+pub struct LocalSource {
+    pub group: usize,
+    pub input: usize,
+    /// Absolute, or relative to the job file's directory already joined.
+    pub path: PathBuf,
+}
+
+/// A `name@version` to resolve for package `package` of group `group`.
+#[derive(Debug)]
+pub struct PackageSlot {
+    pub group: usize,
+    pub package: usize,
+}
+
+/// Stands in for a blob id until `submit` stages or resolves it.
+pub const UNRESOLVED: BlobId = BlobId([0; 32]);
+
+/// Reads and checks a job file; relative sources are taken from its directory.
+pub fn load(path: &Path) -> Result<JobDraft, JobFileError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| JobFileError {
         file: file.clone(),
@@ -81,11 +143,16 @@ pub fn load(path: &Path) -> Result<JobSpec, JobFileError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "job".into());
-    parse(&file, &text, &default_name)
+    let mut draft = parse(&file, &text, &default_name)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for source in &mut draft.stage {
+        source.path = dir.join(&source.path);
+    }
+    Ok(draft)
 }
 
 /// Parses job-file text; `file` names it in errors.
-pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobSpec, JobFileError> {
+pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobDraft, JobFileError> {
     let err = |span: Option<Range<usize>>, message: String| {
         let at = span.map_or(0, |s| s.start).min(text.len());
         let before = &text[..at];
@@ -104,6 +171,7 @@ pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobSpec, JobF
         return Err(err(Some(job.tasks.span()), "the job has no tasks".into()));
     }
     let mut groups = Vec::new();
+    let (mut stage, mut packages) = (Vec::new(), Vec::new());
     for (n, task) in job.tasks.into_inner().into_iter().enumerate() {
         let command_span = task.command.span();
         let command = match task.command.into_inner() {
@@ -136,12 +204,48 @@ pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobSpec, JobF
             None if is_array => String::new(),
             None => format!("t{}", n + 1),
         };
+        let group = groups.len();
+        let mut inputs = Vec::new();
+        for (k, input) in task.inputs.into_iter().enumerate() {
+            let span = input.span();
+            let (input, local) = parse_input(input.into_inner()).map_err(|m| err(Some(span), m))?;
+            if let Some(path) = local {
+                stage.push(LocalSource {
+                    group,
+                    input: k,
+                    path,
+                });
+            }
+            inputs.push(input);
+        }
+        let mut uses = Vec::new();
+        for (k, text) in task.packages.into_iter().enumerate() {
+            let (name, version) = parse_package_ref(text.get_ref()).ok_or_else(|| {
+                err(
+                    Some(text.span()),
+                    format!(
+                        "package {:?} is not NAME@VERSION (letters, digits, `.`, `_`, `-`, `+`)",
+                        text.get_ref()
+                    ),
+                )
+            })?;
+            uses.push(PackageUse {
+                name: name.to_string(),
+                version: version.to_string(),
+                blob: UNRESOLVED,
+            });
+            packages.push(PackageSlot { group, package: k });
+        }
         let spec = TaskSpec {
             id,
             command,
             env: task.env.into_iter().collect(),
             max_retries,
             max_wall_clock_ms,
+            inputs,
+            outputs: task.outputs,
+            packages: uses,
+            depends_on: task.depends_on,
         };
         match task.range {
             None => {
@@ -176,7 +280,64 @@ pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobSpec, JobF
         groups,
     };
     spec.validate().map_err(|e| err(None, e.to_string()))?;
-    Ok(spec)
+    Ok(JobDraft {
+        spec,
+        stage,
+        packages,
+    })
+}
+
+/// One `inputs` entry, and the local path to stage if it names a source.
+fn parse_input(i: FileInput) -> Result<(Input, Option<PathBuf>), String> {
+    let path = i.path.unwrap_or_default();
+    let within = i.within.unwrap_or_default();
+    match (i.source, i.id, i.from_task) {
+        (Some(source), None, None) => {
+            if path.is_empty() && !within.is_empty() {
+                return Err("an input with a source needs a path".into());
+            }
+            let within = if source.contains("{index}") {
+                "{index}".to_string()
+            } else {
+                within
+            };
+            let input = Input {
+                path,
+                source: Source::Blob(UNRESOLVED),
+                within,
+            };
+            Ok((input, Some(PathBuf::from(source))))
+        }
+        (None, Some(id), None) => {
+            let id = BlobId::parse(&id)
+                .ok_or_else(|| format!("input id {id:?} is not a 64-hex blob id"))?;
+            Ok((
+                Input {
+                    path,
+                    source: Source::Blob(id),
+                    within,
+                },
+                None,
+            ))
+        }
+        (None, None, Some(task)) => {
+            // `{ from_task = "t7", path = "out.txt" }` takes out.txt to out.txt.
+            let within = if within.is_empty() {
+                path.clone()
+            } else {
+                within
+            };
+            Ok((
+                Input {
+                    path,
+                    source: Source::Task(task),
+                    within,
+                },
+                None,
+            ))
+        }
+        _ => Err("an input names exactly one of `source`, `id` or `from_task`".into()),
+    }
 }
 
 /// `"1..=100"` (inclusive), `"0..100"` (exclusive) or `"1-100"` (inclusive).
@@ -238,7 +399,8 @@ mod tests {
             "name = \"sweep\"\n[[tasks]]\ncommand = [\"echo\", \"{index}\"]\nrange = \"1..=10\"\nstep = 3\nmax_wall_clock = \"2m\"\n",
             "job",
         )
-        .unwrap();
+        .unwrap()
+        .spec;
         assert_eq!(spec.name, "sweep");
         assert_eq!(spec.task_count(), 4);
         let task = spec.task(1).unwrap();
@@ -262,6 +424,62 @@ mod tests {
         assert!(parse_err("name = \n").starts_with("job.toml:1:"));
         assert!(parse_err("[[tasks]]\ncommand = \"x\"\nrange = \"5..=1\"\n").contains("empty"));
         assert!(parse_err("tasks = []\n").contains("no tasks"));
+    }
+
+    #[test]
+    fn inputs_outputs_packages_and_dependencies() {
+        let text = r#"
+[[tasks]]
+id = "prep"
+command = "true"
+outputs = ["settings.json"]
+[[tasks]]
+id = "f"
+command = "render {index}"
+range = "1..=3"
+inputs = [
+  { path = "scene.blend", source = "scene.blend" },
+  { path = "in.png", source = "frames/{index}.png" },
+  { from_task = "prep", path = "settings.json" },
+]
+packages = ["blender@4.2"]
+depends_on = ["prep"]
+"#;
+        let draft = parse("job.toml", text, "job").unwrap();
+        assert_eq!(draft.stage.len(), 2);
+        assert_eq!(draft.stage[1].path, PathBuf::from("frames/{index}.png"));
+        assert_eq!(draft.packages.len(), 1);
+        let task = draft.spec.task(2).unwrap();
+        assert_eq!(task.inputs[1].within, "2");
+        assert_eq!(task.inputs[2].source, Source::Task("prep".into()));
+        assert_eq!(task.inputs[2].within, "settings.json");
+        assert_eq!(task.packages[0].name, "blender");
+    }
+
+    #[test]
+    fn escaping_paths_and_bad_references_are_refused_with_their_place() {
+        let task = |extra: &str| format!("[[tasks]]\nid = \"a\"\ncommand = \"x\"\n{extra}\n");
+        let e = parse_err(&task(r#"inputs = [{ path = "../x", source = "x" }]"#));
+        assert!(
+            e.starts_with("job.toml:1:1: task \"a\": input path \"../x\""),
+            "{e}"
+        );
+        let e = parse_err(&task(r#"outputs = ["/etc/*"]"#));
+        assert!(e.contains("output pattern \"/etc/*\": "), "{e}");
+        let e = parse_err(&task(
+            r#"inputs = [{ path = "x", source = "a", id = "b" }]"#,
+        ));
+        assert!(
+            e.starts_with("job.toml:4:11: an input names exactly one"),
+            "{e}"
+        );
+        let e = parse_err(&task(r#"packages = ["../evil@1"]"#));
+        assert!(e.starts_with("job.toml:4:13: package \"../evil@1\""), "{e}");
+        let e = parse_err(&task(r#"depends_on = ["nope"]"#));
+        assert!(
+            e.contains("depends on \"nope\", which is not a task"),
+            "{e}"
+        );
     }
 
     #[test]

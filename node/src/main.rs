@@ -2,11 +2,14 @@
 //! statuses (2 for bad input, 1 for everything else). Owns nothing else.
 
 mod api;
+mod api_files;
 mod bench;
 mod cli;
+mod cli_files;
 mod client;
 mod cluster;
 mod demo;
+mod draft;
 mod driver;
 mod exec;
 mod fetch;
@@ -16,6 +19,7 @@ mod net;
 mod outbox;
 mod paths;
 mod serve;
+mod stage;
 mod store;
 
 use clap::Parser;

@@ -62,6 +62,14 @@ impl DataDir {
     pub fn work_dir(&self) -> PathBuf {
         self.root.join("work")
     }
+    /// Input files materialized once, hard-linked into working directories.
+    pub fn input_cache_dir(&self) -> PathBuf {
+        self.root.join("inputs")
+    }
+    /// Unpacked packages, `NAME@VERSION` each.
+    pub fn packages_dir(&self) -> PathBuf {
+        self.root.join("packages")
+    }
     pub fn log_file(&self) -> PathBuf {
         self.root.join("node.log")
     }

@@ -7,8 +7,10 @@
 use crate::api::{self, ApiState};
 use crate::driver::Driver;
 use crate::exec::Executor;
+use crate::fetch::Fetcher;
 use crate::net::{self, NetConfig};
 use crate::paths::{self, DataDir};
+use crate::stage::Stager;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
 use anyhow::{Context, Result};
@@ -123,7 +125,14 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         Millis(0),
     );
     let (exited_tx, exited_rx) = mpsc::unbounded_channel();
-    let exec = Executor::new(work, blobs.clone(), peer_id.to_string(), exited_tx);
+    let fetcher = Fetcher::new(net.clone(), blobs.clone());
+    let stager = Stager::new(
+        blobs.clone(),
+        fetcher.clone(),
+        dir.input_cache_dir(),
+        dir.packages_dir(),
+    );
+    let exec = Executor::new(work, blobs.clone(), stager, peer_id.to_string(), exited_tx);
 
     let token = match std::fs::read_to_string(dir.token_file()) {
         Ok(t) if t.trim().len() >= 32 => t.trim().to_string(),
@@ -169,7 +178,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         }
         let _ = shutdown_tx.send(());
     });
-    let driver = Driver::new(core, store, blobs, net, exec, dir.listen_file(), clock);
+    let driver = Driver::new(core, store, net, fetcher, exec, dir.listen_file(), clock);
     driver
         .run(net_events, requests_rx, exited_rx, shutdown_rx)
         .await;

@@ -12,7 +12,7 @@
 
 use crate::event::{event_id, Claim, Event, EventBody, EventError, Identity, NodeInfo, TaskResult};
 use crate::hrw;
-use crate::ids::{EventId, JobId, NodeId, TaskRef};
+use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::{JobError, JobSpec, ResolvedTask};
 use crate::ledger::{job_id_of, Ledger, TaskState, TaskView};
 use crate::storage::EventStore;
@@ -93,7 +93,7 @@ pub enum Action {
         task: TaskRef,
         attempt: u32,
         job_name: String,
-        spec: ResolvedTask,
+        spec: Box<ResolvedTask>,
     },
     /// Stop an attempt: its claim was lost, fenced or its job cancelled.
     Kill { task: TaskRef, attempt: u32 },
@@ -103,25 +103,29 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
     pub pending: u32,
+    pub blocked: u32,
     pub running: u32,
     pub succeeded: u32,
     pub failed: u32,
     pub cancelled: u32,
+    pub skipped: u32,
 }
 
 impl Progress {
     fn slot(&mut self, state: TaskState) -> &mut u32 {
         match state {
             TaskState::Pending => &mut self.pending,
+            TaskState::Blocked => &mut self.blocked,
             TaskState::Running => &mut self.running,
             TaskState::Succeeded => &mut self.succeeded,
             TaskState::Failed => &mut self.failed,
             TaskState::Cancelled => &mut self.cancelled,
+            TaskState::Skipped => &mut self.skipped,
         }
     }
 
     pub fn done(&self) -> u32 {
-        self.succeeded + self.failed + self.cancelled
+        self.succeeded + self.failed + self.cancelled + self.skipped
     }
 }
 
@@ -455,6 +459,40 @@ impl<S: EventStore> Core<S> {
         Ok((job_id_of(&id), id))
     }
 
+    /// Records an application package version for the whole mesh. Adding
+    /// the same content again is a no-op; other content under a version
+    /// already known is refused (versions are immutable).
+    pub fn add_package(
+        &mut self,
+        now: Millis,
+        name: &str,
+        version: &str,
+        blob: BlobId,
+        wall_ms: u64,
+    ) -> Result<Option<EventId>, String> {
+        crate::files::check_package(name, version).map_err(|e| e.to_string())?;
+        if let Some(old) = self.ledger.package(name, version) {
+            if old.blob == blob {
+                return Ok(None);
+            }
+            return Err(format!(
+                "package {name}@{version} already exists with other content ({}); versions are immutable, add a new version",
+                old.blob
+            ));
+        }
+        let id = self.publish(
+            now,
+            EventBody::PackageAdded {
+                name: name.to_string(),
+                version: version.to_string(),
+                blob,
+                added_ms: wall_ms,
+            },
+        );
+        self.after_input(now);
+        Ok(Some(id))
+    }
+
     /// Cancels a job everywhere; false if the job is unknown.
     pub fn cancel(&mut self, now: Millis, job: JobId) -> bool {
         if self.ledger.job(&job).is_none() {
@@ -733,21 +771,51 @@ impl<S: EventStore> Core<S> {
     }
 
     fn refresh_job(&mut self, now: Millis, job: JobId) {
-        let count = self.ledger.job(&job).map_or(0, |j| j.task_count);
-        for index in 0..count {
+        let Some(record) = self.ledger.job(&job) else {
+            return;
+        };
+        let order: Vec<u32> = match &record.deps {
+            Some(graph) => graph.order().to_vec(),
+            None => (0..record.task_count).collect(),
+        };
+        for index in order {
             self.refresh(now, TaskRef { job, index });
         }
     }
 
-    /// Recomputes one task's view and follows its consequences here.
+    /// Recomputes a task's view, and its dependents' while their
+    /// dependencies' states change.
     fn refresh(&mut self, now: Millis, task: TaskRef) {
-        let Some(view) = self.ledger.view(task) else {
-            return;
-        };
+        let mut work = vec![task];
+        while let Some(task) = work.pop() {
+            let Some(old_state) = self.refresh_one(now, task) else {
+                continue;
+            };
+            let new_state = self.views.get(&task).map(|v| v.state);
+            if old_state == new_state {
+                continue;
+            }
+            if let Some(graph) = self.ledger.job(&task.job).and_then(|j| j.deps.as_ref()) {
+                work.extend(graph.dependents(task.index).iter().map(|index| TaskRef {
+                    job: task.job,
+                    index: *index,
+                }));
+            }
+        }
+    }
+
+    /// Recomputes one task's view and follows its consequences here.
+    /// Returns the previous state if the view changed.
+    fn refresh_one(&mut self, now: Millis, task: TaskRef) -> Option<Option<TaskState>> {
+        let views = &self.views;
+        let view = self
+            .ledger
+            .view_with(task, |dep| views.get(&dep).map(|v| v.state))?;
         let old = self.views.get(&task);
         if old == Some(&view) {
-            return;
+            return None;
         }
+        let old_state = old.map(|v| v.state);
         let progress = self.progress.entry(task.job).or_default();
         if let Some(old) = old {
             *progress.slot(old.state) -= 1;
@@ -782,6 +850,7 @@ impl<S: EventStore> Core<S> {
             self.enqueue(task, view.attempt, now);
         }
         self.views.insert(task, view);
+        Some(old_state)
     }
 
     fn lose(&mut self, task: TaskRef, local: Local) {
@@ -999,7 +1068,7 @@ impl<S: EventStore> Core<S> {
                 task,
                 attempt: local.attempt,
                 job_name,
-                spec,
+                spec: Box::new(spec),
             });
         }
     }

@@ -24,6 +24,8 @@ pub enum Outcome {
     Signaled(i32),
     TimedOut,
     FailedToStart(String),
+    /// The process exited 0 but its outputs could not be stored.
+    OutputsFailed(String),
 }
 
 impl Outcome {
@@ -36,7 +38,7 @@ impl Outcome {
         match self {
             Outcome::Exited(code) => Some(*code),
             Outcome::Signaled(sig) => Some(128 + sig),
-            Outcome::TimedOut | Outcome::FailedToStart(_) => None,
+            Outcome::TimedOut | Outcome::FailedToStart(_) | Outcome::OutputsFailed(_) => None,
         }
     }
 }
@@ -49,6 +51,8 @@ pub struct TaskResult {
     pub outcome: Outcome,
     pub stdout: Option<BlobId>,
     pub stderr: Option<BlobId>,
+    /// A tree of the files the task's output patterns matched.
+    pub outputs: Option<BlobId>,
     pub duration_ms: u64,
 }
 
@@ -87,6 +91,13 @@ pub enum EventBody {
     NodeAnnounce {
         seq: u64,
         info: NodeInfo,
+    },
+    /// An application package version: immutable once added.
+    PackageAdded {
+        name: String,
+        version: String,
+        blob: BlobId,
+        added_ms: u64,
     },
 }
 

@@ -4,6 +4,7 @@
 //! and its deterministic expansion into numbered tasks. Must not know how a
 //! job file is written (that is the node's job-file parser) nor how a task runs.
 
+use crate::files::{check_input, check_output, FileRuleError, Input, PackageUse, Source};
 use serde::{Deserialize, Serialize};
 
 /// Most tasks one job may expand to.
@@ -29,6 +30,14 @@ pub struct TaskSpec {
     pub env: Vec<(String, String)>,
     pub max_retries: u32,
     pub max_wall_clock_ms: Option<u64>,
+    /// Placed in the working directory before the task starts.
+    pub inputs: Vec<Input>,
+    /// Glob patterns, relative to the working directory, stored after exit.
+    pub outputs: Vec<String>,
+    pub packages: Vec<PackageUse>,
+    /// Task ids (`t1`) or ranges of numbered ids (`t3..t9`) of this job that
+    /// must succeed first. A `from_task` input adds its task implicitly.
+    pub depends_on: Vec<String>,
 }
 
 /// A single task or an index range expanded from one template.
@@ -60,6 +69,10 @@ pub struct ResolvedTask {
     pub env: Vec<(String, String)>,
     pub max_retries: u32,
     pub max_wall_clock_ms: Option<u64>,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<String>,
+    pub packages: Vec<PackageUse>,
+    pub depends_on: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +91,14 @@ pub enum JobError {
     TooLarge(usize),
     #[error("task id {0:?} appears twice")]
     DuplicateId(String),
+    #[error(transparent)]
+    Files(#[from] FileRuleError),
+    #[error("task {task:?} depends on {dep:?}, which is not a task of this job")]
+    MissingDependency { task: String, dep: String },
+    #[error("task {0:?} depends on itself")]
+    SelfDependency(String),
+    #[error("the dependencies form a cycle through task {0:?}")]
+    Cycle(String),
 }
 
 impl TaskSpec {
@@ -89,7 +110,23 @@ impl TaskSpec {
             env: Vec::new(),
             max_retries,
             max_wall_clock_ms: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            packages: Vec::new(),
+            depends_on: Vec::new(),
         }
+    }
+}
+
+impl ResolvedTask {
+    /// Ids of the tasks this one waits for: `depends_on` entries (ranges
+    /// not yet expanded) and the tasks its inputs come from.
+    pub fn dependency_refs(&self) -> impl Iterator<Item = &str> {
+        let from_tasks = self.inputs.iter().filter_map(|i| match &i.source {
+            Source::Task(task) => Some(task.as_str()),
+            Source::Blob(_) => None,
+        });
+        self.depends_on.iter().map(String::as_str).chain(from_tasks)
     }
 }
 
@@ -115,7 +152,7 @@ impl TaskGroup {
         self.len() == 0
     }
 
-    fn spec(&self) -> &TaskSpec {
+    pub(crate) fn spec(&self) -> &TaskSpec {
         match self {
             TaskGroup::One(spec) | TaskGroup::Array { template: spec, .. } => spec,
         }
@@ -175,12 +212,21 @@ impl JobSpec {
         let mut seen = std::collections::BTreeSet::new();
         for index in 0..count as u32 {
             if let Some(task) = self.task(index) {
+                for input in &task.inputs {
+                    check_input(&task.id, input)?;
+                }
+                for pattern in &task.outputs {
+                    check_output(&task.id, pattern)?;
+                }
+                for p in &task.packages {
+                    crate::files::check_package(&p.name, &p.version)?;
+                }
                 if !seen.insert(task.id.clone()) {
                     return Err(JobError::DuplicateId(task.id));
                 }
             }
         }
-        Ok(())
+        crate::deps::DepGraph::build(self).map(|_| ())
     }
 
     /// The task at position `index` of the expansion, placeholders filled.
@@ -275,6 +321,21 @@ fn resolve(spec: &TaskSpec, id: String, index: Option<i64>) -> ResolvedTask {
             .collect(),
         max_retries: spec.max_retries,
         max_wall_clock_ms: spec.max_wall_clock_ms,
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|i| Input {
+                path: fill(&i.path, index),
+                source: match &i.source {
+                    Source::Blob(id) => Source::Blob(*id),
+                    Source::Task(task) => Source::Task(fill(task, index)),
+                },
+                within: fill(&i.within, index),
+            })
+            .collect(),
+        outputs: spec.outputs.iter().map(|o| fill(o, index)).collect(),
+        packages: spec.packages.clone(),
+        depends_on: spec.depends_on.iter().map(|d| fill(d, index)).collect(),
     }
 }
 
@@ -284,11 +345,8 @@ mod tests {
 
     fn spec(id: &str, cmd: &str) -> TaskSpec {
         TaskSpec {
-            id: id.into(),
-            command: Command::Shell(cmd.into()),
             env: vec![("N".into(), "{index}".into())],
-            max_retries: 0,
-            max_wall_clock_ms: None,
+            ..TaskSpec::new(id, Command::Shell(cmd.into()), 0)
         }
     }
 

@@ -7,14 +7,16 @@
 //! time, peers, liveness or IO; those belong to `core`.
 
 use crate::codec;
+use crate::deps::DepGraph;
 use crate::event::{Claim, Event, EventBody, NodeInfo, TaskResult};
 use crate::hrw;
-use crate::ids::{EventId, JobId, NodeId, TaskRef};
+use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
 use crate::sync::Fingerprints;
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// A job as the ledger knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +27,19 @@ pub struct JobRecord {
     pub submitted_by: NodeId,
     pub submitted_ms: u64,
     pub task_count: u32,
+    /// Who waits for whom, if any task does.
+    pub deps: Option<Arc<DepGraph>>,
+}
+
+/// An application package version as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    pub blob: BlobId,
+    pub added_by: NodeId,
+    pub added_ms: u64,
+    event: EventId,
 }
 
 /// Everything the ledger holds about one task.
@@ -38,27 +53,33 @@ struct TaskFacts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaskState {
     Pending,
+    /// Waiting for dependencies to succeed.
+    Blocked,
     Running,
     Succeeded,
     Failed,
     Cancelled,
+    /// Will never run: a dependency failed, was cancelled or was skipped.
+    Skipped,
 }
 
 impl TaskState {
     pub fn terminal(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Skipped
         )
     }
 
     pub fn name(self) -> &'static str {
         match self {
             TaskState::Pending => "pending",
+            TaskState::Blocked => "blocked",
             TaskState::Running => "running",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
+            TaskState::Skipped => "skipped",
         }
     }
 }
@@ -93,6 +114,7 @@ pub struct Ledger {
     cancelled: BTreeSet<JobId>,
     facts: BTreeMap<TaskRef, TaskFacts>,
     nodes: BTreeMap<NodeId, (u64, NodeInfo)>,
+    packages: BTreeMap<(String, String), PackageRecord>,
 }
 
 /// The job id that a submit event with this id creates.
@@ -144,6 +166,14 @@ impl Ledger {
         self.nodes.get(id).map(|(_, info)| info)
     }
 
+    pub fn packages(&self) -> impl Iterator<Item = &PackageRecord> {
+        self.packages.values()
+    }
+
+    pub fn package(&self, name: &str, version: &str) -> Option<&PackageRecord> {
+        self.packages.get(&(name.to_string(), version.to_string()))
+    }
+
     /// Adds an already verified event. Returns what changed, or `None` if the
     /// ledger already held it.
     pub fn insert(&mut self, id: EventId, event: &Event) -> Option<Touched> {
@@ -164,6 +194,8 @@ impl Ledger {
                     submitted_by: event.author,
                     submitted_ms: *submitted_ms,
                     task_count: job.task_count().min(u32::MAX as u64) as u32,
+                    // Submitters validate; a job that fails here runs without order.
+                    deps: DepGraph::build(job).ok().flatten().map(Arc::new),
                 };
                 // Two submits sharing an 8-byte prefix: the lower event id wins everywhere.
                 let replace = self.jobs.get(&job_id).is_none_or(|old| id < old.event);
@@ -228,12 +260,81 @@ impl Ledger {
                     touched.nodes.push(event.author);
                 }
             }
+            EventBody::PackageAdded {
+                name,
+                version,
+                blob,
+                added_ms,
+            } => {
+                let record = PackageRecord {
+                    name: name.clone(),
+                    version: version.clone(),
+                    blob: *blob,
+                    added_by: event.author,
+                    added_ms: *added_ms,
+                    event: id,
+                };
+                // A version is immutable: of two adds, the lower event id wins everywhere.
+                match self.packages.entry((name.clone(), version.clone())) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(record);
+                    }
+                    Entry::Occupied(mut slot) if id < slot.get().event => {
+                        slot.insert(record);
+                    }
+                    Entry::Occupied(_) => {}
+                }
+            }
         }
         Some(touched)
     }
 
     /// The replicated state of one task, or `None` if its job is unknown.
+    /// For a task with dependencies this folds the job's other tasks too;
+    /// callers that keep views use [`Ledger::view_with`].
     pub fn view(&self, task: TaskRef) -> Option<TaskView> {
+        let job = self.jobs.get(&task.job)?;
+        if job.deps.is_none() {
+            return self.view_with(task, |_| None);
+        }
+        self.job_views(&task.job)
+            .into_iter()
+            .nth(task.index as usize)
+    }
+
+    /// The state of one task given its dependencies' states (`None` for
+    /// one not known yet, which counts as not succeeded).
+    pub fn view_with(
+        &self,
+        task: TaskRef,
+        dep_state: impl Fn(TaskRef) -> Option<TaskState>,
+    ) -> Option<TaskView> {
+        let own = self.own_view(task)?;
+        if own.state != TaskState::Pending || own.attempt > 0 {
+            return Some(own);
+        }
+        let Some(graph) = self.jobs.get(&task.job).and_then(|j| j.deps.as_ref()) else {
+            return Some(own);
+        };
+        let mut state = TaskState::Pending;
+        for dep in graph.deps(task.index) {
+            match dep_state(TaskRef {
+                job: task.job,
+                index: *dep,
+            }) {
+                Some(TaskState::Succeeded) => {}
+                Some(s) if s.terminal() => {
+                    state = TaskState::Skipped;
+                    break;
+                }
+                _ => state = TaskState::Blocked,
+            }
+        }
+        Some(TaskView { state, ..own })
+    }
+
+    /// A task's state from its own facts alone.
+    fn own_view(&self, task: TaskRef) -> Option<TaskView> {
         let job = self.jobs.get(&task.job)?;
         let max_retries = job.spec.template(task.index)?.max_retries;
         let empty = TaskFacts::default();
@@ -285,10 +386,24 @@ impl Ledger {
 
     /// Every task of a job, in index order.
     pub fn job_views(&self, job: &JobId) -> Vec<TaskView> {
-        let count = self.jobs.get(job).map_or(0, |j| j.task_count);
-        (0..count)
-            .filter_map(|index| self.view(TaskRef { job: *job, index }))
-            .collect()
+        let Some(record) = self.jobs.get(job) else {
+            return Vec::new();
+        };
+        let at = |index| TaskRef { job: *job, index };
+        let Some(graph) = &record.deps else {
+            return (0..record.task_count)
+                .filter_map(|index| self.view_with(at(index), |_| None))
+                .collect();
+        };
+        // Dependencies first, so each task folds over its dependencies' states.
+        let mut views: Vec<Option<TaskView>> = vec![None; record.task_count as usize];
+        for index in graph.order() {
+            let view = self.view_with(at(*index), |dep| {
+                views[dep.index as usize].as_ref().map(|v| v.state)
+            });
+            views[*index as usize] = view;
+        }
+        views.into_iter().flatten().collect()
     }
 
     /// A hash of every task's state: equal on nodes that hold the same events.

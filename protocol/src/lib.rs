@@ -10,7 +10,9 @@
 pub mod codec;
 pub mod content;
 pub mod core;
+pub mod deps;
 pub mod event;
+pub mod files;
 pub mod hrw;
 pub mod ids;
 pub mod job;
@@ -22,6 +24,7 @@ pub mod wire;
 
 pub use crate::core::{Action, Config, Core, Destination, Transmit};
 pub use event::{Event, EventBody, Identity, NodeInfo, Outcome, TaskResult};
+pub use files::{Input, PackageUse, Source};
 pub use ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 pub use job::{Command, JobSpec, ResolvedTask, TaskGroup, TaskSpec};
 pub use ledger::{Ledger, TaskState, TaskView};

@@ -97,6 +97,7 @@ impl Node {
                 outcome,
                 stdout: None,
                 stderr: None,
+                outputs: None,
                 duration_ms: 5,
             },
         );

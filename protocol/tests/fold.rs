@@ -69,6 +69,7 @@ fn result(task: TaskRef, attempt: u32, code: i32) -> TaskResult {
         outcome: Outcome::Exited(code),
         stdout: None,
         stderr: None,
+        outputs: None,
         duration_ms: 10 + u64::from(attempt),
     }
 }
@@ -459,6 +460,7 @@ proptest! {
                 }
                 TaskState::Pending => prop_assert!(v.node.is_none() && v.result.is_none()),
                 TaskState::Failed | TaskState::Cancelled => {}
+                TaskState::Blocked | TaskState::Skipped => prop_assert!(false, "no dependencies here"),
             }
         }
     }
@@ -474,4 +476,62 @@ fn two_results_of_one_node_for_one_attempt_resolve_alike_in_either_order() {
     let other = fold([&job_ev, &ok, &fail]);
     assert_eq!(one.state_digest(), other.state_digest());
     assert_eq!(view(&one, t).state, TaskState::Succeeded);
+}
+
+/// A chain `a ← b ← c` plus `d` on `a`: each waits while its dependency
+/// has not succeeded, and a failure skips everything downstream — the
+/// same in any order of events.
+#[test]
+fn dependents_wait_for_success_and_are_skipped_after_a_failure_in_any_order() {
+    let step = |id: &str, deps: &[&str]| {
+        peerbatch_protocol::TaskGroup::One(TaskSpec {
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..TaskSpec::new(id, Command::Argv(vec!["true".into()]), 0)
+        })
+    };
+    let spec = JobSpec {
+        name: "chain".into(),
+        priority: 0,
+        groups: vec![
+            step("c", &["b"]),
+            step("b", &["a"]),
+            step("a", &[]),
+            step("d", &["a"]),
+        ],
+    };
+    spec.validate().expect("a valid chain");
+    let submit = signed(
+        &identity(200),
+        EventBody::JobSubmitted {
+            job: spec,
+            submitted_ms: 1,
+            nonce: 1,
+        },
+    );
+    let job = job_id_of(&submit.0);
+    let (a, b, c, d) = (task(job, 2), task(job, 1), task(job, 0), task(job, 3));
+    let states = |ledger: &Ledger| [a, b, c, d].map(|t| view(ledger, t).state);
+    use TaskState::*;
+    assert_eq!(
+        states(&fold([&submit])),
+        [Pending, Blocked, Blocked, Blocked]
+    );
+
+    let node = identity(1);
+    let a_ok = finished(&node, &[(a, 0, 0)]);
+    let b_failed = finished(&node, &[(b, 0, 1)]);
+    let mut events = vec![submit.clone(), claims(&node, &[(a, 0)]), a_ok];
+    assert_eq!(
+        states(&fold(&events)),
+        [Succeeded, Pending, Blocked, Pending]
+    );
+    events.extend([claims(&node, &[(b, 0)]), b_failed]);
+    let mut rng = SmallRng::seed_from_u64(3);
+    for _ in 0..10 {
+        events.shuffle(&mut rng);
+        let ledger = fold(&events);
+        assert_eq!(states(&ledger), [Succeeded, Failed, Skipped, Pending]);
+        let listed: Vec<TaskState> = ledger.job_views(&job).iter().map(|v| v.state).collect();
+        assert_eq!(listed, vec![Skipped, Failed, Succeeded, Pending]);
+    }
 }

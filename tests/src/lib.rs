@@ -11,6 +11,27 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Node flags for tests: two slots, short leases and heartbeats.
+pub const FAST: &[&str] = &[
+    "--slots",
+    "2",
+    "--lease-ms",
+    "2000",
+    "--heartbeat-ms",
+    "400",
+];
+
+/// Asserts a CLI command succeeded (showing its stderr if not) and returns
+/// its trimmed stdout.
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The `peerbatch` binary, built (once per test process) by cargo.
 pub fn bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

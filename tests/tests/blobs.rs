@@ -3,7 +3,7 @@
 
 use peerbatch_protocol::content::{Object, Tree, TreeEntry};
 use peerbatch_protocol::BlobId;
-use peerbatch_tests::{bin, wait_for, Cluster, Node};
+use peerbatch_tests::{bin, ok, wait_for, Cluster, Node};
 use serde_json::Value;
 use std::fs;
 use std::io::{Read, Write};
@@ -13,15 +13,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn put(node: &Node, paths: &[&Path]) -> Vec<String> {
     let mut args = vec!["put"];

@@ -1,17 +1,8 @@
 //! A real mesh runs a real job: several `peerbatch` processes on loopback.
 
-use peerbatch_tests::{tasks, wait_converged, wait_for, Cluster};
+use peerbatch_tests::{tasks, wait_converged, wait_for, Cluster, FAST};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-const FAST: &[&str] = &[
-    "--slots",
-    "2",
-    "--lease-ms",
-    "2000",
-    "--heartbeat-ms",
-    "400",
-];
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()

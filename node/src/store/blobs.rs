@@ -195,6 +195,11 @@ impl BlobStore {
     fn put_tree(&self, root: &Path) -> Result<(BlobId, PutStats)> {
         let mut files = Vec::new();
         walk(root, "", &mut files)?;
+        self.put_files(files)
+    }
+
+    /// Stores listed files as one tree: `(path in the tree, local file, mode)`.
+    pub fn put_files(&self, mut files: Vec<(String, PathBuf, u32)>) -> Result<(BlobId, PutStats)> {
         files.sort();
         let mut stats = PutStats::default();
         let mut entries = Vec::with_capacity(files.len());
@@ -207,7 +212,14 @@ impl BlobStore {
                 blob,
             });
         }
-        let tree = Tree { entries };
+        let (id, new) = self.put_tree_object(Tree { entries })?;
+        stats.chunks += 1;
+        stats.chunks_written += u64::from(new);
+        Ok((id, stats))
+    }
+
+    /// Stores a tree of files already stored, after checking its paths.
+    pub fn put_tree_object(&self, tree: Tree) -> Result<(BlobId, bool)> {
         let object = Object::Tree(tree);
         if let Object::Tree(tree) = &object {
             tree.validate().map_err(|source| BlobError::UnsafeTree {
@@ -215,10 +227,7 @@ impl BlobStore {
                 source,
             })?;
         }
-        let (id, new) = self.put_object(&object)?;
-        stats.chunks += 1;
-        stats.chunks_written += u64::from(new);
-        Ok((id, stats))
+        self.put_object(&object)
     }
 
     pub fn read_chunk(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {

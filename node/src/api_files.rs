@@ -1,0 +1,299 @@
+//! HTTP routes of the data plane beyond single blobs: trees listed file by
+//! file (array sources), a job's outputs downloaded as one tree, and
+//! application packages (including unpacking `.tar`/`.tar.gz` archives with
+//! their paths checked).
+//!
+//! Owns those JSON shapes and the archive reader. Routes are registered in
+//! `api`; like every handler, these ask the driver for protocol state and
+//! must not keep any of their own.
+
+use crate::api::{absolute, ask, bad_request, not_found, ApiError, ApiResult, ApiState};
+use crate::identity::peer_of;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use peerbatch_protocol::content::{check_path, Object, Tree, TreeEntry};
+use peerbatch_protocol::{BlobId, TaskState};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn blob_error(e: crate::store::blobs::BlobError) -> ApiError {
+    bad_request(format!("{:#}", anyhow::Error::from(e)))
+}
+
+#[derive(Deserialize)]
+pub struct EntriesBody {
+    /// `(path in the tree, absolute local file)`.
+    entries: Vec<(String, PathBuf)>,
+}
+
+/// Stores local files under the given tree paths as one tree.
+pub async fn put_entries(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Json(body): Json<EntriesBody>,
+) -> ApiResult<Json<Value>> {
+    let mut files = Vec::with_capacity(body.entries.len());
+    for (name, path) in body.entries {
+        check_path(&name).map_err(|e| bad_request(e.to_string()))?;
+        let path = absolute("entry", path)?;
+        let meta =
+            fs::metadata(&path).map_err(|e| bad_request(format!("{}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(bad_request(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        files.push((name, path, meta.permissions().mode() & 0o777));
+    }
+    let blobs = ask(&s, &h, |d| d.blobs.clone()).await?;
+    let (id, stats) = tokio::task::spawn_blocking(move || blobs.put_files(files))
+        .await
+        .map_err(internal)?
+        .map_err(blob_error)?;
+    Ok(Json(json!({
+        "id": id.to_string(),
+        "files": stats.files,
+        "bytes": stats.bytes,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct OutBody {
+    out: PathBuf,
+}
+
+/// Starts downloading every succeeded task's outputs of a job to
+/// `out/TASK/...`; answers with an export number to poll.
+pub async fn export_outputs(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(job): Path<String>,
+    Json(body): Json<OutBody>,
+) -> ApiResult<Json<Value>> {
+    let out = absolute("out", body.out)?;
+    crate::store::blobs::check_out(&out).map_err(blob_error)?;
+    let found = ask(&s, &h, move |d| {
+        let id = d.resolve_job(&job).map_err(not_found)?;
+        let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
+        let mut outputs = Vec::new();
+        let (mut total, mut succeeded) = (0u32, 0u32);
+        for view in d.core.views(id) {
+            total += 1;
+            if view.state != TaskState::Succeeded {
+                continue;
+            }
+            succeeded += 1;
+            let name = record.spec.task(view.task.index).map(|t| t.id);
+            if let (Some(name), Some(blob)) = (name, view.result.as_ref().and_then(|r| r.outputs)) {
+                outputs.push((name, blob));
+            }
+        }
+        Ok((
+            id,
+            outputs,
+            total,
+            succeeded,
+            d.connected_peers(),
+            d.fetcher.clone(),
+            d.blobs.clone(),
+        ))
+    })
+    .await??;
+    let (job, outputs, total, succeeded, peers, fetcher, blobs) = found;
+    if outputs.is_empty() {
+        return Err(not_found(format!(
+            "job {job} has no task outputs yet ({succeeded} of {total} tasks succeeded)"
+        )));
+    }
+    let mut entries = Vec::new();
+    for (task, blob) in &outputs {
+        let tree = match fetcher.fetch_object(*blob, &peers).await {
+            Ok(Object::Tree(tree)) => tree,
+            Ok(Object::File(_)) => {
+                return Err(bad_request(format!(
+                    "outputs {blob} of task {task:?} are not a tree"
+                )))
+            }
+            Err(e) => {
+                return Err(ApiError(
+                    StatusCode::BAD_GATEWAY,
+                    format!("outputs of task {task:?}: {:#}", anyhow::Error::from(e)),
+                ))
+            }
+        };
+        for e in tree.entries {
+            entries.push(TreeEntry {
+                path: format!("{task}/{}", e.path),
+                ..e
+            });
+        }
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let (tree, _) = blobs.put_tree_object(Tree { entries }).map_err(|e| {
+        bad_request(format!(
+            "task ids do not make a safe directory tree: {:#}",
+            anyhow::Error::from(e)
+        ))
+    })?;
+    let number = fetcher.start_export(tree, out, peers);
+    Ok(Json(json!({
+        "export": number,
+        "job_id": job.to_string(),
+        "tree": tree.to_string(),
+        "tasks": total,
+        "succeeded": succeeded,
+        "tasks_with_outputs": outputs.len(),
+    })))
+}
+
+/// Every package version the mesh knows.
+pub async fn packages(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
+    ask(&s, &h, |d| {
+        let list = d
+            .core
+            .ledger()
+            .packages()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "blob": p.blob.to_string(),
+                    "added_by": peer_of(&p.added_by).map_or_else(|| p.added_by.to_string(), |x| x.to_string()),
+                    "added_ms": p.added_ms,
+                })
+            })
+            .collect();
+        Json(Value::Array(list))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct PackageBody {
+    name: String,
+    version: String,
+    path: PathBuf,
+}
+
+/// Stores a directory or archive as a package version and tells the mesh.
+pub async fn add_package(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Json(body): Json<PackageBody>,
+) -> ApiResult<Json<Value>> {
+    peerbatch_protocol::files::check_package(&body.name, &body.version)
+        .map_err(|e| bad_request(e.to_string()))?;
+    let path = absolute("path", body.path)?;
+    let blobs = ask(&s, &h, |d| d.blobs.clone()).await?;
+    let stored = tokio::task::spawn_blocking(move || -> Result<(BlobId, u64), String> {
+        let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let (id, stats) = blobs
+                .put_path(&path)
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+            return Ok((id, stats.files));
+        }
+        let staging = tempdir_beside(&path)?;
+        let result = unpack(&path, &staging).and_then(|_| {
+            blobs
+                .put_path(&staging)
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+        });
+        let _ = fs::remove_dir_all(&staging);
+        result.map(|(id, stats)| (id, stats.files))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(bad_request)?;
+    let (blob, files) = stored;
+    let (name, version) = (body.name, body.version);
+    let added = ask(&s, &h, move |d| {
+        let now = d.now();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as u64);
+        let added = d.core.add_package(now, &name, &version, blob, wall);
+        added.map(|event| (name, version, event.is_some()))
+    })
+    .await?
+    .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    Ok(Json(json!({
+        "name": added.0,
+        "version": added.1,
+        "blob": blob.to_string(),
+        "files": files,
+        "new": added.2,
+    })))
+}
+
+/// A fresh directory for unpacking, in the system temp dir.
+fn tempdir_beside(archive: &std::path::Path) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "peerbatch-package-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot unpack {}: {e}", archive.display()))?;
+    Ok(dir)
+}
+
+/// Unpacks a `.tar`, `.tar.gz` or `.tgz` into `dir`, refusing entries that
+/// are links, special files, or paths that escape `dir`.
+fn unpack(archive: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+    let name = archive.display().to_string();
+    let file = fs::File::open(archive).map_err(|e| format!("{name}: {e}"))?;
+    let reader: Box<dyn std::io::Read> = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else if name.ends_with(".tar") {
+        Box::new(file)
+    } else {
+        return Err(format!(
+            "{name}: a package is a directory or a .tar, .tar.gz or .tgz archive"
+        ));
+    };
+    let mut tar = tar::Archive::new(reader);
+    let entries = tar.entries().map_err(|e| format!("{name}: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("{name}: {e}"))?;
+        let raw = entry.path().map_err(|e| format!("{name}: {e}"))?;
+        let text = raw.to_string_lossy().into_owned();
+        let rel = text
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if rel.is_empty() {
+            continue;
+        }
+        check_path(&rel).map_err(|e| format!("{name}: entry {text:?}: {e}"))?;
+        let target = dir.join(&rel);
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        } else if kind.is_file() {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+            let mut out =
+                fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            std::io::copy(&mut entry, &mut out)
+                .map_err(|e| format!("{name}: entry {text:?}: {e}"))?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: {e}", target.display()))?;
+        } else {
+            return Err(format!(
+                "{name}: entry {text:?} is a link or special file; packages hold only files and directories"
+            ));
+        }
+    }
+    Ok(())
+}
