@@ -179,6 +179,8 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value
             "bad_chunks_by_peer": d.fetcher.stats.bad_by_peer.lock().map(|m| {
                 m.iter().map(|(p, n)| (p.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()
             }).unwrap_or_default(),
+            "store_limit": d.reclaimer.as_ref().and_then(|r| r.limit()),
+            "reclaim": d.reclaimer.as_ref().map(|r| *r.history.lock().unwrap_or_else(|p| p.into_inner())),
         }))
     })
     .await
@@ -399,6 +401,7 @@ async fn put_blob(
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (id, stats) = stored.map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
+    keep(&s, &h, id).await?;
     Ok(Json(json!({
         "id": id.to_string(),
         "files": stats.files,
@@ -407,6 +410,20 @@ async fn put_blob(
         "chunks_written": stats.chunks_written,
         "ms": started.elapsed().as_millis() as u64,
     })))
+}
+
+/// Records that blob `id` was stored here by a user: never reclaimed.
+pub(crate) async fn keep(s: &ApiState, h: &HeaderMap, id: BlobId) -> ApiResult<()> {
+    let kept = ask(s, h, |d| d.reclaimer.as_ref().map(|r| r.kept.clone())).await?;
+    if let Some(kept) = kept {
+        kept.add(id).map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stored {id} but cannot record it as kept: {e}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@
 //! `api`; like every handler, these ask the driver for protocol state and
 //! must not keep any of their own.
 
-use crate::api::{absolute, ask, bad_request, not_found, ApiError, ApiResult, ApiState};
+use crate::api::{absolute, ask, bad_request, keep, not_found, ApiError, ApiResult, ApiState};
 use crate::identity::peer_of;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -59,6 +59,7 @@ pub async fn put_entries(
         .await
         .map_err(internal)?
         .map_err(blob_error)?;
+    keep(&s, &h, id).await?;
     Ok(Json(json!({
         "id": id.to_string(),
         "files": stats.files,
@@ -215,6 +216,7 @@ pub async fn add_package(
     .map_err(internal)?
     .map_err(bad_request)?;
     let (blob, files) = stored;
+    keep(&s, &h, blob).await?;
     let (name, version) = (body.name, body.version);
     let added = ask(&s, &h, move |d| {
         let now = d.now();

@@ -346,15 +346,14 @@ fn run_spec(
     let program = command.first().cloned().unwrap_or_default();
     let name = name.unwrap_or(program);
     let spec = match array {
-        None => JobSpec {
+        None => JobSpec::new(
             name,
-            priority: 0,
-            groups: vec![TaskGroup::One(TaskSpec::new(
+            vec![TaskGroup::One(TaskSpec::new(
                 "t1",
                 Command::Argv(command),
                 max_retries,
             ))],
-        },
+        ),
         Some(range) => {
             let (start, end) =
                 jobfile::parse_range(&range).map_err(|e| BadInput(format!("--array: {e}")))?;

@@ -14,6 +14,7 @@ use crate::outbox::Item;
 use crate::stage::StagedInput;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
+use crate::store::reclaim::{ledger_pins, Reclaimer};
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{FetchRequest, FetchResponse};
@@ -25,6 +26,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// How often the chunk store is checked against `--store-limit`.
+const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 
 /// Work sent to the driver from the API: runs with the driver's state.
 pub type Request = Box<dyn FnOnce(&mut Driver) + Send>;
@@ -41,6 +45,7 @@ pub struct Driver {
     kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
     listening: Vec<Multiaddr>,
     outbox: mpsc::UnboundedSender<Item>,
+    pub reclaimer: Option<Reclaimer>,
 }
 
 impl Driver {
@@ -67,7 +72,27 @@ impl Driver {
             kills: HashMap::new(),
             listening: Vec::new(),
             outbox,
+            reclaimer: None,
         }
+    }
+
+    /// Bounds the chunk store (see `store::reclaim`).
+    pub fn with_reclaimer(mut self, reclaimer: Reclaimer) -> Driver {
+        self.reclaimer = Some(reclaimer);
+        self
+    }
+
+    fn reclaim_tick(&self) {
+        let Some(r) = &self.reclaimer else { return };
+        if r.limit().is_none() {
+            return;
+        }
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as u64);
+        let mut pins = ledger_pins(&self.core, wall);
+        pins.extend(self.fetcher.exporting());
+        r.maybe_start(&self.blobs, pins);
     }
 
     pub fn now(&self) -> Millis {
@@ -82,6 +107,7 @@ impl Driver {
         mut shutdown: oneshot::Receiver<()>,
     ) {
         let mut dial_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut reclaim_tick = tokio::time::interval(RECLAIM_EVERY);
         loop {
             let deadline = self
                 .core
@@ -115,6 +141,7 @@ impl Driver {
                     self.core.handle_timeout(now);
                 }
                 _ = dial_tick.tick() => self.dial_known_nodes(),
+                _ = reclaim_tick.tick() => self.reclaim_tick(),
                 _ = &mut shutdown => break,
             }
             self.pump();

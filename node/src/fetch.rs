@@ -440,6 +440,22 @@ impl Fetcher {
         Ok(bytes)
     }
 
+    /// Blobs of exports still running, which must stay while they are written.
+    pub fn exporting(&self) -> Vec<BlobId> {
+        let Ok(exports) = self.exports.lock() else {
+            return Vec::new();
+        };
+        exports
+            .values()
+            .filter(|e| {
+                e.state
+                    .lock()
+                    .is_ok_and(|s| matches!(*s, ExportState::Running))
+            })
+            .map(|e| e.blob)
+            .collect()
+    }
+
     pub fn export(&self, number: u64) -> Option<Arc<Export>> {
         self.exports.lock().ok()?.get(&number).cloned()
     }

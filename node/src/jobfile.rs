@@ -33,7 +33,7 @@
 //! returns them in a [`JobDraft`] for `submit` to stage and resolve.
 
 use peerbatch_protocol::files::{parse_package_ref, Input, PackageUse, Source};
-use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS};
 use peerbatch_protocol::BlobId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -59,6 +59,7 @@ struct FileJob {
     name: Option<String>,
     #[serde(default)]
     priority: i32,
+    retention: Option<Spanned<toml::Value>>,
     tasks: Spanned<Vec<FileTask>>,
 }
 
@@ -196,7 +197,9 @@ pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobDraft, Job
         };
         let max_wall_clock_ms = match task.max_wall_clock {
             None => None,
-            Some(v) => Some(duration_ms(v.get_ref()).map_err(|m| err(Some(v.span()), m))?),
+            Some(v) => Some(
+                duration_ms("max_wall_clock", v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
+            ),
         };
         let is_array = task.range.is_some();
         let id = match task.id {
@@ -274,10 +277,15 @@ pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobDraft, Job
             }
         }
     }
+    let retention_ms = match job.retention {
+        None => DEFAULT_RETENTION_MS,
+        Some(v) => duration_ms("retention", v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
+    };
     let spec = JobSpec {
         name: job.name.unwrap_or_else(|| default_name.to_string()),
         priority: job.priority,
         groups,
+        retention_ms,
     };
     spec.validate().map_err(|e| err(None, e.to_string()))?;
     Ok(JobDraft {
@@ -356,10 +364,10 @@ pub fn parse_range(text: &str) -> Result<(i64, i64), String> {
     }
 }
 
-/// A duration: whole seconds, or text such as "90s", "10m", "2h", "500ms".
-fn duration_ms(value: &toml::Value) -> Result<u64, String> {
+/// A duration: whole seconds, or text such as "90s", "10m", "2h", "7d", "500ms".
+fn duration_ms(field: &str, value: &toml::Value) -> Result<u64, String> {
     let bad = || {
-        format!("max_wall_clock {value} is not a duration such as 90, \"90s\", \"10m\" or \"2h\"")
+        format!("{field} {value} is not a duration such as 90, \"90s\", \"10m\", \"2h\" or \"7d\"")
     };
     match value {
         toml::Value::Integer(s) if *s > 0 => Ok(*s as u64 * 1000),
@@ -373,12 +381,13 @@ fn duration_ms(value: &toml::Value) -> Result<u64, String> {
                 "" | "s" => 1000,
                 "m" => 60_000,
                 "h" => 3_600_000,
+                "d" => 86_400_000,
                 _ => return Err(bad()),
             };
             if n == 0 {
                 return Err(bad());
             }
-            Ok(n * factor)
+            n.checked_mul(factor).ok_or_else(bad)
         }
         _ => Err(bad()),
     }

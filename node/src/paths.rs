@@ -66,6 +66,10 @@ impl DataDir {
     pub fn input_cache_dir(&self) -> PathBuf {
         self.root.join("inputs")
     }
+    /// Blobs stored here by users, never reclaimed.
+    pub fn kept_file(&self) -> PathBuf {
+        self.root.join("kept")
+    }
     /// Unpacked packages, `NAME@VERSION` each.
     pub fn packages_dir(&self) -> PathBuf {
         self.root.join("packages")

@@ -13,6 +13,7 @@ use crate::paths::{self, DataDir};
 use crate::stage::Stager;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
+use crate::store::reclaim::{Kept, Reclaimer};
 use anyhow::{Context, Result};
 use clap::Args;
 use peerbatch_protocol::{Config, Core, Millis};
@@ -44,6 +45,11 @@ pub struct NodeOpts {
     /// Disable mDNS discovery on the LAN.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Reclaim cached blobs, least recently used first, above this size
+    /// (e.g. 50GiB). Blobs put here, inputs of unfinished jobs and outputs
+    /// within their job's retention are always kept.
+    #[arg(long, value_parser = crate::store::reclaim::parse_size)]
+    pub store_limit: Option<u64>,
     /// Lease of a claim: a peer silent this long loses its running tasks (ms).
     #[arg(long, default_value_t = 5_000, hide = true)]
     pub lease_ms: u64,
@@ -179,7 +185,13 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         let _ = shutdown_tx.send(());
     });
     let driver = Driver::new(core, store, net, fetcher, exec, dir.listen_file(), clock);
+    let reclaimer = Reclaimer::new(
+        Kept::open(dir.kept_file()),
+        opts.store_limit,
+        dir.input_cache_dir(),
+    );
     driver
+        .with_reclaimer(reclaimer)
         .run(net_events, requests_rx, exited_rx, shutdown_rx)
         .await;
     let _ = std::fs::remove_file(dir.api_file());

@@ -177,11 +177,7 @@ mod tests {
     }
 
     fn job(groups: Vec<TaskGroup>) -> JobSpec {
-        JobSpec {
-            name: "j".into(),
-            priority: 0,
-            groups,
-        }
+        JobSpec::new("j", groups)
     }
 
     #[test]

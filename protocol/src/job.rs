@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TASKS_PER_JOB: u64 = 1_000_000;
 /// Largest encoded job: its submit event must fit in one message.
 pub const MAX_JOB_BYTES: usize = 8 << 20;
+/// How long a job's outputs and logs stay pinned, from its submission.
+pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
 
 /// What a task runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +60,8 @@ pub struct JobSpec {
     pub name: String,
     pub priority: i32,
     pub groups: Vec<TaskGroup>,
+    /// Outputs and logs are kept from reclaiming this long after submission.
+    pub retention_ms: u64,
 }
 
 /// One task of a job with its placeholders filled in.
@@ -160,18 +164,25 @@ impl TaskGroup {
 }
 
 impl JobSpec {
-    /// A job of one task array: `template` for each index `start..=end`.
-    pub fn array(name: impl Into<String>, template: TaskSpec, start: i64, end: i64) -> JobSpec {
+    /// A job of these groups with default priority and retention.
+    pub fn new(name: impl Into<String>, groups: Vec<TaskGroup>) -> JobSpec {
         JobSpec {
             name: name.into(),
             priority: 0,
-            groups: vec![TaskGroup::Array {
-                template,
-                start,
-                end,
-                step: 1,
-            }],
+            groups,
+            retention_ms: DEFAULT_RETENTION_MS,
         }
+    }
+
+    /// A job of one task array: `template` for each index `start..=end`.
+    pub fn array(name: impl Into<String>, template: TaskSpec, start: i64, end: i64) -> JobSpec {
+        let array = TaskGroup::Array {
+            template,
+            start,
+            end,
+            step: 1,
+        };
+        JobSpec::new(name, vec![array])
     }
 
     pub fn task_count(&self) -> u64 {
@@ -352,10 +363,9 @@ mod tests {
 
     #[test]
     fn arrays_expand_with_placeholders_and_steps() {
-        let job = JobSpec {
-            name: "j".into(),
-            priority: 0,
-            groups: vec![
+        let job = JobSpec::new(
+            "j",
+            vec![
                 TaskGroup::One(spec("first", "echo a")),
                 TaskGroup::Array {
                     template: spec("r", "render {index}"),
@@ -364,7 +374,7 @@ mod tests {
                     step: 5,
                 },
             ],
-        };
+        );
         assert_eq!(job.task_count(), 4);
         job.validate().unwrap();
         let t = job.task(2).unwrap();
@@ -379,11 +389,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        let mut job = JobSpec {
-            name: "j".into(),
-            priority: 0,
-            groups: vec![TaskGroup::One(spec("a", "  "))],
-        };
+        let mut job = JobSpec::new("j", vec![TaskGroup::One(spec("a", "  "))]);
         assert_eq!(job.validate(), Err(JobError::EmptyCommand("a".into())));
         job.groups = vec![
             TaskGroup::One(spec("a", "x")),

@@ -489,16 +489,15 @@ fn dependents_wait_for_success_and_are_skipped_after_a_failure_in_any_order() {
             ..TaskSpec::new(id, Command::Argv(vec!["true".into()]), 0)
         })
     };
-    let spec = JobSpec {
-        name: "chain".into(),
-        priority: 0,
-        groups: vec![
+    let spec = JobSpec::new(
+        "chain",
+        vec![
             step("c", &["b"]),
             step("b", &["a"]),
             step("a", &[]),
             step("d", &["a"]),
         ],
-    };
+    );
     spec.validate().expect("a valid chain");
     let submit = signed(
         &identity(200),

@@ -284,3 +284,57 @@ fn a_large_get_survives_its_only_provider_restarting_and_resumes() {
         .unwrap();
     assert!(total <= chunks, "no chunk was fetched twice: {total}");
 }
+
+#[test]
+fn a_store_limit_reclaims_least_recently_used_copies_and_keeps_what_was_put_here() {
+    let cluster = Cluster::start(2, &["--store-limit", "12MiB"]);
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let src = cluster.tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let file = |name: &str, mib: u64, seed: u64| {
+        let path = src.join(name);
+        let hash = write_pattern(&path, mib * MIB, seed);
+        (path, hash)
+    };
+    let (own, own_hash) = file("own", 5, 1);
+    let (x, _) = file("x", 4, 2);
+    let (y, y_hash) = file("y", 4, 4);
+    let own_id = put(a, &[&own]).remove(0);
+    let ids = put(b, &[&x, &y]);
+    let out = cluster.tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    // X is fetched first, so once Y arrives X is the least recently used.
+    for (id, name) in ids.iter().zip(["x1", "y1"]) {
+        ok(&get(a, id, &out.join(name)), "get");
+    }
+    let report = wait_for(
+        "a reclaim pass to free space",
+        Duration::from_secs(20),
+        || {
+            let r = status(a)["reclaim"].clone();
+            (r["freed_bytes"].as_u64().unwrap_or(0) > MIB).then_some(r)
+        },
+    );
+    let store: u64 = fs::read_dir(a.dir.join("chunks"))
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        store <= 12 * MIB,
+        "{store} bytes left above the limit: {report}"
+    );
+
+    let fetched = |id: &str, name: &str| -> u64 {
+        let done: Value = serde_json::from_str(&ok(&get(a, id, &out.join(name)), "get")).unwrap();
+        done["chunks_fetched"].as_u64().unwrap()
+    };
+    assert_eq!(fetched(&own_id, "own2"), 0, "what was put here stays");
+    assert_eq!(hash_file(&out.join("own2")), own_hash);
+    assert_eq!(fetched(&ids[1], "y2"), 0, "the recently used copy stays");
+    assert_eq!(hash_file(&out.join("y2")), y_hash);
+    assert!(
+        fetched(&ids[0], "x2") >= 1,
+        "the least recently used copy was reclaimed and is fetched again"
+    );
+}

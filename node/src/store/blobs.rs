@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What can go wrong in the chunk store; every variant names its file,
 /// chunk or blob.
@@ -81,6 +82,18 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     dir: PathBuf,
+    /// Chunks written since the node started, so reclaiming can tell
+    /// whether the store grew.
+    writes: Arc<AtomicU64>,
+}
+
+/// One chunk file as the store lists it for reclaiming.
+#[derive(Clone, Debug)]
+pub struct ChunkFile {
+    pub hash: [u8; 32],
+    pub bytes: u64,
+    /// When it was last written or read.
+    pub used: std::time::SystemTime,
 }
 
 /// What storing a local path did.
@@ -108,6 +121,7 @@ impl BlobStore {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
         Ok(BlobStore {
             dir: dir.to_path_buf(),
+            writes: Arc::default(),
         })
     }
 
@@ -230,8 +244,48 @@ impl BlobStore {
         self.put_object(&object)
     }
 
+    /// A chunk's bytes; marks it used now, for least-recently-used reclaiming.
     pub fn read_chunk(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
-        fs::read(self.chunk_path(hash)).ok()
+        let mut file = fs::File::open(self.chunk_path(hash)).ok()?;
+        let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+        file.read_to_end(&mut bytes).ok()?;
+        // Only the reclaim order depends on this; a failure changes nothing else.
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Some(bytes)
+    }
+
+    /// Chunks written since this store was opened.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Every chunk file with its size and last use.
+    pub fn list_chunks(&self) -> Result<Vec<ChunkFile>> {
+        let mut out = Vec::new();
+        let dirs = fs::read_dir(&self.dir).map_err(io("read directory", &self.dir))?;
+        for dir in dirs.flatten() {
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let Some(hash) = name.to_str().and_then(BlobId::parse) else {
+                    continue; // temporary files of writes in progress
+                };
+                let Ok(meta) = file.metadata() else { continue };
+                out.push(ChunkFile {
+                    hash: hash.0,
+                    bytes: meta.len(),
+                    used: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a chunk; false if it was not here.
+    pub fn remove_chunk(&self, hash: &[u8; 32]) -> bool {
+        fs::remove_file(self.chunk_path(hash)).is_ok()
     }
 
     pub fn has_chunk(&self, hash: &[u8; 32]) -> bool {
@@ -270,6 +324,7 @@ impl BlobStore {
         fs::write(&tmp, bytes)
             .and_then(|_| fs::rename(&tmp, &path))
             .map_err(io("write chunk", &path))?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 

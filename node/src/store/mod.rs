@@ -1,5 +1,7 @@
-//! What a node keeps on disk: the ledger's events (sled) and content blobs
-//! (chunk files). Each submodule owns one of them.
+//! What a node keeps on disk: the ledger's events (sled), content blobs
+//! (chunk files) and the rules for reclaiming blobs. Each submodule owns
+//! one of them.
 
 pub mod blobs;
 pub mod ledger;
+pub mod reclaim;

@@ -1,0 +1,376 @@
+//! Bounding the chunk store: what a node must keep, and reclaiming the rest
+//! least recently used first once the store is above `--store-limit`.
+//!
+//! Owns the pin rules — blobs stored on this node by `put` or `package add`
+//! (listed in `DATA/kept`), inputs and packages of jobs not yet finished,
+//! outputs and logs of jobs within their retention — and the reclaim pass
+//! over chunk files and the input cache. Must not fetch anything or decide
+//! job state; the driver hands it the ledger's view.
+
+use crate::store::blobs::BlobStore;
+use peerbatch_protocol::content::Object;
+use peerbatch_protocol::{BlobId, Core, EventStore, Source};
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Blobs this node stored for a user: kept whatever the limit, because this
+/// may be their only copy. Persisted one id per line.
+#[derive(Clone)]
+pub struct Kept {
+    path: PathBuf,
+    ids: Arc<Mutex<BTreeSet<BlobId>>>,
+}
+
+impl Kept {
+    /// Reads `path`; lines that are not blob ids are skipped with a warning.
+    pub fn open(path: PathBuf) -> Kept {
+        let mut ids = BTreeSet::new();
+        if let Ok(text) = fs::read_to_string(&path) {
+            for (n, line) in text.lines().enumerate() {
+                match BlobId::parse(line.trim()) {
+                    Some(id) => {
+                        ids.insert(id);
+                    }
+                    None if line.trim().is_empty() => {}
+                    None => tracing::warn!("{}:{}: not a blob id, ignored", path.display(), n + 1),
+                }
+            }
+        }
+        Kept {
+            path,
+            ids: Arc::new(Mutex::new(ids)),
+        }
+    }
+
+    /// Adds a blob (appending it to the file, synced) unless already kept.
+    pub fn add(&self, id: BlobId) -> std::io::Result<()> {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.contains(&id) {
+            return Ok(());
+        }
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        writeln!(file, "{id}")?;
+        file.sync_data()?;
+        ids.insert(id);
+        Ok(())
+    }
+
+    pub fn ids(&self) -> Vec<BlobId> {
+        let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter().copied().collect()
+    }
+}
+
+/// Runs reclaim passes in the background when the store has grown, one at
+/// a time, and keeps the last pass's report for the status endpoint.
+#[derive(Clone)]
+pub struct Reclaimer {
+    pub kept: Kept,
+    limit: Option<u64>,
+    input_cache: PathBuf,
+    busy: Arc<AtomicBool>,
+    /// Store writes counted at the last pass; `u64::MAX` before the first.
+    seen_writes: Arc<AtomicU64>,
+    pub history: Arc<Mutex<ReclaimHistory>>,
+}
+
+/// Reclaim passes over the node's lifetime, for the status endpoint.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ReclaimHistory {
+    pub passes: u64,
+    pub freed_bytes: u64,
+    pub freed_chunks: u64,
+    pub last: Option<Reclaimed>,
+}
+
+impl Reclaimer {
+    pub fn new(kept: Kept, limit: Option<u64>, input_cache: PathBuf) -> Reclaimer {
+        Reclaimer {
+            kept,
+            limit,
+            input_cache,
+            busy: Arc::default(),
+            seen_writes: Arc::new(AtomicU64::new(u64::MAX)),
+            history: Arc::default(),
+        }
+    }
+
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// Starts a pass if there is a limit, the store was written since the
+    /// last one and none is running. `pins` come from [`ledger_pins`] plus
+    /// running exports; kept blobs are added here.
+    pub fn maybe_start(&self, blobs: &BlobStore, mut pins: BTreeSet<BlobId>) {
+        let Some(limit) = self.limit else { return };
+        let writes = blobs.writes();
+        if self.seen_writes.load(Ordering::Relaxed) == writes
+            || self.busy.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.seen_writes.store(writes, Ordering::Relaxed);
+        pins.extend(self.kept.ids());
+        let (this, blobs) = (self.clone(), blobs.clone());
+        tokio::task::spawn_blocking(move || {
+            match reclaim(&blobs, &pins, limit, &this.input_cache) {
+                Ok(report) => {
+                    if report.freed_chunks > 0 {
+                        tracing::info!(
+                            "reclaimed {} chunks ({} bytes) of {} bytes stored; {} bytes pinned",
+                            report.freed_chunks,
+                            report.freed_bytes,
+                            report.store_bytes,
+                            report.pinned_bytes
+                        );
+                    }
+                    let mut h = this.history.lock().unwrap_or_else(|p| p.into_inner());
+                    h.passes += 1;
+                    h.freed_bytes += report.freed_bytes;
+                    h.freed_chunks += report.freed_chunks;
+                    h.last = Some(report);
+                }
+                Err(e) => tracing::warn!("reclaiming the chunk store failed: {e}"),
+            }
+            this.busy.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Blobs the ledger pins at wall-clock time `now_ms`: inputs and packages
+/// of jobs with tasks left to run, and the outputs and logs of jobs whose
+/// retention has not ended.
+pub fn ledger_pins<S: EventStore>(core: &Core<S>, now_ms: u64) -> BTreeSet<BlobId> {
+    let mut pins = BTreeSet::new();
+    for job in core.ledger().jobs() {
+        let unfinished = core.progress(&job.id).done() < job.task_count;
+        if unfinished {
+            for group in &job.spec.groups {
+                let spec = match group {
+                    peerbatch_protocol::TaskGroup::One(s)
+                    | peerbatch_protocol::TaskGroup::Array { template: s, .. } => s,
+                };
+                for input in &spec.inputs {
+                    if let Source::Blob(id) = input.source {
+                        pins.insert(id);
+                    }
+                }
+                pins.extend(spec.packages.iter().map(|p| p.blob));
+            }
+        }
+        if now_ms < job.submitted_ms.saturating_add(job.spec.retention_ms) {
+            for view in core.views(job.id) {
+                if let Some(r) = &view.result {
+                    pins.extend([r.stdout, r.stderr, r.outputs].into_iter().flatten());
+                }
+            }
+        }
+    }
+    pins
+}
+
+/// What one reclaim pass found and did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Reclaimed {
+    pub store_bytes: u64,
+    pub pinned_bytes: u64,
+    pub freed_bytes: u64,
+    pub freed_chunks: u64,
+    pub cache_files_removed: u64,
+}
+
+/// If the chunk store holds more than `limit` bytes, deletes chunks that no
+/// pinned blob needs, least recently used first, until it fits, and drops
+/// cached input files of blobs no longer pinned.
+pub fn reclaim(
+    blobs: &BlobStore,
+    pins: &BTreeSet<BlobId>,
+    limit: u64,
+    input_cache: &Path,
+) -> std::io::Result<Reclaimed> {
+    let mut chunks = blobs
+        .list_chunks()
+        .map_err(|e| std::io::Error::other(format!("{:#}", anyhow::Error::from(e))))?;
+    let mut report = Reclaimed {
+        store_bytes: chunks.iter().map(|c| c.bytes).sum(),
+        ..Reclaimed::default()
+    };
+    if report.store_bytes <= limit {
+        return Ok(report);
+    }
+    let (needed, files) = needed_chunks(blobs, pins);
+    chunks.retain(|c| {
+        let pinned = needed.contains(&c.hash);
+        if pinned {
+            report.pinned_bytes += c.bytes;
+        }
+        !pinned
+    });
+    chunks.sort_by_key(|c| c.used);
+    let mut size = report.store_bytes;
+    for c in chunks {
+        if size <= limit {
+            break;
+        }
+        if blobs.remove_chunk(&c.hash) {
+            size -= c.bytes;
+            report.freed_bytes += c.bytes;
+            report.freed_chunks += 1;
+        }
+    }
+    report.cache_files_removed = drop_cached_inputs(input_cache, &files);
+    if size > limit {
+        tracing::warn!(
+            "the chunk store holds {size} bytes, above --store-limit {limit}: {} bytes are pinned",
+            report.pinned_bytes
+        );
+    }
+    Ok(report)
+}
+
+/// Every chunk hash the pinned blobs consist of (objects included, for the
+/// parts that are here), and the ids of their files.
+fn needed_chunks(
+    blobs: &BlobStore,
+    pins: &BTreeSet<BlobId>,
+) -> (HashSet<[u8; 32]>, HashSet<BlobId>) {
+    let mut needed = HashSet::new();
+    let mut files = HashSet::new();
+    let mut add_file = |id: BlobId, needed: &mut HashSet<[u8; 32]>| {
+        needed.insert(id.0);
+        files.insert(id);
+        if let Ok(Some(Object::File(m))) = blobs.object(&id) {
+            needed.extend(m.chunks.iter().map(|c| c.hash));
+        }
+    };
+    for id in pins {
+        match blobs.object(id) {
+            Ok(Some(Object::Tree(tree))) => {
+                needed.insert(id.0);
+                for e in tree.entries {
+                    add_file(e.blob, &mut needed);
+                }
+            }
+            Ok(Some(Object::File(_))) => add_file(*id, &mut needed),
+            // Not here (nothing to keep) or unreadable (nothing to save).
+            Ok(None) | Err(_) => {}
+        }
+    }
+    (needed, files)
+}
+
+/// Removes cached input files (`FILEBLOB-MODE`) whose blob is not pinned.
+/// Working directories that link them keep their own link.
+fn drop_cached_inputs(dir: &Path, keep: &HashSet<BlobId>) -> u64 {
+    let Ok(items) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for item in items.flatten() {
+        let name = item.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(id, _)| BlobId::parse(id))
+        else {
+            continue;
+        };
+        if !keep.contains(&id) && fs::remove_file(item.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `10GiB`, `500MB`, `2g`, `123456` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 500MB or 10GiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB or KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    Ok((n * factor as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1.5k"), Ok(1500));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn least_recently_used_unpinned_chunks_go_first_and_pins_stay() {
+        let dir = std::env::temp_dir().join(format!("pb-reclaim-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = BlobStore::open(&dir.join("chunks")).unwrap();
+        // Every 1 MiB chunk of every file distinct.
+        let data = |seed: u8| -> Vec<u8> {
+            (0..(3u32 << 20))
+                .map(|i| (i as u8) ^ ((i >> 20) as u8).wrapping_mul(7) ^ seed.wrapping_mul(64))
+                .collect()
+        };
+        let mut ids = Vec::new();
+        for seed in 1..=3u8 {
+            let path = dir.join(format!("f{seed}"));
+            fs::write(&path, data(seed)).unwrap();
+            ids.push(store.put_path(&path).unwrap().0);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Reading the oldest makes it the most recently used.
+        store.read_blob(&ids[0]).unwrap().unwrap();
+        let pins: BTreeSet<BlobId> = [ids[2]].into();
+        let report = reclaim(&store, &pins, 7 << 20, &dir.join("inputs")).unwrap();
+        assert!(report.store_bytes > 9 << 20);
+        assert!(report.freed_bytes >= 2 << 20, "{report:?}");
+        assert_eq!(
+            store.read_blob(&ids[2]).unwrap().unwrap(),
+            data(3),
+            "pinned"
+        );
+        assert_eq!(
+            store.read_blob(&ids[0]).unwrap().unwrap(),
+            data(1),
+            "recently used"
+        );
+        assert!(
+            store.read_blob(&ids[1]).unwrap().is_none(),
+            "least recently used goes first"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
