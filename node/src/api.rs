@@ -165,6 +165,8 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value
             "version": env!("CARGO_PKG_VERSION"),
             "slots": d.core.config().slots,
             "draining": d.core.draining(),
+            "claiming": !d.core.draining() && !d.core.paused(),
+            "storage_error": d.storage.borrow().clone(),
             "claimed": claimed,
             "running": running,
             "peers_connected": connected,

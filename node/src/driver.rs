@@ -25,7 +25,7 @@ use peerbatch_protocol::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often the chunk store is checked against `--store-limit`.
 const RECLAIM_EVERY: Duration = Duration::from_secs(2);
@@ -45,6 +45,8 @@ pub struct Driver {
     kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
     listening: Vec<Multiaddr>,
     outbox: mpsc::UnboundedSender<Item>,
+    /// Why the ledger cannot be written right now, if it cannot.
+    pub storage: watch::Receiver<Option<String>>,
     pub reclaimer: Option<Reclaimer>,
 }
 
@@ -58,7 +60,7 @@ impl Driver {
         listen_file: PathBuf,
         clock: Instant,
     ) -> Driver {
-        let outbox = crate::outbox::spawn(store.clone(), net.clone());
+        let (outbox, storage) = crate::outbox::spawn(store.clone(), net.clone());
         let blobs = fetcher.store().clone();
         Driver {
             core,
@@ -72,6 +74,7 @@ impl Driver {
             kills: HashMap::new(),
             listening: Vec::new(),
             outbox,
+            storage,
             reclaimer: None,
         }
     }
@@ -108,6 +111,7 @@ impl Driver {
     ) {
         let mut dial_tick = tokio::time::interval(Duration::from_secs(2));
         let mut reclaim_tick = tokio::time::interval(RECLAIM_EVERY);
+        let mut storage = self.storage.clone();
         loop {
             let deadline = self
                 .core
@@ -142,6 +146,12 @@ impl Driver {
                 }
                 _ = dial_tick.tick() => self.dial_known_nodes(),
                 _ = reclaim_tick.tick() => self.reclaim_tick(),
+                Ok(()) = storage.changed() => {
+                    // Claims need a writable ledger; running tasks go on.
+                    let failing = storage.borrow_and_update().is_some();
+                    let now = self.now();
+                    self.core.set_paused(now, failing);
+                }
                 _ = &mut shutdown => break,
             }
             self.pump();

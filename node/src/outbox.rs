@@ -14,7 +14,7 @@ use libp2p::PeerId;
 use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::{codec, EventId, EventStore, Message, Transmit};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long a submit waits for a peer to hold the job before answering.
 const REPLICATION_WAIT: Duration = Duration::from_secs(10);
@@ -30,44 +30,95 @@ pub enum Item {
     },
 }
 
-pub fn spawn(store: LedgerStore, net: Net) -> mpsc::UnboundedSender<Item> {
+/// How long to wait before writing again after the disk refused a write.
+const RETRY_WRITE: Duration = Duration::from_secs(1);
+
+/// Starts the outbox. The watch carries why the ledger cannot be written
+/// (`None` while it can): the driver stops claiming meanwhile.
+pub fn spawn(
+    store: LedgerStore,
+    net: Net,
+) -> (mpsc::UnboundedSender<Item>, watch::Receiver<Option<String>>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(store, net, rx));
-    tx
+    let (health_tx, health_rx) = watch::channel(None);
+    tokio::spawn(run(store, net, rx, health_tx));
+    (tx, health_rx)
 }
 
-async fn run(store: LedgerStore, net: Net, mut rx: mpsc::UnboundedReceiver<Item>) {
+/// Writes and flushes persists in arrival order, then carries out what
+/// queued behind them. When a write fails, everything stays queued (new
+/// items join the queue) and the database is reopened and written again
+/// until the disk takes it: nothing is dropped and nothing is sent ahead of
+/// its events.
+async fn run(
+    store: LedgerStore,
+    net: Net,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    health: watch::Sender<Option<String>>,
+) {
     let mut pending: Vec<Item> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        pending.push(first);
+    // Leading persist items of `pending` already inserted (not yet flushed).
+    let mut inserted = 0;
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(first) => pending.push(first),
+                None => return,
+            }
+        }
         while let Ok(more) = rx.try_recv() {
             pending.push(more);
         }
-        let mut healthy = true;
-        let persists: Vec<(EventId, Vec<u8>)> = pending
-            .iter_mut()
+        let persists: Vec<&Vec<(EventId, Vec<u8>)>> = pending
+            .iter()
             .filter_map(|item| match item {
-                Item::Persist(events) => Some(std::mem::take(events)),
+                Item::Persist(events) => Some(events),
                 _ => None,
             })
-            .flatten()
             .collect();
         if !persists.is_empty() {
-            let written = match store.put_batch(&persists) {
+            let fresh = persists[inserted.min(persists.len())..]
+                .iter()
+                .copied()
+                .flatten();
+            let written = store.put_batch(fresh).and_then(|()| {
+                inserted = persists.len();
+                Ok(())
+            });
+            let written = match written {
                 Ok(()) => store.flush().await,
                 Err(e) => Err(e),
             };
             if let Err(e) = written {
-                // Nothing unflushed may be sent: drop this round's sends.
-                tracing::error!("cannot persist ledger events: {e:#}");
-                healthy = false;
+                // While closed, the reason stays the one reopening gave.
+                if store.is_open() {
+                    let why = format!("cannot write the ledger: {e:#}");
+                    tracing::error!("{why}; holding {} queued items and retrying", pending.len());
+                    health.send_replace(Some(why));
+                }
+                tokio::time::sleep(RETRY_WRITE).await;
+                // sled refuses all writes after a failed one: start afresh
+                // from what it flushed, and write everything queued again.
+                if let Err(e) = store.reopen() {
+                    let why = format!("cannot reopen the ledger: {e:#}");
+                    if health.borrow().as_deref() != Some(why.as_str()) {
+                        tracing::warn!("{why}; retrying");
+                        health.send_replace(Some(why));
+                    }
+                }
+                inserted = 0;
+                continue;
             }
         }
+        if health.borrow().is_some() {
+            tracing::info!("the ledger is writable again");
+            health.send_replace(None);
+        }
+        inserted = 0;
         for item in pending.drain(..) {
             match item {
                 Item::Persist(_) => {}
-                Item::Transmit(t) if healthy => send(&net, t),
-                Item::Transmit(_) => {}
+                Item::Transmit(t) => send(&net, t),
                 Item::Replicate {
                     event,
                     peers,

@@ -167,6 +167,8 @@ pub struct Core<S> {
     started: Millis,
     peers: BTreeMap<NodeId, PeerState>,
     draining: bool,
+    /// Local only: no new claims while set (see [`Core::set_paused`]).
+    paused: bool,
     addrs: Vec<String>,
     views: BTreeMap<TaskRef, TaskView>,
     progress: BTreeMap<JobId, Progress>,
@@ -219,6 +221,7 @@ impl<S: EventStore> Core<S> {
             started: now,
             peers: BTreeMap::new(),
             draining: false,
+            paused: false,
             addrs: Vec::new(),
             views: BTreeMap::new(),
             progress: BTreeMap::new(),
@@ -506,6 +509,17 @@ impl<S: EventStore> Core<S> {
     }
 
     /// Stop (or resume) claiming new work; running tasks finish.
+    /// Stops or resumes claiming here without telling the mesh (the node
+    /// cannot write its ledger, say). Tasks already claimed run on.
+    pub fn set_paused(&mut self, now: Millis, paused: bool) {
+        self.paused = paused;
+        self.after_input(now);
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
     pub fn set_draining(&mut self, now: Millis, draining: bool) {
         if self.draining != draining {
             self.draining = draining;
@@ -628,7 +642,7 @@ impl<S: EventStore> Core<S> {
     }
 
     fn capacity(&self) -> u32 {
-        if self.draining || !self.eligible.contains(&self.me) {
+        if self.draining || self.paused || !self.eligible.contains(&self.me) {
             return 0;
         }
         let prefetch = match self.avg_task_ms {

@@ -6,17 +6,23 @@
 
 use anyhow::{Context, Result};
 use peerbatch_protocol::{EventId, EventStore};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 #[derive(Clone)]
 pub struct LedgerStore {
-    db: sled::Db,
-    events: sled::Tree,
+    dir: PathBuf,
+    /// `None` only while [`LedgerStore::reopen`] swaps it.
+    open: Arc<RwLock<Option<Open>>>,
     /// Bytes of stored events, kept as they are written (the core persists
     /// each event once), so reporting it never scans the tree.
     event_bytes: Arc<AtomicU64>,
+}
+
+struct Open {
+    db: sled::Db,
+    events: sled::Tree,
 }
 
 impl LedgerStore {
@@ -25,7 +31,7 @@ impl LedgerStore {
     /// is created: the events come back from peers by anti-entropy.
     pub fn open(dir: &Path) -> Result<(LedgerStore, Option<String>)> {
         match Self::open_at(dir) {
-            Ok(store) => Ok((store, None)),
+            Ok(open) => Ok((Self::wrap(dir, open), None)),
             Err(first) => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -37,9 +43,9 @@ impl LedgerStore {
                         dir.display()
                     )
                 })?;
-                let store = Self::open_at(dir)?;
+                let open = Self::open_at(dir)?;
                 Ok((
-                    store,
+                    Self::wrap(dir, open),
                     Some(format!(
                         "database {} failed to open ({first:#}); moved it to {} and starting empty, rebuilding from peers",
                         dir.display(),
@@ -50,7 +56,16 @@ impl LedgerStore {
         }
     }
 
-    fn open_at(dir: &Path) -> Result<LedgerStore> {
+    fn wrap(dir: &Path, open: Open) -> LedgerStore {
+        let bytes = Self::count_bytes(&open.events);
+        LedgerStore {
+            dir: dir.to_path_buf(),
+            open: Arc::new(RwLock::new(Some(open))),
+            event_bytes: Arc::new(AtomicU64::new(bytes)),
+        }
+    }
+
+    fn open_at(dir: &Path) -> Result<Open> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(8 << 20)
@@ -59,44 +74,76 @@ impl LedgerStore {
         let events = db
             .open_tree("events")
             .context("cannot open the events tree")?;
-        let event_bytes = events
+        Ok(Open { db, events })
+    }
+
+    fn count_bytes(events: &sled::Tree) -> u64 {
+        events
             .iter()
             .values()
             .filter_map(|v| v.ok())
             .map(|v| v.len() as u64)
-            .sum();
-        Ok(LedgerStore {
-            db,
-            events,
-            event_bytes: Arc::new(AtomicU64::new(event_bytes)),
-        })
+            .sum()
+    }
+
+    /// Closes and opens the database again. sled refuses every write after
+    /// one failed (a full disk, say); reopening recovers what was flushed,
+    /// and the caller writes the rest again.
+    pub fn reopen(&self) -> Result<()> {
+        let mut slot = self.open.write().unwrap_or_else(|p| p.into_inner());
+        // The old handles must be gone before sled's lock can be taken again.
+        drop(slot.take());
+        let open = Self::open_at(&self.dir)?;
+        self.event_bytes
+            .store(Self::count_bytes(&open.events), Ordering::Relaxed);
+        *slot = Some(open);
+        Ok(())
+    }
+
+    /// False after a failed [`LedgerStore::reopen`], until one succeeds.
+    pub fn is_open(&self) -> bool {
+        let slot = self.open.read().unwrap_or_else(|p| p.into_inner());
+        slot.is_some()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Open) -> Result<T>) -> Result<T> {
+        let slot = self.open.read().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(open) => f(open),
+            None => anyhow::bail!("the database {} is not open", self.dir.display()),
+        }
     }
 
     /// Every stored event.
     pub fn load_all(&self) -> Result<Vec<Vec<u8>>> {
-        self.events
-            .iter()
-            .values()
-            .map(|v| v.map(|v| v.to_vec()).context("reading the events tree"))
-            .collect()
+        self.with(|open| {
+            open.events
+                .iter()
+                .values()
+                .map(|v| v.map(|v| v.to_vec()).context("reading the events tree"))
+                .collect()
+        })
     }
 
-    pub fn put_batch(&self, events: &[(EventId, Vec<u8>)]) -> Result<()> {
+    pub fn put_batch<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a (EventId, Vec<u8>)>,
+    ) -> Result<()> {
         let mut batch = sled::Batch::default();
+        let mut added = 0;
         for (id, bytes) in events {
             batch.insert(&id.0[..], bytes.as_slice());
+            added += bytes.len();
         }
-        self.events.apply_batch(batch).context("writing events")?;
-        let added: usize = events.iter().map(|(_, b)| b.len()).sum();
+        self.with(|open| open.events.apply_batch(batch).context("writing events"))?;
         self.event_bytes.fetch_add(added as u64, Ordering::Relaxed);
         Ok(())
     }
 
     pub async fn flush(&self) -> Result<()> {
-        self.db
-            .flush_async()
-            .await
-            .context("flushing the database")?;
+        // flush_async holds no lock across the await: the Db handle is cloned.
+        let db = self.with(|open| Ok(open.db.clone()))?;
+        db.flush_async().await.context("flushing the database")?;
         Ok(())
     }
 
@@ -106,12 +153,15 @@ impl LedgerStore {
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.with(|open| Ok(open.db.size_on_disk().unwrap_or(0)))
+            .unwrap_or(0)
     }
 }
 
 impl EventStore for LedgerStore {
     fn get(&self, id: &EventId) -> Option<Vec<u8>> {
-        self.events.get(id.0).ok().flatten().map(|v| v.to_vec())
+        self.with(|open| Ok(open.events.get(id.0).ok().flatten().map(|v| v.to_vec())))
+            .ok()
+            .flatten()
     }
 }
