@@ -81,10 +81,7 @@ async fn run(
                 .iter()
                 .copied()
                 .flatten();
-            let written = store.put_batch(fresh).and_then(|()| {
-                inserted = persists.len();
-                Ok(())
-            });
+            let written = store.put_batch(fresh).map(|()| inserted = persists.len());
             let written = match written {
                 Ok(()) => store.flush().await,
                 Err(e) => Err(e),
