@@ -100,6 +100,14 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// This node's own state: slots, load, peers, ledger and store figures,
+    /// and why it is not claiming if it is not.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// List the nodes of the mesh.
     Nodes {
         #[arg(long)]
@@ -259,6 +267,33 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                     s(&t["exit_code"]),
                     s(&t["node"])
                 );
+            }
+            Ok(())
+        }
+        Cmd::Status { json, client } => {
+            let st = connect(&client)?.get("/v1/status")?;
+            if json {
+                return print_json(&st);
+            }
+            for key in [
+                "node",
+                "version",
+                "slots",
+                "claimed",
+                "running",
+                "claiming",
+                "draining",
+                "storage_error",
+                "peers_connected",
+                "events",
+                "event_bytes",
+                "attempts_started",
+                "attempts_fenced",
+                "chunks_fetched",
+                "bad_chunks",
+                "store_limit",
+            ] {
+                println!("{key:<17} {}", s(&st[key]));
             }
             Ok(())
         }

@@ -413,6 +413,18 @@ impl<S: EventStore> Core<S> {
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
+        let late = now.since(self.next_heartbeat);
+        if late > self.cfg.lease_ms / 2 {
+            // The heartbeat timer fired far too late: this node was not
+            // running (stopped, suspended, starved). Silence it could not
+            // hear is not its peers' fault, so their leases move on by as
+            // much — they prove themselves alive or not from here on.
+            for peer in self.peers.values_mut() {
+                if let Some(t) = peer.last_heard.as_mut() {
+                    *t = t.plus(late).min(now);
+                }
+            }
+        }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now.plus(self.cfg.heartbeat_ms);
             self.transmits.push_back(Transmit {

@@ -602,3 +602,39 @@ fn attempts_fenced_off_here_are_claimed_again_at_the_next_attempt() {
         "{runs:?}"
     );
 }
+
+/// A node that was itself stopped (SIGSTOP, suspend) past the lease does
+/// not blame its peers for the silence it could not hear: on waking it
+/// gives them a fresh lease instead of reclaiming their tasks at once.
+#[test]
+fn a_node_that_was_paused_does_not_reclaim_on_waking() {
+    let cfg = Config::default();
+    let (mut a, mut b, job) = rank_one_pair(&cfg, 1);
+    let t = task(job, 0);
+    assert_eq!(b.runs(), vec![(t, 0)]);
+    let all = vec![Transmit {
+        to: Destination::Gossip,
+        msg: Message::Events {
+            events: b.store.all(),
+        },
+    }];
+    deliver(10, &b, &all, &mut a);
+    // A's next timer fires 20 s late: it was paused, not B.
+    let woke = a.core.poll_timeout().expect("a timer").0 + 20_000;
+    a.timeout(woke);
+    assert!(a.runs().is_empty(), "reclaimed on waking: {:?}", a.runs());
+    assert_eq!(state(&a, t), (TaskState::Running, 0, Some(b.id())));
+    // If B stays silent from then on, it loses the task after a lease.
+    let mut now = woke;
+    while a.runs().is_empty() {
+        now = a.core.poll_timeout().expect("a timer").0.max(now + 1);
+        a.timeout(now);
+        assert!(now < woke + 30_000, "never reclaimed");
+    }
+    assert!(
+        now - woke > cfg.lease_ms,
+        "reclaimed {} ms after waking",
+        now - woke
+    );
+    assert_eq!(a.runs(), vec![(t, 1)]);
+}

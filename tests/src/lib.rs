@@ -182,6 +182,11 @@ impl Node {
         serde_json::from_slice(&out.stdout).expect("JSON output")
     }
 
+    /// `peerbatch status --json` of this node.
+    pub fn status(&self) -> Value {
+        self.json(&["status", "--json"])
+    }
+
     pub fn peer_id(&self) -> String {
         let nodes = self.json(&["nodes", "--json"]);
         nodes
@@ -282,6 +287,7 @@ pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration
 pub struct Lan {
     pub hosts: Vec<String>,
     bridge_ns: String,
+    prefix: String,
 }
 
 fn ip(args: &[&str]) {
@@ -304,6 +310,9 @@ impl Lan {
         ip(&["netns", "add", &bridge_ns]);
         ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &bridge_ns, "link", "set", "br0", "up"]);
+        // A second bridge: hosts moved onto it are cut off from br0's.
+        ip(&["-n", &bridge_ns, "link", "add", "br1", "type", "bridge"]);
+        ip(&["-n", &bridge_ns, "link", "set", "br1", "up"]);
         let mut hosts = Vec::new();
         for i in 1..=n {
             let host = format!("{prefix}h{i}");
@@ -326,7 +335,28 @@ impl Lan {
             ip(&["-n", &host, "link", "set", "lo", "up"]);
             hosts.push(host);
         }
-        Lan { hosts, bridge_ns }
+        Lan {
+            hosts,
+            bridge_ns,
+            prefix,
+        }
+    }
+
+    /// Splits the LAN: hosts `side` (0-based) keep reaching each other but
+    /// no longer the rest, and the rest keep reaching each other.
+    pub fn partition(&self, side: &[usize]) {
+        for i in side {
+            let port = format!("{}b{}", self.prefix, i + 1);
+            ip(&["-n", &self.bridge_ns, "link", "set", &port, "master", "br1"]);
+        }
+    }
+
+    /// Puts every host back on one bridge.
+    pub fn heal(&self) {
+        for i in 0..self.hosts.len() {
+            let port = format!("{}b{}", self.prefix, i + 1);
+            ip(&["-n", &self.bridge_ns, "link", "set", &port, "master", "br0"]);
+        }
     }
 }
 

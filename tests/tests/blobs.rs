@@ -6,7 +6,7 @@ use peerbatch_protocol::BlobId;
 use peerbatch_tests::{bin, ok, wait_for, Cluster, Node};
 use serde_json::Value;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -33,23 +33,6 @@ fn put(node: &Node, paths: &[&Path]) -> Vec<String> {
 
 fn get(node: &Node, id: &str, out: &Path) -> Output {
     node.cli(&["get", id, "--out", out.to_str().unwrap(), "--json"])
-}
-
-/// `GET /v1/status`, spoken directly (the CLI has no status command).
-fn status(node: &Node) -> Value {
-    let addr = fs::read_to_string(node.dir.join("api")).unwrap();
-    let token = fs::read_to_string(node.dir.join("token")).unwrap();
-    let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
-    write!(
-        s,
-        "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        token.trim()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let body = reply.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap()
 }
 
 /// Writes `size` bytes of a fast deterministic pattern (every MiB distinct)
@@ -205,12 +188,12 @@ fn a_corrupted_chunk_is_refused_and_fetched_from_another_provider() {
 
     // Providers are connected peers; C may so far know B only by gossip.
     wait_for("C to connect to A and B", Duration::from_secs(30), || {
-        (status(c)["peers_connected"] == 2).then_some(())
+        (c.status()["peers_connected"] == 2).then_some(())
     });
     let out = cluster.tmp.path().join("on-c");
     ok(&get(c, &id, &out), "get on C");
     assert_eq!(hash_file(&out), hash);
-    let st = status(c);
+    let st = c.status();
     assert!(st["bad_chunks"].as_u64().unwrap() >= 1, "{st}");
     let b_id = b.peer_id();
     assert!(
@@ -248,7 +231,7 @@ fn a_large_get_survives_its_only_provider_restarting_and_resumes() {
         .spawn()
         .unwrap();
     wait_for("C to fetch some chunks", Duration::from_secs(60), || {
-        let n = status(c)["chunks_fetched"].as_u64().unwrap();
+        let n = c.status()["chunks_fetched"].as_u64().unwrap();
         (n >= 3).then_some(())
     });
     cluster.nodes[0].kill9();
@@ -261,7 +244,7 @@ fn a_large_get_survives_its_only_provider_restarting_and_resumes() {
         !out.exists(),
         "nothing is written before every chunk is here"
     );
-    let fetched_before = status(&cluster.nodes[1])["chunks_fetched"]
+    let fetched_before = cluster.nodes[1].status()["chunks_fetched"]
         .as_u64()
         .unwrap();
     assert!(fetched_before < chunks, "killed midway: {fetched_before}");
@@ -279,7 +262,7 @@ fn a_large_get_survives_its_only_provider_restarting_and_resumes() {
     let present = done["chunks_present"].as_u64().unwrap();
     assert!(present >= fetched_before, "{done}");
     assert_eq!(present + done["chunks_fetched"].as_u64().unwrap(), chunks);
-    let total = status(&cluster.nodes[1])["chunks_fetched"]
+    let total = cluster.nodes[1].status()["chunks_fetched"]
         .as_u64()
         .unwrap();
     assert!(total <= chunks, "no chunk was fetched twice: {total}");
@@ -311,7 +294,7 @@ fn a_store_limit_reclaims_least_recently_used_copies_and_keeps_what_was_put_here
         "a reclaim pass to free space",
         Duration::from_secs(20),
         || {
-            let r = status(a)["reclaim"].clone();
+            let r = a.status()["reclaim"].clone();
             (r["freed_bytes"].as_u64().unwrap_or(0) > MIB).then_some(r)
         },
     );
