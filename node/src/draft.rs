@@ -10,7 +10,7 @@ use crate::cli::BadInput;
 use crate::client::Client;
 use crate::jobfile::{JobDraft, LocalSource};
 use anyhow::{Context, Result};
-use peerbatch_protocol::job::{JobSpec, TaskGroup, TaskSpec};
+use peerbatch_protocol::job::{JobSpec, TaskGroup};
 use peerbatch_protocol::{BlobId, Source};
 use serde_json::json;
 use std::path::Path;
@@ -19,18 +19,30 @@ use std::path::Path;
 /// validated and ready to submit.
 pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
     for source in &draft.stage {
-        let indices = indices(&draft.spec, source.group);
-        let blob = stage(client, source, &indices)?;
-        let input = spec_mut(&mut draft.spec, source.group)
-            .and_then(|s| s.inputs.get_mut(source.input))
+        let group = draft
+            .spec
+            .groups
+            .get(source.group)
+            .context("a staged source points at no task group")?;
+        let (blob, per_task) = stage(client, source, group)?;
+        let input = draft.spec.groups[source.group]
+            .spec_mut()
+            .inputs
+            .get_mut(source.input)
             .context("a staged source points at no input")?;
         input.source = Source::Blob(blob);
+        if per_task {
+            input.within = "{index}".into();
+        }
     }
     if !draft.packages.is_empty() {
         let known = client.get("/v1/packages")?;
         for slot in &draft.packages {
-            let package = spec_mut(&mut draft.spec, slot.group)
-                .and_then(|s| s.packages.get_mut(slot.package))
+            let package = draft
+                .spec
+                .groups
+                .get_mut(slot.group)
+                .and_then(|g| g.spec_mut().packages.get_mut(slot.package))
                 .context("a package slot points at no package")?;
             let found = known.as_array().into_iter().flatten().find(|p| {
                 p["name"] == package.name.as_str() && p["version"] == package.version.as_str()
@@ -51,41 +63,29 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
     Ok(draft.spec)
 }
 
-fn spec_mut(spec: &mut JobSpec, group: usize) -> Option<&mut TaskSpec> {
-    match spec.groups.get_mut(group)? {
-        TaskGroup::One(s) | TaskGroup::Array { template: s, .. } => Some(s),
-    }
-}
-
-/// The index values of an array group; `[]` for a single task.
-fn indices(spec: &JobSpec, group: usize) -> Vec<i64> {
-    match spec.groups.get(group) {
-        Some(g @ TaskGroup::Array { start, step, .. }) => {
-            (0..g.len() as i64).map(|k| start + k * step).collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Stores one source: a file or tree as is, or — with `{index}` in an
-/// array — one file per index as a tree whose entries are the indices.
-fn stage(client: &Client, source: &LocalSource, indices: &[i64]) -> Result<BlobId> {
+/// Stores one source: a file or tree as is, or — with placeholders in an
+/// array or sweep — one file per task as a tree whose entries are the
+/// tasks' `{index}` values. True in the second case.
+fn stage(client: &Client, source: &LocalSource, group: &TaskGroup) -> Result<(BlobId, bool)> {
     let text = source.path.to_string_lossy();
-    let blob = if text.contains("{index}") && !indices.is_empty() {
-        let mut entries = Vec::with_capacity(indices.len());
-        for i in indices {
-            let path = text.replace("{index}", &i.to_string());
-            entries.push((i.to_string(), existing(Path::new(&path))?));
+    let templated = text.contains('{') && !matches!(group, TaskGroup::One(_));
+    let blob = if templated {
+        let mut entries = Vec::new();
+        for k in 0..group.len() {
+            let path = group.fill(k, &text);
+            let name = group.index_value(k).unwrap_or(k as i64).to_string();
+            entries.push((name, existing(Path::new(&path))?));
         }
         client.post_unbounded("/v1/blobs/entries", &json!({ "entries": entries }))?
     } else {
         let path = existing(&source.path)?;
         client.post_unbounded("/v1/blobs", &json!({ "path": path }))?
     };
-    blob["id"]
+    let id = blob["id"]
         .as_str()
         .and_then(BlobId::parse)
-        .context("the node did not answer with a blob id")
+        .context("the node did not answer with a blob id")?;
+    Ok((id, templated))
 }
 
 /// The absolute form of a source that must exist.

@@ -99,6 +99,12 @@ struct FileTask {
     packages: Vec<Spanned<String>>,
     #[serde(default)]
     depends_on: Vec<String>,
+    /// Parameter lists: one task per combination.
+    sweep: Option<Spanned<BTreeMap<String, Vec<toml::Value>>>>,
+    /// A file: one task per line, `{line}`.
+    lines: Option<Spanned<String>>,
+    /// A glob: one task per matching file, `{file}`, `{file_name}`, `{file_stem}`.
+    files: Option<Spanned<String>>,
 }
 
 /// A parsed job whose local sources and packages still need a node.
@@ -144,8 +150,8 @@ pub fn load(path: &Path) -> Result<JobDraft, JobFileError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "job".into());
-    let mut draft = parse(&file, &text, &default_name)?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mut draft = parse(&file, &text, &default_name, dir)?;
     for source in &mut draft.stage {
         source.path = dir.join(&source.path);
     }
@@ -153,7 +159,13 @@ pub fn load(path: &Path) -> Result<JobDraft, JobFileError> {
 }
 
 /// Parses job-file text; `file` names it in errors.
-pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobDraft, JobFileError> {
+/// `dir` is where `lines` and `files` are read from.
+pub fn parse(
+    file: &str,
+    text: &str,
+    default_name: &str,
+    dir: &Path,
+) -> Result<JobDraft, JobFileError> {
     let err = |span: Option<Range<usize>>, message: String| {
         let at = span.map_or(0, |s| s.start).min(text.len());
         let before = &text[..at];
@@ -201,7 +213,22 @@ pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobDraft, Job
                 duration_ms("max_wall_clock", v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
             ),
         };
-        let is_array = task.range.is_some();
+        let mut axes = Vec::new();
+        if let Some(table) = task.sweep {
+            let span = table.span();
+            axes.extend(crate::sweep::lists(table.into_inner()).map_err(|m| err(Some(span), m))?);
+        }
+        if let Some(file) = task.lines {
+            axes.push(
+                crate::sweep::lines(dir, file.get_ref()).map_err(|m| err(Some(file.span()), m))?,
+            );
+        }
+        if let Some(glob) = task.files {
+            axes.push(
+                crate::sweep::files(dir, glob.get_ref()).map_err(|m| err(Some(glob.span()), m))?,
+            );
+        }
+        let is_array = task.range.is_some() || !axes.is_empty();
         let id = match task.id {
             Some(id) => id.into_inner(),
             None if is_array => String::new(),
@@ -251,6 +278,16 @@ pub fn parse(file: &str, text: &str, default_name: &str) -> Result<JobDraft, Job
             depends_on: task.depends_on,
         };
         match task.range {
+            Some(range) if !axes.is_empty() => {
+                return Err(err(
+                    Some(range.span()),
+                    "a task is a range or a sweep (sweep, lines, files), not both".into(),
+                ))
+            }
+            None if !axes.is_empty() => groups.push(TaskGroup::Sweep {
+                template: spec,
+                axes,
+            }),
             None => {
                 if let Some(step) = task.step {
                     return Err(err(Some(step.span()), "step needs a range".into()));
@@ -301,14 +338,11 @@ fn parse_input(i: FileInput) -> Result<(Input, Option<PathBuf>), String> {
     let within = i.within.unwrap_or_default();
     match (i.source, i.id, i.from_task) {
         (Some(source), None, None) => {
-            if path.is_empty() && !within.is_empty() {
-                return Err("an input with a source needs a path".into());
+            if !within.is_empty() {
+                return Err(
+                    "`within` picks from an `id` or `from_task` input, not a local source".into(),
+                );
             }
-            let within = if source.contains("{index}") {
-                "{index}".to_string()
-            } else {
-                within
-            };
             let input = Input {
                 path,
                 source: Source::Blob(UNRESOLVED),
@@ -398,7 +432,9 @@ mod tests {
     use super::*;
 
     fn parse_err(text: &str) -> String {
-        parse("job.toml", text, "job").unwrap_err().to_string()
+        parse("job.toml", text, "job", Path::new("."))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -407,6 +443,7 @@ mod tests {
             "job.toml",
             "name = \"sweep\"\n[[tasks]]\ncommand = [\"echo\", \"{index}\"]\nrange = \"1..=10\"\nstep = 3\nmax_wall_clock = \"2m\"\n",
             "job",
+            Path::new("."),
         )
         .unwrap()
         .spec;
@@ -454,12 +491,11 @@ inputs = [
 packages = ["blender@4.2"]
 depends_on = ["prep"]
 "#;
-        let draft = parse("job.toml", text, "job").unwrap();
+        let draft = parse("job.toml", text, "job", Path::new(".")).unwrap();
         assert_eq!(draft.stage.len(), 2);
         assert_eq!(draft.stage[1].path, PathBuf::from("frames/{index}.png"));
         assert_eq!(draft.packages.len(), 1);
         let task = draft.spec.task(2).unwrap();
-        assert_eq!(task.inputs[1].within, "2");
         assert_eq!(task.inputs[2].source, Source::Task("prep".into()));
         assert_eq!(task.inputs[2].within, "settings.json");
         assert_eq!(task.packages[0].name, "blender");

@@ -21,6 +21,7 @@ mod paths;
 mod serve;
 mod stage;
 mod store;
+mod sweep;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,6 +1,7 @@
 //! The dependency graph of one job: which tasks wait for which.
 //!
-//! Owns resolving `depends_on` entries (`t1`, ranges `t3..t9`) and
+//! Owns resolving `depends_on` entries (`t1`, ranges `t3..t9`, `*` for
+//! every other task of the job — a reducer) and
 //! `from_task` inputs to task positions, refusing missing ids, self
 //! dependencies and cycles, and a topological order for folding task states
 //! in one pass. Must not decide what a dependency's state means for its
@@ -8,6 +9,7 @@
 
 use crate::files::Source;
 use crate::job::{JobError, JobSpec};
+use std::collections::HashMap;
 
 /// Dependencies by task position, with the reverse edges and an order in
 /// which every task comes after all of its dependencies.
@@ -28,19 +30,27 @@ impl DepGraph {
             return Ok(None);
         }
         let count = job.task_count() as u32;
+        let tasks: Vec<_> = (0..count).filter_map(|i| job.task(i)).collect();
+        let ids: HashMap<&str, u32> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i as u32))
+            .collect();
         let mut deps = vec![Vec::new(); count as usize];
-        for index in 0..count {
-            let Some(task) = job.task(index) else {
-                continue;
-            };
+        for (index, task) in tasks.iter().enumerate() {
+            let index = index as u32;
             let mut mine = Vec::new();
             for entry in task.dependency_refs() {
-                resolve_entry(job, &task.id, entry, &mut mine)?;
+                if entry == "*" {
+                    mine.extend((0..count).filter(|i| *i != index));
+                    continue;
+                }
+                resolve_entry(&ids, &task.id, entry, &mut mine)?;
             }
             mine.sort_unstable();
             mine.dedup();
             if mine.binary_search(&index).is_ok() {
-                return Err(JobError::SelfDependency(task.id));
+                return Err(JobError::SelfDependency(task.id.clone()));
             }
             deps[index as usize] = mine;
         }
@@ -53,9 +63,8 @@ impl DepGraph {
         let order = topological(&deps, &dependents);
         if order.len() < deps.len() {
             let stuck = on_cycle(&deps, &order);
-            return Err(JobError::Cycle(
-                job.task(stuck).map(|t| t.id).unwrap_or_default(),
-            ));
+            let id = tasks.get(stuck as usize).map(|t| t.id.clone());
+            return Err(JobError::Cycle(id.unwrap_or_default()));
         }
         Ok(Some(DepGraph {
             deps,
@@ -82,7 +91,7 @@ impl DepGraph {
 
 /// Adds the positions one `depends_on` entry names.
 fn resolve_entry(
-    job: &JobSpec,
+    ids: &HashMap<&str, u32>,
     task: &str,
     entry: &str,
     out: &mut Vec<u32>,
@@ -91,8 +100,8 @@ fn resolve_entry(
         task: task.to_string(),
         dep: entry.to_string(),
     };
-    if let Some(pos) = job.position_of(entry) {
-        out.push(pos);
+    if let Some(pos) = ids.get(entry) {
+        out.push(*pos);
         return Ok(());
     }
     let (lo, hi) = entry.split_once("..").ok_or_else(missing)?;
@@ -106,13 +115,13 @@ fn resolve_entry(
     }
     for n in lo_n..=hi_n {
         let id = format!("{prefix}{n}");
-        let pos = job
-            .position_of(&id)
+        let pos = ids
+            .get(id.as_str())
             .ok_or_else(|| JobError::MissingDependency {
                 task: task.to_string(),
-                dep: id,
+                dep: id.clone(),
             })?;
-        out.push(pos);
+        out.push(*pos);
     }
     Ok(())
 }

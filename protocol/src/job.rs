@@ -42,7 +42,8 @@ pub struct TaskSpec {
     pub depends_on: Vec<String>,
 }
 
-/// A single task or an index range expanded from one template.
+/// A single task, an index range, or a parameter sweep expanded from one
+/// template.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskGroup {
     One(TaskSpec),
@@ -53,6 +54,23 @@ pub enum TaskGroup {
         end: i64,
         step: i64,
     },
+    /// One task per combination of the axes' rows (the last axis varies
+    /// fastest); `{index}` is the combination's position, `{name}` each
+    /// column's value. Task ids are the template id with its placeholders
+    /// filled, or the template id followed by the position.
+    Sweep {
+        template: TaskSpec,
+        axes: Vec<Axis>,
+    },
+}
+
+/// One axis of a sweep: named columns and the rows of values they take
+/// together (a list of values, the lines of a file, the files a glob
+/// matched with their name and stem).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Axis {
+    pub names: Vec<String>,
+    pub rows: Vec<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +121,8 @@ pub enum JobError {
     SelfDependency(String),
     #[error("the dependencies form a cycle through task {0:?}")]
     Cycle(String),
+    #[error("task sweep {id:?}: {reason}")]
+    BadSweep { id: String, reason: String },
 }
 
 impl TaskSpec {
@@ -139,6 +159,10 @@ impl TaskGroup {
     pub fn len(&self) -> u64 {
         match self {
             TaskGroup::One(_) => 1,
+            TaskGroup::Sweep { axes, .. } => axes
+                .iter()
+                .try_fold(1u64, |n, a| n.checked_mul(a.rows.len() as u64))
+                .unwrap_or(u64::MAX),
             TaskGroup::Array {
                 start, end, step, ..
             } => {
@@ -156,9 +180,72 @@ impl TaskGroup {
         self.len() == 0
     }
 
-    pub(crate) fn spec(&self) -> &TaskSpec {
+    /// The task, or the template its tasks are expanded from.
+    pub fn spec(&self) -> &TaskSpec {
         match self {
-            TaskGroup::One(spec) | TaskGroup::Array { template: spec, .. } => spec,
+            TaskGroup::One(spec)
+            | TaskGroup::Array { template: spec, .. }
+            | TaskGroup::Sweep { template: spec, .. } => spec,
+        }
+    }
+
+    pub fn spec_mut(&mut self) -> &mut TaskSpec {
+        match self {
+            TaskGroup::One(spec)
+            | TaskGroup::Array { template: spec, .. }
+            | TaskGroup::Sweep { template: spec, .. } => spec,
+        }
+    }
+
+    /// The placeholder values of the group's task at position `k`.
+    fn vars(&self, k: u64) -> Vars<'_> {
+        match self {
+            TaskGroup::One(_) => Vars::default(),
+            TaskGroup::Array { start, step, .. } => Vars {
+                index: Some((*start as i128 + k as i128 * *step as i128) as i64),
+                named: Vec::new(),
+            },
+            TaskGroup::Sweep { axes, .. } => {
+                let mut named = Vec::new();
+                let mut rest = k;
+                for axis in axes.iter().rev() {
+                    let n = axis.rows.len().max(1) as u64;
+                    let row = &axis.rows[(rest % n) as usize];
+                    rest /= n;
+                    named.extend(
+                        axis.names
+                            .iter()
+                            .map(String::as_str)
+                            .zip(row.iter().map(String::as_str)),
+                    );
+                }
+                Vars {
+                    index: Some(k as i64),
+                    named,
+                }
+            }
+        }
+    }
+
+    /// `text` with the placeholders of the group's task at position `k`
+    /// filled in.
+    pub fn fill(&self, k: u64, text: &str) -> String {
+        self.vars(k).fill(text)
+    }
+
+    /// `{index}` of the group's task at position `k` (none for a single task).
+    pub fn index_value(&self, k: u64) -> Option<i64> {
+        self.vars(k).index
+    }
+
+    /// The id of the group's task at position `k`.
+    fn task_id(&self, k: u64) -> String {
+        let spec = self.spec();
+        match self {
+            TaskGroup::One(_) => spec.id.clone(),
+            TaskGroup::Array { .. } => format!("{}{}", spec.id, self.vars(k).index.unwrap_or(0)),
+            TaskGroup::Sweep { .. } if spec.id.contains('{') => self.vars(k).fill(&spec.id),
+            TaskGroup::Sweep { .. } => format!("{}{k}", spec.id),
         }
     }
 }
@@ -212,6 +299,9 @@ impl JobSpec {
                     return Err(JobError::EmptyRange(spec.id.clone()));
                 }
             }
+            if let TaskGroup::Sweep { axes, .. } = group {
+                check_axes(&spec.id, axes)?;
+            }
         }
         let count = self.task_count();
         if count == 0 {
@@ -242,40 +332,26 @@ impl JobSpec {
 
     /// The task at position `index` of the expansion, placeholders filled.
     pub fn task(&self, index: u32) -> Option<ResolvedTask> {
+        let (group, k) = self.locate(index)?;
+        Some(resolve(group.spec(), group.task_id(k), &group.vars(k)))
+    }
+
+    /// The group holding position `index`, and the position within it.
+    fn locate(&self, index: u32) -> Option<(&TaskGroup, u64)> {
         let mut rest = index as u64;
         for group in &self.groups {
             let len = group.len();
-            if rest >= len {
-                rest -= len;
-                continue;
+            if rest < len {
+                return Some((group, rest));
             }
-            return Some(match group {
-                TaskGroup::One(spec) => resolve(spec, spec.id.clone(), None),
-                TaskGroup::Array {
-                    template,
-                    start,
-                    step,
-                    ..
-                } => {
-                    let value = (*start as i128 + rest as i128 * *step as i128) as i64;
-                    resolve(template, format!("{}{}", template.id, value), Some(value))
-                }
-            });
+            rest -= len;
         }
         None
     }
 
     /// The spec (or array template) that task `index` was expanded from.
     pub fn template(&self, index: u32) -> Option<&TaskSpec> {
-        let mut rest = index as u64;
-        for group in &self.groups {
-            let len = group.len();
-            if rest < len {
-                return Some(group.spec());
-            }
-            rest -= len;
-        }
-        None
+        self.locate(index).map(|(group, _)| group.spec())
     }
 
     /// Finds a task's position by its id.
@@ -301,6 +377,20 @@ impl JobSpec {
                         }
                     }
                 }
+                TaskGroup::Sweep { template, .. } if !template.id.contains('{') => {
+                    let k = id
+                        .strip_prefix(template.id.as_str())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let Some(k) = k.filter(|k| *k < group.len()) {
+                        return Some((offset + k) as u32);
+                    }
+                }
+                // Ids made from the sweep's values: look them up one by one.
+                TaskGroup::Sweep { .. } => {
+                    if let Some(k) = (0..group.len()).find(|k| group.task_id(*k) == id) {
+                        return Some((offset + k) as u32);
+                    }
+                }
                 TaskGroup::One(_) => {}
             }
             offset += group.len();
@@ -309,44 +399,104 @@ impl JobSpec {
     }
 }
 
-fn fill(text: &str, index: Option<i64>) -> String {
-    match index {
-        Some(i) => text.replace("{index}", &i.to_string()),
-        None => text.to_string(),
+/// Placeholder values of one task: `{index}` and a sweep's named columns.
+#[derive(Default)]
+struct Vars<'a> {
+    index: Option<i64>,
+    named: Vec<(&'a str, &'a str)>,
+}
+
+impl Vars<'_> {
+    fn fill(&self, text: &str) -> String {
+        if !text.contains('{') {
+            return text.to_string();
+        }
+        let mut out = match self.index {
+            Some(i) => text.replace("{index}", &i.to_string()),
+            None => text.to_string(),
+        };
+        for (name, value) in &self.named {
+            out = out.replace(&format!("{{{name}}}"), value);
+        }
+        out
     }
 }
 
-fn resolve(spec: &TaskSpec, id: String, index: Option<i64>) -> ResolvedTask {
+/// Axes of a sweep: each with named columns, rows of that width, at least
+/// one row; names are identifiers, used once, and not `index`.
+fn check_axes(id: &str, axes: &[Axis]) -> Result<(), JobError> {
+    let bad = |reason: String| {
+        Err(JobError::BadSweep {
+            id: id.to_string(),
+            reason,
+        })
+    };
+    if axes.is_empty() {
+        return bad("a sweep needs at least one parameter".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for axis in axes {
+        for name in &axis.names {
+            let ident = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ident || name == "index" {
+                return bad(format!(
+                    "parameter name {name:?} must be an identifier other than `index`"
+                ));
+            }
+            if !seen.insert(name.as_str()) {
+                return bad(format!("parameter {name:?} is given twice"));
+            }
+        }
+        if axis.rows.is_empty() {
+            return bad(format!(
+                "parameter {:?} has no values",
+                axis.names.join(",")
+            ));
+        }
+        if let Some(row) = axis.rows.iter().find(|r| r.len() != axis.names.len()) {
+            return bad(format!(
+                "a row of {:?} has {} values for {} names",
+                axis.names.join(","),
+                row.len(),
+                axis.names.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resolve(spec: &TaskSpec, id: String, vars: &Vars) -> ResolvedTask {
+    let fill = |text: &str| vars.fill(text);
     let command = match &spec.command {
-        Command::Shell(s) => Command::Shell(fill(s, index)),
-        Command::Argv(argv) => Command::Argv(argv.iter().map(|a| fill(a, index)).collect()),
+        Command::Shell(s) => Command::Shell(fill(s)),
+        Command::Argv(argv) => Command::Argv(argv.iter().map(|a| fill(a)).collect()),
     };
     ResolvedTask {
         id,
-        index,
+        index: vars.index,
         command,
-        env: spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), fill(v, index)))
-            .collect(),
+        env: spec.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(),
         max_retries: spec.max_retries,
         max_wall_clock_ms: spec.max_wall_clock_ms,
         inputs: spec
             .inputs
             .iter()
             .map(|i| Input {
-                path: fill(&i.path, index),
+                path: fill(&i.path),
                 source: match &i.source {
                     Source::Blob(id) => Source::Blob(*id),
-                    Source::Task(task) => Source::Task(fill(task, index)),
+                    Source::Task(task) => Source::Task(fill(task)),
                 },
-                within: fill(&i.within, index),
+                within: fill(&i.within),
             })
             .collect(),
-        outputs: spec.outputs.iter().map(|o| fill(o, index)).collect(),
+        outputs: spec.outputs.iter().map(|o| fill(o)).collect(),
         packages: spec.packages.clone(),
-        depends_on: spec.depends_on.iter().map(|d| fill(d, index)).collect(),
+        depends_on: spec.depends_on.iter().map(|d| fill(d)).collect(),
     }
 }
 
@@ -403,5 +553,77 @@ mod tests {
             step: 1,
         }];
         assert_eq!(job.validate(), Err(JobError::EmptyRange("".into())));
+    }
+
+    #[test]
+    fn sweeps_expand_every_combination_with_named_placeholders() {
+        let axis = |names: &[&str], rows: &[&[&str]]| Axis {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| r.iter().map(|v| v.to_string()).collect())
+                .collect(),
+        };
+        let mut template = spec(
+            "sim-{alpha}-{file_stem}",
+            "run --alpha {alpha} {file} #{index}",
+        );
+        template.depends_on = vec!["prep".into()];
+        let reduce = TaskSpec {
+            depends_on: vec!["*".into()],
+            ..spec("reduce", "cat")
+        };
+        let job = JobSpec::new(
+            "sweep",
+            vec![
+                TaskGroup::One(spec("prep", "true")),
+                TaskGroup::Sweep {
+                    template,
+                    axes: vec![
+                        axis(&["alpha"], &[&["0.1"], &["0.2"]]),
+                        axis(
+                            &["file", "file_stem"],
+                            &[&["a.mp4", "a"], &["b.mp4", "b"], &["c.mp4", "c"]],
+                        ),
+                    ],
+                },
+                TaskGroup::One(reduce),
+            ],
+        );
+        job.validate().unwrap();
+        assert_eq!(job.task_count(), 8);
+        let t = job.task(5).unwrap();
+        assert_eq!(t.id, "sim-0.2-b");
+        assert_eq!(t.command, Command::Shell("run --alpha 0.2 b.mp4 #4".into()));
+        assert_eq!(job.position_of("sim-0.1-c"), Some(3));
+        let graph = crate::deps::DepGraph::build(&job).unwrap().unwrap();
+        assert_eq!(
+            graph.deps(7),
+            &[0, 1, 2, 3, 4, 5, 6],
+            "`*` waits for every other task"
+        );
+
+        let bad = |axes| {
+            JobSpec::new(
+                "j",
+                vec![TaskGroup::Sweep {
+                    template: spec("s", "x"),
+                    axes,
+                }],
+            )
+            .validate()
+        };
+        assert!(matches!(
+            bad(vec![axis(&["index"], &[&["1"]])]),
+            Err(JobError::BadSweep { .. })
+        ));
+        assert!(matches!(
+            bad(vec![axis(&["a"], &[])]),
+            Err(JobError::BadSweep { .. })
+        ));
+        assert!(matches!(
+            bad(vec![axis(&["a", "b"], &[&["1"]])]),
+            Err(JobError::BadSweep { .. })
+        ));
     }
 }

@@ -609,7 +609,7 @@ fn attempts_fenced_off_here_are_claimed_again_at_the_next_attempt() {
 #[test]
 fn a_node_that_was_paused_does_not_reclaim_on_waking() {
     let cfg = Config::default();
-    let (mut a, mut b, job) = rank_one_pair(&cfg, 1);
+    let (mut a, b, job) = rank_one_pair(&cfg, 1);
     let t = task(job, 0);
     assert_eq!(b.runs(), vec![(t, 0)]);
     let all = vec![Transmit {

@@ -154,10 +154,7 @@ pub fn ledger_pins<S: EventStore>(core: &Core<S>, now_ms: u64) -> BTreeSet<BlobI
         let unfinished = core.progress(&job.id).done() < job.task_count;
         if unfinished {
             for group in &job.spec.groups {
-                let spec = match group {
-                    peerbatch_protocol::TaskGroup::One(s)
-                    | peerbatch_protocol::TaskGroup::Array { template: s, .. } => s,
-                };
+                let spec = group.spec();
                 for input in &spec.inputs {
                     if let Source::Blob(id) = input.source {
                         pins.insert(id);
