@@ -20,7 +20,7 @@ use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{FetchRequest, FetchResponse};
 use peerbatch_protocol::{
     Action, BlobId, Core, EventId, JobId, Message, Millis, ResolvedTask, Source, TaskRef,
-    TaskResult,
+    TaskResult, TaskState,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -330,9 +330,11 @@ impl Driver {
                 job: task.job,
                 index,
             });
-            match view.and_then(|v| v.result.as_ref()) {
-                Some(r) if r.outcome.success() => r
-                    .outputs
+            match view {
+                Some(v) if v.state == TaskState::Succeeded => v
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.outputs)
                     .ok_or_else(|| format!("task {from:?} stored no outputs")),
                 _ => Err(format!("task {from:?} has not succeeded")),
             }

@@ -9,6 +9,7 @@
 use crate::stage::{StagedInput, Stager};
 use crate::store::blobs::BlobStore;
 use libp2p::PeerId;
+use peerbatch_protocol::exit::{verdict, Verdict};
 use peerbatch_protocol::{BlobId, Command, Outcome, ResolvedTask, TaskRef, TaskResult};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -176,7 +177,8 @@ impl Executor {
         s: &Scratch,
         outcome: Outcome,
     ) -> Result<(Outcome, Option<BlobId>), String> {
-        if !outcome.success() || a.spec.outputs.is_empty() {
+        let success = verdict(&outcome, &a.spec.exit_codes) == Verdict::Success;
+        if !success || a.spec.outputs.is_empty() {
             return Ok((outcome, None));
         }
         let (stager, patterns, dir) = (self.stager.clone(), a.spec.outputs.clone(), s.dir.clone());

@@ -32,6 +32,7 @@
 //! Local sources and package names need a node to become blob ids: `load`
 //! returns them in a [`JobDraft`] for `submit` to stage and resolve.
 
+use peerbatch_protocol::exit::{ExitAction, ExitRule};
 use peerbatch_protocol::files::{parse_package_ref, Input, PackageUse, Source};
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS};
 use peerbatch_protocol::BlobId;
@@ -105,6 +106,16 @@ struct FileTask {
     lines: Option<Spanned<String>>,
     /// A glob: one task per matching file, `{file}`, `{file_name}`, `{file_stem}`.
     files: Option<Spanned<String>>,
+    #[serde(default)]
+    exit_codes: Vec<Spanned<FileExitRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileExitRule {
+    /// `3`, or a range `"10-19"`.
+    codes: toml::Value,
+    action: String,
 }
 
 /// A parsed job whose local sources and packages still need a node.
@@ -266,7 +277,13 @@ pub fn parse(
             });
             packages.push(PackageSlot { group, package: k });
         }
+        let mut exit_codes = Vec::new();
+        for rule in task.exit_codes {
+            let span = rule.span();
+            exit_codes.push(exit_rule(rule.into_inner()).map_err(|m| err(Some(span), m))?);
+        }
         let spec = TaskSpec {
+            exit_codes,
             id,
             command,
             env: task.env.into_iter().collect(),
@@ -330,6 +347,43 @@ pub fn parse(
         stage,
         packages,
     })
+}
+
+/// One `exit_codes` entry: `{ codes = "10-19", action = "fail_task" }`.
+fn exit_rule(rule: FileExitRule) -> Result<ExitRule, String> {
+    let bad_codes = || {
+        format!(
+            "exit codes {} are not a code or a range such as \"10-19\"",
+            rule.codes
+        )
+    };
+    let (from, to) = match &rule.codes {
+        toml::Value::Integer(c) => {
+            let c = i32::try_from(*c).map_err(|_| bad_codes())?;
+            (c, c)
+        }
+        toml::Value::String(s) => {
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            let n = |t: &str| t.trim().parse::<i32>().map_err(|_| bad_codes());
+            (n(a)?, n(b)?)
+        }
+        _ => return Err(bad_codes()),
+    };
+    if from > to {
+        return Err(bad_codes());
+    }
+    let action = match rule.action.as_str() {
+        "retry" => ExitAction::Retry,
+        "fail_task" => ExitAction::FailTask,
+        "fail_job" => ExitAction::FailJob,
+        "ignore" => ExitAction::Ignore,
+        other => {
+            return Err(format!(
+                "exit action {other:?} is not retry, fail_task, fail_job or ignore"
+            ))
+        }
+    };
+    Ok(ExitRule { from, to, action })
 }
 
 /// One `inputs` entry, and the local path to stage if it names a source.

@@ -4,6 +4,7 @@
 //! and its deterministic expansion into numbered tasks. Must not know how a
 //! job file is written (that is the node's job-file parser) nor how a task runs.
 
+use crate::exit::ExitRule;
 use crate::files::{check_input, check_output, FileRuleError, Input, PackageUse, Source};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,8 @@ pub struct TaskSpec {
     /// Task ids (`t1`) or ranges of numbered ids (`t3..t9`) of this job that
     /// must succeed first. A `from_task` input adds its task implicitly.
     pub depends_on: Vec<String>,
+    /// What exit codes mean; the first matching rule decides.
+    pub exit_codes: Vec<ExitRule>,
 }
 
 /// A single task, an index range, or a parameter sweep expanded from one
@@ -95,6 +98,7 @@ pub struct ResolvedTask {
     pub outputs: Vec<String>,
     pub packages: Vec<PackageUse>,
     pub depends_on: Vec<String>,
+    pub exit_codes: Vec<ExitRule>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -138,6 +142,7 @@ impl TaskSpec {
             outputs: Vec::new(),
             packages: Vec::new(),
             depends_on: Vec::new(),
+            exit_codes: Vec::new(),
         }
     }
 }
@@ -497,6 +502,7 @@ fn resolve(spec: &TaskSpec, id: String, vars: &Vars) -> ResolvedTask {
         outputs: spec.outputs.iter().map(|o| fill(o)).collect(),
         packages: spec.packages.clone(),
         depends_on: spec.depends_on.iter().map(|d| fill(d)).collect(),
+        exit_codes: spec.exit_codes.clone(),
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::codec;
 use crate::deps::DepGraph;
 use crate::event::{Claim, Event, EventBody, NodeInfo, TaskResult};
+use crate::exit::{verdict, Verdict};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
@@ -115,6 +116,8 @@ pub struct Ledger {
     facts: BTreeMap<TaskRef, TaskFacts>,
     nodes: BTreeMap<NodeId, (u64, NodeInfo)>,
     packages: BTreeMap<(String, String), PackageRecord>,
+    /// Jobs where some result's exit code says to fail the whole job.
+    failed_jobs: BTreeSet<JobId>,
 }
 
 /// The job id that a submit event with this id creates.
@@ -202,6 +205,25 @@ impl Ledger {
                 if replace {
                     self.jobs.insert(job_id, record);
                     touched.new_jobs.push(job_id);
+                    // Results may have come first: judge them by this spec.
+                    let first = TaskRef {
+                        job: job_id,
+                        index: 0,
+                    };
+                    let last = TaskRef {
+                        job: job_id,
+                        index: u32::MAX,
+                    };
+                    let fails = self
+                        .facts
+                        .range(first..=last)
+                        .flat_map(|(_, f)| f.results.values())
+                        .any(|r| self.fails_job(r));
+                    if fails {
+                        self.failed_jobs.insert(job_id);
+                    } else {
+                        self.failed_jobs.remove(&job_id);
+                    }
                 }
             }
             EventBody::JobCancelled { job } => {
@@ -221,6 +243,9 @@ impl Ledger {
             }
             EventBody::Finished { results } => {
                 for r in results {
+                    if self.fails_job(r) && self.failed_jobs.insert(r.task.job) {
+                        touched.cancelled_jobs.push(r.task.job);
+                    }
                     let slot = self
                         .facts
                         .entry(r.task)
@@ -289,6 +314,18 @@ impl Ledger {
         Some(touched)
     }
 
+    /// Whether a result's exit code fails its whole job. A result for a
+    /// job not known yet is judged when the job arrives.
+    fn fails_job(&self, r: &TaskResult) -> bool {
+        let rules = self
+            .jobs
+            .get(&r.task.job)
+            .and_then(|j| j.spec.template(r.task.index))
+            .map(|t| t.exit_codes.as_slice())
+            .unwrap_or_default();
+        verdict(&r.outcome, rules) == Verdict::FailJob
+    }
+
     /// The replicated state of one task, or `None` if its job is unknown.
     /// For a task with dependencies this folds the job's other tasks too;
     /// callers that keep views use [`Ledger::view_with`].
@@ -336,7 +373,9 @@ impl Ledger {
     /// A task's state from its own facts alone.
     fn own_view(&self, task: TaskRef) -> Option<TaskView> {
         let job = self.jobs.get(&task.job)?;
-        let max_retries = job.spec.template(task.index)?.max_retries;
+        let template = job.spec.template(task.index)?;
+        let (max_retries, rules) = (template.max_retries, &template.exit_codes);
+        let judged = |r: &TaskResult| verdict(&r.outcome, rules);
         let empty = TaskFacts::default();
         let facts = self.facts.get(&task).unwrap_or(&empty);
         let view = |state, attempt, node, result| {
@@ -349,11 +388,19 @@ impl Ledger {
             })
         };
         // Canonical result: the lowest (attempt, node) success…
-        if let Some(((a, n), r)) = facts.results.iter().find(|(_, r)| r.outcome.success()) {
+        let success = facts
+            .results
+            .iter()
+            .find(|(_, r)| judged(r) == Verdict::Success);
+        if let Some(((a, n), r)) = success {
             return view(TaskState::Succeeded, *a, Some(*n), Some(r.clone()));
         }
-        // …else the lowest failure of an attempt that had no retry left.
-        if let Some(((a, n), r)) = facts.results.iter().find(|((a, _), _)| *a >= max_retries) {
+        // …else the lowest failure of an attempt that had no retry left, or
+        // that its exit code says not to retry.
+        let failure = facts.results.iter().find(|((a, _), r)| {
+            *a >= max_retries || matches!(judged(r), Verdict::FailTask | Verdict::FailJob)
+        });
+        if let Some(((a, n), r)) = failure {
             return view(TaskState::Failed, *a, Some(*n), Some(r.clone()));
         }
         if let Some(a) = facts.reclaimed.iter().find(|a| **a >= max_retries) {
@@ -380,6 +427,9 @@ impl Ledger {
         };
         if self.cancelled.contains(&task.job) {
             return view(TaskState::Cancelled, attempt, node, None);
+        }
+        if self.failed_jobs.contains(&task.job) {
+            return view(TaskState::Skipped, attempt, node, None);
         }
         view(state, attempt, node, None)
     }

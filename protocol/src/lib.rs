@@ -12,6 +12,7 @@ pub mod content;
 pub mod core;
 pub mod deps;
 pub mod event;
+pub mod exit;
 pub mod files;
 pub mod hrw;
 pub mod ids;

@@ -534,3 +534,55 @@ fn dependents_wait_for_success_and_are_skipped_after_a_failure_in_any_order() {
         assert_eq!(listed, vec![Skipped, Failed, Succeeded, Pending]);
     }
 }
+
+/// Exit codes mapped to actions: `ignore` succeeds, `fail_task` ends the
+/// task with retries left, `fail_job` also skips every unfinished task of
+/// the job — whichever order the events come in, the job before or after.
+#[test]
+fn exit_code_rules_decide_success_failure_and_job_failure_in_any_order() {
+    use peerbatch_protocol::exit::{ExitAction, ExitRule};
+    let rule = |from, to, action| ExitRule { from, to, action };
+    let template = TaskSpec {
+        exit_codes: vec![
+            rule(3, 3, ExitAction::Ignore),
+            rule(10, 19, ExitAction::FailTask),
+            rule(42, 42, ExitAction::FailJob),
+        ],
+        ..TaskSpec::new("t", Command::Argv(vec!["x".into()]), 3)
+    };
+    let submit = signed(
+        &identity(200),
+        EventBody::JobSubmitted {
+            job: JobSpec::array("rules", template, 0, 4),
+            submitted_ms: 1,
+            nonce: 2,
+        },
+    );
+    let job = job_id_of(&submit.0);
+    let node = identity(1);
+    let all: Vec<TaskRef> = (0..5).map(|i| task(job, i)).collect();
+    let mut events = vec![
+        submit,
+        claims(&node, &[(all[0], 0), (all[1], 0), (all[2], 0), (all[3], 0)]),
+        finished(&node, &[(all[0], 0, 3), (all[1], 0, 12), (all[3], 0, 1)]),
+    ];
+    use TaskState::*;
+    let states = |ledger: &Ledger| {
+        all.iter()
+            .map(|t| view(ledger, *t).state)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        states(&fold(&events)),
+        [Succeeded, Failed, Running, Pending, Pending]
+    );
+    events.push(finished(&node, &[(all[2], 0, 42)]));
+    let mut rng = SmallRng::seed_from_u64(5);
+    for _ in 0..10 {
+        events.shuffle(&mut rng);
+        assert_eq!(
+            states(&fold(&events)),
+            [Succeeded, Failed, Failed, Skipped, Skipped]
+        );
+    }
+}

@@ -31,13 +31,20 @@ command = "cat input.txt"
 "#,
     );
     let node = &cluster.nodes[1];
-    let job = ok(&node.cli(&["submit", job_file.to_str().unwrap(), "--wait"]), "submit");
+    let job = ok(
+        &node.cli(&["submit", job_file.to_str().unwrap(), "--wait"]),
+        "submit",
+    );
     let all: Vec<_> = cluster.nodes.iter().collect();
     let list = wait_converged(&all, &job, "succeeded", Duration::from_secs(60));
     assert_eq!(list.as_array().unwrap().len(), 3);
     for (name, body) in bodies {
         let out = cluster.nodes[2].cli(&["logs", &job, &format!("cat-{name}")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), body, "cat-{name}");
     }
 }
@@ -100,6 +107,10 @@ command = "cat 0 1 2 3"
         "submit",
     );
     let out = cluster.nodes[2].cli(&["logs", &job, "reduce"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }

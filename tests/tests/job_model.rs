@@ -1,0 +1,75 @@
+//! The job model beyond single tasks: exit conditions, schedules, node
+//! operations — on real processes.
+
+use peerbatch_tests::{ok, tasks, wait_for, Cluster, Node, FAST};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn task_state(list: &Value, id: &str) -> (String, u64) {
+    let t = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in {list}"));
+    (
+        t["state"].as_str().unwrap().to_string(),
+        t["attempt"].as_u64().unwrap(),
+    )
+}
+
+fn wait_job_end(node: &Node, job: &str) -> Value {
+    wait_for("the job to end", Duration::from_secs(60), || {
+        let j = node.json(&["job", job, "--json"]);
+        (j["state"] != "running" && j["state"] != "pending").then_some(j)
+    })
+}
+
+#[test]
+fn exit_code_rules_ignore_fail_a_task_at_once_or_fail_the_whole_job() {
+    let cluster = Cluster::start(2, FAST);
+    let node = &cluster.nodes[0];
+    let rules = r#"exit_codes = [
+  { codes = 3, action = "ignore" },
+  { codes = "10-19", action = "fail_task" },
+  { codes = 42, action = "fail_job" },
+]"#;
+    let file = cluster.file(
+        "rules.toml",
+        &format!(
+            "[[tasks]]\nid = \"ignored\"\ncommand = \"exit 3\"\n{rules}\n\
+             [[tasks]]\nid = \"fatal\"\ncommand = \"exit 12\"\nmax_retries = 5\n{rules}\n"
+        ),
+    );
+    let job = ok(&node.cli(&["submit", file.to_str().unwrap()]), "submit");
+    let end = wait_job_end(node, &job);
+    let list = tasks(node, &job);
+    assert_eq!(task_state(&list, "ignored"), ("succeeded".into(), 0));
+    assert_eq!(
+        task_state(&list, "fatal"),
+        ("failed".into(), 0),
+        "no retry for 12"
+    );
+    assert_eq!(end["state"], "failed");
+
+    let file = cluster.file(
+        "failjob.toml",
+        &format!(
+            "[[tasks]]\nid = \"trigger\"\ncommand = \"sleep 0.5; exit 42\"\n{rules}\n\
+             [[tasks]]\nid = \"long-\"\nrange = \"1..=3\"\ncommand = \"sleep 60\"\n\
+             [[tasks]]\nid = \"later\"\ncommand = \"true\"\ndepends_on = [\"long-1\"]\n"
+        ),
+    );
+    let started = Instant::now();
+    let job = ok(&node.cli(&["submit", file.to_str().unwrap()]), "submit");
+    let end = wait_job_end(node, &job);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "running tasks were not stopped"
+    );
+    assert_eq!(end["state"], "failed", "{end}");
+    assert_eq!(end["skipped"], 4, "{end}");
+    let list = tasks(node, &job);
+    assert_eq!(task_state(&list, "trigger").0, "failed");
+    assert_eq!(task_state(&list, "long-2").0, "skipped");
+}
