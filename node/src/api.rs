@@ -5,14 +5,14 @@
 //! asks the driver through its request channel; must not hold protocol state
 //! of its own.
 
-use crate::api_files;
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
+use crate::{api_files, api_schedules};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use libp2p::PeerId;
 use peerbatch_protocol::core::Progress;
@@ -59,6 +59,11 @@ pub fn router(state: ApiState) -> Router {
             "/v1/jobs/{job}/outputs/export",
             post(api_files::export_outputs),
         )
+        .route(
+            "/v1/schedules",
+            get(api_schedules::list).post(api_schedules::add),
+        )
+        .route("/v1/schedules/{name}", delete(api_schedules::remove))
         .route(
             "/v1/packages",
             get(api_files::packages).post(api_files::add_package),
@@ -135,6 +140,8 @@ fn job_json(record: &JobRecord, p: Progress) -> Value {
         "cancelled": p.cancelled,
         "skipped": p.skipped,
         "submitted_ms": record.submitted_ms,
+        "schedule": record.spec.origin.as_ref().map(|o| o.schedule.clone()),
+        "occurrence_ms": record.spec.origin.as_ref().map(|o| o.at_ms),
         "submitted_by": node_name(&record.submitted_by),
     })
 }
@@ -239,9 +246,7 @@ async fn submit(
     let (tx, rx) = oneshot::channel();
     let (job, peers) = ask(&s, &h, move |d| {
         let now = d.now();
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_millis() as u64);
+        let wall = crate::driver::wall_ms();
         let (job, event) = d
             .core
             .submit(now, spec, wall)

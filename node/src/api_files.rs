@@ -220,9 +220,7 @@ pub async fn add_package(
     let (name, version) = (body.name, body.version);
     let added = ask(&s, &h, move |d| {
         let now = d.now();
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_millis() as u64);
+        let wall = crate::driver::wall_ms();
         let added = d.core.add_package(now, &name, &version, blob, wall);
         added.map(|event| (name, version, event.is_some()))
     })

@@ -161,6 +161,13 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Recurring jobs: a job file submitted at every interval or cron occurrence.
+    Schedule {
+        #[command(subcommand)]
+        cmd: crate::cli_schedule::ScheduleCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Start a 3-node local cluster, run an example job on it, and stop.
     Demo(crate::demo::DemoOpts),
     /// Measure throughput and latency on a local cluster.
@@ -367,6 +374,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             client,
         } => get(&connect(&client)?, &id, &out, json),
         Cmd::Package { cmd, client } => crate::cli_files::package(&connect(&client)?, cmd),
+        Cmd::Schedule { cmd, client } => crate::cli_schedule::schedule(&connect(&client)?, cmd),
         Cmd::Demo(opts) => crate::demo::run(opts),
         Cmd::Bench(opts) => crate::bench::run(opts),
     }
@@ -559,7 +567,7 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool) -> Result<(
     }
 }
 
-fn print_json(v: &Value) -> Result<()> {
+pub fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }

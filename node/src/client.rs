@@ -110,4 +110,9 @@ impl Client {
         let resp = self.call(self.agent.post(&format!("{}{path}", self.base)), Some(body))?;
         resp.into_json().context("the node sent malformed JSON")
     }
+
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        let resp = self.call(self.agent.delete(&format!("{}{path}", self.base)), None)?;
+        resp.into_json().context("the node sent malformed JSON")
+    }
 }

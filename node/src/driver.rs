@@ -27,6 +27,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// How often schedules are checked for a due occurrence.
+const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
+
+/// Wall-clock time in ms since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as u64)
+}
+
 /// How often the chunk store is checked against `--store-limit`.
 const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 
@@ -90,10 +100,7 @@ impl Driver {
         if r.limit().is_none() {
             return;
         }
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_millis() as u64);
-        let mut pins = ledger_pins(&self.core, wall);
+        let mut pins = ledger_pins(&self.core, wall_ms());
         pins.extend(self.fetcher.exporting());
         r.maybe_start(&self.blobs, pins);
     }
@@ -112,6 +119,7 @@ impl Driver {
         let mut dial_tick = tokio::time::interval(Duration::from_secs(2));
         let mut reclaim_tick = tokio::time::interval(RECLAIM_EVERY);
         let mut storage = self.storage.clone();
+        let mut schedule_tick = tokio::time::interval(SCHEDULE_EVERY);
         loop {
             let deadline = self
                 .core
@@ -146,6 +154,10 @@ impl Driver {
                 }
                 _ = dial_tick.tick() => self.dial_known_nodes(),
                 _ = reclaim_tick.tick() => self.reclaim_tick(),
+                _ = schedule_tick.tick() => {
+                    let now = self.now();
+                    crate::schedules::fire_due(&mut self.core, now, wall_ms());
+                }
                 Ok(()) = storage.changed() => {
                     // Claims need a writable ledger; running tasks go on.
                     let failing = storage.borrow_and_update().is_some();

@@ -340,6 +340,7 @@ pub fn parse(
         priority: job.priority,
         groups,
         retention_ms,
+        origin: None,
     };
     spec.validate().map_err(|e| err(None, e.to_string()))?;
     Ok(JobDraft {
@@ -450,6 +451,15 @@ pub fn parse_range(text: &str) -> Result<(i64, i64), String> {
     } else {
         Err(bad())
     }
+}
+
+/// A duration given on the command line: "90" (seconds), "90s", "10m", "2h", "7d".
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let value = match text.trim().parse::<i64>() {
+        Ok(n) => toml::Value::Integer(n),
+        Err(_) => toml::Value::String(text.to_string()),
+    };
+    duration_ms("duration", &value)
 }
 
 /// A duration: whole seconds, or text such as "90s", "10m", "2h", "7d", "500ms".

@@ -3,9 +3,11 @@
 
 mod api;
 mod api_files;
+mod api_schedules;
 mod bench;
 mod cli;
 mod cli_files;
+mod cli_schedule;
 mod client;
 mod cluster;
 mod demo;
@@ -18,6 +20,7 @@ mod jobfile;
 mod net;
 mod outbox;
 mod paths;
+mod schedules;
 mod serve;
 mod stage;
 mod store;

@@ -462,6 +462,7 @@ impl<S: EventStore> Core<S> {
     ) -> Result<(JobId, EventId), JobError> {
         job.validate()?;
         let nonce = self.rng.gen();
+        let origin = job.origin.clone();
         let id = self.publish(
             now,
             EventBody::JobSubmitted {
@@ -471,7 +472,62 @@ impl<S: EventStore> Core<S> {
             },
         );
         self.after_input(now);
-        Ok((job_id_of(&id), id))
+        let job = match &origin {
+            Some(o) => crate::schedule::occurrence_job_id(o),
+            None => job_id_of(&id),
+        };
+        Ok((job, id))
+    }
+
+    /// Adds (or replaces) a job schedule for the whole mesh.
+    pub fn add_schedule(
+        &mut self,
+        now: Millis,
+        name: &str,
+        recurrence: crate::schedule::Recurrence,
+        template: JobSpec,
+        wall_ms: u64,
+    ) -> Result<EventId, String> {
+        crate::schedule::check_name(name)?;
+        template.validate().map_err(|e| e.to_string())?;
+        let id = self.publish(
+            now,
+            EventBody::ScheduleAdded {
+                name: name.to_string(),
+                recurrence,
+                template,
+                added_ms: wall_ms,
+            },
+        );
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Stops a schedule; false if no schedule has that name.
+    pub fn remove_schedule(&mut self, now: Millis, name: &str) -> bool {
+        let Some(added) = self
+            .ledger
+            .schedules()
+            .find(|s| s.name == name)
+            .map(|s| s.event)
+        else {
+            return false;
+        };
+        self.publish(
+            now,
+            EventBody::ScheduleRemoved {
+                name: name.to_string(),
+                added,
+            },
+        );
+        self.after_input(now);
+        true
+    }
+
+    /// This node's rank among the live, willing nodes for deciding who
+    /// acts first on `task` (0: this node goes first).
+    pub fn rank_for(&self, task: TaskRef) -> usize {
+        hrw::rank(task, 0, &self.me, &self.eligible)
     }
 
     /// Records an application package version for the whole mesh. Adding

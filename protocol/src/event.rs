@@ -92,6 +92,18 @@ pub enum EventBody {
         seq: u64,
         info: NodeInfo,
     },
+    /// A job schedule (a new version replaces one of the same name).
+    ScheduleAdded {
+        name: String,
+        recurrence: crate::schedule::Recurrence,
+        template: JobSpec,
+        added_ms: u64,
+    },
+    /// Stops the schedule version added by event `added`.
+    ScheduleRemoved {
+        name: String,
+        added: EventId,
+    },
     /// An application package version: immutable once added.
     PackageAdded {
         name: String,

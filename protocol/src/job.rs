@@ -83,6 +83,9 @@ pub struct JobSpec {
     pub groups: Vec<TaskGroup>,
     /// Outputs and logs are kept from reclaiming this long after submission.
     pub retention_ms: u64,
+    /// The schedule occurrence this job was submitted for, if any; it
+    /// decides the job's id (see `schedule`).
+    pub origin: Option<crate::schedule::Occurrence>,
 }
 
 /// One task of a job with its placeholders filled in.
@@ -263,6 +266,7 @@ impl JobSpec {
             priority: 0,
             groups,
             retention_ms: DEFAULT_RETENTION_MS,
+            origin: None,
         }
     }
 

@@ -13,6 +13,7 @@ use crate::exit::{verdict, Verdict};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
+use crate::schedule::ScheduleRecord;
 use crate::sync::Fingerprints;
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
@@ -118,9 +119,23 @@ pub struct Ledger {
     packages: BTreeMap<(String, String), PackageRecord>,
     /// Jobs where some result's exit code says to fail the whole job.
     failed_jobs: BTreeSet<JobId>,
+    /// Every version of every schedule, and the versions removed.
+    schedules: BTreeMap<String, BTreeMap<(u64, EventId), ScheduleRecord>>,
+    removed_schedules: BTreeSet<EventId>,
+    /// Occurrence times each schedule has a job for.
+    fired: BTreeMap<String, BTreeSet<u64>>,
 }
 
-/// The job id that a submit event with this id creates.
+/// The job id a submit creates: its schedule occurrence's, or else the
+/// event id's first 8 bytes.
+pub fn job_id_for(event: &EventId, job: &JobSpec) -> JobId {
+    match &job.origin {
+        Some(occurrence) => crate::schedule::occurrence_job_id(occurrence),
+        None => job_id_of(event),
+    }
+}
+
+/// The job id that a submit event with this id creates (no schedule).
 pub fn job_id_of(event: &EventId) -> JobId {
     let mut id = [0u8; 8];
     id.copy_from_slice(&event.0[..8]);
@@ -169,6 +184,19 @@ impl Ledger {
         self.nodes.get(id).map(|(_, info)| info)
     }
 
+    /// Active schedules: each name's newest version, unless it was removed.
+    pub fn schedules(&self) -> impl Iterator<Item = &ScheduleRecord> {
+        self.schedules.values().filter_map(|versions| {
+            let (_, newest) = versions.iter().next_back()?;
+            (!self.removed_schedules.contains(&newest.event)).then_some(newest)
+        })
+    }
+
+    /// The latest occurrence time a schedule has a job for.
+    pub fn last_fired(&self, schedule: &str) -> Option<u64> {
+        self.fired.get(schedule)?.iter().next_back().copied()
+    }
+
     pub fn packages(&self) -> impl Iterator<Item = &PackageRecord> {
         self.packages.values()
     }
@@ -189,7 +217,7 @@ impl Ledger {
             EventBody::JobSubmitted {
                 job, submitted_ms, ..
             } => {
-                let job_id = job_id_of(&id);
+                let job_id = job_id_for(&id, job);
                 let record = JobRecord {
                     id: job_id,
                     event: id,
@@ -202,6 +230,12 @@ impl Ledger {
                 };
                 // Two submits sharing an 8-byte prefix: the lower event id wins everywhere.
                 let replace = self.jobs.get(&job_id).is_none_or(|old| id < old.event);
+                if let Some(o) = &job.origin {
+                    self.fired
+                        .entry(o.schedule.clone())
+                        .or_default()
+                        .insert(o.at_ms);
+                }
                 if replace {
                     self.jobs.insert(job_id, record);
                     touched.new_jobs.push(job_id);
@@ -284,6 +318,27 @@ impl Ledger {
                     self.nodes.insert(event.author, (*seq, info.clone()));
                     touched.nodes.push(event.author);
                 }
+            }
+            EventBody::ScheduleAdded {
+                name,
+                recurrence,
+                template,
+                added_ms,
+            } => {
+                let record = ScheduleRecord {
+                    name: name.clone(),
+                    recurrence: recurrence.clone(),
+                    template: template.clone(),
+                    added_ms: *added_ms,
+                    event: id,
+                };
+                self.schedules
+                    .entry(name.clone())
+                    .or_default()
+                    .insert((*added_ms, id), record);
+            }
+            EventBody::ScheduleRemoved { added, .. } => {
+                self.removed_schedules.insert(*added);
             }
             EventBody::PackageAdded {
                 name,

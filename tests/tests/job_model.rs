@@ -73,3 +73,67 @@ fn exit_code_rules_ignore_fail_a_task_at_once_or_fail_the_whole_job() {
     assert_eq!(task_state(&list, "trigger").0, "failed");
     assert_eq!(task_state(&list, "long-2").0, "skipped");
 }
+
+/// A schedule every 2 s on a two-node mesh: after N periods there are
+/// exactly N jobs, one per occurrence, consecutive, none twice; removing it
+/// stops it.
+#[test]
+fn a_recurring_schedule_fires_each_occurrence_exactly_once() {
+    let cluster = Cluster::start(2, FAST);
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let file = cluster.file(
+        "tick.toml",
+        "name = \"tick\"\n[[tasks]]\ncommand = \"echo tick\"\n",
+    );
+    ok(
+        &a.cli(&[
+            "schedule",
+            "add",
+            "ticker",
+            file.to_str().unwrap(),
+            "--every",
+            "2s",
+        ]),
+        "schedule add",
+    );
+    let listed = wait_for("the schedule to reach b", Duration::from_secs(5), || {
+        let l = b.json(&["schedule", "list", "--json"]);
+        (!l.as_array().unwrap().is_empty()).then_some(l)
+    });
+    assert_eq!(listed[0]["every_ms"], 2000);
+    std::thread::sleep(Duration::from_secs(9));
+    ok(&b.cli(&["schedule", "remove", "ticker"]), "schedule remove");
+    std::thread::sleep(Duration::from_secs(1));
+    let occurrences = |node: &Node| -> Vec<u64> {
+        let mut at: Vec<u64> = node
+            .json(&["jobs", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["schedule"] == "ticker")
+            .map(|j| j["occurrence_ms"].as_u64().unwrap())
+            .collect();
+        at.sort();
+        at
+    };
+    let fired = occurrences(a);
+    assert!(
+        (4..=6).contains(&fired.len()),
+        "{} jobs in ~9 s at 2 s: {fired:?}",
+        fired.len()
+    );
+    for pair in fired.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            2000,
+            "occurrences skipped or doubled: {fired:?}"
+        );
+    }
+    assert_eq!(occurrences(b), fired, "both nodes hold the same jobs");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        occurrences(a).len(),
+        fired.len(),
+        "a removed schedule fired again"
+    );
+}

@@ -1,0 +1,97 @@
+//! Job schedules: a job template submitted again at every occurrence of a
+//! recurrence, exactly once across the mesh.
+//!
+//! Owns the schedule and occurrence types and the rule that makes firing
+//! idempotent: a job submitted for an occurrence takes its id from
+//! (schedule, occurrence time) rather than from its event, so two nodes
+//! that fire the same occurrence submit the *same* job, and the ledger's
+//! existing rule (of two submits of one job id, the lower event id wins)
+//! keeps one. Must not read clocks or evaluate cron expressions; the node
+//! decides when an occurrence is due.
+
+use crate::ids::{EventId, JobId};
+use crate::job::JobSpec;
+use serde::{Deserialize, Serialize};
+
+/// When a schedule fires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recurrence {
+    /// Every `ms` milliseconds of wall-clock time from `start_ms`.
+    Every { ms: u64, start_ms: u64 },
+    /// A cron expression (minute hour day-of-month month day-of-week, in
+    /// the firing node's local time; 6 fields start with seconds).
+    Cron(String),
+}
+
+/// The occurrence a scheduled job was submitted for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Occurrence {
+    pub schedule: String,
+    /// Wall-clock time of the occurrence (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// A schedule as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub name: String,
+    pub recurrence: Recurrence,
+    pub template: JobSpec,
+    pub added_ms: u64,
+    pub event: EventId,
+}
+
+/// The job id every submit for `occurrence` gets.
+pub fn occurrence_job_id(occurrence: &Occurrence) -> JobId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"peerbatch schedule occurrence\0");
+    h.update(occurrence.schedule.as_bytes());
+    h.update(&[0]);
+    h.update(&occurrence.at_ms.to_le_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    JobId(id)
+}
+
+/// A schedule name: 1 to 64 letters, digits, `-`, `_`, `.`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "schedule name {name:?} must be 1 to 64 letters, digits, `-`, `_` or `.`"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_occurrence_one_job_id() {
+        let at = |schedule: &str, at_ms| Occurrence {
+            schedule: schedule.into(),
+            at_ms,
+        };
+        assert_eq!(
+            occurrence_job_id(&at("nightly", 5)),
+            occurrence_job_id(&at("nightly", 5))
+        );
+        assert_ne!(
+            occurrence_job_id(&at("nightly", 5)),
+            occurrence_job_id(&at("nightly", 6))
+        );
+        assert_ne!(
+            occurrence_job_id(&at("nightly", 5)),
+            occurrence_job_id(&at("hourly", 5))
+        );
+        assert!(check_name("render-nightly").is_ok());
+        assert!(check_name("../x").is_err());
+    }
+}
