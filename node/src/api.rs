@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{job}/cancel", post(cancel))
         .route("/v1/jobs/{job}/tasks/{task}/log", get(log))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{node}/drain", post(drain_node))
         .route("/v1/blobs", post(put_blob))
         .route("/v1/blobs/entries", post(api_files::put_entries))
         .route(
@@ -174,6 +175,7 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value
             "draining": d.core.draining(),
             "claiming": !d.core.draining() && !d.core.paused(),
             "storage_error": d.storage.borrow().clone(),
+            "unavailable": d.unavailable.clone(),
             "claimed": claimed,
             "running": running,
             "peers_connected": connected,
@@ -308,6 +310,54 @@ async fn nodes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>
         Json(Value::Array(list))
     })
     .await
+}
+
+#[derive(Deserialize)]
+struct DrainBody {
+    drain: bool,
+}
+
+/// Asks a node (by peer id, a unique prefix of one, or `self`) to drain or
+/// resume, through the ledger.
+async fn drain_node(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(node): Path<String>,
+    Json(body): Json<DrainBody>,
+) -> ApiResult<Json<Value>> {
+    ask(&s, &h, move |d| {
+        let me = d.core.node_id();
+        let matches: Vec<NodeId> = d
+            .core
+            .ledger()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                if node == "self" {
+                    *id == me
+                } else {
+                    node_name(id).starts_with(&node)
+                }
+            })
+            .collect();
+        let target = match matches.as_slice() {
+            [one] => *one,
+            [] => return Err(not_found(format!("no node {node:?} in the mesh"))),
+            many => {
+                return Err(bad_request(format!(
+                    "{node:?} matches {} nodes; give more of the id",
+                    many.len()
+                )))
+            }
+        };
+        let now = d.now();
+        d.core
+            .request_drain(now, target, body.drain, crate::driver::wall_ms());
+        Ok(Json(
+            json!({ "node": node_name(&target), "drain": body.drain }),
+        ))
+    })
+    .await?
 }
 
 #[derive(Deserialize)]

@@ -44,9 +44,41 @@ pub struct ClientOpts {
 }
 
 #[derive(Subcommand)]
+pub enum NodeOp {
+    /// Let NODE finish its running tasks and take no new ones (NODE: a peer id, a prefix, or `self`).
+    Drain {
+        node: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Let a drained NODE take tasks again.
+    Resume {
+        node: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+fn drain(client: &Client, node: &str, drain: bool) -> Result<()> {
+    let r = client.post(
+        &format!("/v1/nodes/{}/drain", seg(node)),
+        &json!({ "drain": drain }),
+    )?;
+    let what = if drain { "drain" } else { "resume" };
+    eprintln!("asked node {} to {what}", s(&r["node"]));
+    Ok(())
+}
+
+#[derive(Subcommand)]
 pub enum Cmd {
-    /// Run a node on this machine.
-    Node(NodeOpts),
+    /// Run a node on this machine, or drain/resume one: `peerbatch node drain NODE`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Node {
+        #[command(subcommand)]
+        op: Option<NodeOp>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
     /// Make a cluster key file for --cluster-key.
     Keygen {
         #[arg(long)]
@@ -178,7 +210,15 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let dir = DataDir::resolve(cli.data_dir)?;
     let connect = |c: &ClientOpts| Client::connect(&dir, c.api.clone());
     match cli.cmd {
-        Cmd::Node(opts) => crate::serve::run(dir, opts),
+        Cmd::Node { op: None, opts } => crate::serve::run(dir, opts),
+        Cmd::Node {
+            op: Some(NodeOp::Drain { node, client }),
+            ..
+        } => drain(&connect(&client)?, &node, true),
+        Cmd::Node {
+            op: Some(NodeOp::Resume { node, client }),
+            ..
+        } => drain(&connect(&client)?, &node, false),
         Cmd::Keygen { out } => {
             crate::net::write_cluster_key(&out)?;
             eprintln!(
@@ -290,6 +330,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 "running",
                 "claiming",
                 "draining",
+                "unavailable",
                 "storage_error",
                 "peers_connected",
                 "events",

@@ -6,6 +6,7 @@
 //! touch the libp2p Swarm (only `net` does) or decide protocol questions
 //! (only the core does).
 
+use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts};
 use crate::exec::{Attempt, Executor};
 use crate::fetch::Fetcher;
 use crate::identity::{node_of, peer_of};
@@ -58,6 +59,9 @@ pub struct Driver {
     /// Why the ledger cannot be written right now, if it cannot.
     pub storage: watch::Receiver<Option<String>>,
     pub reclaimer: Option<Reclaimer>,
+    policy: PolicyOpts,
+    /// Why this node offers no slots now (drained, outside its policy).
+    pub unavailable: Option<String>,
 }
 
 impl Driver {
@@ -86,7 +90,41 @@ impl Driver {
             outbox,
             storage,
             reclaimer: None,
+            policy: PolicyOpts::default(),
+            unavailable: None,
         }
+    }
+
+    /// Offers slots only as `policy` allows.
+    pub fn with_policy(mut self, policy: PolicyOpts) -> Driver {
+        self.policy = policy;
+        self
+    }
+
+    /// Drains or resumes this node as requested and as its policy says.
+    fn availability_tick(&mut self) {
+        let me = self.core.node_id();
+        let requested = self.core.ledger().drain_requested(&me) == Some(true);
+        let (_, running) = self.core.local_load();
+        let reason = if requested {
+            Some("drained by request".to_string())
+        } else {
+            self.policy
+                .outside(local_minute(), other_load_per_cpu(running as u32))
+        };
+        if reason == self.unavailable {
+            return;
+        }
+        let now = self.now();
+        match &reason {
+            Some(why) => tracing::info!("not taking new tasks: {why}"),
+            None => tracing::info!("taking tasks again"),
+        }
+        self.core.set_draining(now, reason.is_some());
+        if reason.is_some() && !requested && self.policy.on_leave == OnLeave::Requeue {
+            self.core.requeue_local(now);
+        }
+        self.unavailable = reason;
     }
 
     /// Bounds the chunk store (see `store::reclaim`).
@@ -152,7 +190,10 @@ impl Driver {
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
-                _ = dial_tick.tick() => self.dial_known_nodes(),
+                _ = dial_tick.tick() => {
+                    self.dial_known_nodes();
+                    self.availability_tick();
+                }
                 _ = reclaim_tick.tick() => self.reclaim_tick(),
                 _ = schedule_tick.tick() => {
                     let now = self.now();

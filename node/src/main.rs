@@ -4,6 +4,7 @@
 mod api;
 mod api_files;
 mod api_schedules;
+mod availability;
 mod bench;
 mod cli;
 mod cli_files;
@@ -31,7 +32,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let is_node = matches!(cli.cmd, cli::Cmd::Node(_));
+    let is_node = matches!(cli.cmd, cli::Cmd::Node { op: None, .. });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

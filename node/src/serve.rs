@@ -50,6 +50,8 @@ pub struct NodeOpts {
     /// within their job's retention are always kept.
     #[arg(long, value_parser = crate::store::reclaim::parse_size)]
     pub store_limit: Option<u64>,
+    #[command(flatten)]
+    pub policy: crate::availability::PolicyOpts,
     /// Lease of a claim: a peer silent this long loses its running tasks (ms).
     #[arg(long, default_value_t = 5_000, hide = true)]
     pub lease_ms: u64,
@@ -192,6 +194,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
     driver
         .with_reclaimer(reclaimer)
+        .with_policy(opts.policy.clone())
         .run(net_events, requests_rx, exited_rx, shutdown_rx)
         .await;
     let _ = std::fs::remove_file(dir.api_file());

@@ -479,6 +479,37 @@ impl<S: EventStore> Core<S> {
         Ok((job, id))
     }
 
+    /// Asks a node (this one or another) to drain or resume.
+    pub fn request_drain(&mut self, now: Millis, node: NodeId, drain: bool, wall_ms: u64) {
+        self.publish(
+            now,
+            EventBody::DrainRequested {
+                node,
+                drain,
+                at_ms: wall_ms,
+            },
+        );
+        self.after_input(now);
+    }
+
+    /// Gives back every attempt that runs or waits to run here: each is
+    /// reclaimed, so its next attempt is claimable elsewhere, and the ones
+    /// running are killed when the reclaim lands.
+    pub fn requeue_local(&mut self, now: Millis) {
+        let mine: Vec<Claim> = self
+            .local
+            .iter()
+            .filter(|(_, l)| l.published)
+            .map(|(task, l)| Claim {
+                task: *task,
+                attempt: l.attempt,
+            })
+            .collect();
+        self.out_reclaims.extend(mine);
+        self.mark_batch(now);
+        self.after_input(now);
+    }
+
     /// Adds (or replaces) a job schedule for the whole mesh.
     pub fn add_schedule(
         &mut self,

@@ -92,6 +92,13 @@ pub enum EventBody {
         seq: u64,
         info: NodeInfo,
     },
+    /// Asks `node` to drain (finish running tasks, take no new ones) or to
+    /// resume; the newest request per node wins.
+    DrainRequested {
+        node: NodeId,
+        drain: bool,
+        at_ms: u64,
+    },
     /// A job schedule (a new version replaces one of the same name).
     ScheduleAdded {
         name: String,

@@ -124,6 +124,8 @@ pub struct Ledger {
     removed_schedules: BTreeSet<EventId>,
     /// Occurrence times each schedule has a job for.
     fired: BTreeMap<String, BTreeSet<u64>>,
+    /// The newest drain or resume request per node.
+    drain_requests: BTreeMap<NodeId, (u64, EventId, bool)>,
 }
 
 /// The job id a submit creates: its schedule occurrence's, or else the
@@ -190,6 +192,11 @@ impl Ledger {
             let (_, newest) = versions.iter().next_back()?;
             (!self.removed_schedules.contains(&newest.event)).then_some(newest)
         })
+    }
+
+    /// Whether the newest request for `node` asks it to drain.
+    pub fn drain_requested(&self, node: &NodeId) -> Option<bool> {
+        self.drain_requests.get(node).map(|(_, _, drain)| *drain)
     }
 
     /// The latest occurrence time a schedule has a job for.
@@ -336,6 +343,16 @@ impl Ledger {
                     .entry(name.clone())
                     .or_default()
                     .insert((*added_ms, id), record);
+            }
+            EventBody::DrainRequested { node, drain, at_ms } => {
+                let newer = self
+                    .drain_requests
+                    .get(node)
+                    .is_none_or(|(t, e, _)| (*at_ms, id) > (*t, *e));
+                if newer {
+                    self.drain_requests.insert(*node, (*at_ms, id, *drain));
+                    touched.nodes.push(*node);
+                }
             }
             EventBody::ScheduleRemoved { added, .. } => {
                 self.removed_schedules.insert(*added);

@@ -137,3 +137,48 @@ fn a_recurring_schedule_fires_each_occurrence_exactly_once() {
         "a removed schedule fired again"
     );
 }
+
+/// `node drain NODE` from another node: the drained node finishes what it
+/// has and starts nothing new while the others finish the job; `node
+/// resume` brings it back.
+#[test]
+fn a_node_drained_from_elsewhere_takes_no_new_tasks_until_resumed() {
+    let cluster = Cluster::start(3, FAST);
+    let [a, c] = [&cluster.nodes[0], &cluster.nodes[2]];
+    let c_id = c.peer_id();
+    let started = |n: &Node| n.status()["attempts_started"].as_u64().unwrap();
+    let job = ok(
+        &a.cli(&["run", "--array", "1-60", "--", "sleep", "0.5"]),
+        "run",
+    );
+    wait_for("c to start work", Duration::from_secs(20), || {
+        (started(c) > 0).then_some(())
+    });
+    ok(&a.cli(&["node", "drain", &c_id]), "node drain");
+    wait_for("c to drain", Duration::from_secs(10), || {
+        let seen_by_a = a
+            .json(&["nodes", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == c_id.as_str() && n["draining"] == true);
+        (seen_by_a && c.status()["unavailable"] == "drained by request").then_some(())
+    });
+    // What c had claimed starts within a task's time; nothing after that.
+    std::thread::sleep(Duration::from_secs(2));
+    let at_drain = started(c);
+    let end = wait_job_end(a, &job);
+    assert_eq!(end["state"], "succeeded");
+    assert_eq!(started(c), at_drain, "a drained node started new tasks");
+
+    ok(&a.cli(&["node", "resume", &c_id[..12]]), "node resume");
+    wait_for("c to take tasks again", Duration::from_secs(10), || {
+        c.status()["unavailable"].is_null().then_some(())
+    });
+    let job = ok(
+        &a.cli(&["run", "--array", "1-40", "--", "sleep", "0.3"]),
+        "run",
+    );
+    wait_job_end(a, &job);
+    assert!(started(c) > at_drain, "a resumed node took no tasks");
+}
