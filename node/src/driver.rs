@@ -110,7 +110,7 @@ impl Driver {
             Some("drained by request".to_string())
         } else {
             self.policy
-                .outside(local_minute(), other_load_per_cpu(running as u32))
+                .outside(local_minute(), other_load_per_cpu(running))
         };
         if reason == self.unavailable {
             return;
