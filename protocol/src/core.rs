@@ -200,7 +200,8 @@ pub struct Core<S> {
 impl<S: EventStore> Core<S> {
     /// Builds a core from its durable events (as stored; they were verified
     /// when first received). Claims this node held before a restart are
-    /// reclaimed at once: their processes died with the old incarnation.
+    /// reclaimed at once (see `refresh`): their processes died with
+    /// the old incarnation.
     pub fn new(
         identity: Identity,
         cfg: Config,
@@ -271,19 +272,6 @@ impl<S: EventStore> Core<S> {
         for task in touched_tasks {
             core.refresh(now, task);
         }
-        let stale: Vec<Claim> = core
-            .running_by
-            .get(&me)
-            .into_iter()
-            .flatten()
-            .filter_map(|t| core.views.get(t))
-            .map(|v| Claim {
-                task: v.task,
-                attempt: v.attempt,
-            })
-            .collect();
-        core.out_reclaims.extend(stale);
-        core.mark_batch(now);
         core
     }
 
@@ -846,7 +834,7 @@ impl<S: EventStore> Core<S> {
             if self.ledger.contains(&id) {
                 continue;
             }
-            let Ok(event) = self.decode_verified(&bytes) else {
+            let Ok(event) = self.decode_verified(&id, &bytes) else {
                 self.stats.events_rejected += 1;
                 continue;
             };
@@ -859,9 +847,13 @@ impl<S: EventStore> Core<S> {
         new
     }
 
-    /// [`Event::decode_verified`], parsing each author's key only once.
-    fn decode_verified(&mut self, bytes: &[u8]) -> Result<Event, EventError> {
+    /// [`Event::decode_verified`], parsing each author's key only once and
+    /// skipping events the store vouches for.
+    fn decode_verified(&mut self, id: &EventId, bytes: &[u8]) -> Result<Event, EventError> {
         let event: Event = crate::codec::decode(bytes)?;
+        if self.store.known_valid(id) {
+            return Ok(event);
+        }
         let key = match self.author_keys.get(&event.author) {
             Some(key) => *key,
             None => event.author_key()?,
@@ -961,6 +953,24 @@ impl<S: EventStore> Core<S> {
         // After `lose`: a claim dropped before it ran leaves the task claimable.
         if view.state == TaskState::Pending && !self.local.contains_key(&task) {
             self.enqueue(task, view.attempt, now);
+        }
+        // A claim of this node that no process here runs and that has no
+        // result waiting: an earlier incarnation's (restarted, or its store
+        // wiped and rebuilt from peers). Its heartbeats would renew the
+        // lease forever, so reclaim the attempt now.
+        let orphan = view.state == TaskState::Running
+            && view.node == Some(self.me)
+            && !self.local.contains_key(&task)
+            && !self
+                .out_results
+                .iter()
+                .any(|r| r.task == task && r.attempt == view.attempt);
+        if orphan {
+            self.out_reclaims.insert(Claim {
+                task,
+                attempt: view.attempt,
+            });
+            self.mark_batch(now);
         }
         self.views.insert(task, view);
         Some(old_state)

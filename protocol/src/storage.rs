@@ -12,6 +12,14 @@ use std::rc::Rc;
 /// Read access to durable events, by id.
 pub trait EventStore {
     fn get(&self, id: &EventId) -> Option<Vec<u8>>;
+
+    /// Whether the event with this id is already known to carry a valid
+    /// signature (verified before by this process), so the core may skip
+    /// checking it again. The id is the hash of the bytes, so a true answer
+    /// is only ever about these exact bytes. Default: never.
+    fn known_valid(&self, _id: &EventId) -> bool {
+        false
+    }
 }
 
 /// Events in memory, shared between a simulated node's core and its "disk".

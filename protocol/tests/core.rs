@@ -431,13 +431,31 @@ fn a_silent_node_is_reclaimed_after_lease_and_grace() {
     assert_eq!(state(&a, t), (TaskState::Succeeded, 0, Some(b.id())));
 }
 
-#[test]
-fn a_restarted_node_reclaims_what_its_old_incarnation_ran() {
+/// Fires a node's timers from `now` until it starts something, within a
+/// second; returns the time it did.
+fn run_timers_until_a_start(node: &mut Node, mut now: u64) -> u64 {
+    let limit = now + 1_000;
+    while node.runs().is_empty() {
+        assert!(now < limit, "nothing was started (again) within a second");
+        node.timeout(now);
+        now = node.core.poll_timeout().expect("a timer").0.max(now + 1);
+    }
+    now
+}
+
+/// A node alone that has claimed and started the one task of its job.
+fn a_lone_node_running_one_task() -> (Node, TaskRef) {
     let mut a = Node::new(1, Config::default());
     a.timeout(0);
     let (job, _) = submit(&mut a, 0, 1, 2);
     let t = task(job, 0);
     assert_eq!(a.runs(), vec![(t, 0)]);
+    (a, t)
+}
+
+#[test]
+fn a_restarted_node_reclaims_what_its_old_incarnation_ran() {
+    let (a, t) = a_lone_node_running_one_task();
     // Crash: the process dies with the node; restart from the store.
     let store = a.store.clone();
     let mut restarted = Node {
@@ -454,17 +472,7 @@ fn a_restarted_node_reclaims_what_its_old_incarnation_ran() {
         actions: Vec::new(),
     };
     assert_eq!(state(&restarted, t), (TaskState::Running, 0, Some(a.id())));
-    let mut now = 1_000;
-    while restarted.runs().is_empty() {
-        assert!(now < 2_000, "the old claim was never reclaimed");
-        restarted.timeout(now);
-        now = restarted
-            .core
-            .poll_timeout()
-            .expect("a timer")
-            .0
-            .max(now + 1);
-    }
+    let now = run_timers_until_a_start(&mut restarted, 1_000);
     assert_eq!(restarted.runs(), vec![(t, 1)]);
     assert_eq!(state(&restarted, t), (TaskState::Running, 1, Some(a.id())));
     restarted.exit(now, t, 1, Outcome::Exited(0));
@@ -473,6 +481,37 @@ fn a_restarted_node_reclaims_what_its_old_incarnation_ran() {
         state(&restarted, t),
         (TaskState::Succeeded, 1, Some(a.id()))
     );
+}
+
+/// Found by the simulator (seed 36 of the swarm: two storage wipes): a
+/// node whose store was wiped rebuilt its own old claim from peers, showed
+/// it running on itself for ever (its heartbeats kept the lease alive) and
+/// never ran it again.
+#[test]
+fn a_node_rebuilt_from_peers_after_a_wipe_reclaims_its_lost_claims() {
+    let (a, t) = a_lone_node_running_one_task();
+    let held_by_peers = a.store.all();
+    // The store is wiped; the node starts empty and hears its events back.
+    let mut wiped = Node::new(1, Config::default());
+    wiped.timeout(1_000);
+    let peer = Node::new(2, Config::default());
+    wiped.core.handle_message(
+        Millis(1_001),
+        peer.id(),
+        Message::Events {
+            events: held_by_peers,
+        },
+    );
+    let sent = wiped.pump();
+    let reclaimed = events_of(&sent).into_iter().any(|bytes| {
+        matches!(
+            codec::decode::<peerbatch_protocol::Event>(&bytes).map(|e| e.body),
+            Ok(EventBody::Reclaimed { claims }) if claims == vec![Claim { task: t, attempt: 0 }]
+        )
+    });
+    assert!(reclaimed, "the lost claim was not reclaimed");
+    run_timers_until_a_start(&mut wiped, 1_001);
+    assert_eq!(wiped.runs(), vec![(t, 1)]);
 }
 
 #[test]

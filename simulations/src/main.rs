@@ -1,136 +1,215 @@
-//! `peerbatch-simulations`: runs seeded simulations and prints their figures.
+//! `peerbatch-simulations`: the swarm tester's command line.
 //!
-//! Owns the command line only; the world and its checks live in the library.
-//! Exits non-zero, naming the seed, on the first invariant violation.
+//! Owns argument parsing and printing only; the world, its checks and the
+//! shrinker live in the library. `--seed S` draws a whole run from S;
+//! `--seeds K` runs S..S+K; any other flag overrides that part of every
+//! drawn config. Exits 1 on the first violation, after shrinking it and
+//! printing the smallest failing config's replay command and trace.
 
-use peerbatch_simulations::{run, SimConfig};
+use peerbatch_simulations::{run, shrink, Report, SimConfig};
 use std::process::ExitCode;
+use std::time::Duration;
 
-const USAGE: &str = "usage: peerbatch-simulations --seed S [--seeds K] [--nodes N] [--tasks T] \
-[--jobs J] [--loss P] [--fail P] [--crashes C] [--partitions P] [--cancel] [--max-retries R] \
-[--task-ms MIN-MAX] [--delay-ms MIN-MAX] [--slots S]";
+const USAGE: &str = "usage: peerbatch-simulations --seed S [--seeds K] [--calm] [--no-shrink] \
+[--shrink-secs N] [--nodes N] [--tasks T] [--jobs J] [--max-retries R] [--fail P] \
+[--task-ms MIN-MAX] [--cancels C] [--loss P] [--dup P] [--reorder P] [--reorder-ms MS] \
+[--delay-ms MIN-MAX] [--partitions P] [--crashes C] [--wipes W] [--clock-jumps J] \
+[--skew-ppm PPM] [--flush-ms MS] [--fault-window-ms MS] [--slots S] [--check-every-step]";
 
-fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
-    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+/// Lines of a failing run's trace printed: its faults, submits, runs and
+/// exits (at most this many, the last ones), then its last deliveries.
+const TRACE_LINES: usize = 300;
+const TRACE_TAIL: usize = 60;
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
     value
         .parse()
         .map_err(|_| format!("{flag}: cannot parse {value:?}"))
 }
 
-fn parse_range(flag: &str, value: Option<String>) -> Result<(u64, u64), String> {
-    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+fn parse_range(flag: &str, value: &str) -> Result<(u64, u64), String> {
     let (lo, hi) = value
         .split_once('-')
         .ok_or_else(|| format!("{flag}: expected MIN-MAX, got {value:?}"))?;
-    let lo: u64 = parse(flag, Some(lo.to_string()))?;
-    let hi: u64 = parse(flag, Some(hi.to_string()))?;
-    if lo > hi || lo == 0 {
-        return Err(format!("{flag}: need 0 < MIN <= MAX, got {value:?}"));
-    }
-    Ok((lo, hi))
+    Ok((parse(flag, lo)?, parse(flag, hi)?))
 }
 
-fn args() -> Result<(SimConfig, u64), String> {
-    let mut cfg = SimConfig::default();
-    let mut seeds = 1;
-    let mut seed = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        match flag.as_str() {
-            "--seed" => seed = Some(parse(&flag, args.next())?),
-            "--seeds" => seeds = parse(&flag, args.next())?,
-            "--nodes" => cfg.nodes = parse(&flag, args.next())?,
-            "--tasks" => cfg.tasks = parse(&flag, args.next())?,
-            "--jobs" => cfg.jobs = parse(&flag, args.next())?,
-            "--loss" => cfg.loss = parse(&flag, args.next())?,
-            "--fail" => cfg.fail_rate = parse(&flag, args.next())?,
-            "--crashes" => cfg.crashes = parse(&flag, args.next())?,
-            "--partitions" => cfg.partitions = parse(&flag, args.next())?,
-            "--cancel" => cfg.cancel = true,
-            "--max-retries" => cfg.max_retries = parse(&flag, args.next())?,
-            "--slots" => cfg.core.slots = parse(&flag, args.next())?,
-            "--task-ms" => cfg.task_ms = parse_range(&flag, args.next())?,
-            "--delay-ms" => cfg.delay_ms = parse_range(&flag, args.next())?,
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+/// Sets the part of `cfg` that `flag` names.
+fn apply(cfg: &mut SimConfig, flag: &str, v: &str) -> Result<(), String> {
+    match flag {
+        "--nodes" => cfg.nodes = parse(flag, v)?,
+        "--tasks" => cfg.tasks = parse(flag, v)?,
+        "--jobs" => cfg.jobs = parse(flag, v)?,
+        "--max-retries" => cfg.max_retries = parse(flag, v)?,
+        "--fail" => cfg.faults.fail_rate = parse(flag, v)?,
+        "--task-ms" => cfg.task_ms = parse_range(flag, v)?,
+        "--cancels" => cfg.faults.cancels = parse(flag, v)?,
+        "--loss" => cfg.faults.loss = parse(flag, v)?,
+        "--dup" => cfg.faults.dup = parse(flag, v)?,
+        "--reorder" => cfg.faults.reorder = parse(flag, v)?,
+        "--reorder-ms" => cfg.faults.reorder_ms = parse(flag, v)?,
+        "--delay-ms" => cfg.delay_ms = parse_range(flag, v)?,
+        "--partitions" => cfg.faults.partitions = parse(flag, v)?,
+        "--crashes" => cfg.faults.crashes = parse(flag, v)?,
+        "--wipes" => cfg.faults.wipes = parse(flag, v)?,
+        "--clock-jumps" => cfg.faults.clock_jumps = parse(flag, v)?,
+        "--skew-ppm" => cfg.faults.skew_ppm = parse(flag, v)?,
+        "--flush-ms" => cfg.faults.flush_ms = parse(flag, v)?,
+        "--fault-window-ms" => cfg.fault_window_ms = parse(flag, v)?,
+        "--slots" => cfg.core.slots = parse(flag, v)?,
+        other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+    }
+    Ok(())
+}
+
+struct Args {
+    seed: u64,
+    seeds: u64,
+    calm: bool,
+    shrink: Option<Duration>,
+    check_every_step: bool,
+    overrides: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse() -> Result<Args, String> {
+        let mut a = Args {
+            seed: 0,
+            seeds: 1,
+            calm: false,
+            shrink: Some(Duration::from_secs(300)),
+            check_every_step: false,
+            overrides: Vec::new(),
+        };
+        let mut seed = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--seed" => seed = Some(parse(&flag, &value()?)?),
+                "--seeds" => a.seeds = parse(&flag, &value()?)?,
+                "--calm" => a.calm = true,
+                "--no-shrink" => a.shrink = None,
+                "--shrink-secs" => {
+                    a.shrink = Some(Duration::from_secs(parse(&flag, &value()?)?));
+                }
+                "--check-every-step" => a.check_every_step = true,
+                "-h" | "--help" => return Err(USAGE.into()),
+                _ => {
+                    let v = value()?;
+                    // Refuse unknown flags and bad values now, not per seed.
+                    apply(&mut SimConfig::default(), &flag, &v)?;
+                    a.overrides.push((flag, v));
+                }
+            }
         }
+        a.seed = seed.ok_or_else(|| format!("--seed is required\n{USAGE}"))?;
+        Ok(a)
     }
-    cfg.seed = seed.ok_or_else(|| format!("--seed is required\n{USAGE}"))?;
-    if !(0.0..1.0).contains(&cfg.loss) || !(0.0..=1.0).contains(&cfg.fail_rate) {
-        return Err("--loss must be in [0, 1) and --fail in [0, 1]".into());
-    }
-    if cfg.nodes < 2 || cfg.tasks == 0 || cfg.jobs == 0 || cfg.jobs > cfg.tasks {
-        return Err("need --nodes >= 2 and 1 <= --jobs <= --tasks".into());
-    }
-    Ok((cfg, seeds))
-}
 
-/// The command-line flags that reproduce `cfg` (all but the seed).
-fn flags(cfg: &SimConfig) -> String {
-    format!(
-        "--nodes {} --tasks {} --jobs {} --loss {} --fail {} --crashes {} --partitions {}{} \
-         --max-retries {} \
-         --task-ms {}-{} --delay-ms {}-{} --slots {}",
-        cfg.nodes,
-        cfg.tasks,
-        cfg.jobs,
-        cfg.loss,
-        cfg.fail_rate,
-        cfg.crashes,
-        cfg.partitions,
-        if cfg.cancel { " --cancel" } else { "" },
-        cfg.max_retries,
-        cfg.task_ms.0,
-        cfg.task_ms.1,
-        cfg.delay_ms.0,
-        cfg.delay_ms.1,
-        cfg.core.slots
-    )
+    /// The config of one seed: drawn, then overridden.
+    fn config(&self, seed: u64) -> Result<SimConfig, String> {
+        let mut cfg = SimConfig::draw(seed);
+        if self.calm {
+            cfg = cfg.calm();
+        }
+        for (flag, v) in &self.overrides {
+            apply(&mut cfg, flag, v)?;
+        }
+        cfg.check_every_step |= self.check_every_step;
+        cfg.validate()?;
+        Ok(cfg)
+    }
 }
 
 fn main() -> ExitCode {
-    let (cfg, seeds) = match args() {
-        Ok(parsed) => parsed,
+    let args = match Args::parse() {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let mut totals = (0.0, 0.0, 0u64, 0u64, 0u64);
-    for seed in cfg.seed..cfg.seed + seeds {
-        let cfg = SimConfig {
-            seed,
-            ..cfg.clone()
+    let mut reports: Vec<Report> = Vec::new();
+    for seed in args.seed..args.seed + args.seeds {
+        let cfg = match args.config(seed) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
         };
-        println!("seed {seed}: {}", flags(&cfg));
+        println!("run: {cfg}");
         match run(&cfg) {
             Ok(report) => {
                 println!("{report}");
-                totals.0 += report.finished_ms as f64 / 1000.0;
-                totals.1 += report.wall_ms as f64 / 1000.0;
-                totals.2 += report.messages;
-                totals.3 += report.duplicates();
-                totals.4 += u64::from(report.tasks);
+                reports.push(report);
             }
             Err(violation) => {
                 eprintln!("FAILED {violation}");
-                eprintln!(
-                    "replay: cargo run --release -p peerbatch-simulations -- --seed {seed} {}",
-                    flags(&cfg)
-                );
+                eprintln!("replay: cargo run --release -p peerbatch-simulations -- {cfg}");
+                if let Some(budget) = args.shrink {
+                    let small = shrink(&cfg, violation, budget);
+                    eprintln!(
+                        "shrunk in {} runs to: {}\nreplay: cargo run --release -p peerbatch-simulations -- {}",
+                        small.runs, small.violation, small.cfg
+                    );
+                    print_trace(&small.violation.trace);
+                }
                 return ExitCode::FAILURE;
             }
         }
     }
-    if seeds > 1 {
-        let n = seeds as f64;
-        println!(
-            "{seeds} seeds: mean finish {:.3} s simulated, mean wall {:.3} s, mean {:.0} messages, {:.1} duplicates per 1000 tasks",
-            totals.0 / n,
-            totals.1 / n,
-            totals.2 as f64 / n,
-            totals.3 as f64 * 1000.0 / totals.4 as f64
-        );
+    if reports.len() > 1 {
+        summarise(&reports);
     }
     ExitCode::SUCCESS
+}
+
+fn print_trace(trace: &[String]) {
+    let tail = trace.len().saturating_sub(TRACE_TAIL);
+    let notable: Vec<&String> = trace[..tail]
+        .iter()
+        .filter(|l| !l.contains(" deliver ") && !l.contains(" flush node "))
+        .collect();
+    eprintln!(
+        "trace: {} steps; {} before the last {TRACE_TAIL} are faults, submits, runs and exits \
+         (the last {} of them shown), then every step:",
+        trace.len(),
+        notable.len(),
+        notable.len().min(TRACE_LINES)
+    );
+    for line in &notable[notable.len().saturating_sub(TRACE_LINES)..] {
+        eprintln!("  {line}");
+    }
+    eprintln!("  ...");
+    for line in &trace[tail..] {
+        eprintln!("  {line}");
+    }
+}
+
+fn summarise(reports: &[Report]) {
+    let n = reports.len() as f64;
+    let faults: u64 = reports.iter().map(|r| r.injected.total()).sum();
+    let structural: u64 = reports
+        .iter()
+        .map(|r| {
+            let i = &r.injected;
+            u64::from(i.partitions + i.flaps + i.crashes + i.wipes + i.clock_jumps + i.cancels)
+        })
+        .sum();
+    let tasks: u64 = reports.iter().map(|r| u64::from(r.tasks)).sum();
+    let dups: u64 = reports.iter().map(Report::duplicates).sum();
+    println!(
+        "{} seeds passed: {faults} faults injected ({structural} partitions, flaps, crashes, \
+         wipes, clock jumps and cancels; the rest message faults and lost writes), \
+         mean wall {:.3} s, {:.1} duplicates per 1000 tasks",
+        reports.len(),
+        reports
+            .iter()
+            .map(|r| r.wall_ms as f64 / 1000.0)
+            .sum::<f64>()
+            / n,
+        dups as f64 * 1000.0 / tasks.max(1) as f64
+    );
 }

@@ -1,84 +1,108 @@
-//! The simulator's own checks, run as tests: convergence and one canonical
-//! result per task at scale under message loss; failures, crashes and
-//! cancellation at a smaller scale; reproducibility of a seed.
+//! The swarm tester's own checks, run as tests: a fixed set of drawn seeds
+//! (the CI swarm), a calm run at scale under loss, scenarios that must
+//! exercise each fault, and reproducibility of a seed.
 //!
 //! `run` checks every invariant itself and returns the first violation; the
-//! assertions here only pin what each scenario must show.
+//! assertions here pin what each scenario must show.
 
-use peerbatch_simulations::{run, Report, SimConfig};
+use peerbatch_simulations::{run, Faults, Report, SimConfig};
 
 fn must_pass(cfg: &SimConfig) -> Report {
-    let report = run(cfg).unwrap_or_else(|v| panic!("{v}"));
+    let report = run(cfg).unwrap_or_else(|v| panic!("{v}\nreplay: {cfg}"));
     println!("{report}");
     report
 }
 
-/// 50 nodes, 2,000 tasks, 10% loss: every task ends with one canonical
+/// Seeds whose drawn runs CI replays (each drawn config is small enough for
+/// debug builds; the release swarm in docs/BENCHMARKS.md runs hundreds).
+const CI_SEEDS: [u64; 12] = [1, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14];
+
+fn swarm(seeds: &[u64]) {
+    let mut faults = 0;
+    for &seed in seeds {
+        let report = must_pass(&SimConfig::draw(seed));
+        faults += report.injected.total();
+    }
+    assert!(faults > 0);
+}
+
+// Split so that the test harness runs them side by side.
+#[test]
+fn ci_swarm_first_half_keeps_every_invariant() {
+    swarm(&CI_SEEDS[..6]);
+}
+
+#[test]
+fn ci_swarm_second_half_keeps_every_invariant() {
+    swarm(&CI_SEEDS[6..]);
+}
+
+/// 50 nodes, 2,000 tasks, 10 % loss: every task ends with one canonical
 /// result, the same on every node, and all replicas hold the same events.
-fn fifty_nodes_two_thousand_tasks(seed: u64) {
-    let report = must_pass(&SimConfig {
-        seed,
-        nodes: 50,
-        tasks: 2_000,
-        loss: 0.1,
-        ..SimConfig::default()
-    });
+#[test]
+fn fifty_nodes_two_thousand_tasks_under_loss_all_succeed() {
+    let report = must_pass(&SimConfig::default());
     assert_eq!(report.tasks_failed, 0);
     assert_eq!(report.tasks_started, 2_000);
-    assert!(report.dropped > 0);
+    assert!(report.injected.net.dropped > 0);
 }
 
-// One test per seed, so that the test harness can run them side by side.
-#[test]
-fn fifty_nodes_two_thousand_tasks_ten_percent_loss_seed_1() {
-    fifty_nodes_two_thousand_tasks(1);
-}
-
-#[test]
-fn fifty_nodes_two_thousand_tasks_ten_percent_loss_seed_2() {
-    fifty_nodes_two_thousand_tasks(2);
-}
-
-#[test]
-fn fifty_nodes_two_thousand_tasks_ten_percent_loss_seed_3() {
-    fifty_nodes_two_thousand_tasks(3);
-}
-
-fn faulty(seed: u64) -> SimConfig {
+/// A small cluster under every kind of fault at once.
+fn stormy(seed: u64) -> SimConfig {
     SimConfig {
         seed,
         nodes: 12,
         tasks: 300,
         jobs: 3,
-        loss: 0.2,
-        task_ms: (20, 400),
-        fail_rate: 0.3,
-        max_retries: 2,
-        crashes: 3,
-        cancel: true,
+        max_retries: 3,
+        task_ms: (20, 800),
+        faults: Faults {
+            fail_rate: 0.3,
+            cancels: 1,
+            loss: 0.2,
+            dup: 0.1,
+            reorder: 0.1,
+            reorder_ms: 500,
+            partitions: 2,
+            crashes: 3,
+            wipes: 1,
+            clock_jumps: 2,
+            skew_ppm: 20_000,
+            flush_ms: 20,
+        },
+        fault_window_ms: 20_000,
+        check_every_step: true,
         ..SimConfig::default()
     }
 }
 
 #[test]
-fn failures_crashes_and_a_cancel_under_loss_keep_every_invariant() {
+fn every_fault_at_once_keeps_every_invariant() {
     let mut failed = 0;
     let mut cancelled = 0;
-    for seed in 1..=4 {
-        let report = must_pass(&faulty(seed));
+    let mut reruns = 0;
+    for seed in 1..=3 {
+        let report = must_pass(&stormy(seed));
+        let i = report.injected;
+        assert_eq!(
+            (i.crashes, i.wipes, i.clock_jumps, i.partitions),
+            (3, 1, 2, 2)
+        );
+        assert!(i.net.dropped > 0 && i.net.duplicated > 0 && i.net.reordered > 0);
         failed += report.tasks_failed;
         cancelled += report.tasks_cancelled;
+        reruns += report.death_to_rerun.count;
     }
-    // The scenario does exercise the failure and cancel paths.
+    // The scenario does exercise the failure, cancel and rerun paths.
     assert!(
-        failed > 0 && cancelled > 0,
-        "{failed} failed, {cancelled} cancelled"
+        failed > 0 && cancelled > 0 && reruns > 0,
+        "{failed} failed, {cancelled} cancelled, {reruns} reruns"
     );
 }
 
 #[test]
 fn a_seed_replays_identically() {
-    let cfg = faulty(7);
+    let cfg = stormy(7);
     let (a, b) = (must_pass(&cfg), must_pass(&cfg));
     assert_eq!(a.run_digest, b.run_digest);
     assert_eq!(
@@ -90,4 +114,16 @@ fn a_seed_replays_identically() {
     );
     let other = must_pass(&SimConfig { seed: 8, ..cfg });
     assert_ne!(a.run_digest, other.run_digest);
+}
+
+#[test]
+fn a_seed_draws_the_same_config_and_seeds_differ() {
+    assert_eq!(
+        SimConfig::draw(5).to_string(),
+        SimConfig::draw(5).to_string()
+    );
+    let sizes: std::collections::BTreeSet<usize> =
+        (0..200).map(|s| SimConfig::draw(s).nodes).collect();
+    assert!(sizes.first() >= Some(&3) && sizes.last() <= Some(&1_000));
+    assert!(sizes.len() > 30 && sizes.iter().any(|n| *n > 100));
 }

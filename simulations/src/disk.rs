@@ -1,0 +1,130 @@
+//! A simulated node's disk: its durable store and the write queue in front.
+//!
+//! Owns what survives a crash. Writes handed out by a core are durable only
+//! once flushed (group commit, as the node's outbox does); a transmit polled
+//! after a write waits for that flush, one with no write ahead of it goes at
+//! once. A crash loses the queue; a wipe loses the store too. Must not
+//! decide when to flush (the world schedules it) or look inside events.
+
+use peerbatch_protocol::{EventId, EventStore, MemStore, Transmit};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, VecDeque};
+use std::rc::Rc;
+
+/// Ids of events some core of this process already verified (or signed):
+/// shared by every node's store so that each signature is checked once
+/// per run instead of once per node.
+pub type Vouched = Rc<RefCell<BTreeSet<EventId>>>;
+
+/// The store a simulated core reads: the node's durable events, plus the
+/// run-wide set of events known to verify.
+#[derive(Clone)]
+pub struct SimStore {
+    events: MemStore,
+    vouched: Vouched,
+}
+
+impl EventStore for SimStore {
+    fn get(&self, id: &EventId) -> Option<Vec<u8>> {
+        self.events.get(id)
+    }
+
+    fn known_valid(&self, id: &EventId) -> bool {
+        self.vouched.borrow().contains(id)
+    }
+}
+
+enum Write {
+    Persist(EventId, Vec<u8>),
+    Send(Transmit),
+}
+
+pub struct Disk {
+    store: SimStore,
+    queue: VecDeque<Write>,
+    /// Writes wait for a flush (else they are durable when handed out).
+    group_commit: bool,
+}
+
+impl Disk {
+    pub fn new(vouched: Vouched, group_commit: bool) -> Disk {
+        Disk {
+            store: SimStore {
+                events: MemStore::default(),
+                vouched,
+            },
+            queue: VecDeque::new(),
+            group_commit,
+        }
+    }
+
+    pub fn store(&self) -> SimStore {
+        self.store.clone()
+    }
+
+    pub fn durable(&self, id: &EventId) -> bool {
+        self.store.events.contains(id)
+    }
+
+    /// Every durable event, in id order: what a restarted core reads.
+    pub fn events(&self) -> Vec<Vec<u8>> {
+        self.store.events.all()
+    }
+
+    /// Queues one pump's outputs; returns the transmits that may go now.
+    /// True in the second field when a flush must be scheduled.
+    pub fn write(
+        &mut self,
+        persists: Vec<(EventId, Vec<u8>)>,
+        transmits: Vec<Transmit>,
+    ) -> (Vec<Transmit>, bool) {
+        let was_empty = self.queue.is_empty();
+        if !self.group_commit {
+            for (id, bytes) in persists {
+                self.persist(id, bytes);
+            }
+            return (transmits, false);
+        }
+        self.queue
+            .extend(persists.into_iter().map(|(id, b)| Write::Persist(id, b)));
+        if self.queue.is_empty() {
+            return (transmits, false);
+        }
+        self.queue.extend(transmits.into_iter().map(Write::Send));
+        (Vec::new(), was_empty)
+    }
+
+    /// Makes every queued write durable; returns the transmits that waited.
+    pub fn flush(&mut self) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        while let Some(w) = self.queue.pop_front() {
+            match w {
+                Write::Persist(id, bytes) => self.persist(id, bytes),
+                Write::Send(t) => out.push(t),
+            }
+        }
+        out
+    }
+
+    fn persist(&mut self, id: EventId, bytes: Vec<u8>) {
+        self.store.events.put(id, bytes);
+        self.store.vouched.borrow_mut().insert(id);
+    }
+
+    /// Power loss: what was not flushed is gone. Returns how many writes.
+    pub fn crash(&mut self) -> usize {
+        let lost = self
+            .queue
+            .iter()
+            .filter(|w| matches!(w, Write::Persist(..)))
+            .count();
+        self.queue.clear();
+        lost
+    }
+
+    /// The storage is wiped: the node will start with nothing.
+    pub fn wipe(&mut self) {
+        self.crash();
+        self.store.events = MemStore::default();
+    }
+}

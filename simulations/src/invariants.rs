@@ -1,0 +1,189 @@
+//! The checks of DESIGN.md's invariants 2–6 on the simulated nodes.
+//!
+//! Owns what a node has shown so far (for monotonicity) and the checks:
+//! per node (each core's cached views equal the pure fold of its ledger;
+//! terminal states never revert; live attempts never go back; no attempt
+//! past its max retries), across nodes (replicas holding the same events
+//! have byte-identical state and so one canonical result per task), and at
+//! the end. Each returns the broken invariant as text beginning with its
+//! kind. Must not change the world: it only reads cores.
+
+use crate::disk::SimStore;
+use peerbatch_protocol::{Core, JobId, TaskState};
+use std::collections::BTreeMap;
+
+/// What one node has shown of one task so far.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    attempt: u32,
+    terminal: bool,
+}
+
+/// What one node has shown so far, per job by task index.
+#[derive(Default)]
+pub struct Watch {
+    seen: BTreeMap<JobId, Vec<Seen>>,
+    done: BTreeMap<JobId, u32>,
+}
+
+/// A submitted job: its id, task count and max retries.
+#[derive(Clone, Copy, Debug)]
+pub struct Job {
+    pub id: JobId,
+    pub tasks: u32,
+    pub max_retries: u32,
+}
+
+impl Watch {
+    /// Cheap, after every input: terminal counts per job never drop.
+    pub fn check_counts(&mut self, core: &Core<SimStore>, jobs: &[Job]) -> Result<(), String> {
+        for job in jobs {
+            let done = core.progress(&job.id).done();
+            let before = self.done.insert(job.id, done).unwrap_or(0);
+            if done < before {
+                return Err(format!(
+                    "monotonic: job {} went from {before} to {done} terminal tasks",
+                    job.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Per task: the cached view is the fold's, terminal states stay
+    /// terminal, live attempts only grow and stay within max retries.
+    pub fn check_tasks(&mut self, core: &Core<SimStore>, jobs: &[Job]) -> Result<(), String> {
+        for job in jobs {
+            let seen_job = self
+                .seen
+                .entry(job.id)
+                .or_insert_with(|| vec![Seen::default(); job.tasks as usize]);
+            for v in core.views(job.id) {
+                if core.ledger().view(v.task).as_ref() != Some(v) {
+                    return Err(format!(
+                        "convergence: cached view {v:?} is not the fold's {:?}",
+                        core.ledger().view(v.task)
+                    ));
+                }
+                if v.attempt > job.max_retries {
+                    return Err(format!(
+                        "duplicates: {:?} at attempt {} past max retries {}",
+                        v.task, v.attempt, job.max_retries
+                    ));
+                }
+                let terminal = v.state.terminal();
+                let seen = &mut seen_job[v.task.index as usize];
+                if seen.terminal && !terminal {
+                    return Err(format!(
+                        "monotonic: {:?} left a terminal state: {v:?}",
+                        v.task
+                    ));
+                }
+                // A terminal view shows its canonical result's attempt, which
+                // may be lower than the last live one; live attempts only grow.
+                if !terminal && v.attempt < seen.attempt {
+                    return Err(format!(
+                        "monotonic: {:?} went back from attempt {} to {}",
+                        v.task, seen.attempt, v.attempt
+                    ));
+                }
+                seen.terminal |= terminal;
+                if !terminal {
+                    seen.attempt = v.attempt;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets what was shown (the node's storage was wiped).
+    pub fn forget(&mut self) {
+        *self = Watch::default();
+    }
+
+    /// After a crash, keeps only what the durable events show: what was
+    /// shown from writes lost before their flush may go.
+    pub fn rebase(&mut self, restarted: &Core<SimStore>, jobs: &[Job]) {
+        self.forget();
+        // Cannot fail on a fresh watch: nothing was seen before.
+        let _ = self.check_counts(restarted, jobs);
+        let _ = self.check_tasks(restarted, jobs);
+    }
+}
+
+/// Replicas holding the same events must have byte-identical state (and so
+/// the same canonical result for every task): checked on every group of
+/// live nodes with equal fingerprints.
+pub fn check_convergence(cores: &[(usize, &Core<SimStore>)]) -> Result<(), String> {
+    let mut groups: BTreeMap<(usize, Vec<u8>), Vec<usize>> = BTreeMap::new();
+    for (i, (_, core)) in cores.iter().enumerate() {
+        let l = core.ledger();
+        let key = (
+            l.event_count(),
+            peerbatch_protocol::codec::encode(l.fingerprints()),
+        );
+        groups.entry(key).or_default().push(i);
+    }
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let (first, core) = cores[members[0]];
+        let digest = core.ledger().state_digest();
+        for &m in &members[1..] {
+            let (node, other) = cores[m];
+            if other.ledger().ids() != core.ledger().ids() {
+                continue; // equal fingerprints, different events: not comparable
+            }
+            if other.ledger().state_digest() != digest {
+                return Err(format!(
+                    "convergence: node {node} holds the same events as node {first} but a different state"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end state, every node live with the same events: every task
+/// terminal with one canonical result, the same on every node.
+pub fn check_end(
+    cores: &[&Core<SimStore>],
+    jobs: &[Job],
+    may_fail: impl Fn(&Job) -> bool,
+) -> Result<(), String> {
+    let first = cores[0];
+    for job in jobs {
+        let views: Vec<_> = first.views(job.id).collect();
+        if views.len() != job.tasks as usize {
+            return Err(format!(
+                "liveness: job {} has {} views of {} tasks",
+                job.id,
+                views.len(),
+                job.tasks
+            ));
+        }
+        for v in views {
+            let ok = match (&v.state, &v.result) {
+                (TaskState::Succeeded, Some(r)) => r.outcome.success(),
+                (TaskState::Failed, Some(r)) => {
+                    !r.outcome.success() && r.attempt == job.max_retries
+                }
+                // Reclaimed at its last attempt.
+                (TaskState::Failed, None) => v.attempt == job.max_retries,
+                (TaskState::Cancelled, None) => first.ledger().is_cancelled(&job.id),
+                _ => false,
+            };
+            if !ok || (!may_fail(job) && v.state == TaskState::Failed) {
+                return Err(format!("canonical: {:?} ended as {v:?}", v.task));
+            }
+            for (i, core) in cores.iter().enumerate() {
+                if core.view(v.task) != Some(v) {
+                    return Err(format!(
+                        "canonical: node {i} shows {:?} as {:?}, node 0 as {v:?}",
+                        v.task,
+                        core.view(v.task)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
