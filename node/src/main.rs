@@ -15,6 +15,7 @@ mod jobfile;
 mod net;
 mod outbox;
 mod paths;
+mod pull;
 mod serve;
 mod store;
 

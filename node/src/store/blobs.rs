@@ -12,9 +12,10 @@ use peerbatch_protocol::content::{
 };
 use peerbatch_protocol::ids::to_hex;
 use peerbatch_protocol::BlobId;
+use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -225,6 +226,27 @@ impl BlobStore {
         fs::read(self.chunk_path(hash)).ok()
     }
 
+    /// Appends chunk `hash` to `out` and returns its length, or leaves `out`
+    /// as it was and returns `None` when the chunk is not here (or is larger
+    /// than `max` bytes).
+    pub fn read_chunk_into(&self, hash: &[u8; 32], out: &mut Vec<u8>, max: u64) -> Option<u32> {
+        let mut file = fs::File::open(self.chunk_path(hash)).ok()?;
+        let len = file.metadata().ok()?.len();
+        if len > max {
+            return None;
+        }
+        let start = out.len();
+        out.reserve(len as usize);
+        let read = file
+            .read_to_end(out)
+            .ok()
+            .and_then(|n| u32::try_from(n).ok());
+        if read.is_none() {
+            out.truncate(start);
+        }
+        read
+    }
+
     pub fn has_chunk(&self, hash: &[u8; 32]) -> bool {
         self.chunk_path(hash).exists()
     }
@@ -323,49 +345,120 @@ impl BlobStore {
         }
     }
 
-    /// Writes one new file; on failure, removes what was written of it.
+    /// Writes one new file from the chunks here.
     fn export_file(&self, manifest: &Manifest, path: &Path, mode: u32) -> Result<u64> {
+        let file = self.begin_export(manifest, path, mode)?;
+        for hash in file.chunks() {
+            file.copy_from(self, &hash)?;
+        }
+        file.finish()
+    }
+
+    /// Starts writing a file blob at `path` (which must not exist) with
+    /// permission bits `mode`: a temporary file beside it that its chunks
+    /// are written into, in any order, and that is linked into place by
+    /// [`FileExport::finish`] only once every chunk is in.
+    pub fn begin_export(&self, manifest: &Manifest, path: &Path, mode: u32) -> Result<FileExport> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path
+            .file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy());
+        let tmp = path.with_file_name(format!(
+            ".{name}.{}-{}.partial",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(io("create", path))?;
-        let written = self.write_file(manifest, file, path, mode);
-        if written.is_err() {
-            let _ = fs::remove_file(path);
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        let mut offsets: HashMap<[u8; 32], Vec<u64>> = HashMap::new();
+        let mut at = 0;
+        for chunk in &manifest.chunks {
+            offsets.entry(chunk.hash).or_default().push(at);
+            at += u64::from(chunk.len);
         }
-        written
+        let export = FileExport {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            mode,
+            size: manifest.size,
+            offsets,
+        };
+        export
+            .file
+            .set_len(manifest.size)
+            .map_err(io("size", &export.tmp))?;
+        Ok(export)
+    }
+}
+
+/// A file blob being written out (see [`BlobStore::begin_export`]). Its
+/// methods take `&self`, so chunks may be written from several threads.
+/// Dropped before [`FileExport::finish`], it removes its temporary file.
+pub struct FileExport {
+    file: fs::File,
+    tmp: PathBuf,
+    path: PathBuf,
+    mode: u32,
+    size: u64,
+    offsets: HashMap<[u8; 32], Vec<u64>>,
+}
+
+impl FileExport {
+    /// The file's distinct chunks.
+    pub fn chunks(&self) -> Vec<[u8; 32]> {
+        self.offsets.keys().copied().collect()
     }
 
-    fn write_file(
-        &self,
-        manifest: &Manifest,
-        mut file: fs::File,
-        path: &Path,
-        mode: u32,
-    ) -> Result<u64> {
-        for chunk in &manifest.chunks {
-            let bytes = self
-                .read_chunk(&chunk.hash)
-                .ok_or_else(|| BlobError::MissingChunk {
-                    chunk: to_hex(&chunk.hash),
-                    path: path.to_path_buf(),
-                })?;
-            if blake3::hash(&bytes).as_bytes() != &chunk.hash {
-                // Drop it so that the next fetch pulls a good copy.
-                let _ = fs::remove_file(self.chunk_path(&chunk.hash));
-                return Err(BlobError::CorruptChunk {
-                    chunk: to_hex(&chunk.hash),
-                    path: path.to_path_buf(),
-                });
-            }
-            file.write_all(&bytes).map_err(io("write", path))?;
+    /// Writes chunk `hash` (already verified) wherever the file holds it.
+    pub fn write(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
+        for &at in self.offsets.get(hash).into_iter().flatten() {
+            self.file
+                .write_all_at(bytes, at)
+                .map_err(io("write", &self.path))?;
         }
-        // The process umask may have narrowed the mode given at creation.
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io("set the mode of", path))?;
-        Ok(manifest.size)
+        Ok(())
+    }
+
+    /// Writes chunk `hash` from `store`, verifying it first; a chunk that
+    /// does not match its hash is removed from the store (so that the next
+    /// fetch pulls a good copy) and fails the export.
+    pub fn copy_from(&self, store: &BlobStore, hash: &[u8; 32]) -> Result<()> {
+        let bytes = store
+            .read_chunk(hash)
+            .ok_or_else(|| BlobError::MissingChunk {
+                chunk: to_hex(hash),
+                path: self.path.clone(),
+            })?;
+        if blake3::hash(&bytes).as_bytes() != hash {
+            let _ = fs::remove_file(store.chunk_path(hash));
+            return Err(BlobError::CorruptChunk {
+                chunk: to_hex(hash),
+                path: self.path.clone(),
+            });
+        }
+        self.write(hash, &bytes)
+    }
+
+    /// Gives the file its mode and puts it in place (failing if something
+    /// appeared there meanwhile); returns its size.
+    pub fn finish(self) -> Result<u64> {
+        // The process umask does not apply to an explicit chmod.
+        self.file
+            .set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(io("set the mode of", &self.path))?;
+        fs::hard_link(&self.tmp, &self.path).map_err(io("create", &self.path))?;
+        Ok(self.size)
+    }
+}
+
+impl Drop for FileExport {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 
