@@ -146,7 +146,7 @@ pub enum Cmd {
     },
     /// Start a 3-node local cluster, run an example job on it, and stop.
     Demo(crate::demo::DemoOpts),
-    /// Measure throughput and latency on a local cluster.
+    /// Measure task throughput and latency (or, with `transfer`, the data plane) on a local cluster.
     Bench(crate::bench::BenchOpts),
 }
 

@@ -7,7 +7,7 @@
 //! (only the core does).
 
 use crate::exec::{Attempt, Executor};
-use crate::fetch::Fetcher;
+use crate::fetch::{FetchStats, Fetcher};
 use crate::identity::{node_of, peer_of};
 use crate::net::{Net, NetEvent};
 use crate::outbox::Item;
@@ -21,6 +21,7 @@ use peerbatch_protocol::content::{
 use peerbatch_protocol::{Action, Core, EventId, JobId, Message, Millis, TaskRef, TaskResult};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -172,8 +173,9 @@ impl Driver {
             NetEvent::Fetch { from, data, reply } => {
                 // Reading chunks is disk IO: keep it off the driver.
                 let (blobs, net) = (self.blobs.clone(), self.net.clone());
+                let stats = self.fetcher.stats.clone();
                 tokio::task::spawn_blocking(move || {
-                    net.respond(reply, answer_fetch(&blobs, &from, &data));
+                    net.respond(reply, answer_fetch(&blobs, &stats, &from, &data));
                 });
             }
         }
@@ -295,7 +297,7 @@ impl Driver {
 }
 
 /// The answer to one fetch request, read from the chunk store.
-fn answer_fetch(blobs: &BlobStore, from: &PeerId, data: &[u8]) -> Vec<u8> {
+fn answer_fetch(blobs: &BlobStore, stats: &FetchStats, from: &PeerId, data: &[u8]) -> Vec<u8> {
     let response = match codec::decode::<FetchRequest>(data) {
         Ok(FetchRequest::Chunk(hash)) => match blobs.read_chunk(&hash) {
             Some(bytes) => FetchResponse::Chunk(bytes),
@@ -320,13 +322,15 @@ fn answer_fetch(blobs: &BlobStore, from: &PeerId, data: &[u8]) -> Vec<u8> {
                 &hashes[..]
             };
             let mut out = Vec::with_capacity(asked.len() * CHUNK_SIZE + 64);
-            let lens = asked
+            let lens: Vec<_> = asked
                 .iter()
                 .map(|hash| {
                     let room = MAX_BATCH_BYTES.saturating_sub(out.len()) as u64;
                     blobs.read_chunk_into(hash, &mut out, room)
                 })
                 .collect();
+            let served = lens.iter().flatten().count() as u64;
+            stats.chunks_served.fetch_add(served, Relaxed);
             return batch_frame(out, lens);
         }
         Err(e) => {

@@ -49,6 +49,8 @@ type Result<T> = std::result::Result<T, FetchError>;
 #[derive(Default)]
 pub struct FetchStats {
     pub chunks_fetched: AtomicU64,
+    /// Chunks sent to peers that asked for them.
+    pub chunks_served: AtomicU64,
     pub bad_chunks: AtomicU64,
     pub bad_by_peer: Mutex<BTreeMap<PeerId, u64>>,
 }
@@ -80,6 +82,9 @@ pub struct Export {
 pub struct Fetcher {
     pub(crate) net: Net,
     pub(crate) blobs: BlobStore,
+    /// Chunk batches being verified and written at once: one per CPU, more
+    /// would only contend for the same files and cores.
+    pub(crate) writers: Arc<tokio::sync::Semaphore>,
     pub stats: Arc<FetchStats>,
     exports: Arc<Mutex<BTreeMap<u64, Arc<Export>>>>,
     next_export: Arc<AtomicU64>,
@@ -90,6 +95,9 @@ impl Fetcher {
         Fetcher {
             net,
             blobs,
+            writers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             stats: Arc::default(),
             exports: Arc::default(),
             next_export: Arc::new(AtomicU64::new(1)),

@@ -18,6 +18,7 @@ mod paths;
 mod pull;
 mod serve;
 mod store;
+mod transfer_bench;
 
 use clap::Parser;
 use std::process::ExitCode;

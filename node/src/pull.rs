@@ -130,7 +130,7 @@ impl<'a> Pull<'a> {
         // requested; cleared by progress. Still set when nothing can be
         // requested after that round: the pull fails.
         let mut stalled = false;
-        for peer in self.to_ask(false) {
+        for peer in self.peers_to_ask(false) {
             haves.push(self.ask_have(peer));
         }
         loop {
@@ -148,7 +148,7 @@ impl<'a> Pull<'a> {
                     return Err(self.stuck());
                 }
                 stalled = true;
-                for peer in self.to_ask(true) {
+                for peer in self.peers_to_ask(true) {
                     haves.push(self.ask_have(peer));
                 }
                 continue;
@@ -161,7 +161,7 @@ impl<'a> Pull<'a> {
                 }
                 Some((peer, asked, result)) = haves.next() => self.on_have(peer, asked, result),
                 _ = tick.tick() => {
-                    for peer in self.to_ask(false) {
+                    for peer in self.peers_to_ask(false) {
                         haves.push(self.ask_have(peer));
                     }
                 }
@@ -171,7 +171,7 @@ impl<'a> Pull<'a> {
 
     /// Providers to ask `Have` now: not dropped, not being asked, and (unless
     /// `all`) not yet known to hold every waiting chunk.
-    fn to_ask(&mut self, all: bool) -> Vec<PeerId> {
+    fn peers_to_ask(&mut self, all: bool) -> Vec<PeerId> {
         let mut ask = Vec::new();
         for (peer, p) in &mut self.providers {
             if p.dropped || p.asking {
@@ -274,15 +274,18 @@ impl<'a> Pull<'a> {
         let wants: Vec<Want> = batch.iter().map(|&i| self.chunks[i]).collect();
         let request = codec::encode(&FetchRequest::Chunks(wants.iter().map(|w| w.0).collect()));
         let (net, blobs) = (self.fetcher.net.clone(), self.fetcher.blobs.clone());
-        let sink = self.sink.clone();
+        let (sink, writers) = (self.sink.clone(), self.fetcher.writers.clone());
         async move {
             let frame = match net.fetch(peer, request).await {
                 Ok(frame) => frame,
                 Err(e) => return (peer, batch, Err(net_failure(e))),
             };
+            // Never closed, so acquiring cannot fail.
+            let permit = writers.acquire_owned().await.ok();
             // Verifying and writing is CPU and disk work: off the runtime,
             // so that several batches are written at once.
             let written = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let parts = split_batch(&frame, wants.len())
                     .map_err(|e| Failure::Garbled(e.to_string()))?;
                 Ok(wants
@@ -322,14 +325,15 @@ impl<'a> Pull<'a> {
         batch: Vec<usize>,
         result: Result<Vec<Outcome>, Failure>,
     ) -> Result<bool, FetchError> {
-        let Some(p) = self.providers.get_mut(&peer) else {
-            return Ok(false);
-        };
-        p.load = p.load.saturating_sub(1);
+        if let Some(p) = self.providers.get_mut(&peer) {
+            p.load = p.load.saturating_sub(1);
+        }
         let outcomes = match result {
             Ok(outcomes) => outcomes,
             Err(Failure::Net(e)) => {
-                p.dropped = true;
+                if let Some(p) = self.providers.get_mut(&peer) {
+                    p.dropped = true;
+                }
                 for i in batch {
                     self.failures[i].push(format!("{peer}: {e}"));
                     self.queue.push(i);

@@ -25,8 +25,8 @@ const GOSSIP_MAX_BYTES: usize = 64 * 1024;
 /// One-way direct messages.
 const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/msg/1");
 const MSG_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// Request/response fetches.
-const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/fetch/1");
+/// Request/response fetches (version 2: chunk batches and `Have`).
+const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/fetch/2");
 const FETCH_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Identify protocol version; peers announcing anything else are not peerbatch nodes.
 pub(super) const IDENTIFY_PROTOCOL: &str = "/peerbatch/id/1";

@@ -32,6 +32,8 @@ pub enum BlobError {
     },
     #[error("{} is neither a regular file nor a directory", .0.display())]
     NotFileOrDir(PathBuf),
+    #[error("{} changed size while it was being stored", .0.display())]
+    Changed(PathBuf),
     #[error("{} is a symbolic link; trees hold only files and directories", .0.display())]
     Symlink(PathBuf),
     #[error("{}: file name is not UTF-8", .0.display())]
@@ -156,39 +158,63 @@ impl BlobStore {
         }
     }
 
-    /// Streams a file into chunks, one chunk in memory at a time.
+    /// Splits a file into chunks on every CPU at once: worker `k` of `n`
+    /// reads, hashes and stores chunks `k`, `k + n`, … (one chunk in memory
+    /// per worker). A file whose size changes meanwhile is refused.
     fn put_file(&self, path: &Path) -> Result<(BlobId, PutStats)> {
-        let mut file = fs::File::open(path).map_err(io("open", path))?;
-        let mut buf = vec![0u8; CHUNK_SIZE];
-        let mut chunks = Vec::new();
+        let file = fs::File::open(path).map_err(io("open", path))?;
+        let size = file.metadata().map_err(io("read", path))?.len();
+        let count = size.div_ceil(CHUNK_SIZE as u64) as usize;
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, count.max(1));
+        let work = |k: usize| -> Result<Vec<(usize, ChunkRef, bool)>> {
+            let mut buf = vec![0u8; CHUNK_SIZE.min(size as usize)];
+            let mut done = Vec::new();
+            for i in (k..count).step_by(workers) {
+                let at = i as u64 * CHUNK_SIZE as u64;
+                let piece = &mut buf[..(size - at).min(CHUNK_SIZE as u64) as usize];
+                file.read_exact_at(piece, at).map_err(io("read", path))?;
+                let hash = *blake3::hash(piece).as_bytes();
+                let new = self.write_chunk_unchecked(&hash, piece)?;
+                let len = piece.len() as u32;
+                done.push((i, ChunkRef { hash, len }, new));
+            }
+            Ok(done)
+        };
+        let parts: Vec<Result<_>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers).map(|k| s.spawn(move || work(k))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        if file.metadata().map_err(io("read", path))?.len() != size {
+            return Err(BlobError::Changed(path.to_path_buf()));
+        }
+        let mut chunks = vec![
+            ChunkRef {
+                hash: [0; 32],
+                len: 0
+            };
+            count
+        ];
         let mut stats = PutStats {
             files: 1,
-            ..PutStats::default()
+            bytes: size,
+            chunks: count as u64 + 1,
+            chunks_written: 0,
         };
-        loop {
-            let n = read_full(&mut file, &mut buf).map_err(io("read", path))?;
-            if n == 0 {
-                break;
-            }
-            let piece = &buf[..n];
-            let hash = *blake3::hash(piece).as_bytes();
-            if self.write_chunk_unchecked(&hash, piece)? {
-                stats.chunks_written += 1;
-            }
-            chunks.push(ChunkRef {
-                hash,
-                len: n as u32,
-            });
-            stats.bytes += n as u64;
-            if n < CHUNK_SIZE {
-                break;
+        for part in parts {
+            for (i, chunk, new) in part? {
+                chunks[i] = chunk;
+                stats.chunks_written += u64::from(new);
             }
         }
-        stats.chunks = chunks.len() as u64 + 1;
-        let (id, new) = self.put_object(&Object::File(Manifest {
-            size: stats.bytes,
-            chunks,
-        }))?;
+        let (id, new) = self.put_object(&Object::File(Manifest { size, chunks }))?;
         stats.chunks_written += u64::from(new);
         Ok((id, stats))
     }
@@ -451,7 +477,15 @@ impl FileExport {
         self.file
             .set_permissions(fs::Permissions::from_mode(self.mode))
             .map_err(io("set the mode of", &self.path))?;
-        fs::hard_link(&self.tmp, &self.path).map_err(io("create", &self.path))?;
+        // A link never replaces an existing file; where links are not
+        // supported, a rename after checking is the fallback.
+        match fs::hard_link(&self.tmp, &self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists || self.path.exists() => {
+                return Err(io("create", &self.path)(e))
+            }
+            Err(_) => fs::rename(&self.tmp, &self.path).map_err(io("create", &self.path))?,
+        }
         Ok(self.size)
     }
 }
@@ -487,20 +521,6 @@ pub fn check_out(out: &Path) -> Result<()> {
         }
         Ok(_) => Err(BlobError::Exists(out.to_path_buf())),
     }
-}
-
-/// Fills `buf` from `r` unless the input ends first; returns bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Collects `(relative path, absolute path, mode)` of every file under
