@@ -186,6 +186,7 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value
             "attempts_fenced": stats.attempts_fenced,
             "events_rejected": stats.events_rejected,
             "chunks_fetched": d.fetcher.stats.chunks_fetched.load(Relaxed),
+            "chunks_served": d.fetcher.stats.chunks_served.load(Relaxed),
             "bad_chunks": d.fetcher.stats.bad_chunks.load(Relaxed),
             "bad_chunks_by_peer": d.fetcher.stats.bad_by_peer.lock().map(|m| {
                 m.iter().map(|(p, n)| (p.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()

@@ -14,7 +14,23 @@ use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchOpts {
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+    #[command(flatten)]
+    pub tasks: TaskOpts,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Data plane: the chunker, a two-node transfer, a spread to many nodes.
+    Transfer(crate::transfer_bench::TransferOpts),
+}
+
+/// The task benchmark (the default).
+#[derive(Args, Debug)]
+pub struct TaskOpts {
     /// Number of local nodes.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
@@ -57,8 +73,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(opts: BenchOpts) -> Result<()> {
+    match opts.what {
+        Some(BenchWhat::Transfer(transfer)) => crate::transfer_bench::run(transfer),
+        None => tasks(opts.tasks),
+    }
+}
+
+fn tasks(opts: TaskOpts) -> Result<()> {
     let root = std::env::temp_dir().join(format!("peerbatch-bench-{}", std::process::id()));
-    let cluster = LocalCluster::start(&root, opts.nodes.max(1), opts.slots, false)?;
+    let cluster = LocalCluster::start(&root, opts.nodes.max(1), opts.slots, false, false)?;
     cluster.wait_meshed(Duration::from_secs(30))?;
     let clients: Vec<Client> = cluster
         .nodes

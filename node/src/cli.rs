@@ -202,7 +202,7 @@ pub enum Cmd {
     },
     /// Start a 3-node local cluster, run an example job on it, and stop.
     Demo(crate::demo::DemoOpts),
-    /// Measure throughput and latency on a local cluster.
+    /// Measure task throughput and latency (or, with `transfer`, the data plane) on a local cluster.
     Bench(crate::bench::BenchOpts),
 }
 
@@ -556,6 +556,12 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool) -> Result<(
             &json!({ "out": out }),
         )?
     } else {
+        if client.get(&format!("/v1/jobs/{}", seg(id))).is_err() {
+            return Err(BadInput(format!(
+                "{id:?} is neither a blob id (64 hex digits) nor a job this node knows"
+            ))
+            .into());
+        }
         let r = client.post(
             &format!("/v1/jobs/{}/outputs/export", seg(id)),
             &json!({ "out": out }),

@@ -49,8 +49,15 @@ fn wait_for_file(path: &Path, child: &mut Child, log: &Path) -> Result<String> {
 
 impl LocalCluster {
     /// Starts `n` nodes under `root`, each joining the first, with `slots`
-    /// slots; `keep` leaves the directory behind on drop.
-    pub fn start(root: &Path, n: usize, slots: u32, keep: bool) -> Result<LocalCluster> {
+    /// slots (and a fresh cluster key when `cluster_key`); `keep` leaves the
+    /// directory behind on drop.
+    pub fn start(
+        root: &Path,
+        n: usize,
+        slots: u32,
+        cluster_key: bool,
+        keep: bool,
+    ) -> Result<LocalCluster> {
         let exe = std::env::current_exe().context("cannot find the peerbatch executable")?;
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create {}", root.display()))?;
@@ -59,6 +66,10 @@ impl LocalCluster {
             nodes: Vec::new(),
             keep,
         };
+        let key = root.join("cluster.key");
+        if cluster_key {
+            crate::net::write_cluster_key(&key)?;
+        }
         let mut join: Option<String> = None;
         for i in 0..n {
             let dir = DataDir {
@@ -79,6 +90,9 @@ impl LocalCluster {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
+            if cluster_key {
+                cmd.arg("--cluster-key").arg(&key);
+            }
             if let Some(addr) = &join {
                 cmd.args(["--join", addr]);
             }

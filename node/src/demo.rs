@@ -38,7 +38,7 @@ pub fn run(opts: DemoOpts) -> Result<()> {
         opts.nodes,
         root.display()
     );
-    let cluster = LocalCluster::start(&root, opts.nodes.max(1), 2, opts.keep)?;
+    let cluster = LocalCluster::start(&root, opts.nodes.max(1), 2, false, opts.keep)?;
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("waiting for the nodes to find each other");
     spinner.enable_steady_tick(Duration::from_millis(100));

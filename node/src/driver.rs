@@ -8,7 +8,7 @@
 
 use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts};
 use crate::exec::{Attempt, Executor};
-use crate::fetch::Fetcher;
+use crate::fetch::{FetchStats, Fetcher};
 use crate::identity::{node_of, peer_of};
 use crate::net::{Net, NetEvent};
 use crate::outbox::Item;
@@ -18,13 +18,16 @@ use crate::store::ledger::LedgerStore;
 use crate::store::reclaim::{ledger_pins, Reclaimer};
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
-use peerbatch_protocol::content::{FetchRequest, FetchResponse};
+use peerbatch_protocol::content::{
+    batch_frame, FetchRequest, FetchResponse, CHUNK_SIZE, MAX_BATCH, MAX_BATCH_BYTES, MAX_HAVE,
+};
 use peerbatch_protocol::{
     Action, BlobId, Core, EventId, JobId, Message, Millis, ResolvedTask, Source, TaskRef,
     TaskResult, TaskState,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -262,20 +265,11 @@ impl Driver {
                 }
             }
             NetEvent::Fetch { from, data, reply } => {
-                // Reading a chunk is disk IO: keep it off the driver.
+                // Reading chunks is disk IO: keep it off the driver.
                 let (blobs, net) = (self.blobs.clone(), self.net.clone());
+                let stats = self.fetcher.stats.clone();
                 tokio::task::spawn_blocking(move || {
-                    let response = match codec::decode::<FetchRequest>(&data) {
-                        Ok(FetchRequest::Chunk(hash)) => match blobs.read_chunk(&hash) {
-                            Some(bytes) => FetchResponse::Chunk(bytes),
-                            None => FetchResponse::NotFound,
-                        },
-                        Err(e) => {
-                            tracing::warn!("garbled fetch request from {from}: {e}");
-                            FetchResponse::NotFound
-                        }
-                    };
-                    net.respond(reply, codec::encode(&response));
+                    net.respond(reply, answer_fetch(&blobs, &stats, &from, &data));
                 });
             }
         }
@@ -432,6 +426,51 @@ impl Driver {
             )),
         }
     }
+}
+
+/// The answer to one fetch request, read from the chunk store.
+fn answer_fetch(blobs: &BlobStore, stats: &FetchStats, from: &PeerId, data: &[u8]) -> Vec<u8> {
+    let response = match codec::decode::<FetchRequest>(data) {
+        Ok(FetchRequest::Chunk(hash)) => match blobs.read_chunk(&hash) {
+            Some(bytes) => FetchResponse::Chunk(bytes),
+            None => FetchResponse::NotFound,
+        },
+        Ok(FetchRequest::Have(hashes)) => {
+            let mut bits = vec![0u8; hashes.len().div_ceil(8)];
+            for (i, hash) in hashes.iter().take(MAX_HAVE).enumerate() {
+                if blobs.has_chunk(hash) {
+                    bits[i / 8] |= 1 << (i % 8);
+                }
+            }
+            FetchResponse::Have(bits)
+        }
+        Ok(FetchRequest::Chunks(hashes)) => {
+            // Held chunks go back to back into one buffer, straight from
+            // their files, within the batch byte limit; a batch of too
+            // many hashes answers nothing.
+            let asked = if hashes.len() > MAX_BATCH {
+                &[][..]
+            } else {
+                &hashes[..]
+            };
+            let mut out = Vec::with_capacity(asked.len() * CHUNK_SIZE + 64);
+            let lens: Vec<_> = asked
+                .iter()
+                .map(|hash| {
+                    let room = MAX_BATCH_BYTES.saturating_sub(out.len()) as u64;
+                    blobs.read_chunk_into(hash, &mut out, room)
+                })
+                .collect();
+            let served = lens.iter().flatten().count() as u64;
+            stats.chunks_served.fetch_add(served, Relaxed);
+            return batch_frame(out, lens);
+        }
+        Err(e) => {
+            tracing::warn!("garbled fetch request from {from}: {e}");
+            FetchResponse::NotFound
+        }
+    };
+    codec::encode(&response)
 }
 
 fn decode_from(peer: &PeerId, data: &[u8]) -> Option<(peerbatch_protocol::NodeId, Message)> {

@@ -10,22 +10,19 @@
 //! (the driver does) or touch the Swarm.
 
 use crate::net::Net;
-use crate::store::blobs::{decode_object, BlobError, BlobStore};
+use crate::pull::Pull;
+use crate::pull::Want;
+use crate::store::blobs::{check_out, decode_object, BlobError, BlobStore, FileExport};
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
-use peerbatch_protocol::content::{FetchRequest, FetchResponse, Object};
-use peerbatch_protocol::ids::to_hex;
+use peerbatch_protocol::content::{FetchRequest, FetchResponse, Manifest, Object};
 use peerbatch_protocol::BlobId;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// Chunk requests in flight at once, spread over the providers.
-const IN_FLIGHT: usize = 16;
-/// A provider that sends this many bad chunks in one fetch is dropped from it.
-const MAX_BAD_PER_FETCH: u32 = 3;
 /// Finished exports kept for polling.
 const KEEP_FINISHED: usize = 64;
 
@@ -52,6 +49,8 @@ type Result<T> = std::result::Result<T, FetchError>;
 #[derive(Default)]
 pub struct FetchStats {
     pub chunks_fetched: AtomicU64,
+    /// Chunks sent to peers that asked for them.
+    pub chunks_served: AtomicU64,
     pub bad_chunks: AtomicU64,
     pub bad_by_peer: Mutex<BTreeMap<PeerId, u64>>,
 }
@@ -81,23 +80,14 @@ pub struct Export {
 
 #[derive(Clone)]
 pub struct Fetcher {
-    net: Net,
-    blobs: BlobStore,
+    pub(crate) net: Net,
+    pub(crate) blobs: BlobStore,
+    /// Chunk batches being verified and written at once: one per CPU, more
+    /// would only contend for the same files and cores.
+    pub(crate) writers: Arc<tokio::sync::Semaphore>,
     pub stats: Arc<FetchStats>,
     exports: Arc<Mutex<BTreeMap<u64, Arc<Export>>>>,
     next_export: Arc<AtomicU64>,
-}
-
-/// Why one chunk request did not deliver the chunk.
-enum Failure {
-    /// The peer does not have it.
-    NotFound,
-    /// The peer sent bytes that do not match the hash, or garbage.
-    Bad(String),
-    /// The request failed: the peer is gone or not answering.
-    Net(String),
-    /// Writing here failed; no other provider will help.
-    Local(FetchError),
 }
 
 impl Fetcher {
@@ -105,6 +95,9 @@ impl Fetcher {
         Fetcher {
             net,
             blobs,
+            writers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             stats: Arc::default(),
             exports: Arc::default(),
             next_export: Arc::new(AtomicU64::new(1)),
@@ -120,13 +113,29 @@ impl Fetcher {
     /// present here, asking `peers` for what is missing. Peers are asked
     /// only when something is missing.
     pub async fn fetch(&self, id: BlobId, peers: &[PeerId], progress: &Progress) -> Result<()> {
-        let mut providers = None;
-        if !self.blobs.has_chunk(&id.0) {
-            providers = Some(self.providers(id, peers).await?);
+        let manifests = self.manifests(id, peers).await?;
+        let (missing, _) = self.missing(&manifests, progress);
+        self.pull(missing, peers, progress, None).await
+    }
+
+    async fn pull(
+        &self,
+        missing: Vec<Want>,
+        peers: &[PeerId],
+        progress: &Progress,
+        sink: Option<Arc<FileExport>>,
+    ) -> Result<()> {
+        if missing.is_empty() {
+            return Ok(());
         }
-        let object = self.blobs.object(&id)?.ok_or(FetchError::Vanished(id))?;
-        let manifests = match object {
-            Object::File(m) => vec![m],
+        Pull::new(self, missing, peers, progress, sink).run().await
+    }
+
+    /// The file manifests of blob `id` (its own for a file), fetching the
+    /// object and a tree's file manifests if they are not here.
+    async fn manifests(&self, id: BlobId, peers: &[PeerId]) -> Result<Vec<Manifest>> {
+        match self.fetch_object(id, peers).await? {
+            Object::File(m) => Ok(vec![m]),
             Object::Tree(tree) => {
                 let files: BTreeSet<BlobId> = tree.entries.iter().map(|e| e.blob).collect();
                 let missing: Vec<_> = files
@@ -134,10 +143,8 @@ impl Fetcher {
                     .filter(|b| !self.blobs.has_chunk(&b.0))
                     .map(|b| (b.0, 0))
                     .collect();
-                if !missing.is_empty() {
-                    let from = self.known(&mut providers, id, peers).await?;
-                    self.pull(missing, &from, &Progress::default()).await?;
-                }
+                self.pull(missing, peers, &Progress::default(), None)
+                    .await?;
                 let mut manifests = Vec::with_capacity(files.len());
                 for file in files {
                     match self.blobs.object(&file)? {
@@ -148,72 +155,55 @@ impl Fetcher {
                         None => return Err(FetchError::Vanished(file)),
                     }
                 }
-                manifests
+                Ok(manifests)
             }
-        };
+        }
+    }
+
+    /// The distinct chunks of `manifests` split into those to fetch and
+    /// those already here, counted into `progress`.
+    fn missing(&self, manifests: &[Manifest], progress: &Progress) -> (Vec<Want>, Vec<[u8; 32]>) {
         let mut chunks: BTreeMap<[u8; 32], u32> = BTreeMap::new();
-        for m in &manifests {
+        for m in manifests {
             for c in &m.chunks {
                 chunks.insert(c.hash, c.len);
             }
         }
-        let mut missing = Vec::new();
+        let (mut missing, mut present) = (Vec::new(), Vec::new());
         for (hash, len) in chunks {
             progress.bytes_total.fetch_add(u64::from(len), Relaxed);
             if self.blobs.has_chunk(&hash) {
                 progress.bytes_done.fetch_add(u64::from(len), Relaxed);
                 progress.chunks_present.fetch_add(1, Relaxed);
+                present.push(hash);
             } else {
                 missing.push((hash, len));
             }
         }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let from = self.known(&mut providers, id, peers).await?;
-        self.pull(missing, &from, progress).await
+        (missing, present)
     }
 
     /// The object `id` names (a file manifest or a tree), asked of `peers`
     /// if it is not here; none of its chunks are fetched.
     pub async fn fetch_object(&self, id: BlobId, peers: &[PeerId]) -> Result<Object> {
         if !self.blobs.has_chunk(&id.0) {
-            self.providers(id, peers).await?;
+            self.download_object(id, peers).await?;
         }
         self.blobs.object(&id)?.ok_or(FetchError::Vanished(id))
     }
 
-    /// The providers of `id`, asked for once. A tree made here that no
-    /// peer holds (a job's outputs gathered into one) has its files spread
-    /// over the mesh: every peer is a candidate then.
-    async fn known(
-        &self,
-        providers: &mut Option<Vec<PeerId>>,
-        id: BlobId,
-        peers: &[PeerId],
-    ) -> Result<Vec<PeerId>> {
-        if providers.is_none() {
-            let found = self.providers(id, peers).await?;
-            *providers = Some(if found.is_empty() {
-                peers.to_vec()
-            } else {
-                found
-            });
-        }
-        Ok(providers.clone().unwrap_or_default())
-    }
-
-    /// Asks every peer for the object `id`; those that send it are its
-    /// providers. Stores the object if it was not here.
-    async fn providers(&self, id: BlobId, peers: &[PeerId]) -> Result<Vec<PeerId>> {
+    /// Asks every peer for the object `id` and stores the first copy that
+    /// matches its hash (an unsafe tree is refused before it is stored).
+    async fn download_object(&self, id: BlobId, peers: &[PeerId]) -> Result<()> {
         let request = codec::encode(&FetchRequest::Chunk(id.0));
-        let asks = peers.iter().map(|peer| {
-            let request = request.clone();
-            async move { (*peer, self.net.fetch(*peer, request).await) }
-        });
-        let replies = futures::future::join_all(asks).await;
-        let mut providers = Vec::new();
-        for (peer, reply) in replies {
+        let mut asks: FuturesUnordered<_> = peers
+            .iter()
+            .map(|peer| {
+                let request = request.clone();
+                async move { (*peer, self.net.fetch(*peer, request).await) }
+            })
+            .collect();
+        while let Some((peer, reply)) = asks.next().await {
             let Ok(reply) = reply else { continue };
             match codec::decode::<FetchResponse>(&reply) {
                 Ok(FetchResponse::Chunk(bytes)) => {
@@ -221,150 +211,26 @@ impl Fetcher {
                         self.count_bad(&peer, &format!("object {id} does not match its hash"));
                         continue;
                     }
-                    if !self.blobs.has_chunk(&id.0) {
-                        // Refuse an unsafe tree before anything of it is stored.
-                        decode_object(&id, &bytes)?;
-                        self.blobs.write_chunk(&id.0, &bytes)?;
-                    }
-                    providers.push(peer);
+                    decode_object(&id, &bytes)?;
+                    self.blobs.write_chunk(&id.0, &bytes)?;
+                    return Ok(());
                 }
-                Ok(FetchResponse::NotFound) => {}
+                Ok(_) => {}
                 Err(e) => self.count_bad(&peer, &format!("garbled reply: {e}")),
             }
         }
-        if !self.blobs.has_chunk(&id.0) {
-            return Err(FetchError::NoProvider {
-                id,
-                peers: peers.len(),
-            });
-        }
-        Ok(providers)
+        Err(FetchError::NoProvider {
+            id,
+            peers: peers.len(),
+        })
     }
 
-    fn count_bad(&self, peer: &PeerId, what: &str) {
+    pub(crate) fn count_bad(&self, peer: &PeerId, what: &str) {
         tracing::warn!("peer {peer} sent a bad chunk: {what}");
         self.stats.bad_chunks.fetch_add(1, Relaxed);
         if let Ok(mut map) = self.stats.bad_by_peer.lock() {
             *map.entry(*peer).or_default() += 1;
         }
-    }
-
-    /// Fetches `chunks` (hash, length) with up to [`IN_FLIGHT`] requests at
-    /// once, each to the least busy provider that has not yet failed it.
-    async fn pull(
-        &self,
-        chunks: Vec<([u8; 32], u32)>,
-        providers: &[PeerId],
-        progress: &Progress,
-    ) -> Result<()> {
-        let mut queue: VecDeque<usize> = (0..chunks.len()).collect();
-        let mut tried: Vec<BTreeSet<PeerId>> = vec![BTreeSet::new(); chunks.len()];
-        let mut failures: Vec<Vec<String>> = vec![Vec::new(); chunks.len()];
-        let mut alive: Vec<PeerId> = providers.to_vec();
-        let mut load: HashMap<PeerId, usize> = HashMap::new();
-        let mut bad: HashMap<PeerId, u32> = HashMap::new();
-        let mut running = FuturesUnordered::new();
-        loop {
-            while running.len() < IN_FLIGHT {
-                let Some(i) = queue.pop_front() else { break };
-                let (hash, _) = chunks[i];
-                // Least busy first; ties rotate with the chunk index.
-                let n = alive.len();
-                let pick = alive
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| !tried[i].contains(*p))
-                    .min_by_key(|(k, p)| (load.get(*p).copied().unwrap_or(0), (k + i) % n))
-                    .map(|(_, p)| *p);
-                let Some(peer) = pick else {
-                    let why = if failures[i].is_empty() {
-                        "no connected peer has it".to_string()
-                    } else {
-                        failures[i].join("; ")
-                    };
-                    return Err(FetchError::Chunk {
-                        chunk: to_hex(&hash),
-                        why,
-                    });
-                };
-                tried[i].insert(peer);
-                *load.entry(peer).or_default() += 1;
-                running.push(self.request(i, hash, peer));
-            }
-            let Some((i, peer, result)) = running.next().await else {
-                return Ok(());
-            };
-            if let Some(n) = load.get_mut(&peer) {
-                *n = n.saturating_sub(1);
-            }
-            let failure = match result {
-                Ok(()) => {
-                    progress
-                        .bytes_done
-                        .fetch_add(u64::from(chunks[i].1), Relaxed);
-                    progress.chunks_fetched.fetch_add(1, Relaxed);
-                    self.stats.chunks_fetched.fetch_add(1, Relaxed);
-                    continue;
-                }
-                Err(Failure::Local(e)) => return Err(e),
-                Err(Failure::NotFound) => format!("{peer}: not found"),
-                Err(Failure::Bad(what)) => {
-                    self.count_bad(&peer, &what);
-                    let n = bad.entry(peer).or_default();
-                    *n += 1;
-                    if *n >= MAX_BAD_PER_FETCH {
-                        alive.retain(|p| *p != peer);
-                    }
-                    format!("{peer}: {what}")
-                }
-                Err(Failure::Net(e)) => {
-                    alive.retain(|p| *p != peer);
-                    format!("{peer}: {e}")
-                }
-            };
-            failures[i].push(failure);
-            queue.push_back(i);
-        }
-    }
-
-    async fn request(
-        &self,
-        i: usize,
-        hash: [u8; 32],
-        peer: PeerId,
-    ) -> (usize, PeerId, std::result::Result<(), Failure>) {
-        let request = codec::encode(&FetchRequest::Chunk(hash));
-        let reply = match self.net.fetch(peer, request).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                let e = format!("{:#}", anyhow::Error::from(e));
-                return (i, peer, Err(Failure::Net(e)));
-            }
-        };
-        let bytes = match codec::decode::<FetchResponse>(&reply) {
-            Ok(FetchResponse::Chunk(bytes)) => bytes,
-            Ok(FetchResponse::NotFound) => return (i, peer, Err(Failure::NotFound)),
-            Err(e) => return (i, peer, Err(Failure::Bad(format!("garbled reply: {e}")))),
-        };
-        let blobs = self.blobs.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            if blake3::hash(&bytes).as_bytes() != &hash {
-                return Err(Failure::Bad(format!(
-                    "chunk {} does not match its hash ({} bytes)",
-                    to_hex(&hash),
-                    bytes.len()
-                )));
-            }
-            blobs
-                .write_chunk(&hash, &bytes)
-                .map_err(|e| Failure::Local(e.into()))
-        })
-        .await;
-        let result = match written {
-            Ok(r) => r,
-            Err(e) => Err(Failure::Local(FetchError::Writer(e.to_string()))),
-        };
-        (i, peer, result)
     }
 
     /// A whole file blob, fetched from `peers` if it is not all here.
@@ -422,20 +288,25 @@ impl Fetcher {
 
     async fn run_export(&self, export: &Export, peers: &[PeerId]) -> Result<u64> {
         let started = std::time::Instant::now();
-        self.fetch(export.blob, peers, &export.progress).await?;
-        let fetched = started.elapsed();
-        let (blobs, blob, out) = (self.blobs.clone(), export.blob, export.out.clone());
-        let bytes = tokio::task::spawn_blocking(move || blobs.export(&blob, &out))
-            .await
-            .map_err(|e| FetchError::Writer(e.to_string()))??;
+        let manifests = self.manifests(export.blob, peers).await?;
+        let bytes = match self.blobs.object(&export.blob)? {
+            Some(Object::File(manifest)) => self.stream_file(&manifest, export, peers).await?,
+            _ => {
+                let (missing, _) = self.missing(&manifests, &export.progress);
+                self.pull(missing, peers, &export.progress, None).await?;
+                let (blobs, blob, out) = (self.blobs.clone(), export.blob, export.out.clone());
+                tokio::task::spawn_blocking(move || blobs.export(&blob, &out))
+                    .await
+                    .map_err(|e| FetchError::Writer(e.to_string()))??
+            }
+        };
         tracing::info!(
-            "exported {} to {}: {bytes} bytes, {} chunks fetched and {} already here in {:.2} s, written in {:.2} s",
+            "exported {} to {}: {bytes} bytes, {} chunks fetched and {} already here, in {:.2} s",
             export.blob,
             export.out.display(),
             export.progress.chunks_fetched.load(Relaxed),
             export.progress.chunks_present.load(Relaxed),
-            fetched.as_secs_f64(),
-            (started.elapsed() - fetched).as_secs_f64(),
+            started.elapsed().as_secs_f64(),
         );
         Ok(bytes)
     }
@@ -454,6 +325,35 @@ impl Fetcher {
             })
             .map(|e| e.blob)
             .collect()
+    }
+
+    /// Writes a file blob out while its missing chunks arrive: each is
+    /// written into the file as soon as it is verified, and the chunks
+    /// already here are copied in meanwhile.
+    async fn stream_file(
+        &self,
+        manifest: &Manifest,
+        export: &Export,
+        peers: &[PeerId],
+    ) -> Result<u64> {
+        check_out(&export.out)?;
+        let sink = Arc::new(self.blobs.begin_export(manifest, &export.out, 0o644)?);
+        let (missing, present) = self.missing(std::slice::from_ref(manifest), &export.progress);
+        let copy = {
+            let (sink, blobs) = (sink.clone(), self.blobs.clone());
+            tokio::task::spawn_blocking(move || {
+                present
+                    .iter()
+                    .try_for_each(|hash| sink.copy_from(&blobs, hash))
+            })
+        };
+        self.pull(missing, peers, &export.progress, Some(sink.clone()))
+            .await?;
+        copy.await
+            .map_err(|e| FetchError::Writer(e.to_string()))??;
+        let sink = Arc::into_inner(sink)
+            .ok_or_else(|| FetchError::Writer("the export is still being written".into()))?;
+        Ok(sink.finish()?)
     }
 
     pub fn export(&self, number: u64) -> Option<Arc<Export>> {

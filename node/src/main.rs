@@ -21,11 +21,13 @@ mod jobfile;
 mod net;
 mod outbox;
 mod paths;
+mod pull;
 mod schedules;
 mod serve;
 mod stage;
 mod store;
 mod sweep;
+mod transfer_bench;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -132,17 +132,107 @@ impl Tree {
     }
 }
 
+/// Most chunks one [`FetchRequest::Chunks`] may ask for (a batch is at most
+/// this many [`CHUNK_SIZE`] chunks plus a small trailer).
+pub const MAX_BATCH: usize = 8;
+
+/// Most bytes of chunks one batch frame carries; a held chunk that would
+/// go past it is answered as not held. One chunk or object of up to this
+/// size always fits.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Most hashes one [`FetchRequest::Have`] may ask about.
+pub const MAX_HAVE: usize = 1 << 16;
+
 /// A request on the fetch protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FetchRequest {
     /// A chunk (or an encoded object) by its blake3 hash.
     Chunk([u8; 32]),
+    /// Which of these chunks do you hold? Answered with [`FetchResponse::Have`].
+    Have(Vec<[u8; 32]>),
+    /// These chunks (at most [`MAX_BATCH`]), answered with a batch frame
+    /// (see [`batch_frame`]), not a [`FetchResponse`].
+    Chunks(Vec<[u8; 32]>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FetchResponse {
     Chunk(Vec<u8>),
     NotFound,
+    /// One bit per asked hash, in order (bit `i % 8` of byte `i / 8`): set
+    /// when the chunk is held.
+    Have(Vec<u8>),
+}
+
+/// The trailer of a batch frame: the length of each asked chunk, in the
+/// order asked, `None` for a chunk the sender does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchTrailer {
+    pub lens: Vec<Option<u32>>,
+}
+
+/// Finishes a batch frame: `data` holds the held chunks' bytes back to
+/// back, in the order asked; this appends the encoded [`BatchTrailer`] and
+/// its length (u32, big-endian). Chunk bytes travel raw, so neither end
+/// copies them through the codec.
+pub fn batch_frame(mut data: Vec<u8>, lens: Vec<Option<u32>>) -> Vec<u8> {
+    let trailer = codec::encode(&BatchTrailer { lens });
+    data.extend_from_slice(&trailer);
+    data.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
+    data
+}
+
+/// A batch frame that does not parse.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch frame of {0} bytes is too short for its trailer")]
+    Short(usize),
+    #[error("batch trailer: {0}")]
+    Trailer(#[from] codec::CodecError),
+    #[error("batch answers {got} chunks, {asked} were asked for")]
+    Count { asked: usize, got: usize },
+    #[error("batch lengths add up to {lens} bytes, the frame carries {data}")]
+    Lengths { lens: u64, data: usize },
+}
+
+/// Splits a batch frame answering `asked` hashes into each chunk's bytes
+/// (`None`: not held). Checks that the lengths add up to the frame; the
+/// bytes are not verified against their hashes here.
+pub fn split_batch(frame: &[u8], asked: usize) -> Result<Vec<Option<&[u8]>>, BatchError> {
+    let short = || BatchError::Short(frame.len());
+    let (rest, len) = frame.split_last_chunk::<4>().ok_or_else(short)?;
+    let cut = rest
+        .len()
+        .checked_sub(u32::from_be_bytes(*len) as usize)
+        .ok_or_else(short)?;
+    let (mut data, trailer) = rest.split_at(cut);
+    let trailer: BatchTrailer = codec::decode(trailer)?;
+    if trailer.lens.len() != asked {
+        return Err(BatchError::Count {
+            asked,
+            got: trailer.lens.len(),
+        });
+    }
+    let total: u64 = trailer.lens.iter().flatten().map(|&n| u64::from(n)).sum();
+    if total != data.len() as u64 {
+        return Err(BatchError::Lengths {
+            lens: total,
+            data: data.len(),
+        });
+    }
+    let mut chunks = Vec::with_capacity(asked);
+    for len in trailer.lens {
+        chunks.push(match len {
+            None => None,
+            Some(n) => {
+                let (chunk, rest) = data.split_at(n as usize);
+                data = rest;
+                Some(chunk)
+            }
+        });
+    }
+    Ok(chunks)
 }
 
 #[cfg(test)]
@@ -196,5 +286,24 @@ mod tests {
         });
         assert_ne!(file.id(), empty_tree.id());
         assert_eq!(codec::decode::<Object>(&file.encode()), Ok(file));
+    }
+
+    #[test]
+    fn batch_frames_split_and_refuse_bad_lengths() {
+        let frame = batch_frame(b"abcdefg".to_vec(), vec![Some(3), None, Some(4)]);
+        let parts = split_batch(&frame, 3).unwrap();
+        assert_eq!(parts, vec![Some(&b"abc"[..]), None, Some(&b"defg"[..])]);
+        assert!(matches!(
+            split_batch(&frame, 2),
+            Err(BatchError::Count { .. })
+        ));
+        let lying = batch_frame(b"abc".to_vec(), vec![Some(4)]);
+        assert!(matches!(
+            split_batch(&lying, 1),
+            Err(BatchError::Lengths { .. })
+        ));
+        for junk in [&b""[..], b"\0\0\0\x09", b"xyz\0\0\0\x01"] {
+            assert!(split_batch(junk, 1).is_err());
+        }
     }
 }

@@ -441,6 +441,7 @@ impl Sim {
                         outcome,
                         stdout: None,
                         stderr: None,
+                        outputs: None,
                         duration_ms,
                     },
                 );

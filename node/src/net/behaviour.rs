@@ -10,14 +10,13 @@ use libp2p::{
     dns, gossipsub, identify,
     identity::Keypair,
     mdns, noise,
-    pnet::{PnetConfig, PreSharedKey},
     request_response::{self, ProtocolSupport},
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
     tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder, Transport,
 };
 use tracing::{info, warn};
 
-use super::{codec::LengthPrefixed, NetConfig, NetError};
+use super::{cluster, codec::LengthPrefixed, NetConfig, NetError};
 
 /// The single gossipsub topic.
 const GOSSIP_TOPIC: &str = "peerbatch/ledger/1";
@@ -26,8 +25,8 @@ const GOSSIP_MAX_BYTES: usize = 64 * 1024;
 /// One-way direct messages.
 const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/msg/1");
 const MSG_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// Request/response fetches.
-const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/fetch/1");
+/// Request/response fetches (version 2: chunk batches and `Have`).
+const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/fetch/2");
 const FETCH_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Identify protocol version; peers announcing anything else are not peerbatch nodes.
 pub(super) const IDENTIFY_PROTOCOL: &str = "/peerbatch/id/1";
@@ -35,7 +34,7 @@ pub(super) const IDENTIFY_PROTOCOL: &str = "/peerbatch/id/1";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent one-way messages per connection before new ones are refused.
 const MSG_MAX_CONCURRENT_STREAMS: usize = 256;
-/// Time allowed for the pnet + noise + yamux handshake of a new connection.
+/// Time allowed for the cluster admission + noise + yamux handshake of a new connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections nobody is using are closed after this long (gossipsub's long-lived streams keep
 /// links between subscribed peerbatch nodes open anyway; the default would close idle links
@@ -78,7 +77,7 @@ pub(super) fn subscribe(swarm: &mut Swarm<Behaviour>) -> Result<gossipsub::Topic
     Ok(topic.hash())
 }
 
-/// TCP (nodelay, with DNS resolution) → optional pnet → noise → yamux.
+/// TCP (nodelay, with DNS resolution) → cluster-key admission when a key is set → noise → yamux.
 fn build_transport(
     keypair: &Keypair,
     cluster_key: Option<[u8; 32]>,
@@ -96,9 +95,9 @@ fn build_transport(
     let yamux = yamux::Config::default();
     let transport = match cluster_key {
         Some(key) => {
-            let psk = PreSharedKey::new(key);
-            info!(fingerprint = %psk.fingerprint(), "private network: cluster key in use");
-            tcp.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+            let key = cluster::admission_key(&key);
+            info!("private network: cluster key in use");
+            tcp.and_then(move |socket, endpoint| cluster::admit(socket, key, endpoint.is_dialer()))
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise)
                 .multiplex(yamux)

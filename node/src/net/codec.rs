@@ -25,7 +25,7 @@ impl<const MAX: usize> request_response::Codec for LengthPrefixed<MAX> {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, MAX, protocol).await
+        read_frame(io, MAX, protocol, false).await
     }
 
     async fn read_response<T>(
@@ -36,7 +36,7 @@ impl<const MAX: usize> request_response::Codec for LengthPrefixed<MAX> {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, MAX, protocol).await
+        read_frame(io, MAX, protocol, true).await
     }
 
     async fn write_request<T>(
@@ -74,7 +74,15 @@ fn too_large(len: u64, limit: usize, protocol: &StreamProtocol) -> io::Error {
     )
 }
 
-async fn read_frame<T>(io: &mut T, limit: usize, protocol: &StreamProtocol) -> io::Result<Vec<u8>>
+/// Reads one frame. A response (`response`) answers a request of ours, so
+/// its announced length is allocated at once and read in one pass; a
+/// request's buffer grows only as its bytes actually arrive.
+async fn read_frame<T>(
+    io: &mut T,
+    limit: usize,
+    protocol: &StreamProtocol,
+    response: bool,
+) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin + Send,
 {
@@ -84,17 +92,27 @@ where
     if len > limit as u64 {
         return Err(too_large(len, limit, protocol));
     }
-    // Grow as bytes actually arrive rather than trusting the prefix for the allocation.
+    let truncated = |got: usize| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{protocol}: frame truncated after {got} of {len} bytes"),
+        )
+    };
+    if response {
+        let mut data = vec![0u8; len as usize];
+        let mut got = 0;
+        while got < data.len() {
+            match io.read(&mut data[got..]).await? {
+                0 => return Err(truncated(got)),
+                n => got += n,
+            }
+        }
+        return Ok(data);
+    }
     let mut data = Vec::with_capacity(len.min(64 * 1024) as usize);
     io.take(len).read_to_end(&mut data).await?;
     if data.len() as u64 != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "{protocol}: frame truncated after {} of {len} bytes",
-                data.len()
-            ),
-        ));
+        return Err(truncated(data.len()));
     }
     Ok(data)
 }

@@ -10,6 +10,7 @@
 //! commands over a channel, and the loop reports what happens as [`NetEvent`]s.
 
 mod behaviour;
+mod cluster;
 mod codec;
 mod event_loop;
 mod key;
@@ -40,8 +41,8 @@ pub struct NetConfig {
     /// Addresses to dial at start and to keep redialling (with backoff) while not connected.
     /// An address may end in `/p2p/<peer id>` to pin the identity expected there.
     pub join: Vec<Multiaddr>,
-    /// Pre-shared cluster key. When set, every connection runs the libp2p private-network (pnet)
-    /// handshake before noise, so peers with a different key can never talk to us.
+    /// Pre-shared cluster key. When set, every connection starts with the cluster admission
+    /// exchange (`cluster`) before noise, so peers with a different key can never talk to us.
     pub cluster_key: Option<[u8; 32]>,
     /// Discover peers on the local network with mDNS and dial what is found.
     pub mdns: bool,

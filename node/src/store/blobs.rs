@@ -12,9 +12,10 @@ use peerbatch_protocol::content::{
 };
 use peerbatch_protocol::ids::to_hex;
 use peerbatch_protocol::BlobId;
+use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub enum BlobError {
     },
     #[error("{} is neither a regular file nor a directory", .0.display())]
     NotFileOrDir(PathBuf),
+    #[error("{} changed size while it was being stored", .0.display())]
+    Changed(PathBuf),
     #[error("{} is a symbolic link; trees hold only files and directories", .0.display())]
     Symlink(PathBuf),
     #[error("{}: file name is not UTF-8", .0.display())]
@@ -169,39 +172,63 @@ impl BlobStore {
         }
     }
 
-    /// Streams a file into chunks, one chunk in memory at a time.
+    /// Splits a file into chunks on every CPU at once: worker `k` of `n`
+    /// reads, hashes and stores chunks `k`, `k + n`, … (one chunk in memory
+    /// per worker). A file whose size changes meanwhile is refused.
     fn put_file(&self, path: &Path) -> Result<(BlobId, PutStats)> {
-        let mut file = fs::File::open(path).map_err(io("open", path))?;
-        let mut buf = vec![0u8; CHUNK_SIZE];
-        let mut chunks = Vec::new();
+        let file = fs::File::open(path).map_err(io("open", path))?;
+        let size = file.metadata().map_err(io("read", path))?.len();
+        let count = size.div_ceil(CHUNK_SIZE as u64) as usize;
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, count.max(1));
+        let work = |k: usize| -> Result<Vec<(usize, ChunkRef, bool)>> {
+            let mut buf = vec![0u8; CHUNK_SIZE.min(size as usize)];
+            let mut done = Vec::new();
+            for i in (k..count).step_by(workers) {
+                let at = i as u64 * CHUNK_SIZE as u64;
+                let piece = &mut buf[..(size - at).min(CHUNK_SIZE as u64) as usize];
+                file.read_exact_at(piece, at).map_err(io("read", path))?;
+                let hash = *blake3::hash(piece).as_bytes();
+                let new = self.write_chunk_unchecked(&hash, piece)?;
+                let len = piece.len() as u32;
+                done.push((i, ChunkRef { hash, len }, new));
+            }
+            Ok(done)
+        };
+        let parts: Vec<Result<_>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers).map(|k| s.spawn(move || work(k))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        if file.metadata().map_err(io("read", path))?.len() != size {
+            return Err(BlobError::Changed(path.to_path_buf()));
+        }
+        let mut chunks = vec![
+            ChunkRef {
+                hash: [0; 32],
+                len: 0
+            };
+            count
+        ];
         let mut stats = PutStats {
             files: 1,
-            ..PutStats::default()
+            bytes: size,
+            chunks: count as u64 + 1,
+            chunks_written: 0,
         };
-        loop {
-            let n = read_full(&mut file, &mut buf).map_err(io("read", path))?;
-            if n == 0 {
-                break;
-            }
-            let piece = &buf[..n];
-            let hash = *blake3::hash(piece).as_bytes();
-            if self.write_chunk_unchecked(&hash, piece)? {
-                stats.chunks_written += 1;
-            }
-            chunks.push(ChunkRef {
-                hash,
-                len: n as u32,
-            });
-            stats.bytes += n as u64;
-            if n < CHUNK_SIZE {
-                break;
+        for part in parts {
+            for (i, chunk, new) in part? {
+                chunks[i] = chunk;
+                stats.chunks_written += u64::from(new);
             }
         }
-        stats.chunks = chunks.len() as u64 + 1;
-        let (id, new) = self.put_object(&Object::File(Manifest {
-            size: stats.bytes,
-            chunks,
-        }))?;
+        let (id, new) = self.put_object(&Object::File(Manifest { size, chunks }))?;
         stats.chunks_written += u64::from(new);
         Ok((id, stats))
     }
@@ -286,6 +313,27 @@ impl BlobStore {
     /// Deletes a chunk; false if it was not here.
     pub fn remove_chunk(&self, hash: &[u8; 32]) -> bool {
         fs::remove_file(self.chunk_path(hash)).is_ok()
+    }
+
+    /// Appends chunk `hash` to `out` and returns its length, or leaves `out`
+    /// as it was and returns `None` when the chunk is not here (or is larger
+    /// than `max` bytes).
+    pub fn read_chunk_into(&self, hash: &[u8; 32], out: &mut Vec<u8>, max: u64) -> Option<u32> {
+        let mut file = fs::File::open(self.chunk_path(hash)).ok()?;
+        let len = file.metadata().ok()?.len();
+        if len > max {
+            return None;
+        }
+        let start = out.len();
+        out.reserve(len as usize);
+        let read = file
+            .read_to_end(out)
+            .ok()
+            .and_then(|n| u32::try_from(n).ok());
+        if read.is_none() {
+            out.truncate(start);
+        }
+        read
     }
 
     pub fn has_chunk(&self, hash: &[u8; 32]) -> bool {
@@ -387,49 +435,128 @@ impl BlobStore {
         }
     }
 
-    /// Writes one new file; on failure, removes what was written of it.
+    /// Writes one new file from the chunks here.
     fn export_file(&self, manifest: &Manifest, path: &Path, mode: u32) -> Result<u64> {
+        let file = self.begin_export(manifest, path, mode)?;
+        for hash in file.chunks() {
+            file.copy_from(self, &hash)?;
+        }
+        file.finish()
+    }
+
+    /// Starts writing a file blob at `path` (which must not exist) with
+    /// permission bits `mode`: a temporary file beside it that its chunks
+    /// are written into, in any order, and that is linked into place by
+    /// [`FileExport::finish`] only once every chunk is in.
+    pub fn begin_export(&self, manifest: &Manifest, path: &Path, mode: u32) -> Result<FileExport> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path
+            .file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy());
+        let tmp = path.with_file_name(format!(
+            ".{name}.{}-{}.partial",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(io("create", path))?;
-        let written = self.write_file(manifest, file, path, mode);
-        if written.is_err() {
-            let _ = fs::remove_file(path);
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        let mut offsets: HashMap<[u8; 32], Vec<u64>> = HashMap::new();
+        let mut at = 0;
+        for chunk in &manifest.chunks {
+            offsets.entry(chunk.hash).or_default().push(at);
+            at += u64::from(chunk.len);
         }
-        written
+        let export = FileExport {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            mode,
+            size: manifest.size,
+            offsets,
+        };
+        export
+            .file
+            .set_len(manifest.size)
+            .map_err(io("size", &export.tmp))?;
+        Ok(export)
+    }
+}
+
+/// A file blob being written out (see [`BlobStore::begin_export`]). Its
+/// methods take `&self`, so chunks may be written from several threads.
+/// Dropped before [`FileExport::finish`], it removes its temporary file.
+pub struct FileExport {
+    file: fs::File,
+    tmp: PathBuf,
+    path: PathBuf,
+    mode: u32,
+    size: u64,
+    offsets: HashMap<[u8; 32], Vec<u64>>,
+}
+
+impl FileExport {
+    /// The file's distinct chunks.
+    pub fn chunks(&self) -> Vec<[u8; 32]> {
+        self.offsets.keys().copied().collect()
     }
 
-    fn write_file(
-        &self,
-        manifest: &Manifest,
-        mut file: fs::File,
-        path: &Path,
-        mode: u32,
-    ) -> Result<u64> {
-        for chunk in &manifest.chunks {
-            let bytes = self
-                .read_chunk(&chunk.hash)
-                .ok_or_else(|| BlobError::MissingChunk {
-                    chunk: to_hex(&chunk.hash),
-                    path: path.to_path_buf(),
-                })?;
-            if blake3::hash(&bytes).as_bytes() != &chunk.hash {
-                // Drop it so that the next fetch pulls a good copy.
-                let _ = fs::remove_file(self.chunk_path(&chunk.hash));
-                return Err(BlobError::CorruptChunk {
-                    chunk: to_hex(&chunk.hash),
-                    path: path.to_path_buf(),
-                });
-            }
-            file.write_all(&bytes).map_err(io("write", path))?;
+    /// Writes chunk `hash` (already verified) wherever the file holds it.
+    pub fn write(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
+        for &at in self.offsets.get(hash).into_iter().flatten() {
+            self.file
+                .write_all_at(bytes, at)
+                .map_err(io("write", &self.path))?;
         }
-        // The process umask may have narrowed the mode given at creation.
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io("set the mode of", path))?;
-        Ok(manifest.size)
+        Ok(())
+    }
+
+    /// Writes chunk `hash` from `store`, verifying it first; a chunk that
+    /// does not match its hash is removed from the store (so that the next
+    /// fetch pulls a good copy) and fails the export.
+    pub fn copy_from(&self, store: &BlobStore, hash: &[u8; 32]) -> Result<()> {
+        let bytes = store
+            .read_chunk(hash)
+            .ok_or_else(|| BlobError::MissingChunk {
+                chunk: to_hex(hash),
+                path: self.path.clone(),
+            })?;
+        if blake3::hash(&bytes).as_bytes() != hash {
+            let _ = fs::remove_file(store.chunk_path(hash));
+            return Err(BlobError::CorruptChunk {
+                chunk: to_hex(hash),
+                path: self.path.clone(),
+            });
+        }
+        self.write(hash, &bytes)
+    }
+
+    /// Gives the file its mode and puts it in place (failing if something
+    /// appeared there meanwhile); returns its size.
+    pub fn finish(self) -> Result<u64> {
+        // The process umask does not apply to an explicit chmod.
+        self.file
+            .set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(io("set the mode of", &self.path))?;
+        // A link never replaces an existing file; where links are not
+        // supported, a rename after checking is the fallback.
+        match fs::hard_link(&self.tmp, &self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists || self.path.exists() => {
+                return Err(io("create", &self.path)(e))
+            }
+            Err(_) => fs::rename(&self.tmp, &self.path).map_err(io("create", &self.path))?,
+        }
+        Ok(self.size)
+    }
+}
+
+impl Drop for FileExport {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 
@@ -458,20 +585,6 @@ pub fn check_out(out: &Path) -> Result<()> {
         }
         Ok(_) => Err(BlobError::Exists(out.to_path_buf())),
     }
-}
-
-/// Fills `buf` from `r` unless the input ends first; returns bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Collects `(relative path, absolute path, mode)` of every file under

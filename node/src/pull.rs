@@ -1,0 +1,413 @@
+//! One pull: getting a set of missing chunks from the peers that hold them.
+//!
+//! Owns the scheduling of chunk batches over providers: which peer holds
+//! which missing chunk (asked with `Have`, and asked again while chunks are
+//! missing, so that peers still fetching the same blob serve what they
+//! already have), which batch goes to which provider, and what a failure
+//! does (a bad chunk is counted against its sender and fetched elsewhere; a
+//! provider whose request fails is dropped from this pull). Every chunk is
+//! verified against its hash before it is written. Must not decide which
+//! chunks are missing (the fetcher does), serve requests, or touch the
+//! Swarm.
+
+use crate::fetch::{FetchError, Fetcher, Progress};
+use crate::store::blobs::{BlobError, FileExport};
+use futures::stream::{FuturesUnordered, StreamExt};
+use libp2p::PeerId;
+use peerbatch_protocol::codec;
+use peerbatch_protocol::content::{split_batch, FetchRequest, FetchResponse, MAX_BATCH, MAX_HAVE};
+use peerbatch_protocol::ids::to_hex;
+use rand::seq::SliceRandom;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Batches in flight at once, over all providers.
+const IN_FLIGHT: usize = 8;
+/// Batches in flight to one provider.
+const PER_PROVIDER: usize = 4;
+/// A provider that sends this many bad chunks in one pull is dropped from it.
+const MAX_BAD_PER_PULL: u32 = 3;
+/// How often peers that lack some of the missing chunks are asked again.
+const HAVE_EVERY: Duration = Duration::from_millis(200);
+
+/// A chunk to get: its hash and length (0 when unknown: an object).
+pub type Want = ([u8; 32], u32);
+
+/// What became of one chunk of a batch.
+enum Outcome {
+    Written,
+    NotFound,
+    Bad(String),
+    Local(FetchError),
+}
+
+/// Why a whole request failed.
+enum Failure {
+    /// The peer is gone or not answering.
+    Net(String),
+    /// The peer answered something that does not parse.
+    Garbled(String),
+}
+
+#[derive(Default)]
+struct Provider {
+    /// Per chunk index: the peer said it holds it (and has not since
+    /// answered otherwise).
+    have: Vec<bool>,
+    /// A `Have` request to it is in flight.
+    asking: bool,
+    /// Batches in flight to it.
+    load: usize,
+    bad: u32,
+    dropped: bool,
+}
+
+pub struct Pull<'a> {
+    fetcher: &'a Fetcher,
+    progress: &'a Progress,
+    chunks: Vec<Want>,
+    /// Chunk indexes waiting to be requested, in the order to request them.
+    queue: Vec<usize>,
+    /// Per chunk: peers that sent it bad; they are not asked for it again.
+    refused: Vec<BTreeSet<PeerId>>,
+    failures: Vec<Vec<String>>,
+    providers: BTreeMap<PeerId, Provider>,
+    /// A file being written out: each verified chunk also goes there.
+    sink: Option<Arc<FileExport>>,
+}
+
+type BatchDone = (PeerId, Vec<usize>, Result<Vec<Outcome>, Failure>);
+type HaveDone = (PeerId, Vec<usize>, Result<Vec<u8>, Failure>);
+
+impl<'a> Pull<'a> {
+    pub fn new(
+        fetcher: &'a Fetcher,
+        chunks: Vec<Want>,
+        peers: &[PeerId],
+        progress: &'a Progress,
+        sink: Option<Arc<FileExport>>,
+    ) -> Pull<'a> {
+        // Each fetcher takes the chunks in its own order, so that nodes
+        // fetching the same blob at once soon hold different chunks to
+        // serve one another.
+        let mut queue: Vec<usize> = (0..chunks.len()).collect();
+        queue.shuffle(&mut rand::thread_rng());
+        let providers = peers
+            .iter()
+            .map(|p| {
+                let have = vec![false; chunks.len()];
+                (
+                    *p,
+                    Provider {
+                        have,
+                        ..Provider::default()
+                    },
+                )
+            })
+            .collect();
+        Pull {
+            fetcher,
+            progress,
+            refused: vec![BTreeSet::new(); chunks.len()],
+            failures: vec![Vec::new(); chunks.len()],
+            chunks,
+            queue,
+            providers,
+            sink,
+        }
+    }
+
+    /// Runs until every chunk is here, or fails once a missing chunk has
+    /// no provider left.
+    pub async fn run(mut self) -> Result<(), FetchError> {
+        let mut batches = FuturesUnordered::new();
+        let mut haves = FuturesUnordered::new();
+        let mut tick = tokio::time::interval(HAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set when every provider was asked because nothing could be
+        // requested; cleared by progress. Still set when nothing can be
+        // requested after that round: the pull fails.
+        let mut stalled = false;
+        for peer in self.peers_to_ask(false) {
+            haves.push(self.ask_have(peer));
+        }
+        loop {
+            while batches.len() < IN_FLIGHT {
+                let Some((peer, batch)) = self.next_batch() else {
+                    break;
+                };
+                batches.push(self.request(peer, batch));
+            }
+            if self.queue.is_empty() && batches.is_empty() {
+                return Ok(());
+            }
+            if batches.is_empty() && haves.is_empty() {
+                if stalled {
+                    return Err(self.stuck());
+                }
+                stalled = true;
+                for peer in self.peers_to_ask(true) {
+                    haves.push(self.ask_have(peer));
+                }
+                continue;
+            }
+            tokio::select! {
+                Some((peer, batch, result)) = batches.next() => {
+                    if self.on_batch(peer, batch, result)? {
+                        stalled = false;
+                    }
+                }
+                Some((peer, asked, result)) = haves.next() => self.on_have(peer, asked, result),
+                _ = tick.tick() => {
+                    for peer in self.peers_to_ask(false) {
+                        haves.push(self.ask_have(peer));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Providers to ask `Have` now: not dropped, not being asked, and (unless
+    /// `all`) not yet known to hold every waiting chunk.
+    fn peers_to_ask(&mut self, all: bool) -> Vec<PeerId> {
+        let mut ask = Vec::new();
+        for (peer, p) in &mut self.providers {
+            if p.dropped || p.asking {
+                continue;
+            }
+            if all || self.queue.iter().any(|&i| !p.have[i]) {
+                p.asking = true;
+                ask.push(*peer);
+            }
+        }
+        ask
+    }
+
+    fn ask_have(&self, peer: PeerId) -> impl std::future::Future<Output = HaveDone> {
+        let asked: Vec<usize> = self.queue.iter().copied().take(MAX_HAVE).collect();
+        let hashes = asked.iter().map(|&i| self.chunks[i].0).collect();
+        let request = codec::encode(&FetchRequest::Have(hashes));
+        let net = self.fetcher.net.clone();
+        async move {
+            let reply = match net.fetch(peer, request).await {
+                Ok(reply) => reply,
+                Err(e) => return (peer, asked, Err(net_failure(e))),
+            };
+            let result = match codec::decode::<FetchResponse>(&reply) {
+                Ok(FetchResponse::Have(bits)) if bits.len() == asked.len().div_ceil(8) => Ok(bits),
+                Ok(_) => Err(Failure::Garbled("unexpected answer to Have".into())),
+                Err(e) => Err(Failure::Garbled(e.to_string())),
+            };
+            (peer, asked, result)
+        }
+    }
+
+    fn on_have(&mut self, peer: PeerId, asked: Vec<usize>, result: Result<Vec<u8>, Failure>) {
+        let Some(p) = self.providers.get_mut(&peer) else {
+            return;
+        };
+        p.asking = false;
+        match result {
+            Ok(bits) => {
+                for (k, i) in asked.into_iter().enumerate() {
+                    p.have[i] = bits[k / 8] & (1 << (k % 8)) != 0;
+                }
+            }
+            Err(Failure::Net(e)) => {
+                tracing::debug!("dropping {peer} from a pull: {e}");
+                p.dropped = true;
+            }
+            Err(Failure::Garbled(e)) => {
+                self.fetcher.count_bad(&peer, &format!("garbled Have: {e}"))
+            }
+        }
+    }
+
+    /// The least busy provider that holds a waiting chunk (ties broken at
+    /// random), and up to [`MAX_BATCH`] waiting chunks it holds; a chunk of
+    /// unknown length goes alone.
+    fn next_batch(&mut self) -> Option<(PeerId, Vec<usize>)> {
+        let n = self.providers.len();
+        let start = if n == 0 {
+            0
+        } else {
+            rand::random::<usize>() % n
+        };
+        let mut best: Option<(PeerId, usize)> = None;
+        for (peer, p) in self.providers.iter().cycle().skip(start).take(n) {
+            if p.dropped || p.load >= PER_PROVIDER || best.is_some_and(|(_, l)| l <= p.load) {
+                continue;
+            }
+            if self
+                .queue
+                .iter()
+                .any(|&i| p.have[i] && !self.refused[i].contains(peer))
+            {
+                best = Some((*peer, p.load));
+            }
+        }
+        let (peer, _) = best?;
+        let p = self.providers.get_mut(&peer)?;
+        let mut batch = Vec::new();
+        let mut full = false;
+        let (chunks, refused) = (&self.chunks, &self.refused);
+        self.queue.retain(|&i| {
+            let unknown = chunks[i].1 == 0;
+            if full || (unknown && !batch.is_empty()) || !p.have[i] || refused[i].contains(&peer) {
+                return true;
+            }
+            batch.push(i);
+            full = unknown || batch.len() == MAX_BATCH;
+            false
+        });
+        p.load += 1;
+        Some((peer, batch))
+    }
+
+    fn request(
+        &self,
+        peer: PeerId,
+        batch: Vec<usize>,
+    ) -> impl std::future::Future<Output = BatchDone> {
+        let wants: Vec<Want> = batch.iter().map(|&i| self.chunks[i]).collect();
+        let request = codec::encode(&FetchRequest::Chunks(wants.iter().map(|w| w.0).collect()));
+        let (net, blobs) = (self.fetcher.net.clone(), self.fetcher.blobs.clone());
+        let (sink, writers) = (self.sink.clone(), self.fetcher.writers.clone());
+        async move {
+            let frame = match net.fetch(peer, request).await {
+                Ok(frame) => frame,
+                Err(e) => return (peer, batch, Err(net_failure(e))),
+            };
+            // Never closed, so acquiring cannot fail.
+            let permit = writers.acquire_owned().await.ok();
+            // Verifying and writing is CPU and disk work: off the runtime,
+            // so that several batches are written at once.
+            let written = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let parts = split_batch(&frame, wants.len())
+                    .map_err(|e| Failure::Garbled(e.to_string()))?;
+                Ok(wants
+                    .iter()
+                    .zip(parts)
+                    .map(|(&(hash, len), part)| match part {
+                        None => Outcome::NotFound,
+                        Some(bytes) if len != 0 && bytes.len() != len as usize => {
+                            Outcome::Bad(format!(
+                                "chunk {} has {} bytes, not {len}",
+                                to_hex(&hash),
+                                bytes.len()
+                            ))
+                        }
+                        Some(bytes) => match blobs.write_chunk(&hash, bytes) {
+                            Ok(()) => match sink.as_ref().map(|s| s.write(&hash, bytes)) {
+                                Some(Err(e)) => Outcome::Local(e.into()),
+                                _ => Outcome::Written,
+                            },
+                            Err(e @ BlobError::Mismatch { .. }) => Outcome::Bad(e.to_string()),
+                            Err(e) => Outcome::Local(e.into()),
+                        },
+                    })
+                    .collect())
+            })
+            .await;
+            let result = written
+                .unwrap_or_else(|e| Ok(vec![Outcome::Local(FetchError::Writer(e.to_string()))]));
+            (peer, batch, result)
+        }
+    }
+
+    /// Accounts for a finished batch; true if it brought a chunk.
+    fn on_batch(
+        &mut self,
+        peer: PeerId,
+        batch: Vec<usize>,
+        result: Result<Vec<Outcome>, Failure>,
+    ) -> Result<bool, FetchError> {
+        if let Some(p) = self.providers.get_mut(&peer) {
+            p.load = p.load.saturating_sub(1);
+        }
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(Failure::Net(e)) => {
+                if let Some(p) = self.providers.get_mut(&peer) {
+                    p.dropped = true;
+                }
+                for i in batch {
+                    self.failures[i].push(format!("{peer}: {e}"));
+                    self.queue.push(i);
+                }
+                return Ok(false);
+            }
+            Err(Failure::Garbled(e)) => {
+                self.bad(peer, &format!("garbled batch: {e}"));
+                for i in batch {
+                    self.failures[i].push(format!("{peer}: garbled batch"));
+                    self.queue.push(i);
+                }
+                return Ok(false);
+            }
+        };
+        let mut brought = false;
+        for (i, outcome) in batch.into_iter().zip(outcomes) {
+            let failure = match outcome {
+                Outcome::Written => {
+                    let len = u64::from(self.chunks[i].1);
+                    self.progress.bytes_done.fetch_add(len, Relaxed);
+                    self.progress.chunks_fetched.fetch_add(1, Relaxed);
+                    self.fetcher.stats.chunks_fetched.fetch_add(1, Relaxed);
+                    brought = true;
+                    continue;
+                }
+                Outcome::Local(e) => return Err(e),
+                Outcome::NotFound => {
+                    if let Some(p) = self.providers.get_mut(&peer) {
+                        p.have[i] = false;
+                    }
+                    format!("{peer}: not found")
+                }
+                Outcome::Bad(what) => {
+                    self.refused[i].insert(peer);
+                    self.bad(peer, &what);
+                    format!("{peer}: {what}")
+                }
+            };
+            self.failures[i].push(failure);
+            self.queue.push(i);
+        }
+        Ok(brought)
+    }
+
+    /// Counts a bad answer against `peer`; drops it after too many.
+    fn bad(&mut self, peer: PeerId, what: &str) {
+        self.fetcher.count_bad(&peer, what);
+        if let Some(p) = self.providers.get_mut(&peer) {
+            p.bad += 1;
+            if p.bad >= MAX_BAD_PER_PULL {
+                p.dropped = true;
+            }
+        }
+    }
+
+    /// The error for a pull that cannot go on: the first waiting chunk and
+    /// what every provider said about it.
+    fn stuck(&self) -> FetchError {
+        let Some(&i) = self.queue.first() else {
+            return FetchError::Writer("pull stalled with nothing to fetch".into());
+        };
+        let why = if self.failures[i].is_empty() {
+            "no connected peer has it".to_string()
+        } else {
+            self.failures[i].join("; ")
+        };
+        FetchError::Chunk {
+            chunk: to_hex(&self.chunks[i].0),
+            why,
+        }
+    }
+}
+
+fn net_failure(e: crate::net::NetError) -> Failure {
+    Failure::Net(format!("{:#}", anyhow::Error::from(e)))
+}

@@ -1,0 +1,269 @@
+//! `peerbatch bench transfer`: data-plane figures on local clusters of real
+//! node processes with a cluster key.
+//!
+//! Owns the method and what it prints: the chunker (`put`) against one
+//! thread of blake3 over the same file (and `b3sum --num-threads 1` when it
+//! is on PATH), a two-node transfer, and a spread of one blob to every node
+//! of a larger cluster against a two-node transfer of the same blob. Must
+//! not assert anything: it measures and reports.
+
+use crate::cli::{s, seg};
+use crate::client::Client;
+use crate::cluster::LocalCluster;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::{RngCore, SeedableRng};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct TransferOpts {
+    /// Size of the two-node transfer (e.g. 1GiB, 200MiB, or bytes).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Two-node transfers to time (a fresh receiving store each time).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Also spread one blob from one node to all others of a cluster of
+    /// this many nodes (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub spread: usize,
+    /// Size of the spread blob.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub spread_size: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with an optional unit"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("{other:?}: unit must be B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+const MB: f64 = 1e6;
+
+/// Writes `size` random bytes at `path`.
+fn random_file(path: &Path, size: u64) -> Result<()> {
+    let mut rng = rand::rngs::SmallRng::from_entropy();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        rng.fill_bytes(&mut block[..n]);
+        file.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// Seconds one thread of blake3 takes over the file (read in 1 MiB pieces).
+fn blake3_one_thread(path: &Path) -> Result<f64> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut hasher = blake3::Hasher::new();
+    let started = Instant::now();
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Seconds `b3sum --num-threads 1 FILE` takes, if b3sum is on PATH.
+fn b3sum(path: &Path) -> Option<f64> {
+    let started = Instant::now();
+    let out = std::process::Command::new("b3sum")
+        .args(["--num-threads", "1"])
+        .arg(path)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| started.elapsed().as_secs_f64())
+}
+
+fn put(client: &Client, path: &Path) -> Result<(String, f64)> {
+    let started = Instant::now();
+    let r = client.post_unbounded("/v1/blobs", &json!({ "path": path.display().to_string() }))?;
+    Ok((s(&r["id"]), started.elapsed().as_secs_f64()))
+}
+
+/// Starts an export of `id` at `out` on `client`'s node; returns its number.
+fn start_get(client: &Client, id: &str, out: &Path) -> Result<u64> {
+    let r = client.post(
+        &format!("/v1/blobs/{}/export", seg(id)),
+        &json!({ "out": out.display().to_string() }),
+    )?;
+    r["export"]
+        .as_u64()
+        .context("the node did not say which export it started")
+}
+
+/// Waits until every `(client, export)` is done; returns each one's seconds
+/// since `started`.
+fn wait_gets(gets: &[(&Client, u64)], started: Instant) -> Result<Vec<f64>> {
+    let mut done = vec![None; gets.len()];
+    while done.iter().any(Option::is_none) {
+        for (i, (client, number)) in gets.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            let e = client.get(&format!("/v1/exports/{number}"))?;
+            match e["state"].as_str() {
+                Some("running") => {}
+                Some("done") => done[i] = Some(started.elapsed().as_secs_f64()),
+                _ => bail!("export {number} failed: {}", s(&e["error"])),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// Removes every chunk a node holds, so that its next get fetches it all.
+fn forget_chunks(cluster: &LocalCluster, node: usize) -> Result<()> {
+    let chunks = cluster.nodes[node].dir.chunks_dir();
+    std::fs::remove_dir_all(&chunks).with_context(|| format!("cannot empty {}", chunks.display()))
+}
+
+fn served(client: &Client) -> Result<u64> {
+    Ok(client.get("/v1/status")?["chunks_served"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// One two-node get of `id` onto node 2 with an empty store; seconds.
+fn two_node_get(cluster: &LocalCluster, clients: &[Client], id: &str, out: &Path) -> Result<f64> {
+    forget_chunks(cluster, 1)?;
+    let started = Instant::now();
+    let number = start_get(&clients[1], id, out)?;
+    let secs = wait_gets(&[(&clients[1], number)], started)?[0];
+    std::fs::remove_file(out)?;
+    Ok(secs)
+}
+
+fn clients(cluster: &LocalCluster) -> Result<Vec<Client>> {
+    cluster.nodes.iter().map(|n| n.client()).collect()
+}
+
+pub fn run(opts: TransferOpts) -> Result<()> {
+    let root =
+        std::env::temp_dir().join(format!("peerbatch-bench-transfer-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    let result = measure(&opts, &root);
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
+    let file = root.join("input");
+    random_file(&file, opts.size)?;
+    let mib = opts.size as f64 / (1 << 20) as f64;
+    println!(
+        "input: {mib:.0} MiB of random bytes; nodes on loopback with a cluster key, one process each"
+    );
+
+    let cluster = LocalCluster::start(&root.join("two"), 2, 1, true, false)?;
+    cluster.wait_meshed(Duration::from_secs(30))?;
+    let clients = clients(&cluster)?;
+    let hash_secs = blake3_one_thread(&file)?;
+    let (id, put_secs) = put(&clients[0], &file)?;
+    let rate = |secs: f64| opts.size as f64 / secs / MB;
+    println!(
+        "chunker: put of {mib:.0} MiB in {put_secs:.2} s = {:.0} MB/s; blake3 on one thread over the same file: {:.0} MB/s (put/blake3 = {:.2})",
+        rate(put_secs),
+        rate(hash_secs),
+        hash_secs / put_secs
+    );
+    if let Some(b3) = b3sum(&file) {
+        println!(
+            "         b3sum --num-threads 1 (whole process): {b3:.2} s = {:.0} MB/s (put/b3sum = {:.2})",
+            rate(b3),
+            b3 / put_secs
+        );
+    }
+    let out = root.join("out");
+    let mut times = Vec::new();
+    for _ in 0..opts.runs.max(1) {
+        times.push(two_node_get(&cluster, &clients, &id, &out)?);
+    }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "two-node get (fetch, verify, store, write the file): median {:.2} s = {:.0} MB/s (best {best:.2} s = {:.0} MB/s; {} runs: {})",
+        median(times.clone()),
+        rate(median(times.clone())),
+        rate(best),
+        times.len(),
+        times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", ")
+    );
+    drop(cluster);
+
+    if opts.spread >= 2 {
+        spread(opts, root)?;
+    }
+    Ok(())
+}
+
+fn spread(opts: &TransferOpts, root: &Path) -> Result<()> {
+    let n = opts.spread;
+    let file = root.join("spread-input");
+    random_file(&file, opts.spread_size)?;
+    let mib = opts.spread_size as f64 / (1 << 20) as f64;
+    let cluster = LocalCluster::start(&root.join("spread"), n, 1, true, false)?;
+    cluster.wait_meshed(Duration::from_secs(30))?;
+    let clients = clients(&cluster)?;
+    let (id, _) = put(&clients[0], &file)?;
+    let out = |i: usize| -> PathBuf { root.join(format!("spread-out-{i}")) };
+    let alone = two_node_get(&cluster, &clients, &id, &out(1))?;
+    forget_chunks(&cluster, 1)?;
+    let before: Vec<u64> = clients.iter().map(served).collect::<Result<_>>()?;
+    let started = Instant::now();
+    let mut gets = Vec::new();
+    for (i, client) in clients.iter().enumerate().skip(1) {
+        gets.push((client, start_get(client, &id, &out(i))?));
+    }
+    let times = wait_gets(&gets, started)?;
+    let all = times.iter().copied().fold(0.0, f64::max);
+    let after: Vec<u64> = clients.iter().map(served).collect::<Result<_>>()?;
+    println!(
+        "spread: {mib:.0} MiB from node 1 to the other {} nodes at once: {all:.2} s until the last has it ({}); one two-node get of it: {alone:.2} s; ratio {:.2}",
+        n - 1,
+        times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
+        all / alone
+    );
+    println!(
+        "        chunks served during the spread, per node: {}",
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| (a - b).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
