@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use libp2p::PeerId;
 use peerbatch_protocol::core::Progress;
 use peerbatch_protocol::ledger::JobRecord;
-use peerbatch_protocol::{BlobId, JobSpec, NodeId, TaskRef, TaskState, TaskView};
+use peerbatch_protocol::resources::unschedulable;
+use peerbatch_protocol::{BlobId, JobSpec, NodeId, NodeInfo, TaskRef, TaskState, TaskView};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -110,6 +111,11 @@ fn node_name(node: &NodeId) -> String {
     peer_of(node).map_or_else(|| node.to_string(), |p| p.to_string())
 }
 
+/// Whether some task of the job still waits to run.
+fn has_waiting(p: &Progress) -> bool {
+    p.pending + p.blocked > 0
+}
+
 fn job_state(p: &Progress, total: u32) -> &'static str {
     if p.done() == total {
         if p.cancelled > 0 {
@@ -123,6 +129,22 @@ fn job_state(p: &Progress, total: u32) -> &'static str {
         "running"
     } else {
         "pending"
+    }
+}
+
+/// Maps a task position to its group's index.
+fn group_index(spec: &JobSpec) -> impl Fn(u32) -> usize + '_ {
+    let ends: Vec<u64> = spec
+        .groups
+        .iter()
+        .scan(0u64, |end, g| {
+            *end += g.len();
+            Some(*end)
+        })
+        .collect();
+    move |index| {
+        ends.partition_point(|end| *end <= u64::from(index))
+            .min(ends.len().saturating_sub(1))
     }
 }
 
@@ -147,15 +169,29 @@ fn job_json(record: &JobRecord, p: Progress) -> Value {
     })
 }
 
+/// Why each task group of a job fits no node of the mesh, if it does not.
+fn unschedulable_groups(d: &Driver, record: &JobRecord) -> Vec<Option<String>> {
+    let nodes: Vec<&NodeInfo> = d.core.ledger().nodes().map(|(_, i)| i).collect();
+    record
+        .spec
+        .groups
+        .iter()
+        .map(|g| unschedulable(&g.spec().resources, nodes.iter().copied()))
+        .collect()
+}
+
 /// The replicated fields of a task: identical on every converged node.
-fn task_json(record: &JobRecord, view: &TaskView) -> Value {
+/// `why_not` is its group's entry from [`unschedulable_groups`].
+fn task_json(record: &JobRecord, view: &TaskView, why_not: Option<&String>) -> Value {
     let id = record
         .spec
         .task(view.task.index)
         .map_or_else(|| view.task.index.to_string(), |t| t.id);
+    let waiting = matches!(view.state, TaskState::Pending | TaskState::Blocked);
     json!({
         "id": id,
         "state": view.state.name(),
+        "unschedulable": why_not.filter(|_| waiting),
         "attempt": view.attempt,
         "node": view.node.as_ref().map(node_name),
         "exit_code": view.result.as_ref().and_then(|r| r.outcome.exit_code()),
@@ -220,7 +256,12 @@ async fn job(
     ask(&s, &h, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
-        Ok(Json(job_json(record, d.core.progress(&id))))
+        let mut j = job_json(record, d.core.progress(&id));
+        let why_not = unschedulable_groups(d, record).into_iter().flatten().next();
+        if has_waiting(&d.core.progress(&id)) {
+            j["unschedulable"] = json!(why_not);
+        }
+        Ok(Json(j))
     })
     .await?
 }
@@ -233,8 +274,13 @@ async fn tasks(
     ask(&s, &h, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
+        let why_not = unschedulable_groups(d, record);
+        let group_of = group_index(&record.spec);
         Ok(Json(Value::Array(
-            d.core.views(id).map(|v| task_json(record, v)).collect(),
+            d.core
+                .views(id)
+                .map(|v| task_json(record, v, why_not[group_of(v.task.index)].as_ref()))
+                .collect(),
         )))
     })
     .await?
@@ -301,6 +347,8 @@ async fn nodes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>
                     "connected": peer.is_some_and(|p| p.connected),
                     "last_heard_ms": if *id == me { Some(0) } else { silent },
                     "slots": info.slots,
+                    "memory_mb": info.memory_mb,
+                    "gpus": info.gpus,
                     "labels": info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
                     "draining": info.draining,
                     "addrs": info.addrs,

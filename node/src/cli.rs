@@ -290,6 +290,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 "failed",
                 "cancelled",
                 "skipped",
+                "unschedulable",
                 "submitted_by",
             ] {
                 println!("{key:<13} {}", s(&j[key]));
@@ -306,13 +307,16 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 "TASK", "STATE", "ATTEMPT", "EXIT"
             );
             for t in tasks.as_array().into_iter().flatten() {
+                let node = match t["unschedulable"].as_str() {
+                    Some(why) => format!("unschedulable: {why}"),
+                    None => s(&t["node"]),
+                };
                 println!(
-                    "{:<16} {:<10} {:>7} {:>5}  {}",
+                    "{:<16} {:<10} {:>7} {:>5}  {node}",
                     s(&t["id"]),
                     s(&t["state"]),
                     t["attempt"],
                     s(&t["exit_code"]),
-                    s(&t["node"])
                 );
             }
             Ok(())

@@ -216,6 +216,8 @@ impl Executor {
             .env("PEERBATCH_NODE", &self.node)
             .env("PEERBATCH_WORK_DIR", dir)
             .env("PEERBATCH_PACKAGES", &s.packages)
+            .env("PEERBATCH_SLOTS", a.spec.resources.slots.to_string())
+            .env("PEERBATCH_GPUS", a.spec.resources.gpus.to_string())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -35,6 +35,7 @@
 use peerbatch_protocol::exit::{ExitAction, ExitRule};
 use peerbatch_protocol::files::{parse_package_ref, Input, PackageUse, Source};
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS};
+use peerbatch_protocol::resources::Resources;
 use peerbatch_protocol::BlobId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ struct FileJob {
     #[serde(default)]
     priority: i32,
     retention: Option<Spanned<toml::Value>>,
+    /// Run only on nodes labelled `pool=NAME`.
+    pool: Option<String>,
     tasks: Spanned<Vec<FileTask>>,
 }
 
@@ -108,6 +111,13 @@ struct FileTask {
     files: Option<Spanned<String>>,
     #[serde(default)]
     exit_codes: Vec<Spanned<FileExitRule>>,
+    slots: Option<Spanned<i64>>,
+    /// e.g. "4GiB".
+    memory: Option<Spanned<String>>,
+    gpus: Option<Spanned<i64>>,
+    /// Labels the node must have: `["os=linux", "gpu=a100"]`.
+    #[serde(default)]
+    constraints: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -282,7 +292,42 @@ pub fn parse(
             let span = rule.span();
             exit_codes.push(exit_rule(rule.into_inner()).map_err(|m| err(Some(span), m))?);
         }
+        let mut constraints = Vec::new();
+        for c in task.constraints {
+            let (k, v) = c.get_ref().split_once('=').ok_or_else(|| {
+                err(
+                    Some(c.span()),
+                    format!("constraint {:?} is not key=value", c.get_ref()),
+                )
+            })?;
+            constraints.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        if let Some(pool) = &job.pool {
+            constraints.push(("pool".to_string(), pool.clone()));
+        }
+        let count = |v: Option<Spanned<i64>>, what: &str, default: u32| match v {
+            None => Ok(default),
+            Some(v) => u32::try_from(*v.get_ref()).map_err(|_| {
+                err(
+                    Some(v.span()),
+                    format!("{what} must be 0 or more, got {}", v.get_ref()),
+                )
+            }),
+        };
+        let memory_mb = match task.memory {
+            None => 0,
+            Some(m) => crate::store::reclaim::parse_size(m.get_ref())
+                .map_err(|e| err(Some(m.span()), format!("memory: {e}")))?
+                .div_ceil(1 << 20),
+        };
+        let resources = Resources {
+            slots: count(task.slots, "slots", 1)?,
+            memory_mb,
+            gpus: count(task.gpus, "gpus", 0)?,
+            constraints,
+        };
         let spec = TaskSpec {
+            resources,
             exit_codes,
             id,
             command,

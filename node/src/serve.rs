@@ -39,6 +39,12 @@ pub struct NodeOpts {
     /// A label k=v advertised to the mesh (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Memory offered to tasks that ask for it, e.g. 16GiB (default: the machine's).
+    #[arg(long, value_parser = crate::store::reclaim::parse_size)]
+    pub memory: Option<u64>,
+    /// GPUs offered to tasks that ask for them (default: NVIDIA devices found).
+    #[arg(long)]
+    pub gpus: Option<u32>,
     /// Pre-shared cluster key (from `peerbatch keygen`); nodes with other keys never talk.
     #[arg(long)]
     pub cluster_key: Option<PathBuf>,
@@ -58,6 +64,44 @@ pub struct NodeOpts {
     /// Interval between heartbeats (ms).
     #[arg(long, default_value_t = 1_000, hide = true)]
     pub heartbeat_ms: u64,
+}
+
+/// `os` and `arch` labels unless given, so tasks can ask for them.
+fn with_default_labels(given: &[(String, String)]) -> Vec<(String, String)> {
+    let mut labels = given.to_vec();
+    for (k, v) in [
+        ("os", std::env::consts::OS),
+        ("arch", std::env::consts::ARCH),
+    ] {
+        if !labels.iter().any(|(gk, _)| gk == k) {
+            labels.push((k.to_string(), v.to_string()));
+        }
+    }
+    labels
+}
+
+/// Total memory from /proc/meminfo, in MB (0 if unknown).
+fn detect_memory_mb() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// NVIDIA devices (`/dev/nvidia0`, `/dev/nvidia1`, …).
+fn detect_gpus() -> u32 {
+    std::fs::read_dir("/dev").map_or(0, |items| {
+        items
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.strip_prefix("nvidia")
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            })
+            .count() as u32
+    })
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -115,9 +159,13 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     let slots = opts
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let memory_mb = opts.memory.map_or_else(detect_memory_mb, |b| b >> 20);
+    let gpus = opts.gpus.unwrap_or_else(detect_gpus);
     let cfg = Config {
         slots,
-        labels: opts.labels.clone(),
+        memory_mb,
+        gpus,
+        labels: with_default_labels(&opts.labels),
         version: env!("CARGO_PKG_VERSION").to_string(),
         heartbeat_ms: opts.heartbeat_ms,
         lease_ms: opts.lease_ms,

@@ -15,6 +15,7 @@ use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::{JobError, JobSpec, ResolvedTask};
 use crate::ledger::{job_id_of, Ledger, TaskState, TaskView};
+use crate::resources::{Amount, Resources};
 use crate::storage::EventStore;
 use crate::sync::{bucket_ids, BUCKETS};
 use crate::time::Millis;
@@ -37,6 +38,9 @@ const MAX_RESULTS_PER_EVENT: usize = 400;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub slots: u32,
+    /// Memory and GPUs this node offers to tasks that ask for them.
+    pub memory_mb: u64,
+    pub gpus: u32,
     pub labels: Vec<(String, String)>,
     pub version: String,
     /// How often a node says it is alive.
@@ -60,6 +64,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             slots: 1,
+            memory_mb: 0,
+            gpus: 0,
             labels: Vec::new(),
             version: String::new(),
             heartbeat_ms: 1_000,
@@ -150,6 +156,8 @@ struct Local {
     published: bool,
     running: bool,
     killed: bool,
+    /// What the task takes while it runs here.
+    need: Amount,
 }
 
 /// Claim queue order: higher priority, then older job, then task index.
@@ -179,6 +187,8 @@ pub struct Core<S> {
     local: BTreeMap<TaskRef, Local>,
     waiting: VecDeque<TaskRef>,
     running: u32,
+    /// Slots, memory and GPUs the running attempts take.
+    in_use: Amount,
     avg_task_ms: Option<f64>,
     out_claims: Vec<Claim>,
     out_results: Vec<TaskResult>,
@@ -233,6 +243,7 @@ impl<S: EventStore> Core<S> {
             local: BTreeMap::new(),
             waiting: VecDeque::new(),
             running: 0,
+            in_use: Amount::default(),
             avg_task_ms: None,
             out_claims: Vec::new(),
             out_results: Vec::new(),
@@ -635,6 +646,7 @@ impl<S: EventStore> Core<S> {
         }
         self.local.remove(&task);
         self.running -= 1;
+        self.in_use.sub(local.need);
         // A killed attempt's task may be claimable again (its attempt was
         // reclaimed); it was kept out of the queue while the process ran.
         if self
@@ -705,6 +717,8 @@ impl<S: EventStore> Core<S> {
             self.announce_due = false;
             let info = NodeInfo {
                 slots: self.cfg.slots,
+                memory_mb: self.cfg.memory_mb,
+                gpus: self.cfg.gpus,
                 labels: self.cfg.labels.clone(),
                 draining: self.draining,
                 addrs: self.addrs.clone(),
@@ -737,7 +751,60 @@ impl<S: EventStore> Core<S> {
                 .min(self.cfg.max_prefetch as f64) as u32,
             None => 0,
         };
-        (self.cfg.slots + prefetch).saturating_sub(self.local.len() as u32)
+        let claimed: u32 = self.local.values().map(|l| l.need.slots).sum();
+        (self.cfg.slots + prefetch).saturating_sub(claimed)
+    }
+
+    /// This node's capacity for tasks that ask for resources.
+    fn limit(&self) -> Amount {
+        Amount {
+            slots: self.cfg.slots,
+            memory_mb: self.cfg.memory_mb,
+            gpus: self.cfg.gpus,
+        }
+    }
+
+    /// What a task asks for (the default for an unknown job).
+    fn resources_of(&self, task: TaskRef) -> Resources {
+        self.ledger
+            .job(&task.job)
+            .and_then(|j| j.spec.template(task.index))
+            .map(|t| t.resources.clone())
+            .unwrap_or_default()
+    }
+
+    /// This node's own offer, as it announces it.
+    fn my_info(&self) -> NodeInfo {
+        NodeInfo {
+            slots: self.cfg.slots,
+            memory_mb: self.cfg.memory_mb,
+            gpus: self.cfg.gpus,
+            labels: self.cfg.labels.clone(),
+            draining: self.draining,
+            addrs: Vec::new(),
+            version: String::new(),
+        }
+    }
+
+    /// The live, willing nodes that could run a task needing `r`; claims
+    /// on it are ranked among these only.
+    fn candidates(&self, r: &Resources) -> Vec<NodeId> {
+        if *r == Resources::default() {
+            return self.eligible.clone();
+        }
+        let mine = self.my_info();
+        self.eligible
+            .iter()
+            .filter(|id| {
+                let info = if **id == self.me {
+                    Some(&mine)
+                } else {
+                    self.ledger.node(id)
+                };
+                info.is_some_and(|i| r.misfit(i).is_none())
+            })
+            .copied()
+            .collect()
     }
 
     fn mark_batch(&mut self, now: Millis) {
@@ -1011,7 +1078,11 @@ impl<S: EventStore> Core<S> {
         {
             return;
         }
-        let rank = hrw::rank(task, attempt, &self.me, &self.eligible);
+        let r = self.resources_of(task);
+        if r.misfit(&self.my_info()).is_some() {
+            return;
+        }
+        let rank = hrw::rank(task, attempt, &self.me, &self.candidates(&r));
         let key = self.queue_key(task);
         if self.queues.len() <= rank {
             self.queues.resize_with(rank + 1, BTreeMap::new);
@@ -1088,7 +1159,8 @@ impl<S: EventStore> Core<S> {
                 let Some(view) = self.views.get(task) else {
                     continue;
                 };
-                let rank = hrw::rank(*task, view.attempt + 1, &self.me, &self.eligible) as u64;
+                let candidates = self.candidates(&self.resources_of(*task));
+                let rank = hrw::rank(*task, view.attempt + 1, &self.me, &candidates) as u64;
                 if silent > expiry + rank * self.cfg.claim_step_ms {
                     reclaims.push(Claim {
                         task: *task,
@@ -1126,6 +1198,18 @@ impl<S: EventStore> Core<S> {
                 },
             };
             let (task, attempt) = pick;
+            let r = self.resources_of(task);
+            let need = r.amount();
+            if r.is_sized() {
+                // Sized tasks are claimed only into room free right now.
+                let mut claimed = Amount::default();
+                for l in self.local.values() {
+                    claimed.add(l.need);
+                }
+                if !claimed.room_for(need, self.limit()) {
+                    break;
+                }
+            }
             self.dequeue(task);
             self.local.insert(
                 task,
@@ -1134,11 +1218,12 @@ impl<S: EventStore> Core<S> {
                     published: false,
                     running: false,
                     killed: false,
+                    need,
                 },
             );
             self.waiting.push_back(task);
             self.out_claims.push(Claim { task, attempt });
-            capacity -= 1;
+            capacity = capacity.saturating_sub(need.slots);
         }
         self.mark_batch(now);
     }
@@ -1160,14 +1245,17 @@ impl<S: EventStore> Core<S> {
         Err(next)
     }
 
-    /// Starts claimed tasks whose claim is durable, while slots are free.
+    /// Starts claimed tasks whose claim is durable, in claim order, while
+    /// their slots, memory and GPUs are free.
     fn start_ready(&mut self) {
-        while self.running < self.cfg.slots {
-            let Some(pos) = self
-                .waiting
-                .iter()
-                .position(|t| self.local.get(t).is_some_and(|l| l.published))
-            else {
+        let limit = self.limit();
+        loop {
+            let in_use = self.in_use;
+            let Some(pos) = self.waiting.iter().position(|t| {
+                self.local
+                    .get(t)
+                    .is_some_and(|l| l.published && in_use.room_for(l.need, limit))
+            }) else {
                 break;
             };
             let Some(task) = self.waiting.remove(pos) else {
@@ -1185,6 +1273,7 @@ impl<S: EventStore> Core<S> {
                 continue;
             };
             local.running = true;
+            self.in_use.add(local.need);
             self.running += 1;
             self.stats.attempts_started += 1;
             self.actions.push_back(Action::Run {

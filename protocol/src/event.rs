@@ -60,6 +60,8 @@ pub struct TaskResult {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub slots: u32,
+    pub memory_mb: u64,
+    pub gpus: u32,
     pub labels: Vec<(String, String)>,
     pub draining: bool,
     /// Where peers can dial it (multiaddr text).

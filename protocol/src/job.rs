@@ -6,6 +6,7 @@
 
 use crate::exit::ExitRule;
 use crate::files::{check_input, check_output, FileRuleError, Input, PackageUse, Source};
+use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
 
 /// Most tasks one job may expand to.
@@ -43,6 +44,7 @@ pub struct TaskSpec {
     pub depends_on: Vec<String>,
     /// What exit codes mean; the first matching rule decides.
     pub exit_codes: Vec<ExitRule>,
+    pub resources: Resources,
 }
 
 /// A single task, an index range, or a parameter sweep expanded from one
@@ -102,6 +104,7 @@ pub struct ResolvedTask {
     pub packages: Vec<PackageUse>,
     pub depends_on: Vec<String>,
     pub exit_codes: Vec<ExitRule>,
+    pub resources: Resources,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -128,6 +131,8 @@ pub enum JobError {
     SelfDependency(String),
     #[error("the dependencies form a cycle through task {0:?}")]
     Cycle(String),
+    #[error("task {0:?}: a task needs at least one slot")]
+    ZeroSlots(String),
     #[error("task sweep {id:?}: {reason}")]
     BadSweep { id: String, reason: String },
 }
@@ -146,6 +151,7 @@ impl TaskSpec {
             packages: Vec::new(),
             depends_on: Vec::new(),
             exit_codes: Vec::new(),
+            resources: Resources::default(),
         }
     }
 }
@@ -310,6 +316,9 @@ impl JobSpec {
             }
             if let TaskGroup::Sweep { axes, .. } = group {
                 check_axes(&spec.id, axes)?;
+            }
+            if spec.resources.slots == 0 {
+                return Err(JobError::ZeroSlots(spec.id.clone()));
             }
         }
         let count = self.task_count();
@@ -507,6 +516,7 @@ fn resolve(spec: &TaskSpec, id: String, vars: &Vars) -> ResolvedTask {
         packages: spec.packages.clone(),
         depends_on: spec.depends_on.iter().map(|d| fill(d)).collect(),
         exit_codes: spec.exit_codes.clone(),
+        resources: spec.resources.clone(),
     }
 }
 

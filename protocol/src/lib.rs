@@ -18,6 +18,7 @@ pub mod hrw;
 pub mod ids;
 pub mod job;
 pub mod ledger;
+pub mod resources;
 pub mod schedule;
 pub mod storage;
 pub mod sync;

@@ -565,6 +565,8 @@ fn a_node_announce_makes_its_sender_eligible_and_draining_stops_claims() {
         info,
         Some(NodeInfo {
             slots: 1,
+            memory_mb: 0,
+            gpus: 0,
             labels: Vec::new(),
             draining: false,
             addrs: Vec::new(),

@@ -309,6 +309,8 @@ fn build(ops: &[Op], job: JobId) -> Vec<(EventId, Event)> {
                     seq: *seq,
                     info: NodeInfo {
                         slots: *slots,
+                        memory_mb: 0,
+                        gpus: 0,
                         labels: Vec::new(),
                         draining: false,
                         addrs: Vec::new(),

@@ -182,3 +182,103 @@ fn a_node_drained_from_elsewhere_takes_no_new_tasks_until_resumed() {
     wait_job_end(a, &job);
     assert!(started(c) > at_drain, "a resumed node took no tasks");
 }
+
+/// Tasks ask for slots, memory, GPUs and labels; each runs only where it
+/// fits, and one no node can ever fit is reported with the reason.
+#[test]
+fn tasks_run_only_on_nodes_that_fit_them_and_misfits_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Node::start(
+        &tmp.path().join("a"),
+        &[
+            FAST,
+            &["--label", "pool=render", "--gpus", "1", "--memory", "4GiB"],
+        ]
+        .concat(),
+    );
+    let join = a.addr();
+    let others: Vec<Node> = ["b", "c"]
+        .iter()
+        .map(|name| {
+            let args = [
+                FAST,
+                &["--join", join.as_str(), "--gpus", "0", "--memory", "4GiB"],
+            ]
+            .concat();
+            Node::start(&tmp.path().join(name), &args)
+        })
+        .collect();
+    wait_for("three live nodes", Duration::from_secs(30), || {
+        (a.live_nodes() == 3).then_some(())
+    });
+    let a_id = a.peer_id();
+    let file = tmp.path().join("fit.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[tasks]]
+id = "render-"
+range = "1..=6"
+command = "echo $PEERBATCH_GPUS"
+constraints = ["pool=render"]
+
+[[tasks]]
+id = "gpu"
+command = "true"
+gpus = 1
+
+[[tasks]]
+id = "wide-"
+range = "1..=4"
+command = "sleep 0.2"
+slots = 2
+
+[[tasks]]
+id = "huge"
+command = "true"
+memory = "100GiB"
+"#,
+    )
+    .unwrap();
+    let job = ok(
+        &others[0].cli(&["submit", file.to_str().unwrap()]),
+        "submit",
+    );
+    let list = wait_for(
+        "all but the misfit to finish",
+        Duration::from_secs(30),
+        || {
+            let list = tasks(&others[1], &job);
+            let done = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["state"] == "succeeded")
+                .count();
+            (done == 11).then_some(list)
+        },
+    );
+    for t in list.as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        if id.starts_with("render-") || id == "gpu" {
+            assert_eq!(t["node"], a_id.as_str(), "{t}");
+        }
+    }
+    let (state, _) = task_state(&list, "huge");
+    assert_eq!(state, "pending");
+    let huge = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "huge")
+        .unwrap();
+    let why = huge["unschedulable"].as_str().unwrap_or_default();
+    assert!(why.contains("102400 MB of memory"), "{huge}");
+    let j = others[1].json(&["job", &job, "--json"]);
+    assert!(
+        j["unschedulable"]
+            .as_str()
+            .is_some_and(|w| w.contains("memory")),
+        "{j}"
+    );
+}
