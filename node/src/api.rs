@@ -163,6 +163,7 @@ fn job_json(record: &JobRecord, p: Progress) -> Value {
         "cancelled": p.cancelled,
         "skipped": p.skipped,
         "submitted_ms": record.submitted_ms,
+        "max_wall_clock_ms": record.spec.max_wall_clock_ms,
         "schedule": record.spec.origin.as_ref().map(|o| o.schedule.clone()),
         "occurrence_ms": record.spec.origin.as_ref().map(|o| o.at_ms),
         "submitted_by": node_name(&record.submitted_by),

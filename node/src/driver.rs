@@ -104,6 +104,33 @@ impl Driver {
         self
     }
 
+    /// Cancels jobs past their `max_wall_clock`: the node ranked first for
+    /// a job at once, the k-th k heartbeats later if it is still running.
+    fn job_deadlines(&mut self) {
+        let wall = wall_ms();
+        let step = self.core.config().heartbeat_ms;
+        let due: Vec<JobId> = self
+            .core
+            .ledger()
+            .jobs()
+            .filter(|j| !self.core.ledger().is_cancelled(&j.id))
+            .filter(|j| self.core.progress(&j.id).done() < j.task_count)
+            .filter_map(|j| {
+                let deadline = j.submitted_ms.checked_add(j.spec.max_wall_clock_ms?)?;
+                let rank = self.core.rank_for(TaskRef {
+                    job: j.id,
+                    index: 0,
+                }) as u64;
+                (wall >= deadline + rank * step).then_some(j.id)
+            })
+            .collect();
+        let now = self.now();
+        for job in due {
+            tracing::info!("job {job} passed its max_wall_clock; cancelling what is left");
+            self.core.cancel(now, job);
+        }
+    }
+
     /// Drains or resumes this node as requested and as its policy says.
     fn availability_tick(&mut self) {
         let me = self.core.node_id();
@@ -196,6 +223,7 @@ impl Driver {
                 _ = dial_tick.tick() => {
                     self.dial_known_nodes();
                     self.availability_tick();
+                    self.job_deadlines();
                 }
                 _ = reclaim_tick.tick() => self.reclaim_tick(),
                 _ = schedule_tick.tick() => {

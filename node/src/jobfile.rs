@@ -64,6 +64,8 @@ struct FileJob {
     retention: Option<Spanned<toml::Value>>,
     /// Run only on nodes labelled `pool=NAME`.
     pool: Option<String>,
+    /// The whole job's limit; what is left then is cancelled.
+    max_wall_clock: Option<Spanned<toml::Value>>,
     tasks: Spanned<Vec<FileTask>>,
 }
 
@@ -380,11 +382,18 @@ pub fn parse(
         None => DEFAULT_RETENTION_MS,
         Some(v) => duration_ms("retention", v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
     };
+    let max_wall_clock_ms = match job.max_wall_clock {
+        None => None,
+        Some(v) => {
+            Some(duration_ms("max_wall_clock", v.get_ref()).map_err(|m| err(Some(v.span()), m))?)
+        }
+    };
     let spec = JobSpec {
         name: job.name.unwrap_or_else(|| default_name.to_string()),
         priority: job.priority,
         groups,
         retention_ms,
+        max_wall_clock_ms,
         origin: None,
     };
     spec.validate().map_err(|e| err(None, e.to_string()))?;

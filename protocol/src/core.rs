@@ -160,8 +160,11 @@ struct Local {
     need: Amount,
 }
 
-/// Claim queue order: higher priority, then older job, then task index.
-type QueueKey = (i64, u64, TaskRef);
+/// Claim queue order: higher priority first; among equal priority, jobs
+/// take turns task by task (every job's n-th task before any job's
+/// n+1-th), so a small job is not stuck behind a big one and submitters
+/// share the mesh; then the older job.
+type QueueKey = (i64, u32, u64, TaskRef);
 
 pub struct Core<S> {
     identity: Identity,
@@ -1070,7 +1073,7 @@ impl<S: EventStore> Core<S> {
             .ledger
             .job(&task.job)
             .map_or((0, 0), |j| (j.spec.priority, j.submitted_ms));
-        (-(priority as i64), submitted, task)
+        (-(priority as i64), task.index, submitted, task)
     }
 
     fn enqueue(&mut self, task: TaskRef, attempt: u32, ready: Millis) {
@@ -1121,7 +1124,10 @@ impl<S: EventStore> Core<S> {
         let ready: BTreeMap<TaskRef, Millis> = self
             .queues
             .iter()
-            .flat_map(|q| q.iter().map(|((_, _, task), (_, ready))| (*task, *ready)))
+            .flat_map(|q| {
+                q.iter()
+                    .map(|((_, _, _, task), (_, ready))| (*task, *ready))
+            })
             .collect();
         self.queues.clear();
         self.queued.clear();
@@ -1186,7 +1192,7 @@ impl<S: EventStore> Core<S> {
                 .queues
                 .first()
                 .and_then(|q| q.iter().next())
-                .map(|((_, _, task), (attempt, _))| (*task, *attempt));
+                .map(|((_, _, _, task), (attempt, _))| (*task, *attempt));
             let pick = match first {
                 Some(pick) => pick,
                 None => match self.steal(now) {
@@ -1234,7 +1240,7 @@ impl<S: EventStore> Core<S> {
         let mut next: Option<Millis> = None;
         for (rank, queue) in self.queues.iter().enumerate().skip(1) {
             let wait = rank as u64 * self.cfg.claim_step_ms;
-            for ((_, _, task), (attempt, ready)) in queue.iter().rev().take(64) {
+            for ((_, _, _, task), (attempt, ready)) in queue.iter().rev().take(64) {
                 let at = ready.plus(wait);
                 if at <= now {
                     return Ok((*task, *attempt));

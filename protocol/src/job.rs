@@ -85,6 +85,9 @@ pub struct JobSpec {
     pub groups: Vec<TaskGroup>,
     /// Outputs and logs are kept from reclaiming this long after submission.
     pub retention_ms: u64,
+    /// The job is cancelled once this long has passed since submission
+    /// (by the submitter's wall clock, judged by each node's).
+    pub max_wall_clock_ms: Option<u64>,
     /// The schedule occurrence this job was submitted for, if any; it
     /// decides the job's id (see `schedule`).
     pub origin: Option<crate::schedule::Occurrence>,
@@ -272,6 +275,7 @@ impl JobSpec {
             priority: 0,
             groups,
             retention_ms: DEFAULT_RETENTION_MS,
+            max_wall_clock_ms: None,
             origin: None,
         }
     }

@@ -679,3 +679,33 @@ fn a_node_that_was_paused_does_not_reclaim_on_waking() {
     );
     assert_eq!(a.runs(), vec![(t, 1)]);
 }
+
+/// Jobs of equal priority take turns: a small job submitted after a big
+/// one runs its tasks among the big one's first tasks, not after all of them.
+#[test]
+fn jobs_of_equal_priority_take_turns_task_by_task() {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let (big, _) = submit(&mut a, 0, 20, 0);
+    let (small, _) = submit(&mut a, 1, 2, 0);
+    let mut now = 1;
+    let mut done = 0;
+    while a.core.progress(&small).succeeded < 2 {
+        let runs = a.runs();
+        if done < runs.len() {
+            let (t, attempt) = runs[done];
+            done += 1;
+            now += 7;
+            a.exit(now, t, attempt, Outcome::Exited(0));
+        } else {
+            now = a.core.poll_timeout().expect("a timer").0.max(now);
+            a.timeout(now);
+        }
+        assert!(now < 10_000, "stuck");
+    }
+    let big_done = a.core.progress(&big).succeeded;
+    assert!(
+        big_done <= 3,
+        "the small job waited for {big_done} tasks of the big one"
+    );
+}

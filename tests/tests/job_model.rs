@@ -282,3 +282,26 @@ memory = "100GiB"
         "{j}"
     );
 }
+
+/// A job-level wall clock: what is left of the job when it runs out is
+/// cancelled everywhere and its running tasks are killed.
+#[test]
+fn a_job_past_its_wall_clock_is_cancelled() {
+    let cluster = Cluster::start(2, FAST);
+    let node = &cluster.nodes[1];
+    let file = cluster.file(
+        "deadline.toml",
+        "max_wall_clock = \"3s\"\n[[tasks]]\nid = \"slow-\"\nrange = \"1..=6\"\ncommand = \"sleep 60\"\n",
+    );
+    let started = Instant::now();
+    let job = ok(&node.cli(&["submit", file.to_str().unwrap()]), "submit");
+    let end = wait_job_end(node, &job);
+    let took = started.elapsed();
+    assert_eq!(end["state"], "cancelled", "{end}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "cancelled before its deadline: {took:?}"
+    );
+    assert!(took < Duration::from_secs(20), "cancelled late: {took:?}");
+    assert_eq!(end["max_wall_clock_ms"], 3000);
+}
