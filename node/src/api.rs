@@ -8,7 +8,7 @@
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
-use crate::{api_files, api_schedules};
+use crate::{api_files, api_pools, api_schedules};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +66,8 @@ pub fn router(state: ApiState) -> Router {
             get(api_schedules::list).post(api_schedules::add),
         )
         .route("/v1/schedules/{name}", delete(api_schedules::remove))
+        .route("/v1/pools", get(api_pools::list).post(api_pools::define))
+        .route("/v1/pools/{name}/logs/{node}", get(api_pools::logs))
         .route(
             "/v1/packages",
             get(api_files::packages).post(api_files::add_package),

@@ -193,6 +193,13 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Pools: nodes labelled pool=NAME, with a start task each runs as it joins.
+    Pool {
+        #[command(subcommand)]
+        cmd: crate::cli_pool::PoolCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Recurring jobs: a job file submitted at every interval or cron occurrence.
     Schedule {
         #[command(subcommand)]
@@ -419,6 +426,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             client,
         } => get(&connect(&client)?, &id, &out, json),
         Cmd::Package { cmd, client } => crate::cli_files::package(&connect(&client)?, cmd),
+        Cmd::Pool { cmd, client } => crate::cli_pool::pool(&connect(&client)?, cmd),
         Cmd::Schedule { cmd, client } => crate::cli_schedule::schedule(&connect(&client)?, cmd),
         Cmd::Demo(opts) => crate::demo::run(opts),
         Cmd::Bench(opts) => crate::bench::run(opts),

@@ -10,8 +10,10 @@ use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts}
 use crate::exec::{Attempt, Executor};
 use crate::fetch::{FetchStats, Fetcher};
 use crate::identity::{node_of, peer_of};
+use crate::jobprep::JobPrep;
 use crate::net::{Net, NetEvent};
 use crate::outbox::Item;
+use crate::pools::{Pools, StartDone};
 use crate::stage::StagedInput;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
@@ -63,6 +65,9 @@ pub struct Driver {
     pub storage: watch::Receiver<Option<String>>,
     pub reclaimer: Option<Reclaimer>,
     policy: PolicyOpts,
+    pools: Option<Pools>,
+    start_done: Option<mpsc::UnboundedReceiver<StartDone>>,
+    jobprep: Option<JobPrep>,
     /// Why this node offers no slots now (drained, outside its policy).
     pub unavailable: Option<String>,
 }
@@ -94,6 +99,9 @@ impl Driver {
             storage,
             reclaimer: None,
             policy: PolicyOpts::default(),
+            pools: None,
+            start_done: None,
+            jobprep: None,
             unavailable: None,
         }
     }
@@ -129,6 +137,55 @@ impl Driver {
             tracing::info!("job {job} passed its max_wall_clock; cancelling what is left");
             self.core.cancel(now, job);
         }
+    }
+
+    /// Runs pool start tasks and job preparation and release here.
+    pub fn with_side_work(
+        mut self,
+        pools: Pools,
+        start_done: mpsc::UnboundedReceiver<StartDone>,
+        jobprep: JobPrep,
+    ) -> Driver {
+        self.pools = Some(pools);
+        self.start_done = Some(start_done);
+        self.jobprep = Some(jobprep);
+        self
+    }
+
+    /// Starts due pool start tasks, announces the pools this node is ready
+    /// for, and releases jobs that ended.
+    fn side_work_tick(&mut self) {
+        let now = self.now();
+        if let Some(pools) = self.pools.as_mut() {
+            let labels = pools.tick(&self.core);
+            self.core.set_labels(now, labels);
+        }
+        if let Some(jobprep) = &self.jobprep {
+            let ended = jobprep
+                .jobs()
+                .into_iter()
+                .filter(|job| {
+                    let total = self.core.ledger().job(job).map_or(0, |j| j.task_count);
+                    self.core.ledger().is_cancelled(job) || self.core.progress(job).done() >= total
+                })
+                .collect();
+            jobprep.release_ended(&ended);
+        }
+    }
+
+    fn on_start_done(&mut self, done: StartDone) {
+        tracing::info!(
+            "start task of pool {} ended: {:?}",
+            done.pool,
+            done.result.outcome
+        );
+        let now = self.now();
+        self.core
+            .report_start_task(now, &done.pool, done.definition, done.result);
+        if let Some(pools) = self.pools.as_mut() {
+            pools.finished(&done.definition);
+        }
+        self.side_work_tick();
     }
 
     /// Drains or resumes this node as requested and as its policy says.
@@ -188,6 +245,10 @@ impl Driver {
         let mut reclaim_tick = tokio::time::interval(RECLAIM_EVERY);
         let mut storage = self.storage.clone();
         let mut schedule_tick = tokio::time::interval(SCHEDULE_EVERY);
+        let mut start_done = self
+            .start_done
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         loop {
             let deadline = self
                 .core
@@ -224,8 +285,10 @@ impl Driver {
                     self.dial_known_nodes();
                     self.availability_tick();
                     self.job_deadlines();
+                    self.side_work_tick();
                 }
                 _ = reclaim_tick.tick() => self.reclaim_tick(),
+                Some(done) = start_done.recv() => self.on_start_done(done),
                 _ = schedule_tick.tick() => {
                     let now = self.now();
                     crate::schedules::fire_due(&mut self.core, now, wall_ms());
@@ -355,6 +418,10 @@ impl Driver {
                     spec,
                 } => {
                     let inputs = self.resolve_inputs(task, &spec);
+                    let (preparation, release) =
+                        self.core.ledger().job(&task.job).map_or((None, None), |j| {
+                            (j.spec.preparation.clone(), j.spec.release.clone())
+                        });
                     let kill = self.exec.start(Attempt {
                         task,
                         attempt,
@@ -362,6 +429,8 @@ impl Driver {
                         spec: *spec,
                         inputs,
                         peers: self.connected_peers(),
+                        preparation,
+                        release,
                     });
                     self.kills.insert((task, attempt), kill);
                 }

@@ -6,6 +6,7 @@
 //! packages and outputs is `stage`'s. Must not decide what to run or when;
 //! the protocol core does, through the driver.
 
+use crate::jobprep::JobPrep;
 use crate::stage::{StagedInput, Stager};
 use crate::store::blobs::BlobStore;
 use libp2p::PeerId;
@@ -28,6 +29,9 @@ pub struct Attempt {
     pub inputs: Vec<StagedInput>,
     /// Where to fetch inputs and packages from.
     pub peers: Vec<PeerId>,
+    /// The job's preparation and release commands.
+    pub preparation: Option<Command>,
+    pub release: Option<Command>,
 }
 
 /// A working directory with its capture files. Reused by later attempts
@@ -45,6 +49,7 @@ pub struct Executor {
     work_root: PathBuf,
     blobs: BlobStore,
     stager: Stager,
+    jobprep: JobPrep,
     node: String,
     done: mpsc::UnboundedSender<TaskResult>,
     scratch: Arc<Mutex<(Vec<Scratch>, usize)>>,
@@ -55,6 +60,7 @@ impl Executor {
         work_root: PathBuf,
         blobs: BlobStore,
         stager: Stager,
+        jobprep: JobPrep,
         node: String,
         done: mpsc::UnboundedSender<TaskResult>,
     ) -> Executor {
@@ -62,6 +68,7 @@ impl Executor {
             work_root,
             blobs,
             stager,
+            jobprep,
             node,
             done,
             scratch: Arc::default(),
@@ -164,6 +171,9 @@ impl Executor {
         a: &Attempt,
         s: &Scratch,
     ) -> Result<tokio::process::Child, String> {
+        self.jobprep
+            .ensure(a.task.job, a.preparation.as_ref(), a.release.as_ref())
+            .await?;
         self.stager
             .prepare(&a.inputs, &a.spec.packages, &a.peers, &s.dir, &s.packages)
             .await?;
@@ -194,19 +204,7 @@ impl Executor {
             std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
         };
         let (out, err) = (open(&s.stdout)?, open(&s.stderr)?);
-        let mut cmd = match &a.spec.command {
-            Command::Shell(line) => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c").arg(line);
-                c
-            }
-            Command::Argv(argv) => {
-                let (program, args) = argv.split_first().ok_or("empty command")?;
-                let mut c = tokio::process::Command::new(program);
-                c.args(args);
-                c
-            }
-        };
+        let mut cmd = process(&a.spec.command)?;
         cmd.current_dir(dir)
             .envs(a.spec.env.iter().map(|(k, v)| (k, v)))
             .env("PEERBATCH_JOB_ID", a.task.job.to_string())
@@ -254,7 +252,25 @@ impl Executor {
     }
 }
 
-async fn wait(
+/// The process a command runs as: a shell line under `/bin/sh -c`, or a
+/// program with its arguments.
+pub(crate) fn process(command: &Command) -> Result<tokio::process::Command, String> {
+    Ok(match command {
+        Command::Shell(line) => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        Command::Argv(argv) => {
+            let (program, args) = argv.split_first().ok_or("empty command")?;
+            let mut c = tokio::process::Command::new(program);
+            c.args(args);
+            c
+        }
+    })
+}
+
+pub(crate) async fn wait(
     mut child: tokio::process::Child,
     limit_ms: Option<u64>,
     kill: oneshot::Receiver<()>,

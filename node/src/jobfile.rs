@@ -66,6 +66,10 @@ struct FileJob {
     pool: Option<String>,
     /// The whole job's limit; what is left then is cancelled.
     max_wall_clock: Option<Spanned<toml::Value>>,
+    /// Run on a node before its first task of the job.
+    preparation: Option<Spanned<FileCommand>>,
+    /// Run on each node that prepared the job, after the job ended.
+    release: Option<Spanned<FileCommand>>,
     tasks: Spanned<Vec<FileTask>>,
 }
 
@@ -209,14 +213,7 @@ pub fn parse(
     let mut groups = Vec::new();
     let (mut stage, mut packages) = (Vec::new(), Vec::new());
     for (n, task) in job.tasks.into_inner().into_iter().enumerate() {
-        let command_span = task.command.span();
-        let command = match task.command.into_inner() {
-            FileCommand::Shell(s) if !s.trim().is_empty() => Command::Shell(s),
-            FileCommand::Argv(argv) if argv.first().is_some_and(|p| !p.is_empty()) => {
-                Command::Argv(argv)
-            }
-            _ => return Err(err(Some(command_span), "empty command".into())),
-        };
+        let command = command(task.command).map_err(|(span, m)| err(Some(span), m))?;
         let max_retries = match task.max_retries {
             None => DEFAULT_MAX_RETRIES,
             Some(v) => u32::try_from(*v.get_ref()).map_err(|_| {
@@ -394,6 +391,14 @@ pub fn parse(
         groups,
         retention_ms,
         max_wall_clock_ms,
+        preparation: job
+            .preparation
+            .map(|c| command(c).map_err(|(span, m)| err(Some(span), m)))
+            .transpose()?,
+        release: job
+            .release
+            .map(|c| command(c).map_err(|(span, m)| err(Some(span), m)))
+            .transpose()?,
         origin: None,
     };
     spec.validate().map_err(|e| err(None, e.to_string()))?;
@@ -402,6 +407,18 @@ pub fn parse(
         stage,
         packages,
     })
+}
+
+/// A command: a string runs under /bin/sh -c, a list runs directly.
+fn command(c: Spanned<FileCommand>) -> Result<Command, (Range<usize>, String)> {
+    let span = c.span();
+    match c.into_inner() {
+        FileCommand::Shell(s) if !s.trim().is_empty() => Ok(Command::Shell(s)),
+        FileCommand::Argv(argv) if argv.first().is_some_and(|p| !p.is_empty()) => {
+            Ok(Command::Argv(argv))
+        }
+        _ => Err((span, "empty command".into())),
+    }
 }
 
 /// One `exit_codes` entry: `{ codes = "10-19", action = "fail_task" }`.

@@ -66,6 +66,14 @@ impl DataDir {
     pub fn input_cache_dir(&self) -> PathBuf {
         self.root.join("inputs")
     }
+    /// Pool start tasks' working directories.
+    pub fn pools_dir(&self) -> PathBuf {
+        self.root.join("pools")
+    }
+    /// Job preparation and release working directories.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
     /// Blobs stored here by users, never reclaimed.
     pub fn kept_file(&self) -> PathBuf {
         self.root.join("kept")

@@ -8,8 +8,10 @@ use crate::api::{self, ApiState};
 use crate::driver::Driver;
 use crate::exec::Executor;
 use crate::fetch::Fetcher;
+use crate::jobprep::JobPrep;
 use crate::net::{self, NetConfig};
 use crate::paths::{self, DataDir};
+use crate::pools::Pools;
 use crate::stage::Stager;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
@@ -188,7 +190,22 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         dir.input_cache_dir(),
         dir.packages_dir(),
     );
-    let exec = Executor::new(work, blobs.clone(), stager, peer_id.to_string(), exited_tx);
+    let jobprep = JobPrep::new(dir.jobs_dir(), peer_id.to_string(), blobs.clone());
+    let exec = Executor::new(
+        work,
+        blobs.clone(),
+        stager,
+        jobprep.clone(),
+        peer_id.to_string(),
+        exited_tx,
+    );
+    let (start_tx, start_rx) = mpsc::unbounded_channel();
+    let pools = Pools::new(
+        with_default_labels(&opts.labels),
+        dir.pools_dir(),
+        blobs.clone(),
+        start_tx,
+    );
 
     let token = match std::fs::read_to_string(dir.token_file()) {
         Ok(t) if t.trim().len() >= 32 => t.trim().to_string(),
@@ -243,6 +260,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     driver
         .with_reclaimer(reclaimer)
         .with_policy(opts.policy.clone())
+        .with_side_work(pools, start_rx, jobprep)
         .run(net_events, requests_rx, exited_rx, shutdown_rx)
         .await;
     let _ = std::fs::remove_file(dir.api_file());

@@ -10,9 +10,11 @@
 //! any transmit polled after it: nothing is gossiped before it is durable.
 //! Must not do IO, read a clock or use an unseeded RNG.
 
+use crate::event::SideResult;
 use crate::event::{event_id, Claim, Event, EventBody, EventError, Identity, NodeInfo, TaskResult};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
+use crate::job::Command;
 use crate::job::{JobError, JobSpec, ResolvedTask};
 use crate::ledger::{job_id_of, Ledger, TaskState, TaskView};
 use crate::resources::{Amount, Resources};
@@ -598,6 +600,59 @@ impl<S: EventStore> Core<S> {
     }
 
     /// Cancels a job everywhere; false if the job is unknown.
+    /// Changes the labels this node announces (a pool it joins once its
+    /// start task succeeded, say); tasks are ranked again.
+    pub fn set_labels(&mut self, now: Millis, labels: Vec<(String, String)>) {
+        if self.cfg.labels != labels {
+            self.cfg.labels = labels;
+            self.announce_due = true;
+            self.rebuild_queues(now);
+        }
+        self.after_input(now);
+    }
+
+    /// Defines (or redefines) a pool's start task for the whole mesh.
+    pub fn define_pool(
+        &mut self,
+        now: Millis,
+        name: &str,
+        start_task: Command,
+        wait_for_success: bool,
+        wall_ms: u64,
+    ) -> Result<EventId, String> {
+        crate::schedule::check_name(name).map_err(|e| e.replace("schedule", "pool"))?;
+        let id = self.publish(
+            now,
+            EventBody::PoolDefined {
+                name: name.to_string(),
+                start_task,
+                wait_for_success,
+                added_ms: wall_ms,
+            },
+        );
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Records how this node's run of a pool's start task ended.
+    pub fn report_start_task(
+        &mut self,
+        now: Millis,
+        pool: &str,
+        definition: EventId,
+        result: SideResult,
+    ) {
+        self.publish(
+            now,
+            EventBody::StartTaskFinished {
+                pool: pool.to_string(),
+                definition,
+                result,
+            },
+        );
+        self.after_input(now);
+    }
+
     pub fn cancel(&mut self, now: Millis, job: JobId) -> bool {
         if self.ledger.job(&job).is_none() {
             return false;
@@ -1118,9 +1173,13 @@ impl<S: EventStore> Core<S> {
     }
 
     fn update_eligible_and_queues(&mut self, now: Millis) {
-        if !self.update_eligible(now) {
-            return;
+        if self.update_eligible(now) {
+            self.rebuild_queues(now);
         }
+    }
+
+    /// Ranks every pending task again (the nodes or what they offer changed).
+    fn rebuild_queues(&mut self, now: Millis) {
         let ready: BTreeMap<TaskRef, Millis> = self
             .queues
             .iter()

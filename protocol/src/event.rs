@@ -56,6 +56,15 @@ pub struct TaskResult {
     pub duration_ms: u64,
 }
 
+/// How a command that is not a task attempt ended (a pool's start task).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideResult {
+    pub outcome: Outcome,
+    pub stdout: Option<BlobId>,
+    pub stderr: Option<BlobId>,
+    pub duration_ms: u64,
+}
+
 /// What a node says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -100,6 +109,21 @@ pub enum EventBody {
         node: NodeId,
         drain: bool,
         at_ms: u64,
+    },
+    /// A pool's start task: run once by each node labelled `pool=NAME` as
+    /// it joins (a new definition replaces one of the same name).
+    PoolDefined {
+        name: String,
+        start_task: crate::job::Command,
+        /// The node offers the pool's label only after the task succeeded.
+        wait_for_success: bool,
+        added_ms: u64,
+    },
+    /// A node's run of a pool's start task (for definition `definition`).
+    StartTaskFinished {
+        pool: String,
+        definition: EventId,
+        result: SideResult,
     },
     /// A job schedule (a new version replaces one of the same name).
     ScheduleAdded {

@@ -85,6 +85,11 @@ pub struct JobSpec {
     pub groups: Vec<TaskGroup>,
     /// Outputs and logs are kept from reclaiming this long after submission.
     pub retention_ms: u64,
+    /// Run on a node before its first task of the job (and again if it
+    /// failed); a failure fails that attempt.
+    pub preparation: Option<Command>,
+    /// Run on each node that prepared or ran the job, once the job ended.
+    pub release: Option<Command>,
     /// The job is cancelled once this long has passed since submission
     /// (by the submitter's wall clock, judged by each node's).
     pub max_wall_clock_ms: Option<u64>,
@@ -276,6 +281,8 @@ impl JobSpec {
             groups,
             retention_ms: DEFAULT_RETENTION_MS,
             max_wall_clock_ms: None,
+            preparation: None,
+            release: None,
             origin: None,
         }
     }

@@ -8,7 +8,7 @@
 
 use crate::codec;
 use crate::deps::DepGraph;
-use crate::event::{Claim, Event, EventBody, NodeInfo, TaskResult};
+use crate::event::{Claim, Event, EventBody, NodeInfo, SideResult, TaskResult};
 use crate::exit::{verdict, Verdict};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
@@ -126,6 +126,21 @@ pub struct Ledger {
     fired: BTreeMap<String, BTreeSet<u64>>,
     /// The newest drain or resume request per node.
     drain_requests: BTreeMap<NodeId, (u64, EventId, bool)>,
+    /// Every definition of every pool; the newest `(added_ms, id)` counts.
+    pools: BTreeMap<String, BTreeMap<(u64, EventId), PoolRecord>>,
+    /// Start-task results per (pool definition, node): a success is kept
+    /// over a failure, else the smaller encoding (any order gives the same).
+    start_results: BTreeMap<(EventId, NodeId), SideResult>,
+}
+
+/// A pool definition as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolRecord {
+    pub name: String,
+    pub start_task: crate::job::Command,
+    pub wait_for_success: bool,
+    pub added_ms: u64,
+    pub event: EventId,
 }
 
 /// The job id a submit creates: its schedule occurrence's, or else the
@@ -192,6 +207,18 @@ impl Ledger {
             let (_, newest) = versions.iter().next_back()?;
             (!self.removed_schedules.contains(&newest.event)).then_some(newest)
         })
+    }
+
+    /// Every pool's current definition.
+    pub fn pools(&self) -> impl Iterator<Item = &PoolRecord> {
+        self.pools
+            .values()
+            .filter_map(|versions| versions.values().next_back())
+    }
+
+    /// How `node`'s run of the start task of pool definition `definition` ended.
+    pub fn start_result(&self, definition: &EventId, node: &NodeId) -> Option<&SideResult> {
+        self.start_results.get(&(*definition, *node))
     }
 
     /// Whether the newest request for `node` asks it to drain.
@@ -352,6 +379,38 @@ impl Ledger {
                 if newer {
                     self.drain_requests.insert(*node, (*at_ms, id, *drain));
                     touched.nodes.push(*node);
+                }
+            }
+            EventBody::PoolDefined {
+                name,
+                start_task,
+                wait_for_success,
+                added_ms,
+            } => {
+                let record = PoolRecord {
+                    name: name.clone(),
+                    start_task: start_task.clone(),
+                    wait_for_success: *wait_for_success,
+                    added_ms: *added_ms,
+                    event: id,
+                };
+                self.pools
+                    .entry(name.clone())
+                    .or_default()
+                    .insert((*added_ms, id), record);
+                touched.nodes.push(event.author);
+            }
+            EventBody::StartTaskFinished {
+                definition, result, ..
+            } => {
+                let key = (*definition, event.author);
+                let better = self.start_results.get(&key).is_none_or(|old| {
+                    let rank = |r: &SideResult| (!r.outcome.success(), codec::encode(r));
+                    rank(result) < rank(old)
+                });
+                if better {
+                    self.start_results.insert(key, result.clone());
+                    touched.nodes.push(event.author);
                 }
             }
             EventBody::ScheduleRemoved { added, .. } => {

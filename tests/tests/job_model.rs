@@ -305,3 +305,78 @@ fn a_job_past_its_wall_clock_is_cancelled() {
     assert!(took < Duration::from_secs(20), "cancelled late: {took:?}");
     assert_eq!(end["max_wall_clock_ms"], 3000);
 }
+
+/// A pool's start task runs once on each node labelled with the pool;
+/// with wait_for_success the pool's tasks land only on nodes whose start
+/// task succeeded, and its output reads like a task's.
+#[test]
+fn a_pool_start_task_gates_its_nodes_and_its_output_is_viewable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Node::start(
+        &tmp.path().join("a"),
+        &[FAST, &["--label", "pool=render"]].concat(),
+    );
+    let join = a.addr();
+    let b = Node::start(
+        &tmp.path().join("b"),
+        &[FAST, &["--join", join.as_str()]].concat(),
+    );
+    wait_for("two live nodes", Duration::from_secs(30), || {
+        (a.live_nodes() == 2 && b.live_nodes() == 2).then_some(())
+    });
+    ok(
+        &b.cli(&[
+            "pool",
+            "add",
+            "render",
+            "--start-task",
+            "echo renderer installed",
+            "--wait-for-success",
+        ]),
+        "pool add",
+    );
+    let a_id = a.peer_id();
+    wait_for("a's start task to succeed", Duration::from_secs(20), || {
+        let pools = b.json(&["pool", "list", "--json"]);
+        let done = pools[0]["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n["node"] == a_id.as_str() && n["start_task"] == "succeeded")
+        });
+        done.then_some(())
+    });
+    let log = ok(
+        &b.cli(&["pool", "logs", "render", &a_id[..16]]),
+        "pool logs",
+    );
+    assert_eq!(log, "renderer installed");
+
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let file = tmp.path().join("pooljob.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "pool = \"render\"\npreparation = \"echo $PEERBATCH_NODE >> {m}/prep\"\nrelease = \"echo $PEERBATCH_NODE >> {m}/release\"\n\
+             [[tasks]]\nid = \"r\"\nrange = \"1..=6\"\ncommand = \"echo $PEERBATCH_NODE\"\n",
+            m = marks.display()
+        ),
+    )
+    .unwrap();
+    let job = ok(
+        &b.cli(&["submit", file.to_str().unwrap(), "--wait"]),
+        "submit",
+    );
+    for t in tasks(&b, &job).as_array().unwrap() {
+        assert_eq!(
+            t["node"],
+            a_id.as_str(),
+            "a pool task ran outside the pool: {t}"
+        );
+    }
+    let prep = std::fs::read_to_string(marks.join("prep")).unwrap();
+    assert_eq!(prep, format!("{a_id}\n"), "prepared once, on the one node");
+    let release = wait_for("the release to run", Duration::from_secs(10), || {
+        std::fs::read_to_string(marks.join("release")).ok()
+    });
+    assert_eq!(release, prep, "released where it was prepared");
+}
