@@ -230,9 +230,7 @@ impl<'a> Pull<'a> {
                 tracing::debug!("dropping {peer} from a pull: {e}");
                 p.dropped = true;
             }
-            Err(Failure::Garbled(e)) => {
-                self.fetcher.count_bad(&peer, &format!("garbled Have: {e}"))
-            }
+            Err(Failure::Garbled(e)) => self.bad(peer, &format!("garbled Have: {e}")),
         }
     }
 
