@@ -22,8 +22,12 @@ use peerbatch_protocol::{Action, Core, EventId, JobId, Message, Millis, TaskRef,
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Fetch requests answered at once (each may hold a 16 MiB batch).
+const SERVING: usize = 4;
 
 /// Work sent to the driver from the API: runs with the driver's state.
 pub type Request = Box<dyn FnOnce(&mut Driver) + Send>;
@@ -40,6 +44,8 @@ pub struct Driver {
     kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
     listening: Vec<Multiaddr>,
     outbox: mpsc::UnboundedSender<Item>,
+    /// Fetch requests being answered at once.
+    serving: Arc<Semaphore>,
 }
 
 impl Driver {
@@ -66,6 +72,7 @@ impl Driver {
             kills: HashMap::new(),
             listening: Vec::new(),
             outbox,
+            serving: Arc::new(Semaphore::new(SERVING)),
         }
     }
 
@@ -171,11 +178,18 @@ impl Driver {
                 }
             }
             NetEvent::Fetch { from, data, reply } => {
-                // Reading chunks is disk IO: keep it off the driver.
+                // Reading chunks is disk IO: keep it off the driver. A
+                // bounded number at once bounds the memory that requests
+                // for batches (up to 16 MiB each) can make us hold.
                 let (blobs, net) = (self.blobs.clone(), self.net.clone());
-                let stats = self.fetcher.stats.clone();
-                tokio::task::spawn_blocking(move || {
-                    net.respond(reply, answer_fetch(&blobs, &stats, &from, &data));
+                let (stats, serving) = (self.fetcher.stats.clone(), self.serving.clone());
+                tokio::spawn(async move {
+                    // Never closed, so acquiring cannot fail.
+                    let permit = serving.acquire_owned().await.ok();
+                    tokio::task::spawn_blocking(move || {
+                        net.respond(reply, answer_fetch(&blobs, &stats, &from, &data));
+                        drop(permit);
+                    });
                 });
             }
         }
