@@ -30,8 +30,12 @@ use peerbatch_protocol::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+/// Fetch requests answered at once (each may hold a 16 MiB batch).
+const SERVING: usize = 4;
 
 /// How often schedules are checked for a due occurrence.
 const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
@@ -70,6 +74,8 @@ pub struct Driver {
     jobprep: Option<JobPrep>,
     /// Why this node offers no slots now (drained, outside its policy).
     pub unavailable: Option<String>,
+    /// Fetch requests being answered at once.
+    serving: Arc<Semaphore>,
 }
 
 impl Driver {
@@ -103,6 +109,7 @@ impl Driver {
             start_done: None,
             jobprep: None,
             unavailable: None,
+            serving: Arc::new(Semaphore::new(SERVING)),
         }
     }
 
@@ -356,11 +363,18 @@ impl Driver {
                 }
             }
             NetEvent::Fetch { from, data, reply } => {
-                // Reading chunks is disk IO: keep it off the driver.
+                // Reading chunks is disk IO: keep it off the driver. A
+                // bounded number at once bounds the memory that requests
+                // for batches (up to 16 MiB each) can make us hold.
                 let (blobs, net) = (self.blobs.clone(), self.net.clone());
-                let stats = self.fetcher.stats.clone();
-                tokio::task::spawn_blocking(move || {
-                    net.respond(reply, answer_fetch(&blobs, &stats, &from, &data));
+                let (stats, serving) = (self.fetcher.stats.clone(), self.serving.clone());
+                tokio::spawn(async move {
+                    // Never closed, so acquiring cannot fail.
+                    let permit = serving.acquire_owned().await.ok();
+                    tokio::task::spawn_blocking(move || {
+                        net.respond(reply, answer_fetch(&blobs, &stats, &from, &data));
+                        drop(permit);
+                    });
                 });
             }
         }

@@ -1,13 +1,13 @@
 //! Pulling blobs from peers into the local chunk store, and export jobs.
 //!
-//! Owns the client side of the fetch protocol: ask connected peers for a
-//! blob's object (those that have it are its providers), then pull every
-//! missing chunk — of a file, or of every file of a tree — from several
-//! providers at once, verifying each before it is written and moving a
-//! chunk to another provider on any failure. Counts fetched and bad chunks
-//! (per peer) for the status endpoint, and runs exports (fetch, then write
-//! the blob out) with progress the API can poll. Must not serve requests
-//! (the driver does) or touch the Swarm.
+//! Owns the client side of the fetch protocol above the chunk level: get a
+//! blob's object from whichever connected peer has it (and a tree's file
+//! manifests), work out which chunks are missing, and hand those to a
+//! [`Pull`](crate::pull::Pull). Runs exports with progress the API can
+//! poll; a file is written out while its chunks arrive. Counts fetched,
+//! served and bad chunks (per peer) for the status endpoint. Must not
+//! schedule chunk requests (`pull` does), serve requests (the driver does)
+//! or touch the Swarm.
 
 use crate::net::Net;
 use crate::pull::Pull;

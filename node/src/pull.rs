@@ -31,6 +31,9 @@ const PER_PROVIDER: usize = 4;
 const MAX_BAD_PER_PULL: u32 = 3;
 /// How often peers that lack some of the missing chunks are asked again.
 const HAVE_EVERY: Duration = Duration::from_millis(200);
+/// How long the first requests wait for every peer's first `Have` answer,
+/// so that the work is spread over all providers from the start.
+const FIRST_ANSWERS: Duration = Duration::from_millis(250);
 
 /// A chunk to get: its hash and length (0 when unknown: an object).
 pub type Want = ([u8; 32], u32);
@@ -130,11 +133,15 @@ impl<'a> Pull<'a> {
         // requested; cleared by progress. Still set when nothing can be
         // requested after that round: the pull fails.
         let mut stalled = false;
+        let mut unanswered = BTreeSet::new();
         for peer in self.peers_to_ask(false) {
+            unanswered.insert(peer);
             haves.push(self.ask_have(peer));
         }
+        let first_answers = tokio::time::Instant::now() + FIRST_ANSWERS;
         loop {
-            while batches.len() < IN_FLIGHT {
+            let waiting = !unanswered.is_empty() && tokio::time::Instant::now() < first_answers;
+            while !waiting && batches.len() < IN_FLIGHT {
                 let Some((peer, batch)) = self.next_batch() else {
                     break;
                 };
@@ -159,7 +166,11 @@ impl<'a> Pull<'a> {
                         stalled = false;
                     }
                 }
-                Some((peer, asked, result)) = haves.next() => self.on_have(peer, asked, result),
+                Some((peer, asked, result)) = haves.next() => {
+                    unanswered.remove(&peer);
+                    self.on_have(peer, asked, result);
+                }
+                _ = tokio::time::sleep_until(first_answers), if waiting => {}
                 _ = tick.tick() => {
                     for peer in self.peers_to_ask(false) {
                         haves.push(self.ask_have(peer));
@@ -219,17 +230,18 @@ impl<'a> Pull<'a> {
                 tracing::debug!("dropping {peer} from a pull: {e}");
                 p.dropped = true;
             }
-            Err(Failure::Garbled(e)) => {
-                self.fetcher.count_bad(&peer, &format!("garbled Have: {e}"))
-            }
+            Err(Failure::Garbled(e)) => self.bad(peer, &format!("garbled Have: {e}")),
         }
     }
 
     /// The least busy provider that holds a waiting chunk (ties broken at
-    /// random), and up to [`MAX_BATCH`] waiting chunks it holds; a chunk of
-    /// unknown length goes alone.
+    /// random), and up to [`MAX_BATCH`] waiting chunks it holds — fewer when
+    /// few chunks wait, so that they are shared among the providers; a
+    /// chunk of unknown length goes alone.
     fn next_batch(&mut self) -> Option<(PeerId, Vec<usize>)> {
         let n = self.providers.len();
+        let live = self.providers.values().filter(|p| !p.dropped).count();
+        let size = self.queue.len().div_ceil(live.max(1)).clamp(1, MAX_BATCH);
         let start = if n == 0 {
             0
         } else {
@@ -259,7 +271,7 @@ impl<'a> Pull<'a> {
                 return true;
             }
             batch.push(i);
-            full = unknown || batch.len() == MAX_BATCH;
+            full = unknown || batch.len() == size;
             false
         });
         p.load += 1;

@@ -146,6 +146,25 @@ fn forget_chunks(cluster: &LocalCluster, node: usize) -> Result<()> {
     std::fs::remove_dir_all(&chunks).with_context(|| format!("cannot empty {}", chunks.display()))
 }
 
+/// CPU seconds (user + system) the cluster's node processes have used.
+fn nodes_cpu(cluster: &LocalCluster) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let used = |pid: u32| -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which ends with the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / ticks)
+    };
+    cluster
+        .nodes
+        .iter()
+        .filter_map(|n| used(n.child.id()))
+        .sum()
+}
+
 fn served(client: &Client) -> Result<u64> {
     Ok(client.get("/v1/status")?["chunks_served"]
         .as_u64()
@@ -193,24 +212,31 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
     let clients = clients(&cluster)?;
     let hash_secs = blake3_one_thread(&file)?;
     let (id, put_secs) = put(&clients[0], &file)?;
+    // The same file again: read and hashed, every chunk already stored.
+    let (_, hash_only_secs) = put(&clients[0], &file)?;
     let rate = |secs: f64| opts.size as f64 / secs / MB;
     println!(
-        "chunker: put of {mib:.0} MiB in {put_secs:.2} s = {:.0} MB/s; blake3 on one thread over the same file: {:.0} MB/s (put/blake3 = {:.2})",
+        "chunker: put of {mib:.0} MiB (split, hash, store) {put_secs:.2} s = {:.0} MB/s; put of it again (split and hash; nothing to store) {hash_only_secs:.2} s = {:.0} MB/s",
         rate(put_secs),
-        rate(hash_secs),
-        hash_secs / put_secs
+        rate(hash_only_secs),
+    );
+    println!(
+        "         blake3 on one thread in this process: {hash_secs:.2} s = {:.0} MB/s",
+        rate(hash_secs)
     );
     if let Some(b3) = b3sum(&file) {
         println!(
-            "         b3sum --num-threads 1 (whole process): {b3:.2} s = {:.0} MB/s (put/b3sum = {:.2})",
+            "         b3sum --num-threads 1 (whole process): {b3:.2} s = {:.0} MB/s; chunker hashing / b3sum = {:.2}",
             rate(b3),
-            b3 / put_secs
+            b3 / hash_only_secs
         );
     }
     let out = root.join("out");
-    let mut times = Vec::new();
+    let (mut times, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs.max(1) {
+        let before = nodes_cpu(&cluster);
         times.push(two_node_get(&cluster, &clients, &id, &out)?);
+        cpu.push(nodes_cpu(&cluster) - before);
     }
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
@@ -220,6 +246,12 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
         rate(best),
         times.len(),
         times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "         CPU of both node processes per get: median {:.2} s ({}); with that much CPU free, a get needs at least CPU / cores = {:.2} s",
+        median(cpu.clone()),
+        cpu.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
+        median(cpu.clone()) / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
     );
     drop(cluster);
 
@@ -239,29 +271,47 @@ fn spread(opts: &TransferOpts, root: &Path) -> Result<()> {
     let clients = clients(&cluster)?;
     let (id, _) = put(&clients[0], &file)?;
     let out = |i: usize| -> PathBuf { root.join(format!("spread-out-{i}")) };
-    let alone = two_node_get(&cluster, &clients, &id, &out(1))?;
-    forget_chunks(&cluster, 1)?;
-    let before: Vec<u64> = clients.iter().map(served).collect::<Result<_>>()?;
-    let started = Instant::now();
-    let mut gets = Vec::new();
-    for (i, client) in clients.iter().enumerate().skip(1) {
-        gets.push((client, start_get(client, &id, &out(i))?));
+    let (mut alone, mut spreads, mut served_by) = (Vec::new(), Vec::new(), vec![0; n]);
+    for _ in 0..opts.runs.max(1) {
+        alone.push(two_node_get(&cluster, &clients, &id, &out(1))?);
+        for i in 1..n {
+            forget_chunks(&cluster, i)?;
+        }
+        let before: Vec<u64> = clients.iter().map(served).collect::<Result<_>>()?;
+        let started = Instant::now();
+        let mut gets = Vec::new();
+        for (i, client) in clients.iter().enumerate().skip(1) {
+            gets.push((client, start_get(client, &id, &out(i))?));
+        }
+        let last = wait_gets(&gets, started)?.into_iter().fold(0.0, f64::max);
+        spreads.push(last);
+        for (i, client) in clients.iter().enumerate() {
+            served_by[i] += served(client)? - before[i];
+            if i > 0 {
+                std::fs::remove_file(out(i))?;
+            }
+        }
     }
-    let times = wait_gets(&gets, started)?;
-    let all = times.iter().copied().fold(0.0, f64::max);
-    let after: Vec<u64> = clients.iter().map(served).collect::<Result<_>>()?;
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "spread: {mib:.0} MiB from node 1 to the other {} nodes at once: {all:.2} s until the last has it ({}); one two-node get of it: {alone:.2} s; ratio {:.2}",
+        "spread: {mib:.0} MiB from node 1 to the other {} nodes at once, until the last has it: median {:.2} s ({}); one two-node get of it: median {:.2} s ({}); ratio {:.2}",
         n - 1,
-        times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
-        all / alone
+        median(spreads.clone()),
+        list(&spreads),
+        median(alone.clone()),
+        list(&alone),
+        median(spreads.clone()) / median(alone.clone())
     );
     println!(
-        "        chunks served during the spread, per node: {}",
-        after
+        "        chunks served during the spreads, per node: {}",
+        served_by
             .iter()
-            .zip(&before)
-            .map(|(a, b)| (a - b).to_string())
+            .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -80,3 +80,63 @@ where
     }
     Ok(socket)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::tcp::tokio::TcpStream;
+
+    /// Two ends of a loopback TCP connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        (TcpStream(dialed.unwrap()), TcpStream(accepted.unwrap().0))
+    }
+
+    #[tokio::test]
+    async fn same_key_admits_and_another_key_is_refused() {
+        let key = admission_key(&[7; 32]);
+        let (a, b) = pair().await;
+        let (a, b) = tokio::join!(admit(a, key, true), admit(b, key, false));
+        assert!(a.is_ok() && b.is_ok());
+
+        let other = admission_key(&[8; 32]);
+        let (a, b) = pair().await;
+        let (a, b) = tokio::join!(admit(a, key, true), admit(b, other, false));
+        for refused in [a.map(drop), b.map(drop)] {
+            let err = refused.expect_err("a different key must be refused");
+            assert!(err.to_string().contains("cluster key"), "{err}");
+        }
+    }
+
+    /// A peer without the key that sends back what it reads: our nonce (or
+    /// a fresh one), then our own tag.
+    async fn reflect(fresh_nonce: bool) -> io::Result<TcpStream> {
+        let (a, mut mirror) = pair().await;
+        let echo = async move {
+            let mut buf = [0u8; 32];
+            for round in 0..2 {
+                if mirror.read_exact(&mut buf).await.is_err() {
+                    return;
+                }
+                if round == 0 && fresh_nonce {
+                    buf = [9; 32];
+                }
+                let _ = mirror.write_all(&buf).await;
+            }
+        };
+        tokio::join!(admit(a, admission_key(&[7; 32]), true), echo).0
+    }
+
+    #[tokio::test]
+    async fn a_peer_reflecting_our_own_bytes_is_refused() {
+        for fresh_nonce in [false, true] {
+            let err = reflect(fresh_nonce)
+                .await
+                .expect_err("a reflection must not admit");
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! The chunk store: content-addressed files under `DATA/chunks/ab/abcdef…`.
 //!
-//! Owns splitting local files and directory trees into chunks (streamed, each
-//! chunk written once, atomically), the objects naming them (file and tree
-//! manifests), and writing stored blobs back out as files and trees. Must not
-//! talk to the network; `fetch` pulls missing chunks from peers into this
-//! store.
+//! Owns splitting local files and directory trees into chunks (a file on
+//! every CPU at once, each chunk written once, atomically), the objects
+//! naming them (file and tree manifests), reading chunks for peers, and
+//! writing stored blobs back out as files and trees (a file through a
+//! temporary file linked into place when complete). Must not talk to the
+//! network; `pull` fetches missing chunks from peers into this store.
 
 use peerbatch_protocol::codec::{self, CodecError};
 use peerbatch_protocol::content::{
