@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{Context, Result};
 use clap::Args;
-use peerbatch_protocol::job::{Command, JobSpec, TaskSpec};
+use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,58 @@ pub struct TaskOpts {
     /// Samples of submit-to-first-start latency.
     #[arg(long, default_value_t = 5)]
     pub latency_samples: usize,
+    /// Also run a chain of this many `true` tasks, each depending on the
+    /// one before, and compare it with the independent run.
+    #[arg(long, default_value_t = 0)]
+    pub chain: usize,
+}
+
+/// A job of `n` `true` tasks where each depends on the one before.
+fn chain(n: usize) -> Value {
+    let groups = (0..n)
+        .map(|i| {
+            let mut t = TaskSpec::new(format!("c{i}"), Command::Argv(vec!["true".into()]), 3);
+            if i > 0 {
+                t.depends_on = vec![format!("c{}", i - 1)];
+            }
+            TaskGroup::One(t)
+        })
+        .collect();
+    serde_json::to_value(JobSpec::new("chain", groups)).unwrap_or_default()
+}
+
+/// Submits `spec` on the first node and waits until every node knows all
+/// `total` results; returns the time from submit, and the job id.
+fn timed_run(clients: &[Client], spec: &Value, total: u64) -> Result<(Duration, Duration, String)> {
+    let t0 = Instant::now();
+    let r = clients[0].post("/v1/jobs", spec)?;
+    let id = s(&r["job_id"]);
+    let acked = t0.elapsed();
+    let mut finished_at = vec![None; clients.len()];
+    let bar = indicatif::ProgressBar::new(total);
+    while finished_at.iter().any(Option::is_none) {
+        for (i, c) in clients.iter().enumerate() {
+            if finished_at[i].is_none() {
+                let done = done_on(c, &id)?;
+                if i == 0 {
+                    bar.set_position(done);
+                }
+                if done == total {
+                    finished_at[i] = Some(t0.elapsed());
+                }
+            }
+        }
+        // Coarse polling: the figure's resolution, and little CPU taken from the nodes.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bar.finish_and_clear();
+    let last = finished_at
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or_default();
+    Ok((last, acked, id))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -140,43 +192,14 @@ fn tasks(opts: TaskOpts) -> Result<()> {
     );
 
     let before = clients[0].get("/v1/status")?;
-    let t0 = Instant::now();
-    let r = clients[0].post(
-        "/v1/jobs",
-        &job(
-            "throughput",
-            Command::Argv(vec!["true".into()]),
-            1,
-            opts.tasks,
-        ),
-    )?;
-    let id = s(&r["job_id"]);
-    let acked = t0.elapsed();
     let total = opts.tasks as u64;
-    let mut finished_at = vec![None; clients.len()];
-    let bar = indicatif::ProgressBar::new(total);
-    while finished_at.iter().any(Option::is_none) {
-        for (i, c) in clients.iter().enumerate() {
-            if finished_at[i].is_none() {
-                let done = done_on(c, &id)?;
-                if i == 0 {
-                    bar.set_position(done);
-                }
-                if done == total {
-                    finished_at[i] = Some(t0.elapsed());
-                }
-            }
-        }
-        // Coarse polling: the figure's resolution, and little CPU taken from the nodes.
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    bar.finish_and_clear();
-    let last = finished_at
-        .iter()
-        .flatten()
-        .max()
-        .copied()
-        .unwrap_or_default();
+    let spec = job(
+        "throughput",
+        Command::Argv(vec!["true".into()]),
+        1,
+        opts.tasks,
+    );
+    let (last, acked, id) = timed_run(&clients, &spec, total)?;
     println!("throughput: {} `true` tasks, submit -> last result known on every node: {:.2} s = {:.0} tasks/s (submit acknowledged after {:.0} ms)",
         total, last.as_secs_f64(), total as f64 / last.as_secs_f64(), acked.as_secs_f64() * 1e3);
     let tasks = clients[0].get(&format!("/v1/jobs/{id}/tasks"))?;
@@ -228,5 +251,16 @@ fn tasks(opts: TaskOpts) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if opts.chain > 0 {
+        let n = opts.chain as u64;
+        let (took, _, _) = timed_run(&clients, &chain(opts.chain), n)?;
+        let rate = n as f64 / took.as_secs_f64();
+        println!(
+            "chain: {n} `true` tasks, each after the one before: {:.2} s = {rate:.0} tasks/s ({:.1} ms per link; independent tasks ran {:.0}× faster)",
+            took.as_secs_f64(),
+            took.as_secs_f64() * 1e3 / n as f64,
+            (total as f64 / last.as_secs_f64()) / rate
+        );
+    }
     Ok(())
 }
