@@ -74,6 +74,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/blobs/{id}/export", post(export_blob))
         .route("/v1/exports/{n}", get(export_progress))
+        // A job's JSON may be several times its encoded size (MAX_JOB_BYTES).
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }
 
