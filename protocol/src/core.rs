@@ -187,6 +187,10 @@ pub struct Core<S> {
     progress: BTreeMap<JobId, Progress>,
     running_by: BTreeMap<NodeId, BTreeSet<TaskRef>>,
     eligible: Vec<NodeId>,
+    /// Until when every peer in `eligible` is surely still live (the
+    /// earliest last-heard + lease among them): before then a peer that
+    /// comes back can be added alone instead of recomputing the set.
+    eligible_until: Millis,
     queues: Vec<BTreeMap<QueueKey, (u32, Millis)>>,
     queued: BTreeMap<TaskRef, (usize, QueueKey)>,
     local: BTreeMap<TaskRef, Local>,
@@ -243,6 +247,7 @@ impl<S: EventStore> Core<S> {
             progress: BTreeMap::new(),
             running_by: BTreeMap::new(),
             eligible: Vec::new(),
+            eligible_until: Millis(0),
             queues: Vec::new(),
             queued: BTreeMap::new(),
             local: BTreeMap::new(),
@@ -346,6 +351,8 @@ impl<S: EventStore> Core<S> {
         let state = self.peers.entry(peer).or_default();
         state.connected = true;
         state.last_heard = Some(now);
+        // Live now without passing through `heard`: recompute next time.
+        self.eligible_until = Millis(0);
         self.send_digest(peer);
         self.after_input(now);
     }
@@ -606,7 +613,7 @@ impl<S: EventStore> Core<S> {
         if self.cfg.labels != labels {
             self.cfg.labels = labels;
             self.announce_due = true;
-            self.rebuild_queues(now);
+            self.requeue(now);
         }
         self.after_input(now);
     }
@@ -761,7 +768,7 @@ impl<S: EventStore> Core<S> {
             state.last_heard = Some(now);
             let was_live = self.is_live(before, now);
             if !was_live {
-                self.update_eligible_and_queues(now);
+                self.reconsider(now, &[from]);
             }
         }
     }
@@ -996,7 +1003,7 @@ impl<S: EventStore> Core<S> {
             self.refresh(now, task);
         }
         if !touched.nodes.is_empty() {
-            self.update_eligible_and_queues(now);
+            self.reconsider(now, &touched.nodes);
         }
     }
 
@@ -1167,19 +1174,63 @@ impl<S: EventStore> Core<S> {
             eligible.push(self.me);
         }
         eligible.sort();
+        self.eligible_until = eligible
+            .iter()
+            .filter_map(|id| self.peers.get(id).and_then(|p| p.last_heard))
+            .map(|t| t.plus(self.cfg.lease_ms))
+            .min()
+            .unwrap_or(Millis(u64::MAX));
         let changed = eligible != self.eligible;
         self.eligible = eligible;
         changed
     }
 
-    fn update_eligible_and_queues(&mut self, now: Millis) {
-        if self.update_eligible(now) {
-            self.rebuild_queues(now);
+    /// `peers` came back or announced something new. While no eligible
+    /// peer can have expired (and this node's own announce is not among
+    /// them), the set `update_eligible` would compute is the old one with
+    /// just these peers in or out — O(log n) each instead of a scan of the
+    /// cluster per peer, which made start-up O(n³) in large clusters.
+    fn reconsider(&mut self, now: Millis, peers: &[NodeId]) {
+        if now > self.eligible_until || peers.contains(&self.me) {
+            self.update_eligible_and_queues(now);
+            return;
+        }
+        let mut changed = false;
+        for peer in peers {
+            let willing = self
+                .ledger
+                .node(peer)
+                .is_some_and(|i| i.slots > 0 && !i.draining);
+            let heard = self.peers.get(peer).and_then(|p| p.last_heard);
+            let wanted = willing && self.is_live(heard, now);
+            match (self.eligible.binary_search(peer), wanted) {
+                (Err(at), true) => {
+                    self.eligible.insert(at, *peer);
+                    let expiry = heard.map_or(now, |t| t.plus(self.cfg.lease_ms));
+                    self.eligible_until = self.eligible_until.min(expiry);
+                    changed = true;
+                }
+                (Ok(at), false) => {
+                    self.eligible.remove(at);
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            self.requeue(now);
         }
     }
 
-    /// Ranks every pending task again (the nodes or what they offer changed).
-    fn rebuild_queues(&mut self, now: Millis) {
+    fn update_eligible_and_queues(&mut self, now: Millis) {
+        if self.update_eligible(now) {
+            self.requeue(now);
+        }
+    }
+
+    /// Re-ranks every pending task over the new eligible set, keeping when
+    /// each became ready.
+    fn requeue(&mut self, now: Millis) {
         let ready: BTreeMap<TaskRef, Millis> = self
             .queues
             .iter()

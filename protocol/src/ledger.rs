@@ -44,12 +44,22 @@ pub struct PackageRecord {
     event: EventId,
 }
 
-/// Everything the ledger holds about one task.
+/// Everything the ledger holds about one task, each list sorted and
+/// without repeats. A task has a handful of facts and every node keeps
+/// them for every task, so they are sorted vectors: a B-tree node reserves
+/// room for eleven entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct TaskFacts {
-    claims: BTreeSet<(u32, NodeId)>,
-    results: BTreeMap<(u32, NodeId), TaskResult>,
-    reclaimed: BTreeSet<u32>,
+    claims: Vec<(u32, NodeId)>,
+    results: Vec<((u32, NodeId), TaskResult)>,
+    reclaimed: Vec<u32>,
+}
+
+/// Adds `x` to a sorted list unless it is there already.
+fn insert_sorted<T: Ord>(list: &mut Vec<T>, x: T) {
+    if let Err(at) = list.binary_search(&x) {
+        list.insert(at, x);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -285,7 +295,7 @@ impl Ledger {
                     let fails = self
                         .facts
                         .range(first..=last)
-                        .flat_map(|(_, f)| f.results.values())
+                        .flat_map(|(_, f)| f.results.iter().map(|(_, r)| r))
                         .any(|r| self.fails_job(r));
                     if fails {
                         self.failed_jobs.insert(job_id);
@@ -301,11 +311,8 @@ impl Ledger {
             }
             EventBody::Claims { claims } => {
                 for c in claims {
-                    self.facts
-                        .entry(c.task)
-                        .or_default()
-                        .claims
-                        .insert((c.attempt, event.author));
+                    let claims = &mut self.facts.entry(c.task).or_default().claims;
+                    insert_sorted(claims, (c.attempt, event.author));
                     touched.tasks.push(c.task);
                 }
             }
@@ -314,19 +321,13 @@ impl Ledger {
                     if self.fails_job(r) && self.failed_jobs.insert(r.task.job) {
                         touched.cancelled_jobs.push(r.task.job);
                     }
-                    let slot = self
-                        .facts
-                        .entry(r.task)
-                        .or_default()
-                        .results
-                        .entry((r.attempt, event.author));
-                    match slot {
-                        Entry::Vacant(slot) => {
-                            slot.insert(r.clone());
-                        }
-                        Entry::Occupied(mut slot) => {
-                            if preferred(r, slot.get()) {
-                                slot.insert(r.clone());
+                    let results = &mut self.facts.entry(r.task).or_default().results;
+                    let key = (r.attempt, event.author);
+                    match results.binary_search_by(|(k, _)| k.cmp(&key)) {
+                        Err(at) => results.insert(at, (key, r.clone())),
+                        Ok(at) => {
+                            if preferred(r, &results[at].1) {
+                                results[at].1 = r.clone();
                             }
                         }
                     }
@@ -335,11 +336,10 @@ impl Ledger {
             }
             EventBody::Reclaimed { claims } => {
                 for Claim { task, attempt } in claims {
-                    self.facts
-                        .entry(*task)
-                        .or_default()
-                        .reclaimed
-                        .insert(*attempt);
+                    insert_sorted(
+                        &mut self.facts.entry(*task).or_default().reclaimed,
+                        *attempt,
+                    );
                     touched.tasks.push(*task);
                 }
             }
@@ -541,14 +541,14 @@ impl Ledger {
             .claims
             .iter()
             .map(|(a, _)| *a)
-            .chain(facts.results.keys().map(|(a, _)| *a))
+            .chain(facts.results.iter().map(|((a, _), _)| *a))
             .chain(facts.reclaimed.iter().copied())
             .max();
         let (state, attempt, node) = match last {
             None => (TaskState::Pending, 0, None),
             Some(a) => {
-                let closed =
-                    facts.reclaimed.contains(&a) || facts.results.keys().any(|(ra, _)| *ra == a);
+                let closed = facts.reclaimed.binary_search(&a).is_ok()
+                    || facts.results.iter().any(|((ra, _), _)| *ra == a);
                 if closed {
                     (TaskState::Pending, a + 1, None)
                 } else {
@@ -607,9 +607,11 @@ fn preferred(new: &TaskResult, old: &TaskResult) -> bool {
 }
 
 /// The claim that wins an attempt: best rendezvous score, ties to the lower id.
-fn winner(task: TaskRef, attempt: u32, claims: &BTreeSet<(u32, NodeId)>) -> Option<NodeId> {
-    claims
-        .range((attempt, NodeId([0; 32]))..=(attempt, NodeId([0xff; 32])))
+fn winner(task: TaskRef, attempt: u32, claims: &[(u32, NodeId)]) -> Option<NodeId> {
+    let from = claims.partition_point(|(a, _)| *a < attempt);
+    claims[from..]
+        .iter()
+        .take_while(|(a, _)| *a == attempt)
         .map(|(_, n)| *n)
         .reduce(|best, n| {
             if hrw::outranks(task, attempt, &n, &best) {

@@ -173,9 +173,15 @@ impl SimConfig {
                 ..Config::default()
             },
         };
+        cfg.checked_per_step_if_small()
+    }
+
+    /// Turns on the per-step checks when the run is small enough for them
+    /// (nodes × tasks ≤ 5,000): each costs O(tasks).
+    pub fn checked_per_step_if_small(self) -> SimConfig {
         SimConfig {
-            check_every_step: cfg.nodes as u64 * u64::from(cfg.tasks) <= 5_000,
-            ..cfg
+            check_every_step: self.nodes as u64 * u64::from(self.tasks) <= 5_000,
+            ..self
         }
     }
 

@@ -6,31 +6,35 @@
 //! once. A crash loses the queue; a wipe loses the store too. Must not
 //! decide when to flush (the world schedules it) or look inside events.
 
-use peerbatch_protocol::{EventId, EventStore, MemStore, Transmit};
+use peerbatch_protocol::{EventId, EventStore, Transmit};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
-/// Ids of events some core of this process already verified (or signed):
-/// shared by every node's store so that each signature is checked once
-/// per run instead of once per node.
-pub type Vouched = Rc<RefCell<BTreeSet<EventId>>>;
+/// Every event some core of this run verified (or signed) and persisted,
+/// with its bytes: shared by all nodes' stores, so that each signature is
+/// checked once per run instead of once per node and each event's bytes
+/// are held once.
+pub type Vouched = Rc<RefCell<BTreeMap<EventId, Rc<[u8]>>>>;
 
-/// The store a simulated core reads: the node's durable events, plus the
-/// run-wide set of events known to verify.
+/// The store a simulated core reads: the ids durable on this node, their
+/// bytes in the run-wide map.
 #[derive(Clone)]
 pub struct SimStore {
-    events: MemStore,
+    durable: Rc<RefCell<BTreeSet<EventId>>>,
     vouched: Vouched,
 }
 
 impl EventStore for SimStore {
     fn get(&self, id: &EventId) -> Option<Vec<u8>> {
-        self.events.get(id)
+        if !self.durable.borrow().contains(id) {
+            return None;
+        }
+        self.vouched.borrow().get(id).map(|b| b.to_vec())
     }
 
     fn known_valid(&self, id: &EventId) -> bool {
-        self.vouched.borrow().contains(id)
+        self.vouched.borrow().contains_key(id)
     }
 }
 
@@ -50,7 +54,7 @@ impl Disk {
     pub fn new(vouched: Vouched, group_commit: bool) -> Disk {
         Disk {
             store: SimStore {
-                events: MemStore::default(),
+                durable: Rc::default(),
                 vouched,
             },
             queue: VecDeque::new(),
@@ -63,12 +67,14 @@ impl Disk {
     }
 
     pub fn durable(&self, id: &EventId) -> bool {
-        self.store.events.contains(id)
+        self.store.durable.borrow().contains(id)
     }
 
     /// Every durable event, in id order: what a restarted core reads.
     pub fn events(&self) -> Vec<Vec<u8>> {
-        self.store.events.all()
+        let durable = self.store.durable.borrow();
+        let bytes = self.store.vouched.borrow();
+        durable.iter().map(|id| bytes[id].to_vec()).collect()
     }
 
     /// Queues one pump's outputs; returns the transmits that may go now.
@@ -107,8 +113,12 @@ impl Disk {
     }
 
     fn persist(&mut self, id: EventId, bytes: Vec<u8>) {
-        self.store.events.put(id, bytes);
-        self.store.vouched.borrow_mut().insert(id);
+        self.store.durable.borrow_mut().insert(id);
+        self.store
+            .vouched
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| bytes.into());
     }
 
     /// Power loss: what was not flushed is gone. Returns how many writes.
@@ -125,6 +135,6 @@ impl Disk {
     /// The storage is wiped: the node will start with nothing.
     pub fn wipe(&mut self) {
         self.crash();
-        self.store.events = MemStore::default();
+        self.store.durable = Rc::default();
     }
 }

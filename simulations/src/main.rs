@@ -6,7 +6,7 @@
 //! drawn config. Exits 1 on the first violation, after shrinking it and
 //! printing the smallest failing config's replay command and trace.
 
-use peerbatch_simulations::{run, shrink, Report, SimConfig};
+use peerbatch_simulations::{run, shrink, Report, SimConfig, Spread};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -116,6 +116,7 @@ impl Args {
         for (flag, v) in &self.overrides {
             apply(&mut cfg, flag, v)?;
         }
+        cfg = cfg.checked_per_step_if_small();
         cfg.check_every_step |= self.check_every_step;
         cfg.validate()?;
         Ok(cfg)
@@ -211,5 +212,21 @@ fn summarise(reports: &[Report]) {
             .sum::<f64>()
             / n,
         dups as f64 * 1000.0 / tasks.max(1) as f64
+    );
+    let merge = |pick: fn(&Report) -> Spread| {
+        let spreads: Vec<Spread> = reports.iter().map(pick).filter(|s| s.count > 0).collect();
+        let count: usize = spreads.iter().map(|s| s.count).sum();
+        Spread {
+            count,
+            min: spreads.iter().map(|s| s.min).min().unwrap_or(0),
+            mean: spreads.iter().map(|s| s.mean * s.count as f64).sum::<f64>()
+                / count.max(1) as f64,
+            max: spreads.iter().map(|s| s.max).max().unwrap_or(0),
+        }
+    };
+    println!(
+        "death→rerun {}; heal→converge {}",
+        merge(|r| r.death_to_rerun),
+        merge(|r| r.heal_to_converge)
     );
 }

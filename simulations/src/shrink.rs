@@ -69,10 +69,7 @@ fn smaller(c: &SimConfig) -> Vec<SimConfig> {
     let mut out = Vec::new();
     let mut push = |next: SimConfig| {
         if next.to_string() != c.to_string() {
-            out.push(SimConfig {
-                check_every_step: next.nodes as u64 * u64::from(next.tasks) <= 5_000,
-                ..next
-            });
+            out.push(next.checked_per_step_if_small());
         }
     };
     push(SimConfig {

@@ -226,7 +226,7 @@ impl Sim {
         link(&mut nodes, &mut node_rng);
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
         let plans = plan(&cfg);
-        let scale = (cfg.nodes as u64 * u64::from(cfg.tasks) / 1_000_000).max(1);
+        let scale = (cfg.nodes as u64 * u64::from(cfg.tasks) / 50_000).max(1);
         Sim {
             now: 0,
             seq: 0,
