@@ -23,6 +23,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+/// Seconds a blob no connected peer has is asked again of new connections.
+const LOCATE_RETRIES: usize = 5;
+
 /// Finished exports kept for polling.
 const KEEP_FINISHED: usize = 64;
 
@@ -113,6 +116,7 @@ impl Fetcher {
     /// present here, asking `peers` for what is missing. Peers are asked
     /// only when something is missing.
     pub async fn fetch(&self, id: BlobId, peers: &[PeerId], progress: &Progress) -> Result<()> {
+        let peers = &self.locate(id, peers).await?;
         let manifests = self.manifests(id, peers).await?;
         let (missing, _) = self.missing(&manifests, progress);
         self.pull(missing, peers, progress, None).await
@@ -181,6 +185,40 @@ impl Fetcher {
             }
         }
         (missing, present)
+    }
+
+    /// Makes sure blob `id`'s object is here and returns the peers to
+    /// fetch the rest from: `peers` and whoever connected since. A node
+    /// that just started may not be connected to the holder yet (nodes
+    /// announced in the ledger are dialled every 2 s), so a blob no peer
+    /// has is asked again of new connections for a few seconds.
+    async fn locate(&self, id: BlobId, peers: &[PeerId]) -> Result<Vec<PeerId>> {
+        let mut known: Vec<PeerId> = peers.to_vec();
+        let mut asked = if self.blobs.has_chunk(&id.0) {
+            Ok(())
+        } else {
+            self.download_object(id, peers).await
+        };
+        for _ in 0..LOCATE_RETRIES {
+            let fresh: Vec<PeerId> = self
+                .net
+                .connected_peers()
+                .await
+                .into_iter()
+                .filter(|p| !known.contains(p))
+                .collect();
+            known.extend(&fresh);
+            match asked {
+                Err(FetchError::NoProvider { .. }) if fresh.is_empty() => {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(FetchError::NoProvider { .. }) => {
+                    asked = self.download_object(id, &fresh).await;
+                }
+                _ => break,
+            }
+        }
+        asked.map(|()| known)
     }
 
     /// The object `id` names (a file manifest or a tree), asked of `peers`
@@ -287,6 +325,7 @@ impl Fetcher {
     }
 
     async fn run_export(&self, export: &Export, peers: &[PeerId]) -> Result<u64> {
+        let peers = &self.locate(export.blob, peers).await?;
         let started = std::time::Instant::now();
         let manifests = self.manifests(export.blob, peers).await?;
         let bytes = match self.blobs.object(&export.blob)? {

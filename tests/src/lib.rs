@@ -256,22 +256,6 @@ impl Cluster {
         );
     }
 
-    /// Waits until every node holds a connection to every other: fetches
-    /// ask connected peers only.
-    pub fn wait_fully_connected(&self) {
-        let others = self.nodes.len() as u64 - 1;
-        wait_for(
-            "every node to connect to every other",
-            Duration::from_secs(30),
-            || {
-                self.nodes
-                    .iter()
-                    .all(|n| n.status()["peers_connected"].as_u64() == Some(others))
-                    .then_some(())
-            },
-        );
-    }
-
     /// Writes a file under the cluster's temporary directory.
     pub fn file(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.tmp.path().join(name);

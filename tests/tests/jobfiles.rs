@@ -72,7 +72,6 @@ outputs = ["*.txt", "out"]
     );
 
     let out = root.join("results");
-    cluster.wait_fully_connected();
     ok(
         &b.cli(&["get", &job, "--out", out.to_str().unwrap()]),
         "get JOB",
@@ -172,7 +171,6 @@ depends_on = ["doomed"]
     assert_eq!(state("reduce"), "succeeded");
 
     let out = cluster.tmp.path().join("mr");
-    cluster.wait_fully_connected();
     ok(
         &b.cli(&["get", &job, "--out", out.to_str().unwrap()]),
         "get JOB",

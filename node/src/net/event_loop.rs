@@ -57,8 +57,7 @@ pub(super) enum Command {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
     },
-    /// Only tests ask the Swarm directly; the node asks the protocol core.
-    #[cfg(test)]
+    /// The Swarm's connected peers (fetches widen their search with these).
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
@@ -206,7 +205,6 @@ impl EventLoop {
                     }
                 }
             }
-            #[cfg(test)]
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }

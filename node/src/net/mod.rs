@@ -172,7 +172,6 @@ impl Net {
     }
 
     /// Peers we currently have at least one connection to. Empty if the event loop has stopped.
-    #[cfg(test)]
     pub async fn connected_peers(&self) -> Vec<PeerId> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::ConnectedPeers { reply: tx });
