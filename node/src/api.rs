@@ -464,10 +464,20 @@ async fn log(
     })
     .await??;
     let (blob, peers, fetcher) = found;
+    log_bytes(blob, &peers, &fetcher).await
+}
+
+/// A captured stream's bytes (empty when nothing was captured), fetched
+/// from wherever they are.
+pub(crate) async fn log_bytes(
+    blob: Option<BlobId>,
+    peers: &[PeerId],
+    fetcher: &Fetcher,
+) -> ApiResult<Response> {
     let Some(blob) = blob else {
         return Ok(Vec::<u8>::new().into_response());
     };
-    let bytes = fetcher.fetch_bytes(blob, &peers).await.map_err(|e| {
+    let bytes = fetcher.fetch_bytes(blob, peers).await.map_err(|e| {
         ApiError(
             StatusCode::BAD_GATEWAY,
             format!("{:#}", anyhow::Error::from(e)),

@@ -4,11 +4,11 @@
 //! Owns those JSON shapes. Running start tasks is `pools`'s; like every
 //! handler, these ask the driver and keep no state.
 
-use crate::api::{ask, bad_request, not_found, ApiError, ApiResult, ApiState};
+use crate::api::{ask, bad_request, log_bytes, not_found, ApiResult, ApiState};
 use crate::identity::peer_of;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use peerbatch_protocol::Command;
 use serde::Deserialize;
@@ -127,14 +127,5 @@ pub async fn logs(
     })
     .await??;
     let (blob, peers, fetcher) = found;
-    let Some(blob) = blob else {
-        return Ok(Vec::<u8>::new().into_response());
-    };
-    let bytes = fetcher.fetch_bytes(blob, &peers).await.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_GATEWAY,
-            format!("{:#}", anyhow::Error::from(e)),
-        )
-    })?;
-    Ok(bytes.into_response())
+    log_bytes(blob, &peers, &fetcher).await
 }
