@@ -138,8 +138,9 @@ fn a_node_stopped_past_its_lease_is_fenced_kills_its_stale_attempt_and_results_s
             .iter()
             .find(|t| t["id"] == task.as_str())
             .unwrap();
+        // The stale attempt 0 was fenced; attempt 1 may run anywhere,
+        // the woken node included.
         assert!(t["attempt"].as_u64().unwrap() >= 1, "{t}");
-        assert_ne!(t["node"], ids[victim].as_str(), "{t}");
         let lines = std::fs::read_to_string(marks.join(task)).unwrap();
         assert_eq!(
             lines.lines().count(),
