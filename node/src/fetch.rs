@@ -23,8 +23,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// Seconds a blob no connected peer has is asked again of new connections.
-const LOCATE_RETRIES: usize = 5;
+/// Seconds a blob or chunk no connected peer has is asked again of new
+/// connections before the fetch gives up.
+pub(crate) const LOCATE_RETRIES: usize = 5;
 
 /// Finished exports kept for polling.
 const KEEP_FINISHED: usize = 64;
@@ -222,11 +223,10 @@ impl Fetcher {
     }
 
     /// The object `id` names (a file manifest or a tree), asked of `peers`
-    /// if it is not here; none of its chunks are fetched.
+    /// (and of peers that connect meanwhile) if it is not here; none of
+    /// its chunks are fetched.
     pub async fn fetch_object(&self, id: BlobId, peers: &[PeerId]) -> Result<Object> {
-        if !self.blobs.has_chunk(&id.0) {
-            self.download_object(id, peers).await?;
-        }
+        self.locate(id, peers).await?;
         self.blobs.object(&id)?.ok_or(FetchError::Vanished(id))
     }
 

@@ -34,6 +34,9 @@ const HAVE_EVERY: Duration = Duration::from_millis(200);
 /// How long the first requests wait for every peer's first `Have` answer,
 /// so that the work is spread over all providers from the start.
 const FIRST_ANSWERS: Duration = Duration::from_millis(250);
+/// How long a pull that no provider can serve keeps asking (and taking in
+/// peers that connect) before it fails.
+const STALL_WAIT: Duration = Duration::from_secs(crate::fetch::LOCATE_RETRIES as u64);
 
 /// A chunk to get: its hash and length (0 when unknown: an object).
 pub type Want = ([u8; 32], u32);
@@ -65,6 +68,16 @@ struct Provider {
     load: usize,
     bad: u32,
     dropped: bool,
+}
+
+impl Provider {
+    /// A provider not yet known to hold any of `chunks` chunks.
+    fn new(chunks: usize) -> Provider {
+        Provider {
+            have: vec![false; chunks],
+            ..Provider::default()
+        }
+    }
 }
 
 pub struct Pull<'a> {
@@ -99,16 +112,7 @@ impl<'a> Pull<'a> {
         queue.shuffle(&mut rand::thread_rng());
         let providers = peers
             .iter()
-            .map(|p| {
-                let have = vec![false; chunks.len()];
-                (
-                    *p,
-                    Provider {
-                        have,
-                        ..Provider::default()
-                    },
-                )
-            })
+            .map(|p| (*p, Provider::new(chunks.len())))
             .collect();
         Pull {
             fetcher,
@@ -129,10 +133,11 @@ impl<'a> Pull<'a> {
         let mut haves = FuturesUnordered::new();
         let mut tick = tokio::time::interval(HAVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Set when every provider was asked because nothing could be
-        // requested; cleared by progress. Still set when nothing can be
-        // requested after that round: the pull fails.
-        let mut stalled = false;
+        // Set when nothing could be requested and every provider was
+        // asked again; cleared by progress. While it stays set, peers that
+        // connect are taken in and everyone is asked again each second; the
+        // pull fails once that has gone on for `LOCATE_RETRIES` seconds.
+        let mut stalled: Option<tokio::time::Instant> = None;
         let mut unanswered = BTreeSet::new();
         for peer in self.peers_to_ask(false) {
             unanswered.insert(peer);
@@ -151,10 +156,14 @@ impl<'a> Pull<'a> {
                 return Ok(());
             }
             if batches.is_empty() && haves.is_empty() {
-                if stalled {
+                let since = *stalled.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= STALL_WAIT {
                     return Err(self.stuck());
                 }
-                stalled = true;
+                if since.elapsed() > Duration::ZERO {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                self.take_in_new_peers().await;
                 for peer in self.peers_to_ask(true) {
                     haves.push(self.ask_have(peer));
                 }
@@ -163,7 +172,7 @@ impl<'a> Pull<'a> {
             tokio::select! {
                 Some((peer, batch, result)) = batches.next() => {
                     if self.on_batch(peer, batch, result)? {
-                        stalled = false;
+                        stalled = None;
                     }
                 }
                 Some((peer, asked, result)) = haves.next() => {
@@ -177,6 +186,18 @@ impl<'a> Pull<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Adds the peers connected now that are not providers yet: a node
+    /// that just started may not be connected to the holder when the pull
+    /// begins (nodes the ledger announces are dialled every 2 s).
+    async fn take_in_new_peers(&mut self) {
+        for peer in self.fetcher.net.connected_peers().await {
+            let chunks = self.chunks.len();
+            self.providers
+                .entry(peer)
+                .or_insert_with(|| Provider::new(chunks));
         }
     }
 
