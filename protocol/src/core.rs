@@ -142,7 +142,8 @@ impl Progress {
 pub struct Stats {
     pub events_rejected: u64,
     pub attempts_started: u64,
-    /// Attempts this node stopped because another node's claim won.
+    /// Running attempts this node stopped because the ledger moved on to
+    /// another attempt or another node's claim.
     pub attempts_fenced: u64,
 }
 
@@ -1078,7 +1079,10 @@ impl<S: EventStore> Core<S> {
                 _ => true,
             };
             if lost {
-                self.stats.attempts_fenced += u64::from(view.state == TaskState::Running);
+                // Fenced: the ledger moved on to another attempt or runner
+                // (not a cancel or an end) while this one ran.
+                let moved_on = matches!(view.state, TaskState::Pending | TaskState::Running);
+                self.stats.attempts_fenced += u64::from(moved_on && local.running);
                 self.lose(task, local);
             }
         }
