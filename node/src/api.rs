@@ -16,9 +16,11 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use libp2p::PeerId;
 use peerbatch_protocol::core::Progress;
-use peerbatch_protocol::ledger::JobRecord;
+use peerbatch_protocol::ledger::{JobRecord, Ledger};
 use peerbatch_protocol::resources::unschedulable;
-use peerbatch_protocol::{BlobId, JobSpec, NodeId, NodeInfo, TaskRef, TaskState, TaskView};
+use peerbatch_protocol::{
+    BlobId, JobSpec, NodeId, NodeInfo, TaskRef, TaskResult, TaskState, TaskView,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -187,13 +189,18 @@ fn unschedulable_groups(d: &Driver, record: &JobRecord) -> Vec<Option<String>> {
 
 /// The replicated fields of a task: identical on every converged node.
 /// `why_not` is its group's entry from [`unschedulable_groups`].
-fn task_json(record: &JobRecord, view: &TaskView, why_not: Option<&String>) -> Value {
+fn task_json(
+    ledger: &Ledger,
+    record: &JobRecord,
+    view: &TaskView,
+    why_not: Option<&String>,
+) -> Value {
     let id = record
         .spec
         .task(view.task.index)
         .map_or_else(|| view.task.index.to_string(), |t| t.id);
     let waiting = matches!(view.state, TaskState::Pending | TaskState::Blocked);
-    json!({
+    let mut task = json!({
         "id": id,
         "state": view.state.name(),
         "unschedulable": why_not.filter(|_| waiting),
@@ -201,7 +208,47 @@ fn task_json(record: &JobRecord, view: &TaskView, why_not: Option<&String>) -> V
         "node": view.node.as_ref().map(node_name),
         "exit_code": view.result.as_ref().and_then(|r| r.outcome.exit_code()),
         "outputs": view.result.as_ref().and_then(|r| r.outputs).map(|b| b.to_string()),
-    })
+    });
+    let instances = record
+        .spec
+        .template(view.task.index)
+        .map_or(1, |t| t.resources.instances);
+    if instances > 1 {
+        task["instances"] = json!(instances);
+        task["gang"] = json!(match &view.gang {
+            Some(g) if g.formed => "formed",
+            Some(g) if g.declined => "declined",
+            Some(_) => "forming",
+            None => "none",
+        });
+        task["hosts"] = gang_members(ledger, record, view)
+            .iter()
+            .enumerate()
+            .map(|(rank, (node, result))| {
+                let exit = result.and_then(|r| r.outcome.exit_code());
+                json!({ "rank": rank, "node": node_name(node), "exit_code": exit })
+            })
+            .collect();
+    }
+    task
+}
+
+/// A multi-instance task's hosts for its view's attempt, in rank order,
+/// each with its instance's result once reported (none for the primary,
+/// whose result is the task's).
+fn gang_members<'a>(
+    ledger: &'a Ledger,
+    record: &JobRecord,
+    view: &TaskView,
+) -> Vec<(NodeId, Option<&'a TaskResult>)> {
+    let instances = record
+        .spec
+        .template(view.task.index)
+        .map_or(1, |t| t.resources.instances);
+    match (view.node, ledger.gang(&view.task)) {
+        (Some(primary), Some(steps)) => steps.members(view.attempt, primary, instances),
+        _ => Vec::new(),
+    }
 }
 
 async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
@@ -284,7 +331,10 @@ async fn tasks(
         Ok(Json(Value::Array(
             d.core
                 .views(id)
-                .map(|v| task_json(record, v, why_not[group_of(v.task.index)].as_ref()))
+                .map(|v| {
+                    let why_not = why_not[group_of(v.task.index)].as_ref();
+                    task_json(d.core.ledger(), record, v, why_not)
+                })
                 .collect(),
         )))
     })
@@ -418,6 +468,9 @@ async fn drain_node(
 struct LogQuery {
     #[serde(default)]
     stream: Option<String>,
+    /// An instance of a multi-instance task (0, the primary, by default).
+    #[serde(default)]
+    rank: Option<u32>,
 }
 
 async fn log(
@@ -452,7 +505,19 @@ async fn log(
             .core
             .view(TaskRef { job: id, index })
             .ok_or_else(|| not_found(format!("task {task:?} is unknown here")))?;
-        let Some(result) = &view.result else {
+        let result = match q.rank.filter(|r| *r > 0) {
+            None => view.result.as_ref(),
+            Some(rank) => {
+                let members = gang_members(d.core.ledger(), record, view);
+                let member = members.get(rank as usize).ok_or_else(|| {
+                    not_found(format!(
+                        "task {task:?} has no instance of rank {rank} (yet)"
+                    ))
+                })?;
+                member.1
+            }
+        };
+        let Some(result) = result else {
             let msg = match view.state {
                 TaskState::Cancelled => format!("task {task:?} was cancelled before it finished"),
                 _ => format!("task {task:?} has not finished yet ({})", view.state.name()),

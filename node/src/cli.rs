@@ -153,6 +153,9 @@ pub enum Cmd {
         task: String,
         #[arg(long)]
         stderr: bool,
+        /// Another instance of a multi-instance task (0 is the primary).
+        #[arg(long, default_value_t = 0)]
+        rank: u32,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -397,11 +400,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             job,
             task,
             stderr,
+            rank,
             client,
         } => {
             let stream = if stderr { "stderr" } else { "stdout" };
             let bytes = connect(&client)?.get_bytes(&format!(
-                "/v1/jobs/{}/tasks/{}/log?stream={stream}",
+                "/v1/jobs/{}/tasks/{}/log?stream={stream}&rank={rank}",
                 seg(&job),
                 seg(&task)
             ))?;

@@ -7,7 +7,7 @@
 //! (only the core does).
 
 use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts};
-use crate::exec::{Attempt, Executor};
+use crate::exec::{Attempt, Executor, GangEnv};
 use crate::fetch::{FetchStats, Fetcher};
 use crate::identity::{node_of, peer_of};
 use crate::jobprep::JobPrep;
@@ -23,6 +23,7 @@ use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{
     batch_frame, FetchRequest, FetchResponse, CHUNK_SIZE, MAX_BATCH, MAX_BATCH_BYTES, MAX_HAVE,
 };
+use peerbatch_protocol::gang::GangPlace;
 use peerbatch_protocol::{
     Action, BlobId, Core, EventId, JobId, Message, Millis, ResolvedTask, Source, TaskRef,
     TaskResult, TaskState,
@@ -430,8 +431,10 @@ impl Driver {
                     attempt,
                     job_name,
                     spec,
+                    gang,
                 } => {
                     let inputs = self.resolve_inputs(task, &spec);
+                    let gang = gang.map(|place| self.gang_env(place));
                     let (preparation, release) =
                         self.core.ledger().job(&task.job).map_or((None, None), |j| {
                             (j.spec.preparation.clone(), j.spec.release.clone())
@@ -445,6 +448,7 @@ impl Driver {
                         peers: self.connected_peers(),
                         preparation,
                         release,
+                        gang,
                     });
                     self.kills.insert((task, attempt), kill);
                 }
@@ -454,6 +458,35 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// A gang's members as an instance is told them: each one's address
+    /// (its first announced non-loopback IP, else loopback) and peer id.
+    fn gang_env(&self, place: GangPlace) -> GangEnv {
+        let (hosts, node_ids) = place
+            .hosts
+            .iter()
+            .map(|node| {
+                let addrs = self.core.ledger().node(node).map(|i| i.addrs.as_slice());
+                let ips: Vec<std::net::IpAddr> = addrs
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|a| a.split('/').nth(2)?.parse().ok())
+                    .collect();
+                let ip = ips
+                    .iter()
+                    .find(|ip| !ip.is_loopback())
+                    .or(ips.first())
+                    .map_or_else(|| "127.0.0.1".to_string(), ToString::to_string);
+                let id = peer_of(node).map_or_else(|| node.to_string(), |p| p.to_string());
+                (ip, id)
+            })
+            .unzip();
+        GangEnv {
+            rank: place.rank,
+            hosts,
+            node_ids,
         }
     }
 

@@ -32,6 +32,18 @@ pub struct Attempt {
     /// The job's preparation and release commands.
     pub preparation: Option<Command>,
     pub release: Option<Command>,
+    /// For an instance of a multi-instance task: where the gang runs.
+    pub gang: Option<GangEnv>,
+}
+
+/// What an instance of a multi-instance task is told about its gang.
+pub struct GangEnv {
+    /// `PEERBATCH_RANK`: 0 for the primary.
+    pub rank: u32,
+    /// `PEERBATCH_HOSTS`: each member's address (IP), in rank order.
+    pub hosts: Vec<String>,
+    /// `PEERBATCH_NODE_IDS`: each member's peer id, in rank order.
+    pub node_ids: Vec<String>,
 }
 
 /// A working directory with its capture files. Reused by later attempts
@@ -222,6 +234,12 @@ impl Executor {
             .process_group(0);
         if let Some(index) = a.spec.index {
             cmd.env("PEERBATCH_TASK_INDEX", index.to_string());
+        }
+        if let Some(g) = &a.gang {
+            cmd.env("PEERBATCH_RANK", g.rank.to_string())
+                .env("PEERBATCH_INSTANCES", g.hosts.len().to_string())
+                .env("PEERBATCH_HOSTS", g.hosts.join(","))
+                .env("PEERBATCH_NODE_IDS", g.node_ids.join(","));
         }
         cmd.spawn().map_err(|e| {
             let program = match &a.spec.command {

@@ -45,6 +45,8 @@ use toml::Spanned;
 
 /// Retries a task gets when its file says nothing.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// The most nodes one multi-instance task may span.
+const MAX_INSTANCES: i64 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}:{col}: {message}")]
@@ -121,6 +123,8 @@ struct FileTask {
     /// e.g. "4GiB".
     memory: Option<Spanned<String>>,
     gpus: Option<Spanned<i64>>,
+    /// A multi-instance task: this many nodes at once (MPI-style).
+    instances: Option<Spanned<i64>>,
     /// Labels the node must have: `["os=linux", "gpu=a100"]`.
     #[serde(default)]
     constraints: Vec<Spanned<String>>,
@@ -324,6 +328,18 @@ pub fn parse(
             memory_mb,
             gpus: count(task.gpus, "gpus", 0)?,
             constraints,
+            instances: match task.instances {
+                Some(n) if !(1..=MAX_INSTANCES).contains(n.get_ref()) => {
+                    return Err(err(
+                        Some(n.span()),
+                        format!(
+                            "instances must be 1 to {MAX_INSTANCES}, got {}",
+                            n.get_ref()
+                        ),
+                    ))
+                }
+                n => count(n, "instances", 1)?,
+            },
         };
         let spec = TaskSpec {
             resources,

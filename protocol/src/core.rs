@@ -12,6 +12,7 @@
 
 use crate::event::SideResult;
 use crate::event::{event_id, Claim, Event, EventBody, EventError, Identity, NodeInfo, TaskResult};
+use crate::gang::{GangPlace, GangStep};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::Command;
@@ -26,6 +27,8 @@ use ed25519_dalek::VerifyingKey;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+mod gangs;
 
 /// Largest encoded message sent by gossip; bigger ones go directly to peers.
 pub const GOSSIP_LIMIT: usize = 60 * 1024;
@@ -102,6 +105,8 @@ pub enum Action {
         attempt: u32,
         job_name: String,
         spec: Box<ResolvedTask>,
+        /// For an instance of a multi-instance task: its rank and hosts.
+        gang: Option<GangPlace>,
     },
     /// Stop an attempt: its claim was lost, fenced or its job cancelled.
     Kill { task: TaskRef, attempt: u32 },
@@ -161,6 +166,11 @@ struct Local {
     killed: bool,
     /// What the task takes while it runs here.
     need: Amount,
+    /// This node's rank in the attempt's gang, for a multi-instance task
+    /// (0: the primary, whose claim it is).
+    rank: Option<u32>,
+    /// The primary invited its gang.
+    invited: bool,
 }
 
 /// Claim queue order: higher priority first; among equal priority, jobs
@@ -196,6 +206,11 @@ pub struct Core<S> {
     queued: BTreeMap<TaskRef, (usize, QueueKey)>,
     local: BTreeMap<TaskRef, Local>,
     waiting: VecDeque<TaskRef>,
+    /// Gang tasks whose invite names this node, to answer.
+    invites: BTreeSet<TaskRef>,
+    /// Gang tasks whose attempt was given back: not claimed here before
+    /// the time, which doubles with each give-back (see `gangs`).
+    gang_holds: BTreeMap<TaskRef, (Millis, u32)>,
     running: u32,
     /// Slots, memory and GPUs the running attempts take.
     in_use: Amount,
@@ -203,6 +218,7 @@ pub struct Core<S> {
     out_claims: Vec<Claim>,
     out_results: Vec<TaskResult>,
     out_reclaims: BTreeSet<Claim>,
+    out_releases: BTreeSet<Claim>,
     announce_due: bool,
     batch_due: Option<Millis>,
     last_batch: Option<Millis>,
@@ -253,12 +269,15 @@ impl<S: EventStore> Core<S> {
             queued: BTreeMap::new(),
             local: BTreeMap::new(),
             waiting: VecDeque::new(),
+            invites: BTreeSet::new(),
+            gang_holds: BTreeMap::new(),
             running: 0,
             in_use: Amount::default(),
             avg_task_ms: None,
             out_claims: Vec::new(),
             out_results: Vec::new(),
             out_reclaims: BTreeSet::new(),
+            out_releases: BTreeSet::new(),
             announce_due: true,
             batch_due: None,
             last_batch: None,
@@ -508,16 +527,17 @@ impl<S: EventStore> Core<S> {
     /// reclaimed, so its next attempt is claimable elsewhere, and the ones
     /// running are killed when the reclaim lands.
     pub fn requeue_local(&mut self, now: Millis) {
+        // Another node's gang instance is not this node's to give back.
         let mine: Vec<Claim> = self
             .local
             .iter()
-            .filter(|(_, l)| l.published)
+            .filter(|(_, l)| l.published && l.rank.is_none_or(|r| r == 0))
             .map(|(task, l)| Claim {
                 task: *task,
                 attempt: l.attempt,
             })
             .collect();
-        self.out_reclaims.extend(mine);
+        self.out_releases.extend(mine);
         self.mark_batch(now);
         self.after_input(now);
     }
@@ -723,7 +743,19 @@ impl<S: EventStore> Core<S> {
             self.dequeue(task);
             self.enqueue(task, self.views[&task].attempt, now);
         }
-        if !local.killed {
+        if local.rank.is_some_and(|r| r > 0) {
+            // Another node's gang: its primary's exit is the task's result.
+            if !local.killed {
+                self.publish(
+                    now,
+                    EventBody::Gang {
+                        task,
+                        attempt,
+                        step: GangStep::Exited { result },
+                    },
+                );
+            }
+        } else if !local.killed {
             let ms = result.duration_ms.max(1) as f64;
             self.avg_task_ms = Some(match self.avg_task_ms {
                 Some(avg) => avg * 0.9 + ms * 0.1,
@@ -756,6 +788,9 @@ impl<S: EventStore> Core<S> {
         }
         if let Some(at) = self.steal_at {
             next = next.min(at);
+        }
+        if let Some((at, _)) = self.gang_holds.values().min() {
+            next = next.min(*at);
         }
         Some(next)
     }
@@ -797,6 +832,8 @@ impl<S: EventStore> Core<S> {
             }
         }
         self.schedule(now);
+        self.answer_invites(now);
+        self.invite_gangs(now);
         // A freed slot takes the next durable claim at once, not at the next batch.
         self.start_ready();
         if self.batch_due.is_some_and(|due| now >= due) {
@@ -877,7 +914,8 @@ impl<S: EventStore> Core<S> {
         if self.batch_due.is_none()
             && !(self.out_claims.is_empty()
                 && self.out_results.is_empty()
-                && self.out_reclaims.is_empty())
+                && self.out_reclaims.is_empty()
+                && self.out_releases.is_empty())
         {
             let earliest = self.last_batch.map_or(now, |t| t.plus(self.cfg.batch_ms));
             self.batch_due = Some(earliest.max(now));
@@ -947,6 +985,15 @@ impl<S: EventStore> Core<S> {
                 },
             );
         }
+        let releases: Vec<Claim> = std::mem::take(&mut self.out_releases).into_iter().collect();
+        for chunk in releases.chunks(MAX_CLAIMS_PER_EVENT) {
+            self.publish(
+                now,
+                EventBody::Released {
+                    claims: chunk.to_vec(),
+                },
+            );
+        }
         let results = std::mem::take(&mut self.out_results);
         for chunk in results.chunks(MAX_RESULTS_PER_EVENT) {
             self.publish(
@@ -956,6 +1003,7 @@ impl<S: EventStore> Core<S> {
                 },
             );
         }
+        self.invite_gangs(now);
         self.start_ready();
     }
 
@@ -1058,8 +1106,8 @@ impl<S: EventStore> Core<S> {
         if let Some(old) = old {
             *progress.slot(old.state) -= 1;
             if old.state == TaskState::Running {
-                if let Some(node) = old.node {
-                    if let Some(set) = self.running_by.get_mut(&node) {
+                for node in hosts_of(old) {
+                    if let Some(set) = self.running_by.get_mut(node) {
                         set.remove(&task);
                     }
                 }
@@ -1067,15 +1115,21 @@ impl<S: EventStore> Core<S> {
         }
         *progress.slot(view.state) += 1;
         if view.state == TaskState::Running {
-            if let Some(node) = view.node {
-                self.running_by.entry(node).or_default().insert(task);
+            for node in hosts_of(&view) {
+                self.running_by.entry(*node).or_default().insert(task);
             }
         }
         self.dequeue(task);
         if let Some(local) = self.local.get(&task).copied() {
-            let lost = match view.state {
-                TaskState::Pending => view.attempt > local.attempt,
-                TaskState::Running => view.attempt > local.attempt || view.node != Some(self.me),
+            let lost = match (view.state, local.rank) {
+                (TaskState::Running, Some(rank)) if rank > 0 => {
+                    let place = view.gang.as_ref().and_then(|g| g.hosts.get(rank as usize));
+                    view.attempt != local.attempt || place != Some(&self.me)
+                }
+                (TaskState::Pending, _) => view.attempt > local.attempt,
+                (TaskState::Running, _) => {
+                    view.attempt > local.attempt || view.node != Some(self.me)
+                }
                 _ => true,
             };
             if lost {
@@ -1094,8 +1148,16 @@ impl<S: EventStore> Core<S> {
         // result waiting: an earlier incarnation's (restarted, or its store
         // wiped and rebuilt from peers). Its heartbeats would renew the
         // lease forever, so reclaim the attempt now.
+        let member = view.gang.as_ref().is_some_and(|g| {
+            g.formed
+                && g.hosts[1..].contains(&self.me)
+                && !self
+                    .ledger
+                    .gang(&task)
+                    .is_some_and(|s| s.exited(view.attempt, &self.me))
+        });
         let orphan = view.state == TaskState::Running
-            && view.node == Some(self.me)
+            && (view.node == Some(self.me) || member)
             && !self.local.contains_key(&task)
             && !self
                 .out_results
@@ -1108,7 +1170,19 @@ impl<S: EventStore> Core<S> {
             });
             self.mark_batch(now);
         }
+        let invited = view
+            .gang
+            .as_ref()
+            .is_some_and(|g| g.hosts[1..].contains(&self.me));
+        let gang_changed = view.gang.is_some();
+        self.hold_gang(now, task, old_state, &view);
         self.views.insert(task, view);
+        if invited {
+            self.invites.insert(task);
+        }
+        if gang_changed {
+            self.release_declined(now, task);
+        }
         Some(old_state)
     }
 
@@ -1301,15 +1375,17 @@ impl<S: EventStore> Core<S> {
     fn schedule(&mut self, now: Millis) {
         let mut capacity = self.capacity();
         self.steal_at = None;
+        // Gang tasks that cannot form now: passed over this round.
+        let mut passed = BTreeSet::new();
         while capacity > 0 {
             let first = self
                 .queues
                 .first()
-                .and_then(|q| q.iter().next())
+                .and_then(|q| q.iter().find(|(k, _)| !passed.contains(&k.3)))
                 .map(|((_, _, _, task), (attempt, _))| (*task, *attempt));
             let pick = match first {
                 Some(pick) => pick,
-                None => match self.steal(now) {
+                None => match self.steal(now, &passed) {
                     Ok(pick) => pick,
                     Err(next) => {
                         self.steal_at = next;
@@ -1320,7 +1396,13 @@ impl<S: EventStore> Core<S> {
             let (task, attempt) = pick;
             let r = self.resources_of(task);
             let need = r.amount();
-            if r.is_sized() {
+            let gang = r.instances > 1;
+            let held = self.gang_holds.get(&task).is_some_and(|(at, _)| *at > now);
+            if gang && (held || !self.gang_can_form(task, attempt, &r)) {
+                passed.insert(task);
+                continue;
+            }
+            if r.is_sized() || gang {
                 // Sized tasks are claimed only into room free right now.
                 let mut claimed = Amount::default();
                 for l in self.local.values() {
@@ -1339,6 +1421,8 @@ impl<S: EventStore> Core<S> {
                     running: false,
                     killed: false,
                     need,
+                    rank: gang.then_some(0),
+                    invited: false,
                 },
             );
             self.waiting.push_back(task);
@@ -1350,11 +1434,16 @@ impl<S: EventStore> Core<S> {
 
     /// A rank-k task queued for k·δ, taken from the back; or else when the
     /// first one will have waited long enough, if any is queued.
-    fn steal(&self, now: Millis) -> Result<(TaskRef, u32), Option<Millis>> {
+    fn steal(
+        &self,
+        now: Millis,
+        passed: &BTreeSet<TaskRef>,
+    ) -> Result<(TaskRef, u32), Option<Millis>> {
         let mut next: Option<Millis> = None;
         for (rank, queue) in self.queues.iter().enumerate().skip(1) {
             let wait = rank as u64 * self.cfg.claim_step_ms;
-            for ((_, _, _, task), (attempt, ready)) in queue.iter().rev().take(64) {
+            let open = queue.iter().rev().filter(|(k, _)| !passed.contains(&k.3));
+            for ((_, _, _, task), (attempt, ready)) in open.take(64) {
                 let at = ready.plus(wait);
                 if at <= now {
                     return Ok((*task, *attempt));
@@ -1367,14 +1456,22 @@ impl<S: EventStore> Core<S> {
 
     /// Starts claimed tasks whose claim is durable, in claim order, while
     /// their slots, memory and GPUs are free.
+    /// A gang instance starts once its gang has formed, into the room it
+    /// kept; other tasks start into room no gang instance keeps.
     fn start_ready(&mut self) {
         let limit = self.limit();
         loop {
-            let in_use = self.in_use;
+            let mut taken = self.in_use;
+            for l in self.local.values() {
+                if l.rank.is_some() && !l.running {
+                    taken.add(l.need);
+                }
+            }
             let Some(pos) = self.waiting.iter().position(|t| {
-                self.local
-                    .get(t)
-                    .is_some_and(|l| l.published && in_use.room_for(l.need, limit))
+                self.local.get(t).is_some_and(|l| match l.rank {
+                    Some(_) => l.published && self.gang_formed(*t, l.attempt),
+                    None => l.published && taken.room_for(l.need, limit),
+                })
             }) else {
                 break;
             };
@@ -1396,13 +1493,27 @@ impl<S: EventStore> Core<S> {
             self.in_use.add(local.need);
             self.running += 1;
             self.stats.attempts_started += 1;
+            let gang = local.rank.and_then(|rank| {
+                let hosts = self.views.get(&task)?.gang.as_ref()?.hosts.clone();
+                Some(GangPlace { rank, hosts })
+            });
             self.actions.push_back(Action::Run {
                 task,
                 attempt: local.attempt,
                 job_name,
                 spec: Box::new(spec),
+                gang,
             });
         }
+    }
+
+    /// Whether `attempt` of gang task `task` has formed.
+    fn gang_formed(&self, task: TaskRef, attempt: u32) -> bool {
+        self.views.get(&task).is_some_and(|v| {
+            v.state == TaskState::Running
+                && v.attempt == attempt
+                && v.gang.as_ref().is_some_and(|g| g.formed)
+        })
     }
 
     fn send(&mut self, peer: NodeId, msg: Message) {
@@ -1440,5 +1551,13 @@ impl<S: EventStore> Core<S> {
         if !batch.is_empty() {
             self.send(peer, Message::Events { events: batch });
         }
+    }
+}
+
+/// The nodes a running task occupies: its runner, or its gang's hosts.
+fn hosts_of(view: &TaskView) -> &[NodeId] {
+    match &view.gang {
+        Some(g) => &g.hosts,
+        None => view.node.as_slice(),
     }
 }

@@ -44,7 +44,7 @@ impl Outcome {
 }
 
 /// The result of one attempt, as its node reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TaskResult {
     pub task: TaskRef,
     pub attempt: u32,
@@ -143,6 +143,18 @@ pub enum EventBody {
         version: String,
         blob: BlobId,
         added_ms: u64,
+    },
+    /// Attempts their holder gives back without them counting as a try
+    /// (a node leaving its availability window with `--on-leave requeue`,
+    /// a gang that could not form); each makes the next attempt claimable.
+    Released {
+        claims: Vec<Claim>,
+    },
+    /// One step of forming a multi-instance task's gang for an attempt.
+    Gang {
+        task: TaskRef,
+        attempt: u32,
+        step: crate::gang::GangStep,
     },
 }
 

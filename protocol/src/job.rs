@@ -141,6 +141,8 @@ pub enum JobError {
     Cycle(String),
     #[error("task {0:?}: a task needs at least one slot")]
     ZeroSlots(String),
+    #[error("task {0:?} asks for 0 instances; a task runs on at least one node")]
+    ZeroInstances(String),
     #[error("task sweep {id:?}: {reason}")]
     BadSweep { id: String, reason: String },
 }
@@ -330,6 +332,9 @@ impl JobSpec {
             }
             if spec.resources.slots == 0 {
                 return Err(JobError::ZeroSlots(spec.id.clone()));
+            }
+            if spec.resources.instances == 0 {
+                return Err(JobError::ZeroInstances(spec.id.clone()));
             }
         }
         let count = self.task_count();

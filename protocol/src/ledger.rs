@@ -10,6 +10,7 @@ use crate::codec;
 use crate::deps::DepGraph;
 use crate::event::{Claim, Event, EventBody, NodeInfo, SideResult, TaskResult};
 use crate::exit::{verdict, Verdict};
+use crate::gang::{GangFacts, GangView};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
@@ -53,6 +54,9 @@ struct TaskFacts {
     claims: Vec<(u32, NodeId)>,
     results: Vec<((u32, NodeId), TaskResult)>,
     reclaimed: Vec<u32>,
+    /// Attempts given back by their author; they count only when the
+    /// author holds the attempt's winning claim.
+    released: Vec<(u32, NodeId)>,
 }
 
 /// Adds `x` to a sorted list unless it is there already.
@@ -107,6 +111,8 @@ pub struct TaskView {
     pub node: Option<NodeId>,
     /// The canonical result, once there is one.
     pub result: Option<TaskResult>,
+    /// A running multi-instance task's gang, once its primary invited one.
+    pub gang: Option<GangView>,
 }
 
 /// What applying one event changed.
@@ -125,6 +131,8 @@ pub struct Ledger {
     jobs: BTreeMap<JobId, JobRecord>,
     cancelled: BTreeSet<JobId>,
     facts: BTreeMap<TaskRef, TaskFacts>,
+    /// Multi-instance tasks' gang steps (few tasks have any).
+    gangs: BTreeMap<TaskRef, GangFacts>,
     nodes: BTreeMap<NodeId, (u64, NodeInfo)>,
     packages: BTreeMap<(String, String), PackageRecord>,
     /// Jobs where some result's exit code says to fail the whole job.
@@ -245,6 +253,11 @@ impl Ledger {
         self.packages.values()
     }
 
+    /// A multi-instance task's gang steps, if it has any.
+    pub fn gang(&self, task: &TaskRef) -> Option<&GangFacts> {
+        self.gangs.get(task)
+    }
+
     pub fn package(&self, name: &str, version: &str) -> Option<&PackageRecord> {
         self.packages.get(&(name.to_string(), version.to_string()))
     }
@@ -342,6 +355,26 @@ impl Ledger {
                     );
                     touched.tasks.push(*task);
                 }
+            }
+            EventBody::Released { claims } => {
+                for Claim { task, attempt } in claims {
+                    insert_sorted(
+                        &mut self.facts.entry(*task).or_default().released,
+                        (*attempt, event.author),
+                    );
+                    touched.tasks.push(*task);
+                }
+            }
+            EventBody::Gang {
+                task,
+                attempt,
+                step,
+            } => {
+                self.gangs
+                    .entry(*task)
+                    .or_default()
+                    .insert(*attempt, event.author, step.clone());
+                touched.tasks.push(*task);
             }
             EventBody::NodeAnnounce { seq, info } => {
                 // Latest seq wins; equal seqs (never written by one honest node) tie on bytes.
@@ -506,6 +539,7 @@ impl Ledger {
         let job = self.jobs.get(&task.job)?;
         let template = job.spec.template(task.index)?;
         let (max_retries, rules) = (template.max_retries, &template.exit_codes);
+        let instances = template.resources.instances;
         let judged = |r: &TaskResult| verdict(&r.outcome, rules);
         let empty = TaskFacts::default();
         let facts = self.facts.get(&task).unwrap_or(&empty);
@@ -516,8 +550,17 @@ impl Ledger {
                 attempt,
                 node,
                 result,
+                gang: None,
             })
         };
+        // Attempts given back by their holder: closed, and not a try.
+        let released: Vec<u32> = facts
+            .released
+            .iter()
+            .filter(|(a, n)| winner(task, *a, &facts.claims) == Some(*n))
+            .map(|(a, _)| *a)
+            .collect();
+        let tries = |a: u32| a - released.partition_point(|r| *r < a) as u32;
         // Canonical result: the lowest (attempt, node) success…
         let success = facts
             .results
@@ -529,12 +572,12 @@ impl Ledger {
         // …else the lowest failure of an attempt that had no retry left, or
         // that its exit code says not to retry.
         let failure = facts.results.iter().find(|((a, _), r)| {
-            *a >= max_retries || matches!(judged(r), Verdict::FailTask | Verdict::FailJob)
+            tries(*a) >= max_retries || matches!(judged(r), Verdict::FailTask | Verdict::FailJob)
         });
         if let Some(((a, n), r)) = failure {
             return view(TaskState::Failed, *a, Some(*n), Some(r.clone()));
         }
-        if let Some(a) = facts.reclaimed.iter().find(|a| **a >= max_retries) {
+        if let Some(a) = facts.reclaimed.iter().find(|a| tries(**a) >= max_retries) {
             return view(TaskState::Failed, *a, winner(task, *a, &facts.claims), None);
         }
         let last = facts
@@ -543,11 +586,13 @@ impl Ledger {
             .map(|(a, _)| *a)
             .chain(facts.results.iter().map(|((a, _), _)| *a))
             .chain(facts.reclaimed.iter().copied())
+            .chain(facts.released.iter().map(|(a, _)| *a))
             .max();
         let (state, attempt, node) = match last {
             None => (TaskState::Pending, 0, None),
             Some(a) => {
                 let closed = facts.reclaimed.binary_search(&a).is_ok()
+                    || released.binary_search(&a).is_ok()
                     || facts.results.iter().any(|((ra, _), _)| *ra == a);
                 if closed {
                     (TaskState::Pending, a + 1, None)
@@ -562,7 +607,14 @@ impl Ledger {
         if self.failed_jobs.contains(&task.job) {
             return view(TaskState::Skipped, attempt, node, None);
         }
-        view(state, attempt, node, None)
+        let gang = match (state, node, self.gangs.get(&task)) {
+            (TaskState::Running, Some(primary), Some(g)) => g.view(attempt, primary, instances),
+            _ => None,
+        };
+        Some(TaskView {
+            gang,
+            ..view(state, attempt, node, None)?
+        })
     }
 
     /// Every task of a job, in index order.

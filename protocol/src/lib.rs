@@ -14,6 +14,7 @@ pub mod deps;
 pub mod event;
 pub mod exit;
 pub mod files;
+pub mod gang;
 pub mod hrw;
 pub mod ids;
 pub mod job;

@@ -16,6 +16,9 @@ pub struct Resources {
     pub gpus: u32,
     /// Labels the node must carry, `key=value` each.
     pub constraints: Vec<(String, String)>,
+    /// Distinct nodes the task runs on at once (a multi-instance task's
+    /// gang; 1 for an ordinary task). Each of them must fit the rest.
+    pub instances: u32,
 }
 
 impl Default for Resources {
@@ -25,6 +28,7 @@ impl Default for Resources {
             memory_mb: 0,
             gpus: 0,
             constraints: Vec::new(),
+            instances: 1,
         }
     }
 }
@@ -109,17 +113,25 @@ pub fn unschedulable<'a>(
     nodes: impl IntoIterator<Item = &'a NodeInfo>,
 ) -> Option<String> {
     let mut reason = None;
-    let mut count = 0;
+    let (mut count, mut fit) = (0, 0);
     for info in nodes {
         count += 1;
         match r.misfit(info) {
-            None => return None,
+            None => fit += 1,
             Some(why) => {
                 reason.get_or_insert(why);
             }
         }
     }
+    let wanted = r.instances.max(1);
     match reason {
+        _ if fit >= wanted => None,
+        _ if fit > 0 || (wanted > 1 && reason.is_none()) => Some(format!(
+            "needs {wanted} nodes at once, {fit} of {count} fit{}",
+            reason
+                .map(|why| format!(" (another {why})"))
+                .unwrap_or_default()
+        )),
         Some(why) if count == 1 => Some(format!("no node fits: {why}")),
         Some(why) => Some(format!("none of {count} nodes fits (e.g. {why})")),
         None => None,

@@ -5,7 +5,8 @@ use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::{
     codec, hrw, Action, Command, Config, Core, EventBody, Identity, JobId, JobSpec, MemStore,
-    Message, Millis, NodeId, NodeInfo, Outcome, TaskRef, TaskResult, TaskSpec, TaskState, Transmit,
+    Message, Millis, NodeId, NodeInfo, Outcome, TaskGroup, TaskRef, TaskResult, TaskSpec,
+    TaskState, Transmit,
 };
 
 struct Node {
@@ -708,4 +709,167 @@ fn jobs_of_equal_priority_take_turns_task_by_task() {
         big_done <= 3,
         "the small job waited for {big_done} tasks of the big one"
     );
+}
+
+/// Delivers everything the nodes send to every other node, at `now`, until
+/// nothing more is sent.
+fn settle(nodes: &mut [Node], now: u64) {
+    let sent = (0..nodes.len()).map(|i| (i, nodes[i].pump())).collect();
+    spread(nodes, now, sent);
+}
+
+/// Delivers `sent` (by sender) and whatever it makes the nodes send, to
+/// every other node, until nothing more is sent.
+fn spread(nodes: &mut [Node], now: u64, sent: Vec<(usize, Vec<Transmit>)>) {
+    let mut queue = sent;
+    while let Some((from, sent)) = queue.pop() {
+        if sent.is_empty() {
+            continue;
+        }
+        for to in 0..nodes.len() {
+            if to == from {
+                continue;
+            }
+            let (a, b) = if from < to {
+                let (l, r) = nodes.split_at_mut(to);
+                (&l[from], &mut r[0])
+            } else {
+                let (l, r) = nodes.split_at_mut(from);
+                (&r[0], &mut l[to])
+            };
+            let more = deliver(now, a, &sent, b);
+            queue.push((to, more));
+        }
+    }
+}
+
+/// Five one-slot nodes that have all heard from each other.
+fn five_nodes() -> Vec<Node> {
+    let mut nodes: Vec<Node> = (1..=5).map(|s| Node::new(s, Config::default())).collect();
+    for n in nodes.iter_mut() {
+        n.core.handle_timeout(Millis(0));
+    }
+    settle(&mut nodes, 0);
+    nodes
+}
+
+fn gang_job(node: &mut Node, now: u64, instances: u32, max_retries: u32) -> TaskRef {
+    let mut t = TaskSpec::new("mpi", Command::Argv(vec!["true".into()]), max_retries);
+    t.resources.instances = instances;
+    let (job, _) = node
+        .core
+        .submit(
+            Millis(now),
+            JobSpec::new("gang", vec![TaskGroup::One(t)]),
+            now,
+        )
+        .expect("a valid job");
+    task(job, 0)
+}
+
+/// Every node's gang starts: (node, rank, hosts).
+fn gang_runs(nodes: &[Node]) -> Vec<(NodeId, u32, Vec<NodeId>)> {
+    let mut runs = Vec::new();
+    for n in nodes {
+        for a in &n.actions {
+            if let Action::Run {
+                gang: Some(place), ..
+            } = a
+            {
+                runs.push((n.id(), place.rank, place.hosts.clone()));
+            }
+        }
+    }
+    runs.sort_by_key(|(_, rank, _)| *rank);
+    runs
+}
+
+#[test]
+fn a_gang_starts_on_distinct_nodes_at_once_and_the_primary_exit_is_the_tasks() {
+    let mut nodes = five_nodes();
+    let t = gang_job(&mut nodes[0], 10, 4, 0);
+    settle(&mut nodes, 10);
+    for step in 1..10 {
+        for n in nodes.iter_mut() {
+            n.core.handle_timeout(Millis(10 + step * 25));
+        }
+        settle(&mut nodes, 10 + step * 25);
+    }
+    let runs = gang_runs(&nodes);
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    let hosts = &runs[0].2;
+    let mut distinct = hosts.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4);
+    for (rank, (node, r, h)) in runs.iter().enumerate() {
+        assert_eq!((*r as usize, h), (rank, hosts));
+        assert_eq!(hosts[rank], *node);
+    }
+    let primary = nodes.iter().position(|n| n.id() == hosts[0]).unwrap();
+    let secondary = nodes.iter().position(|n| n.id() == hosts[1]).unwrap();
+    // A secondary's own exit code is not the task's.
+    let sent = nodes[secondary].exit(300, t, 0, Outcome::Exited(5));
+    spread(&mut nodes, 300, vec![(secondary, sent)]);
+    assert_eq!(state(&nodes[primary], t).0, TaskState::Running);
+    let sent = nodes[primary].exit(310, t, 0, Outcome::Exited(0));
+    spread(&mut nodes, 310, vec![(primary, sent)]);
+    for n in &nodes {
+        assert_eq!(state(n, t).0, TaskState::Succeeded);
+    }
+    let others = hosts[2..]
+        .iter()
+        .map(|h| nodes.iter().find(|n| n.id() == *h).unwrap());
+    for n in others {
+        assert_eq!(n.kills(), vec![(t, 0)], "the other instances are stopped");
+    }
+}
+
+#[test]
+fn a_gang_larger_than_the_mesh_is_never_claimed() {
+    let mut nodes = five_nodes();
+    let t = gang_job(&mut nodes[0], 10, 6, 0);
+    for step in 0..10 {
+        for n in nodes.iter_mut() {
+            n.core.handle_timeout(Millis(10 + step * 25));
+        }
+        settle(&mut nodes, 10 + step * 25);
+    }
+    assert!(gang_runs(&nodes).is_empty());
+    for n in &nodes {
+        assert_eq!(state(n, t), (TaskState::Pending, 0, None));
+    }
+}
+
+#[test]
+fn a_declined_gang_is_given_back_without_using_a_retry_and_forms_later() {
+    let mut nodes = five_nodes();
+    // Every node but the submitter stops claiming (locally, unannounced):
+    // the submitter claims, and its invitees decline.
+    for n in nodes.iter_mut().skip(1) {
+        n.core.set_paused(Millis(5), true);
+    }
+    let t = gang_job(&mut nodes[0], 10, 3, 0);
+    settle(&mut nodes, 10);
+    for step in 1..20 {
+        for n in nodes.iter_mut() {
+            n.core.handle_timeout(Millis(10 + step * 50));
+        }
+        settle(&mut nodes, 10 + step * 50);
+    }
+    assert!(gang_runs(&nodes).is_empty());
+    let (s, attempt, _) = state(&nodes[0], t);
+    assert!(attempt >= 1, "the declined attempt was given back");
+    assert_ne!(s, TaskState::Failed, "max_retries 0, yet not failed");
+    for n in nodes.iter_mut().skip(1) {
+        n.core.set_paused(Millis(1000), false);
+    }
+    for step in 0..100 {
+        for n in nodes.iter_mut() {
+            n.core.handle_timeout(Millis(1000 + step * 50));
+        }
+        settle(&mut nodes, 1000 + step * 50);
+    }
+    let runs = gang_runs(&nodes);
+    assert_eq!(runs.len(), 3, "{runs:?}");
 }
