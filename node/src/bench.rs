@@ -47,6 +47,10 @@ pub struct TaskOpts {
     /// one before, and compare it with the independent run.
     #[arg(long, default_value_t = 0)]
     pub chain: usize,
+    /// Also time gang starts of a task with this many instances (needs as
+    /// many nodes): submit until every instance runs.
+    #[arg(long, default_value_t = 0)]
+    pub gang: u32,
 }
 
 /// A job of `n` `true` tasks where each depends on the one before.
@@ -262,5 +266,49 @@ fn tasks(opts: TaskOpts) -> Result<()> {
             (total as f64 / last.as_secs_f64()) / rate
         );
     }
+    if opts.gang > 0 {
+        gang_latency(&clients, opts.gang, opts.latency_samples)?;
+    }
+    Ok(())
+}
+
+/// Submit to gang start of an `instances`-instance task, `samples` times:
+/// each instance prints its start time (the primary then waits a second,
+/// so that the others' exits are recorded before its end stops them).
+fn gang_latency(clients: &[Client], instances: u32, samples: usize) -> Result<()> {
+    let mut all_running = Vec::new();
+    let mut first_running = Vec::new();
+    for i in 0..samples {
+        let client = &clients[i % clients.len()];
+        let script = "date +%s%N; [ \"$PEERBATCH_RANK\" = 0 ] && sleep 1; true";
+        let mut t = TaskSpec::new("gang", Command::Shell(script.into()), 0);
+        t.resources.instances = instances;
+        let spec = serde_json::to_value(JobSpec::new("gang", vec![TaskGroup::One(t)]))?;
+        let before = wall_ns();
+        let r = client.post("/v1/jobs", &spec)?;
+        let id = s(&r["job_id"]);
+        while done_on(client, &id)? < 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut starts = Vec::new();
+        for rank in 0..instances {
+            let out = client.get_bytes(&format!("/v1/jobs/{id}/tasks/gang/log?rank={rank}"))?;
+            let started: u128 = String::from_utf8_lossy(&out)
+                .trim()
+                .parse()
+                .with_context(|| format!("instance {rank} printed no time"))?;
+            starts.push(started.saturating_sub(before) as f64 / 1e6);
+        }
+        all_running.push(starts.iter().cloned().fold(0.0, f64::max));
+        first_running.push(starts.iter().cloned().fold(f64::INFINITY, f64::min));
+    }
+    println!(
+        "gang of {instances}: submit -> every instance running: median {:.1} ms (min {:.1}, max {:.1}); -> first instance: median {:.1} ms ({} samples)",
+        median(all_running.clone()),
+        all_running.iter().cloned().fold(f64::INFINITY, f64::min),
+        all_running.iter().cloned().fold(0.0, f64::max),
+        median(first_running),
+        all_running.len()
+    );
     Ok(())
 }
