@@ -873,3 +873,33 @@ fn a_declined_gang_is_given_back_without_using_a_retry_and_forms_later() {
     let runs = gang_runs(&nodes);
     assert_eq!(runs.len(), 3, "{runs:?}");
 }
+
+#[test]
+fn requeued_attempts_go_back_to_the_mesh_without_using_a_retry() {
+    let (mut a, t) = a_lone_node_running_one_task();
+    // Two releases on a task with 2 retries: still not failed.
+    for round in 0..2u32 {
+        let now = 100 + u64::from(round) * 100;
+        a.actions.clear();
+        a.core.set_draining(Millis(now), true);
+        a.core.requeue_local(Millis(now));
+        a.timeout(now + 50);
+        assert_eq!(state(&a, t), (TaskState::Pending, round + 1, None));
+        assert!(a.kills().contains(&(t, round)), "the process is stopped");
+        a.exit(now + 55, t, round, Outcome::Signaled(9));
+        a.actions.clear();
+        a.core.set_draining(Millis(now + 60), false);
+        run_timers_until_a_start(&mut a, now + 60);
+        assert_eq!(state(&a, t).0, TaskState::Running);
+    }
+    // Three real failures end it, as for a task never given back.
+    for attempt in 2..5u32 {
+        let now = 400 + u64::from(attempt) * 100;
+        a.actions.clear();
+        a.exit(now, t, attempt, Outcome::Exited(1));
+        if attempt < 4 {
+            run_timers_until_a_start(&mut a, now);
+        }
+    }
+    assert_eq!(state(&a, t).0, TaskState::Failed);
+}
