@@ -169,8 +169,11 @@ struct Local {
     /// This node's rank in the attempt's gang, for a multi-instance task
     /// (0: the primary, whose claim it is).
     rank: Option<u32>,
-    /// The primary invited its gang.
-    invited: bool,
+    /// The gang round this node invited (primary) or joined (member).
+    round: Option<u32>,
+    /// A primary whose round was declined (or that found too few nodes
+    /// with room) invites again at this time.
+    reinvite_at: Option<Millis>,
 }
 
 /// Claim queue order: higher priority first; among equal priority, jobs
@@ -208,9 +211,8 @@ pub struct Core<S> {
     waiting: VecDeque<TaskRef>,
     /// Gang tasks whose invite names this node, to answer.
     invites: BTreeSet<TaskRef>,
-    /// Gang tasks whose attempt was given back: not claimed here before
-    /// the time, which doubles with each give-back (see `gangs`).
-    gang_holds: BTreeMap<TaskRef, (Millis, u32)>,
+    /// When the first primary here invites its gang again.
+    gang_wake: Option<Millis>,
     running: u32,
     /// Slots, memory and GPUs the running attempts take.
     in_use: Amount,
@@ -218,7 +220,6 @@ pub struct Core<S> {
     out_claims: Vec<Claim>,
     out_results: Vec<TaskResult>,
     out_reclaims: BTreeSet<Claim>,
-    out_releases: BTreeSet<Claim>,
     announce_due: bool,
     batch_due: Option<Millis>,
     last_batch: Option<Millis>,
@@ -270,14 +271,13 @@ impl<S: EventStore> Core<S> {
             local: BTreeMap::new(),
             waiting: VecDeque::new(),
             invites: BTreeSet::new(),
-            gang_holds: BTreeMap::new(),
+            gang_wake: None,
             running: 0,
             in_use: Amount::default(),
             avg_task_ms: None,
             out_claims: Vec::new(),
             out_results: Vec::new(),
             out_reclaims: BTreeSet::new(),
-            out_releases: BTreeSet::new(),
             announce_due: true,
             batch_due: None,
             last_batch: None,
@@ -537,7 +537,7 @@ impl<S: EventStore> Core<S> {
                 attempt: l.attempt,
             })
             .collect();
-        self.out_releases.extend(mine);
+        self.out_reclaims.extend(mine);
         self.mark_batch(now);
         self.after_input(now);
     }
@@ -789,8 +789,8 @@ impl<S: EventStore> Core<S> {
         if let Some(at) = self.steal_at {
             next = next.min(at);
         }
-        if let Some((at, _)) = self.gang_holds.values().min() {
-            next = next.min(*at);
+        if let Some(at) = self.gang_wake {
+            next = next.min(at);
         }
         Some(next)
     }
@@ -914,8 +914,7 @@ impl<S: EventStore> Core<S> {
         if self.batch_due.is_none()
             && !(self.out_claims.is_empty()
                 && self.out_results.is_empty()
-                && self.out_reclaims.is_empty()
-                && self.out_releases.is_empty())
+                && self.out_reclaims.is_empty())
         {
             let earliest = self.last_batch.map_or(now, |t| t.plus(self.cfg.batch_ms));
             self.batch_due = Some(earliest.max(now));
@@ -981,15 +980,6 @@ impl<S: EventStore> Core<S> {
             self.publish(
                 now,
                 EventBody::Reclaimed {
-                    claims: chunk.to_vec(),
-                },
-            );
-        }
-        let releases: Vec<Claim> = std::mem::take(&mut self.out_releases).into_iter().collect();
-        for chunk in releases.chunks(MAX_CLAIMS_PER_EVENT) {
-            self.publish(
-                now,
-                EventBody::Released {
                     claims: chunk.to_vec(),
                 },
             );
@@ -1123,8 +1113,13 @@ impl<S: EventStore> Core<S> {
         if let Some(local) = self.local.get(&task).copied() {
             let lost = match (view.state, local.rank) {
                 (TaskState::Running, Some(rank)) if rank > 0 => {
-                    let place = view.gang.as_ref().and_then(|g| g.hosts.get(rank as usize));
-                    view.attempt != local.attempt || place != Some(&self.me)
+                    // Dropped when its round is replaced or declined.
+                    let joined = view.gang.as_ref().is_some_and(|g| {
+                        Some(g.round) == local.round
+                            && !g.declined
+                            && g.hosts.get(rank as usize) == Some(&self.me)
+                    });
+                    view.attempt != local.attempt || !joined
                 }
                 (TaskState::Pending, _) => view.attempt > local.attempt,
                 (TaskState::Running, _) => {
@@ -1174,14 +1169,13 @@ impl<S: EventStore> Core<S> {
             .gang
             .as_ref()
             .is_some_and(|g| g.hosts[1..].contains(&self.me));
-        let gang_changed = view.gang.is_some();
-        self.hold_gang(now, task, old_state, &view);
+        let declined = view.gang.as_ref().is_some_and(|g| g.declined);
         self.views.insert(task, view);
         if invited {
             self.invites.insert(task);
         }
-        if gang_changed {
-            self.release_declined(now, task);
+        if declined {
+            self.invite_again(now, task);
         }
         Some(old_state)
     }
@@ -1397,8 +1391,7 @@ impl<S: EventStore> Core<S> {
             let r = self.resources_of(task);
             let need = r.amount();
             let gang = r.instances > 1;
-            let held = self.gang_holds.get(&task).is_some_and(|(at, _)| *at > now);
-            if gang && (held || !self.gang_can_form(task, attempt, &r)) {
+            if gang && !self.gang_can_form(task, attempt, &r) {
                 passed.insert(task);
                 continue;
             }
@@ -1422,7 +1415,8 @@ impl<S: EventStore> Core<S> {
                     killed: false,
                     need,
                     rank: gang.then_some(0),
-                    invited: false,
+                    round: None,
+                    reinvite_at: None,
                 },
             );
             self.waiting.push_back(task);
@@ -1456,8 +1450,9 @@ impl<S: EventStore> Core<S> {
 
     /// Starts claimed tasks whose claim is durable, in claim order, while
     /// their slots, memory and GPUs are free.
-    /// A gang instance starts once its gang has formed, into the room it
-    /// kept; other tasks start into room no gang instance keeps.
+    /// A gang instance starts once its gang has formed and its room is
+    /// free (a primary may have lent its room to another gang while it
+    /// recruited); other tasks start into room no gang instance keeps.
     fn start_ready(&mut self) {
         let limit = self.limit();
         loop {
@@ -1469,7 +1464,11 @@ impl<S: EventStore> Core<S> {
             }
             let Some(pos) = self.waiting.iter().position(|t| {
                 self.local.get(t).is_some_and(|l| match l.rank {
-                    Some(_) => l.published && self.gang_formed(*t, l.attempt),
+                    Some(_) => {
+                        l.published
+                            && self.gang_formed(*t, l.attempt)
+                            && self.in_use.room_for(l.need, limit)
+                    }
                     None => l.published && taken.room_for(l.need, limit),
                 })
             }) else {
@@ -1554,10 +1553,11 @@ impl<S: EventStore> Core<S> {
     }
 }
 
-/// The nodes a running task occupies: its runner, or its gang's hosts.
+/// The nodes a running task occupies: its runner (a gang's primary while
+/// it recruits), or its formed gang's hosts.
 fn hosts_of(view: &TaskView) -> &[NodeId] {
     match &view.gang {
-        Some(g) => &g.hosts,
-        None => view.node.as_slice(),
+        Some(g) if g.formed => &g.hosts,
+        _ => view.node.as_slice(),
     }
 }

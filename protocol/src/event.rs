@@ -144,12 +144,6 @@ pub enum EventBody {
         blob: BlobId,
         added_ms: u64,
     },
-    /// Attempts their holder gives back without them counting as a try
-    /// (a node leaving its availability window with `--on-leave requeue`,
-    /// a gang that could not form); each makes the next attempt claimable.
-    Released {
-        claims: Vec<Claim>,
-    },
     /// One step of forming a multi-instance task's gang for an attempt.
     Gang {
         task: TaskRef,

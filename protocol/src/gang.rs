@@ -3,10 +3,11 @@
 //! A task with `instances = N` runs as N processes on N distinct nodes at
 //! once. The attempt's claim winner is the primary (rank 0); it invites
 //! N − 1 other nodes, each answers `Join` (keeping room for its instance)
-//! or `Decline`, and the gang has formed once every invited node joined.
-//! Every member starts its process when it sees that; the primary's exit
-//! is the task's result. A gang that cannot form is given back by its
-//! primary (`Released`, which does not count as a try).
+//! or `Decline`, and the gang has formed once every node of the invite
+//! joined. Every member starts its process when it sees that; the
+//! primary's exit is the task's result. When a node declines, the primary
+//! keeps its claim and invites again (a new round, after a pause), so a
+//! gang that is slow to form costs no retry.
 //!
 //! Owns the steps, the per-task record of them and the formation rule (a
 //! pure function of the set of steps), and how a primary picks its hosts.
@@ -19,13 +20,13 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum GangStep {
-    /// From the attempt's primary: the gang's nodes in rank order, the
-    /// primary first.
-    Invite { hosts: Vec<NodeId> },
-    /// The author takes its rank and keeps room for its instance.
-    Join,
-    /// The author has no room: this attempt's gang cannot form.
-    Decline,
+    /// From the attempt's primary: round `round`'s nodes in rank order,
+    /// the primary first. A new round replaces the one before.
+    Invite { round: u32, hosts: Vec<NodeId> },
+    /// The author takes its rank in `round` and keeps room for it.
+    Join { round: u32 },
+    /// The author has no room: `round` cannot form.
+    Decline { round: u32 },
     /// The author's instance (rank > 0) ended.
     Exited { result: TaskResult },
 }
@@ -38,14 +39,16 @@ pub struct GangPlace {
     pub hosts: Vec<NodeId>,
 }
 
-/// A running attempt's gang as the ledger shows it.
+/// A running attempt's gang as the ledger shows it: the primary's latest
+/// round.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GangView {
+    pub round: u32,
     /// Rank order; the primary first.
     pub hosts: Vec<NodeId>,
     /// Every invited node joined: the instances start.
     pub formed: bool,
-    /// An invited node declined: this attempt's gang cannot form.
+    /// An invited node declined: this round cannot form.
     pub declined: bool,
 }
 
@@ -70,22 +73,32 @@ impl GangFacts {
             .take_while(move |(a, _, _)| *a == attempt)
     }
 
-    /// The gang of `attempt` as its primary `winner` invited it, if it
-    /// did with `instances` distinct hosts and itself first (of two such
-    /// invites, which an honest primary never sends, the smaller counts).
+    /// The gang of `attempt` as its primary `winner` last invited it: the
+    /// highest round with `instances` distinct hosts and itself first (of
+    /// two invites of one round, which an honest primary never sends, the
+    /// smaller counts). A primary invites again only after a decline, so
+    /// a round that formed stays the last.
     pub fn view(&self, attempt: u32, winner: NodeId, instances: u32) -> Option<GangView> {
-        let hosts = self.of(attempt).find_map(|(_, author, step)| match step {
-            GangStep::Invite { hosts } if *author == winner && valid(hosts, winner, instances) => {
-                Some(hosts)
-            }
-            _ => None,
-        })?;
-        let declined = hosts.iter().any(|h| self.declined(attempt, h));
+        let (round, hosts) = self
+            .of(attempt)
+            .filter_map(|(_, author, step)| match step {
+                GangStep::Invite { round, hosts }
+                    if *author == winner && valid(hosts, winner, instances) =>
+                {
+                    Some((*round, hosts))
+                }
+                _ => None,
+            })
+            .reduce(|best, next| if next.0 > best.0 { next } else { best })?;
+        let declined = hosts
+            .iter()
+            .any(|h| self.said_by(attempt, h, |s| *s == GangStep::Decline { round }));
         let formed = !declined
             && hosts[1..]
                 .iter()
-                .all(|h| self.said_by(attempt, h, |s| *s == GangStep::Join));
+                .all(|h| self.said_by(attempt, h, |s| *s == GangStep::Join { round }));
         Some(GangView {
+            round,
             hosts: hosts.clone(),
             formed,
             declined,
@@ -98,16 +111,11 @@ impl GangFacts {
             .any(|(_, author, step)| author == node && what(step))
     }
 
-    /// Whether `node` answered an invite for `attempt` (joined or declined).
-    pub fn answered(&self, attempt: u32, node: &NodeId) -> bool {
+    /// Whether `node` answered round `round` of `attempt`'s invites.
+    pub fn answered(&self, attempt: u32, round: u32, node: &NodeId) -> bool {
         self.said_by(attempt, node, |s| {
-            matches!(s, GangStep::Join | GangStep::Decline)
+            *s == GangStep::Join { round } || *s == GangStep::Decline { round }
         })
-    }
-
-    /// Whether `node` declined to join `attempt`'s gang.
-    pub fn declined(&self, attempt: u32, node: &NodeId) -> bool {
-        self.said_by(attempt, node, |s| *s == GangStep::Decline)
     }
 
     /// Whether `node`'s instance of `attempt` reported its end.
@@ -188,18 +196,19 @@ mod tests {
         index: 0,
     };
 
+    fn invite(round: u32, hosts: &[u8]) -> GangStep {
+        GangStep::Invite {
+            round,
+            hosts: hosts.iter().map(|b| node(*b)).collect(),
+        }
+    }
+
     #[test]
     fn a_gang_forms_when_every_invited_node_joined_in_any_order() {
-        let hosts = vec![node(1), node(2), node(3)];
         let steps = [
-            (
-                node(1),
-                GangStep::Invite {
-                    hosts: hosts.clone(),
-                },
-            ),
-            (node(3), GangStep::Join),
-            (node(2), GangStep::Join),
+            (node(1), invite(0, &[1, 2, 3])),
+            (node(3), GangStep::Join { round: 0 }),
+            (node(2), GangStep::Join { round: 0 }),
         ];
         for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
             let mut facts = GangFacts::default();
@@ -215,40 +224,37 @@ mod tests {
     #[test]
     fn invites_from_anyone_but_the_winner_or_of_the_wrong_size_do_not_count() {
         let mut facts = GangFacts::default();
-        let hosts = vec![node(2), node(1)];
-        facts.insert(0, node(2), GangStep::Invite { hosts });
+        facts.insert(0, node(2), invite(0, &[2, 1]));
         assert_eq!(facts.view(0, node(1), 2), None, "not from the winner");
-        facts.insert(
-            0,
-            node(1),
-            GangStep::Invite {
-                hosts: vec![node(1), node(1)],
-            },
-        );
+        facts.insert(0, node(1), invite(0, &[1, 1]));
         assert_eq!(facts.view(0, node(1), 2), None, "a host twice");
-        facts.insert(
-            0,
-            node(1),
-            GangStep::Invite {
-                hosts: vec![node(1), node(2)],
-            },
-        );
+        facts.insert(0, node(1), invite(0, &[1, 2]));
         assert_eq!(facts.view(0, node(1), 3), None, "too few hosts");
         assert!(facts.view(0, node(1), 2).is_some());
         assert!(facts.view(1, node(1), 2).is_none(), "another attempt");
     }
 
     #[test]
-    fn one_decline_keeps_the_gang_from_forming() {
+    fn a_decline_stops_a_round_and_the_next_round_can_form() {
         let mut facts = GangFacts::default();
-        let hosts = vec![node(1), node(2), node(3)];
-        facts.insert(0, node(1), GangStep::Invite { hosts });
-        facts.insert(0, node(2), GangStep::Join);
-        facts.insert(0, node(3), GangStep::Decline);
-        facts.insert(0, node(3), GangStep::Join);
+        facts.insert(0, node(1), invite(0, &[1, 2, 3]));
+        facts.insert(0, node(2), GangStep::Join { round: 0 });
+        facts.insert(0, node(3), GangStep::Decline { round: 0 });
         let gang = facts.view(0, node(1), 3).unwrap();
         assert!(!gang.formed && gang.declined);
-        assert!(facts.answered(0, &node(2)) && !facts.answered(0, &node(1)));
+        assert!(facts.answered(0, 0, &node(2)) && !facts.answered(0, 1, &node(2)));
+        facts.insert(0, node(1), invite(1, &[1, 2, 4]));
+        facts.insert(0, node(4), GangStep::Join { round: 1 });
+        let gang = facts.view(0, node(1), 3).unwrap();
+        assert_eq!(
+            (gang.round, gang.formed),
+            (1, false),
+            "node 2's join was for round 0"
+        );
+        facts.insert(0, node(2), GangStep::Join { round: 1 });
+        let gang = facts.view(0, node(1), 3).unwrap();
+        assert!(gang.formed && !gang.declined);
+        assert_eq!(gang.hosts, vec![node(1), node(2), node(4)]);
     }
 
     #[test]

@@ -54,9 +54,6 @@ struct TaskFacts {
     claims: Vec<(u32, NodeId)>,
     results: Vec<((u32, NodeId), TaskResult)>,
     reclaimed: Vec<u32>,
-    /// Attempts given back by their author; they count only when the
-    /// author holds the attempt's winning claim.
-    released: Vec<(u32, NodeId)>,
 }
 
 /// Adds `x` to a sorted list unless it is there already.
@@ -356,15 +353,6 @@ impl Ledger {
                     touched.tasks.push(*task);
                 }
             }
-            EventBody::Released { claims } => {
-                for Claim { task, attempt } in claims {
-                    insert_sorted(
-                        &mut self.facts.entry(*task).or_default().released,
-                        (*attempt, event.author),
-                    );
-                    touched.tasks.push(*task);
-                }
-            }
             EventBody::Gang {
                 task,
                 attempt,
@@ -553,14 +541,6 @@ impl Ledger {
                 gang: None,
             })
         };
-        // Attempts given back by their holder: closed, and not a try.
-        let released: Vec<u32> = facts
-            .released
-            .iter()
-            .filter(|(a, n)| winner(task, *a, &facts.claims) == Some(*n))
-            .map(|(a, _)| *a)
-            .collect();
-        let tries = |a: u32| a - released.partition_point(|r| *r < a) as u32;
         // Canonical result: the lowest (attempt, node) success…
         let success = facts
             .results
@@ -572,12 +552,12 @@ impl Ledger {
         // …else the lowest failure of an attempt that had no retry left, or
         // that its exit code says not to retry.
         let failure = facts.results.iter().find(|((a, _), r)| {
-            tries(*a) >= max_retries || matches!(judged(r), Verdict::FailTask | Verdict::FailJob)
+            *a >= max_retries || matches!(judged(r), Verdict::FailTask | Verdict::FailJob)
         });
         if let Some(((a, n), r)) = failure {
             return view(TaskState::Failed, *a, Some(*n), Some(r.clone()));
         }
-        if let Some(a) = facts.reclaimed.iter().find(|a| tries(**a) >= max_retries) {
+        if let Some(a) = facts.reclaimed.iter().find(|a| **a >= max_retries) {
             return view(TaskState::Failed, *a, winner(task, *a, &facts.claims), None);
         }
         let last = facts
@@ -586,13 +566,11 @@ impl Ledger {
             .map(|(a, _)| *a)
             .chain(facts.results.iter().map(|((a, _), _)| *a))
             .chain(facts.reclaimed.iter().copied())
-            .chain(facts.released.iter().map(|(a, _)| *a))
             .max();
         let (state, attempt, node) = match last {
             None => (TaskState::Pending, 0, None),
             Some(a) => {
                 let closed = facts.reclaimed.binary_search(&a).is_ok()
-                    || released.binary_search(&a).is_ok()
                     || facts.results.iter().any(|((ra, _), _)| *ra == a);
                 if closed {
                     (TaskState::Pending, a + 1, None)

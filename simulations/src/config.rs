@@ -35,6 +35,9 @@ pub struct SimConfig {
     pub trace: bool,
     /// Protocol tunables of every node.
     pub core: Config,
+    /// The first job's tasks are multi-instance tasks of this many
+    /// instances (0 or 1: ordinary tasks). At most `nodes`.
+    pub gang: u32,
 }
 
 /// What goes wrong in a run; the default is nothing.
@@ -89,6 +92,7 @@ impl Default for SimConfig {
             check_every_step: false,
             trace: false,
             core: Config::default(),
+            gang: 0,
         }
     }
 }
@@ -172,6 +176,15 @@ impl SimConfig {
                 slots: rng.gen_range(1..=4),
                 ..Config::default()
             },
+            // Its own stream: the draws above stay what they were.
+            gang: {
+                let mut g = Stream::Gang.rng(seed);
+                if nodes <= 40 && g.gen_bool(0.3) {
+                    g.gen_range(2..=nodes.min(5) as u32)
+                } else {
+                    0
+                }
+            },
         };
         cfg.checked_per_step_if_small()
     }
@@ -223,6 +236,9 @@ impl SimConfig {
         if self.delay_ms.0 > self.delay_ms.1 {
             return Err("--delay-ms needs MIN <= MAX".into());
         }
+        if self.gang as usize > self.nodes {
+            return Err("--gang needs at most --nodes instances".into());
+        }
         Ok(())
     }
 }
@@ -235,7 +251,7 @@ impl fmt::Display for SimConfig {
             "--seed {} --nodes {} --tasks {} --jobs {} --max-retries {} --fail {} \
              --task-ms {}-{} --cancels {} --loss {} --dup {} --reorder {} --reorder-ms {} \
              --delay-ms {}-{} --partitions {} --crashes {} --wipes {} --clock-jumps {} \
-             --skew-ppm {} --flush-ms {} --fault-window-ms {} --slots {}{}",
+             --skew-ppm {} --flush-ms {} --fault-window-ms {} --slots {} --gang {}{}",
             self.seed,
             self.nodes,
             self.tasks,
@@ -259,6 +275,7 @@ impl fmt::Display for SimConfig {
             self.faults.flush_ms,
             self.fault_window_ms,
             self.core.slots,
+            self.gang,
             if self.check_every_step {
                 " --check-every-step"
             } else {

@@ -86,7 +86,8 @@ pub struct Report {
     pub events: usize,
     /// Attempts started on all nodes (the cores' counters, summed).
     pub attempts_started: u64,
-    /// Tasks that were started at least once.
+    /// Tasks (each instance of a multi-instance task counted apart) that
+    /// were started at least once.
     pub tasks_started: u64,
     /// Starts of an attempt number some node had already started.
     pub same_attempt_starts: u64,

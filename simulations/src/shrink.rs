@@ -68,10 +68,18 @@ fn shrink_with(
 fn smaller(c: &SimConfig) -> Vec<SimConfig> {
     let mut out = Vec::new();
     let mut push = |next: SimConfig| {
+        let next = SimConfig {
+            gang: next.gang.min(next.nodes as u32),
+            ..next
+        };
         if next.to_string() != c.to_string() {
             out.push(next.checked_per_step_if_small());
         }
     };
+    push(SimConfig {
+        gang: 0,
+        ..c.clone()
+    });
     push(SimConfig {
         nodes: (c.nodes / 2).max(3).min(c.nodes),
         ..c.clone()

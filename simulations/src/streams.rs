@@ -24,6 +24,8 @@ pub enum Stream {
     Faults,
     /// Flush delays of writes.
     Disk,
+    /// Whether (and how wide) the run's multi-instance tasks are.
+    Gang,
 }
 
 impl Stream {

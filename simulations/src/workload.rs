@@ -18,11 +18,14 @@ pub struct JobPlan {
     pub priority: i32,
     pub submit_at: u64,
     pub cancel_at: Option<u64>,
+    /// Instances of each task (1: ordinary tasks).
+    pub instances: u32,
 }
 
 impl JobPlan {
     pub fn spec(&self, number: usize) -> JobSpec {
-        let template = TaskSpec::new("t", Command::Argv(vec!["true".into()]), self.max_retries);
+        let mut template = TaskSpec::new("t", Command::Argv(vec!["true".into()]), self.max_retries);
+        template.resources.instances = self.instances;
         let mut spec = JobSpec::array(
             format!("sim-{number}"),
             template,
@@ -37,6 +40,7 @@ impl JobPlan {
 /// The jobs of a run: tasks split at random (each job gets at least one),
 /// submitted in the first half of the fault window; the first `cancels`
 /// jobs are cancelled some time after their submit, within the window.
+/// The first job's tasks are multi-instance tasks when `cfg.gang` > 1.
 pub fn plan(cfg: &SimConfig) -> Vec<JobPlan> {
     let mut rng = Stream::Workload.rng(cfg.seed);
     let jobs = cfg.jobs.clamp(1, cfg.tasks);
@@ -62,6 +66,7 @@ pub fn plan(cfg: &SimConfig) -> Vec<JobPlan> {
                 priority: rng.gen_range(-2..=2),
                 submit_at,
                 cancel_at: cancel.then(|| submit_at + rng.gen_range(1..=window)),
+                instances: if i == 0 { cfg.gang.max(1) } else { 1 },
             }
         })
         .collect()

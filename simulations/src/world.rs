@@ -186,8 +186,8 @@ struct Sim {
     converged_ms: Option<u64>,
     /// Per-task scans of every node run this often.
     scan_every_ms: u64,
-    /// How many times each attempt was started, over all nodes.
-    started: BTreeMap<(TaskRef, u32), u64>,
+    /// How many times each attempt (and gang rank) was started, over all nodes.
+    started: BTreeMap<(TaskRef, u32, u32), u64>,
     /// Tasks a crashed node was running: since when, and which node.
     orphaned: BTreeMap<TaskRef, (u64, usize)>,
     death_to_rerun: Vec<u64>,
@@ -789,7 +789,12 @@ impl Sim {
 
     fn act(&mut self, node: usize, action: Action) -> Result<(), String> {
         match action {
-            Action::Run { task, attempt, .. } => {
+            Action::Run {
+                task,
+                attempt,
+                gang,
+                ..
+            } => {
                 let max = self
                     .jobs
                     .iter()
@@ -802,13 +807,22 @@ impl Sim {
                         "duplicates: node {node} started attempt {attempt} of {task:?}, past max retries {max}"
                     ));
                 }
+                let rank = gang.as_ref().map_or(0, |g| g.rank);
+                if let Some(g) = &gang {
+                    let me = self.core(node).node_id();
+                    if g.hosts.get(rank as usize) != Some(&me) {
+                        return Err(format!(
+                            "gang: node {node} started rank {rank} of {task:?} attempt {attempt} but is not that host"
+                        ));
+                    }
+                }
                 if let Some((since, dead)) = self.orphaned.get(&task).copied() {
                     if dead != node {
                         self.death_to_rerun.push(self.now - since);
                         self.orphaned.remove(&task);
                     }
                 }
-                *self.started.entry((task, attempt)).or_default() += 1;
+                *self.started.entry((task, attempt, rank)).or_default() += 1;
                 let (duration_ms, outcome) = self.exec.next();
                 let token = self.token();
                 self.trace.step(
@@ -1155,7 +1169,7 @@ impl Sim {
             tasks_started: self
                 .started
                 .keys()
-                .map(|(task, _)| task)
+                .map(|(task, _, rank)| (task, rank))
                 .collect::<BTreeSet<_>>()
                 .len() as u64,
             same_attempt_starts: self.started.values().map(|n| n - 1).sum(),

@@ -2,28 +2,42 @@
 //!
 //! Owns what one node does about gangs: whether it may claim a gang task
 //! now (it and enough other nodes have room, by its view), the primary's
-//! invite once its claim is durable (or its release when too few nodes have
-//! room), a member's join or decline when invited, and the room other
-//! nodes' running tasks take. Must not change the fold or start processes
+//! invites once its claim is durable (again, after a pause, when a round
+//! was declined), a member's join or decline when invited, and the room
+//! other nodes' running tasks take. Must not change the fold or start processes
 //! itself (`start_ready` does, once the gang has formed).
 
 use super::{Core, Local};
-use crate::event::{Claim, EventBody};
+use crate::event::EventBody;
 use crate::gang::{pick_hosts, GangStep};
 use crate::ids::{NodeId, TaskRef};
-use crate::ledger::{TaskState, TaskView};
+use crate::ledger::TaskState;
 use crate::resources::{Amount, Resources};
 use crate::storage::EventStore;
 use crate::time::Millis;
+use rand::Rng;
 
 impl<S: EventStore> Core<S> {
-    /// What the tasks the ledger shows running on `node` take there.
+    /// What the tasks the ledger shows running on `node` take there. A
+    /// gang primary still recruiting does not count: it joins other gangs
+    /// meanwhile (see `answer_invites`).
     fn peer_in_use(&self, node: &NodeId) -> Amount {
         let mut used = Amount::default();
         for task in self.running_by.get(node).into_iter().flatten() {
-            used.add(self.resources_of(*task).amount());
+            if !self.recruiting(task) {
+                used.add(self.resources_of(*task).amount());
+            }
         }
         used
+    }
+
+    /// Whether `task` is a gang whose primary is still recruiting.
+    fn recruiting(&self, task: &TaskRef) -> bool {
+        self.views.get(task).is_some_and(|v| {
+            v.state == TaskState::Running
+                && self.resources_of(*task).instances > 1
+                && !v.gang.as_ref().is_some_and(|g| g.formed)
+        })
     }
 
     /// Whether peer `node` has room for a task needing `r` now, by this
@@ -55,47 +69,70 @@ impl<S: EventStore> Core<S> {
         self.gang_hosts(task, attempt, r).is_some()
     }
 
-    /// Primaries whose claim is durable invite their hosts; one that finds
-    /// too few nodes with room gives the attempt back (not a try).
+    /// Primaries whose claim is durable invite their hosts: at once for
+    /// the first round, after a pause once a round was declined or too
+    /// few nodes had room, after a lease when a round got no answer. A primary keeps its claim meanwhile, so a gang
+    /// that is slow to form costs no retry.
     pub(super) fn invite_gangs(&mut self, now: Millis) {
-        let due: Vec<(TaskRef, u32)> = self
+        let due: Vec<(TaskRef, u32, Option<u32>)> = self
             .local
             .iter()
-            .filter(|(_, l)| l.rank == Some(0) && l.published && !l.invited)
-            .map(|(t, l)| (*t, l.attempt))
+            .filter(|(_, l)| l.rank == Some(0) && l.published && !l.running)
+            .filter(|(_, l)| match l.reinvite_at {
+                Some(at) => at <= now,
+                None => l.round.is_none(),
+            })
+            .filter(|(t, l)| !self.gang_formed(**t, l.attempt))
+            .map(|(t, l)| (*t, l.attempt, l.round))
             .collect();
-        for (task, attempt) in due {
+        for (task, attempt, last) in due {
             let mine = self.views.get(&task).is_some_and(|v| {
                 v.state == TaskState::Running && v.attempt == attempt && v.node == Some(self.me)
             });
             if !mine {
                 continue;
             }
-            if let Some(l) = self.local.get_mut(&task) {
-                l.invited = true;
-            }
             let r = self.resources_of(task);
-            let step = match self.gang_hosts(task, attempt, &r) {
-                Some(hosts) => GangStep::Invite { hosts },
-                None => {
+            let round = last.map_or(0, |r| r + 1);
+            let hosts = self.gang_hosts(task, attempt, &r);
+            let pause = self.gang_pause(round);
+            // A round nobody declined that has not formed by then (an
+            // invited node died before answering) is replaced.
+            let timeout = now.plus(self.cfg.lease_ms + self.cfg.grace_ms);
+            let Some(l) = self.local.get_mut(&task) else {
+                continue;
+            };
+            match hosts {
+                Some(hosts) => {
+                    l.round = Some(round);
+                    l.reinvite_at = Some(timeout);
+                    let step = GangStep::Invite { round, hosts };
                     self.publish(
                         now,
-                        EventBody::Released {
-                            claims: vec![Claim { task, attempt }],
+                        EventBody::Gang {
+                            task,
+                            attempt,
+                            step,
                         },
                     );
-                    continue;
                 }
-            };
-            self.publish(
-                now,
-                EventBody::Gang {
-                    task,
-                    attempt,
-                    step,
-                },
-            );
+                None => l.reinvite_at = Some(now.plus(pause)),
+            }
         }
+        self.gang_wake = self
+            .local
+            .values()
+            .filter(|l| l.rank == Some(0) && !l.running)
+            .filter_map(|l| l.reinvite_at)
+            .filter(|at| *at > now)
+            .min();
+    }
+
+    /// How long a primary waits before inviting round `round`: 100 ms,
+    /// doubling each round up to 12.8 s, plus up to 100 ms at random so
+    /// that two primaries competing for the same nodes fall out of step.
+    fn gang_pause(&mut self, round: u32) -> u64 {
+        (100u64 << round.min(7)) + self.rng.gen_range(0..100)
     }
 
     /// Answers the invites waiting here: join (keeping room for the
@@ -106,24 +143,27 @@ impl<S: EventStore> Core<S> {
                 continue;
             };
             let attempt = view.attempt;
-            let Some(rank) = view
-                .gang
-                .as_ref()
-                .and_then(|g| g.hosts.iter().position(|h| *h == self.me))
-            else {
+            let Some((round, rank)) = view.gang.as_ref().and_then(|g| {
+                let rank = g.hosts.iter().position(|h| *h == self.me)?;
+                Some((g.round, rank as u32))
+            }) else {
                 continue;
             };
             let answered = self
                 .ledger
                 .gang(&task)
-                .is_some_and(|g| g.answered(attempt, &self.me));
+                .is_some_and(|g| g.answered(attempt, round, &self.me));
             if rank == 0 || answered || self.local.contains_key(&task) {
                 continue;
             }
+            // A primary still recruiting lends its room: two primaries
+            // each waiting for the other's node would wait for ever.
             let need = self.resources_of(task).amount();
             let mut claimed = Amount::default();
-            for l in self.local.values() {
-                claimed.add(l.need);
+            for (t, l) in &self.local {
+                if !(l.rank == Some(0) && self.recruiting(t)) {
+                    claimed.add(l.need);
+                }
             }
             let willing = !self.draining && !self.paused && claimed.room_for(need, self.limit());
             let step = if willing {
@@ -135,14 +175,15 @@ impl<S: EventStore> Core<S> {
                         running: false,
                         killed: false,
                         need,
-                        rank: Some(rank as u32),
-                        invited: true,
+                        rank: Some(rank),
+                        round: Some(round),
+                        reinvite_at: None,
                     },
                 );
                 self.waiting.push_back(task);
-                GangStep::Join
+                GangStep::Join { round }
             } else {
-                GangStep::Decline
+                GangStep::Decline { round }
             };
             self.publish(
                 now,
@@ -155,47 +196,23 @@ impl<S: EventStore> Core<S> {
         }
     }
 
-    /// A gang task that went back from running to pending (given back, or
-    /// reclaimed) is held here for 250 ms, doubling each time up to 16 s,
-    /// so that a gang that keeps failing to form costs few events; the
-    /// hold ends with the task.
-    pub(super) fn hold_gang(
-        &mut self,
-        now: Millis,
-        task: TaskRef,
-        old: Option<TaskState>,
-        view: &TaskView,
-    ) {
-        if view.state.terminal() {
-            self.gang_holds.remove(&task);
-        } else if old == Some(TaskState::Running)
-            && view.state == TaskState::Pending
-            && self.resources_of(task).instances > 1
-        {
-            let times = self.gang_holds.get(&task).map_or(0, |(_, n)| n + 1);
-            let wait = 250u64 << times.min(6);
-            self.gang_holds.insert(task, (now.plus(wait), times));
-        }
-    }
-
-    /// A primary whose gang a member declined gives the attempt back.
-    pub(super) fn release_declined(&mut self, now: Millis, task: TaskRef) {
-        let Some(view) = self.views.get(&task) else {
+    /// A primary whose latest round a member declined invites again later.
+    pub(super) fn invite_again(&mut self, now: Millis, task: TaskRef) {
+        let Some(round) = self
+            .views
+            .get(&task)
+            .and_then(|v| v.gang.as_ref())
+            .map(|g| g.round)
+        else {
             return;
         };
-        let declined = view.gang.as_ref().is_some_and(|g| g.declined);
-        let primary = self
-            .local
-            .get(&task)
-            .is_some_and(|l| l.rank == Some(0) && l.attempt == view.attempt && !l.running);
-        if declined && primary {
-            let attempt = view.attempt;
-            self.publish(
-                now,
-                EventBody::Released {
-                    claims: vec![Claim { task, attempt }],
-                },
-            );
+        let pause = self.gang_pause(round + 1);
+        if let Some(l) = self.local.get_mut(&task) {
+            // `invite_gangs`, which runs after every input, sets the wake-up.
+            if l.rank == Some(0) && l.round == Some(round) && !l.running {
+                let at = now.plus(pause);
+                l.reinvite_at = Some(l.reinvite_at.map_or(at, |t| t.min(at)));
+            }
         }
     }
 }
