@@ -63,6 +63,9 @@ pub struct Executor {
     stager: Stager,
     jobprep: JobPrep,
     node: String,
+    /// Set for every task before its own `env` (the node's API for job
+    /// managers, `PATH`).
+    base_env: Arc<Vec<(String, String)>>,
     done: mpsc::UnboundedSender<TaskResult>,
     scratch: Arc<Mutex<(Vec<Scratch>, usize)>>,
 }
@@ -74,6 +77,7 @@ impl Executor {
         stager: Stager,
         jobprep: JobPrep,
         node: String,
+        base_env: Vec<(String, String)>,
         done: mpsc::UnboundedSender<TaskResult>,
     ) -> Executor {
         Executor {
@@ -82,6 +86,7 @@ impl Executor {
             stager,
             jobprep,
             node,
+            base_env: Arc::new(base_env),
             done,
             scratch: Arc::default(),
         }
@@ -218,6 +223,7 @@ impl Executor {
         let (out, err) = (open(&s.stdout)?, open(&s.stderr)?);
         let mut cmd = process(&a.spec.command)?;
         cmd.current_dir(dir)
+            .envs(self.base_env.iter().map(|(k, v)| (k, v)))
             .envs(a.spec.env.iter().map(|(k, v)| (k, v)))
             .env("PEERBATCH_JOB_ID", a.task.job.to_string())
             .env("PEERBATCH_JOB_NAME", &a.job_name)

@@ -191,22 +191,6 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         dir.packages_dir(),
     );
     let jobprep = JobPrep::new(dir.jobs_dir(), peer_id.to_string(), blobs.clone());
-    let exec = Executor::new(
-        work,
-        blobs.clone(),
-        stager,
-        jobprep.clone(),
-        peer_id.to_string(),
-        exited_tx,
-    );
-    let (start_tx, start_rx) = mpsc::unbounded_channel();
-    let pools = Pools::new(
-        with_default_labels(&opts.labels),
-        dir.pools_dir(),
-        blobs.clone(),
-        start_tx,
-    );
-
     let token = match std::fs::read_to_string(dir.token_file()) {
         Ok(t) if t.trim().len() >= 32 => t.trim().to_string(),
         _ => {
@@ -220,6 +204,23 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .with_context(|| format!("cannot listen on --api {}", opts.api))?;
     let api_addr = listener.local_addr()?;
     paths::write_private(&dir.api_file(), api_addr.to_string().as_bytes())?;
+    let exec = Executor::new(
+        work,
+        blobs.clone(),
+        stager,
+        jobprep.clone(),
+        peer_id.to_string(),
+        job_manager_env(api_addr, &token),
+        exited_tx,
+    );
+    let (start_tx, start_rx) = mpsc::unbounded_channel();
+    let pools = Pools::new(
+        with_default_labels(&opts.labels),
+        dir.pools_dir(),
+        blobs.clone(),
+        start_tx,
+    );
+
     let (requests_tx, requests_rx) = mpsc::channel(1024);
     let app = api::router(ApiState {
         requests: requests_tx,
@@ -266,4 +267,26 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     let _ = std::fs::remove_file(dir.api_file());
     tracing::info!("node {peer_id} stopped");
     Ok(())
+}
+
+/// What every task is told so that it can drive the mesh through this
+/// node's API (a job manager submitting or watching jobs): the address and
+/// token, and this binary's directory first on `PATH` so that `peerbatch`
+/// is the node's own version.
+fn job_manager_env(api: std::net::SocketAddr, token: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PEERBATCH_API".to_string(), api.to_string()),
+        ("PEERBATCH_TOKEN".to_string(), token.to_string()),
+    ];
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+    if let Some(dir) = bin_dir {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&path)));
+        if let Some(p) = joined.ok().and_then(|p| p.into_string().ok()) {
+            env.push(("PATH".to_string(), p));
+        }
+    }
+    env
 }
