@@ -16,6 +16,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use libp2p::PeerId;
 use peerbatch_protocol::core::Progress;
+use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::ledger::{JobRecord, Ledger};
 use peerbatch_protocol::resources::unschedulable;
 use peerbatch_protocol::{
@@ -170,6 +171,12 @@ fn job_json(record: &JobRecord, p: Progress) -> Value {
         "skipped": p.skipped,
         "submitted_ms": record.submitted_ms,
         "max_wall_clock_ms": record.spec.max_wall_clock_ms,
+        "after": record.spec.after.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "on_dependency_failure": match record.spec.on_dependency_failure {
+            OnDependencyFailure::Skip => "skip",
+            OnDependencyFailure::Fail => "fail",
+            OnDependencyFailure::Run => "run",
+        },
         "schedule": record.spec.origin.as_ref().map(|o| o.schedule.clone()),
         "occurrence_ms": record.spec.origin.as_ref().map(|o| o.at_ms),
         "submitted_by": node_name(&record.submitted_by),

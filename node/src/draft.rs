@@ -1,5 +1,6 @@
 //! Turning a parsed job file into a job the mesh can run: stores its local
-//! sources on the local node and resolves its packages to their blobs.
+//! sources on the local node and resolves its packages to their blobs and
+//! the jobs it waits for (`after`: ids, prefixes or names) to their ids.
 //!
 //! Owns the client side of staging: which local files become which blobs,
 //! and one tree per templated source (`frames/{index}.png` → a tree whose
@@ -11,7 +12,7 @@ use crate::client::Client;
 use crate::jobfile::{JobDraft, LocalSource};
 use anyhow::{Context, Result};
 use peerbatch_protocol::job::{JobSpec, TaskGroup};
-use peerbatch_protocol::{BlobId, Source};
+use peerbatch_protocol::{BlobId, JobId, Source};
 use serde_json::json;
 use std::path::Path;
 
@@ -58,6 +59,16 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
                 })?;
             package.blob = blob;
         }
+    }
+    for name in &draft.after {
+        let job = client
+            .get(&format!("/v1/jobs/{}", crate::cli::seg(name)))
+            .map_err(|e| BadInput(format!("after: job {name:?}: {e:#}")))?;
+        let id = job["id"]
+            .as_str()
+            .and_then(JobId::parse)
+            .context("the node did not answer with a job id")?;
+        draft.spec.after.push(id);
     }
     draft.spec.validate().map_err(|e| BadInput(e.to_string()))?;
     Ok(draft.spec)

@@ -32,6 +32,7 @@
 //! Local sources and package names need a node to become blob ids: `load`
 //! returns them in a [`JobDraft`] for `submit` to stage and resolve.
 
+use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::exit::{ExitAction, ExitRule};
 use peerbatch_protocol::files::{parse_package_ref, Input, PackageUse, Source};
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS};
@@ -72,6 +73,12 @@ struct FileJob {
     preparation: Option<Spanned<FileCommand>>,
     /// Run on each node that prepared the job, after the job ended.
     release: Option<Spanned<FileCommand>>,
+    /// Jobs (ids, id prefixes or names) to wait for; resolved at submit.
+    #[serde(default)]
+    after: Vec<String>,
+    /// "skip" (the default), "fail" or "run" the tasks whose dependency
+    /// failed.
+    on_dependency_failure: Option<String>,
     tasks: Spanned<Vec<FileTask>>,
 }
 
@@ -145,6 +152,8 @@ pub struct JobDraft {
     pub spec: JobSpec,
     pub stage: Vec<LocalSource>,
     pub packages: Vec<PackageSlot>,
+    /// The jobs `after` names, as written (ids, prefixes or names).
+    pub after: Vec<String>,
 }
 
 /// A local file or directory to store, for input `input` of group `group`.
@@ -416,12 +425,27 @@ pub fn parse(
             .map(|c| command(c).map_err(|(span, m)| err(Some(span), m)))
             .transpose()?,
         origin: None,
+        after: Vec::new(),
+        on_dependency_failure: match job.on_dependency_failure.as_deref() {
+            None | Some("skip") => OnDependencyFailure::Skip,
+            Some("fail") => OnDependencyFailure::Fail,
+            Some("run") => OnDependencyFailure::Run,
+            Some(other) => {
+                return Err(err(
+                    None,
+                    format!(
+                        "on_dependency_failure must be \"skip\", \"fail\" or \"run\", not {other:?}"
+                    ),
+                ))
+            }
+        },
     };
     spec.validate().map_err(|e| err(None, e.to_string()))?;
     Ok(JobDraft {
         spec,
         stage,
         packages,
+        after: job.after,
     })
 }
 

@@ -17,7 +17,7 @@ use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::Command;
 use crate::job::{JobError, JobSpec, ResolvedTask};
-use crate::ledger::{job_id_of, Ledger, TaskState, TaskView};
+use crate::ledger::{job_id_of, JobOutcome, Ledger, TaskState, TaskView};
 use crate::resources::{Amount, Resources};
 use crate::storage::EventStore;
 use crate::sync::{bucket_ids, BUCKETS};
@@ -209,6 +209,8 @@ pub struct Core<S> {
     queued: BTreeMap<TaskRef, (usize, QueueKey)>,
     local: BTreeMap<TaskRef, Local>,
     waiting: VecDeque<TaskRef>,
+    /// Jobs waiting (`after`) for each job.
+    waiters: BTreeMap<JobId, BTreeSet<JobId>>,
     /// Gang tasks whose invite names this node, to answer.
     invites: BTreeSet<TaskRef>,
     /// When the first primary here invites its gang again.
@@ -271,6 +273,7 @@ impl<S: EventStore> Core<S> {
             local: BTreeMap::new(),
             waiting: VecDeque::new(),
             invites: BTreeSet::new(),
+            waiters: BTreeMap::new(),
             gang_wake: None,
             running: 0,
             in_use: Amount::default(),
@@ -492,6 +495,9 @@ impl<S: EventStore> Core<S> {
         wall_ms: u64,
     ) -> Result<(JobId, EventId), JobError> {
         job.validate()?;
+        if let Some(unknown) = job.after.iter().find(|j| self.ledger.job(j).is_none()) {
+            return Err(JobError::UnknownAfter(*unknown));
+        }
         let nonce = self.rng.gen();
         let origin = job.origin.clone();
         let id = self.publish(
@@ -1050,6 +1056,9 @@ impl<S: EventStore> Core<S> {
         let Some(record) = self.ledger.job(&job) else {
             return;
         };
+        for other in &record.spec.after {
+            self.waiters.entry(*other).or_default().insert(job);
+        }
         let order: Vec<u32> = match &record.deps {
             Some(graph) => graph.order().to_vec(),
             None => (0..record.task_count).collect(),
@@ -1059,9 +1068,30 @@ impl<S: EventStore> Core<S> {
         }
     }
 
+    /// How job `job` stands for the jobs waiting for it, from the views.
+    fn outcome_of(&self, job: &JobId) -> JobOutcome {
+        job_outcome(&self.progress, &self.ledger, job)
+    }
+
     /// Recomputes a task's view, and its dependents' while their
-    /// dependencies' states change.
+    /// dependencies' states change, and the jobs waiting for its job
+    /// (`after`) when that job's outcome changes.
     fn refresh(&mut self, now: Millis, task: TaskRef) {
+        let before = self.outcome_of(&task.job);
+        self.refresh_within_job(now, task);
+        if self.outcome_of(&task.job) != before {
+            let waiting: Vec<JobId> = self
+                .waiters
+                .get(&task.job)
+                .map(|w| w.iter().copied().collect())
+                .unwrap_or_default();
+            for job in waiting {
+                self.refresh_job(now, job);
+            }
+        }
+    }
+
+    fn refresh_within_job(&mut self, now: Millis, task: TaskRef) {
         let mut work = vec![task];
         while let Some(task) = work.pop() {
             let Some(old_state) = self.refresh_one(now, task) else {
@@ -1083,10 +1113,12 @@ impl<S: EventStore> Core<S> {
     /// Recomputes one task's view and follows its consequences here.
     /// Returns the previous state if the view changed.
     fn refresh_one(&mut self, now: Millis, task: TaskRef) -> Option<Option<TaskState>> {
-        let views = &self.views;
-        let view = self
-            .ledger
-            .view_with(task, |dep| views.get(&dep).map(|v| v.state))?;
+        let (views, progress, ledger) = (&self.views, &self.progress, &self.ledger);
+        let view = ledger.view_with(
+            task,
+            |dep| views.get(&dep).map(|v| v.state),
+            |job| job_outcome(progress, ledger, job),
+        )?;
         let old = self.views.get(&task);
         if old == Some(&view) {
             return None;
@@ -1560,4 +1592,16 @@ fn hosts_of(view: &TaskView) -> &[NodeId] {
         Some(g) if g.formed => &g.hosts,
         _ => view.node.as_slice(),
     }
+}
+
+/// How `job` stands for the jobs waiting for it, from its tasks' counts.
+fn job_outcome(progress: &BTreeMap<JobId, Progress>, ledger: &Ledger, job: &JobId) -> JobOutcome {
+    let (Some(p), Some(record)) = (progress.get(job), ledger.job(job)) else {
+        return JobOutcome::Unfinished;
+    };
+    JobOutcome::of(
+        p.succeeded,
+        p.failed + p.cancelled + p.skipped,
+        record.task_count,
+    )
 }

@@ -9,7 +9,23 @@
 
 use crate::files::Source;
 use crate::job::{JobError, JobSpec};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// What a dependency that will never succeed (failed, cancelled or
+/// skipped — a task of `depends_on`, or a job of `after`) makes of the
+/// tasks waiting for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnDependencyFailure {
+    /// They are skipped (never run); the job can still succeed otherwise.
+    #[default]
+    Skip,
+    /// They fail, and so does their job.
+    Fail,
+    /// They run anyway, as if it had succeeded (Azure Batch's `satisfy`):
+    /// for a reducer or a report that should see what did work.
+    Run,
+}
 
 /// Dependencies by task position, with the reverse edges and an order in
 /// which every task comes after all of its dependencies.

@@ -6,6 +6,7 @@
 
 use crate::exit::ExitRule;
 use crate::files::{check_input, check_output, FileRuleError, Input, PackageUse, Source};
+use crate::ids::JobId;
 use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +97,10 @@ pub struct JobSpec {
     /// The schedule occurrence this job was submitted for, if any; it
     /// decides the job's id (see `schedule`).
     pub origin: Option<crate::schedule::Occurrence>,
+    /// Jobs every task of which must succeed before any task of this one
+    /// starts.
+    pub after: Vec<JobId>,
+    pub on_dependency_failure: crate::deps::OnDependencyFailure,
 }
 
 /// One task of a job with its placeholders filled in.
@@ -143,6 +148,8 @@ pub enum JobError {
     ZeroSlots(String),
     #[error("task {0:?} asks for 0 instances; a task runs on at least one node")]
     ZeroInstances(String),
+    #[error("job {0} named in `after` is not known to this node")]
+    UnknownAfter(JobId),
     #[error("task sweep {id:?}: {reason}")]
     BadSweep { id: String, reason: String },
 }
@@ -286,6 +293,8 @@ impl JobSpec {
             preparation: None,
             release: None,
             origin: None,
+            after: Vec::new(),
+            on_dependency_failure: Default::default(),
         }
     }
 

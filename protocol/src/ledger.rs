@@ -7,7 +7,7 @@
 //! time, peers, liveness or IO; those belong to `core`.
 
 use crate::codec;
-use crate::deps::DepGraph;
+use crate::deps::{DepGraph, OnDependencyFailure};
 use crate::event::{Claim, Event, EventBody, NodeInfo, SideResult, TaskResult};
 use crate::exit::{verdict, Verdict};
 use crate::gang::{GangFacts, GangView};
@@ -96,6 +96,34 @@ impl TaskState {
         }
     }
 }
+
+/// How a job stands for the jobs that wait for it (`after`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Some task is not terminal yet (or the job is not known here).
+    #[default]
+    Unfinished,
+    /// Every task succeeded.
+    Succeeded,
+    /// Some task failed, was cancelled or was skipped: it never will.
+    Failed,
+}
+
+impl JobOutcome {
+    /// From counts of a job's `total` tasks: succeeded, and ended otherwise.
+    pub fn of(succeeded: u32, ended_otherwise: u32, total: u32) -> JobOutcome {
+        if ended_otherwise > 0 {
+            JobOutcome::Failed
+        } else if total > 0 && succeeded >= total {
+            JobOutcome::Succeeded
+        } else {
+            JobOutcome::Unfinished
+        }
+    }
+}
+
+/// How many `after` jobs deep the pure fold follows a chain.
+const MAX_AFTER_DEPTH: u32 = 64;
 
 /// A task's replicated state: the same on every node holding the same events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,12 +507,13 @@ impl Ledger {
     }
 
     /// The replicated state of one task, or `None` if its job is unknown.
-    /// For a task with dependencies this folds the job's other tasks too;
-    /// callers that keep views use [`Ledger::view_with`].
+    /// For a task with dependencies this folds the job's other tasks (and
+    /// the jobs it waits for) too; callers that keep views use
+    /// [`Ledger::view_with`].
     pub fn view(&self, task: TaskRef) -> Option<TaskView> {
         let job = self.jobs.get(&task.job)?;
-        if job.deps.is_none() {
-            return self.view_with(task, |_| None);
+        if job.deps.is_none() && job.spec.after.is_empty() {
+            return self.view_with(task, |_| None, |_| JobOutcome::Unfinished);
         }
         self.job_views(&task.job)
             .into_iter()
@@ -492,34 +521,63 @@ impl Ledger {
     }
 
     /// The state of one task given its dependencies' states (`None` for
-    /// one not known yet, which counts as not succeeded).
+    /// one not known yet, which counts as not succeeded) and the outcome
+    /// of the jobs its job waits for (`after`).
     pub fn view_with(
         &self,
         task: TaskRef,
         dep_state: impl Fn(TaskRef) -> Option<TaskState>,
+        job_outcome: impl Fn(&JobId) -> JobOutcome,
     ) -> Option<TaskView> {
         let own = self.own_view(task)?;
         if own.state != TaskState::Pending || own.attempt > 0 {
             return Some(own);
         }
-        let Some(graph) = self.jobs.get(&task.job).and_then(|j| j.deps.as_ref()) else {
-            return Some(own);
-        };
-        let mut state = TaskState::Pending;
-        for dep in graph.deps(task.index) {
+        let job = self.jobs.get(&task.job)?;
+        let (mut waiting, mut broken) = (false, false);
+        for other in &job.spec.after {
+            match job_outcome(other) {
+                JobOutcome::Succeeded => {}
+                JobOutcome::Failed => broken = true,
+                JobOutcome::Unfinished => waiting = true,
+            }
+        }
+        let deps = job.deps.as_ref().map(|g| g.deps(task.index));
+        for dep in deps.into_iter().flatten() {
             match dep_state(TaskRef {
                 job: task.job,
                 index: *dep,
             }) {
                 Some(TaskState::Succeeded) => {}
-                Some(s) if s.terminal() => {
-                    state = TaskState::Skipped;
-                    break;
-                }
-                _ => state = TaskState::Blocked,
+                Some(s) if s.terminal() => broken = true,
+                _ => waiting = true,
             }
         }
+        let state = match (broken, job.spec.on_dependency_failure) {
+            (true, OnDependencyFailure::Skip) => TaskState::Skipped,
+            (true, OnDependencyFailure::Fail) => TaskState::Failed,
+            _ if waiting => TaskState::Blocked,
+            _ => TaskState::Pending,
+        };
         Some(TaskView { state, ..own })
+    }
+
+    /// How job `job` stands for the jobs waiting for it, from its tasks'
+    /// states (a job not known here is unfinished). `depth` bounds the
+    /// chain of `after` jobs folded on the way (a chain never loops: a
+    /// job's id hashes its `after`, except a scheduled job's).
+    fn job_outcome(&self, job: &JobId, depth: u32) -> JobOutcome {
+        if depth > MAX_AFTER_DEPTH {
+            return JobOutcome::Unfinished;
+        }
+        let views = self.job_views_at(job, depth + 1);
+        let total = self.jobs.get(job).map_or(0, |j| j.task_count);
+        let succeeded = views
+            .iter()
+            .filter(|v| v.state == TaskState::Succeeded)
+            .count();
+        let ended = views.iter().filter(|v| v.state.terminal()).count();
+        JobOutcome::of(succeeded as u32, (ended - succeeded) as u32, total)
     }
 
     /// A task's state from its own facts alone.
@@ -597,21 +655,34 @@ impl Ledger {
 
     /// Every task of a job, in index order.
     pub fn job_views(&self, job: &JobId) -> Vec<TaskView> {
+        self.job_views_at(job, 0)
+    }
+
+    fn job_views_at(&self, job: &JobId, depth: u32) -> Vec<TaskView> {
         let Some(record) = self.jobs.get(job) else {
             return Vec::new();
         };
         let at = |index| TaskRef { job: *job, index };
+        let outcomes: BTreeMap<JobId, JobOutcome> = record
+            .spec
+            .after
+            .iter()
+            .map(|other| (*other, self.job_outcome(other, depth)))
+            .collect();
+        let outcome = |other: &JobId| outcomes.get(other).copied().unwrap_or_default();
         let Some(graph) = &record.deps else {
             return (0..record.task_count)
-                .filter_map(|index| self.view_with(at(index), |_| None))
+                .filter_map(|index| self.view_with(at(index), |_| None, outcome))
                 .collect();
         };
         // Dependencies first, so each task folds over its dependencies' states.
         let mut views: Vec<Option<TaskView>> = vec![None; record.task_count as usize];
         for index in graph.order() {
-            let view = self.view_with(at(*index), |dep| {
-                views[dep.index as usize].as_ref().map(|v| v.state)
-            });
+            let view = self.view_with(
+                at(*index),
+                |dep| views[dep.index as usize].as_ref().map(|v| v.state),
+                outcome,
+            );
             views[*index as usize] = view;
         }
         views.into_iter().flatten().collect()

@@ -2,6 +2,7 @@
 //! that turn facts into task state (claim winners, canonical results,
 //! retries, reclaims, cancellation).
 
+use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::hrw;
 use peerbatch_protocol::ledger::job_id_of;
@@ -586,5 +587,60 @@ fn exit_code_rules_decide_success_failure_and_job_failure_in_any_order() {
             states(&fold(&events)),
             [Succeeded, Failed, Failed, Skipped, Skipped]
         );
+    }
+}
+
+/// A job `after` another, with `policy`, waiting on the job of `first`.
+fn after_event(first: JobId, policy: OnDependencyFailure) -> ((EventId, Event), JobId) {
+    let mut job = JobSpec::array(
+        "after",
+        TaskSpec::new("w", Command::Argv(vec!["true".into()]), 0),
+        0,
+        1,
+    );
+    job.after = vec![first];
+    job.on_dependency_failure = policy;
+    let event = signed(
+        &identity(201),
+        EventBody::JobSubmitted {
+            job,
+            submitted_ms: 2,
+            nonce: 8,
+        },
+    );
+    let id = job_id_of(&event.0);
+    (event, id)
+}
+
+#[test]
+fn a_job_after_another_is_blocked_until_it_succeeds_and_follows_its_policy_in_any_order() {
+    let (first_event, first) = job_event(2, 0);
+    let node = identity(1);
+    let claim = claims(&node, &[(task(first, 0), 0), (task(first, 1), 0)]);
+    for (codes, policy, expected) in [
+        ((0, 0), OnDependencyFailure::Skip, TaskState::Pending),
+        ((0, 1), OnDependencyFailure::Skip, TaskState::Skipped),
+        ((1, 0), OnDependencyFailure::Fail, TaskState::Failed),
+        ((0, 1), OnDependencyFailure::Run, TaskState::Pending),
+    ] {
+        let (waiting_event, waiting) = after_event(first, policy);
+        let done = finished(
+            &node,
+            &[(task(first, 0), 0, codes.0), (task(first, 1), 0, codes.1)],
+        );
+        let events = [first_event.clone(), waiting_event, claim.clone(), done];
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]] {
+            let all: Vec<_> = order.iter().map(|i| events[*i].clone()).collect();
+            let ledger = fold(&all);
+            for index in 0..2 {
+                assert_eq!(view(&ledger, task(waiting, index)).state, expected);
+            }
+            // Without the other job's results it waits; without the
+            // other job at all, too.
+            let before = fold(all.iter().filter(|(id, _)| *id != events[3].0));
+            assert_eq!(view(&before, task(waiting, 0)).state, TaskState::Blocked);
+            let unknown = fold(all.iter().filter(|(id, _)| *id != events[0].0));
+            assert_eq!(view(&unknown, task(waiting, 0)).state, TaskState::Blocked);
+        }
     }
 }
