@@ -1,10 +1,11 @@
 //! When this node offers its slots: an operator's drain or resume (asked
 //! from any node through the ledger) and the node's availability policy —
 //! only between given local hours, only while the machine's other load is
-//! below a threshold — so office machines give only spare capacity.
+//! below a threshold, only once nobody has typed or moved the mouse for N
+//! minutes — so office machines give only spare capacity.
 //!
-//! Owns the policy flags, reading the load, and the reason the node is not
-//! available. Must not claim or kill anything itself: the driver turns a
+//! Owns the policy flags, reading the load and the last input time, and
+//! the reason the node is not available. Must not claim or kill anything itself: the driver turns a
 //! change into draining (announced, so peers stop counting on this node)
 //! and, with `--on-leave requeue`, into giving running attempts back.
 
@@ -19,6 +20,15 @@ pub struct PolicyOpts {
     /// counting this node's own tasks, is below this (e.g. 0.5).
     #[arg(long)]
     pub max_load: Option<f64>,
+    /// Offer slots only once the machine has had no keyboard or mouse
+    /// input (nor terminal activity) for this many minutes.
+    #[arg(long)]
+    pub idle_minutes: Option<u64>,
+    /// Where input shows (repeatable; `*` and `?` in the last part): by
+    /// default /dev/input/event*, /dev/tty[0-9]* and /dev/pts/[0-9]*, whose
+    /// access and change times are the last input.
+    #[arg(long = "idle-devices", value_name = "GLOB")]
+    pub idle_devices: Vec<String>,
     /// What running tasks do when the node leaves its window or is drained
     /// by its policy: finish here, or go back to the mesh at once.
     #[arg(long, value_enum, default_value_t = OnLeave::Finish)]
@@ -49,8 +59,15 @@ fn parse_window(text: &str) -> Result<(u32, u32), String> {
 
 impl PolicyOpts {
     /// Why the node is outside its policy at local minute-of-day `minute`
-    /// with `load` (per CPU, own tasks excluded); `None` if it is inside.
-    pub fn outside(&self, minute: u32, load: Option<f64>) -> Option<String> {
+    /// with `load` (per CPU, own tasks excluded) and the last input
+    /// `idle_secs` ago (`None`: no input device, as on a server, counts as
+    /// idle); `None` if it is inside.
+    pub fn outside(
+        &self,
+        minute: u32,
+        load: Option<f64>,
+        idle_secs: Option<u64>,
+    ) -> Option<String> {
         if let Some((from, to)) = self.available {
             let inside = if from <= to {
                 (from..to).contains(&minute)
@@ -69,8 +86,58 @@ impl PolicyOpts {
                 ));
             }
         }
+        if let (Some(minutes), Some(secs)) = (self.idle_minutes, idle_secs) {
+            if secs < minutes * 60 {
+                return Some(format!(
+                    "not idle: input {secs} s ago (offers slots after {minutes} min without input)"
+                ));
+            }
+        }
         None
     }
+
+    /// Seconds since the newest input on the policy's devices, if the
+    /// policy asks for idleness and any device exists.
+    pub fn idle_secs(&self) -> Option<u64> {
+        self.idle_minutes?;
+        let patterns: Vec<&str> = if self.idle_devices.is_empty() {
+            DEFAULT_INPUT_DEVICES.to_vec()
+        } else {
+            self.idle_devices.iter().map(String::as_str).collect()
+        };
+        let newest = patterns
+            .iter()
+            .flat_map(|p| matching(p))
+            .filter_map(|path| {
+                let meta = std::fs::metadata(path).ok()?;
+                let times = [meta.accessed().ok(), meta.modified().ok()];
+                times.into_iter().flatten().max()
+            });
+        let newest = newest.max()?;
+        Some(newest.elapsed().map_or(0, |d| d.as_secs()))
+    }
+}
+
+/// Where a Linux machine shows keyboard, mouse and terminal input.
+const DEFAULT_INPUT_DEVICES: [&str; 3] = ["/dev/input/event*", "/dev/tty[0-9]*", "/dev/pts/[0-9]*"];
+
+/// The files a pattern names: wildcards only in its last part.
+fn matching(pattern: &str) -> Vec<std::path::PathBuf> {
+    let path = std::path::Path::new(pattern);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let Ok(glob) = globset::Glob::new(name).map(|g| g.compile_matcher()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| glob.is_match(e.file_name()))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The 1-minute load average per CPU, minus `own` running tasks.
@@ -97,15 +164,23 @@ mod tests {
         let policy = PolicyOpts {
             available: Some(parse_window("18:00-08:00").unwrap()),
             max_load: Some(0.5),
-            on_leave: OnLeave::Finish,
+            idle_minutes: Some(10),
+            ..PolicyOpts::default()
         };
-        assert_eq!(policy.outside(20 * 60, Some(0.1)), None);
-        assert_eq!(policy.outside(7 * 60 + 59, None), None);
+        assert_eq!(policy.outside(20 * 60, Some(0.1), Some(600)), None);
+        assert_eq!(policy.outside(7 * 60 + 59, None, None), None);
         assert!(policy
-            .outside(12 * 60, Some(0.0))
+            .outside(12 * 60, Some(0.0), None)
             .unwrap()
             .contains("18:00-08:00"));
-        assert!(policy.outside(23 * 60, Some(0.9)).unwrap().contains("busy"));
+        assert!(policy
+            .outside(23 * 60, Some(0.9), None)
+            .unwrap()
+            .contains("busy"));
+        assert!(policy
+            .outside(23 * 60, None, Some(42))
+            .unwrap()
+            .contains("input 42 s ago"));
         assert!(parse_window("25:00-01:00").is_err());
         assert!(parse_window("noon").is_err());
     }

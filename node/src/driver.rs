@@ -204,10 +204,15 @@ impl Driver {
         let reason = if requested {
             Some("drained by request".to_string())
         } else {
-            self.policy
-                .outside(local_minute(), other_load_per_cpu(running))
+            self.policy.outside(
+                local_minute(),
+                other_load_per_cpu(running),
+                self.policy.idle_secs(),
+            )
         };
-        if reason == self.unavailable {
+        if reason.is_some() == self.unavailable.is_some() {
+            // No change of availability; `status` shows the newest reason.
+            self.unavailable = reason;
             return;
         }
         let now = self.now();
