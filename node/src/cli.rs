@@ -77,7 +77,7 @@ pub enum Cmd {
         #[command(subcommand)]
         op: Option<NodeOp>,
         #[command(flatten)]
-        opts: NodeOpts,
+        opts: Box<NodeOpts>,
     },
     /// Make a cluster key file for --cluster-key.
     Keygen {
@@ -220,7 +220,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let dir = DataDir::resolve(cli.data_dir)?;
     let connect = |c: &ClientOpts| Client::connect(&dir, c.api.clone());
     match cli.cmd {
-        Cmd::Node { op: None, opts } => crate::serve::run(dir, opts),
+        Cmd::Node { op: None, opts } => crate::serve::run(dir, *opts),
         Cmd::Node {
             op: Some(NodeOp::Drain { node, client }),
             ..
