@@ -60,7 +60,7 @@ fn spawn(
             .map_err(|e| format!("cannot create {}: {e}", dir.join(name).display()))
     };
     let (out, err) = (file(".stdout")?, file(".stderr")?);
-    let mut cmd = crate::exec::process(command)?;
+    let mut cmd = crate::exec::process(command, None)?;
     cmd.current_dir(dir)
         .envs(env.iter().map(|(k, v)| (*k, v)))
         .env("PEERBATCH_WORK_DIR", dir)
