@@ -752,14 +752,7 @@ impl<S: EventStore> Core<S> {
         if local.rank.is_some_and(|r| r > 0) {
             // Another node's gang: its primary's exit is the task's result.
             if !local.killed {
-                self.publish(
-                    now,
-                    EventBody::Gang {
-                        task,
-                        attempt,
-                        step: GangStep::Exited { result },
-                    },
-                );
+                self.publish_step(now, task, attempt, GangStep::Exited { result });
             }
         } else if !local.killed {
             let ms = result.duration_ms.max(1) as f64;

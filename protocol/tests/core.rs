@@ -743,6 +743,18 @@ fn spread(nodes: &mut [Node], now: u64, sent: Vec<(usize, Vec<Transmit>)>) {
     }
 }
 
+/// Fires every node's timers `times` times, `every` ms apart from `from`,
+/// delivering what they send each time.
+fn tick(nodes: &mut [Node], from: u64, every: u64, times: u64) {
+    for k in 0..times {
+        let now = from + k * every;
+        for n in nodes.iter_mut() {
+            n.core.handle_timeout(Millis(now));
+        }
+        settle(nodes, now);
+    }
+}
+
 /// Five one-slot nodes that have all heard from each other.
 fn five_nodes() -> Vec<Node> {
     let mut nodes: Vec<Node> = (1..=5).map(|s| Node::new(s, Config::default())).collect();
@@ -789,12 +801,7 @@ fn a_gang_starts_on_distinct_nodes_at_once_and_the_primary_exit_is_the_tasks() {
     let mut nodes = five_nodes();
     let t = gang_job(&mut nodes[0], 10, 4, 0);
     settle(&mut nodes, 10);
-    for step in 1..10 {
-        for n in nodes.iter_mut() {
-            n.core.handle_timeout(Millis(10 + step * 25));
-        }
-        settle(&mut nodes, 10 + step * 25);
-    }
+    tick(&mut nodes, 35, 25, 9);
     let runs = gang_runs(&nodes);
     assert_eq!(runs.len(), 4, "{runs:?}");
     let hosts = &runs[0].2;
@@ -829,12 +836,7 @@ fn a_gang_starts_on_distinct_nodes_at_once_and_the_primary_exit_is_the_tasks() {
 fn a_gang_larger_than_the_mesh_is_never_claimed() {
     let mut nodes = five_nodes();
     let t = gang_job(&mut nodes[0], 10, 6, 0);
-    for step in 0..10 {
-        for n in nodes.iter_mut() {
-            n.core.handle_timeout(Millis(10 + step * 25));
-        }
-        settle(&mut nodes, 10 + step * 25);
-    }
+    tick(&mut nodes, 10, 25, 10);
     assert!(gang_runs(&nodes).is_empty());
     for n in &nodes {
         assert_eq!(state(n, t), (TaskState::Pending, 0, None));
@@ -851,12 +853,7 @@ fn a_declined_gang_is_invited_again_later_without_using_a_retry() {
     }
     let t = gang_job(&mut nodes[0], 10, 3, 0);
     settle(&mut nodes, 10);
-    for step in 1..20 {
-        for n in nodes.iter_mut() {
-            n.core.handle_timeout(Millis(10 + step * 50));
-        }
-        settle(&mut nodes, 10 + step * 50);
-    }
+    tick(&mut nodes, 60, 50, 19);
     assert!(gang_runs(&nodes).is_empty());
     let gang = nodes[0].core.view(t).and_then(|v| v.gang.clone());
     let gang = gang.expect("the primary still holds its claim");
@@ -864,12 +861,7 @@ fn a_declined_gang_is_invited_again_later_without_using_a_retry() {
     for n in nodes.iter_mut().skip(1) {
         n.core.set_paused(Millis(1000), false);
     }
-    for step in 0..400 {
-        for n in nodes.iter_mut() {
-            n.core.handle_timeout(Millis(1000 + step * 50));
-        }
-        settle(&mut nodes, 1000 + step * 50);
-    }
+    tick(&mut nodes, 1000, 50, 400);
     let runs = gang_runs(&nodes);
     assert_eq!(runs.len(), 3, "{runs:?}");
     assert_eq!(

@@ -106,15 +106,7 @@ impl<S: EventStore> Core<S> {
                 Some(hosts) => {
                     l.round = Some(round);
                     l.reinvite_at = Some(timeout);
-                    let step = GangStep::Invite { round, hosts };
-                    self.publish(
-                        now,
-                        EventBody::Gang {
-                            task,
-                            attempt,
-                            step,
-                        },
-                    );
+                    self.publish_step(now, task, attempt, GangStep::Invite { round, hosts });
                 }
                 None => l.reinvite_at = Some(now.plus(pause)),
             }
@@ -185,15 +177,25 @@ impl<S: EventStore> Core<S> {
             } else {
                 GangStep::Decline { round }
             };
-            self.publish(
-                now,
-                EventBody::Gang {
-                    task,
-                    attempt,
-                    step,
-                },
-            );
+            self.publish_step(now, task, attempt, step);
         }
+    }
+
+    pub(super) fn publish_step(
+        &mut self,
+        now: Millis,
+        task: TaskRef,
+        attempt: u32,
+        step: GangStep,
+    ) {
+        self.publish(
+            now,
+            EventBody::Gang {
+                task,
+                attempt,
+                step,
+            },
+        );
     }
 
     /// A primary whose latest round a member declined invites again later.
