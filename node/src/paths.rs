@@ -78,7 +78,7 @@ impl DataDir {
     pub fn kept_file(&self) -> PathBuf {
         self.root.join("kept")
     }
-    /// Unpacked packages, `NAME@VERSION` each.
+    /// Unpacked packages, one directory per package blob id.
     pub fn packages_dir(&self) -> PathBuf {
         self.root.join("packages")
     }

@@ -257,6 +257,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         Kept::open(dir.kept_file()),
         opts.store_limit,
         dir.input_cache_dir(),
+        dir.packages_dir(),
     );
     driver
         .with_reclaimer(reclaimer)

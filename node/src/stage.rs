@@ -39,7 +39,8 @@ pub struct Stager {
     fetcher: Fetcher,
     /// Input files by blob id and mode, read-only, for hard links.
     cache: PathBuf,
-    /// Unpacked packages, one directory per `NAME@VERSION`.
+    /// Unpacked packages, one directory per package blob (so a name and
+    /// version added again with other content is unpacked anew).
     packages: PathBuf,
     /// One lock per blob being materialized, so it is fetched and written once.
     locks: Arc<Mutex<HashMap<BlobId, Arc<tokio::sync::Mutex<()>>>>>,
@@ -125,7 +126,7 @@ impl Stager {
         let path = self.cache.join(format!("{file}-{mode:o}"));
         let lock = self.lock(file);
         let _held = lock.lock().await;
-        if path.exists() {
+        if mark_used(&path) {
             return Ok(path);
         }
         self.fetcher
@@ -149,19 +150,17 @@ impl Stager {
 
     /// The unpacked directory of a package, fetched and unpacked once.
     async fn package(&self, p: &PackageUse, peers: &[PeerId]) -> Result<PathBuf> {
-        let dir = self.packages.join(format!("{}@{}", p.name, p.version));
+        let dir = self.packages.join(p.blob.to_string());
         let lock = self.lock(p.blob);
         let _held = lock.lock().await;
-        if dir.exists() {
+        if mark_used(&dir) {
             return Ok(dir);
         }
         self.fetcher
             .fetch(p.blob, peers, &Progress::default())
             .await
             .map_err(err)?;
-        let tmp = self
-            .packages
-            .join(format!(".{}@{}.part", p.name, p.version));
+        let tmp = self.packages.join(format!(".{}.part", p.blob));
         let _ = fs::remove_dir_all(&tmp);
         let (blobs, out, blob) = (self.blobs.clone(), tmp.clone(), p.blob);
         tokio::task::spawn_blocking(move || blobs.export(&blob, &out).map_err(err))
@@ -188,6 +187,21 @@ impl Stager {
         }
         let (id, _) = self.blobs.put_files(files).map_err(err)?;
         Ok(Some(id))
+    }
+}
+
+/// Whether `path` (a cached file or an unpacked package) is there; if so,
+/// sets its modification time to now, which tells the reclaimer it is in
+/// use (see `store::reclaim`).
+fn mark_used(path: &Path) -> bool {
+    match fs::File::open(path) {
+        Ok(f) => {
+            if let Err(e) = f.set_modified(std::time::SystemTime::now()) {
+                tracing::warn!("cannot mark {} as used: {e}", path.display());
+            }
+            true
+        }
+        Err(_) => false,
     }
 }
 

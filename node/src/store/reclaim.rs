@@ -4,8 +4,8 @@
 //! Owns the pin rules — blobs stored on this node by `put` or `package add`
 //! (listed in `DATA/kept`), inputs and packages of jobs not yet finished,
 //! outputs and logs of jobs within their retention — and the reclaim pass
-//! over chunk files and the input cache. Must not fetch anything or decide
-//! job state; the driver hands it the ledger's view.
+//! over chunk files, the input cache and unpacked packages. Must not fetch
+//! anything or decide job state; the driver hands it the ledger's view.
 
 use crate::store::blobs::BlobStore;
 use peerbatch_protocol::content::Object;
@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// Blobs this node stored for a user: kept whatever the limit, because this
 /// may be their only copy. Persisted one id per line.
@@ -74,7 +75,10 @@ impl Kept {
 pub struct Reclaimer {
     pub kept: Kept,
     limit: Option<u64>,
+    /// Where the stager keeps materialized blobs: cached input files
+    /// (`FILEBLOB-MODE`) and unpacked packages (`BLOB`).
     input_cache: PathBuf,
+    packages: PathBuf,
     busy: Arc<AtomicBool>,
     /// Store writes counted at the last pass; `u64::MAX` before the first.
     seen_writes: Arc<AtomicU64>,
@@ -91,11 +95,17 @@ pub struct ReclaimHistory {
 }
 
 impl Reclaimer {
-    pub fn new(kept: Kept, limit: Option<u64>, input_cache: PathBuf) -> Reclaimer {
+    pub fn new(
+        kept: Kept,
+        limit: Option<u64>,
+        input_cache: PathBuf,
+        packages: PathBuf,
+    ) -> Reclaimer {
         Reclaimer {
             kept,
             limit,
             input_cache,
+            packages,
             busy: Arc::default(),
             seen_writes: Arc::new(AtomicU64::new(u64::MAX)),
             history: Arc::default(),
@@ -108,8 +118,14 @@ impl Reclaimer {
 
     /// Starts a pass if there is a limit, the store was written since the
     /// last one and none is running. `pins` come from [`ledger_pins`] plus
-    /// running exports; kept blobs are added here.
-    pub fn maybe_start(&self, blobs: &BlobStore, mut pins: BTreeSet<BlobId>) {
+    /// running exports, read at `pinned_at` (taken before the ledger was
+    /// read); kept blobs are added here.
+    pub fn maybe_start(
+        &self,
+        blobs: &BlobStore,
+        mut pins: BTreeSet<BlobId>,
+        pinned_at: SystemTime,
+    ) {
         let Some(limit) = self.limit else { return };
         let writes = blobs.writes();
         if self.seen_writes.load(Ordering::Relaxed) == writes
@@ -121,7 +137,12 @@ impl Reclaimer {
         pins.extend(self.kept.ids());
         let (this, blobs) = (self.clone(), blobs.clone());
         tokio::task::spawn_blocking(move || {
-            match reclaim(&blobs, &pins, limit, &this.input_cache) {
+            let staged = Staged {
+                input_cache: &this.input_cache,
+                packages: &this.packages,
+                pinned_at,
+            };
+            match reclaim(&blobs, &pins, limit, &staged) {
                 Ok(report) => {
                     if report.freed_chunks > 0 {
                         tracing::info!(
@@ -182,16 +203,27 @@ pub struct Reclaimed {
     pub freed_bytes: u64,
     pub freed_chunks: u64,
     pub cache_files_removed: u64,
+    pub packages_removed: u64,
+}
+
+/// What the stager materialized outside the chunk store, and when the pins
+/// a pass works from were read. An entry the stager used since then (it
+/// marks each use in the entry's modification time) belongs to a job the
+/// pins may not show yet, so it stays.
+pub struct Staged<'a> {
+    pub input_cache: &'a Path,
+    pub packages: &'a Path,
+    pub pinned_at: SystemTime,
 }
 
 /// If the chunk store holds more than `limit` bytes, deletes chunks that no
 /// pinned blob needs, least recently used first, until it fits, and drops
-/// cached input files of blobs no longer pinned.
+/// cached input files and unpacked packages of blobs no longer pinned.
 pub fn reclaim(
     blobs: &BlobStore,
     pins: &BTreeSet<BlobId>,
     limit: u64,
-    input_cache: &Path,
+    staged: &Staged,
 ) -> std::io::Result<Reclaimed> {
     let mut chunks = blobs
         .list_chunks()
@@ -223,7 +255,12 @@ pub fn reclaim(
             report.freed_chunks += 1;
         }
     }
-    report.cache_files_removed = drop_cached_inputs(input_cache, &files);
+    report.cache_files_removed = drop_unpinned(staged.input_cache, &files, staged.pinned_at);
+    report.packages_removed = drop_unpinned(
+        staged.packages,
+        &pins.iter().copied().collect(),
+        staged.pinned_at,
+    );
     if size > limit {
         tracing::warn!(
             "the chunk store holds {size} bytes, above --store-limit {limit}: {} bytes are pinned",
@@ -264,9 +301,11 @@ fn needed_chunks(
     (needed, files)
 }
 
-/// Removes cached input files (`FILEBLOB-MODE`) whose blob is not pinned.
-/// Working directories that link them keep their own link.
-fn drop_cached_inputs(dir: &Path, keep: &HashSet<BlobId>) -> u64 {
+/// Removes the entries of `dir` named after a blob (`BLOB` or `BLOB-…`)
+/// that is not in `keep` and that were last used before `pinned_at`:
+/// cached input files and unpacked package directories. Working
+/// directories that hard-linked a cached file keep their own link.
+fn drop_unpinned(dir: &Path, keep: &HashSet<BlobId>, pinned_at: SystemTime) -> u64 {
     let Ok(items) = fs::read_dir(dir) else {
         return 0;
     };
@@ -275,12 +314,22 @@ fn drop_cached_inputs(dir: &Path, keep: &HashSet<BlobId>) -> u64 {
         let name = item.file_name();
         let Some(id) = name
             .to_str()
-            .and_then(|n| n.split_once('-'))
-            .and_then(|(id, _)| BlobId::parse(id))
+            .map(|n| n.split_once('-').map_or(n, |(id, _)| id))
+            .and_then(BlobId::parse)
         else {
             continue;
         };
-        if !keep.contains(&id) && fs::remove_file(item.path()).is_ok() {
+        let Ok(meta) = item.metadata() else { continue };
+        let used_since = meta.modified().map_or(true, |m| m >= pinned_at);
+        if keep.contains(&id) || used_since {
+            continue;
+        }
+        let gone = if meta.is_dir() {
+            fs::remove_dir_all(item.path())
+        } else {
+            fs::remove_file(item.path())
+        };
+        if gone.is_ok() {
             removed += 1;
         }
     }
@@ -331,6 +380,47 @@ mod tests {
     }
 
     #[test]
+    fn staged_blobs_go_once_unpinned_unless_used_since_the_pins_were_read() {
+        let dir = std::env::temp_dir().join(format!("pb-staged-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let ids: Vec<BlobId> = (1..=3u8).map(|b| BlobId([b; 32])).collect();
+        for id in &ids {
+            fs::create_dir_all(dir.join(id.to_string()).join("bin")).unwrap();
+        }
+        fs::write(dir.join(format!("{}-444", ids[0])), b"cached input").unwrap();
+        fs::write(dir.join("notes.txt"), b"not a blob").unwrap();
+        let pinned_at = SystemTime::now();
+        // Used by a job the pins do not show yet.
+        let later = pinned_at + std::time::Duration::from_secs(1);
+        fs::File::open(dir.join(ids[2].to_string()))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let before = pinned_at - std::time::Duration::from_secs(60);
+        for name in [
+            ids[0].to_string(),
+            ids[1].to_string(),
+            format!("{}-444", ids[0]),
+        ] {
+            fs::File::open(dir.join(name))
+                .unwrap()
+                .set_modified(before)
+                .unwrap();
+        }
+        let keep: HashSet<BlobId> = [ids[1]].into();
+        assert_eq!(drop_unpinned(&dir, &keep, pinned_at), 2);
+        assert!(!dir.join(ids[0].to_string()).exists(), "unpinned package");
+        assert!(
+            !dir.join(format!("{}-444", ids[0])).exists(),
+            "unpinned input"
+        );
+        assert!(dir.join(ids[1].to_string()).exists(), "pinned");
+        assert!(dir.join(ids[2].to_string()).exists(), "used since");
+        assert!(dir.join("notes.txt").exists(), "not ours");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn least_recently_used_unpinned_chunks_go_first_and_pins_stay() {
         let dir = std::env::temp_dir().join(format!("pb-reclaim-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -351,7 +441,12 @@ mod tests {
         // Reading the oldest makes it the most recently used.
         store.read_blob(&ids[0]).unwrap().unwrap();
         let pins: BTreeSet<BlobId> = [ids[2]].into();
-        let report = reclaim(&store, &pins, 7 << 20, &dir.join("inputs")).unwrap();
+        let staged = Staged {
+            input_cache: &dir.join("inputs"),
+            packages: &dir.join("packages"),
+            pinned_at: SystemTime::now(),
+        };
+        let report = reclaim(&store, &pins, 7 << 20, &staged).unwrap();
         assert!(report.store_bytes > 9 << 20);
         assert!(report.freed_bytes >= 2 << 20, "{report:?}");
         assert_eq!(
