@@ -610,7 +610,7 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool) -> Result<(
             e["chunks_fetched"], e["chunks_present"]
         ));
         match e["state"].as_str() {
-            Some("running") => std::thread::sleep(Duration::from_millis(100)),
+            Some("running") => std::thread::sleep(Duration::from_millis(20)),
             Some("done") => {
                 bar.finish_and_clear();
                 if json {

@@ -7,8 +7,9 @@
 //! (only the core does).
 
 use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts};
+use crate::chunk_server::ChunkServer;
 use crate::exec::{Attempt, Executor, GangEnv};
-use crate::fetch::{FetchStats, Fetcher};
+use crate::fetch::Fetcher;
 use crate::identity::{node_of, peer_of};
 use crate::jobprep::JobPrep;
 use crate::net::{Net, NetEvent};
@@ -20,9 +21,6 @@ use crate::store::ledger::LedgerStore;
 use crate::store::reclaim::{ledger_pins, Reclaimer};
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
-use peerbatch_protocol::content::{
-    batch_frame, FetchRequest, FetchResponse, CHUNK_SIZE, MAX_BATCH, MAX_BATCH_BYTES, MAX_HAVE,
-};
 use peerbatch_protocol::gang::GangPlace;
 use peerbatch_protocol::{
     Action, BlobId, Core, EventId, JobId, Message, Millis, ResolvedTask, Source, TaskRef,
@@ -30,7 +28,6 @@ use peerbatch_protocol::{
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -77,6 +74,7 @@ pub struct Driver {
     pub unavailable: Option<String>,
     /// Fetch requests being answered at once.
     serving: Arc<Semaphore>,
+    chunks: ChunkServer,
 }
 
 impl Driver {
@@ -91,6 +89,7 @@ impl Driver {
     ) -> Driver {
         let (outbox, storage) = crate::outbox::spawn(store.clone(), net.clone());
         let blobs = fetcher.store().clone();
+        let chunks = ChunkServer::new(blobs.clone(), fetcher.stats.clone());
         Driver {
             core,
             store,
@@ -111,6 +110,7 @@ impl Driver {
             jobprep: None,
             unavailable: None,
             serving: Arc::new(Semaphore::new(SERVING)),
+            chunks,
         }
     }
 
@@ -238,9 +238,10 @@ impl Driver {
         if r.limit().is_none() {
             return;
         }
+        let pinned_at = std::time::SystemTime::now();
         let mut pins = ledger_pins(&self.core, wall_ms());
         pins.extend(self.fetcher.exporting());
-        r.maybe_start(&self.blobs, pins);
+        r.maybe_start(&self.blobs, pins, pinned_at);
     }
 
     pub fn now(&self) -> Millis {
@@ -372,13 +373,13 @@ impl Driver {
                 // Reading chunks is disk IO: keep it off the driver. A
                 // bounded number at once bounds the memory that requests
                 // for batches (up to 16 MiB each) can make us hold.
-                let (blobs, net) = (self.blobs.clone(), self.net.clone());
-                let (stats, serving) = (self.fetcher.stats.clone(), self.serving.clone());
+                let (server, net) = (self.chunks.clone(), self.net.clone());
+                let serving = self.serving.clone();
                 tokio::spawn(async move {
                     // Never closed, so acquiring cannot fail.
                     let permit = serving.acquire_owned().await.ok();
                     tokio::task::spawn_blocking(move || {
-                        net.respond(reply, answer_fetch(&blobs, &stats, &from, &data));
+                        net.respond(reply, server.answer(&from, &data));
                         drop(permit);
                     });
                 });
@@ -575,51 +576,6 @@ impl Driver {
             )),
         }
     }
-}
-
-/// The answer to one fetch request, read from the chunk store.
-fn answer_fetch(blobs: &BlobStore, stats: &FetchStats, from: &PeerId, data: &[u8]) -> Vec<u8> {
-    let response = match codec::decode::<FetchRequest>(data) {
-        Ok(FetchRequest::Chunk(hash)) => match blobs.read_chunk(&hash) {
-            Some(bytes) => FetchResponse::Chunk(bytes),
-            None => FetchResponse::NotFound,
-        },
-        Ok(FetchRequest::Have(hashes)) => {
-            let mut bits = vec![0u8; hashes.len().div_ceil(8)];
-            for (i, hash) in hashes.iter().take(MAX_HAVE).enumerate() {
-                if blobs.has_chunk(hash) {
-                    bits[i / 8] |= 1 << (i % 8);
-                }
-            }
-            FetchResponse::Have(bits)
-        }
-        Ok(FetchRequest::Chunks(hashes)) => {
-            // Held chunks go back to back into one buffer, straight from
-            // their files, within the batch byte limit; a batch of too
-            // many hashes answers nothing.
-            let asked = if hashes.len() > MAX_BATCH {
-                &[][..]
-            } else {
-                &hashes[..]
-            };
-            let mut out = Vec::with_capacity(asked.len() * CHUNK_SIZE + 64);
-            let lens: Vec<_> = asked
-                .iter()
-                .map(|hash| {
-                    let room = MAX_BATCH_BYTES.saturating_sub(out.len()) as u64;
-                    blobs.read_chunk_into(hash, &mut out, room)
-                })
-                .collect();
-            let served = lens.iter().flatten().count() as u64;
-            stats.chunks_served.fetch_add(served, Relaxed);
-            return batch_frame(out, lens);
-        }
-        Err(e) => {
-            tracing::warn!("garbled fetch request from {from}: {e}");
-            FetchResponse::NotFound
-        }
-    };
-    codec::encode(&response)
 }
 
 fn decode_from(peer: &PeerId, data: &[u8]) -> Option<(peerbatch_protocol::NodeId, Message)> {

@@ -7,6 +7,7 @@ mod api_pools;
 mod api_schedules;
 mod availability;
 mod bench;
+mod chunk_server;
 mod cli;
 mod cli_files;
 mod cli_pool;

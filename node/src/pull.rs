@@ -26,11 +26,11 @@ use std::time::Duration;
 /// Batches in flight at once, over all providers.
 const IN_FLIGHT: usize = 8;
 /// Batches in flight to one provider.
-const PER_PROVIDER: usize = 4;
+const PER_PROVIDER: usize = 2;
 /// A provider that sends this many bad chunks in one pull is dropped from it.
 const MAX_BAD_PER_PULL: u32 = 3;
 /// How often peers that lack some of the missing chunks are asked again.
-const HAVE_EVERY: Duration = Duration::from_millis(200);
+const HAVE_EVERY: Duration = Duration::from_millis(100);
 /// How long the first requests wait for every peer's first `Have` answer,
 /// so that the work is spread over all providers from the start.
 const FIRST_ANSWERS: Duration = Duration::from_millis(250);
@@ -256,9 +256,13 @@ impl<'a> Pull<'a> {
     }
 
     /// The least busy provider that holds a waiting chunk (ties broken at
-    /// random), and up to [`MAX_BATCH`] waiting chunks it holds — fewer when
-    /// few chunks wait, so that they are shared among the providers; a
-    /// chunk of unknown length goes alone.
+    /// random), and up to [`MAX_BATCH`] waiting chunks it holds, rarest
+    /// first (held by the fewest providers), so that a chunk only one peer
+    /// has is asked of that peer while the others serve what they hold —
+    /// nodes fetching the same blob at once then spread it among
+    /// themselves instead of each taking it all from its first holder.
+    /// Fewer than [`MAX_BATCH`] when few chunks wait, so that they are
+    /// shared among the providers; a chunk of unknown length goes alone.
     fn next_batch(&mut self) -> Option<(PeerId, Vec<usize>)> {
         let n = self.providers.len();
         let live = self.providers.values().filter(|p| !p.dropped).count();
@@ -282,20 +286,39 @@ impl<'a> Pull<'a> {
             }
         }
         let (peer, _) = best?;
-        let p = self.providers.get_mut(&peer)?;
-        let mut batch = Vec::new();
-        let mut full = false;
-        let (chunks, refused) = (&self.chunks, &self.refused);
-        self.queue.retain(|&i| {
-            let unknown = chunks[i].1 == 0;
-            if full || (unknown && !batch.is_empty()) || !p.have[i] || refused[i].contains(&peer) {
-                return true;
+        let p = self.providers.get(&peer)?;
+        let holders = |i: usize| {
+            self.providers
+                .values()
+                .filter(|q| !q.dropped && q.have[i])
+                .count()
+        };
+        // (holders, place in the queue) of every waiting chunk it can serve.
+        let mut candidates: Vec<(usize, usize)> = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|&(_, &i)| p.have[i] && !self.refused[i].contains(&peer))
+            .map(|(at, &i)| (holders(i), at))
+            .collect();
+        candidates.sort_unstable();
+        let mut picked: Vec<usize> = Vec::new();
+        for &(_, at) in &candidates {
+            let unknown = self.chunks[self.queue[at]].1 == 0;
+            if unknown && !picked.is_empty() {
+                continue;
             }
-            batch.push(i);
-            full = unknown || batch.len() == size;
-            false
-        });
-        p.load += 1;
+            picked.push(at);
+            if unknown || picked.len() == size {
+                break;
+            }
+        }
+        picked.sort_unstable();
+        let batch: Vec<usize> = picked.iter().map(|&at| self.queue[at]).collect();
+        for at in picked.into_iter().rev() {
+            self.queue.remove(at);
+        }
+        self.providers.get_mut(&peer)?.load += 1;
         Some((peer, batch))
     }
 

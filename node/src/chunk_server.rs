@@ -1,0 +1,147 @@
+//! Answering peers' fetch requests from the chunk store.
+//!
+//! Owns what a node sends back for `Chunk`, `Have` and `Chunks` requests,
+//! the byte limit of a batch, and the first-copy rule: a chunk this node
+//! sent to one peer is not sent to a second peer within [`SPREAD_WINDOW`],
+//! so that when several nodes fetch the same blob at once the second gets
+//! it from the first (it asks again elsewhere, or here once the window has
+//! passed) and this node's upload carries chunks nobody has yet. Must not
+//! fetch, schedule requests (`pull` does) or touch the Swarm.
+
+use crate::fetch::FetchStats;
+use crate::store::blobs::BlobStore;
+use libp2p::PeerId;
+use peerbatch_protocol::codec;
+use peerbatch_protocol::content::{
+    batch_frame, FetchRequest, FetchResponse, CHUNK_SIZE, MAX_BATCH, MAX_BATCH_BYTES, MAX_HAVE,
+};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a chunk sent to one peer is not sent to another: long enough
+/// for the first to receive it and for the others to learn that it has it
+/// (peers fetching a blob ask each other every 100 ms).
+pub const SPREAD_WINDOW: Duration = Duration::from_secs(1);
+
+/// Chunks sent in the last [`SPREAD_WINDOW`]: to whom and when.
+type SentLately = HashMap<[u8; 32], (PeerId, Instant)>;
+
+/// Serves this node's chunks to peers; cheap to clone.
+#[derive(Clone)]
+pub struct ChunkServer {
+    blobs: BlobStore,
+    stats: Arc<FetchStats>,
+    sent: Arc<Mutex<SentLately>>,
+}
+
+impl ChunkServer {
+    pub fn new(blobs: BlobStore, stats: Arc<FetchStats>) -> ChunkServer {
+        ChunkServer {
+            blobs,
+            stats,
+            sent: Arc::default(),
+        }
+    }
+
+    /// The answer to one fetch request from `from`. Reads files: call it
+    /// off the async runtime.
+    pub fn answer(&self, from: &PeerId, data: &[u8]) -> Vec<u8> {
+        let response = match codec::decode::<FetchRequest>(data) {
+            Ok(FetchRequest::Chunk(hash)) => match self.blobs.read_chunk(&hash) {
+                Some(bytes) => FetchResponse::Chunk(bytes),
+                None => FetchResponse::NotFound,
+            },
+            Ok(FetchRequest::Have(hashes)) => {
+                let mut bits = vec![0u8; hashes.len().div_ceil(8)];
+                for (i, hash) in hashes.iter().take(MAX_HAVE).enumerate() {
+                    if self.blobs.has_chunk(hash) {
+                        bits[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                FetchResponse::Have(bits)
+            }
+            Ok(FetchRequest::Chunks(hashes)) => return self.batch(from, &hashes),
+            Err(e) => {
+                tracing::warn!("garbled fetch request from {from}: {e}");
+                FetchResponse::NotFound
+            }
+        };
+        codec::encode(&response)
+    }
+
+    /// A batch frame: the held chunks back to back, straight from their
+    /// files, within the batch byte limit, leaving out those the first-copy
+    /// rule holds back; a batch of too many hashes answers nothing.
+    fn batch(&self, from: &PeerId, hashes: &[[u8; 32]]) -> Vec<u8> {
+        let asked = if hashes.len() > MAX_BATCH {
+            &[][..]
+        } else {
+            hashes
+        };
+        let sendable = self.claim(from, asked, Instant::now());
+        let mut out = Vec::with_capacity(asked.len() * CHUNK_SIZE + 64);
+        let lens: Vec<_> = asked
+            .iter()
+            .zip(sendable)
+            .map(|(hash, send)| {
+                let room = MAX_BATCH_BYTES.saturating_sub(out.len()) as u64;
+                send.then(|| self.blobs.read_chunk_into(hash, &mut out, room))
+                    .flatten()
+            })
+            .collect();
+        let served = lens.iter().flatten().count() as u64;
+        self.stats.chunks_served.fetch_add(served, Relaxed);
+        batch_frame(out, lens)
+    }
+
+    /// Per asked chunk: whether it may go to `from` at `now`, recording it
+    /// as sent to `from` if so.
+    fn claim(&self, from: &PeerId, asked: &[[u8; 32]], now: Instant) -> Vec<bool> {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.retain(|_, (_, at)| now.duration_since(*at) < SPREAD_WINDOW);
+        asked
+            .iter()
+            .map(|hash| match sent.get(hash) {
+                Some((to, _)) if to != from => false,
+                _ => {
+                    sent.insert(*hash, (*from, now));
+                    true
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_sent_to_one_peer_goes_to_another_only_after_the_window() {
+        let dir = std::env::temp_dir().join(format!("pb-chunk-server-{}", std::process::id()));
+        let server = ChunkServer::new(BlobStore::open(&dir).unwrap(), Arc::default());
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let (x, y) = ([1u8; 32], [2u8; 32]);
+        let t0 = Instant::now();
+        assert_eq!(server.claim(&a, &[x], t0), [true]);
+        assert_eq!(
+            server.claim(&b, &[x, y], t0),
+            [false, true],
+            "x just went to a"
+        );
+        assert_eq!(
+            server.claim(&a, &[x, y], t0),
+            [true, false],
+            "a may ask again"
+        );
+        let later = t0 + SPREAD_WINDOW;
+        assert_eq!(
+            server.claim(&b, &[x], later),
+            [true],
+            "the window has passed"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
