@@ -32,22 +32,26 @@ pub fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The `peerbatch` binary, built (once per test process) by cargo.
+/// The `peerbatch` binary, built (once per process) by cargo with the
+/// harness's own profile: debug for tests, release for benchmarks.
 pub fn bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "peerbatch", "--bin", "peerbatch"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo can be run");
+        let release = !cfg!(debug_assertions);
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "peerbatch", "--bin", "peerbatch"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.current_dir(&root).status().expect("cargo can be run");
         assert!(status.success(), "building peerbatch failed");
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root.join("target"));
-        target.join("debug").join("peerbatch")
+        let profile = if release { "release" } else { "debug" };
+        target.join(profile).join("peerbatch")
     })
 }
 
@@ -160,15 +164,19 @@ impl Node {
         }
     }
 
-    /// Runs a CLI command against this node.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        command(&self.netns)
-            .arg("--data-dir")
+    /// A CLI command against this node, to run or spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = command(&self.netns);
+        c.arg("--data-dir")
             .arg(&self.dir)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run peerbatch")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a CLI command against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run peerbatch")
     }
 
     /// Runs a CLI command that prints JSON and parses it.
@@ -290,16 +298,21 @@ pub struct Lan {
     prefix: String,
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
+/// Runs an iproute2 command (`ip` or `tc`), panicking with its stderr if it fails.
+fn iproute2(tool: &str, args: &[&str]) {
+    let out = Command::new(tool)
         .args(args)
         .output()
-        .expect("ip (iproute2) is installed");
+        .unwrap_or_else(|e| panic!("{tool} (iproute2) cannot be run: {e}"));
     assert!(
         out.status.success(),
-        "ip {args:?} failed: {}",
+        "{tool} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn ip(args: &[&str]) {
+    iproute2("ip", args);
 }
 
 impl Lan {
@@ -348,6 +361,34 @@ impl Lan {
         for i in side {
             let port = format!("{}b{}", self.prefix, i + 1);
             ip(&["-n", &self.bridge_ns, "link", "set", &port, "master", "br1"]);
+        }
+    }
+
+    /// Limits every host's link to `rate` (tc's syntax, e.g. `1gbit`) in
+    /// each direction, as if each host had a network card of that speed: a
+    /// token bucket on both ends of its veth.
+    pub fn limit_links(&self, rate: &str) {
+        for i in 1..=self.hosts.len() {
+            let upload = ["-n", &self.hosts[i - 1], "qdisc", "add", "dev"];
+            let download = ["-n", &self.bridge_ns, "qdisc", "add", "dev"];
+            for (side, dev) in [
+                (upload, format!("{}a{i}", self.prefix)),
+                (download, format!("{}b{i}", self.prefix)),
+            ] {
+                let mut args = side.to_vec();
+                args.extend([
+                    dev.as_str(),
+                    "root",
+                    "tbf",
+                    "rate",
+                    rate,
+                    "burst",
+                    "1mb",
+                    "latency",
+                    "50ms",
+                ]);
+                iproute2("tc", &args);
+            }
         }
     }
 
