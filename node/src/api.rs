@@ -622,6 +622,15 @@ pub(crate) async fn keep(s: &ApiState, h: &HeaderMap, id: BlobId) -> ApiResult<(
 #[derive(Deserialize)]
 struct ExportBody {
     out: PathBuf,
+    /// Keep a copy of the fetched chunks in this node's store, so that it
+    /// serves them to peers and a later get is local (default). `false`
+    /// writes a file blob's fetched chunks into the file only.
+    #[serde(default = "yes")]
+    store: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Starts fetching a blob from the mesh and writing it at `out`; answers
@@ -637,9 +646,10 @@ async fn export_blob(
     let out = absolute("out", body.out)?;
     crate::store::blobs::check_out(&out)
         .map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
+    let store = body.store;
     let number = ask(&s, &h, move |d| {
         let peers = d.connected_peers();
-        d.fetcher.start_export(blob, out, peers)
+        d.fetcher.start_export(blob, out, peers, store)
     })
     .await?;
     Ok(Json(json!({ "export": number })))

@@ -145,7 +145,7 @@ pub async fn export_outputs(
             anyhow::Error::from(e)
         ))
     })?;
-    let number = fetcher.start_export(tree, out, peers);
+    let number = fetcher.start_export(tree, out, peers, true);
     Ok(Json(json!({
         "export": number,
         "job_id": job.to_string(),

@@ -62,7 +62,8 @@ impl ChunkServer {
                 }
                 FetchResponse::Have(bits)
             }
-            Ok(FetchRequest::Chunks(hashes)) => return self.batch(from, &hashes),
+            Ok(FetchRequest::Chunks(hashes)) => return self.batch(from, &hashes, true),
+            Ok(FetchRequest::ChunksNotKept(hashes)) => return self.batch(from, &hashes, false),
             Err(e) => {
                 tracing::warn!("garbled fetch request from {from}: {e}");
                 FetchResponse::NotFound
@@ -73,14 +74,15 @@ impl ChunkServer {
 
     /// A batch frame: the held chunks back to back, straight from their
     /// files, within the batch byte limit, leaving out those the first-copy
-    /// rule holds back; a batch of too many hashes answers nothing.
-    fn batch(&self, from: &PeerId, hashes: &[[u8; 32]]) -> Vec<u8> {
+    /// rule holds back (an asker that keeps them counts as their next
+    /// provider); a batch of too many hashes answers nothing.
+    fn batch(&self, from: &PeerId, hashes: &[[u8; 32]], kept: bool) -> Vec<u8> {
         let asked = if hashes.len() > MAX_BATCH {
             &[][..]
         } else {
             hashes
         };
-        let sendable = self.claim(from, asked, Instant::now());
+        let sendable = self.claim(from, asked, kept, Instant::now());
         let mut out = Vec::with_capacity(asked.len() * CHUNK_SIZE + 64);
         let lens: Vec<_> = asked
             .iter()
@@ -97,8 +99,8 @@ impl ChunkServer {
     }
 
     /// Per asked chunk: whether it may go to `from` at `now`, recording it
-    /// as sent to `from` if so.
-    fn claim(&self, from: &PeerId, asked: &[[u8; 32]], now: Instant) -> Vec<bool> {
+    /// as sent to `from` if so and `from` keeps it.
+    fn claim(&self, from: &PeerId, asked: &[[u8; 32]], kept: bool, now: Instant) -> Vec<bool> {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         sent.retain(|_, (_, at)| now.duration_since(*at) < SPREAD_WINDOW);
         asked
@@ -106,7 +108,9 @@ impl ChunkServer {
             .map(|hash| match sent.get(hash) {
                 Some((to, _)) if to != from => false,
                 _ => {
-                    sent.insert(*hash, (*from, now));
+                    if kept {
+                        sent.insert(*hash, (*from, now));
+                    }
                     true
                 }
             })
@@ -122,26 +126,19 @@ mod tests {
     fn a_chunk_sent_to_one_peer_goes_to_another_only_after_the_window() {
         let dir = std::env::temp_dir().join(format!("pb-chunk-server-{}", std::process::id()));
         let server = ChunkServer::new(BlobStore::open(&dir).unwrap(), Arc::default());
-        let (a, b) = (PeerId::random(), PeerId::random());
-        let (x, y) = ([1u8; 32], [2u8; 32]);
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (x, y, z) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         let t0 = Instant::now();
-        assert_eq!(server.claim(&a, &[x], t0), [true]);
-        assert_eq!(
-            server.claim(&b, &[x, y], t0),
-            [false, true],
-            "x just went to a"
-        );
-        assert_eq!(
-            server.claim(&a, &[x, y], t0),
-            [true, false],
-            "a may ask again"
-        );
+        assert_eq!(server.claim(&a, &[x], true, t0), [true]);
+        let to_b = server.claim(&b, &[x, y], true, t0);
+        assert_eq!(to_b, [false, true], "x just went to a");
+        let to_a = server.claim(&a, &[x, y], true, t0);
+        assert_eq!(to_a, [true, false], "a may ask again");
         let later = t0 + SPREAD_WINDOW;
-        assert_eq!(
-            server.claim(&b, &[x], later),
-            [true],
-            "the window has passed"
-        );
+        assert_eq!(server.claim(&b, &[x], true, later), [true], "window passed");
+        assert_eq!(server.claim(&c, &[z], false, later), [true]);
+        let to_b = server.claim(&b, &[z], true, later);
+        assert_eq!(to_b, [true], "c keeps no copy to pass on");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -186,6 +186,12 @@ pub enum Cmd {
         /// Print the finished export as JSON.
         #[arg(long)]
         json: bool,
+        /// Write a file's fetched chunks only into --out, keeping no copy
+        /// in the node's store (half the disk writes; the node does not
+        /// serve the file afterwards, and an interrupted get starts over).
+        /// Trees and job outputs always go through the store.
+        #[arg(long)]
+        no_store: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -427,8 +433,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             id,
             out,
             json,
+            no_store,
             client,
-        } => get(&connect(&client)?, &id, &out, json),
+        } => get(&connect(&client)?, &id, &out, json, !no_store),
         Cmd::Package { cmd, client } => crate::cli_files::package(&connect(&client)?, cmd),
         Cmd::Pool { cmd, client } => crate::cli_pool::pool(&connect(&client)?, cmd),
         Cmd::Schedule { cmd, client } => crate::cli_schedule::schedule(&connect(&client)?, cmd),
@@ -564,12 +571,12 @@ fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
     Ok(())
 }
 
-fn get(client: &Client, id: &str, out: &std::path::Path, json: bool) -> Result<()> {
+fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool) -> Result<()> {
     let out = absolute(out)?;
     let r = if peerbatch_protocol::BlobId::parse(id).is_some() {
         client.post(
             &format!("/v1/blobs/{}/export", seg(id)),
-            &json!({ "out": out }),
+            &json!({ "out": out, "store": store }),
         )?
     } else {
         if client.get(&format!("/v1/jobs/{}", seg(id))).is_err() {

@@ -11,8 +11,8 @@
 
 use crate::net::Net;
 use crate::pull::Pull;
-use crate::pull::Want;
-use crate::store::blobs::{check_out, decode_object, BlobError, BlobStore, FileExport};
+use crate::pull::{Dest, Want};
+use crate::store::blobs::{check_out, decode_object, BlobError, BlobStore};
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
@@ -78,6 +78,9 @@ pub enum ExportState {
 pub struct Export {
     pub blob: BlobId,
     pub out: PathBuf,
+    /// Fetched chunks also go into the chunk store (else, for a file blob,
+    /// only into the file).
+    pub store: bool,
     pub progress: Progress,
     pub state: Mutex<ExportState>,
 }
@@ -120,7 +123,7 @@ impl Fetcher {
         let peers = &self.locate(id, peers).await?;
         let manifests = self.manifests(id, peers).await?;
         let (missing, _) = self.missing(&manifests, progress);
-        self.pull(missing, peers, progress, None).await
+        self.pull(missing, peers, progress, Dest::Store).await
     }
 
     async fn pull(
@@ -128,12 +131,12 @@ impl Fetcher {
         missing: Vec<Want>,
         peers: &[PeerId],
         progress: &Progress,
-        sink: Option<Arc<FileExport>>,
+        dest: Dest,
     ) -> Result<()> {
         if missing.is_empty() {
             return Ok(());
         }
-        Pull::new(self, missing, peers, progress, sink).run().await
+        Pull::new(self, missing, peers, progress, dest).run().await
     }
 
     /// The file manifests of blob `id` (its own for a file), fetching the
@@ -148,7 +151,7 @@ impl Fetcher {
                     .filter(|b| !self.blobs.has_chunk(&b.0))
                     .map(|b| (b.0, 0))
                     .collect();
-                self.pull(missing, peers, &Progress::default(), None)
+                self.pull(missing, peers, &Progress::default(), Dest::Store)
                     .await?;
                 let mut manifests = Vec::with_capacity(files.len());
                 for file in files {
@@ -280,13 +283,15 @@ impl Fetcher {
         self.blobs.read_blob(&id)?.ok_or(FetchError::Vanished(id))
     }
 
-    /// Starts fetching `blob` and writing it at `out`; returns the export's
-    /// number for [`Fetcher::export`].
-    pub fn start_export(&self, blob: BlobId, out: PathBuf, peers: Vec<PeerId>) -> u64 {
+    /// Starts fetching `blob` and writing it at `out` (keeping the fetched
+    /// chunks in the store too when `store`); returns the export's number
+    /// for [`Fetcher::export`].
+    pub fn start_export(&self, blob: BlobId, out: PathBuf, peers: Vec<PeerId>, store: bool) -> u64 {
         let number = self.next_export.fetch_add(1, Relaxed);
         let export = Arc::new(Export {
             blob,
             out,
+            store,
             progress: Progress::default(),
             state: Mutex::new(ExportState::Running),
         });
@@ -332,7 +337,8 @@ impl Fetcher {
             Some(Object::File(manifest)) => self.stream_file(&manifest, export, peers).await?,
             _ => {
                 let (missing, _) = self.missing(&manifests, &export.progress);
-                self.pull(missing, peers, &export.progress, None).await?;
+                self.pull(missing, peers, &export.progress, Dest::Store)
+                    .await?;
                 let (blobs, blob, out) = (self.blobs.clone(), export.blob, export.out.clone());
                 tokio::task::spawn_blocking(move || blobs.export(&blob, &out))
                     .await
@@ -367,8 +373,9 @@ impl Fetcher {
     }
 
     /// Writes a file blob out while its missing chunks arrive: each is
-    /// written into the file as soon as it is verified, and the chunks
-    /// already here are copied in meanwhile.
+    /// written into the file (and, if the export stores, the chunk store)
+    /// as soon as it is verified, and the chunks already here are copied in
+    /// meanwhile.
     async fn stream_file(
         &self,
         manifest: &Manifest,
@@ -386,8 +393,12 @@ impl Fetcher {
                     .try_for_each(|hash| sink.copy_from(&blobs, hash))
             })
         };
-        self.pull(missing, peers, &export.progress, Some(sink.clone()))
-            .await?;
+        let dest = if export.store {
+            Dest::StoreAndFile(sink.clone())
+        } else {
+            Dest::File(sink.clone())
+        };
+        self.pull(missing, peers, &export.progress, dest).await?;
         copy.await
             .map_err(|e| FetchError::Writer(e.to_string()))??;
         let sink = Arc::into_inner(sink)

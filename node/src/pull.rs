@@ -11,7 +11,7 @@
 //! Swarm.
 
 use crate::fetch::{FetchError, Fetcher, Progress};
-use crate::store::blobs::{BlobError, FileExport};
+use crate::store::blobs::{check_chunk, BlobError, BlobStore, FileExport};
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
@@ -40,6 +40,17 @@ const STALL_WAIT: Duration = Duration::from_secs(crate::fetch::LOCATE_RETRIES as
 
 /// A chunk to get: its hash and length (0 when unknown: an object).
 pub type Want = ([u8; 32], u32);
+
+/// Where verified chunks go.
+#[derive(Clone)]
+pub enum Dest {
+    /// The chunk store.
+    Store,
+    /// The chunk store, and a file being written out.
+    StoreAndFile(Arc<FileExport>),
+    /// Only a file being written out (the node keeps no copy).
+    File(Arc<FileExport>),
+}
 
 /// What became of one chunk of a batch.
 enum Outcome {
@@ -90,8 +101,7 @@ pub struct Pull<'a> {
     refused: Vec<BTreeSet<PeerId>>,
     failures: Vec<Vec<String>>,
     providers: BTreeMap<PeerId, Provider>,
-    /// A file being written out: each verified chunk also goes there.
-    sink: Option<Arc<FileExport>>,
+    dest: Dest,
 }
 
 type BatchDone = (PeerId, Vec<usize>, Result<Vec<Outcome>, Failure>);
@@ -103,7 +113,7 @@ impl<'a> Pull<'a> {
         chunks: Vec<Want>,
         peers: &[PeerId],
         progress: &'a Progress,
-        sink: Option<Arc<FileExport>>,
+        dest: Dest,
     ) -> Pull<'a> {
         // Each fetcher takes the chunks in its own order, so that nodes
         // fetching the same blob at once soon hold different chunks to
@@ -122,7 +132,7 @@ impl<'a> Pull<'a> {
             chunks,
             queue,
             providers,
-            sink,
+            dest,
         }
     }
 
@@ -328,9 +338,13 @@ impl<'a> Pull<'a> {
         batch: Vec<usize>,
     ) -> impl std::future::Future<Output = BatchDone> {
         let wants: Vec<Want> = batch.iter().map(|&i| self.chunks[i]).collect();
-        let request = codec::encode(&FetchRequest::Chunks(wants.iter().map(|w| w.0).collect()));
+        let hashes = wants.iter().map(|w| w.0).collect();
+        let request = codec::encode(&match self.dest {
+            Dest::File(_) => FetchRequest::ChunksNotKept(hashes),
+            Dest::Store | Dest::StoreAndFile(_) => FetchRequest::Chunks(hashes),
+        });
         let (net, blobs) = (self.fetcher.net.clone(), self.fetcher.blobs.clone());
-        let (sink, writers) = (self.sink.clone(), self.fetcher.writers.clone());
+        let (dest, writers) = (self.dest.clone(), self.fetcher.writers.clone());
         async move {
             let frame = match net.fetch(peer, request).await {
                 Ok(frame) => frame,
@@ -356,14 +370,7 @@ impl<'a> Pull<'a> {
                                 bytes.len()
                             ))
                         }
-                        Some(bytes) => match blobs.write_chunk(&hash, bytes) {
-                            Ok(()) => match sink.as_ref().map(|s| s.write(&hash, bytes)) {
-                                Some(Err(e)) => Outcome::Local(e.into()),
-                                _ => Outcome::Written,
-                            },
-                            Err(e @ BlobError::Mismatch { .. }) => Outcome::Bad(e.to_string()),
-                            Err(e) => Outcome::Local(e.into()),
-                        },
+                        Some(bytes) => deliver(&blobs, &dest, &hash, bytes),
                     })
                     .collect())
             })
@@ -461,6 +468,23 @@ impl<'a> Pull<'a> {
             chunk: to_hex(&self.chunks[i].0),
             why,
         }
+    }
+}
+
+/// Verifies a received chunk against its hash and writes it where `dest`
+/// says.
+fn deliver(blobs: &BlobStore, dest: &Dest, hash: &[u8; 32], bytes: &[u8]) -> Outcome {
+    let written = match dest {
+        Dest::Store => blobs.write_chunk(hash, bytes),
+        Dest::StoreAndFile(file) => blobs
+            .write_chunk(hash, bytes)
+            .and_then(|()| file.write(hash, bytes)),
+        Dest::File(file) => check_chunk(hash, bytes).and_then(|()| file.write(hash, bytes)),
+    };
+    match written {
+        Ok(()) => Outcome::Written,
+        Err(e @ BlobError::Mismatch { .. }) => Outcome::Bad(e.to_string()),
+        Err(e) => Outcome::Local(e.into()),
     }
 }
 

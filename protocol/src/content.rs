@@ -152,8 +152,13 @@ pub enum FetchRequest {
     /// Which of these chunks do you hold? Answered with [`FetchResponse::Have`].
     Have(Vec<[u8; 32]>),
     /// These chunks (at most [`MAX_BATCH`]), answered with a batch frame
-    /// (see [`batch_frame`]), not a [`FetchResponse`].
+    /// (see [`batch_frame`]), not a [`FetchResponse`]. The asker keeps them
+    /// and serves them to others.
     Chunks(Vec<[u8; 32]>),
+    /// As [`FetchRequest::Chunks`], from an asker that writes them only
+    /// into a file and keeps no copy to serve: the sender must not count on
+    /// it to pass them on.
+    ChunksNotKept(Vec<[u8; 32]>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

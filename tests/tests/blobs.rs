@@ -190,6 +190,11 @@ fn a_corrupted_chunk_is_refused_and_fetched_from_another_provider() {
     wait_for("C to connect to A and B", Duration::from_secs(30), || {
         (c.status()["peers_connected"] == 2).then_some(())
     });
+    // Whether or not C keeps a copy, every chunk is verified.
+    let bare = cluster.tmp.path().join("on-c-bare");
+    let args = ["get", "--no-store", &id, "--out", bare.to_str().unwrap()];
+    ok(&c.cli(&args), "get --no-store on C");
+    assert_eq!(hash_file(&bare), hash);
     let out = cluster.tmp.path().join("on-c");
     ok(&get(c, &id, &out), "get on C");
     assert_eq!(hash_file(&out), hash);
@@ -201,6 +206,35 @@ fn a_corrupted_chunk_is_refused_and_fetched_from_another_provider() {
         "bad chunks are counted against B: {st}"
     );
     assert_eq!(st["bad_chunks_by_peer"].as_object().unwrap().len(), 1);
+}
+
+#[test]
+fn a_get_that_keeps_no_copy_writes_only_the_file() {
+    let cluster = Cluster::start(2, &[]);
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let file = cluster.tmp.path().join("five");
+    let hash = write_pattern(&file, 5 * MIB + 3, 7);
+    let id = put(a, &[&file]).remove(0);
+    let fetch = |name: &str, keep: bool| -> Value {
+        let out = cluster.tmp.path().join(name);
+        let mut args = vec!["get", &id, "--out", out.to_str().unwrap(), "--json"];
+        if !keep {
+            args.push("--no-store");
+        }
+        let done: Value = serde_json::from_str(&ok(&b.cli(&args), "get")).unwrap();
+        assert_eq!(hash_file(&out), hash, "{name}");
+        done
+    };
+    assert_eq!(fetch("bare1", false)["chunks_fetched"], 6);
+    assert_eq!(
+        fetch("bare2", false)["chunks_fetched"],
+        6,
+        "nothing was kept, so everything is fetched again"
+    );
+    assert_eq!(fetch("kept1", true)["chunks_fetched"], 6);
+    let again = fetch("kept2", true);
+    assert_eq!(again["chunks_fetched"], 0, "{again}");
+    assert_eq!(again["chunks_present"], 6, "{again}");
 }
 
 #[test]

@@ -344,12 +344,7 @@ impl BlobStore {
     /// Stores a chunk received from elsewhere, refusing bytes that do not
     /// match their hash.
     pub fn write_chunk(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
-        if blake3::hash(bytes).as_bytes() != hash {
-            return Err(BlobError::Mismatch {
-                hash: to_hex(hash),
-                len: bytes.len(),
-            });
-        }
+        check_chunk(hash, bytes)?;
         self.write_chunk_unchecked(hash, bytes).map(drop)
     }
 
@@ -559,6 +554,17 @@ impl Drop for FileExport {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// Refuses chunk bytes that do not match their hash.
+pub fn check_chunk(hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
+    if blake3::hash(bytes).as_bytes() != hash {
+        return Err(BlobError::Mismatch {
+            hash: to_hex(hash),
+            len: bytes.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Decodes an object, validating a tree's paths.
