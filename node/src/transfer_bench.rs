@@ -108,11 +108,12 @@ fn put(client: &Client, path: &Path) -> Result<(String, f64)> {
     Ok((s(&r["id"]), started.elapsed().as_secs_f64()))
 }
 
-/// Starts an export of `id` at `out` on `client`'s node; returns its number.
-fn start_get(client: &Client, id: &str, out: &Path) -> Result<u64> {
+/// Starts an export of `id` at `out` on `client`'s node (keeping a copy
+/// of the chunks in its store when `store`); returns its number.
+fn start_get(client: &Client, id: &str, out: &Path, store: bool) -> Result<u64> {
     let r = client.post(
         &format!("/v1/blobs/{}/export", seg(id)),
-        &json!({ "out": out.display().to_string() }),
+        &json!({ "out": out.display().to_string(), "store": store }),
     )?;
     r["export"]
         .as_u64()
@@ -177,10 +178,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One two-node get of `id` onto node 2 with an empty store; seconds.
-fn two_node_get(cluster: &LocalCluster, clients: &[Client], id: &str, out: &Path) -> Result<f64> {
+fn two_node_get(
+    cluster: &LocalCluster,
+    clients: &[Client],
+    id: &str,
+    out: &Path,
+    store: bool,
+) -> Result<f64> {
     forget_chunks(cluster, 1)?;
     let started = Instant::now();
-    let number = start_get(&clients[1], id, out)?;
+    let number = start_get(&clients[1], id, out, store)?;
     let secs = wait_gets(&[(&clients[1], number)], started)?[0];
     std::fs::remove_file(out)?;
     Ok(secs)
@@ -232,27 +239,38 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
         );
     }
     let out = root.join("out");
-    let (mut times, mut cpu) = (Vec::new(), Vec::new());
-    for _ in 0..opts.runs.max(1) {
-        let before = nodes_cpu(&cluster);
-        times.push(two_node_get(&cluster, &clients, &id, &out)?);
-        cpu.push(nodes_cpu(&cluster) - before);
+    for store in [true, false] {
+        let (mut times, mut cpu) = (Vec::new(), Vec::new());
+        for _ in 0..opts.runs.max(1) {
+            let before = nodes_cpu(&cluster);
+            times.push(two_node_get(&cluster, &clients, &id, &out, store)?);
+            cpu.push(nodes_cpu(&cluster) - before);
+        }
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let what = if store {
+            "two-node get (fetch, verify, store, write the file)"
+        } else {
+            "two-node get --no-store (fetch, verify, write the file)"
+        };
+        println!(
+            "{what}: median {:.2} s = {:.0} MB/s (best {best:.2} s = {:.0} MB/s; {} runs: {})",
+            median(times.clone()),
+            rate(median(times.clone())),
+            rate(best),
+            times.len(),
+            times
+                .iter()
+                .map(|t| format!("{t:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "         CPU of both node processes per get: median {:.2} s ({}); with that much CPU free, a get needs at least CPU / cores = {:.2} s",
+            median(cpu.clone()),
+            cpu.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
+            median(cpu.clone()) / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        );
     }
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    println!(
-        "two-node get (fetch, verify, store, write the file): median {:.2} s = {:.0} MB/s (best {best:.2} s = {:.0} MB/s; {} runs: {})",
-        median(times.clone()),
-        rate(median(times.clone())),
-        rate(best),
-        times.len(),
-        times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", ")
-    );
-    println!(
-        "         CPU of both node processes per get: median {:.2} s ({}); with that much CPU free, a get needs at least CPU / cores = {:.2} s",
-        median(cpu.clone()),
-        cpu.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
-        median(cpu.clone()) / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
-    );
     drop(cluster);
 
     if opts.spread >= 2 {
@@ -273,7 +291,7 @@ fn spread(opts: &TransferOpts, root: &Path) -> Result<()> {
     let out = |i: usize| -> PathBuf { root.join(format!("spread-out-{i}")) };
     let (mut alone, mut spreads, mut served_by) = (Vec::new(), Vec::new(), vec![0; n]);
     for _ in 0..opts.runs.max(1) {
-        alone.push(two_node_get(&cluster, &clients, &id, &out(1))?);
+        alone.push(two_node_get(&cluster, &clients, &id, &out(1), true)?);
         for i in 1..n {
             forget_chunks(&cluster, i)?;
         }
@@ -281,7 +299,7 @@ fn spread(opts: &TransferOpts, root: &Path) -> Result<()> {
         let started = Instant::now();
         let mut gets = Vec::new();
         for (i, client) in clients.iter().enumerate().skip(1) {
-            gets.push((client, start_get(client, &id, &out(i))?));
+            gets.push((client, start_get(client, &id, &out(i), true)?));
         }
         let last = wait_gets(&gets, started)?.into_iter().fold(0.0, f64::max);
         spreads.push(last);
