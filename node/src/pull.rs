@@ -15,7 +15,7 @@ use crate::store::blobs::{check_chunk, BlobError, BlobStore, FileExport};
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
-use peerbatch_protocol::content::{split_batch, FetchRequest, FetchResponse, MAX_BATCH, MAX_HAVE};
+use peerbatch_protocol::content::{split_batch, FetchRequest, FetchResponse, MAX_BATCH};
 use peerbatch_protocol::ids::to_hex;
 use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +29,10 @@ const IN_FLIGHT: usize = 8;
 const PER_PROVIDER: usize = 2;
 /// A provider that sends this many bad chunks in one pull is dropped from it.
 const MAX_BAD_PER_PULL: u32 = 3;
+/// Waiting chunks a `Have` asks about: the next ones to request (4 GiB of
+/// 1 MiB chunks, a 128 KiB question), not all of a huge blob's every
+/// 100 ms; the rest are asked about as they come up.
+const HAVE_WINDOW: usize = 4096;
 /// How often peers that lack some of the missing chunks are asked again.
 const HAVE_EVERY: Duration = Duration::from_millis(100);
 /// How long the first requests wait for every peer's first `Have` answer,
@@ -219,7 +223,7 @@ impl<'a> Pull<'a> {
             if p.dropped || p.asking {
                 continue;
             }
-            if all || self.queue.iter().any(|&i| !p.have[i]) {
+            if all || self.queue.iter().take(HAVE_WINDOW).any(|&i| !p.have[i]) {
                 p.asking = true;
                 ask.push(*peer);
             }
@@ -228,7 +232,7 @@ impl<'a> Pull<'a> {
     }
 
     fn ask_have(&self, peer: PeerId) -> impl std::future::Future<Output = HaveDone> {
-        let asked: Vec<usize> = self.queue.iter().copied().take(MAX_HAVE).collect();
+        let asked: Vec<usize> = self.queue.iter().copied().take(HAVE_WINDOW).collect();
         let hashes = asked.iter().map(|&i| self.chunks[i].0).collect();
         let request = codec::encode(&FetchRequest::Have(hashes));
         let net = self.fetcher.net.clone();
