@@ -579,6 +579,12 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool
             &json!({ "out": out, "store": store }),
         )?
     } else {
+        if !store {
+            return Err(BadInput(format!(
+                "--no-store applies to a blob id; the outputs of job {id:?} always go through the store"
+            ))
+            .into());
+        }
         if client.get(&format!("/v1/jobs/{}", seg(id))).is_err() {
             return Err(BadInput(format!(
                 "{id:?} is neither a blob id (64 hex digits) nor a job this node knows"

@@ -72,6 +72,10 @@ outputs = ["*.txt", "out"]
     );
 
     let out = root.join("results");
+    let refused = b.cli(&["get", "--no-store", &job, "--out", out.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("--no-store applies to a blob id"), "{why}");
     ok(
         &b.cli(&["get", &job, "--out", out.to_str().unwrap()]),
         "get JOB",
