@@ -23,9 +23,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Batches in flight at once, over all providers.
+/// Batches at once over all providers, from request until written.
 const IN_FLIGHT: usize = 8;
-/// Batches in flight to one provider.
+/// Requests awaiting an answer from one provider. Answered batches wait
+/// for a writer without holding the provider's slot, so the network keeps
+/// moving while the disk catches up.
 const PER_PROVIDER: usize = 2;
 /// A provider that sends this many bad chunks in one pull is dropped from it.
 const MAX_BAD_PER_PULL: u32 = 3;
@@ -106,6 +108,10 @@ pub struct Pull<'a> {
     failures: Vec<Vec<String>>,
     providers: BTreeMap<PeerId, Provider>,
     dest: Dest,
+    /// Told the provider of each request as soon as its answer (or
+    /// failure) arrives, which frees that provider's slot.
+    answered: tokio::sync::mpsc::UnboundedSender<PeerId>,
+    answers: tokio::sync::mpsc::UnboundedReceiver<PeerId>,
 }
 
 type BatchDone = (PeerId, Vec<usize>, Result<Vec<Outcome>, Failure>);
@@ -128,6 +134,7 @@ impl<'a> Pull<'a> {
             .iter()
             .map(|p| (*p, Provider::new(chunks.len())))
             .collect();
+        let (answered, answers) = tokio::sync::mpsc::unbounded_channel();
         Pull {
             fetcher,
             progress,
@@ -137,6 +144,8 @@ impl<'a> Pull<'a> {
             queue,
             providers,
             dest,
+            answered,
+            answers,
         }
     }
 
@@ -159,6 +168,9 @@ impl<'a> Pull<'a> {
         }
         let first_answers = tokio::time::Instant::now() + FIRST_ANSWERS;
         loop {
+            while let Ok(peer) = self.answers.try_recv() {
+                self.free_slot(peer);
+            }
             let waiting = !unanswered.is_empty() && tokio::time::Instant::now() < first_answers;
             while !waiting && batches.len() < IN_FLIGHT {
                 let Some((peer, batch)) = self.next_batch() else {
@@ -189,6 +201,7 @@ impl<'a> Pull<'a> {
                         stalled = None;
                     }
                 }
+                Some(peer) = self.answers.recv() => self.free_slot(peer),
                 Some((peer, asked, result)) = haves.next() => {
                     unanswered.remove(&peer);
                     self.on_have(peer, asked, result);
@@ -200,6 +213,13 @@ impl<'a> Pull<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// A request to `peer` was answered (or failed).
+    fn free_slot(&mut self, peer: PeerId) {
+        if let Some(p) = self.providers.get_mut(&peer) {
+            p.load = p.load.saturating_sub(1);
         }
     }
 
@@ -349,8 +369,12 @@ impl<'a> Pull<'a> {
         });
         let (net, blobs) = (self.fetcher.net.clone(), self.fetcher.blobs.clone());
         let (dest, writers) = (self.dest.clone(), self.fetcher.writers.clone());
+        let answered = self.answered.clone();
         async move {
-            let frame = match net.fetch(peer, request).await {
+            let fetched = net.fetch(peer, request).await;
+            // The loop holds the receiver for as long as it polls this.
+            let _ = answered.send(peer);
+            let frame = match fetched {
                 Ok(frame) => frame,
                 Err(e) => return (peer, batch, Err(net_failure(e))),
             };
@@ -392,9 +416,6 @@ impl<'a> Pull<'a> {
         batch: Vec<usize>,
         result: Result<Vec<Outcome>, Failure>,
     ) -> Result<bool, FetchError> {
-        if let Some(p) = self.providers.get_mut(&peer) {
-            p.load = p.load.saturating_sub(1);
-        }
         let outcomes = match result {
             Ok(outcomes) => outcomes,
             Err(Failure::Net(e)) => {
