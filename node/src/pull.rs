@@ -6,7 +6,9 @@
 //! already have), which batch goes to which provider, and what a failure
 //! does (a bad chunk is counted against its sender and fetched elsewhere; a
 //! provider whose request fails is dropped from this pull). Every chunk is
-//! verified against its hash before it is written. Must not decide which
+//! verified against its hash before it is written where the fetcher says
+//! ([`Dest`]: the chunk store, a file being exported, or both). Must not
+//! decide which
 //! chunks are missing (the fetcher does), serve requests, or touch the
 //! Swarm.
 
@@ -81,7 +83,7 @@ struct Provider {
     have: Vec<bool>,
     /// A `Have` request to it is in flight.
     asking: bool,
-    /// Batches in flight to it.
+    /// Requests to it awaiting an answer.
     load: usize,
     bad: u32,
     dropped: bool,
