@@ -340,3 +340,70 @@ packages = ["hello@1.0"]
         "{log}"
     );
 }
+
+/// A node over `--store-limit` removes a package it unpacked once no
+/// unfinished job uses it, with the package's chunks.
+#[test]
+fn an_unpacked_package_no_job_needs_is_removed_when_the_store_is_over_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = ["--store-limit", "2MiB"];
+    let a = Node::start(&tmp.path().join("a"), &[FAST, &limit].concat());
+    let join = a.addr();
+    let b_args = [
+        FAST,
+        &limit,
+        &["--join", join.as_str(), "--label", "role=b"],
+    ]
+    .concat();
+    let b = Node::start(&tmp.path().join("b"), &b_args);
+    wait_for("two live nodes", Duration::from_secs(30), || {
+        (a.live_nodes() == 2).then_some(())
+    });
+    let pkg = tmp.path().join("big-pkg");
+    fs::create_dir_all(&pkg).unwrap();
+    fs::write(
+        pkg.join("run.sh"),
+        "#!/bin/sh\nwc -c < \"$(dirname \"$0\")/data\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(pkg.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(pkg.join("data"), data).unwrap();
+    ok(
+        &a.cli(&["package", "add", "big", "1.0", pkg.to_str().unwrap()]),
+        "package add",
+    );
+    let listed = wait_for("the package to reach b", Duration::from_secs(10), || {
+        let l = b.json(&["package", "list", "--json"]);
+        (l.as_array().map_or(0, Vec::len) == 1).then_some(l)
+    });
+    let blob = listed[0]["blob"].as_str().unwrap().to_string();
+    let job_file = tmp.path().join("big.toml");
+    fs::write(
+        &job_file,
+        "[[tasks]]\nid = \"p\"\nrange = \"1..=2\"\ncommand = \"$PEERBATCH_PACKAGES/big/run.sh\"\npackages = [\"big@1.0\"]\nconstraints = [\"role=b\"]\n",
+    )
+    .unwrap();
+    let job = ok(
+        &a.cli(&["submit", job_file.to_str().unwrap(), "--wait"]),
+        "submit",
+    );
+    assert_eq!(ok(&a.cli(&["logs", &job, "p1"]), "logs"), "3145728");
+    let unpacked = b.dir.join("packages").join(&blob);
+    assert!(unpacked.join("run.sh").exists(), "unpacked once on b");
+
+    // The job is over; new chunks on b start a reclaim pass.
+    let more = tmp.path().join("more");
+    fs::write(&more, vec![7u8; 1 << 20]).unwrap();
+    ok(&b.cli(&["put", more.to_str().unwrap()]), "put on b");
+    wait_for(
+        "b to remove the unpacked package",
+        Duration::from_secs(20),
+        || (!unpacked.exists()).then_some(()),
+    );
+    assert!(
+        b.status()["reclaim"]["freed_bytes"].as_u64().unwrap_or(0) >= 2 << 20,
+        "the package's chunks went too: {}",
+        b.status()["reclaim"]
+    );
+}
