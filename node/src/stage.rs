@@ -39,8 +39,8 @@ pub struct Stager {
     fetcher: Fetcher,
     /// Input files by blob id and mode, read-only, for hard links.
     cache: PathBuf,
-    /// Unpacked packages, one directory per package blob (so a name and
-    /// version added again with other content is unpacked anew).
+    /// Unpacked packages, one directory per package blob (the name the
+    /// reclaimer goes by).
     packages: PathBuf,
     /// One lock per blob being materialized, so it is fetched and written once.
     locks: Arc<Mutex<HashMap<BlobId, Arc<tokio::sync::Mutex<()>>>>>,
