@@ -9,14 +9,14 @@ use libp2p::{
     core::{muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
     dns, gossipsub, identify,
     identity::Keypair,
-    mdns, noise,
+    mdns,
     request_response::{self, ProtocolSupport},
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
     tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder, Transport,
 };
 use tracing::{info, warn};
 
-use super::{cluster, codec::LengthPrefixed, NetConfig, NetError};
+use super::{cluster, codec::LengthPrefixed, tls, NetConfig, NetError};
 
 /// The single gossipsub topic.
 const GOSSIP_TOPIC: &str = "peerbatch/ledger/1";
@@ -34,7 +34,7 @@ pub(super) const IDENTIFY_PROTOCOL: &str = "/peerbatch/id/1";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent one-way messages per connection before new ones are refused.
 const MSG_MAX_CONCURRENT_STREAMS: usize = 256;
-/// Time allowed for the cluster admission + noise + yamux handshake of a new connection.
+/// Time allowed for the cluster admission + TLS + yamux handshake of a new connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections nobody is using are closed after this long (gossipsub's long-lived streams keep
 /// links between subscribed peerbatch nodes open anyway; the default would close idle links
@@ -77,7 +77,7 @@ pub(super) fn subscribe(swarm: &mut Swarm<Behaviour>) -> Result<gossipsub::Topic
     Ok(topic.hash())
 }
 
-/// TCP (nodelay, with DNS resolution) → cluster-key admission when a key is set → noise → yamux.
+/// TCP (nodelay, with DNS resolution) → cluster-key admission when a key is set → TLS → yamux.
 fn build_transport(
     keypair: &Keypair,
     cluster_key: Option<[u8; 32]>,
@@ -91,7 +91,7 @@ fn build_transport(
                 tcp::tokio::Transport::new(tcp_config).boxed()
             }
         };
-    let noise = noise::Config::new(keypair)?;
+    let tls = tls::Config::new(keypair)?;
     let yamux = yamux::Config::default();
     let transport = match cluster_key {
         Some(key) => {
@@ -99,7 +99,7 @@ fn build_transport(
             info!("private network: cluster key in use");
             tcp.and_then(move |socket, endpoint| cluster::admit(socket, key, endpoint.is_dialer()))
                 .upgrade(Version::V1Lazy)
-                .authenticate(noise)
+                .authenticate(tls)
                 .multiplex(yamux)
                 .timeout(HANDSHAKE_TIMEOUT)
                 .boxed()
@@ -107,7 +107,7 @@ fn build_transport(
         None => {
             info!("no cluster key: any libp2p node that can reach us may connect");
             tcp.upgrade(Version::V1Lazy)
-                .authenticate(noise)
+                .authenticate(tls)
                 .multiplex(yamux)
                 .timeout(HANDSHAKE_TIMEOUT)
                 .boxed()

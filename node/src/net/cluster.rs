@@ -1,8 +1,8 @@
 //! Cluster-key admission: the first bytes on every new TCP connection when a cluster key is set.
 //!
 //! Both ends prove that they hold the pre-shared key before anything else is spoken; a peer that
-//! cannot is disconnected before multistream-select or noise start. Unlike libp2p's pnet, this
-//! adds no cipher pass over the traffic: noise, which runs next, already encrypts and
+//! cannot is disconnected before multistream-select or TLS start. Unlike libp2p's pnet, this
+//! adds no cipher pass over the traffic: TLS, which runs next, already encrypts and
 //! authenticates every byte, and pnet's software XSalsa20 (≈0.6 GB/s here, once on each end) was
 //! the largest single cost of a bulk transfer. Owns only this exchange; it must not touch the
 //! connection after it or any other node state.

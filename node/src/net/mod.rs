@@ -17,6 +17,7 @@ mod key;
 mod redial;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -42,7 +43,7 @@ pub struct NetConfig {
     /// An address may end in `/p2p/<peer id>` to pin the identity expected there.
     pub join: Vec<Multiaddr>,
     /// Pre-shared cluster key. When set, every connection starts with the cluster admission
-    /// exchange (`cluster`) before noise, so peers with a different key can never talk to us.
+    /// exchange (`cluster`) before TLS, so peers with a different key can never talk to us.
     pub cluster_key: Option<[u8; 32]>,
     /// Discover peers on the local network with mDNS and dial what is found.
     pub mdns: bool,
@@ -79,8 +80,8 @@ pub struct FetchReply {
 /// Everything that can go wrong in this module.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("failed to set up the noise handshake")]
-    Noise(#[from] libp2p::noise::Error),
+    #[error("failed to set up TLS")]
+    Tls(#[from] tls::TlsError),
     #[error("invalid gossipsub setup: {0}")]
     Gossipsub(String),
     #[error("failed to start mDNS")]
