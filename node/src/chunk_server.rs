@@ -5,7 +5,10 @@
 //! sent to one peer is not sent to a second peer within [`SPREAD_WINDOW`],
 //! so that when several nodes fetch the same blob at once the second gets
 //! it from the first (it asks again elsewhere, or here once the window has
-//! passed) and this node's upload carries chunks nobody has yet. Must not
+//! passed) and this node's upload carries chunks nobody has yet. The rule
+//! holds back only what the node had before: a chunk it fetched itself in
+//! the last [`PASS_ON_WINDOW`] goes to every peer that asks, so the nodes
+//! fetching a blob together serve each other without refusals. Must not
 //! fetch, schedule requests (`pull` does) or touch the Swarm.
 
 use crate::fetch::FetchStats;
@@ -25,23 +28,50 @@ use std::time::{Duration, Instant};
 /// (peers fetching a blob ask each other every 100 ms).
 pub const SPREAD_WINDOW: Duration = Duration::from_secs(1);
 
-/// Chunks sent in the last [`SPREAD_WINDOW`]: to whom and when.
-type SentLately = HashMap<[u8; 32], (PeerId, Instant)>;
+/// How long a chunk this node fetched is passed on to every peer that asks,
+/// first-copy rule aside: longer than the gap between a node's fetching a
+/// chunk and the last of its fellow fetchers asking for it.
+pub const PASS_ON_WINDOW: Duration = Duration::from_secs(10);
+
+/// The first-copy rule's memory: what this node sent lately (the chunk
+/// server records it) and what it fetched lately (the fetcher records it).
+#[derive(Default)]
+pub struct SpreadState {
+    /// Chunks sent in the last [`SPREAD_WINDOW`]: to whom and when.
+    sent: Mutex<HashMap<[u8; 32], (PeerId, Instant)>>,
+    /// Chunks fetched and kept in the last [`PASS_ON_WINDOW`].
+    fetched: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl SpreadState {
+    /// Records that this node fetched `hash` and keeps it.
+    pub fn fetched(&self, hash: [u8; 32]) {
+        self.fetched_at(hash, Instant::now());
+    }
+
+    fn fetched_at(&self, hash: [u8; 32], now: Instant) {
+        let mut fetched = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
+        if fetched.len() % 1024 == 1023 {
+            fetched.retain(|_, at| now.duration_since(*at) < PASS_ON_WINDOW);
+        }
+        fetched.insert(hash, now);
+    }
+}
 
 /// Serves this node's chunks to peers; cheap to clone.
 #[derive(Clone)]
 pub struct ChunkServer {
     blobs: BlobStore,
     stats: Arc<FetchStats>,
-    sent: Arc<Mutex<SentLately>>,
+    spread: Arc<SpreadState>,
 }
 
 impl ChunkServer {
-    pub fn new(blobs: BlobStore, stats: Arc<FetchStats>) -> ChunkServer {
+    pub fn new(blobs: BlobStore, stats: Arc<FetchStats>, spread: Arc<SpreadState>) -> ChunkServer {
         ChunkServer {
             blobs,
             stats,
-            sent: Arc::default(),
+            spread,
         }
     }
 
@@ -101,12 +131,18 @@ impl ChunkServer {
     /// Per asked chunk: whether it may go to `from` at `now`, recording it
     /// as sent to `from` if so and `from` keeps it.
     fn claim(&self, from: &PeerId, asked: &[[u8; 32]], kept: bool, now: Instant) -> Vec<bool> {
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fetched = self
+            .spread
+            .fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        fetched.retain(|_, at| now.duration_since(*at) < PASS_ON_WINDOW);
+        let mut sent = self.spread.sent.lock().unwrap_or_else(|p| p.into_inner());
         sent.retain(|_, (_, at)| now.duration_since(*at) < SPREAD_WINDOW);
         asked
             .iter()
             .map(|hash| match sent.get(hash) {
-                Some((to, _)) if to != from => false,
+                Some((to, _)) if to != from && !fetched.contains_key(hash) => false,
                 _ => {
                     if kept {
                         sent.insert(*hash, (*from, now));
@@ -125,7 +161,11 @@ mod tests {
     #[test]
     fn a_chunk_sent_to_one_peer_goes_to_another_only_after_the_window() {
         let dir = std::env::temp_dir().join(format!("pb-chunk-server-{}", std::process::id()));
-        let server = ChunkServer::new(BlobStore::open(&dir).unwrap(), Arc::default());
+        let server = ChunkServer::new(
+            BlobStore::open(&dir).unwrap(),
+            Arc::default(),
+            Arc::default(),
+        );
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         let (x, y, z) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         let t0 = Instant::now();
@@ -139,6 +179,16 @@ mod tests {
         assert_eq!(server.claim(&c, &[z], false, later), [true]);
         let to_b = server.claim(&b, &[z], true, later);
         assert_eq!(to_b, [true], "c keeps no copy to pass on");
+
+        let fresh = [4u8; 32];
+        server.spread.fetched_at(fresh, later);
+        assert_eq!(server.claim(&a, &[fresh], true, later), [true]);
+        let to_b = server.claim(&b, &[fresh], true, later);
+        assert_eq!(to_b, [true], "fetched here just now: passed on to all");
+        let much_later = later + PASS_ON_WINDOW;
+        assert_eq!(server.claim(&a, &[fresh], true, much_later), [true]);
+        let to_b = server.claim(&b, &[fresh], true, much_later);
+        assert_eq!(to_b, [false], "held long enough to be this node's own");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

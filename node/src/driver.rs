@@ -89,7 +89,7 @@ impl Driver {
     ) -> Driver {
         let (outbox, storage) = crate::outbox::spawn(store.clone(), net.clone());
         let blobs = fetcher.store().clone();
-        let chunks = ChunkServer::new(blobs.clone(), fetcher.stats.clone());
+        let chunks = ChunkServer::new(blobs.clone(), fetcher.stats.clone(), fetcher.spread.clone());
         Driver {
             core,
             store,

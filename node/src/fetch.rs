@@ -9,6 +9,7 @@
 //! schedule chunk requests (`pull` does), serve requests (the driver does)
 //! or touch the Swarm.
 
+use crate::chunk_server::SpreadState;
 use crate::net::Net;
 use crate::pull::Pull;
 use crate::pull::{Dest, Want};
@@ -93,6 +94,8 @@ pub struct Fetcher {
     /// would only contend for the same files and cores.
     pub(crate) writers: Arc<tokio::sync::Semaphore>,
     pub stats: Arc<FetchStats>,
+    /// Chunks fetched lately, which the chunk server passes on freely.
+    pub spread: Arc<SpreadState>,
     exports: Arc<Mutex<BTreeMap<u64, Arc<Export>>>>,
     next_export: Arc<AtomicU64>,
 }
@@ -106,6 +109,7 @@ impl Fetcher {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             stats: Arc::default(),
+            spread: Arc::default(),
             exports: Arc::default(),
             next_export: Arc::new(AtomicU64::new(1)),
         }

@@ -60,6 +60,13 @@ pub enum Dest {
     File(Arc<FileExport>),
 }
 
+impl Dest {
+    /// Whether the node keeps what it fetches (and so can pass it on).
+    fn keeps(&self) -> bool {
+        !matches!(self, Dest::File(_))
+    }
+}
+
 /// What became of one chunk of a batch.
 enum Outcome {
     Written,
@@ -365,11 +372,13 @@ impl<'a> Pull<'a> {
     ) -> impl std::future::Future<Output = BatchDone> {
         let wants: Vec<Want> = batch.iter().map(|&i| self.chunks[i]).collect();
         let hashes = wants.iter().map(|w| w.0).collect();
-        let request = codec::encode(&match self.dest {
-            Dest::File(_) => FetchRequest::ChunksNotKept(hashes),
-            Dest::Store | Dest::StoreAndFile(_) => FetchRequest::Chunks(hashes),
+        let request = codec::encode(&if self.dest.keeps() {
+            FetchRequest::Chunks(hashes)
+        } else {
+            FetchRequest::ChunksNotKept(hashes)
         });
         let (net, blobs) = (self.fetcher.net.clone(), self.fetcher.blobs.clone());
+        let spread = self.fetcher.spread.clone();
         let (dest, writers) = (self.dest.clone(), self.fetcher.writers.clone());
         let answered = self.answered.clone();
         async move {
@@ -400,7 +409,13 @@ impl<'a> Pull<'a> {
                                 bytes.len()
                             ))
                         }
-                        Some(bytes) => deliver(&blobs, &dest, &hash, bytes),
+                        Some(bytes) => {
+                            let outcome = deliver(&blobs, &dest, &hash, bytes);
+                            if matches!(outcome, Outcome::Written) && dest.keeps() {
+                                spread.fetched(hash);
+                            }
+                            outcome
+                        }
                     })
                     .collect())
             })
