@@ -18,7 +18,7 @@ use std::{
     sync::Arc,
 };
 
-use futures::{future::BoxFuture, AsyncRead, AsyncWrite, FutureExt};
+use futures::{future::BoxFuture, io::BufReader, AsyncRead, AsyncWrite, FutureExt};
 use futures_rustls::TlsStream;
 use libp2p::{
     core::{
@@ -40,6 +40,12 @@ use rustls::{
 const PROTOCOL: &str = "/tls/1.0.0";
 /// ALPN value the libp2p TLS spec requires.
 const ALPN: &[u8] = b"libp2p";
+/// Bytes read from the socket at once under TLS. rustls asks its reader for 4 KiB at a time,
+/// which would be one `recv` per 4 KiB of a bulk transfer.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The socket under TLS, read through a buffer of [`READ_BUFFER`] bytes.
+type Buffered<C> = BufReader<C>;
 
 /// The upgrade: a listening configuration (libp2p-tls's) and a dialing one (ours).
 #[derive(Clone)]
@@ -190,11 +196,12 @@ impl<C> InboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, TlsStream<C>);
+    type Output = (PeerId, TlsStream<Buffered<C>>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
+        let socket = BufReader::with_capacity(READ_BUFFER, socket);
         let handshake = futures_rustls::TlsAcceptor::from(self.server).accept(socket);
         authenticated(async move { Ok(handshake.await?.into()) }).boxed()
     }
@@ -204,7 +211,7 @@ impl<C> OutboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, TlsStream<C>);
+    type Output = (PeerId, TlsStream<Buffered<C>>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -212,6 +219,7 @@ where
         // The spec: a client sends no server name. An IP address name keeps rustls from sending
         // the SNI extension.
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
+        let socket = BufReader::with_capacity(READ_BUFFER, socket);
         let handshake = futures_rustls::TlsConnector::from(self.client).connect(name, socket);
         authenticated(async move { Ok(handshake.await?.into()) }).boxed()
     }
@@ -237,7 +245,7 @@ mod tests {
     use futures::{AsyncReadExt, AsyncWriteExt};
     use libp2p::tcp::tokio::TcpStream;
 
-    type Upgraded = Result<(PeerId, TlsStream<TcpStream>), TlsError>;
+    type Upgraded = Result<(PeerId, TlsStream<Buffered<TcpStream>>), TlsError>;
 
     /// Runs both ends of the handshake over a loopback TCP connection.
     async fn handshake(dialer: &Keypair, listener: &Keypair) -> (Upgraded, Upgraded) {
