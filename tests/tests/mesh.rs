@@ -151,6 +151,15 @@ fn a_node_with_another_cluster_key_never_sees_the_job() {
     assert_eq!(outsider.json(&["jobs", "--json"]), serde_json::json!([]));
     assert_eq!(outsider.live_nodes(), 1, "the outsider sees only itself");
     assert_eq!(a.live_nodes(), 2, "A never counted the outsider");
+
+    // Both ends say why, once: the outsider of its dial, A of the connection it refused.
+    let said = "refused: it does not hold this node's cluster key";
+    for (node, way) in [(&outsider, "connection to"), (&a, "connection from")] {
+        let log = std::fs::read_to_string(node.dir.join("test-node.log")).unwrap();
+        let warnings: Vec<_> = log.lines().filter(|l| l.contains(said)).collect();
+        assert_eq!(warnings.len(), 1, "{way}: {warnings:?}");
+        assert!(warnings[0].contains(way), "{}", warnings[0]);
+    }
 }
 
 #[test]

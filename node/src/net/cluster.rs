@@ -42,11 +42,11 @@ fn tag(
     blake3::keyed_hash(key, &message)
 }
 
+/// How every admission failure's message begins.
+pub(super) const REFUSED: &str = "cluster admission failed";
+
 fn refused(why: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!("cluster admission failed: {why}"),
-    )
+    io::Error::new(io::ErrorKind::PermissionDenied, format!("{REFUSED}: {why}"))
 }
 
 /// Runs the exchange on `socket` and hands it back once the peer has proved it holds the key.

@@ -26,6 +26,7 @@ use tracing::{debug, info, trace, warn};
 use super::{
     behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL},
     redial::PeerBook,
+    refusals::Refusals,
     FetchReply, NetError, NetEvent,
 };
 
@@ -71,6 +72,7 @@ pub(super) struct EventLoop {
     pending_acks: HashMap<OutboundRequestId, oneshot::Sender<Result<(), NetError>>>,
     pending_fetches: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
     book: PeerBook,
+    refusals: Refusals,
 }
 
 impl EventLoop {
@@ -90,6 +92,7 @@ impl EventLoop {
             pending_acks: HashMap::new(),
             pending_fetches: HashMap::new(),
             book,
+            refusals: Refusals::default(),
         }
     }
 
@@ -263,6 +266,11 @@ impl EventLoop {
                     info!("a join address is our own; not dialling it again");
                 } else {
                     debug!(peer = ?peer_id, error = %error, "dial failed");
+                    if let DialError::Transport(failed) = &error {
+                        for (addr, e) in failed {
+                            self.refused(addr, true, &error_chain(e));
+                        }
+                    }
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -270,8 +278,9 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                // Among others, peers with a different cluster key end up here.
-                debug!(from = %send_back_addr, error = %error, "incoming connection failed");
+                let error = error_chain(&error);
+                debug!(from = %send_back_addr, %error, "incoming connection failed");
+                self.refused(&send_back_addr, false, &error);
             }
             SwarmEvent::ListenerError { error, .. } => warn!(error = %error, "listener error"),
             SwarmEvent::ListenerClosed {
@@ -472,6 +481,13 @@ impl EventLoop {
     }
 
     /// Remember addresses for redials and make them available to request-response dials.
+    /// Warns about a failed connection with `remote` if an operator must fix its cause.
+    fn refused(&mut self, remote: &Multiaddr, dialled: bool, error: &str) {
+        if let Some(warning) = self.refusals.note(remote, dialled, error, Instant::now()) {
+            warn!("{warning}");
+        }
+    }
+
     fn remember(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         for addr in self.book.add_addrs(peer, addrs, Instant::now()) {
             self.swarm.add_peer_address(peer, addr);
@@ -499,4 +515,16 @@ impl EventLoop {
             trace!(peer = ?peer, error = %error, "dial not started");
         }
     }
+}
+
+/// An error and all its sources, as one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }

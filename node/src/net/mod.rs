@@ -15,6 +15,7 @@ mod codec;
 mod event_loop;
 mod key;
 mod redial;
+mod refusals;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -1,0 +1,145 @@
+//! Connections that fail for a reason an operator has to fix: the other side holds another
+//! cluster key, or speaks another version of the node's protocols.
+//!
+//! Owns recognising those two among failed connections and saying so at most once per remote
+//! host per [`REPEAT_AFTER`] (redials would otherwise repeat it every few seconds). Everything
+//! else that fails (a peer that is down, a reset) is ordinary and stays at debug level. Must not
+//! touch the Swarm or decide what to dial.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use libp2p::{multiaddr::Protocol, Multiaddr};
+
+/// How long a host's refusal is not repeated.
+pub(super) const REPEAT_AFTER: Duration = Duration::from_secs(600);
+
+/// Why a connection failed, when it is the operator's to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The cluster admission exchange failed: the keys differ (or one side has none).
+    ClusterKey,
+    /// Admission passed (or was not asked for) but multistream-select found no protocol both
+    /// sides speak (libp2p's texts for it on the listening and the dialling side).
+    Version,
+}
+
+impl Refusal {
+    /// Recognises a refusal in a failed connection's error text (its whole source chain).
+    pub(super) fn of(error: &str) -> Option<Refusal> {
+        if error.contains(super::cluster::REFUSED) {
+            Some(Refusal::ClusterKey)
+        } else if error.contains("Multistream select failed")
+            || error.contains("Protocol negotiation failed")
+        {
+            Some(Refusal::Version)
+        } else {
+            None
+        }
+    }
+
+    fn advice(self) -> &'static str {
+        match self {
+            Refusal::ClusterKey => {
+                "it does not hold this node's cluster key; give both the same --cluster-key file"
+            }
+            Refusal::Version => {
+                "it speaks none of this node's connection protocols, so it is another peerbatch \
+                 version (or not a peerbatch node); run the same version on every node"
+            }
+        }
+    }
+}
+
+/// When each remote host was last reported.
+#[derive(Default)]
+pub(super) struct Refusals {
+    reported: HashMap<String, Instant>,
+}
+
+impl Refusals {
+    /// The warning to log for a failed connection with `remote` (`dialled`: we dialled it), or
+    /// `None` when the failure is ordinary or this host was reported within [`REPEAT_AFTER`].
+    pub(super) fn note(
+        &mut self,
+        remote: &Multiaddr,
+        dialled: bool,
+        error: &str,
+        now: Instant,
+    ) -> Option<String> {
+        let refusal = Refusal::of(error)?;
+        let host = host(remote);
+        self.reported
+            .retain(|_, at| now.duration_since(*at) < REPEAT_AFTER);
+        if self.reported.contains_key(&host) {
+            return None;
+        }
+        self.reported.insert(host.clone(), now);
+        let way = if dialled { "to" } else { "from" };
+        Some(format!(
+            "connection {way} {host} refused: {} (said once per host every {} minutes)",
+            refusal.advice(),
+            REPEAT_AFTER.as_secs() / 60
+        ))
+    }
+}
+
+/// The IP address in `addr`, or the whole address when it has none (a DNS name).
+fn host(addr: &Multiaddr) -> String {
+    addr.iter()
+        .find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpAddr::V4(ip).to_string()),
+            Protocol::Ip6(ip) => Some(IpAddr::V6(ip).to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| addr.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Multiaddr {
+        s.parse().expect("multiaddr")
+    }
+
+    #[test]
+    fn only_key_and_version_failures_are_refusals() {
+        let key = format!("Failed to negotiate transport protocol(s): [(/ip4/10.0.0.2/tcp/4001: : {}: the peer does not hold our cluster key)]", super::super::cluster::REFUSED);
+        assert_eq!(Refusal::of(&key), Some(Refusal::ClusterKey));
+        // As the listener and the dialer see a peer that offers no protocol the other knows.
+        let listener = "Listen error: Failed to negotiate transport protocol(s): : Multistream select failed: Protocol error: I/O error: not enough input bytes";
+        assert_eq!(Refusal::of(listener), Some(Refusal::Version));
+        let dialer = "Failed to negotiate transport protocol(s): [(/ip4/10.0.0.2/tcp/4001: : Handshake failed: Protocol negotiation failed.)]";
+        assert_eq!(Refusal::of(dialer), Some(Refusal::Version));
+        let down = "Failed to negotiate transport protocol(s): [(/ip4/10.0.0.2/tcp/4001: : Connection refused (os error 111))]";
+        assert_eq!(Refusal::of(down), None);
+    }
+
+    #[test]
+    fn a_host_is_reported_once_per_window_whatever_its_port() {
+        let mut refusals = Refusals::default();
+        let error = "Multistream select failed";
+        let t0 = Instant::now();
+        let first = refusals.note(&addr("/ip4/10.0.0.2/tcp/4001"), true, error, t0);
+        let first = first.expect("first refusal is reported");
+        assert!(
+            first.starts_with("connection to 10.0.0.2 refused: "),
+            "{first}"
+        );
+        let again = refusals.note(&addr("/ip4/10.0.0.2/tcp/51234"), false, error, t0);
+        assert_eq!(again, None, "same host, another port");
+        let other = refusals.note(&addr("/ip4/10.0.0.3/tcp/4001"), false, error, t0);
+        assert!(other
+            .expect("another host")
+            .starts_with("connection from 10.0.0.3"));
+        let later = t0 + REPEAT_AFTER;
+        let repeated = refusals.note(&addr("/ip4/10.0.0.2/tcp/4001"), true, error, later);
+        assert!(repeated.is_some(), "reported again after the window");
+        let ordinary = refusals.note(&addr("/ip4/10.0.0.9/tcp/1"), true, "timed out", later);
+        assert_eq!(ordinary, None);
+    }
+}
