@@ -113,7 +113,7 @@ impl ChunkServer {
             hashes
         };
         let sendable = self.claim(from, asked, kept, Instant::now());
-        let mut out = Vec::with_capacity(asked.len() * CHUNK_SIZE + 64);
+        let mut out = Vec::with_capacity((asked.len() * CHUNK_SIZE).min(MAX_BATCH_BYTES) + 64);
         let lens: Vec<_> = asked
             .iter()
             .zip(sendable)

@@ -17,7 +17,9 @@ use crate::store::blobs::{check_chunk, BlobError, BlobStore, FileExport};
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
-use peerbatch_protocol::content::{split_batch, FetchRequest, FetchResponse, MAX_BATCH};
+use peerbatch_protocol::content::{
+    split_batch, FetchRequest, FetchResponse, CHUNK_SIZE, MAX_BATCH,
+};
 use peerbatch_protocol::ids::to_hex;
 use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +29,8 @@ use std::time::Duration;
 
 /// Batches at once over all providers, from request until written.
 const IN_FLIGHT: usize = 8;
+/// Bytes of chunks one batch asks for: 8 of the largest.
+const BATCH_BYTES: u64 = 8 * CHUNK_SIZE as u64;
 /// Requests awaiting an answer from one provider. Answered batches wait
 /// for a writer without holding the provider's slot, so the network keeps
 /// moving while the disk catches up.
@@ -299,13 +303,15 @@ impl<'a> Pull<'a> {
     }
 
     /// The least busy provider that holds a waiting chunk (ties broken at
-    /// random), and up to [`MAX_BATCH`] waiting chunks it holds, rarest
-    /// first (held by the fewest providers), so that a chunk only one peer
-    /// has is asked of that peer while the others serve what they hold —
-    /// nodes fetching the same blob at once then spread it among
-    /// themselves instead of each taking it all from its first holder.
-    /// Fewer than [`MAX_BATCH`] when few chunks wait, so that they are
-    /// shared among the providers; a chunk of unknown length goes alone.
+    /// random), and waiting chunks it holds, rarest first (held by the
+    /// fewest providers), so that a chunk only one peer has is asked of
+    /// that peer while the others serve what they hold — nodes fetching
+    /// the same blob at once then spread it among themselves instead of
+    /// each taking it all from its first holder. A batch is up to
+    /// [`MAX_BATCH`] chunks and [`BATCH_BYTES`] (so a tree's small files
+    /// come many at a time), fewer when few chunks wait, so that they are
+    /// shared among the providers. Objects of unknown length (a tree's file
+    /// manifests) go in batches of their own.
     fn next_batch(&mut self) -> Option<(PeerId, Vec<usize>)> {
         let n = self.providers.len();
         let live = self.providers.values().filter(|p| !p.dropped).count();
@@ -346,13 +352,18 @@ impl<'a> Pull<'a> {
             .collect();
         candidates.sort_unstable();
         let mut picked: Vec<usize> = Vec::new();
+        let (mut bytes, mut objects) = (0u64, None);
         for &(_, at) in &candidates {
-            let unknown = self.chunks[self.queue[at]].1 == 0;
-            if unknown && !picked.is_empty() {
+            let len = u64::from(self.chunks[self.queue[at]].1);
+            let object = len == 0;
+            if *objects.get_or_insert(object) != object
+                || (!picked.is_empty() && bytes + len > BATCH_BYTES)
+            {
                 continue;
             }
+            bytes += len;
             picked.push(at);
-            if unknown || picked.len() == size {
+            if picked.len() == size || bytes == BATCH_BYTES {
                 break;
             }
         }

@@ -132,9 +132,9 @@ impl Tree {
     }
 }
 
-/// Most chunks one [`FetchRequest::Chunks`] may ask for (a batch is at most
-/// this many [`CHUNK_SIZE`] chunks plus a small trailer).
-pub const MAX_BATCH: usize = 8;
+/// Most chunks one [`FetchRequest::Chunks`] may ask for; the answer holds
+/// at most [`MAX_BATCH_BYTES`] of them.
+pub const MAX_BATCH: usize = 256;
 
 /// Most bytes of chunks one batch frame carries; a held chunk that would
 /// go past it is answered as not held. One chunk or object of up to this
