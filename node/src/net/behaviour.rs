@@ -78,7 +78,7 @@ pub(super) fn subscribe(swarm: &mut Swarm<Behaviour>) -> Result<gossipsub::Topic
 }
 
 /// TCP (nodelay, with DNS resolution) → cluster-key admission when a key is set → TLS → yamux.
-fn build_transport(
+pub(super) fn build_transport(
     keypair: &Keypair,
     cluster_key: Option<[u8; 32]>,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetError> {

@@ -26,7 +26,7 @@ use tracing::{debug, info, trace, warn};
 use super::{
     behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL},
     redial::PeerBook,
-    refusals::Refusals,
+    refusals::{error_chain, Refusals},
     FetchReply, NetError, NetEvent,
 };
 
@@ -515,16 +515,4 @@ impl EventLoop {
             trace!(peer = ?peer, error = %error, "dial not started");
         }
     }
-}
-
-/// An error and all its sources, as one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

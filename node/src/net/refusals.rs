@@ -87,6 +87,19 @@ impl Refusals {
     }
 }
 
+/// An error and all its sources, as one line (libp2p's transport errors say what failed only
+/// in their sources).
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
 /// The IP address in `addr`, or the whole address when it has none (a DNS name).
 fn host(addr: &Multiaddr) -> String {
     addr.iter()
@@ -117,6 +130,106 @@ mod tests {
         assert_eq!(Refusal::of(dialer), Some(Refusal::Version));
         let down = "Failed to negotiate transport protocol(s): [(/ip4/10.0.0.2/tcp/4001: : Connection refused (os error 111))]";
         assert_eq!(Refusal::of(down), None);
+    }
+
+    /// A multistream-select message: its length, then the text.
+    fn frame(text: &str) -> Vec<u8> {
+        let mut out = vec![u8::try_from(text.len()).expect("short")];
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    fn port(addr: &Multiaddr) -> u16 {
+        addr.iter()
+            .find_map(|p| match p {
+                Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .expect("tcp port")
+    }
+
+    /// Our real transport meets a peer that speaks only another security protocol (as a node
+    /// of an older version does): libp2p's own error texts must read as a version refusal,
+    /// whichever side dialled.
+    #[tokio::test]
+    async fn a_peer_speaking_another_security_protocol_is_a_version_refusal() {
+        use futures::StreamExt;
+        use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportEvent};
+        use libp2p::core::Endpoint;
+        use libp2p::identity::Keypair;
+        use libp2p::Transport;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let keypair = Keypair::generate_ed25519();
+        let mut transport =
+            super::super::behaviour::build_transport(&keypair, None).expect("transport");
+        let listen = addr("/ip4/127.0.0.1/tcp/0");
+        transport
+            .listen_on(ListenerId::next(), listen)
+            .expect("listen");
+        let ours = loop {
+            if let TransportEvent::NewAddress { listen_addr, .. } =
+                transport.select_next_some().await
+            {
+                break listen_addr;
+            }
+        };
+
+        // They dial us and propose only `/noise`.
+        let theirs = tokio::spawn(async move {
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port(&ours)))
+                .await
+                .expect("connect");
+            socket
+                .write_all(&frame("/multistream/1.0.0\n"))
+                .await
+                .expect("write");
+            socket.write_all(&frame("/noise\n")).await.expect("write");
+            let mut answer = [0u8; 64];
+            let _ = socket.read(&mut answer).await;
+        });
+        let upgrade = loop {
+            if let TransportEvent::Incoming { upgrade, .. } = transport.select_next_some().await {
+                break upgrade;
+            }
+        };
+        let Err(error) = upgrade.await else {
+            panic!("a connection with no protocol in common was accepted");
+        };
+        let text = error_chain(&error);
+        assert_eq!(Refusal::of(&text), Some(Refusal::Version), "{text}");
+        theirs.await.expect("their side");
+
+        // We dial them and they answer every proposal with `na`.
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let at = server.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = server.accept().await.expect("accept");
+            socket
+                .write_all(&frame("/multistream/1.0.0\n"))
+                .await
+                .expect("write");
+            let mut proposals = [0u8; 256];
+            let _ = socket.read(&mut proposals).await;
+            socket.write_all(&frame("na\n")).await.expect("write");
+            let _ = socket.read(&mut proposals).await;
+        });
+        let dial = transport
+            .dial(
+                addr(&format!("/ip4/127.0.0.1/tcp/{at}")),
+                DialOpts {
+                    role: Endpoint::Dialer,
+                    port_use: PortUse::New,
+                },
+            )
+            .expect("dial starts");
+        let Err(error) = dial.await else {
+            panic!("a connection with no protocol in common was made");
+        };
+        let text = error_chain(&error);
+        assert_eq!(Refusal::of(&text), Some(Refusal::Version), "{text}");
     }
 
     #[test]
