@@ -480,7 +480,6 @@ impl EventLoop {
         }
     }
 
-    /// Remember addresses for redials and make them available to request-response dials.
     /// Warns about a failed connection with `remote` if an operator must fix its cause.
     fn refused(&mut self, remote: &Multiaddr, dialled: bool, error: &str) {
         if let Some(warning) = self.refusals.note(remote, dialled, error, Instant::now()) {
@@ -488,6 +487,7 @@ impl EventLoop {
         }
     }
 
+    /// Remember addresses for redials and make them available to request-response dials.
     fn remember(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         for addr in self.book.add_addrs(peer, addrs, Instant::now()) {
             self.swarm.add_peer_address(peer, addr);
