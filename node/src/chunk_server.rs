@@ -39,7 +39,8 @@ pub const PASS_ON_WINDOW: Duration = Duration::from_secs(10);
 pub struct SpreadState {
     /// Chunks sent in the last [`SPREAD_WINDOW`]: to whom and when.
     sent: Mutex<HashMap<[u8; 32], (PeerId, Instant)>>,
-    /// Chunks fetched and kept in the last [`PASS_ON_WINDOW`].
+    /// Chunks fetched and kept, and when; entries older than
+    /// [`PASS_ON_WINDOW`] are dropped every 1,024 records.
     fetched: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
@@ -131,18 +132,22 @@ impl ChunkServer {
     /// Per asked chunk: whether it may go to `from` at `now`, recording it
     /// as sent to `from` if so and `from` keeps it.
     fn claim(&self, from: &PeerId, asked: &[[u8; 32]], kept: bool, now: Instant) -> Vec<bool> {
-        let mut fetched = self
+        let fetched = self
             .spread
             .fetched
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        fetched.retain(|_, at| now.duration_since(*at) < PASS_ON_WINDOW);
+        let fresh = |hash| {
+            fetched
+                .get(hash)
+                .is_some_and(|at| now.duration_since(*at) < PASS_ON_WINDOW)
+        };
         let mut sent = self.spread.sent.lock().unwrap_or_else(|p| p.into_inner());
         sent.retain(|_, (_, at)| now.duration_since(*at) < SPREAD_WINDOW);
         asked
             .iter()
             .map(|hash| match sent.get(hash) {
-                Some((to, _)) if to != from && !fetched.contains_key(hash) => false,
+                Some((to, _)) if to != from && !fresh(hash) => false,
                 _ => {
                     if kept {
                         sent.insert(*hash, (*from, now));

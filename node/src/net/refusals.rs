@@ -90,14 +90,8 @@ impl Refusals {
 /// An error and all its sources, as one line (libp2p's transport errors say what failed only
 /// in their sources).
 pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
+    let parts: Vec<String> = anyhow::Chain::new(error).map(ToString::to_string).collect();
+    parts.join(": ")
 }
 
 /// The IP address in `addr`, or the whole address when it has none (a DNS name).
