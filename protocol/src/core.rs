@@ -63,6 +63,10 @@ pub struct Config {
     /// Claim ahead enough work to cover this long at the observed task length.
     pub prefetch_horizon_ms: u64,
     pub max_prefetch: u32,
+    /// The cluster's admin nodes: besides its submitter, an admin may
+    /// cancel any job; besides the node itself, it may drain or resume
+    /// any node (see `ledger`). Every node must hold the same set.
+    pub admins: BTreeSet<NodeId>,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             sync_ms: 2_000,
             prefetch_horizon_ms: 50,
             max_prefetch: 256,
+            admins: BTreeSet::new(),
         }
     }
 }
@@ -250,12 +255,13 @@ impl<S: EventStore> Core<S> {
         now: Millis,
     ) -> Core<S> {
         let me = identity.node_id();
+        let ledger = Ledger::with_admins(cfg.admins.clone());
         let mut core = Core {
             identity,
             me,
             cfg,
             store,
-            ledger: Ledger::default(),
+            ledger,
             author_keys: BTreeMap::new(),
             rng: SmallRng::seed_from_u64(rng_seed),
             started: now,

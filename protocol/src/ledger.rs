@@ -174,6 +174,8 @@ pub struct Ledger {
     /// Start-task results per (pool definition, node): a success is kept
     /// over a failure, else the smaller encoding (any order gives the same).
     start_results: BTreeMap<(EventId, NodeId), SideResult>,
+    /// Nodes that may cancel any job and drain any node.
+    admins: BTreeSet<NodeId>,
 }
 
 /// A pool definition as the ledger knows it.
@@ -203,6 +205,18 @@ pub fn job_id_of(event: &EventId) -> JobId {
 }
 
 impl Ledger {
+    /// An empty ledger whose fold lets `admins` act for every node.
+    pub fn with_admins(admins: BTreeSet<NodeId>) -> Ledger {
+        Ledger {
+            admins,
+            ..Ledger::default()
+        }
+    }
+
+    pub fn admins(&self) -> &BTreeSet<NodeId> {
+        &self.admins
+    }
+
     pub fn contains(&self, id: &EventId) -> bool {
         self.ids.contains(id)
     }
