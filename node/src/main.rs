@@ -1,41 +1,9 @@
-//! The `peerbatch` binary: parses the command line and maps errors to exit
-//! statuses (2 for bad input, 1 for everything else). Owns nothing else.
-
-mod api;
-mod api_files;
-mod api_pools;
-mod api_schedules;
-mod availability;
-mod bench;
-mod chunk_server;
-mod cli;
-mod cli_files;
-mod cli_pool;
-mod cli_schedule;
-mod client;
-mod cluster;
-mod demo;
-mod draft;
-mod driver;
-mod exec;
-mod fetch;
-mod identity;
-mod jobfile;
-mod jobprep;
-mod net;
-mod outbox;
-mod paths;
-mod pools;
-mod pull;
-mod schedules;
-mod serve;
-mod side;
-mod stage;
-mod store;
-mod sweep;
-mod transfer_bench;
+//! The `peerbatch` binary: parses the command line, sets up logging, calls
+//! into the library and maps errors to exit statuses (2 for bad input, 1 for
+//! everything else). Owns nothing else.
 
 use clap::Parser;
+use peerbatch::cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

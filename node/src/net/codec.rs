@@ -10,7 +10,7 @@ use libp2p::{request_response, StreamProtocol};
 
 /// Length-prefixed opaque bytes, refusing frames larger than `MAX` bytes in either direction.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct LengthPrefixed<const MAX: usize>;
+pub struct LengthPrefixed<const MAX: usize>;
 
 impl<const MAX: usize> request_response::Codec for LengthPrefixed<MAX> {
     type Protocol = StreamProtocol;

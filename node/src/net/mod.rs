@@ -11,7 +11,7 @@
 
 mod behaviour;
 mod cluster;
-mod codec;
+pub mod codec;
 mod event_loop;
 mod key;
 mod redial;

@@ -1,0 +1,43 @@
+//! The peerbatch node as a library: everything the `peerbatch` binary runs
+//! (the mesh, the ledger cache, the executor, the HTTP API and the command
+//! line), so that the binary stays a thin edge and fuzz targets can reach the
+//! decoders of untrusted input.
+//!
+//! Public are only the modules something outside this crate calls: `cli`
+//! (the binary's entry point), `jobfile` (the job-file parser) and `net`
+//! (its request-response framing). The rest stays private so that the
+//! compiler still reports what nothing uses.
+
+mod api;
+mod api_files;
+mod api_pools;
+mod api_schedules;
+mod availability;
+mod bench;
+mod chunk_server;
+pub mod cli;
+mod cli_files;
+mod cli_pool;
+mod cli_schedule;
+mod client;
+mod cluster;
+mod demo;
+mod draft;
+mod driver;
+mod exec;
+mod fetch;
+mod identity;
+pub mod jobfile;
+mod jobprep;
+pub mod net;
+mod outbox;
+mod paths;
+mod pools;
+mod pull;
+mod schedules;
+mod serve;
+mod side;
+mod stage;
+mod store;
+mod sweep;
+mod transfer_bench;
