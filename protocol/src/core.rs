@@ -10,6 +10,7 @@
 //! any transmit polled after it: nothing is gossiped before it is durable.
 //! Must not do IO, read a clock or use an unseeded RNG.
 
+use crate::deps::Tally;
 use crate::event::SideResult;
 use crate::event::{event_id, Claim, Event, EventBody, EventError, Identity, NodeInfo, TaskResult};
 use crate::gang::{GangPlace, GangStep};
@@ -17,10 +18,9 @@ use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::Command;
 use crate::job::{JobError, JobSpec, ResolvedTask};
-use crate::ledger::{job_id_of, JobOutcome, Ledger, TaskState, TaskView};
+use crate::ledger::{dependency_tally, job_id_of, JobOutcome, Ledger, TaskState, TaskView};
 use crate::resources::{Amount, Resources};
 use crate::storage::EventStore;
-use crate::sync::{bucket_ids, BUCKETS};
 use crate::time::Millis;
 use crate::wire::Message;
 use ed25519_dalek::VerifyingKey;
@@ -28,14 +28,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+mod antientropy;
 mod gangs;
+
+pub use antientropy::REPLY_LIMIT;
 
 /// Largest encoded message sent by gossip; bigger ones go directly to peers.
 pub const GOSSIP_LIMIT: usize = 60 * 1024;
-/// Most bytes of events put in one direct message.
-const DIRECT_LIMIT: usize = 8 << 20;
-/// Most ids listed in one anti-entropy reply.
-const SYNC_IDS_LIMIT: usize = 100_000;
 const MAX_CLAIMS_PER_EVENT: usize = 2_000;
 const MAX_RESULTS_PER_EVENT: usize = 400;
 
@@ -60,6 +59,9 @@ pub struct Config {
     pub batch_ms: u64,
     /// Interval of anti-entropy rounds.
     pub sync_ms: u64,
+    /// Most event ids in one anti-entropy reply, and most events sent for
+    /// one `GetEvents`; the rest waits for the next round.
+    pub sync_ids_limit: usize,
     /// Claim ahead enough work to cover this long at the observed task length.
     pub prefetch_horizon_ms: u64,
     pub max_prefetch: u32,
@@ -83,6 +85,7 @@ impl Default for Config {
             claim_step_ms: 100,
             batch_ms: 20,
             sync_ms: 2_000,
+            sync_ids_limit: 16_384,
             prefetch_horizon_ms: 50,
             max_prefetch: 256,
             admins: BTreeSet::new(),
@@ -203,6 +206,9 @@ pub struct Core<S> {
     paused: bool,
     addrs: Vec<String>,
     views: BTreeMap<TaskRef, TaskView>,
+    /// How each task's dependencies stand by `views`, kept as they change
+    /// (a task waiting for 100,000 others is judged without reading them).
+    dep_tallies: BTreeMap<TaskRef, Tally>,
     progress: BTreeMap<JobId, Progress>,
     running_by: BTreeMap<NodeId, BTreeSet<TaskRef>>,
     eligible: Vec<NodeId>,
@@ -270,6 +276,7 @@ impl<S: EventStore> Core<S> {
             paused: false,
             addrs: Vec::new(),
             views: BTreeMap::new(),
+            dep_tallies: BTreeMap::new(),
             progress: BTreeMap::new(),
             running_by: BTreeMap::new(),
             eligible: Vec::new(),
@@ -412,42 +419,9 @@ impl<S: EventStore> Core<S> {
                 }
             }
             Message::Heartbeat => {}
-            Message::SyncDigest { fingerprints } => {
-                let mut budget = SYNC_IDS_LIMIT;
-                let mut buckets = Vec::new();
-                for b in self.ledger.fingerprints().differing(&fingerprints) {
-                    let ids: Vec<EventId> = bucket_ids(self.ledger.ids(), b)
-                        .take(budget)
-                        .copied()
-                        .collect();
-                    budget -= ids.len();
-                    buckets.push((b, ids));
-                    if budget == 0 {
-                        break;
-                    }
-                }
-                if !buckets.is_empty() {
-                    self.send(from, Message::SyncIds { buckets });
-                }
-            }
-            Message::SyncIds { buckets } => {
-                let mut missing = Vec::new();
-                let mut extra = Vec::new();
-                for (b, theirs) in buckets.into_iter().take(BUCKETS) {
-                    let theirs: BTreeSet<EventId> = theirs.into_iter().collect();
-                    missing.extend(theirs.iter().filter(|id| !self.ledger.contains(id)));
-                    extra.extend(
-                        bucket_ids(self.ledger.ids(), b)
-                            .filter(|id| !theirs.contains(id))
-                            .copied(),
-                    );
-                }
-                if !missing.is_empty() {
-                    self.send(from, Message::GetEvents { ids: missing });
-                }
-                self.send_events(from, &extra);
-            }
-            Message::GetEvents { ids } => self.send_events(from, &ids),
+            Message::SyncDigest { fingerprints } => self.answer_digest(from, &fingerprints),
+            Message::SyncIds { buckets, partial } => self.answer_ids(from, buckets, partial),
+            Message::GetEvents { ids } => self.answer_get(from, ids),
         }
         self.after_input(now);
     }
@@ -1097,14 +1071,21 @@ impl<S: EventStore> Core<S> {
                 continue;
             };
             let new_state = self.views.get(&task).map(|v| v.state);
-            if old_state == new_state {
+            let (old, new) = (dependency_tally(old_state), dependency_tally(new_state));
+            if old == new {
                 continue;
             }
             if let Some(graph) = self.ledger.job(&task.job).and_then(|j| j.deps.as_ref()) {
-                work.extend(graph.dependents(task.index).iter().map(|index| TaskRef {
-                    job: task.job,
-                    index: *index,
-                }));
+                for index in graph.dependents(task.index) {
+                    let dependent = TaskRef {
+                        job: task.job,
+                        index,
+                    };
+                    let tally = self.dep_tallies.entry(dependent).or_default();
+                    tally.remove(old);
+                    tally.add(new);
+                    work.push(dependent);
+                }
             }
         }
     }
@@ -1112,10 +1093,10 @@ impl<S: EventStore> Core<S> {
     /// Recomputes one task's view and follows its consequences here.
     /// Returns the previous state if the view changed.
     fn refresh_one(&mut self, now: Millis, task: TaskRef) -> Option<Option<TaskState>> {
-        let (views, progress, ledger) = (&self.views, &self.progress, &self.ledger);
+        let (progress, ledger) = (&self.progress, &self.ledger);
         let view = ledger.view_with(
             task,
-            |dep| views.get(&dep).map(|v| v.state),
+            || self.dep_tallies.get(&task).copied().unwrap_or_default(),
             |job| job_outcome(progress, ledger, job),
         )?;
         let old = self.views.get(&task);
@@ -1556,31 +1537,6 @@ impl<S: EventStore> Core<S> {
     fn send_digest(&mut self, peer: NodeId) {
         let fingerprints = self.ledger.fingerprints().clone();
         self.send(peer, Message::SyncDigest { fingerprints });
-    }
-
-    /// Sends stored events to a peer in messages of bounded size.
-    fn send_events(&mut self, peer: NodeId, ids: &[EventId]) {
-        let mut batch = Vec::new();
-        let mut size = 0;
-        for id in ids {
-            let Some(bytes) = self.store.get(id) else {
-                continue;
-            };
-            if size + bytes.len() > DIRECT_LIMIT && !batch.is_empty() {
-                self.send(
-                    peer,
-                    Message::Events {
-                        events: std::mem::take(&mut batch),
-                    },
-                );
-                size = 0;
-            }
-            size += bytes.len();
-            batch.push(bytes);
-        }
-        if !batch.is_empty() {
-            self.send(peer, Message::Events { events: batch });
-        }
     }
 }
 

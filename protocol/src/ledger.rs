@@ -7,13 +7,13 @@
 //! time, peers, liveness or IO; those belong to `core`.
 
 use crate::codec;
-use crate::deps::{DepGraph, OnDependencyFailure};
+use crate::deps::{DepGraph, OnDependencyFailure, Tally};
 use crate::event::{Claim, Event, EventBody, NodeInfo, SideResult, TaskResult};
 use crate::exit::{verdict, Verdict};
 use crate::gang::{GangFacts, GangView};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
-use crate::job::JobSpec;
+use crate::job::{JobSpec, MAX_TASKS_PER_JOB};
 use crate::schedule::ScheduleRecord;
 use crate::sync::Fingerprints;
 use serde::{Deserialize, Serialize};
@@ -310,6 +310,10 @@ impl Ledger {
         self.fingerprints.add(&id);
         let mut touched = Touched::default();
         match &event.body {
+            // Past the task limit a job is not one: folding it would hold a
+            // view per claimed task count (a peer's job is not validated
+            // before it gets here).
+            EventBody::JobSubmitted { job, .. } if job.task_count() > MAX_TASKS_PER_JOB => {}
             EventBody::JobSubmitted {
                 job, submitted_ms, ..
             } => {
@@ -527,20 +531,20 @@ impl Ledger {
     pub fn view(&self, task: TaskRef) -> Option<TaskView> {
         let job = self.jobs.get(&task.job)?;
         if job.deps.is_none() && job.spec.after.is_empty() {
-            return self.view_with(task, |_| None, |_| JobOutcome::Unfinished);
+            return self.view_with(task, Tally::default, |_| JobOutcome::Unfinished);
         }
         self.job_views(&task.job)
             .into_iter()
             .nth(task.index as usize)
     }
 
-    /// The state of one task given its dependencies' states (`None` for
-    /// one not known yet, which counts as not succeeded) and the outcome
-    /// of the jobs its job waits for (`after`).
+    /// The state of one task given how its dependencies stand (see
+    /// [`dependency_tally`]; asked only if it has some) and the outcome of
+    /// the jobs its job waits for (`after`).
     pub fn view_with(
         &self,
         task: TaskRef,
-        dep_state: impl Fn(TaskRef) -> Option<TaskState>,
+        dep_tally: impl FnOnce() -> Tally,
         job_outcome: impl Fn(&JobId) -> JobOutcome,
     ) -> Option<TaskView> {
         let own = self.own_view(task)?;
@@ -556,16 +560,11 @@ impl Ledger {
                 JobOutcome::Unfinished => waiting = true,
             }
         }
-        let deps = job.deps.as_ref().map(|g| g.deps(task.index));
-        for dep in deps.into_iter().flatten() {
-            match dep_state(TaskRef {
-                job: task.job,
-                index: *dep,
-            }) {
-                Some(TaskState::Succeeded) => {}
-                Some(s) if s.terminal() => broken = true,
-                _ => waiting = true,
-            }
+        let total = job.deps.as_ref().map_or(0, |g| g.dep_count(task.index));
+        if total > 0 {
+            let tally = dep_tally();
+            broken |= tally.broken > 0;
+            waiting |= tally.waiting(total);
         }
         let state = match (broken, job.spec.on_dependency_failure) {
             (true, OnDependencyFailure::Skip) => TaskState::Skipped,
@@ -686,17 +685,27 @@ impl Ledger {
         let outcome = |other: &JobId| outcomes.get(other).copied().unwrap_or_default();
         let Some(graph) = &record.deps else {
             return (0..record.task_count)
-                .filter_map(|index| self.view_with(at(index), |_| None, outcome))
+                .filter_map(|index| self.view_with(at(index), Tally::default, outcome))
                 .collect();
         };
-        // Dependencies first, so each task folds over its dependencies' states.
+        // Dependencies first, so each task folds over its dependencies'
+        // states; the task waiting for all others comes last, over `folded`.
         let mut views: Vec<Option<TaskView>> = vec![None; record.task_count as usize];
+        let mut folded = Tally::default();
+        let state = |v: &Option<TaskView>| v.as_ref().map(|v| v.state);
         for index in graph.order() {
-            let view = self.view_with(
-                at(*index),
-                |dep| views[dep.index as usize].as_ref().map(|v| v.state),
-                outcome,
-            );
+            let tally = || {
+                if graph.waits_for_all(*index) {
+                    return folded;
+                }
+                let mut tally = Tally::default();
+                for dep in graph.deps(*index) {
+                    tally.add(dependency_tally(state(&views[*dep as usize])));
+                }
+                tally
+            };
+            let view = self.view_with(at(*index), tally, outcome);
+            folded.add(dependency_tally(state(&view)));
             views[*index as usize] = view;
         }
         views.into_iter().flatten().collect()
@@ -711,6 +720,22 @@ impl Ledger {
             }
         }
         *hasher.finalize().as_bytes()
+    }
+}
+
+/// What a task in `state` (`None`: not known yet) counts as for the tasks
+/// that depend on it: succeeded, ended without success, or waited for.
+pub fn dependency_tally(state: Option<TaskState>) -> Tally {
+    match state {
+        Some(TaskState::Succeeded) => Tally {
+            succeeded: 1,
+            broken: 0,
+        },
+        Some(s) if s.terminal() => Tally {
+            succeeded: 0,
+            broken: 1,
+        },
+        _ => Tally::default(),
     }
 }
 

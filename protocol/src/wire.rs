@@ -15,8 +15,13 @@ pub enum Message {
     Heartbeat,
     /// Anti-entropy round, step 1: the sender's bucket summaries.
     SyncDigest { fingerprints: Fingerprints },
-    /// Step 2: the ids the sender holds in buckets that differed.
-    SyncIds { buckets: Vec<(u8, Vec<EventId>)> },
+    /// Step 2: the ids the sender holds in buckets that differed. With
+    /// `partial`, the last bucket lists only the sender's ids from its
+    /// first to its last listed id (a bucket larger than one reply).
+    SyncIds {
+        buckets: Vec<(u8, Vec<EventId>)>,
+        partial: bool,
+    },
     /// Step 3: events the sender lacks.
     GetEvents { ids: Vec<EventId> },
 }

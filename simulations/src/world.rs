@@ -1225,7 +1225,7 @@ fn describe(msg: &Message, gossip: bool) -> String {
         Message::Events { events } => format!("{how} {} events", events.len()),
         Message::Heartbeat => format!("{how} heartbeat"),
         Message::SyncDigest { .. } => format!("{how} sync digest"),
-        Message::SyncIds { buckets } => format!("{how} sync ids ({} buckets)", buckets.len()),
+        Message::SyncIds { buckets, .. } => format!("{how} sync ids ({} buckets)", buckets.len()),
         Message::GetEvents { ids } => format!("{how} get {} events", ids.len()),
     }
 }
