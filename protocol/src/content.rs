@@ -19,11 +19,54 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
+/// Largest file a manifest may describe (a manifest within the codec's
+/// 16 MiB lists at most ~466,000 chunks, ~455 GiB, anyway).
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
+
 /// One file: its chunks in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub size: u64,
     pub chunks: Vec<ChunkRef>,
+}
+
+/// A file manifest whose sizes do not hold together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("it declares {size} bytes but its chunks hold {sum}")]
+    SizeMismatch { size: u64, sum: u64 },
+    #[error("it declares {size} bytes; the limit is {MAX_FILE_SIZE}")]
+    TooLarge { size: u64 },
+    #[error("its chunk {index} is {len} bytes; a chunk holds 1 to {CHUNK_SIZE}")]
+    BadChunk { index: usize, len: u32 },
+}
+
+impl Manifest {
+    /// Refuses a size that is not the sum of the chunks' lengths or is past
+    /// [`MAX_FILE_SIZE`], and empty or oversized chunks: whoever reads a
+    /// manifest sizes buffers and files by it. Checked whenever one is read.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.size > MAX_FILE_SIZE {
+            return Err(ManifestError::TooLarge { size: self.size });
+        }
+        let mut sum = 0u64;
+        for (index, chunk) in self.chunks.iter().enumerate() {
+            if chunk.len == 0 || chunk.len as usize > CHUNK_SIZE {
+                return Err(ManifestError::BadChunk {
+                    index,
+                    len: chunk.len,
+                });
+            }
+            sum += u64::from(chunk.len);
+        }
+        if sum != self.size {
+            return Err(ManifestError::SizeMismatch {
+                size: self.size,
+                sum,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One file of a directory tree.
@@ -310,5 +353,44 @@ mod tests {
         for junk in [&b""[..], b"\0\0\0\x09", b"xyz\0\0\0\x01"] {
             assert!(split_batch(junk, 1).is_err());
         }
+    }
+
+    #[test]
+    fn a_manifest_must_hold_the_bytes_it_declares_and_stay_under_the_limit() {
+        let chunk = |len| ChunkRef { hash: [1; 32], len };
+        let ok = Manifest {
+            size: CHUNK_SIZE as u64 + 5,
+            chunks: vec![chunk(CHUNK_SIZE as u32), chunk(5)],
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let empty = Manifest {
+            size: 0,
+            chunks: vec![],
+        };
+        assert_eq!(empty.validate(), Ok(()));
+        let huge = Manifest {
+            size: 16 << 40,
+            chunks: vec![chunk(5)],
+        };
+        assert_eq!(
+            huge.validate(),
+            Err(ManifestError::TooLarge { size: 16 << 40 })
+        );
+        let lying = Manifest {
+            size: 6,
+            chunks: vec![chunk(5)],
+        };
+        assert_eq!(
+            lying.validate(),
+            Err(ManifestError::SizeMismatch { size: 6, sum: 5 })
+        );
+        let fat = Manifest {
+            size: CHUNK_SIZE as u64 + 1,
+            chunks: vec![chunk(CHUNK_SIZE as u32 + 1)],
+        };
+        assert!(matches!(
+            fat.validate(),
+            Err(ManifestError::BadChunk { index: 0, .. })
+        ));
     }
 }

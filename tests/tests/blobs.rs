@@ -1,7 +1,7 @@
 //! Files through the mesh: `put` on one node, `get` on another, with
 //! corrupted chunks, unsafe trees and a provider killed mid-transfer.
 
-use peerbatch_protocol::content::{Object, Tree, TreeEntry};
+use peerbatch_protocol::content::{Manifest, Object, Tree, TreeEntry};
 use peerbatch_protocol::BlobId;
 use peerbatch_tests::{bin, ok, wait_for, Cluster, Node};
 use serde_json::Value;
@@ -161,6 +161,45 @@ fn files_and_trees_round_trip_and_unsafe_trees_are_refused() {
         0,
         "nothing was written"
     );
+}
+
+#[test]
+fn a_manifest_declaring_16_tib_is_refused_by_name_and_the_node_lives_on() {
+    let cluster = Cluster::start(2, &[]);
+    let [a, c] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let file = cluster.tmp.path().join("five");
+    fs::write(&file, b"hello").unwrap();
+    let real = put(a, &[&file]).remove(0);
+    let Some(Object::File(manifest)) = read_object(a, &real) else {
+        panic!("no manifest for {real}");
+    };
+    // The same five bytes, declared as 16 TiB, stored on A.
+    let crafted = Object::File(Manifest {
+        size: 16 << 40,
+        chunks: vec![manifest.chunks[0]],
+    });
+    let crafted_id = crafted.id().to_string();
+    let dir = a.dir.join("chunks").join(&crafted_id[..2]);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(&crafted_id), crafted.encode()).unwrap();
+    let out = cluster.tmp.path().join("out");
+    for node in [c, a] {
+        let refused = get(node, &crafted_id, &out);
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains(&crafted_id) && err.contains("17592186044416 bytes"),
+            "the error names the blob and its size: {err}"
+        );
+        assert!(!out.exists(), "nothing was written");
+        ok(&node.cli(&["status"]), "the node still answers");
+    }
+}
+
+/// A blob's object as `node` stores it.
+fn read_object(node: &Node, id: &str) -> Option<Object> {
+    let bytes = fs::read(node.dir.join("chunks").join(&id[..2]).join(id)).ok()?;
+    peerbatch_protocol::codec::decode(&bytes).ok()
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use peerbatch_protocol::codec::{self, CodecError};
 use peerbatch_protocol::content::{
-    ChunkRef, Manifest, Object, Tree, TreeEntry, TreeError, CHUNK_SIZE,
+    ChunkRef, Manifest, ManifestError, Object, Tree, TreeEntry, TreeError, CHUNK_SIZE,
 };
 use peerbatch_protocol::ids::to_hex;
 use peerbatch_protocol::BlobId;
@@ -55,6 +55,12 @@ pub enum BlobError {
         id: BlobId,
         #[source]
         source: TreeError,
+    },
+    #[error("refusing file manifest {id}")]
+    BadManifest {
+        id: BlobId,
+        #[source]
+        source: ManifestError,
     },
     #[error("blob {0} is a directory tree, not a file")]
     NotAFile(BlobId),
@@ -583,13 +589,17 @@ pub fn check_chunk(hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Decodes an object, validating a tree's paths.
+/// Decodes an object, validating a tree's paths and a manifest's sizes.
 pub fn decode_object(id: &BlobId, bytes: &[u8]) -> Result<Object> {
     let object: Object =
         codec::decode(bytes).map_err(|source| BlobError::Garbled { id: *id, source })?;
-    if let Object::Tree(tree) = &object {
-        tree.validate()
-            .map_err(|source| BlobError::UnsafeTree { id: *id, source })?;
+    match &object {
+        Object::Tree(tree) => tree
+            .validate()
+            .map_err(|source| BlobError::UnsafeTree { id: *id, source })?,
+        Object::File(manifest) => manifest
+            .validate()
+            .map_err(|source| BlobError::BadManifest { id: *id, source })?,
     }
     Ok(object)
 }
