@@ -371,9 +371,11 @@ impl BlobStore {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::write(&tmp, bytes)
-            .and_then(|_| fs::rename(&tmp, &path))
-            .map_err(io("write chunk", &path))?;
+        if let Err(e) = fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, &path)) {
+            // A full disk leaves a partial file; nothing else would remove it.
+            let _ = fs::remove_file(&tmp);
+            return Err(io("write chunk", &path)(e));
+        }
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
@@ -699,5 +701,38 @@ mod tests {
         let err = store.export(&id, &out).unwrap_err();
         assert!(format!("{err:#}").contains("not empty"), "{err:#}");
         fs::remove_dir_all(tmp).unwrap();
+    }
+
+    /// Runs `command`, panicking with its stderr if it fails.
+    fn run(command: &[&str]) {
+        let out = std::process::Command::new(command[0])
+            .args(&command[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn a_chunk_write_that_fails_on_a_full_disk_leaves_no_temporary_file() {
+        let tmp = std::env::temp_dir().join(format!("pb-full-{}", std::process::id()));
+        fs::create_dir_all(&tmp).unwrap();
+        let at = tmp.to_str().unwrap();
+        // A filesystem of 64 KiB (needs root, as CI runs the suite).
+        run(&["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", at]);
+        let store = BlobStore::open(&tmp.join("chunks")).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        let hash = *blake3::hash(&chunk).as_bytes();
+        let err = store.write_chunk(&hash, &chunk).unwrap_err();
+        let mut left = Vec::new();
+        let walked = walk(&tmp, "", &mut left);
+        let _ = std::process::Command::new("umount").arg(at).status();
+        fs::remove_dir_all(&tmp).unwrap();
+        walked.unwrap();
+        assert!(format!("{err:#}").contains("write chunk"), "{err:#}");
+        assert_eq!(left, Vec::new(), "files left behind");
     }
 }
