@@ -123,6 +123,12 @@ pub fn run(dir: DataDir, opts: NodeOpts) -> Result<()> {
 
 async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     dir.create()?;
+    // Before anything else touches the dir: a second node must not move
+    // the first one's database aside or delete its files.
+    let _lock = dir.lock().map_err(|e| match e {
+        paths::LockError::Held { .. } => anyhow::Error::new(crate::cli::BadInput(e.to_string())),
+        other => other.into(),
+    })?;
     let clock = Instant::now();
     let seed = paths::load_or_create_seed(&dir)?;
     let (keypair, identity) = crate::identity::from_seed(seed)?;
@@ -131,7 +137,10 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     if let Some(warning) = set_aside {
         tracing::warn!("{warning}");
     }
-    let stored = store.load_all()?;
+    let (stored, damaged) = store.load_all()?;
+    for id in damaged {
+        tracing::warn!("stored event {id} no longer matches its hash: removed it, fetching it again from peers");
+    }
     let blobs = BlobStore::open(&dir.chunks_dir())?;
     let work = dir.work_dir();
     if work.exists() {

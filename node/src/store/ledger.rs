@@ -1,10 +1,14 @@
 //! The durable copy of the replicated ledger, in sled.
 //!
-//! Owns the sled database (one tree per table: `events`) and the rule that a
-//! database which fails to open is set aside and rebuilt from peers instead of
-//! crashing the node. Must not interpret events: it stores bytes by id.
+//! Owns the sled database (one tree per table: `events`), the rule that a
+//! database which is damaged is set aside and rebuilt from peers instead of
+//! crashing the node (and that one which is merely unavailable — locked, not
+//! permitted — is left alone), and the check at load that every stored
+//! event still hashes to its key. Must not interpret events: it stores
+//! bytes by id.
 
 use anyhow::{Context, Result};
+use peerbatch_protocol::event::event_id;
 use peerbatch_protocol::{EventId, EventStore};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,35 +29,72 @@ struct Open {
     events: sled::Tree,
 }
 
+/// Why the database did not open; in every case nothing was moved.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// In use by another process, not permitted, a disk error: the database
+    /// itself may be fine, so it is left where it is.
+    #[error("cannot open database {}: {source}", dir.display())]
+    Unavailable { dir: PathBuf, source: sled::Error },
+    #[error("database {} is damaged ({damage}) and could not be set aside: {source}", dir.display())]
+    SetAside {
+        dir: PathBuf,
+        damage: sled::Error,
+        source: std::io::Error,
+    },
+}
+
+/// Whether sled's error says the files themselves are damaged or in a format
+/// it cannot read (what setting aside and rebuilding from peers repairs), as
+/// opposed to a lock, a permission or a disk that failed.
+fn is_damage(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Corruption { .. }
+        | sled::Error::Unsupported(_)
+        | sled::Error::ReportableBug(_) => true,
+        sled::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 impl LedgerStore {
-    /// Opens the database under `dir`. If it cannot be opened (corrupt,
-    /// wrong format), it is renamed to `dir.broken-<unix secs>` and a fresh one
-    /// is created: the events come back from peers by anti-entropy.
-    pub fn open(dir: &Path) -> Result<(LedgerStore, Option<String>)> {
-        match Self::open_at(dir) {
-            Ok(open) => Ok((Self::wrap(dir, open), None)),
-            Err(first) => {
-                let secs = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let aside = dir.with_extension(format!("broken-{secs}"));
-                std::fs::rename(dir, &aside).with_context(|| {
-                    format!(
-                        "database {} failed to open ({first:#}) and could not be set aside",
-                        dir.display()
-                    )
-                })?;
-                let open = Self::open_at(dir)?;
-                Ok((
-                    Self::wrap(dir, open),
-                    Some(format!(
-                        "database {} failed to open ({first:#}); moved it to {} and starting empty, rebuilding from peers",
-                        dir.display(),
-                        aside.display()
-                    )),
-                ))
-            }
+    /// Opens the database under `dir`. If it is damaged (corrupt, wrong
+    /// format), it is renamed to `dir.broken-<unix secs>` and a fresh one is
+    /// created: the events come back from peers by anti-entropy. Any other
+    /// failure is returned with the database untouched.
+    pub fn open(dir: &Path) -> Result<(LedgerStore, Option<String>), OpenError> {
+        let unavailable = |source| OpenError::Unavailable {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let damage = match Self::open_at(dir) {
+            Ok(open) => return Ok((Self::wrap(dir, open), None)),
+            Err(e) if is_damage(&e) => e,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = dir.with_extension(format!("broken-{secs}"));
+        if let Err(source) = std::fs::rename(dir, &aside) {
+            return Err(OpenError::SetAside {
+                dir: dir.to_path_buf(),
+                damage,
+                source,
+            });
         }
+        let open = Self::open_at(dir).map_err(unavailable)?;
+        Ok((
+            Self::wrap(dir, open),
+            Some(format!(
+                "database {} is damaged ({damage}); moved it to {} and starting empty, rebuilding from peers",
+                dir.display(),
+                aside.display()
+            )),
+        ))
     }
 
     fn wrap(dir: &Path, open: Open) -> LedgerStore {
@@ -65,15 +106,12 @@ impl LedgerStore {
         }
     }
 
-    fn open_at(dir: &Path) -> Result<Open> {
+    fn open_at(dir: &Path) -> sled::Result<Open> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(8 << 20)
-            .open()
-            .with_context(|| format!("cannot open database {}", dir.display()))?;
-        let events = db
-            .open_tree("events")
-            .context("cannot open the events tree")?;
+            .open()?;
+        let events = db.open_tree("events")?;
         Ok(Open { db, events })
     }
 
@@ -93,7 +131,8 @@ impl LedgerStore {
         let mut slot = self.open.write().unwrap_or_else(|p| p.into_inner());
         // The old handles must be gone before sled's lock can be taken again.
         drop(slot.take());
-        let open = Self::open_at(&self.dir)?;
+        let open = Self::open_at(&self.dir)
+            .with_context(|| format!("cannot open database {}", self.dir.display()))?;
         self.event_bytes
             .store(Self::count_bytes(&open.events), Ordering::Relaxed);
         *slot = Some(open);
@@ -114,14 +153,33 @@ impl LedgerStore {
         }
     }
 
-    /// Every stored event.
-    pub fn load_all(&self) -> Result<Vec<Vec<u8>>> {
+    /// Every stored event whose bytes still hash to the id it is stored
+    /// under, and the ids (hex) of those that do not: the latter are
+    /// removed from the tree, so that anti-entropy fetches them again from
+    /// peers.
+    ///
+    /// A hash, not a signature check: every event was verified before it
+    /// was stored, so what can change it afterwards is the disk or the
+    /// node's own user (who also holds `node.key`); the hash catches the
+    /// first at memory speed, and a signature would not stop the second.
+    pub fn load_all(&self) -> Result<(Vec<Vec<u8>>, Vec<String>)> {
         self.with(|open| {
-            open.events
-                .iter()
-                .values()
-                .map(|v| v.map(|v| v.to_vec()).context("reading the events tree"))
-                .collect()
+            let mut good = Vec::new();
+            let mut damaged = Vec::new();
+            for entry in open.events.iter() {
+                let (key, value) = entry.context("reading the events tree")?;
+                if event_id(&value).0[..] == key[..] {
+                    good.push(value.to_vec());
+                } else {
+                    open.events
+                        .remove(&key)
+                        .context("removing a damaged event")?;
+                    self.event_bytes
+                        .fetch_sub(value.len() as u64, Ordering::Relaxed);
+                    damaged.push(peerbatch_protocol::ids::to_hex(&key));
+                }
+            }
+            Ok((good, damaged))
         })
     }
 
@@ -163,5 +221,90 @@ impl EventStore for LedgerStore {
         self.with(|open| Ok(open.events.get(id.0).ok().flatten().map(|v| v.to_vec())))
             .ok()
             .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pb-ledger-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn event(bytes: &[u8]) -> (EventId, Vec<u8>) {
+        (event_id(bytes), bytes.to_vec())
+    }
+
+    #[test]
+    fn a_database_in_use_by_another_handle_is_refused_and_left_in_place() {
+        let root = scratch("in-use");
+        let db = root.join("db");
+        let (first, _) = LedgerStore::open(&db).unwrap();
+        first.put_batch(&[event(b"kept")]).unwrap();
+        let refused = LedgerStore::open(&db)
+            .err()
+            .expect("a second open is refused");
+        assert!(
+            matches!(refused, OpenError::Unavailable { .. }),
+            "{refused}"
+        );
+        let names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["db"], "nothing was set aside");
+        assert_eq!(first.load_all().unwrap().0, [b"kept".to_vec()]);
+        drop(first);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_database_is_set_aside_and_a_fresh_one_opened() {
+        let root = scratch("damaged");
+        let db = root.join("db");
+        drop(LedgerStore::open(&db).unwrap());
+        std::fs::write(db.join("conf"), b"this is not a sled database").unwrap();
+        let (store, warning) = LedgerStore::open(&db).unwrap();
+        assert!(warning.unwrap().contains("is damaged"));
+        assert!(store.load_all().unwrap().0.is_empty());
+        let aside = std::fs::read_dir(&root)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("db.broken-")
+            })
+            .count();
+        assert_eq!(aside, 1);
+        drop(store);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_stored_event_changed_on_disk_is_named_removed_and_not_loaded() {
+        let root = scratch("tampered");
+        let db = root.join("db");
+        let (store, _) = LedgerStore::open(&db).unwrap();
+        let (good, bad) = (event(b"an honest event"), event(b"an event to tamper"));
+        store.put_batch(&[good.clone(), bad.clone()]).unwrap();
+        store
+            .put_batch(&[(bad.0, b"an event tampered with".to_vec())])
+            .unwrap();
+        drop(store);
+        let (store, _) = LedgerStore::open(&db).unwrap();
+        let (loaded, damaged) = store.load_all().unwrap();
+        assert_eq!(loaded, std::slice::from_ref(&good.1));
+        assert_eq!(damaged, [bad.0.to_string()]);
+        assert_eq!(
+            store.get(&bad.0),
+            None,
+            "removed, so peers are asked for it"
+        );
+        assert_eq!(store.event_bytes(), good.1.len() as u64);
+        drop(store);
+        std::fs::remove_dir_all(root).unwrap();
     }
 }
