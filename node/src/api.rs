@@ -1,16 +1,16 @@
 //! The local HTTP API (JSON), served on loopback for the CLI, scripts and
 //! the dashboard.
 //!
-//! Owns routes, the bearer-token check and the JSON shapes. Every handler
-//! asks the driver through its request channel; must not hold protocol state
-//! of its own.
+//! Owns routes and the JSON shapes; `api_guard` checks the token and reads
+//! bodies before any route runs. Every handler asks the driver through its
+//! request channel; must not hold protocol state of its own.
 
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
 use crate::{api_files, api_pools, api_schedules};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -31,7 +31,6 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Clone)]
 pub struct ApiState {
     pub requests: mpsc::Sender<Request>,
-    pub token: String,
 }
 
 pub struct ApiError(pub StatusCode, pub String);
@@ -77,29 +76,14 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/blobs/{id}/export", post(export_blob))
         .route("/v1/exports/{n}", get(export_progress))
-        // A job's JSON may be several times its encoded size (MAX_JOB_BYTES).
-        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
-}
-
-fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
-    let expected = format!("Bearer {}", state.token);
-    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        Some(v) if v == expected => Ok(()),
-        _ => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong access token (see DATA_DIR/token or PEERBATCH_TOKEN)".into(),
-        )),
-    }
 }
 
 /// Runs `f` on the driver and returns its answer.
 pub(crate) async fn ask<T: Send + 'static>(
     state: &ApiState,
-    headers: &HeaderMap,
     f: impl FnOnce(&mut Driver) -> T + Send + 'static,
 ) -> ApiResult<T> {
-    authorize(state, headers)?;
     let (tx, rx) = oneshot::channel();
     let request: Request = Box::new(move |driver| {
         let _ = tx.send(f(driver));
@@ -258,8 +242,8 @@ fn gang_members<'a>(
     }
 }
 
-async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
-    ask(&s, &h, |d| {
+async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    ask(&s, |d| {
         let (claimed, running) = d.core.local_load();
         let stats = d.core.stats();
         let connected = d.core.peers().values().filter(|p| p.connected).count();
@@ -293,8 +277,8 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value
     .await
 }
 
-async fn jobs(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
-    ask(&s, &h, |d| {
+async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    ask(&s, |d| {
         let mut list: Vec<(u64, Value)> = d
             .core
             .ledger()
@@ -307,12 +291,8 @@ async fn jobs(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>>
     .await
 }
 
-async fn job(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Path(job): Path<String>,
-) -> ApiResult<Json<Value>> {
-    ask(&s, &h, move |d| {
+async fn job(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+    ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
         let mut j = job_json(record, d.core.progress(&id));
@@ -325,12 +305,8 @@ async fn job(
     .await?
 }
 
-async fn tasks(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Path(job): Path<String>,
-) -> ApiResult<Json<Value>> {
-    ask(&s, &h, move |d| {
+async fn tasks(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+    ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
         let why_not = unschedulable_groups(d, record);
@@ -348,14 +324,10 @@ async fn tasks(
     .await?
 }
 
-async fn submit(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Json(spec): Json<JobSpec>,
-) -> ApiResult<Json<Value>> {
+async fn submit(State(s): State<ApiState>, Json(spec): Json<JobSpec>) -> ApiResult<Json<Value>> {
     let tasks = spec.task_count();
     let (tx, rx) = oneshot::channel();
-    let (job, peers) = ask(&s, &h, move |d| {
+    let (job, peers) = ask(&s, move |d| {
         let now = d.now();
         let wall = crate::driver::wall_ms();
         let (job, event) = d
@@ -375,12 +347,8 @@ async fn submit(
     })))
 }
 
-async fn cancel(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Path(job): Path<String>,
-) -> ApiResult<Json<Value>> {
-    ask(&s, &h, move |d| {
+async fn cancel(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+    ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let now = d.now();
         d.core.cancel(now, id);
@@ -389,8 +357,8 @@ async fn cancel(
     .await?
 }
 
-async fn nodes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
-    ask(&s, &h, |d| {
+async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    ask(&s, |d| {
         let now = d.now();
         let me = d.core.node_id();
         let lease = d.core.config().lease_ms;
@@ -432,11 +400,10 @@ struct DrainBody {
 /// resume, through the ledger.
 async fn drain_node(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Path(node): Path<String>,
     Json(body): Json<DrainBody>,
 ) -> ApiResult<Json<Value>> {
-    ask(&s, &h, move |d| {
+    ask(&s, move |d| {
         let me = d.core.node_id();
         let matches: Vec<NodeId> = d
             .core
@@ -482,7 +449,6 @@ struct LogQuery {
 
 async fn log(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Path((job, task)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
@@ -497,7 +463,7 @@ async fn log(
         }
     };
     type Found = (Option<BlobId>, Vec<PeerId>, Fetcher);
-    let found: Found = ask(&s, &h, move |d| {
+    let found: Found = ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d
             .core
@@ -582,19 +548,15 @@ struct PutBody {
 
 /// Stores a local file or directory tree (read by the node itself: the API
 /// is loopback-only, so the client is on this machine).
-async fn put_blob(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Json(body): Json<PutBody>,
-) -> ApiResult<Json<Value>> {
+async fn put_blob(State(s): State<ApiState>, Json(body): Json<PutBody>) -> ApiResult<Json<Value>> {
     let path = absolute("path", body.path)?;
-    let blobs = ask(&s, &h, |d| d.blobs.clone()).await?;
+    let blobs = ask(&s, |d| d.blobs.clone()).await?;
     let started = std::time::Instant::now();
     let stored = tokio::task::spawn_blocking(move || blobs.put_path(&path))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (id, stats) = stored.map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
-    keep(&s, &h, id).await?;
+    keep(&s, id).await?;
     Ok(Json(json!({
         "id": id.to_string(),
         "files": stats.files,
@@ -606,8 +568,8 @@ async fn put_blob(
 }
 
 /// Records that blob `id` was stored here by a user: never reclaimed.
-pub(crate) async fn keep(s: &ApiState, h: &HeaderMap, id: BlobId) -> ApiResult<()> {
-    let kept = ask(s, h, |d| d.reclaimer.as_ref().map(|r| r.kept.clone())).await?;
+pub(crate) async fn keep(s: &ApiState, id: BlobId) -> ApiResult<()> {
+    let kept = ask(s, |d| d.reclaimer.as_ref().map(|r| r.kept.clone())).await?;
     if let Some(kept) = kept {
         kept.add(id).map_err(|e| {
             ApiError(
@@ -637,7 +599,6 @@ fn yes() -> bool {
 /// with an export number to poll at `/v1/exports/{n}`.
 async fn export_blob(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<ExportBody>,
 ) -> ApiResult<Json<Value>> {
@@ -647,7 +608,7 @@ async fn export_blob(
     crate::store::blobs::check_out(&out)
         .map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
     let store = body.store;
-    let number = ask(&s, &h, move |d| {
+    let number = ask(&s, move |d| {
         let peers = d.connected_peers();
         d.fetcher.start_export(blob, out, peers, store)
     })
@@ -655,12 +616,8 @@ async fn export_blob(
     Ok(Json(json!({ "export": number })))
 }
 
-async fn export_progress(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Path(n): Path<u64>,
-) -> ApiResult<Json<Value>> {
-    let export = ask(&s, &h, move |d| d.fetcher.export(n))
+async fn export_progress(State(s): State<ApiState>, Path(n): Path<u64>) -> ApiResult<Json<Value>> {
+    let export = ask(&s, move |d| d.fetcher.export(n))
         .await?
         .ok_or_else(|| not_found(format!("no export {n} on this node")))?;
     let p = &export.progress;

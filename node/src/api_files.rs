@@ -10,7 +10,7 @@
 use crate::api::{absolute, ask, bad_request, keep, not_found, ApiError, ApiResult, ApiState};
 use crate::identity::peer_of;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use peerbatch_protocol::content::{check_path, Object, Tree, TreeEntry};
 use peerbatch_protocol::{BlobId, TaskState};
@@ -37,7 +37,6 @@ pub struct EntriesBody {
 /// Stores local files under the given tree paths as one tree.
 pub async fn put_entries(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Json(body): Json<EntriesBody>,
 ) -> ApiResult<Json<Value>> {
     let mut files = Vec::with_capacity(body.entries.len());
@@ -54,12 +53,12 @@ pub async fn put_entries(
         }
         files.push((name, path, meta.permissions().mode() & 0o777));
     }
-    let blobs = ask(&s, &h, |d| d.blobs.clone()).await?;
+    let blobs = ask(&s, |d| d.blobs.clone()).await?;
     let (id, stats) = tokio::task::spawn_blocking(move || blobs.put_files(files))
         .await
         .map_err(internal)?
         .map_err(blob_error)?;
-    keep(&s, &h, id).await?;
+    keep(&s, id).await?;
     Ok(Json(json!({
         "id": id.to_string(),
         "files": stats.files,
@@ -76,13 +75,12 @@ pub struct OutBody {
 /// `out/TASK/...`; answers with an export number to poll.
 pub async fn export_outputs(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Path(job): Path<String>,
     Json(body): Json<OutBody>,
 ) -> ApiResult<Json<Value>> {
     let out = absolute("out", body.out)?;
     crate::store::blobs::check_out(&out).map_err(blob_error)?;
-    let found = ask(&s, &h, move |d| {
+    let found = ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
         let mut outputs = Vec::new();
@@ -157,8 +155,8 @@ pub async fn export_outputs(
 }
 
 /// Every package version the mesh knows.
-pub async fn packages(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
-    ask(&s, &h, |d| {
+pub async fn packages(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    ask(&s, |d| {
         let list = d
             .core
             .ledger()
@@ -188,13 +186,12 @@ pub struct PackageBody {
 /// Stores a directory or archive as a package version and tells the mesh.
 pub async fn add_package(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Json(body): Json<PackageBody>,
 ) -> ApiResult<Json<Value>> {
     peerbatch_protocol::files::check_package(&body.name, &body.version)
         .map_err(|e| bad_request(e.to_string()))?;
     let path = absolute("path", body.path)?;
-    let blobs = ask(&s, &h, |d| d.blobs.clone()).await?;
+    let blobs = ask(&s, |d| d.blobs.clone()).await?;
     let stored = tokio::task::spawn_blocking(move || -> Result<(BlobId, u64), String> {
         let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if meta.is_dir() {
@@ -216,9 +213,9 @@ pub async fn add_package(
     .map_err(internal)?
     .map_err(bad_request)?;
     let (blob, files) = stored;
-    keep(&s, &h, blob).await?;
+    keep(&s, blob).await?;
     let (name, version) = (body.name, body.version);
-    let added = ask(&s, &h, move |d| {
+    let added = ask(&s, move |d| {
         let now = d.now();
         let wall = crate::driver::wall_ms();
         let added = d.core.add_package(now, &name, &version, blob, wall);

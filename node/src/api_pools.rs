@@ -7,7 +7,6 @@
 use crate::api::{ask, bad_request, log_bytes, not_found, ApiResult, ApiState};
 use crate::identity::peer_of;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use peerbatch_protocol::Command;
@@ -18,8 +17,8 @@ fn name_of(node: &peerbatch_protocol::NodeId) -> String {
     peer_of(node).map_or_else(|| node.to_string(), |p| p.to_string())
 }
 
-pub async fn list(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
-    ask(&s, &h, |d| {
+pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    ask(&s, |d| {
         let ledger = d.core.ledger();
         let list = ledger
             .pools()
@@ -72,13 +71,12 @@ pub struct DefineBody {
 
 pub async fn define(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Json(body): Json<DefineBody>,
 ) -> ApiResult<Json<Value>> {
     if body.start_task.trim().is_empty() {
         return Err(bad_request("the start task is empty".into()));
     }
-    ask(&s, &h, move |d| {
+    ask(&s, move |d| {
         let now = d.now();
         d.core
             .define_pool(
@@ -103,12 +101,11 @@ pub struct LogQuery {
 /// A member node's start-task stdout (or stderr), fetched from wherever it is.
 pub async fn logs(
     State(s): State<ApiState>,
-    h: HeaderMap,
     Path((pool, node)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
     let stderr = q.stream.as_deref() == Some("stderr");
-    let found = ask(&s, &h, move |d| {
+    let found = ask(&s, move |d| {
         let ledger = d.core.ledger();
         let p = ledger
             .pools()

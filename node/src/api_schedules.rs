@@ -7,15 +7,14 @@
 
 use crate::api::{ask, bad_request, not_found, ApiResult, ApiState};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use peerbatch_protocol::schedule::Recurrence;
 use peerbatch_protocol::JobSpec;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub async fn list(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Json<Value>> {
-    ask(&s, &h, |d| {
+pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    ask(&s, |d| {
         let ledger = d.core.ledger();
         let list = ledger
             .schedules()
@@ -48,11 +47,7 @@ pub struct AddBody {
     template: JobSpec,
 }
 
-pub async fn add(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Json(body): Json<AddBody>,
-) -> ApiResult<Json<Value>> {
+pub async fn add(State(s): State<ApiState>, Json(body): Json<AddBody>) -> ApiResult<Json<Value>> {
     let recurrence = match (body.every_ms, body.cron) {
         (Some(ms), None) if ms >= 1000 => Recurrence::Every {
             ms,
@@ -69,7 +64,7 @@ pub async fn add(
     };
     let name = body.name;
     let template = body.template;
-    ask(&s, &h, move |d| {
+    ask(&s, move |d| {
         let now = d.now();
         d.core
             .add_schedule(now, &name, recurrence, template, crate::driver::wall_ms())
@@ -79,12 +74,8 @@ pub async fn add(
     .await?
 }
 
-pub async fn remove(
-    State(s): State<ApiState>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
-    ask(&s, &h, move |d| {
+pub async fn remove(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    ask(&s, move |d| {
         let now = d.now();
         if d.core.remove_schedule(now, &name) {
             Ok(Json(json!({ "name": name, "removed": true })))

@@ -10,6 +10,7 @@
 
 mod api;
 mod api_files;
+mod api_guard;
 mod api_pools;
 mod api_schedules;
 mod availability;

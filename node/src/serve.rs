@@ -5,6 +5,7 @@
 //! contain protocol or request logic of its own.
 
 use crate::api::{self, ApiState};
+use crate::api_guard;
 use crate::driver::Driver;
 use crate::exec::Executor;
 use crate::fetch::Fetcher;
@@ -200,14 +201,9 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         dir.packages_dir(),
     );
     let jobprep = JobPrep::new(dir.jobs_dir(), peer_id.to_string(), blobs.clone());
-    let token = match std::fs::read_to_string(dir.token_file()) {
-        Ok(t) if t.trim().len() >= 32 => t.trim().to_string(),
-        _ => {
-            let t = peerbatch_protocol::ids::to_hex(&rand::random::<[u8; 32]>());
-            paths::write_private(&dir.token_file(), t.as_bytes())?;
-            t
-        }
-    };
+    // A new token at every start: one read by someone else earlier stops working.
+    let token = peerbatch_protocol::ids::to_hex(&rand::random::<[u8; 32]>());
+    paths::write_private(&dir.token_file(), token.as_bytes())?;
     let listener = tokio::net::TcpListener::bind(opts.api)
         .await
         .with_context(|| format!("cannot listen on --api {}", opts.api))?;
@@ -231,15 +227,11 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
 
     let (requests_tx, requests_rx) = mpsc::channel(1024);
-    let app = api::router(ApiState {
+    let routes = api::router(ApiState {
         requests: requests_tx,
-        token,
     });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("HTTP API stopped: {e}");
-        }
-    });
+    let app = api_guard::guard(routes, api_guard::Token::new(&token));
+    tokio::spawn(api_guard::serve(listener, app));
     tracing::info!(
         "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}",
         dir.root.display()
