@@ -267,7 +267,12 @@ mod tests {
         let root = scratch("damaged");
         let db = root.join("db");
         drop(LedgerStore::open(&db).unwrap());
-        std::fs::write(db.join("conf"), b"this is not a sled database").unwrap();
+        for entry in std::fs::read_dir(&db).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::write(&path, b"this is not a sled database").unwrap();
+            }
+        }
         let (store, warning) = LedgerStore::open(&db).unwrap();
         assert!(warning.unwrap().contains("is damaged"));
         assert!(store.load_all().unwrap().0.is_empty());
