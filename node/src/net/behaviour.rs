@@ -34,7 +34,7 @@ pub(super) const IDENTIFY_PROTOCOL: &str = "/peerbatch/id/1";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent one-way messages per connection before new ones are refused.
 const MSG_MAX_CONCURRENT_STREAMS: usize = 256;
-/// Time allowed for the cluster admission + TLS + yamux handshake of a new connection.
+/// Time allowed for the TLS + cluster admission + yamux handshake of a new connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections nobody is using are closed after this long (gossipsub's long-lived streams keep
 /// links between subscribed peerbatch nodes open anyway; the default would close idle links
@@ -77,7 +77,7 @@ pub(super) fn subscribe(swarm: &mut Swarm<Behaviour>) -> Result<gossipsub::Topic
     Ok(topic.hash())
 }
 
-/// TCP (nodelay, with DNS resolution) → cluster-key admission when a key is set → TLS → yamux.
+/// TCP (nodelay, with DNS resolution) → TLS with cluster admission inside it → yamux.
 pub(super) fn build_transport(
     keypair: &Keypair,
     cluster_key: Option<[u8; 32]>,
@@ -91,28 +91,20 @@ pub(super) fn build_transport(
                 tcp::tokio::Transport::new(tcp_config).boxed()
             }
         };
-    let tls = tls::Config::new(keypair)?;
-    let yamux = yamux::Config::default();
-    let transport = match cluster_key {
-        Some(key) => {
-            let key = cluster::admission_key(&key);
-            info!("private network: cluster key in use");
-            tcp.and_then(move |socket, endpoint| cluster::admit(socket, key, endpoint.is_dialer()))
-                .upgrade(Version::V1Lazy)
-                .authenticate(tls)
-                .multiplex(yamux)
-                .timeout(HANDSHAKE_TIMEOUT)
-                .boxed()
-        }
-        None => {
-            info!("no cluster key: any libp2p node that can reach us may connect");
-            tcp.upgrade(Version::V1Lazy)
-                .authenticate(tls)
-                .multiplex(yamux)
-                .timeout(HANDSHAKE_TIMEOUT)
-                .boxed()
-        }
-    };
+    if cluster_key.is_some() {
+        info!("private network: cluster key in use");
+    } else {
+        warn!(
+            "no cluster key: running open, any node that can reach this one and runs open may join"
+        );
+    }
+    let tls = tls::Config::new(keypair, cluster::Admission::new(cluster_key.as_ref()))?;
+    let transport = tcp
+        .upgrade(Version::V1Lazy)
+        .authenticate(tls)
+        .multiplex(yamux::Config::default())
+        .timeout(HANDSHAKE_TIMEOUT)
+        .boxed();
     Ok(transport)
 }
 

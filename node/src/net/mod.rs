@@ -43,8 +43,9 @@ pub struct NetConfig {
     /// Addresses to dial at start and to keep redialling (with backoff) while not connected.
     /// An address may end in `/p2p/<peer id>` to pin the identity expected there.
     pub join: Vec<Multiaddr>,
-    /// Pre-shared cluster key. When set, every connection starts with the cluster admission
-    /// exchange (`cluster`) before TLS, so peers with a different key can never talk to us.
+    /// Pre-shared cluster key. When set, the cluster admission exchange (`cluster`) that runs
+    /// inside every new connection's TLS session admits only peers holding the same key; when
+    /// not, only other nodes running open.
     pub cluster_key: Option<[u8; 32]>,
     /// Discover peers on the local network with mDNS and dial what is found.
     pub mdns: bool,

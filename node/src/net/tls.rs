@@ -10,7 +10,11 @@
 //! key signed by the node's identity key) are libp2p-tls's own, and every certificate is checked
 //! by libp2p-tls's parser, so a peer's identity is proved exactly as in libp2p-tls.
 //!
-//! Owns this upgrade only: it must not touch the connection after the handshake.
+//! Once TLS is up, the cluster admission exchange (`cluster`) runs inside the encrypted stream,
+//! bound to this session by its exporter value and both authenticated peer ids; the upgrade
+//! hands the connection on only when the peer is admitted.
+//!
+//! Owns this upgrade only: it must not touch the connection after the handshake and admission.
 
 use std::{
     future::Future,
@@ -18,6 +22,7 @@ use std::{
     sync::Arc,
 };
 
+use super::cluster::{self, Admission, AdmissionError, Session};
 use futures::{future::BoxFuture, io::BufReader, AsyncRead, AsyncWrite, FutureExt};
 use futures_rustls::TlsStream;
 use libp2p::{
@@ -47,11 +52,14 @@ const READ_BUFFER: usize = 64 * 1024;
 /// The socket under TLS, read through a buffer of [`READ_BUFFER`] bytes.
 type Buffered<C> = BufReader<C>;
 
-/// The upgrade: a listening configuration (libp2p-tls's) and a dialing one (ours).
+/// The upgrade: a listening configuration (libp2p-tls's), a dialing one (ours), and how peers
+/// are admitted once TLS is up.
 #[derive(Clone)]
 pub(super) struct Config {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    local: PeerId,
+    admission: Admission,
 }
 
 /// Why a handshake or the configuration failed.
@@ -67,10 +75,14 @@ pub enum TlsError {
     BadCertificate(#[from] certificate::ParseError),
     #[error("the peer presented {0} TLS certificates; exactly one is required")]
     CertificateCount(usize),
+    #[error("cannot derive the session's exporter value")]
+    Exporter(#[source] rustls::Error),
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
 }
 
 impl Config {
-    pub(super) fn new(keypair: &Keypair) -> Result<Self, TlsError> {
+    pub(super) fn new(keypair: &Keypair, admission: Admission) -> Result<Self, TlsError> {
         let server = libp2p::tls::make_server_config(keypair)?;
         // libp2p-tls's dialing configuration carries this node's certificate; keep it, and
         // replace the cipher order and the server check (which its config does not expose).
@@ -86,6 +98,8 @@ impl Config {
         Ok(Config {
             server: Arc::new(server),
             client: Arc::new(client),
+            local: keypair.public().to_peer_id(),
+            admission,
         })
     }
 }
@@ -203,7 +217,8 @@ where
     fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
         let socket = BufReader::with_capacity(READ_BUFFER, socket);
         let handshake = futures_rustls::TlsAcceptor::from(self.server).accept(socket);
-        authenticated(async move { Ok(handshake.await?.into()) }).boxed()
+        let tls = with_exporter(handshake, |s| &**s.get_ref().1);
+        admitted(tls, self.local, self.admission, false).boxed()
     }
 }
 
@@ -221,21 +236,51 @@ where
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
         let socket = BufReader::with_capacity(READ_BUFFER, socket);
         let handshake = futures_rustls::TlsConnector::from(self.client).connect(name, socket);
-        authenticated(async move { Ok(handshake.await?.into()) }).boxed()
+        let tls = with_exporter(handshake, |s| &**s.get_ref().1);
+        admitted(tls, self.local, self.admission, true).boxed()
     }
 }
 
-/// Waits for either side's handshake, then names the peer by the one certificate it presented
-/// (already verified during the handshake).
-async fn authenticated<C>(
-    handshake: impl Future<Output = std::io::Result<TlsStream<C>>>,
-) -> Result<(PeerId, TlsStream<C>), TlsError> {
-    let stream = handshake.await.map_err(TlsError::Handshake)?;
+/// Finishes either side's handshake and takes the session's exporter value for admission from
+/// its connection (`connection`).
+async fn with_exporter<S, C, D>(
+    handshake: impl Future<Output = std::io::Result<S>>,
+    connection: impl FnOnce(&S) -> &rustls::ConnectionCommon<D>,
+) -> std::io::Result<(TlsStream<C>, Result<[u8; 32], TlsError>)>
+where
+    S: Into<TlsStream<C>>,
+{
+    let stream = handshake.await?;
+    let exporter = connection(&stream)
+        .export_keying_material([0u8; 32], cluster::EXPORTER_LABEL, None)
+        .map_err(TlsError::Exporter);
+    Ok((stream.into(), exporter))
+}
+
+/// Waits for either side's handshake, names the peer by the one certificate it presented
+/// (already verified during the handshake), then runs cluster admission bound to this session.
+async fn admitted<C>(
+    handshake: impl Future<Output = std::io::Result<(TlsStream<C>, Result<[u8; 32], TlsError>)>>,
+    local: PeerId,
+    admission: Admission,
+    dialer: bool,
+) -> Result<(PeerId, TlsStream<C>), TlsError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut stream, exporter) = handshake.await.map_err(TlsError::Handshake)?;
     let peer = match stream.get_ref().1.peer_certificates() {
         Some([cert]) => certificate::parse(cert)?.peer_id(),
         Some(certs) => return Err(TlsError::CertificateCount(certs.len())),
         None => return Err(TlsError::CertificateCount(0)),
     };
+    let (dialer_id, listener_id) = if dialer { (local, peer) } else { (peer, local) };
+    let session = Session {
+        exporter: exporter?,
+        dialer: dialer_id,
+        listener: listener_id,
+    };
+    cluster::admit(&mut stream, admission, &session, dialer).await?;
     Ok((peer, stream))
 }
 
@@ -247,18 +292,27 @@ mod tests {
 
     type Upgraded = Result<(PeerId, TlsStream<Buffered<TcpStream>>), TlsError>;
 
-    /// Runs both ends of the handshake over a loopback TCP connection.
+    /// Runs both ends of the handshake over a loopback TCP connection, both with cluster key
+    /// [7; 32].
     async fn handshake(dialer: &Keypair, listener: &Keypair) -> (Upgraded, Upgraded) {
+        let key = Admission::new(Some(&[7; 32]));
+        handshake_with((dialer, key), (listener, key)).await
+    }
+
+    async fn handshake_with(
+        (dialer, dialer_admission): (&Keypair, Admission),
+        (listener, listener_admission): (&Keypair, Admission),
+    ) -> (Upgraded, Upgraded) {
         let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = socket.local_addr().expect("addr");
         let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), socket.accept());
         let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
-        let out = Config::new(dialer)
+        let out = Config::new(dialer, dialer_admission)
             .expect("dialer config")
             .upgrade_outbound(TcpStream(a), PROTOCOL);
-        let inb = Config::new(listener)
+        let inb = Config::new(listener, listener_admission)
             .expect("listener config")
             .upgrade_inbound(TcpStream(b), PROTOCOL);
         tokio::join!(out, inb)
@@ -285,6 +339,24 @@ mod tests {
         let recv = async { inb.read_exact(&mut got).await.expect("read") };
         tokio::join!(send, recv);
         assert_eq!(got, payload);
+    }
+
+    #[tokio::test]
+    async fn another_cluster_key_is_refused_after_the_handshake_on_both_ends() {
+        let (dialer, listener) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (out, inb) = handshake_with(
+            (&dialer, Admission::new(Some(&[7; 32]))),
+            (&listener, Admission::new(Some(&[8; 32]))),
+        )
+        .await;
+        for side in [out.map(drop), inb.map(drop)] {
+            let err = side.expect_err("another key must be refused");
+            assert!(
+                matches!(err, TlsError::Admission(AdmissionError::WrongKey)),
+                "{err}"
+            );
+            assert!(err.to_string().starts_with(cluster::REFUSED), "{err}");
+        }
     }
 
     #[test]
