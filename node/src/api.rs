@@ -351,7 +351,12 @@ async fn cancel(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult
     ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let now = d.now();
-        d.core.cancel(now, id);
+        if !d.core.cancel(now, id) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("job {id} may be cancelled only from the node that submitted it or an admin node"),
+            ));
+        }
         Ok(Json(json!({ "job_id": id.to_string(), "cancelled": true })))
     })
     .await?
@@ -429,8 +434,18 @@ async fn drain_node(
             }
         };
         let now = d.now();
-        d.core
-            .request_drain(now, target, body.drain, crate::driver::wall_ms());
+        if !d
+            .core
+            .request_drain(now, target, body.drain, crate::driver::wall_ms())
+        {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node {} may be drained or resumed only from itself or an admin node",
+                    node_name(&target)
+                ),
+            ));
+        }
         Ok(Json(
             json!({ "node": node_name(&target), "drain": body.drain }),
         ))

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     ask(&s, |d| {
         let ledger = d.core.ledger();
+        let wall = crate::driver::wall_ms();
         let list = ledger
             .schedules()
             .map(|sc| {
@@ -30,7 +31,7 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
                     "job_name": sc.template.name,
                     "tasks": sc.template.task_count(),
                     "added_ms": sc.added_ms,
-                    "last_fired_ms": ledger.last_fired(&sc.name),
+                    "last_fired_ms": ledger.last_fired(&sc.name, wall),
                 })
             })
             .collect();
@@ -80,7 +81,9 @@ pub async fn remove(State(s): State<ApiState>, Path(name): Path<String>) -> ApiR
         if d.core.remove_schedule(now, &name) {
             Ok(Json(json!({ "name": name, "removed": true })))
         } else {
-            Err(not_found(format!("no schedule {name:?}")))
+            Err(not_found(format!(
+                "no schedule {name:?} that this node may remove (the node that added it or an admin node may)"
+            )))
         }
     })
     .await?

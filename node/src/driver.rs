@@ -199,7 +199,7 @@ impl Driver {
     /// Drains or resumes this node as requested and as its policy says.
     fn availability_tick(&mut self) {
         let me = self.core.node_id();
-        let requested = self.core.ledger().drain_requested(&me) == Some(true);
+        let requested = self.core.ledger().drain_requested(&me, wall_ms()) == Some(true);
         let (_, running) = self.core.local_load();
         let reason = if requested {
             Some("drained by request".to_string())

@@ -69,7 +69,9 @@ pub fn fire_due<S: EventStore>(core: &mut Core<S>, now: Millis, wall_ms: u64) {
                 Recurrence::Every { start_ms, .. } => start_ms.saturating_sub(1),
                 Recurrence::Cron(_) => s.added_ms,
             };
-            let after = ledger.last_fired(&s.name).map_or(first, |t| t.max(first));
+            let after = ledger
+                .last_fired(&s.name, wall_ms)
+                .map_or(first, |t| t.max(first));
             let at = match latest_due(&s.recurrence, after, wall_ms) {
                 Ok(at) => at?,
                 Err(e) => {

@@ -22,6 +22,7 @@ use crate::ledger::{dependency_tally, job_id_of, JobOutcome, Ledger, TaskState, 
 use crate::resources::{Amount, Resources};
 use crate::storage::EventStore;
 use crate::time::Millis;
+use crate::validate::{fit_reason, MAX_CLAIMS_PER_EVENT, MAX_RESULTS_PER_EVENT};
 use crate::wire::Message;
 use ed25519_dalek::VerifyingKey;
 use rand::rngs::SmallRng;
@@ -35,8 +36,6 @@ pub use antientropy::REPLY_LIMIT;
 
 /// Largest encoded message sent by gossip; bigger ones go directly to peers.
 pub const GOSSIP_LIMIT: usize = 60 * 1024;
-const MAX_CLAIMS_PER_EVENT: usize = 2_000;
-const MAX_RESULTS_PER_EVENT: usize = 400;
 
 /// Tunables. The defaults suit a LAN; tests and the simulator shorten them.
 #[derive(Clone, Debug)]
@@ -313,10 +312,15 @@ impl<S: EventStore> Core<S> {
                 core.stats.events_rejected += 1;
                 continue;
             };
-            if let Some(t) = core.ledger.insert(event_id(&bytes), &event) {
-                touched_jobs.extend(t.new_jobs);
-                touched_jobs.extend(t.cancelled_jobs);
-                touched_tasks.extend(t.tasks);
+            match core.ledger.admit(event_id(&bytes), &event) {
+                Ok(Some(t)) => {
+                    touched_jobs.extend(t.new_jobs);
+                    touched_jobs.extend(t.cancelled_jobs);
+                    touched_tasks.extend(t.tasks);
+                }
+                Ok(None) => {}
+                // Stored before this node's rules refused it.
+                Err(_) => core.stats.events_rejected += 1,
             }
         }
         if let Some(info) = core.ledger.node(&me) {
@@ -496,8 +500,12 @@ impl<S: EventStore> Core<S> {
         Ok((job, id))
     }
 
-    /// Asks a node (this one or another) to drain or resume.
-    pub fn request_drain(&mut self, now: Millis, node: NodeId, drain: bool, wall_ms: u64) {
+    /// Asks a node (this one or another) to drain or resume; false if this
+    /// node may not (only the node itself or an admin may).
+    pub fn request_drain(&mut self, now: Millis, node: NodeId, drain: bool, wall_ms: u64) -> bool {
+        if !self.ledger.may_drain(&self.me, &node) {
+            return false;
+        }
         self.publish(
             now,
             EventBody::DrainRequested {
@@ -507,6 +515,7 @@ impl<S: EventStore> Core<S> {
             },
         );
         self.after_input(now);
+        true
     }
 
     /// Gives back every attempt that runs or waits to run here: each is
@@ -552,12 +561,13 @@ impl<S: EventStore> Core<S> {
         Ok(id)
     }
 
-    /// Stops a schedule; false if no schedule has that name.
+    /// Stops a schedule; false if no schedule has that name or this node
+    /// may not remove it (only its author or an admin may).
     pub fn remove_schedule(&mut self, now: Millis, name: &str) -> bool {
         let Some(added) = self
             .ledger
             .schedules()
-            .find(|s| s.name == name)
+            .find(|s| s.name == name && self.ledger.may_remove_schedule(s, &self.me))
             .map(|s| s.event)
         else {
             return false;
@@ -613,7 +623,6 @@ impl<S: EventStore> Core<S> {
         Ok(Some(id))
     }
 
-    /// Cancels a job everywhere; false if the job is unknown.
     /// Changes the labels this node announces (a pool it joins once its
     /// start task succeeded, say); tasks are ranked again.
     pub fn set_labels(&mut self, now: Millis, labels: Vec<(String, String)>) {
@@ -654,8 +663,9 @@ impl<S: EventStore> Core<S> {
         now: Millis,
         pool: &str,
         definition: EventId,
-        result: SideResult,
+        mut result: SideResult,
     ) {
+        fit_reason(&mut result.outcome);
         self.publish(
             now,
             EventBody::StartTaskFinished {
@@ -667,8 +677,10 @@ impl<S: EventStore> Core<S> {
         self.after_input(now);
     }
 
+    /// Cancels a job everywhere; false if the job is unknown or this node
+    /// may not cancel it (only its submitter or an admin may).
     pub fn cancel(&mut self, now: Millis, job: JobId) -> bool {
-        if self.ledger.job(&job).is_none() {
+        if !self.ledger.may_cancel(&job, &self.me) {
             return false;
         }
         if !self.ledger.is_cancelled(&job) {
@@ -708,7 +720,8 @@ impl<S: EventStore> Core<S> {
     }
 
     /// The executor reports that an attempt's process ended.
-    pub fn task_exited(&mut self, now: Millis, result: TaskResult) {
+    pub fn task_exited(&mut self, now: Millis, mut result: TaskResult) {
+        fit_reason(&mut result.outcome);
         let (task, attempt) = (result.task, result.attempt);
         let Some(local) = self.local.get(&task).copied() else {
             return;
@@ -988,10 +1001,14 @@ impl<S: EventStore> Core<S> {
                 self.stats.events_rejected += 1;
                 continue;
             };
-            if let Some(touched) = self.ledger.insert(id, &event) {
-                new += 1;
-                self.persists.push_back((id, bytes));
-                self.apply_touched(now, touched);
+            match self.ledger.admit(id, &event) {
+                Ok(Some(touched)) => {
+                    new += 1;
+                    self.persists.push_back((id, bytes));
+                    self.apply_touched(now, touched);
+                }
+                Ok(None) => {}
+                Err(_) => self.stats.events_rejected += 1,
             }
         }
         new

@@ -26,6 +26,16 @@ pub enum Command {
     Argv(Vec<String>),
 }
 
+impl Command {
+    /// A blank command line, or no program.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Command::Shell(s) => s.trim().is_empty(),
+            Command::Argv(argv) => argv.first().is_none_or(|p| p.is_empty()),
+        }
+    }
+}
+
 /// One task, or the template of a task array.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -323,11 +333,7 @@ impl JobSpec {
         }
         for group in &self.groups {
             let spec = group.spec();
-            let empty = match &spec.command {
-                Command::Shell(s) => s.trim().is_empty(),
-                Command::Argv(argv) => argv.first().is_none_or(|p| p.is_empty()),
-            };
-            if empty {
+            if spec.command.is_empty() {
                 return Err(JobError::EmptyCommand(spec.id.clone()));
             }
             if let TaskGroup::Array { step, .. } = group {

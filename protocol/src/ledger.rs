@@ -1,21 +1,31 @@
 //! The replicated ledger's fold: from a set of events to job and task state.
 //!
 //! Owns the rules that turn facts into state — who won a claim, which attempt
-//! is live, which result is canonical, when a task is terminal. The fold is a
-//! pure function of the *set* of events: insertion order, duplicates and
-//! subsets arriving in any order give the same state. Must not know about
-//! time, peers, liveness or IO; those belong to `core`.
+//! is live, which result is canonical, when a task is terminal — and who may
+//! write what: an event that fails `validate` is refused; the others are kept
+//! as facts and judged at view time, so that a fact from a node that may not
+//! write it changes nothing (a result from a node that did not claim its
+//! attempt, a cancel from neither the submitter nor an admin, a drain of
+//! another node, a scheduled job that is not its schedule's template). The
+//! fold is a pure function of the *set* of events: insertion order,
+//! duplicates and subsets arriving in any order give the same state. Must
+//! not know about peers, liveness or IO, nor read a clock: the one rule that
+//! needs the time (a timestamp far ahead does not count yet) takes the
+//! caller's wall clock as an argument.
+
+mod facts;
 
 use crate::codec;
 use crate::deps::{DepGraph, OnDependencyFailure, Tally};
 use crate::event::{Claim, Event, EventBody, NodeInfo, SideResult, TaskResult};
 use crate::exit::{verdict, Verdict};
 use crate::gang::{GangFacts, GangView};
-use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
-use crate::job::{JobSpec, MAX_TASKS_PER_JOB};
+use crate::job::JobSpec;
 use crate::schedule::ScheduleRecord;
 use crate::sync::Fingerprints;
+use crate::validate::InvalidEvent;
+use facts::TaskFacts;
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,23 +55,10 @@ pub struct PackageRecord {
     event: EventId,
 }
 
-/// Everything the ledger holds about one task, each list sorted and
-/// without repeats. A task has a handful of facts and every node keeps
-/// them for every task, so they are sorted vectors: a B-tree node reserves
-/// room for eleven entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct TaskFacts {
-    claims: Vec<(u32, NodeId)>,
-    results: Vec<((u32, NodeId), TaskResult)>,
-    reclaimed: Vec<u32>,
-}
-
-/// Adds `x` to a sorted list unless it is there already.
-fn insert_sorted<T: Ord>(list: &mut Vec<T>, x: T) {
-    if let Err(at) = list.binary_search(&x) {
-        list.insert(at, x);
-    }
-}
+/// How far ahead of the reader's wall clock a timestamp in an event may
+/// be and still count now; one further ahead counts once the clock gets
+/// there (so `at_ms = u64::MAX` never does).
+pub const CLOCK_AHEAD_MS: u64 = 5 * 60_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaskState {
@@ -154,6 +151,14 @@ pub struct Ledger {
     ids: BTreeSet<EventId>,
     fingerprints: Fingerprints,
     jobs: BTreeMap<JobId, JobRecord>,
+    /// Every submit of a scheduled job, by job id: the lowest event id of
+    /// those fired from a version of their schedule is the job.
+    scheduled: BTreeMap<JobId, BTreeMap<EventId, JobRecord>>,
+    /// Scheduled jobs by schedule name.
+    scheduled_by_name: BTreeMap<String, BTreeSet<JobId>>,
+    /// The authors of every cancel of each job.
+    cancels: BTreeMap<JobId, BTreeSet<NodeId>>,
+    /// Jobs that a node allowed to cancel them cancelled.
     cancelled: BTreeSet<JobId>,
     facts: BTreeMap<TaskRef, TaskFacts>,
     /// Multi-instance tasks' gang steps (few tasks have any).
@@ -162,13 +167,13 @@ pub struct Ledger {
     packages: BTreeMap<(String, String), PackageRecord>,
     /// Jobs where some result's exit code says to fail the whole job.
     failed_jobs: BTreeSet<JobId>,
-    /// Every version of every schedule, and the versions removed.
+    /// Every version of every schedule, and who asked to remove each.
     schedules: BTreeMap<String, BTreeMap<(u64, EventId), ScheduleRecord>>,
-    removed_schedules: BTreeSet<EventId>,
+    removed_schedules: BTreeMap<EventId, BTreeSet<NodeId>>,
     /// Occurrence times each schedule has a job for.
     fired: BTreeMap<String, BTreeSet<u64>>,
-    /// The newest drain or resume request per node.
-    drain_requests: BTreeMap<NodeId, (u64, EventId, bool)>,
+    /// Every drain or resume request per node: time, event, drain, author.
+    drain_requests: BTreeMap<NodeId, BTreeSet<(u64, EventId, bool, NodeId)>>,
     /// Every definition of every pool; the newest `(added_ms, id)` counts.
     pools: BTreeMap<String, BTreeMap<(u64, EventId), PoolRecord>>,
     /// Start-task results per (pool definition, node): a success is kept
@@ -241,8 +246,40 @@ impl Ledger {
         self.jobs.values()
     }
 
+    /// Whether a node allowed to cancel the job did.
     pub fn is_cancelled(&self, job: &JobId) -> bool {
         self.cancelled.contains(job)
+    }
+
+    /// Whether `node` may cancel `job`: an admin, the node that submitted
+    /// it, or for a scheduled job a node that added a version of its
+    /// schedule (any node may fire an occurrence, so firing it gives no
+    /// say over it).
+    pub fn may_cancel(&self, job: &JobId, node: &NodeId) -> bool {
+        if self.admins.contains(node) {
+            return true;
+        }
+        let Some(record) = self.jobs.get(job) else {
+            return false;
+        };
+        match &record.spec.origin {
+            None => record.submitted_by == *node,
+            Some(o) => self
+                .schedules
+                .get(&o.schedule)
+                .is_some_and(|versions| versions.values().any(|v| v.author == *node)),
+        }
+    }
+
+    /// Whether `author` may drain or resume `node`: itself or an admin.
+    pub fn may_drain(&self, author: &NodeId, node: &NodeId) -> bool {
+        author == node || self.admins.contains(author)
+    }
+
+    /// Whether `node` may remove schedule version `version`: its author or
+    /// an admin.
+    pub fn may_remove_schedule(&self, version: &ScheduleRecord, node: &NodeId) -> bool {
+        version.author == *node || self.admins.contains(node)
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = (&NodeId, &NodeInfo)> {
@@ -262,7 +299,11 @@ impl Ledger {
     pub fn schedules(&self) -> impl Iterator<Item = &ScheduleRecord> {
         self.schedules.values().filter_map(|versions| {
             let (_, newest) = versions.iter().next_back()?;
-            (!self.removed_schedules.contains(&newest.event)).then_some(newest)
+            let removed = self
+                .removed_schedules
+                .get(&newest.event)
+                .is_some_and(|by| by.iter().any(|n| self.may_remove_schedule(newest, n)));
+            (!removed).then_some(newest)
         })
     }
 
@@ -278,14 +319,29 @@ impl Ledger {
         self.start_results.get(&(*definition, *node))
     }
 
-    /// Whether the newest request for `node` asks it to drain.
-    pub fn drain_requested(&self, node: &NodeId) -> Option<bool> {
-        self.drain_requests.get(node).map(|(_, _, drain)| *drain)
+    /// Whether the newest request for `node` from itself or an admin asks
+    /// it to drain, judged at wall-clock time `wall_ms`: a request dated
+    /// more than [`CLOCK_AHEAD_MS`] later does not count yet.
+    pub fn drain_requested(&self, node: &NodeId, wall_ms: u64) -> Option<bool> {
+        let horizon = wall_ms.saturating_add(CLOCK_AHEAD_MS);
+        self.drain_requests
+            .get(node)?
+            .iter()
+            .rev()
+            .find(|(at, _, _, author)| *at <= horizon && self.may_drain(author, node))
+            .map(|(_, _, drain, _)| *drain)
     }
 
-    /// The latest occurrence time a schedule has a job for.
-    pub fn last_fired(&self, schedule: &str) -> Option<u64> {
-        self.fired.get(schedule)?.iter().next_back().copied()
+    /// The latest occurrence time a schedule has a job for, among those
+    /// not more than [`CLOCK_AHEAD_MS`] after wall-clock time `wall_ms`
+    /// (an occurrence fired far ahead would otherwise stop the schedule).
+    pub fn last_fired(&self, schedule: &str, wall_ms: u64) -> Option<u64> {
+        let horizon = wall_ms.saturating_add(CLOCK_AHEAD_MS);
+        self.fired
+            .get(schedule)?
+            .range(..=horizon)
+            .next_back()
+            .copied()
     }
 
     pub fn packages(&self) -> impl Iterator<Item = &PackageRecord> {
@@ -302,18 +358,22 @@ impl Ledger {
     }
 
     /// Adds an already verified event. Returns what changed, or `None` if the
-    /// ledger already held it.
+    /// ledger already held it or refused it (see [`Ledger::admit`]).
     pub fn insert(&mut self, id: EventId, event: &Event) -> Option<Touched> {
-        if !self.ids.insert(id) {
-            return None;
+        self.admit(id, event).ok().flatten()
+    }
+
+    /// Adds an already verified event unless `validate` refuses it. Returns
+    /// what changed, or `None` if the ledger already held it.
+    pub fn admit(&mut self, id: EventId, event: &Event) -> Result<Option<Touched>, InvalidEvent> {
+        if self.ids.contains(&id) {
+            return Ok(None);
         }
+        crate::validate::check(&event.body)?;
+        self.ids.insert(id);
         self.fingerprints.add(&id);
         let mut touched = Touched::default();
         match &event.body {
-            // Past the task limit a job is not one: folding it would hold a
-            // view per claimed task count (a peer's job is not validated
-            // before it gets here).
-            EventBody::JobSubmitted { job, .. } if job.task_count() > MAX_TASKS_PER_JOB => {}
             EventBody::JobSubmitted {
                 job, submitted_ms, ..
             } => {
@@ -325,78 +385,42 @@ impl Ledger {
                     submitted_by: event.author,
                     submitted_ms: *submitted_ms,
                     task_count: job.task_count().min(u32::MAX as u64) as u32,
-                    // Submitters validate; a job that fails here runs without order.
                     deps: DepGraph::build(job).ok().flatten().map(Arc::new),
                 };
-                // Two submits sharing an 8-byte prefix: the lower event id wins everywhere.
-                let replace = self.jobs.get(&job_id).is_none_or(|old| id < old.event);
-                if let Some(o) = &job.origin {
-                    self.fired
-                        .entry(o.schedule.clone())
-                        .or_default()
-                        .insert(o.at_ms);
-                }
-                if replace {
-                    self.jobs.insert(job_id, record);
-                    touched.new_jobs.push(job_id);
-                    // Results may have come first: judge them by this spec.
-                    let first = TaskRef {
-                        job: job_id,
-                        index: 0,
-                    };
-                    let last = TaskRef {
-                        job: job_id,
-                        index: u32::MAX,
-                    };
-                    let fails = self
-                        .facts
-                        .range(first..=last)
-                        .flat_map(|(_, f)| f.results.iter().map(|(_, r)| r))
-                        .any(|r| self.fails_job(r));
-                    if fails {
-                        self.failed_jobs.insert(job_id);
-                    } else {
-                        self.failed_jobs.remove(&job_id);
+                match &job.origin {
+                    None => self.install(record, &mut touched),
+                    Some(o) => {
+                        self.scheduled.entry(job_id).or_default().insert(id, record);
+                        self.scheduled_by_name
+                            .entry(o.schedule.clone())
+                            .or_default()
+                            .insert(job_id);
+                        self.settle_scheduled(job_id, &mut touched);
                     }
                 }
             }
             EventBody::JobCancelled { job } => {
-                if self.cancelled.insert(*job) {
-                    touched.cancelled_jobs.push(*job);
-                }
+                self.cancels.entry(*job).or_default().insert(event.author);
+                self.judge_cancel(*job, &mut touched);
             }
             EventBody::Claims { claims } => {
                 for c in claims {
-                    let claims = &mut self.facts.entry(c.task).or_default().claims;
-                    insert_sorted(claims, (c.attempt, event.author));
-                    touched.tasks.push(c.task);
+                    let facts = self.facts.entry(c.task).or_default();
+                    facts.add_claim(c.attempt, event.author);
+                    self.judge_fail_job(c.task, &mut touched);
                 }
             }
             EventBody::Finished { results } => {
                 for r in results {
-                    if self.fails_job(r) && self.failed_jobs.insert(r.task.job) {
-                        touched.cancelled_jobs.push(r.task.job);
-                    }
-                    let results = &mut self.facts.entry(r.task).or_default().results;
-                    let key = (r.attempt, event.author);
-                    match results.binary_search_by(|(k, _)| k.cmp(&key)) {
-                        Err(at) => results.insert(at, (key, r.clone())),
-                        Ok(at) => {
-                            if preferred(r, &results[at].1) {
-                                results[at].1 = r.clone();
-                            }
-                        }
-                    }
-                    touched.tasks.push(r.task);
+                    let facts = self.facts.entry(r.task).or_default();
+                    facts.add_result(event.author, r);
+                    self.judge_fail_job(r.task, &mut touched);
                 }
             }
             EventBody::Reclaimed { claims } => {
                 for Claim { task, attempt } in claims {
-                    insert_sorted(
-                        &mut self.facts.entry(*task).or_default().reclaimed,
-                        *attempt,
-                    );
-                    touched.tasks.push(*task);
+                    self.facts.entry(*task).or_default().add_reclaim(*attempt);
+                    self.judge_fail_job(*task, &mut touched);
                 }
             }
             EventBody::Gang {
@@ -432,21 +456,31 @@ impl Ledger {
                     template: template.clone(),
                     added_ms: *added_ms,
                     event: id,
+                    author: event.author,
                 };
                 self.schedules
                     .entry(name.clone())
                     .or_default()
                     .insert((*added_ms, id), record);
+                // Jobs fired from this version, and cancels by its author.
+                let jobs = self
+                    .scheduled_by_name
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default();
+                for job in jobs {
+                    self.settle_scheduled(job, &mut touched);
+                    self.judge_cancel(job, &mut touched);
+                }
             }
             EventBody::DrainRequested { node, drain, at_ms } => {
-                let newer = self
-                    .drain_requests
-                    .get(node)
-                    .is_none_or(|(t, e, _)| (*at_ms, id) > (*t, *e));
-                if newer {
-                    self.drain_requests.insert(*node, (*at_ms, id, *drain));
-                    touched.nodes.push(*node);
-                }
+                self.drain_requests.entry(*node).or_default().insert((
+                    *at_ms,
+                    id,
+                    *drain,
+                    event.author,
+                ));
+                touched.nodes.push(*node);
             }
             EventBody::PoolDefined {
                 name,
@@ -481,7 +515,10 @@ impl Ledger {
                 }
             }
             EventBody::ScheduleRemoved { added, .. } => {
-                self.removed_schedules.insert(*added);
+                self.removed_schedules
+                    .entry(*added)
+                    .or_default()
+                    .insert(event.author);
             }
             EventBody::PackageAdded {
                 name,
@@ -509,19 +546,125 @@ impl Ledger {
                 }
             }
         }
-        Some(touched)
+        Ok(Some(touched))
     }
 
-    /// Whether a result's exit code fails its whole job. A result for a
-    /// job not known yet is judged when the job arrives.
-    fn fails_job(&self, r: &TaskResult) -> bool {
-        let rules = self
+    /// Makes `record` its job unless a submit with a lower event id did
+    /// (two submits sharing an 8-byte prefix, or two firings of one
+    /// occurrence), everywhere alike.
+    fn install(&mut self, record: JobRecord, touched: &mut Touched) {
+        let job_id = record.id;
+        if self
             .jobs
-            .get(&r.task.job)
-            .and_then(|j| j.spec.template(r.task.index))
+            .get(&job_id)
+            .is_some_and(|old| old.event <= record.event)
+        {
+            return;
+        }
+        self.jobs.insert(job_id, record);
+        touched.new_jobs.push(job_id);
+        // Results may have come first: judge them by this spec.
+        let first = TaskRef {
+            job: job_id,
+            index: 0,
+        };
+        let last = TaskRef {
+            job: job_id,
+            index: u32::MAX,
+        };
+        let fails = self
+            .facts
+            .range(first..=last)
+            .any(|(task, _)| self.task_fails_job(*task));
+        if fails {
+            self.failed_jobs.insert(job_id);
+        } else {
+            self.failed_jobs.remove(&job_id);
+        }
+        self.judge_cancel(job_id, touched);
+    }
+
+    /// Makes the lowest submit of scheduled job `job` that was fired from a
+    /// version of its schedule the job, if there is one yet.
+    fn settle_scheduled(&mut self, job: JobId, touched: &mut Touched) {
+        let Some(submits) = self.scheduled.get(&job) else {
+            return;
+        };
+        let Some(record) = submits.values().find(|r| self.fired_from_schedule(&r.spec)) else {
+            return;
+        };
+        let record = record.clone();
+        if let Some(o) = &record.spec.origin {
+            self.fired
+                .entry(o.schedule.clone())
+                .or_default()
+                .insert(o.at_ms);
+        }
+        self.install(record, touched);
+    }
+
+    /// Whether a scheduled job's spec is the template of a version of its
+    /// schedule, for an occurrence that version can have: a submit that is
+    /// not cannot take an occurrence's job id.
+    fn fired_from_schedule(&self, spec: &JobSpec) -> bool {
+        let Some(o) = &spec.origin else {
+            return false;
+        };
+        let Some(versions) = self.schedules.get(&o.schedule) else {
+            return false;
+        };
+        let bare = JobSpec {
+            origin: None,
+            ..spec.clone()
+        };
+        versions
+            .values()
+            .any(|v| v.template == bare && v.recurrence.has_occurrence(o.at_ms))
+    }
+
+    /// Marks `job` cancelled once a node allowed to cancel it has.
+    fn judge_cancel(&mut self, job: JobId, touched: &mut Touched) {
+        if self.cancelled.contains(&job) {
+            return;
+        }
+        let allowed = self
+            .cancels
+            .get(&job)
+            .is_some_and(|by| by.iter().any(|n| self.may_cancel(&job, n)));
+        if allowed {
+            self.cancelled.insert(job);
+            touched.cancelled_jobs.push(job);
+        }
+    }
+
+    /// Notes that a task's facts grew: it is touched, and if a result that
+    /// now counts says to fail the whole job, the job is.
+    fn judge_fail_job(&mut self, task: TaskRef, touched: &mut Touched) {
+        touched.tasks.push(task);
+        if !self.failed_jobs.contains(&task.job) && self.task_fails_job(task) {
+            self.failed_jobs.insert(task.job);
+            touched.cancelled_jobs.push(task.job);
+        }
+    }
+
+    /// Whether a result of the task that counts is judged `fail_job` by
+    /// its job's exit-code rules (a job not known yet fails nothing: its
+    /// results are judged when it arrives).
+    fn task_fails_job(&self, task: TaskRef) -> bool {
+        let Some(rules) = self
+            .jobs
+            .get(&task.job)
+            .and_then(|j| j.spec.template(task.index))
             .map(|t| t.exit_codes.as_slice())
-            .unwrap_or_default();
-        verdict(&r.outcome, rules) == Verdict::FailJob
+        else {
+            return false;
+        };
+        let Some(facts) = self.facts.get(&task) else {
+            return false;
+        };
+        facts
+            .counted_results(facts.last_counted())
+            .any(|(_, r)| verdict(&r.outcome, rules) == Verdict::FailJob)
     }
 
     /// The replicated state of one task, or `None` if its job is unknown.
@@ -612,43 +755,31 @@ impl Ledger {
                 gang: None,
             })
         };
+        // Only what counts (see `facts`): claims one attempt after another,
+        // results from claimers, reclaims of claimed attempts.
+        let last = facts.last_counted();
         // Canonical result: the lowest (attempt, node) success…
         let success = facts
-            .results
-            .iter()
+            .counted_results(last)
             .find(|(_, r)| judged(r) == Verdict::Success);
         if let Some(((a, n), r)) = success {
             return view(TaskState::Succeeded, *a, Some(*n), Some(r.clone()));
         }
         // …else the lowest failure of an attempt that had no retry left, or
         // that its exit code says not to retry.
-        let failure = facts.results.iter().find(|((a, _), r)| {
+        let failure = facts.counted_results(last).find(|((a, _), r)| {
             *a >= max_retries || matches!(judged(r), Verdict::FailTask | Verdict::FailJob)
         });
         if let Some(((a, n), r)) = failure {
             return view(TaskState::Failed, *a, Some(*n), Some(r.clone()));
         }
-        if let Some(a) = facts.reclaimed.iter().find(|a| **a >= max_retries) {
-            return view(TaskState::Failed, *a, winner(task, *a, &facts.claims), None);
+        if let Some(a) = facts.counted_reclaims(last).find(|a| *a >= max_retries) {
+            return view(TaskState::Failed, a, facts.winner(task, a), None);
         }
-        let last = facts
-            .claims
-            .iter()
-            .map(|(a, _)| *a)
-            .chain(facts.results.iter().map(|((a, _), _)| *a))
-            .chain(facts.reclaimed.iter().copied())
-            .max();
         let (state, attempt, node) = match last {
             None => (TaskState::Pending, 0, None),
-            Some(a) => {
-                let closed = facts.reclaimed.binary_search(&a).is_ok()
-                    || facts.results.iter().any(|((ra, _), _)| *ra == a);
-                if closed {
-                    (TaskState::Pending, a + 1, None)
-                } else {
-                    (TaskState::Running, a, winner(task, a, &facts.claims))
-                }
-            }
+            Some(a) if facts.closed(a) => (TaskState::Pending, a + 1, None),
+            Some(a) => (TaskState::Running, a, facts.winner(task, a)),
         };
         if self.cancelled.contains(&task.job) {
             return view(TaskState::Cancelled, attempt, node, None);
@@ -737,27 +868,4 @@ pub fn dependency_tally(state: Option<TaskState>) -> Tally {
         },
         _ => Tally::default(),
     }
-}
-
-/// Of two results one node gave for one attempt (an honest node never
-/// does), the one every replica keeps whatever their order: a success, else
-/// the smaller encoding.
-fn preferred(new: &TaskResult, old: &TaskResult) -> bool {
-    (!new.outcome.success(), codec::encode(new)) < (!old.outcome.success(), codec::encode(old))
-}
-
-/// The claim that wins an attempt: best rendezvous score, ties to the lower id.
-fn winner(task: TaskRef, attempt: u32, claims: &[(u32, NodeId)]) -> Option<NodeId> {
-    let from = claims.partition_point(|(a, _)| *a < attempt);
-    claims[from..]
-        .iter()
-        .take_while(|(a, _)| *a == attempt)
-        .map(|(_, n)| *n)
-        .reduce(|best, n| {
-            if hrw::outranks(task, attempt, &n, &best) {
-                n
-            } else {
-                best
-            }
-        })
 }

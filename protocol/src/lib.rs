@@ -24,6 +24,7 @@ pub mod schedule;
 pub mod storage;
 pub mod sync;
 pub mod time;
+pub mod validate;
 pub mod wire;
 
 pub use crate::core::{Action, Config, Core, Destination, Transmit};

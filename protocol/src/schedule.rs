@@ -9,7 +9,7 @@
 //! keeps one. Must not read clocks or evaluate cron expressions; the node
 //! decides when an occurrence is due.
 
-use crate::ids::{EventId, JobId};
+use crate::ids::{EventId, JobId, NodeId};
 use crate::job::JobSpec;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,22 @@ pub struct ScheduleRecord {
     pub template: JobSpec,
     pub added_ms: u64,
     pub event: EventId,
+    /// The node that added this version: it (or an admin) may remove it.
+    pub author: NodeId,
+}
+
+impl Recurrence {
+    /// Whether `at_ms` can be an occurrence: on an interval's grid, at or
+    /// after its start. Any time can be a cron occurrence here (cron is
+    /// evaluated by the node, not by the protocol).
+    pub fn has_occurrence(&self, at_ms: u64) -> bool {
+        match self {
+            Recurrence::Every { ms, start_ms } => {
+                *ms > 0 && at_ms >= *start_ms && (at_ms - start_ms) % ms == 0
+            }
+            Recurrence::Cron(_) => true,
+        }
+    }
 }
 
 /// The job id every submit for `occurrence` gets.
@@ -92,6 +108,12 @@ mod tests {
             occurrence_job_id(&at("hourly", 5))
         );
         assert!(check_name("render-nightly").is_ok());
+        let every = Recurrence::Every {
+            ms: 1_000,
+            start_ms: 500,
+        };
+        assert!(every.has_occurrence(500) && every.has_occurrence(2_500));
+        assert!(!every.has_occurrence(0) && !every.has_occurrence(2_499));
         assert!(check_name("../x").is_err());
     }
 }

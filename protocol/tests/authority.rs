@@ -74,7 +74,11 @@ fn a_result_for_an_attempt_its_author_never_claimed_is_ignored_and_the_real_run_
     let view = a.core.view(t).expect("a known task");
     assert_eq!(view.state, TaskState::Succeeded);
     assert_eq!(view.node, Some(a.id()));
-    assert_eq!(view.result.as_ref().and_then(|r| r.stdout), None, "the forger's output");
+    assert_eq!(
+        view.result.as_ref().and_then(|r| r.stdout),
+        None,
+        "the forger's output"
+    );
 }
 
 #[test]
@@ -83,7 +87,13 @@ fn one_reclaim_at_the_last_attempt_does_not_fail_a_hundred_tasks() {
     a.timeout(0);
     let (job, _) = submit(&mut a, 0, 100, 2);
     let last = claims((0..100).map(|i| (task(job, i), 2)));
-    a.hear(5, &faulty(), vec![EventBody::Reclaimed { claims: last.clone() }]);
+    a.hear(
+        5,
+        &faulty(),
+        vec![EventBody::Reclaimed {
+            claims: last.clone(),
+        }],
+    );
     assert_eq!(a.core.progress(&job).failed, 0);
 
     // Claiming the last attempt first does not skip the steps before it.
@@ -216,11 +226,15 @@ fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grind
         at_ms: 1_000,
     };
     evil.origin = Some(stray.clone());
-    a.hear(4, &faulty(), vec![EventBody::JobSubmitted {
-        job: evil,
-        submitted_ms: 1_000,
-        nonce: 0,
-    }]);
+    a.hear(
+        4,
+        &faulty(),
+        vec![EventBody::JobSubmitted {
+            job: evil,
+            submitted_ms: 1_000,
+            nonce: 0,
+        }],
+    );
     assert!(a.core.ledger().job(&occurrence_job_id(&stray)).is_none());
 }
 
@@ -247,7 +261,10 @@ fn a_job_the_cli_would_refuse_never_runs_when_a_peer_submits_it() {
         .push("/etc/*".into());
     let huge = spec(2_000_000, 0);
     let mut now = 1;
-    for (nonce, job) in [escaping_input, escaping_output, huge].into_iter().enumerate() {
+    for (nonce, job) in [escaping_input, escaping_output, huge]
+        .into_iter()
+        .enumerate()
+    {
         let event = faulty().sign(EventBody::JobSubmitted {
             job,
             submitted_ms: 0,
@@ -309,7 +326,11 @@ fn events_past_their_bounds_are_refused() {
                 results: vec![long_reason],
             },
             announce(vec![("k".into(), "v".repeat(100_000))]),
-            announce((0..10_000).map(|i| (i.to_string(), String::new())).collect()),
+            announce(
+                (0..10_000)
+                    .map(|i| (i.to_string(), String::new()))
+                    .collect(),
+            ),
             EventBody::Claims { claims: Vec::new() },
         ],
     );

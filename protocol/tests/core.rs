@@ -13,8 +13,16 @@ use peerbatch_protocol::{
 
 #[test]
 fn garbled_oversized_and_forged_events_are_rejected_and_change_nothing() {
-    let mut a = Node::new(1, Config::default());
     let peer = Node::new(2, Config::default());
+    // An admin, so that its genuine cancel counts.
+    let admins = std::collections::BTreeSet::from([peer.id()]);
+    let mut a = Node::new(
+        1,
+        Config {
+            admins,
+            ..Config::default()
+        },
+    );
     a.timeout(0);
     let (job, _) = submit(&mut a, 0, 2, 0);
     let digest = a.core.ledger().state_digest();

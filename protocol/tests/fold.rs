@@ -24,6 +24,9 @@ fn signed(by: &Identity, body: EventBody) -> (EventId, Event) {
     (event_id(&event.encode()), event)
 }
 
+/// Who submits the jobs of these tests.
+const SUBMITTER: u8 = 200;
+
 fn job_event(tasks: u32, max_retries: u32) -> ((EventId, Event), JobId) {
     let job = JobSpec::array(
         "fold",
@@ -32,7 +35,7 @@ fn job_event(tasks: u32, max_retries: u32) -> ((EventId, Event), JobId) {
         i64::from(tasks) - 1,
     );
     let event = signed(
-        &identity(200),
+        &identity(SUBMITTER),
         EventBody::JobSubmitted {
             job,
             submitted_ms: 1,
@@ -158,7 +161,9 @@ fn canonical_result_is_the_lowest_attempt_success_ties_to_the_lower_node() {
     // A failure at a lower attempt does not beat a later success.
     let events = vec![
         events[0].clone(),
+        claims(&a, &[(t, 0)]),
         finished(&a, &[(t, 0, 1)]),
+        claims(&b, &[(t, 1)]),
         finished(&b, &[(t, 1, 0)]),
     ];
     let v = view(&fold(&events), t);
@@ -219,7 +224,7 @@ fn cancel_stops_open_tasks_and_never_reverts_terminal_ones() {
     let (job_ev, job) = job_event(4, 0);
     let n = identity(1);
     let (done, failed, running, pending) = (task(job, 0), task(job, 1), task(job, 2), task(job, 3));
-    let cancel = signed(&identity(9), EventBody::JobCancelled { job });
+    let cancel = signed(&identity(SUBMITTER), EventBody::JobCancelled { job });
     let events = vec![
         job_ev,
         claims(&n, &[(done, 0), (failed, 0), (running, 0)]),
@@ -238,7 +243,7 @@ fn cancel_stops_open_tasks_and_never_reverts_terminal_ones() {
         assert_eq!(view(&ledger, pending).state, TaskState::Cancelled);
         assert_eq!(ledger.state_digest(), fold(&events).state_digest());
     }
-    // A second cancel of the same job changes nothing.
+    // A second cancel of the same job changes nothing (nor may its author cancel it).
     let mut ledger = fold(&events);
     let digest = ledger.state_digest();
     let again = signed(&identity(8), EventBody::JobCancelled { job });
@@ -267,6 +272,7 @@ enum Op {
     Claims(u8, Vec<(u32, u32)>),
     Finished(u8, Vec<(u32, u32, bool)>),
     Reclaimed(u8, Vec<(u32, u32)>),
+    /// By the submitter when 0, else by a node that may not cancel.
     Cancel(u8),
     Announce(u8, u64, u32),
 }
@@ -303,7 +309,10 @@ fn build(ops: &[Op], job: JobId) -> Vec<(EventId, Event)> {
                 &identity(*n),
                 &list.iter().map(|&(i, a)| (t(i), a)).collect::<Vec<_>>(),
             ),
-            Op::Cancel(n) => signed(&identity(*n), EventBody::JobCancelled { job }),
+            Op::Cancel(n) => {
+                let by = if *n == 0 { SUBMITTER } else { *n };
+                signed(&identity(by), EventBody::JobCancelled { job })
+            }
             Op::Announce(n, seq, slots) => signed(
                 &identity(*n),
                 EventBody::NodeAnnounce {
@@ -354,30 +363,45 @@ fn expected(events: &[(EventId, Event)], t: TaskRef, max_retries: u32) -> (TaskS
             EventBody::Reclaimed { claims } => {
                 reclaimed.extend(claims.iter().filter(|c| c.task == t).map(|c| c.attempt))
             }
-            EventBody::JobCancelled { .. } => cancelled = true,
+            EventBody::JobCancelled { .. } => {
+                cancelled |= e.author == identity(SUBMITTER).node_id()
+            }
             _ => {}
         }
     }
-    if let Some(&(a, _, _)) = results.iter().filter(|r| r.2).min() {
+    // What counts: attempts one after another, each once the one before
+    // was closed; results from claimers; reclaims of counted attempts.
+    let claimed = |a: u32, n: &NodeId| claimers.contains(&(a, *n));
+    let closed =
+        |a: u32| reclaimed.contains(&a) || results.iter().any(|r| r.0 == a && claimed(a, &r.1));
+    let mut last = None;
+    let mut next = 0;
+    while claimers.iter().any(|c| c.0 == next) {
+        last = Some(next);
+        if !closed(next) {
+            break;
+        }
+        next += 1;
+    }
+    let last_closed = last.is_some_and(closed);
+    let counts = |a: u32| last.is_some_and(|l| a <= l);
+    let results: Vec<_> = results
+        .iter()
+        .filter(|r| counts(r.0) && claimed(r.0, &r.1))
+        .collect();
+    let reclaimed: Vec<_> = reclaimed.iter().filter(|a| counts(**a)).collect();
+    if let Some(&&(a, _, _)) = results.iter().filter(|r| r.2).min() {
         return (TaskState::Succeeded, a);
     }
-    if let Some(&(a, _, _)) = results.iter().filter(|r| r.0 >= max_retries).min() {
+    if let Some(&&(a, _, _)) = results.iter().filter(|r| r.0 >= max_retries).min() {
         return (TaskState::Failed, a);
     }
-    if let Some(&a) = reclaimed.iter().filter(|a| **a >= max_retries).min() {
+    if let Some(&&a) = reclaimed.iter().filter(|a| ***a >= max_retries).min() {
         return (TaskState::Failed, a);
     }
-    let last = claimers
-        .iter()
-        .map(|c| c.0)
-        .chain(results.iter().map(|r| r.0))
-        .chain(reclaimed.iter().copied())
-        .max();
     let (state, attempt) = match last {
         None => (TaskState::Pending, 0),
-        Some(a) if reclaimed.contains(&a) || results.iter().any(|r| r.0 == a) => {
-            (TaskState::Pending, a + 1)
-        }
+        Some(a) if last_closed => (TaskState::Pending, a + 1),
         Some(a) => (TaskState::Running, a),
     };
     if cancelled {
@@ -475,8 +499,9 @@ fn two_results_of_one_node_for_one_attempt_resolve_alike_in_either_order() {
     let t = task(job, 0);
     let n = identity(1);
     let (fail, ok) = (finished(&n, &[(t, 0, 1)]), finished(&n, &[(t, 0, 0)]));
-    let one = fold([&job_ev, &fail, &ok]);
-    let other = fold([&job_ev, &ok, &fail]);
+    let claim = claims(&n, &[(t, 0)]);
+    let one = fold([&job_ev, &claim, &fail, &ok]);
+    let other = fold([&job_ev, &ok, &fail, &claim]);
     assert_eq!(one.state_digest(), other.state_digest());
     assert_eq!(view(&one, t).state, TaskState::Succeeded);
 }
@@ -503,7 +528,7 @@ fn dependents_wait_for_success_and_are_skipped_after_a_failure_in_any_order() {
     );
     spec.validate().expect("a valid chain");
     let submit = signed(
-        &identity(200),
+        &identity(SUBMITTER),
         EventBody::JobSubmitted {
             job: spec,
             submitted_ms: 1,
@@ -554,7 +579,7 @@ fn exit_code_rules_decide_success_failure_and_job_failure_in_any_order() {
         ..TaskSpec::new("t", Command::Argv(vec!["x".into()]), 3)
     };
     let submit = signed(
-        &identity(200),
+        &identity(SUBMITTER),
         EventBody::JobSubmitted {
             job: JobSpec::array("rules", template, 0, 4),
             submitted_ms: 1,

@@ -170,8 +170,8 @@ struct Sim {
     jobs: Vec<Option<Job>>,
     /// Submits not yet acknowledged: job, node, submit event, the job.
     unacked: Vec<(usize, usize, EventId, Job)>,
-    /// Each acknowledged job's submit event.
-    submit_events: Vec<Option<EventId>>,
+    /// Each acknowledged job's submit event, and the node that submitted it.
+    submit_events: Vec<Option<(EventId, usize)>>,
     net: Network,
     faults: SmallRng,
     disk_rng: SmallRng,
@@ -558,7 +558,7 @@ impl Sim {
         for (job, node, event, planned) in std::mem::take(&mut self.unacked) {
             if self.nodes[node].disk.durable(&event) && self.holders(&event) >= 2 {
                 self.jobs[job] = Some(planned);
-                self.submit_events[job] = Some(event);
+                self.submit_events[job] = Some((event, node));
             } else {
                 self.unacked.push((job, node, event, planned));
             }
@@ -570,24 +570,27 @@ impl Sim {
         self.submit_events
             .iter()
             .flatten()
-            .any(|e| self.nodes[node].disk.durable(e) && self.holders(e) < 2)
+            .any(|(e, _)| self.nodes[node].disk.durable(e) && self.holders(e) < 2)
     }
 
+    /// Cancels a job from the node that submitted it (only it, or an
+    /// admin, may).
     fn cancel(&mut self, job: usize) -> Result<(), String> {
-        let Some(Job { id, .. }) = self.jobs[job] else {
+        let (Some(Job { id, .. }), Some((_, node))) = (self.jobs[job], self.submit_events[job])
+        else {
             self.push(self.now + 1_000, Item::Cancel { job });
             return Ok(());
         };
-        let node = self.random_node(|core| core.ledger().job(&id).is_some());
+        let live = self.nodes[node].core.is_some();
         let now = self.local(node);
-        if self.core(node).cancel(now, id) {
+        if live && self.core(node).cancel(now, id) {
             self.injected.cancels += 1;
             self.trace.step(self.now, b'k', &[job as u64], || {
                 format!("cancel job {job} at node {node}")
             });
             self.pump(node)
         } else {
-            // Every node that knew the job is down: try again later.
+            // The submitter is down or does not know its job again yet.
             self.push(self.now + 1_000, Item::Cancel { job });
             Ok(())
         }
