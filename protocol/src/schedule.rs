@@ -50,7 +50,7 @@ impl Recurrence {
     pub fn has_occurrence(&self, at_ms: u64) -> bool {
         match self {
             Recurrence::Every { ms, start_ms } => {
-                *ms > 0 && at_ms >= *start_ms && (at_ms - start_ms) % ms == 0
+                *ms > 0 && at_ms >= *start_ms && (at_ms - start_ms).is_multiple_of(*ms)
             }
             Recurrence::Cron(_) => true,
         }
