@@ -348,6 +348,14 @@ impl Ledger {
         self.packages.values()
     }
 
+    /// Whether `node` claimed `attempt` of `task` (whether or not the
+    /// claim counts yet).
+    pub fn claimed_by(&self, task: &TaskRef, attempt: u32, node: &NodeId) -> bool {
+        self.facts
+            .get(task)
+            .is_some_and(|f| f.claimed_by(attempt, node))
+    }
+
     /// A multi-instance task's gang steps, if it has any.
     pub fn gang(&self, task: &TaskRef) -> Option<&GangFacts> {
         self.gangs.get(task)

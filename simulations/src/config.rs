@@ -38,6 +38,9 @@ pub struct SimConfig {
     /// The first job's tasks are multi-instance tasks of this many
     /// instances (0 or 1: ordinary tasks). At most `nodes`.
     pub gang: u32,
+    /// One node is a faulty member: besides running its core, it signs
+    /// events it may not write (see `faulty`).
+    pub faulty: bool,
 }
 
 /// What goes wrong in a run; the default is nothing.
@@ -93,6 +96,7 @@ impl Default for SimConfig {
             trace: false,
             core: Config::default(),
             gang: 0,
+            faulty: false,
         }
     }
 }
@@ -185,6 +189,8 @@ impl SimConfig {
                     0
                 }
             },
+            // Its own stream too; one seed in two of up to 40 nodes.
+            faulty: nodes <= 40 && Stream::Faulty.rng(seed).gen_bool(0.5),
         };
         cfg.checked_per_step_if_small()
     }
@@ -251,7 +257,7 @@ impl fmt::Display for SimConfig {
             "--seed {} --nodes {} --tasks {} --jobs {} --max-retries {} --fail {} \
              --task-ms {}-{} --cancels {} --loss {} --dup {} --reorder {} --reorder-ms {} \
              --delay-ms {}-{} --partitions {} --crashes {} --wipes {} --clock-jumps {} \
-             --skew-ppm {} --flush-ms {} --fault-window-ms {} --slots {} --gang {}{}",
+             --skew-ppm {} --flush-ms {} --fault-window-ms {} --slots {} --gang {} --faulty {}{}",
             self.seed,
             self.nodes,
             self.tasks,
@@ -276,6 +282,7 @@ impl fmt::Display for SimConfig {
             self.fault_window_ms,
             self.core.slots,
             self.gang,
+            u8::from(self.faulty),
             if self.check_every_step {
                 " --check-every-step"
             } else {

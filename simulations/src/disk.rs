@@ -77,6 +77,14 @@ impl Disk {
         durable.iter().map(|id| bytes[id].to_vec()).collect()
     }
 
+    /// The bytes of an event written here but not flushed yet.
+    pub fn queued(&self, id: &EventId) -> Option<Vec<u8>> {
+        self.queue.iter().find_map(|w| match w {
+            Write::Persist(queued, bytes) if queued == id => Some(bytes.clone()),
+            _ => None,
+        })
+    }
+
     /// Queues one pump's outputs; returns the transmits that may go now.
     /// True in the second field when a flush must be scheduled.
     pub fn write(

@@ -1,16 +1,17 @@
-//! The checks of DESIGN.md's invariants 2–6 on the simulated nodes.
+//! The checks of DESIGN.md's invariants 2–7 on the simulated nodes.
 //!
 //! Owns what a node has shown so far (for monotonicity) and the checks:
 //! per node (each core's cached views equal the pure fold of its ledger;
 //! terminal states never revert; live attempts never go back; no attempt
-//! past its max retries), across nodes (replicas holding the same events
-//! have byte-identical state and so one canonical result per task), and at
-//! the end. Each returns the broken invariant as text beginning with its
-//! kind. Must not change the world: it only reads cores.
+//! past its max retries; what the faulty member forged changed nothing),
+//! across nodes (replicas holding the same events have byte-identical
+//! state and so one canonical result per task), and at the end. Each
+//! returns the broken invariant as text beginning with its kind. Must not
+//! change the world: it only reads cores.
 
 use crate::disk::SimStore;
-use peerbatch_protocol::{Core, JobId, TaskState};
-use std::collections::BTreeMap;
+use peerbatch_protocol::{codec, Core, Event, EventId, JobId, Ledger, NodeId, TaskState};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What one node has shown of one task so far.
 #[derive(Clone, Copy, Default)]
@@ -109,6 +110,49 @@ impl Watch {
         let _ = self.check_counts(restarted, jobs);
         let _ = self.check_tasks(restarted, jobs);
     }
+}
+
+/// Invariant 7, authority: a node's state is what the same events without
+/// the faulty member's forgeries fold to — tasks, jobs, cancels and drain
+/// requests alike — so no event from a node that may not write it changed
+/// anything. `bytes` finds an event's encoding; a node holding an event
+/// whose bytes are not found yet is checked another time.
+pub fn check_authority(
+    core: &Core<SimStore>,
+    forged: &BTreeSet<EventId>,
+    bytes: impl Fn(&EventId) -> Option<Vec<u8>>,
+    nodes: &[NodeId],
+    wall_ms: u64,
+) -> Result<(), String> {
+    let ledger = core.ledger();
+    if !ledger.ids().iter().any(|id| forged.contains(id)) {
+        return Ok(());
+    }
+    let mut honest = Ledger::with_admins(ledger.admins().clone());
+    for id in ledger.ids().iter().filter(|id| !forged.contains(id)) {
+        let Some(b) = bytes(id) else {
+            return Ok(());
+        };
+        let event: Event = codec::decode(&b).map_err(|e| format!("authority: event {id}: {e}"))?;
+        honest.insert(*id, &event);
+    }
+    let jobs = |l: &Ledger| -> Vec<(JobId, bool)> {
+        l.jobs().map(|j| (j.id, l.is_cancelled(&j.id))).collect()
+    };
+    if jobs(&honest) != jobs(ledger) {
+        return Err("authority: forged events changed which jobs exist or are cancelled".into());
+    }
+    if honest.state_digest() != ledger.state_digest() {
+        return Err("authority: forged events changed task state".into());
+    }
+    for node in nodes {
+        if honest.drain_requested(node, wall_ms) != ledger.drain_requested(node, wall_ms) {
+            return Err(format!(
+                "authority: forged events changed the drain request of {node}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Replicas holding the same events must have byte-identical state (and so

@@ -3,7 +3,7 @@
 //! Owns the simulated world around real [`peerbatch_protocol::Core`]s and
 //! the swarm tester built on it. From one seed a run draws its cluster
 //! size, workload and faults ([`SimConfig::draw`]); it then runs a safety
-//! phase (faults strike, DESIGN.md's invariants 2–6 are checked after every
+//! phase (faults strike, DESIGN.md's invariants 2–7 are checked after every
 //! step) and a liveness phase (faults healed, every task must end within a
 //! bound). Same [`SimConfig`] ⇒ the same run, event for event. A failing
 //! run shrinks to the smallest config that still fails ([`shrink`]). Must
@@ -13,12 +13,14 @@
 //! Modules: `config` (what a run is made of), `streams` (per-concern RNGs),
 //! `workload` (jobs and the executor's draws), `network` (message faults
 //! and partitions), `clock` (skew and jumps), `disk` (durable store, flush
-//! queue, crash and wipe), `invariants` (the checks), `world` (the event
-//! loop), `report`, `trace`, `shrink`.
+//! queue, crash and wipe), `faulty` (a member that forges events),
+//! `invariants` (the checks), `world` (the event loop), `report`, `trace`,
+//! `shrink`.
 
 mod clock;
 mod config;
 mod disk;
+mod faulty;
 mod invariants;
 mod network;
 mod report;

@@ -14,7 +14,7 @@ const USAGE: &str = "usage: peerbatch-simulations --seed S [--seeds K] [--calm] 
 [--shrink-secs N] [--nodes N] [--tasks T] [--jobs J] [--max-retries R] [--fail P] \
 [--task-ms MIN-MAX] [--cancels C] [--loss P] [--dup P] [--reorder P] [--reorder-ms MS] \
 [--delay-ms MIN-MAX] [--partitions P] [--crashes C] [--wipes W] [--clock-jumps J] \
-[--skew-ppm PPM] [--flush-ms MS] [--fault-window-ms MS] [--slots S] [--gang N] [--check-every-step]";
+[--skew-ppm PPM] [--flush-ms MS] [--fault-window-ms MS] [--slots S] [--gang N] [--faulty 0|1] [--check-every-step]";
 
 /// Lines of a failing run's trace printed: its faults, submits, runs and
 /// exits (at most this many, the last ones), then its last deliveries.
@@ -58,6 +58,7 @@ fn apply(cfg: &mut SimConfig, flag: &str, v: &str) -> Result<(), String> {
         "--fault-window-ms" => cfg.fault_window_ms = parse(flag, v)?,
         "--slots" => cfg.core.slots = parse(flag, v)?,
         "--gang" => cfg.gang = parse(flag, v)?,
+        "--faulty" => cfg.faulty = parse::<u8>(flag, v)? != 0,
         other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
     }
     Ok(())

@@ -17,6 +17,8 @@ pub struct Injected {
     pub cancels: u32,
     /// Writes lost because a crash came before their flush.
     pub unflushed_lost: u64,
+    /// Events (or malformed messages) the faulty member sent.
+    pub forged: u64,
     pub net: NetStats,
 }
 
@@ -26,6 +28,7 @@ impl Injected {
         u64::from(self.partitions + self.flaps + self.crashes + self.wipes + self.clock_jumps)
             + u64::from(self.cancels)
             + self.unflushed_lost
+            + self.forged
             + self.net.dropped
             + self.net.duplicated
             + self.net.reordered
@@ -123,7 +126,7 @@ impl fmt::Display for Report {
             "seed {}: {} nodes, {} tasks: healed at {:.3} s, terminal everywhere at {:.3} s, \
              converged at {:.3} s simulated, wall {:.3} s; {} messages ({} dropped, {} duplicated, \
              {} reordered); {} partitions ({} flaps), {} crashes, {} wipes, {} clock jumps, \
-             {} cancels, {} unflushed writes lost; {} events, {} attempts started, \
+             {} cancels, {} unflushed writes lost, {} forged; {} events, {} attempts started, \
              {} duplicates ({:.1} per 1000 tasks; {} of an attempt already started), \
              {} fenced, {} failed, {} cancelled; death→rerun {}; heal→converge {}; digest {}",
             self.seed,
@@ -144,6 +147,7 @@ impl fmt::Display for Report {
             i.clock_jumps,
             i.cancels,
             i.unflushed_lost,
+            i.forged,
             self.events,
             self.attempts_started,
             self.duplicates(),

@@ -81,6 +81,10 @@ fn smaller(c: &SimConfig) -> Vec<SimConfig> {
         ..c.clone()
     });
     push(SimConfig {
+        faulty: false,
+        ..c.clone()
+    });
+    push(SimConfig {
         nodes: (c.nodes / 2).max(3).min(c.nodes),
         ..c.clone()
     });

@@ -26,6 +26,8 @@ pub enum Stream {
     Disk,
     /// Whether (and how wide) the run's multi-instance tasks are.
     Gang,
+    /// Whether a faulty member forges events, which node, and what it forges.
+    Faulty,
 }
 
 impl Stream {

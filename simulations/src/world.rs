@@ -13,7 +13,8 @@
 use crate::clock::Clock;
 use crate::config::SimConfig;
 use crate::disk::{Disk, SimStore, Vouched};
-use crate::invariants::{check_convergence, check_end, Job, Watch};
+use crate::faulty::Faulty;
+use crate::invariants::{check_authority, check_convergence, check_end, Job, Watch};
 use crate::network::{CutKind, Network};
 use crate::report::{Injected, Report, Spread, Violation};
 use crate::streams::Stream;
@@ -87,6 +88,8 @@ enum Item {
         incarnation: u32,
     },
     ClockJump,
+    /// The faulty member forges again.
+    Forge,
     /// The end of the safety phase: every fault heals.
     Heal,
     Check,
@@ -194,6 +197,9 @@ struct Sim {
     /// Healed partitions: when, and every event that existed at the heal.
     healing: Vec<(u64, BTreeSet<EventId>)>,
     heal_to_converge: Vec<u64>,
+    /// Every event's bytes, once some node flushed it.
+    vouched: Vouched,
+    faulty: Option<Faulty>,
 }
 
 impl Sim {
@@ -202,8 +208,8 @@ impl Sim {
         let mut faults = Stream::Faults.rng(cfg.seed);
         let vouched = Vouched::default();
         let mut nodes = Vec::with_capacity(cfg.nodes);
-        for _ in 0..cfg.nodes {
-            let seed: [u8; 32] = node_rng.gen();
+        let seeds: Vec<[u8; 32]> = (0..cfg.nodes).map(|_| node_rng.gen()).collect();
+        for &seed in &seeds {
             let skew = i64::from(cfg.faults.skew_ppm);
             let skew_ppm = faults.gen_range(-skew..=skew);
             nodes.push(SimNode {
@@ -255,6 +261,8 @@ impl Sim {
             death_to_rerun: Vec::new(),
             healing: Vec::new(),
             heal_to_converge: Vec::new(),
+            vouched,
+            faulty: Faulty::of(&cfg, &seeds),
             cfg,
         }
     }
@@ -368,6 +376,10 @@ impl Sim {
         for _ in 0..self.cfg.faults.clock_jumps {
             let at = self.faults.gen_range(0..=window);
             self.push(at, Item::ClockJump);
+        }
+        if let Some(f) = self.faulty.as_mut() {
+            let at = f.pause_ms();
+            self.push(at, Item::Forge);
         }
     }
 
@@ -509,6 +521,7 @@ impl Sim {
                 self.nodes[node].timer = None;
                 self.pump(node)?;
             }
+            Item::Forge => self.forge()?,
             Item::Heal => self.heal()?,
             Item::Check => {
                 self.ack_submits();
@@ -571,6 +584,71 @@ impl Sim {
             .iter()
             .flatten()
             .any(|(e, _)| self.nodes[node].disk.durable(e) && self.holders(e) < 2)
+    }
+
+    /// The faulty member, while it is up and the faults last, sends what
+    /// it draws to every other node, each copy held back at random on top
+    /// of the network's own faults.
+    fn forge(&mut self) -> Result<(), String> {
+        if self.now > self.cfg.fault_window_ms {
+            return Ok(());
+        }
+        let Some(mut faulty) = self.faulty.take() else {
+            return Ok(());
+        };
+        let from = faulty.node;
+        if let Some(core) = self.nodes[from].core.as_ref() {
+            let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+            let store = self.nodes[from].disk.store();
+            let (events, what) = faulty.draw(core, &store, &self.submitted(), &ids);
+            self.injected.forged += events.len() as u64;
+            self.trace.step(self.now, b'z', &[events.len() as u64], || {
+                format!("faulty node {from} forges {what}")
+            });
+            for bytes in events {
+                let msg = Rc::new(Message::Events {
+                    events: vec![bytes],
+                });
+                for to in (0..self.nodes.len()).filter(|to| *to != from) {
+                    let held = faulty.delay_ms();
+                    for delay in self.net.route(from, to).into_iter().flatten() {
+                        self.push(
+                            self.now + held + delay,
+                            Item::Deliver {
+                                to,
+                                from,
+                                gossip: true,
+                                msg: msg.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let next = self.now + faulty.pause_ms();
+        self.faulty = Some(faulty);
+        self.push(next, Item::Forge);
+        Ok(())
+    }
+
+    /// Invariant 7 on every live node: what the faulty member forged
+    /// changed nothing.
+    fn check_authority(&self) -> Result<(), String> {
+        let Some(faulty) = &self.faulty else {
+            return Ok(());
+        };
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let bytes = |id: &EventId| {
+            let flushed = self.vouched.borrow().get(id).map(|b| b.to_vec());
+            flushed.or_else(|| self.nodes.iter().find_map(|n| n.disk.queued(id)))
+        };
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(core) = n.core.as_ref() {
+                check_authority(core, &faulty.forged, bytes, &ids, self.now)
+                    .map_err(|e| format!("{e} (node {i})"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Cancels a job from the node that submitted it (only it, or an
@@ -991,6 +1069,9 @@ impl Sim {
                     .map_err(|e| format!("{e} (node {i})"))?;
             }
         }
+        if self.cfg.check_every_step {
+            self.check_authority()?;
+        }
         let cores: Vec<(usize, &Core<SimStore>)> = self
             .nodes
             .iter()
@@ -1084,6 +1165,7 @@ impl Sim {
             return Err("convergence: equal fingerprints but different events".into());
         }
         check_convergence(&indexed)?;
+        self.check_authority()?;
         check_end(&cores, &jobs, |j| self.cfg.may_fail(j.max_retries))?;
         self.check_processes()?;
         Ok(true)

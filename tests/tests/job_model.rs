@@ -138,11 +138,12 @@ fn a_recurring_schedule_fires_each_occurrence_exactly_once() {
     );
 }
 
-/// `node drain NODE` from another node: the drained node finishes what it
-/// has and starts nothing new while the others finish the job; `node
-/// resume` brings it back.
+/// `node drain NODE`: another node (not an admin) may not drain it and
+/// is told why; drained by itself, the node finishes what it has and
+/// starts nothing new while the others finish the job; `node resume`
+/// brings it back.
 #[test]
-fn a_node_drained_from_elsewhere_takes_no_new_tasks_until_resumed() {
+fn a_drained_node_takes_no_new_tasks_until_resumed_and_others_may_not_drain_it() {
     let cluster = Cluster::start(3, FAST);
     let [a, c] = [&cluster.nodes[0], &cluster.nodes[2]];
     let c_id = c.peer_id();
@@ -154,7 +155,13 @@ fn a_node_drained_from_elsewhere_takes_no_new_tasks_until_resumed() {
     wait_for("c to start work", Duration::from_secs(20), || {
         (started(c) > 0).then_some(())
     });
-    ok(&a.cli(&["node", "drain", &c_id]), "node drain");
+    let refused = a.cli(&["node", "drain", &c_id]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("itself or an admin"),
+        "{why}"
+    );
+    ok(&c.cli(&["node", "drain", &c_id]), "node drain");
     wait_for("c to drain", Duration::from_secs(10), || {
         let seen_by_a = a
             .json(&["nodes", "--json"])
@@ -171,7 +178,7 @@ fn a_node_drained_from_elsewhere_takes_no_new_tasks_until_resumed() {
     assert_eq!(end["state"], "succeeded");
     assert_eq!(started(c), at_drain, "a drained node started new tasks");
 
-    ok(&a.cli(&["node", "resume", &c_id[..12]]), "node resume");
+    ok(&c.cli(&["node", "resume", &c_id[..12]]), "node resume");
     wait_for("c to take tasks again", Duration::from_secs(10), || {
         c.status()["unavailable"].is_null().then_some(())
     });

@@ -245,7 +245,14 @@ fn cancel_kills_running_tasks_on_every_node() {
     };
     assert!(procs() > 0, "the tasks' processes are running");
 
-    let out = cluster.nodes[2].cli(&["cancel", &job]);
+    // Only the node that submitted the job (or an admin) may cancel it.
+    let refused = cluster.nodes[2].cli(&["cancel", &job]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("submitted it"),
+        "{why}"
+    );
+    let out = cluster.nodes[1].cli(&["cancel", &job]);
     assert!(
         out.status.success(),
         "{}",

@@ -62,7 +62,7 @@ impl TaskFacts {
         &self.claims[from..to]
     }
 
-    fn claimed_by(&self, attempt: u32, node: &NodeId) -> bool {
+    pub(super) fn claimed_by(&self, attempt: u32, node: &NodeId) -> bool {
         self.claims.binary_search(&(attempt, *node)).is_ok()
     }
 
