@@ -200,7 +200,9 @@ fn a_peer_job_past_the_task_limit_builds_no_views() {
         },
     );
     node.pump(1, &|_| exit(0));
-    assert!(node.core.ledger().contains(&event_id(&event.encode())));
+    // Refused by validation, as a local submit would be: not even stored.
+    assert!(!node.core.ledger().contains(&event_id(&event.encode())));
+    assert_eq!(node.core.stats().events_rejected, 1);
     assert_eq!(node.core.ledger().jobs().count(), 0);
     let (job, _) = node
         .core
