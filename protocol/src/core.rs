@@ -22,7 +22,9 @@ use crate::ledger::{dependency_tally, job_id_of, JobOutcome, Ledger, TaskState, 
 use crate::resources::{Amount, Resources};
 use crate::storage::EventStore;
 use crate::time::Millis;
-use crate::validate::{fit_reason, MAX_CLAIMS_PER_EVENT, MAX_RESULTS_PER_EVENT};
+use crate::validate::{
+    fit_reason, MAX_ADDRS, MAX_ADDR_BYTES, MAX_CLAIMS_PER_EVENT, MAX_RESULTS_PER_EVENT,
+};
 use crate::wire::Message;
 use ed25519_dalek::VerifyingKey;
 use rand::rngs::SmallRng;
@@ -710,8 +712,11 @@ impl<S: EventStore> Core<S> {
         self.after_input(now);
     }
 
-    /// The addresses peers can dial this node at, announced in the ledger.
-    pub fn set_addrs(&mut self, now: Millis, addrs: Vec<String>) {
+    /// The addresses peers can dial this node at, announced in the ledger
+    /// (as many and as long as every node accepts; the rest are left out).
+    pub fn set_addrs(&mut self, now: Millis, mut addrs: Vec<String>) {
+        addrs.retain(|a| a.len() <= MAX_ADDR_BYTES);
+        addrs.truncate(MAX_ADDRS);
         if self.addrs != addrs {
             self.addrs = addrs;
             self.announce_due = true;

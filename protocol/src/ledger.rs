@@ -38,6 +38,8 @@ pub struct JobRecord {
     pub event: EventId,
     pub spec: JobSpec,
     pub submitted_by: NodeId,
+    /// The submitter's wall clock at submission; for a scheduled job its
+    /// occurrence's time (any node may fire it, so no firer's clock counts).
     pub submitted_ms: u64,
     pub task_count: u32,
     /// Who waits for whom, if any task does.
@@ -391,7 +393,7 @@ impl Ledger {
                     event: id,
                     spec: job.clone(),
                     submitted_by: event.author,
-                    submitted_ms: *submitted_ms,
+                    submitted_ms: job.origin.as_ref().map_or(*submitted_ms, |o| o.at_ms),
                     task_count: job.task_count().min(u32::MAX as u64) as u32,
                     deps: DepGraph::build(job).ok().flatten().map(Arc::new),
                 };

@@ -220,6 +220,29 @@ fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grind
     a.pump();
     assert_eq!(a.core.ledger().job(&job).map(|j| &j.spec), Some(&fired));
 
+    // A copy of the template, ground below, dated at the epoch: the job
+    // keeps its occurrence's time (a job-level wall clock runs from it).
+    let copy = (0..)
+        .map(|nonce| {
+            faulty().sign(EventBody::JobSubmitted {
+                job: fired.clone(),
+                submitted_ms: 0,
+                nonce,
+            })
+        })
+        .find(|e| event_id(&e.encode()) < honest)
+        .expect("some nonce gives a lower id");
+    a.core.handle_gossip(
+        Millis(3),
+        faulty().node_id(),
+        Message::Events {
+            events: vec![copy.encode()],
+        },
+    );
+    a.pump();
+    let record = a.core.ledger().job(&job).expect("the scheduled job");
+    assert_eq!((&record.spec, record.submitted_ms), (&fired, 1_000));
+
     // Nor does a job fired for a schedule that does not exist appear.
     let stray = Occurrence {
         schedule: "nope".into(),
@@ -354,4 +377,17 @@ fn a_long_failure_reason_of_this_node_is_cut_to_fit_and_still_counts() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_node_with_more_addresses_than_peers_accept_still_announces_itself() {
+    let mut a = Node::new(1, Config::default());
+    let addrs: Vec<String> = (0..100)
+        .map(|i| format!("/ip4/10.0.0.{i}/tcp/7000"))
+        .chain(["x".repeat(5_000)])
+        .collect();
+    a.core.set_addrs(Millis(0), addrs.clone());
+    a.pump();
+    let info = a.core.ledger().node(&a.id()).expect("announced");
+    assert_eq!(info.addrs, addrs[..64]);
 }
