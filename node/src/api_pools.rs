@@ -21,7 +21,7 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     ask(&s, |d| {
         let ledger = d.core.ledger();
         let list = ledger
-            .pools()
+            .pools(crate::driver::wall_ms())
             .map(|p| {
                 let members: Vec<Value> = ledger
                     .nodes()
@@ -108,7 +108,7 @@ pub async fn logs(
     let found = ask(&s, move |d| {
         let ledger = d.core.ledger();
         let p = ledger
-            .pools()
+            .pools(crate::driver::wall_ms())
             .find(|p| p.name == pool)
             .ok_or_else(|| not_found(format!("no pool {pool:?}")))?;
         let id = ledger

@@ -18,7 +18,7 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
         let ledger = d.core.ledger();
         let wall = crate::driver::wall_ms();
         let list = ledger
-            .schedules()
+            .schedules(wall)
             .map(|sc| {
                 let (every_ms, cron) = match &sc.recurrence {
                     Recurrence::Every { ms, .. } => (Some(*ms), None),
@@ -78,7 +78,7 @@ pub async fn add(State(s): State<ApiState>, Json(body): Json<AddBody>) -> ApiRes
 pub async fn remove(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     ask(&s, move |d| {
         let now = d.now();
-        if d.core.remove_schedule(now, &name) {
+        if d.core.remove_schedule(now, &name, crate::driver::wall_ms()) {
             Ok(Json(json!({ "name": name, "removed": true })))
         } else {
             Err(not_found(format!(

