@@ -2,6 +2,8 @@
 //!
 //! Owns the encoding: a version byte followed by bincode 2 (serde), with an
 //! explicit size limit. Nothing else in the project calls bincode directly.
+//! Every value has exactly one accepted encoding (ids are hashes of bytes,
+//! so a second encoding of a signed value would be a second id for it).
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -32,6 +34,8 @@ pub enum CodecError {
     Garbled(String),
     #[error("garbled message: {0} trailing bytes")]
     Trailing(usize),
+    #[error("message is not in canonical form (a value written with more bytes than it needs)")]
+    NotCanonical,
 }
 
 /// Encodes `value` with the version byte in front.
@@ -68,8 +72,11 @@ impl std::io::Write for Counter {
     }
 }
 
-/// Decodes a value written by [`encode`], refusing anything malformed.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+/// Decodes a value written by [`encode`], refusing anything malformed and
+/// any bytes that [`encode`] would not have written for the value (bincode
+/// also reads integers and lengths written wider than needed, and maps in
+/// any order).
+pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if bytes.len() > MAX_SIZE {
         return Err(CodecError::TooLarge(bytes.len()));
@@ -82,7 +89,41 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
     }
+    if !encodes_to(&value, body) {
+        return Err(CodecError::NotCanonical);
+    }
     Ok(value)
+}
+
+/// Whether `value` encodes (without the version byte) to exactly `body`,
+/// compared as it is written rather than built into a second buffer.
+fn encodes_to<T: Serialize>(value: &T, body: &[u8]) -> bool {
+    let mut same = SameAs {
+        rest: body,
+        same: true,
+    };
+    let written = bincode::serde::encode_into_std_write(value, &mut same, config());
+    written.is_ok() && same.same && same.rest.is_empty()
+}
+
+/// A writer that only checks its input against the bytes expected next.
+struct SameAs<'a> {
+    rest: &'a [u8],
+    same: bool,
+}
+
+impl std::io::Write for SameAs<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.rest.strip_prefix(buf) {
+            Some(rest) if self.same => self.rest = rest,
+            _ => self.same = false,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
