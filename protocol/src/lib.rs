@@ -7,6 +7,8 @@
 //! thread RNG. Time comes in as [`Millis`], randomness as a seeded RNG, and
 //! every effect goes out through the `poll_*` methods of [`Core`].
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 pub mod content;
 pub mod core;

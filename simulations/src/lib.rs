@@ -17,6 +17,8 @@
 //! `invariants` (the checks), `world` (the event loop), `report`, `trace`,
 //! `shrink`.
 
+#![forbid(unsafe_code)]
+
 mod clock;
 mod config;
 mod disk;

@@ -6,6 +6,8 @@
 //! drawn config. Exits 1 on the first violation, after shrinking it and
 //! printing the smallest failing config's replay command and trace.
 
+#![forbid(unsafe_code)]
+
 use peerbatch_simulations::{run, shrink, Report, SimConfig, Spread};
 use std::process::ExitCode;
 use std::time::Duration;
