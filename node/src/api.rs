@@ -47,6 +47,8 @@ pub(crate) fn not_found(msg: String) -> ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
+/// Every route; `api_guard::guard` puts the token check in front of all of
+/// them. A new route also goes into `ROUTES` in `tests/tests/api_guard.rs`.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
