@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TASKS_PER_JOB: u64 = 1_000_000;
 /// Largest encoded job: its submit event must fit in one message.
 pub const MAX_JOB_BYTES: usize = 8 << 20;
+/// Most nodes one multi-instance task runs on (its gang's invite names
+/// them all).
+pub const MAX_INSTANCES: usize = crate::validate::MAX_GANG_HOSTS;
 /// How long a job's outputs and logs stay pinned, from its submission.
 pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
 
@@ -160,6 +163,8 @@ pub enum JobError {
     ZeroSlots(String),
     #[error("task {0:?} asks for 0 instances; a task runs on at least one node")]
     ZeroInstances(String),
+    #[error("task {0:?} asks for {1} instances; the limit is {max}", max = MAX_INSTANCES)]
+    TooManyInstances(String, u32),
     #[error("job {0} named in `after` is not known to this node")]
     UnknownAfter(JobId),
     #[error("task sweep {id:?}: {reason}")]
@@ -352,6 +357,10 @@ impl JobSpec {
             }
             if spec.resources.instances == 0 {
                 return Err(JobError::ZeroInstances(spec.id.clone()));
+            }
+            if spec.resources.instances as usize > MAX_INSTANCES {
+                let n = spec.resources.instances;
+                return Err(JobError::TooManyInstances(spec.id.clone(), n));
             }
         }
         let count = self.task_count();
@@ -594,6 +603,13 @@ mod tests {
     fn validation_names_the_problem() {
         let mut job = JobSpec::new("j", vec![TaskGroup::One(spec("a", "  "))]);
         assert_eq!(job.validate(), Err(JobError::EmptyCommand("a".into())));
+        let mut wide = spec("w", "x");
+        wide.resources.instances = 5_000;
+        job.groups = vec![TaskGroup::One(wide)];
+        assert_eq!(
+            job.validate(),
+            Err(JobError::TooManyInstances("w".into(), 5_000))
+        );
         job.groups = vec![
             TaskGroup::One(spec("a", "x")),
             TaskGroup::One(spec("a", "y")),
