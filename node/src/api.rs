@@ -31,6 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Clone)]
 pub struct ApiState {
     pub requests: mpsc::Sender<Request>,
+    /// Where package archives are unpacked, and how much they may hold.
+    pub unpack: crate::api_files::Unpack,
 }
 
 pub struct ApiError(pub StatusCode, pub String);
@@ -188,10 +190,9 @@ fn task_json(
     view: &TaskView,
     why_not: Option<&String>,
 ) -> Value {
-    let id = record
-        .spec
-        .task(view.task.index)
-        .map_or_else(|| view.task.index.to_string(), |t| t.id);
+    let resolved = record.spec.task(view.task.index);
+    let limit = resolved.as_ref().and_then(|t| t.max_wall_clock_ms);
+    let id = resolved.map_or_else(|| view.task.index.to_string(), |t| t.id);
     let waiting = matches!(view.state, TaskState::Pending | TaskState::Blocked);
     let mut task = json!({
         "id": id,
@@ -200,6 +201,8 @@ fn task_json(
         "attempt": view.attempt,
         "node": view.node.as_ref().map(node_name),
         "exit_code": view.result.as_ref().and_then(|r| r.outcome.exit_code()),
+        "outcome": view.result.as_ref().map(|r| outcome_name(&r.outcome)),
+        "wall_clock_limit_ms": limit,
         "outputs": view.result.as_ref().and_then(|r| r.outputs).map(|b| b.to_string()),
     });
     let instances = record
@@ -224,6 +227,18 @@ fn task_json(
             .collect();
     }
     task
+}
+
+/// How an attempt ended, as `tasks --json` names it.
+fn outcome_name(outcome: &peerbatch_protocol::Outcome) -> &'static str {
+    use peerbatch_protocol::Outcome;
+    match outcome {
+        Outcome::Exited(_) => "exited",
+        Outcome::Signaled(_) => "signaled",
+        Outcome::TimedOut => "timed_out",
+        Outcome::FailedToStart(_) => "failed_to_start",
+        Outcome::OutputsFailed(_) => "outputs_failed",
+    }
 }
 
 /// A multi-instance task's hosts for its view's attempt, in rank order,

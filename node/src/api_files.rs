@@ -17,6 +17,7 @@ use peerbatch_protocol::{BlobId, TaskState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
@@ -192,6 +193,7 @@ pub async fn add_package(
         .map_err(|e| bad_request(e.to_string()))?;
     let path = absolute("path", body.path)?;
     let blobs = ask(&s, |d| d.blobs.clone()).await?;
+    let unpack_to = s.unpack.clone();
     let stored = tokio::task::spawn_blocking(move || -> Result<(BlobId, u64), String> {
         let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if meta.is_dir() {
@@ -200,8 +202,8 @@ pub async fn add_package(
                 .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
             return Ok((id, stats.files));
         }
-        let staging = tempdir_beside(&path)?;
-        let result = unpack(&path, &staging).and_then(|_| {
+        let staging = unpack_to.fresh_dir(&path)?;
+        let result = unpack(&path, &staging, unpack_to.max_bytes).and_then(|_| {
             blobs
                 .put_path(&staging)
                 .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
@@ -232,20 +234,31 @@ pub async fn add_package(
     })))
 }
 
-/// A fresh directory for unpacking, in the system temp dir.
-fn tempdir_beside(archive: &std::path::Path) -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!(
-        "peerbatch-package-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot unpack {}: {e}", archive.display()))?;
-    Ok(dir)
+/// Where archives are unpacked (under the data dir) and the most bytes
+/// one may unpack to.
+#[derive(Clone, Debug)]
+pub struct Unpack {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl Unpack {
+    /// A fresh, private directory to unpack `archive` into.
+    fn fresh_dir(&self, archive: &std::path::Path) -> Result<PathBuf, String> {
+        let dir = self.dir.join(format!("{:016x}", rand::random::<u64>()));
+        fs::create_dir_all(&self.dir)
+            .and_then(|_| fs::create_dir(&dir))
+            .and_then(|_| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("cannot unpack {}: {e}", archive.display()))?;
+        Ok(dir)
+    }
 }
 
 /// Unpacks a `.tar`, `.tar.gz` or `.tgz` into `dir`, refusing entries that
-/// are links, special files, or paths that escape `dir`.
-fn unpack(archive: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+/// are links, special files, or paths that escape `dir`, and archives whose
+/// files hold more than `max_bytes` in all.
+fn unpack(archive: &std::path::Path, dir: &std::path::Path, max_bytes: u64) -> Result<(), String> {
+    let mut room = max_bytes;
     let name = archive.display().to_string();
     let file = fs::File::open(archive).map_err(|e| format!("{name}: {e}"))?;
     let reader: Box<dyn std::io::Read> = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
@@ -282,8 +295,11 @@ fn unpack(archive: &std::path::Path, dir: &std::path::Path) -> Result<(), String
             let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
             let mut out =
                 fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-            std::io::copy(&mut entry, &mut out)
+            let copied = std::io::copy(&mut (&mut entry).take(room + 1), &mut out)
                 .map_err(|e| format!("{name}: entry {text:?}: {e}"))?;
+            room = room.checked_sub(copied).ok_or_else(|| {
+                format!("{name}: unpacks to more than {max_bytes} bytes (the node's --max-package-size)")
+            })?;
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))
                 .map_err(|e| format!("{}: {e}", target.display()))?;
         } else {

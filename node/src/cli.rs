@@ -323,10 +323,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 "TASK", "STATE", "ATTEMPT", "EXIT"
             );
             for t in tasks.as_array().into_iter().flatten() {
-                let node = match t["unschedulable"].as_str() {
+                let mut node = match t["unschedulable"].as_str() {
                     Some(why) => format!("unschedulable: {why}"),
                     None => s(&t["node"]),
                 };
+                if t["outcome"] == "timed_out" {
+                    let limit = t["wall_clock_limit_ms"].as_u64().unwrap_or(0);
+                    node += &format!("  timed_out after {}", crate::sandbox::duration_text(limit));
+                }
                 println!(
                     "{:<16} {:<10} {:>7} {:>5}  {node}",
                     s(&t["id"]),

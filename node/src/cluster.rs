@@ -93,6 +93,7 @@ impl LocalCluster {
             if cluster_key {
                 cmd.arg("--cluster-key").arg(&key);
             }
+            cmd.args(crate::sandbox::local_task_account());
             if let Some(addr) = &join {
                 cmd.args(["--join", addr]);
             }

@@ -1,22 +1,26 @@
-//! The executor: runs task attempts as child processes.
+//! The executor: runs task attempts.
 //!
-//! Owns per-attempt working directories, the `PEERBATCH_*` environment,
-//! stdout/stderr capture into the chunk store, wall-clock limits and killing
-//! the whole process group on timeout or on request. Staging inputs,
-//! packages and outputs is `stage`'s. Must not decide what to run or when;
-//! the protocol core does, through the driver.
+//! Owns per-attempt directories (a fresh working directory for each
+//! attempt, removed after it, with the capture files beside it where the
+//! task cannot reach them), the `PEERBATCH_*` environment of a task, and
+//! turning an attempt's end into a result: outputs and captured streams
+//! stored as blobs. Staging inputs, packages and outputs is `stage`'s;
+//! running the process, its limits and killing its tree are `sandbox`'s.
+//! Must not decide what to run or when; the protocol core does, through
+//! the driver.
 
 use crate::jobprep::JobPrep;
+use crate::sandbox::{Run, Sandbox};
 use crate::stage::{StagedInput, Stager};
 use crate::store::blobs::BlobStore;
 use libp2p::PeerId;
 use peerbatch_protocol::exit::{verdict, Verdict};
 use peerbatch_protocol::{BlobId, Command, Outcome, ResolvedTask, TaskRef, TaskResult};
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// What one attempt needs to run.
@@ -46,14 +50,45 @@ pub struct GangEnv {
     pub node_ids: Vec<String>,
 }
 
-/// A working directory with its capture files. Reused by later attempts
-/// when left empty, so a short task costs no inode creation.
-struct Scratch {
+/// One attempt's directory, `WORK/N`: the node's, traversable by the task
+/// account, holding the task's own working directory, the links to its
+/// packages and the node-private capture files.
+struct AttemptDir {
+    base: PathBuf,
     dir: PathBuf,
     stdout: PathBuf,
     stderr: PathBuf,
-    /// `$PEERBATCH_PACKAGES`: links to unpacked packages, made per attempt.
+    /// `$PEERBATCH_PACKAGES`: links to unpacked packages.
     packages: PathBuf,
+}
+
+impl AttemptDir {
+    fn create(root: &Path, n: u64, sandbox: &Sandbox) -> Result<AttemptDir, String> {
+        let base = root.join(n.to_string());
+        let made = std::fs::create_dir_all(root)
+            .and_then(|_| std::fs::create_dir(&base))
+            .and_then(|_| {
+                std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711))
+            });
+        made.map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+        let dir = base.join("work");
+        sandbox
+            .make_dir(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(AttemptDir {
+            stdout: base.join("stdout"),
+            stderr: base.join("stderr"),
+            packages: base.join("packages"),
+            dir,
+            base,
+        })
+    }
+
+    fn remove(self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.base) {
+            tracing::warn!("cannot remove {}: {e}", self.base.display());
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -62,12 +97,20 @@ pub struct Executor {
     blobs: BlobStore,
     stager: Stager,
     jobprep: JobPrep,
+    sandbox: Sandbox,
     node: String,
-    /// Set for every task before its own `env` (the node's API for job
-    /// managers, `PATH`).
-    base_env: Arc<Vec<(String, String)>>,
     done: mpsc::UnboundedSender<TaskResult>,
-    scratch: Arc<Mutex<(Vec<Scratch>, usize)>>,
+    /// Names attempt directories: unique while the node runs (`WORK` is
+    /// cleared at start).
+    next: Arc<AtomicU64>,
+}
+
+/// How an attempt ended and what of it was stored.
+struct Ended {
+    outcome: Outcome,
+    outputs: Option<BlobId>,
+    stdout: Option<BlobId>,
+    stderr: Option<BlobId>,
 }
 
 impl Executor {
@@ -76,8 +119,8 @@ impl Executor {
         blobs: BlobStore,
         stager: Stager,
         jobprep: JobPrep,
+        sandbox: Sandbox,
         node: String,
-        base_env: Vec<(String, String)>,
         done: mpsc::UnboundedSender<TaskResult>,
     ) -> Executor {
         Executor {
@@ -85,44 +128,10 @@ impl Executor {
             blobs,
             stager,
             jobprep,
+            sandbox,
             node,
-            base_env: Arc::new(base_env),
             done,
-            scratch: Arc::default(),
-        }
-    }
-
-    fn acquire(&self) -> Result<Scratch, String> {
-        let mut pool = self.scratch.lock().map_err(|_| "scratch pool poisoned")?;
-        if let Some(s) = pool.0.pop() {
-            return Ok(s);
-        }
-        pool.1 += 1;
-        let base = self.work_root.join(pool.1.to_string());
-        let dir = base.join("work");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(Scratch {
-            dir,
-            stdout: base.join("stdout"),
-            stderr: base.join("stderr"),
-            packages: base.join("packages"),
-        })
-    }
-
-    /// Returns a scratch to the pool, emptying its directory if the task left files.
-    fn release(&self, s: Scratch) {
-        let _ = std::fs::remove_dir_all(&s.packages);
-        let empty = std::fs::read_dir(&s.dir).is_ok_and(|mut d| d.next().is_none());
-        if !empty {
-            let cleared = std::fs::remove_dir_all(&s.dir).and_then(|_| std::fs::create_dir(&s.dir));
-            if let Err(e) = cleared {
-                tracing::warn!("cannot clear {}: {e}", s.dir.display());
-                return;
-            }
-        }
-        if let Ok(mut pool) = self.scratch.lock() {
-            pool.0.push(s);
+            next: Arc::default(),
         }
     }
 
@@ -140,238 +149,158 @@ impl Executor {
 
     async fn run(&self, a: Attempt, kill: oneshot::Receiver<()>) -> TaskResult {
         let started = Instant::now();
-        let scratch = self.acquire();
-        let mut outputs = None;
-        let outcome = match &scratch {
-            Err(e) => Outcome::FailedToStart(e.clone()),
-            Ok(s) => match self.stage_and_spawn(&a, s).await {
-                Err(e) => Outcome::FailedToStart(e),
-                Ok(child) => {
-                    let outcome = wait(child, a.spec.max_wall_clock_ms, kill).await;
-                    match self.collect(&a, s, outcome).await {
-                        Ok((outcome, stored)) => {
-                            outputs = stored;
-                            outcome
-                        }
-                        Err(e) => Outcome::OutputsFailed(e),
-                    }
-                }
-            },
-        };
-        let (stdout, stderr) = match (&outcome, &scratch) {
-            (Outcome::FailedToStart(e), _) | (_, Err(e)) => {
-                (None, self.blobs.put_bytes(e.as_bytes()).ok())
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let ended = match AttemptDir::create(&self.work_root, n, &self.sandbox) {
+            Err(e) => self.not_started(e),
+            Ok(d) => {
+                let ended = self.run_in(&a, &d, kill).await;
+                d.remove();
+                ended
             }
-            (Outcome::OutputsFailed(e), Ok(s)) => {
-                let mut stderr = std::fs::read(&s.stderr).unwrap_or_default();
-                stderr.extend_from_slice(format!("\npeerbatch: {e}\n").as_bytes());
-                (self.keep(&s.stdout), self.blobs.put_bytes(&stderr).ok())
-            }
-            (_, Ok(s)) => (self.keep(&s.stdout), self.keep(&s.stderr)),
         };
-        if let Ok(s) = scratch {
-            self.release(s);
-        }
         TaskResult {
             task: a.task,
             attempt: a.attempt,
-            outcome,
-            stdout,
-            stderr,
-            outputs,
+            outcome: ended.outcome,
+            stdout: ended.stdout,
+            stderr: ended.stderr,
+            outputs: ended.outputs,
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }
 
-    async fn stage_and_spawn(
-        &self,
-        a: &Attempt,
-        s: &Scratch,
-    ) -> Result<tokio::process::Child, String> {
+    /// An attempt that never ran: the reason is its stderr.
+    fn not_started(&self, e: String) -> Ended {
+        Ended {
+            stderr: self.blobs.put_bytes(e.as_bytes()).ok(),
+            outcome: Outcome::FailedToStart(e),
+            outputs: None,
+            stdout: None,
+        }
+    }
+
+    async fn run_in(&self, a: &Attempt, d: &AttemptDir, kill: oneshot::Receiver<()>) -> Ended {
+        if let Err(e) = self.stage(a, d).await {
+            return self.not_started(e);
+        }
+        let env = self.peerbatch_env(a, d);
+        let ran = self
+            .sandbox
+            .run(
+                Run {
+                    command: &a.spec.command,
+                    dir: &d.dir,
+                    stdout: &d.stdout,
+                    stderr: &d.stderr,
+                    env: &a.spec.env,
+                    peerbatch_env: env,
+                    limit_ms: a.spec.max_wall_clock_ms,
+                    memory_mb: a.spec.resources.memory_mb,
+                },
+                kill,
+            )
+            .await;
+        let (outcome, outputs) = match ran.outcome {
+            Outcome::FailedToStart(e) => return self.not_started(e),
+            outcome => match self.collect(a, d, outcome).await {
+                Ok(collected) => collected,
+                Err(e) => {
+                    crate::sandbox::append(&d.stderr, &format!("\npeerbatch: {e}\n"));
+                    (Outcome::OutputsFailed(e), None)
+                }
+            },
+        };
+        Ended {
+            outcome,
+            outputs,
+            stdout: self.keep(&d.stdout),
+            stderr: self.keep(&d.stderr),
+        }
+    }
+
+    async fn stage(&self, a: &Attempt, d: &AttemptDir) -> Result<(), String> {
         self.jobprep
             .ensure(a.task.job, a.preparation.as_ref(), a.release.as_ref())
             .await?;
         self.stager
-            .prepare(&a.inputs, &a.spec.packages, &a.peers, &s.dir, &s.packages)
+            .prepare(&a.inputs, &a.spec.packages, &a.peers, &d.dir, &d.packages)
             .await?;
-        self.spawn(a, s).await
+        self.sandbox
+            .hand_over(&d.dir)
+            .map_err(|e| format!("cannot hand {} to the task: {e}", d.dir.display()))
     }
 
     /// Stores the outputs of a successful attempt.
     async fn collect(
         &self,
         a: &Attempt,
-        s: &Scratch,
+        d: &AttemptDir,
         outcome: Outcome,
     ) -> Result<(Outcome, Option<BlobId>), String> {
         let success = verdict(&outcome, &a.spec.exit_codes) == Verdict::Success;
         if !success || a.spec.outputs.is_empty() {
             return Ok((outcome, None));
         }
-        let (stager, patterns, dir) = (self.stager.clone(), a.spec.outputs.clone(), s.dir.clone());
+        let (stager, patterns, dir) = (self.stager.clone(), a.spec.outputs.clone(), d.dir.clone());
         let stored = tokio::task::spawn_blocking(move || stager.collect(&patterns, &dir))
             .await
             .map_err(|e| e.to_string())??;
         Ok((outcome, stored))
     }
 
-    async fn spawn(&self, a: &Attempt, s: &Scratch) -> Result<tokio::process::Child, String> {
-        let dir = &s.dir;
-        let open = |p: &PathBuf| {
-            std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
-        };
-        let (out, err) = (open(&s.stdout)?, open(&s.stderr)?);
-        let path = a
-            .spec
-            .env
-            .iter()
-            .chain(self.base_env.iter())
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str());
-        let mut cmd = process(&a.spec.command, path)?;
-        cmd.current_dir(dir)
-            .envs(self.base_env.iter().map(|(k, v)| (k, v)))
-            .envs(a.spec.env.iter().map(|(k, v)| (k, v)))
-            .env("PEERBATCH_JOB_ID", a.task.job.to_string())
-            .env("PEERBATCH_JOB_NAME", &a.job_name)
-            .env("PEERBATCH_TASK_ID", &a.spec.id)
-            .env("PEERBATCH_ATTEMPT", a.attempt.to_string())
-            .env("PEERBATCH_NODE", &self.node)
-            .env("PEERBATCH_WORK_DIR", dir)
-            .env("PEERBATCH_PACKAGES", &s.packages)
-            .env("PEERBATCH_SLOTS", a.spec.resources.slots.to_string())
-            .env("PEERBATCH_GPUS", a.spec.resources.gpus.to_string())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
+    fn peerbatch_env(&self, a: &Attempt, d: &AttemptDir) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("PEERBATCH_JOB_ID", a.task.job.to_string()),
+            ("PEERBATCH_JOB_NAME", a.job_name.clone()),
+            ("PEERBATCH_TASK_ID", a.spec.id.clone()),
+            ("PEERBATCH_ATTEMPT", a.attempt.to_string()),
+            ("PEERBATCH_NODE", self.node.clone()),
+            ("PEERBATCH_WORK_DIR", d.dir.display().to_string()),
+            ("PEERBATCH_PACKAGES", d.packages.display().to_string()),
+            ("PEERBATCH_SLOTS", a.spec.resources.slots.to_string()),
+            ("PEERBATCH_GPUS", a.spec.resources.gpus.to_string()),
+        ];
         if let Some(index) = a.spec.index {
-            cmd.env("PEERBATCH_TASK_INDEX", index.to_string());
+            env.push(("PEERBATCH_TASK_INDEX", index.to_string()));
         }
         if let Some(g) = &a.gang {
-            cmd.env("PEERBATCH_RANK", g.rank.to_string())
-                .env("PEERBATCH_INSTANCES", g.hosts.len().to_string())
-                .env("PEERBATCH_HOSTS", g.hosts.join(","))
-                .env("PEERBATCH_NODE_IDS", g.node_ids.join(","));
+            env.extend([
+                ("PEERBATCH_RANK", g.rank.to_string()),
+                ("PEERBATCH_INSTANCES", g.hosts.len().to_string()),
+                ("PEERBATCH_HOSTS", g.hosts.join(",")),
+                ("PEERBATCH_NODE_IDS", g.node_ids.join(",")),
+            ]);
         }
-        cmd.spawn().map_err(|e| {
-            let program = match &a.spec.command {
-                Command::Shell(_) => "/bin/sh".to_string(),
-                Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
-            };
-            format!("cannot start {program}: {e}")
-        })
+        env
     }
 
     /// Stores a captured stream; empty output is recorded as none.
-    fn keep(&self, path: &PathBuf) -> Option<BlobId> {
-        if std::fs::metadata(path).ok()?.len() == 0 {
-            return None;
-        }
-        let bytes = std::fs::read(path).ok()?;
-        match self.blobs.put_bytes(&bytes) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                tracing::warn!(
-                    "could not store {}: {:#}",
-                    path.display(),
-                    anyhow::Error::from(e)
-                );
-                None
-            }
-        }
+    fn keep(&self, path: &Path) -> Option<BlobId> {
+        keep(&self.blobs, path)
     }
 }
 
-/// The process a command runs as: a shell line under `/bin/sh -c`, or a
-/// program with its arguments.
-/// The process for `command`. With `path` (the `PATH` the process will
-/// get, when it differs from the node's), a bare program name is looked up
-/// there first: a command whose `PATH` is changed and whose program is not
-/// a path cannot be started with `posix_spawn`, and the `fork` the standard
-/// library falls back to costs a large node several times as much per task.
-pub(crate) fn process(
-    command: &Command,
-    path: Option<&str>,
-) -> Result<tokio::process::Command, String> {
-    Ok(match command {
-        Command::Shell(line) => {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(line);
-            c
-        }
-        Command::Argv(argv) => {
-            let (program, args) = argv.split_first().ok_or("empty command")?;
-            let found = path.filter(|_| !program.contains('/')).and_then(|p| {
-                std::env::split_paths(p)
-                    .map(|d| d.join(program))
-                    .find(|f| f.is_file())
-            });
-            let mut c = match found {
-                Some(file) => tokio::process::Command::new(file),
-                None => tokio::process::Command::new(program),
-            };
-            c.args(args);
-            c
-        }
-    })
-}
-
-pub(crate) async fn wait(
-    mut child: tokio::process::Child,
-    limit_ms: Option<u64>,
-    kill: oneshot::Receiver<()>,
-) -> Outcome {
-    let limit = async {
-        match limit_ms {
-            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-            None => std::future::pending().await,
-        }
-    };
-    let timed_out = tokio::select! {
-        status = child.wait() => return status_outcome(status),
-        _ = limit => true,
-        _ = kill => false,
-    };
-    if let Some(pid) = child.id() {
-        // SAFETY: killpg only sends a signal; the group id is our child's pid,
-        // which we have not reaped yet, so it cannot have been reused.
-        unsafe {
-            libc::killpg(pid as libc::pid_t, libc::SIGKILL);
-        }
-    }
-    let status = child.wait().await;
-    if timed_out {
-        Outcome::TimedOut
+/// Stores a capture file (written by the node, capped) as a blob without
+/// reading more than a chunk of it into memory; empty is none.
+pub(crate) fn keep(blobs: &BlobStore, path: &Path) -> Option<BlobId> {
+    let len = std::fs::symlink_metadata(path).ok()?.len();
+    let stored = if len == 0 {
+        return None;
+    } else if len <= peerbatch_protocol::content::CHUNK_SIZE as u64 {
+        std::fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| blobs.put_bytes(&b).map_err(anyhow::Error::from))
     } else {
-        status_outcome(status)
-    }
-}
-
-fn status_outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => Outcome::Exited(code),
-            (None, Some(sig)) => Outcome::Signaled(sig),
-            (None, None) => Outcome::Exited(-1),
-        },
-        Err(e) => Outcome::FailedToStart(format!("waiting for the process failed: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bare_program_is_looked_up_in_the_tasks_path_so_it_can_be_spawned_directly() {
-        let argv = Command::Argv(vec!["sh".into(), "-c".into(), "true".into()]);
-        let found = process(&argv, Some("/nonexistent:/bin:/usr/bin")).unwrap();
-        assert_eq!(found.as_std().get_program(), "/bin/sh");
-        let unchanged = process(&argv, None).unwrap();
-        assert_eq!(unchanged.as_std().get_program(), "sh");
-        let missing = Command::Argv(vec!["no-such-program".into()]);
-        let kept = process(&missing, Some("/bin")).unwrap();
-        assert_eq!(kept.as_std().get_program(), "no-such-program");
+        blobs
+            .put_path(path)
+            .map(|(id, _)| id)
+            .map_err(anyhow::Error::from)
+    };
+    match stored {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!("could not store {}: {e:#}", path.display());
+            None
+        }
     }
 }

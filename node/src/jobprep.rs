@@ -7,6 +7,7 @@
 //! `DATA/jobs/JOB`). Must not decide when a job has ended; the driver asks
 //! the core and calls [`JobPrep::release_ended`].
 
+use crate::sandbox::Sandbox;
 use crate::store::blobs::BlobStore;
 use peerbatch_protocol::{Command, JobId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +19,7 @@ pub struct JobPrep {
     dir: PathBuf,
     node: String,
     blobs: BlobStore,
+    sandbox: Sandbox,
     /// Jobs prepared here, with their release command; one lock per job so
     /// tasks starting together prepare it once.
     prepared: Arc<Mutex<BTreeMap<JobId, Option<Command>>>>,
@@ -25,11 +27,12 @@ pub struct JobPrep {
 }
 
 impl JobPrep {
-    pub fn new(dir: PathBuf, node: String, blobs: BlobStore) -> JobPrep {
+    pub fn new(dir: PathBuf, node: String, blobs: BlobStore, sandbox: Sandbox) -> JobPrep {
         JobPrep {
             dir,
             node,
             blobs,
+            sandbox,
             prepared: Arc::default(),
             locks: Arc::default(),
         }
@@ -56,9 +59,10 @@ impl JobPrep {
         }
         let env = self.env(job);
         let result = crate::side::run(
+            &self.sandbox,
             command,
             &self.dir.join(job.to_string()).join("prep"),
-            &env,
+            env,
             &self.blobs,
         )
         .await;
@@ -102,20 +106,21 @@ impl JobPrep {
         };
         for (job, release) in due {
             let Some(command) = release else { continue };
-            let (dir, blobs) = (
+            let (dir, blobs, sandbox) = (
                 self.dir.join(job.to_string()).join("release"),
                 self.blobs.clone(),
+                self.sandbox.clone(),
             );
             let env = self.env(job);
             tokio::spawn(async move {
-                let result = crate::side::run(&command, &dir, &env, &blobs).await;
+                let result = crate::side::run(&sandbox, &command, &dir, env, &blobs).await;
                 tracing::info!("release of job {job} ended: {:?}", result.outcome);
             });
         }
     }
 
-    fn env(&self, job: JobId) -> [(&'static str, String); 2] {
-        [
+    fn env(&self, job: JobId) -> Vec<(&'static str, String)> {
+        vec![
             ("PEERBATCH_JOB_ID", job.to_string()),
             ("PEERBATCH_NODE", self.node.clone()),
         ]

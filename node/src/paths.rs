@@ -126,6 +126,10 @@ impl DataDir {
     pub fn packages_dir(&self) -> PathBuf {
         self.root.join("packages")
     }
+    /// Package archives being unpacked by `package add`.
+    pub fn unpack_dir(&self) -> PathBuf {
+        self.root.join("unpack")
+    }
     pub fn log_file(&self) -> PathBuf {
         self.root.join("node.log")
     }

@@ -8,6 +8,7 @@
 //! Must not run task attempts or record results itself: results go back to
 //! the driver, which puts them in the ledger.
 
+use crate::sandbox::Sandbox;
 use crate::store::blobs::BlobStore;
 use peerbatch_protocol::event::SideResult;
 use peerbatch_protocol::{Core, EventId, EventStore};
@@ -27,6 +28,7 @@ pub struct Pools {
     configured: Vec<(String, String)>,
     dir: PathBuf,
     blobs: BlobStore,
+    sandbox: Sandbox,
     running: BTreeSet<EventId>,
     done: mpsc::UnboundedSender<StartDone>,
 }
@@ -36,12 +38,14 @@ impl Pools {
         configured: Vec<(String, String)>,
         dir: PathBuf,
         blobs: BlobStore,
+        sandbox: Sandbox,
         done: mpsc::UnboundedSender<StartDone>,
     ) -> Pools {
         Pools {
             configured,
             dir,
             blobs,
+            sandbox,
             running: BTreeSet::new(),
             done,
         }
@@ -75,7 +79,8 @@ impl Pools {
             let (command, name, definition) =
                 (pool.start_task.clone(), pool.name.clone(), pool.event);
             let (dir, blobs, done) = (self.dir.join(&name), self.blobs.clone(), self.done.clone());
-            let env = [
+            let sandbox = self.sandbox.clone();
+            let env = vec![
                 ("PEERBATCH_POOL", name.clone()),
                 (
                     "PEERBATCH_NODE",
@@ -83,7 +88,7 @@ impl Pools {
                 ),
             ];
             tokio::spawn(async move {
-                let result = crate::side::run(&command, &dir, &env, &blobs).await;
+                let result = crate::side::run(&sandbox, &command, &dir, env, &blobs).await;
                 let _ = done.send(StartDone {
                     pool: name,
                     definition,

@@ -13,6 +13,7 @@ use crate::jobprep::JobPrep;
 use crate::net::{self, NetConfig};
 use crate::paths::{self, DataDir};
 use crate::pools::Pools;
+use crate::sandbox::Sandbox;
 use crate::stage::Stager;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
@@ -61,6 +62,12 @@ pub struct NodeOpts {
     pub store_limit: Option<u64>,
     #[command(flatten)]
     pub policy: crate::availability::PolicyOpts,
+    #[command(flatten)]
+    pub sandbox: crate::sandbox::SandboxOpts,
+    /// Largest package archive `package add` unpacks here (the sum of its
+    /// files), e.g. 4GiB.
+    #[arg(long, default_value = "16GiB", value_parser = crate::store::reclaim::parse_size)]
+    pub max_package_size: u64,
     /// Lease of a claim: a peer silent this long loses its running tasks (ms).
     #[arg(long, default_value_t = 5_000, hide = true)]
     pub lease_ms: u64,
@@ -115,6 +122,8 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(dir: DataDir, opts: NodeOpts) -> Result<()> {
+    // Before anything is started: a bad account is the user's to fix (exit 2).
+    crate::sandbox::task_user(&opts.sandbox).map_err(|e| crate::cli::BadInput(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,9 +153,11 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     }
     let blobs = BlobStore::open(&dir.chunks_dir())?;
     let work = dir.work_dir();
-    if work.exists() {
-        std::fs::remove_dir_all(&work)
-            .with_context(|| format!("cannot clear {}", work.display()))?;
+    for leftover in [&work, &dir.unpack_dir()] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover)
+                .with_context(|| format!("cannot clear {}", leftover.display()))?;
+        }
     }
     let cluster_key = match &opts.cluster_key {
         Some(path) => Some(net::read_cluster_key(path)?),
@@ -199,8 +210,8 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         fetcher.clone(),
         dir.input_cache_dir(),
         dir.packages_dir(),
+        crate::sandbox::task_user(&opts.sandbox)?.is_none(),
     );
-    let jobprep = JobPrep::new(dir.jobs_dir(), peer_id.to_string(), blobs.clone());
     // A new token at every start: one read by someone else earlier stops working.
     let token = peerbatch_protocol::ids::to_hex(&rand::random::<[u8; 32]>());
     paths::write_private(&dir.token_file(), token.as_bytes())?;
@@ -209,13 +220,21 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .with_context(|| format!("cannot listen on --api {}", opts.api))?;
     let api_addr = listener.local_addr()?;
     paths::write_private(&dir.api_file(), api_addr.to_string().as_bytes())?;
+    let sandbox = Sandbox::new(&opts.sandbox, job_manager_env(api_addr, &token))?;
+    sandbox.open_data_dir(&dir.root)?;
+    let jobprep = JobPrep::new(
+        dir.jobs_dir(),
+        peer_id.to_string(),
+        blobs.clone(),
+        sandbox.clone(),
+    );
     let exec = Executor::new(
         work,
         blobs.clone(),
         stager,
         jobprep.clone(),
+        sandbox.clone(),
         peer_id.to_string(),
-        job_manager_env(api_addr, &token),
         exited_tx,
     );
     let (start_tx, start_rx) = mpsc::unbounded_channel();
@@ -223,18 +242,24 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         with_default_labels(&opts.labels),
         dir.pools_dir(),
         blobs.clone(),
+        sandbox.clone(),
         start_tx,
     );
 
     let (requests_tx, requests_rx) = mpsc::channel(1024);
     let routes = api::router(ApiState {
         requests: requests_tx,
+        unpack: crate::api_files::Unpack {
+            dir: dir.unpack_dir(),
+            max_bytes: opts.max_package_size,
+        },
     });
     let app = api_guard::guard(routes, api_guard::Token::new(&token));
     tokio::spawn(api_guard::serve(listener, app));
     tracing::info!(
-        "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}",
-        dir.root.display()
+        "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}; {}",
+        dir.root.display(),
+        sandbox.describe()
     );
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
@@ -273,8 +298,8 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
 
 /// What every task is told so that it can drive the mesh through this
 /// node's API (a job manager submitting or watching jobs): the address and
-/// token, and this binary's directory first on `PATH` so that `peerbatch`
-/// is the node's own version.
+/// token, and a `PATH` of this binary's directory (so that `peerbatch` is
+/// the node's own version) and the system's, not the node's own `PATH`.
 fn job_manager_env(api: std::net::SocketAddr, token: &str) -> Vec<(String, String)> {
     let mut env = vec![
         ("PEERBATCH_API".to_string(), api.to_string()),
@@ -284,8 +309,9 @@ fn job_manager_env(api: std::net::SocketAddr, token: &str) -> Vec<(String, Strin
         .ok()
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
     if let Some(dir) = bin_dir {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let joined = std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&path)));
+        let system = "/usr/local/bin:/usr/bin:/bin";
+        let joined =
+            std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(system)));
         if let Some(p) = joined.ok().and_then(|p| p.into_string().ok()) {
             env.push(("PATH".to_string(), p));
         }

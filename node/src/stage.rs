@@ -3,7 +3,9 @@
 //!
 //! Owns placing a task's inputs in its working directory (fetched once per
 //! node into a read-only cache and hard-linked into every working directory
-//! that needs them), unpacking packages once per node and version, and
+//! that needs them; when tasks run as the node's own user, which can write
+//! read-only files, a cached file is hashed again before each reuse and
+//! replaced if a task changed it), unpacking packages once per node and version, and
 //! storing the files an attempt's output patterns match as one tree —
 //! refusing symlinks that lead out of the working directory. Must not run
 //! processes (the executor does) or decide which blob an input names (the
@@ -44,18 +46,27 @@ pub struct Stager {
     packages: PathBuf,
     /// One lock per blob being materialized, so it is fetched and written once.
     locks: Arc<Mutex<HashMap<BlobId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Hash a cached input again before reusing it (tasks could change it).
+    verify_cache: bool,
 }
 
 type Result<T> = std::result::Result<T, String>;
 
 impl Stager {
-    pub fn new(blobs: BlobStore, fetcher: Fetcher, cache: PathBuf, packages: PathBuf) -> Stager {
+    pub fn new(
+        blobs: BlobStore,
+        fetcher: Fetcher,
+        cache: PathBuf,
+        packages: PathBuf,
+        verify_cache: bool,
+    ) -> Stager {
         Stager {
             blobs,
             fetcher,
             cache,
             packages,
             locks: Arc::default(),
+            verify_cache,
         }
     }
 
@@ -126,7 +137,7 @@ impl Stager {
         let path = self.cache.join(format!("{file}-{mode:o}"));
         let lock = self.lock(file);
         let _held = lock.lock().await;
-        if mark_used(&path) {
+        if mark_used(&path) && (!self.verify_cache || self.intact(file, &path).await) {
             return Ok(path);
         }
         self.fetcher
@@ -146,6 +157,22 @@ impl Stager {
         .map_err(|e| e.to_string())??;
         fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(path)
+    }
+
+    /// Whether the cached copy at `path` still holds exactly `file`; if
+    /// not, says so in the log (it is then written again).
+    async fn intact(&self, file: BlobId, path: &Path) -> bool {
+        let (blobs, at) = (self.blobs.clone(), path.to_path_buf());
+        let same = tokio::task::spawn_blocking(move || same_content(&blobs, file, &at))
+            .await
+            .unwrap_or(false);
+        if !same {
+            tracing::warn!(
+                "cached input {} was changed, probably by a task; writing it again",
+                path.display()
+            );
+        }
+        same
     }
 
     /// The unpacked directory of a package, fetched and unpacked once.
@@ -203,6 +230,31 @@ fn mark_used(path: &Path) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Whether the file at `path` has the size and chunk hashes of the file
+/// blob `file`. Blocking; reads the file once.
+fn same_content(blobs: &BlobStore, file: BlobId, path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(Some(Object::File(manifest))) = blobs.object(&file) else {
+        return false;
+    };
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    if f.metadata().map(|m| m.len()).ok() != Some(manifest.size) {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    for chunk in &manifest.chunks {
+        buf.resize(chunk.len as usize, 0);
+        if f.read_exact_at(&mut buf, at).is_err() || blake3::hash(&buf).as_bytes() != &chunk.hash {
+            return false;
+        }
+        at += u64::from(chunk.len);
+    }
+    true
 }
 
 fn err(e: impl Into<anyhow::Error>) -> String {

@@ -125,6 +125,8 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(&self.args)
+            // CI runs as root; tests that need another account pass --run-as.
+            .arg("--allow-root-tasks")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,721 @@
+//! The task sandbox: what a process the node runs for a user (a task
+//! attempt, a pool's start task, a job's preparation or release) can see
+//! and use.
+//!
+//! Owns the node's flags for it, the account tasks run as (and refusing
+//! root), their clean environment, resource limits, a cgroup v2 per process
+//! tree where the node can make one (else the process group, with the node
+//! as child subreaper), killing the whole tree whenever the command ends,
+//! and capturing stdout/stderr up to a cap into node-private files. Must
+//! not decide what runs or where its files come from (`exec`, `side`,
+//! `stage` do) and must not touch the chunk store.
+
+use crate::spawn::{self, Spawn};
+use clap::Args;
+use peerbatch_protocol::{Command, Outcome};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot;
+
+#[derive(Args, Debug, Clone)]
+pub struct SandboxOpts {
+    /// Run tasks, start tasks and job preparation as this account (e.g.
+    /// nobody), so that they cannot read the node's key files. Needs the
+    /// node to run as root.
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Run tasks as root when the node runs as root without --run-as.
+    /// Tasks can then read the node's keys and change its files.
+    #[arg(long)]
+    pub allow_root_tasks: bool,
+    /// Most processes a task may have at once (the cgroup's pids.max where
+    /// there is one, else RLIMIT_NPROC, which counts all the user's processes).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub task_max_processes: u64,
+    /// Most files a task process may have open (RLIMIT_NOFILE).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub task_max_open_files: u64,
+    /// Largest file a task may write, e.g. 100GiB (RLIMIT_FSIZE).
+    #[arg(long, default_value = "1TiB", value_parser = crate::store::reclaim::parse_size)]
+    pub task_max_file_size: u64,
+    /// Bytes of a task's stdout, and of its stderr, kept; the rest is
+    /// dropped and a line saying so is added, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = crate::store::reclaim::parse_size)]
+    pub max_log: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "peerbatch node runs as root, so its tasks would run as root and could read the \
+         node's keys: pass --run-as USER (e.g. --run-as nobody) to run them as another \
+         account, or --allow-root-tasks to run them as root anyway"
+    )]
+    RootTasks,
+    #[error("--run-as {0}: no such user")]
+    NoSuchUser(String),
+    #[error("--run-as {0}: the node must run as root to run tasks as another user")]
+    NotRoot(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let path = path.to_path_buf();
+    move |source| SandboxError::Io { what, path, source }
+}
+
+/// The account tasks run as, when not the node's own.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskUser {
+    uid: u32,
+    gid: u32,
+}
+
+fn lookup_user(name: &str) -> Option<TaskUser> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getpwnam_r writes into `pwd` and `buf`, both ours and large
+    // enough as told; `found` is set to `&pwd` or null.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        );
+        (!found.is_null()).then_some(TaskUser {
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+        })
+    }
+}
+
+/// The account the flags say tasks run as (`None`: the node's own); refuses
+/// root unless allowed, and another account unless the node is root.
+pub fn task_user(opts: &SandboxOpts) -> Result<Option<TaskUser>, SandboxError> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    match &opts.run_as {
+        Some(name) if !root => Err(SandboxError::NotRoot(name.clone())),
+        Some(name) => lookup_user(name)
+            .map(Some)
+            .ok_or_else(|| SandboxError::NoSuchUser(name.clone())),
+        None if root && !opts.allow_root_tasks => Err(SandboxError::RootTasks),
+        None => Ok(None),
+    }
+}
+
+/// The flags a local cluster (`demo`, `bench`) gives its nodes: none for
+/// a normal user; as root, tasks run as `nobody` where that account
+/// exists, else as root, explicitly allowed.
+pub fn local_task_account() -> Vec<&'static str> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        Vec::new()
+    } else if lookup_user("nobody").is_some() {
+        vec!["--run-as", "nobody"]
+    } else {
+        vec!["--allow-root-tasks"]
+    }
+}
+
+/// What one command is run with.
+pub struct Run<'a> {
+    pub command: &'a Command,
+    /// Its working directory (made with [`Sandbox::make_dir`]).
+    pub dir: &'a Path,
+    /// Where its stdout and stderr are captured: node-private paths.
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+    /// The command's own variables, then the `PEERBATCH_*` ones (which win).
+    pub env: &'a [(String, String)],
+    pub peerbatch_env: Vec<(&'static str, String)>,
+    pub limit_ms: Option<u64>,
+    /// Memory the command asked for, enforced where the cgroup can.
+    pub memory_mb: u64,
+}
+
+/// How a command ended, with its captures' sizes.
+pub struct Ran {
+    pub outcome: Outcome,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct Sandbox {
+    user: Option<TaskUser>,
+    limits: Vec<(libc::__rlimit_resource_t, u64)>,
+    max_processes: u64,
+    max_log: u64,
+    cgroups: Option<Arc<Cgroups>>,
+    /// `PATH`, `LANG` and the node's API for job managers.
+    base_env: Arc<Vec<(String, String)>>,
+    /// Process groups of commands running now (for the fallback sweep).
+    running: Arc<Mutex<BTreeSet<libc::pid_t>>>,
+}
+
+impl Sandbox {
+    /// The sandbox the flags describe; refuses root tasks unless allowed.
+    pub fn new(opts: &SandboxOpts, api_env: Vec<(String, String)>) -> Result<Sandbox, SandboxError> {
+        let user = task_user(opts)?;
+        let cgroups = Cgroups::create().map(Arc::new);
+        if cgroups.is_none() {
+            // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
+        let mut base_env = api_env;
+        base_env.push(("LANG".into(), "C.UTF-8".into()));
+        let mut limits = vec![
+            (libc::RLIMIT_NOFILE, opts.task_max_open_files),
+            (libc::RLIMIT_FSIZE, opts.task_max_file_size),
+        ];
+        if user.is_some() || cgroups.as_ref().is_none_or(|c| !c.pids) {
+            limits.push((libc::RLIMIT_NPROC, opts.task_max_processes));
+        }
+        Ok(Sandbox {
+            user,
+            limits,
+            max_processes: opts.task_max_processes,
+            max_log: opts.max_log,
+            cgroups,
+            base_env: Arc::new(base_env),
+            running: Arc::default(),
+        })
+    }
+
+    /// How tasks are contained here, for the node's start line.
+    pub fn describe(&self) -> String {
+        let who = match self.user {
+            Some(u) => format!("tasks run as uid {}", u.uid),
+            None => "tasks run as the node's user".into(),
+        };
+        let tree = match &self.cgroups {
+            Some(c) => format!("a cgroup each under {}", c.root.display()),
+            None => "a process group each".into(),
+        };
+        format!("{who}, {tree}")
+    }
+
+    /// Lets the task account into the data dir (traverse only) when tasks
+    /// run as another user; the node's key files inside stay 0600.
+    pub fn open_data_dir(&self, root: &Path) -> Result<(), SandboxError> {
+        let Some(u) = self.user else { return Ok(()) };
+        std::os::unix::fs::chown(root, None, Some(u.gid)).map_err(io_err("cannot chown", root))?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o710))
+            .map_err(io_err("cannot set permissions on", root))
+    }
+
+    /// Makes `dir` (and its parents), owned by the task account, private to it.
+    pub fn make_dir(&self, dir: &Path) -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
+        self.hand_over(dir)
+    }
+
+    /// Gives `dir` and every directory below it (staged inputs' parents) to
+    /// the task account. Files are left alone: staged inputs stay the
+    /// node's, read-only.
+    pub fn hand_over(&self, dir: &Path) -> std::io::Result<()> {
+        let Some(u) = self.user else { return Ok(()) };
+        std::os::unix::fs::lchown(dir, Some(u.uid), Some(u.gid))?;
+        for item in fs::read_dir(dir)? {
+            let item = item?;
+            if item.file_type()?.is_dir() {
+                self.hand_over(&item.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The environment of a command: `PATH`, `LANG`, `HOME` (its working
+    /// directory) and the node's API, then its own, then `PEERBATCH_*`.
+    fn env(&self, run: &Run) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = self.base_env.iter().cloned().collect();
+        env.insert("HOME".into(), run.dir.display().to_string());
+        env.extend(run.env.iter().cloned());
+        env.extend(run.peerbatch_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env.into_iter().collect()
+    }
+
+    fn spawn(&self, run: &Run, cgroup: Option<&TaskCgroup>, stdio: [i32; 3]) -> Result<i32, String> {
+        let env = self.env(run);
+        let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+        let (program, argv) = program(run.command, path)?;
+        let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+        let mut spawn = Spawn::new(program.as_os_str(), &argv, &env, run.dir)
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        spawn.stdio = stdio;
+        spawn.cgroup_procs = cgroup.map(|c| c.procs.as_raw_fd());
+        spawn.limits = self.limits.clone();
+        spawn.user = self.user.map(|u| (u.uid, u.gid));
+        spawn
+            .start()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))
+    }
+
+    /// Runs a command to its end, kills whatever it left running, and
+    /// captures its output.
+    pub async fn run(&self, run: Run<'_>, kill: oneshot::Receiver<()>) -> Ran {
+        let mut ran = Ran {
+            outcome: Outcome::Exited(-1),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        };
+        let cgroup = match &self.cgroups {
+            Some(c) => match c.task(run.memory_mb, self.max_processes) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    ran.outcome = Outcome::FailedToStart(format!("cannot make its cgroup: {e}"));
+                    return ran;
+                }
+            },
+            None => None,
+        };
+        let started = self.start(&run, cgroup.as_ref());
+        let (pid, readers) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                ran.outcome = Outcome::FailedToStart(e);
+                return ran;
+            }
+        };
+        ran.outcome = self.wait(pid, cgroup.as_ref(), run.limit_ms, kill).await;
+        let [out, err] = readers;
+        ran.stdout_bytes = finish_capture(out).await;
+        ran.stderr_bytes = finish_capture(err).await;
+        if let (Outcome::TimedOut, Some(ms)) = (&ran.outcome, run.limit_ms) {
+            let mark = format!(
+                "\npeerbatch: timed_out: killed at its wall-clock limit of {}\n",
+                duration_text(ms)
+            );
+            append(run.stderr, &mark);
+        }
+        if let Some(c) = cgroup {
+            c.remove().await;
+        }
+        ran
+    }
+
+    /// Spawns the command with its output going to capture tasks.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &self,
+        run: &Run,
+        cgroup: Option<&TaskCgroup>,
+    ) -> Result<(i32, [tokio::task::JoinHandle<u64>; 2]), String> {
+        let null = fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+        let mut readers = Vec::new();
+        let mut writers = Vec::new();
+        for (path, name) in [(run.stdout, "stdout"), (run.stderr, "stderr")] {
+            let file = capture_file(path)?;
+            let (r, w) = spawn::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(r)
+                .map_err(|e| format!("cannot read a pipe: {e}"))?;
+            readers.push(tokio::spawn(capture(pipe, file, self.max_log, name)));
+            writers.push(w);
+        }
+        let stdio = [null.as_raw_fd(), writers[0].as_raw_fd(), writers[1].as_raw_fd()];
+        let pid = self.spawn(run, cgroup, stdio);
+        drop(writers);
+        if let Ok(pid) = pid {
+            self.lock_running().insert(pid);
+        }
+        let readers: [_; 2] = readers.try_into().map_err(|_| "two readers".to_string())?;
+        match pid {
+            Ok(pid) => Ok((pid, readers)),
+            Err(e) => {
+                for r in readers {
+                    r.abort();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the process to end, by itself, at its limit or on `kill`;
+    /// then kills its whole tree and reaps it.
+    async fn wait(
+        &self,
+        pid: i32,
+        cgroup: Option<&TaskCgroup>,
+        limit_ms: Option<u64>,
+        kill: oneshot::Receiver<()>,
+    ) -> Outcome {
+        let kill_all = {
+            let procs = cgroup.map(|c| c.dir.clone());
+            move || kill_tree(pid, procs.as_deref())
+        };
+        let reaper = {
+            let kill_all = kill_all.clone();
+            tokio::task::spawn_blocking(move || {
+                let exited = spawn::wait_exit(pid);
+                kill_all();
+                exited.and_then(|_| spawn::reap(pid))
+            })
+        };
+        let limit = async {
+            match limit_ms {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(reaper);
+        let timed_out = tokio::select! {
+            status = &mut reaper => return self.ended(pid, status),
+            _ = limit => true,
+            _ = kill => false,
+        };
+        kill_all();
+        let status = reaper.await;
+        let outcome = self.ended(pid, status);
+        if timed_out {
+            Outcome::TimedOut
+        } else {
+            outcome
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the end of `pid`; without cgroups, kills and reaps orphans
+    /// that left their process group (they were re-parented to the node).
+    fn ended(
+        &self,
+        pid: i32,
+        status: Result<std::io::Result<std::process::ExitStatus>, tokio::task::JoinError>,
+    ) -> Outcome {
+        let running: BTreeSet<i32> = {
+            let mut running = self.lock_running();
+            running.remove(&pid);
+            running.clone()
+        };
+        if self.cgroups.is_none() {
+            sweep_orphans(&running);
+        }
+        match status {
+            Ok(Ok(s)) => match (s.code(), s.signal()) {
+                (Some(code), _) => Outcome::Exited(code),
+                (None, Some(sig)) => Outcome::Signaled(sig),
+                (None, None) => Outcome::Exited(-1),
+            },
+            Ok(Err(e)) => Outcome::FailedToStart(format!("waiting for the process failed: {e}")),
+            Err(e) => Outcome::FailedToStart(format!("waiting for the process failed: {e}")),
+        }
+    }
+}
+
+/// A wall-clock limit as a user wrote it: `90s`, `2m`, `1h`, `1500ms`.
+pub fn duration_text(ms: u64) -> String {
+    match (ms % 1000, ms / 1000) {
+        (0, s) if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        (0, s) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        (0, s) => format!("{s}s"),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// The program and argv of a command: a shell line under `/bin/sh -c`, or
+/// a program with its arguments, a bare name looked up in `path`.
+fn program(command: &Command, path: Option<&str>) -> Result<(PathBuf, Vec<String>), String> {
+    match command {
+        Command::Shell(line) => Ok((
+            PathBuf::from("/bin/sh"),
+            vec!["sh".into(), "-c".into(), line.clone()],
+        )),
+        Command::Argv(argv) => {
+            let program = argv.first().ok_or("empty command")?;
+            let found = path.filter(|_| !program.contains('/')).and_then(|p| {
+                std::env::split_paths(p)
+                    .map(|d| d.join(program))
+                    .find(|f| f.is_file())
+            });
+            Ok((found.unwrap_or_else(|| PathBuf::from(program)), argv.clone()))
+        }
+    }
+}
+
+/// A new capture file, never through a link.
+fn capture_file(path: &Path) -> Result<fs::File, String> {
+    let _ = fs::remove_file(path);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+pub(crate) fn append(path: &Path, text: &str) {
+    let opened = fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    if let Err(e) = opened.and_then(|mut f| f.write_all(text.as_bytes())) {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// Copies a stream into `file` up to `cap` bytes and drains the rest, then
+/// says how much was dropped; returns the bytes kept.
+async fn capture(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    mut file: fs::File,
+    cap: u64,
+    name: &'static str,
+) -> u64 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut total, mut kept) = (0u64, 0u64);
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        total += n as u64;
+        let room = cap.saturating_sub(kept).min(n as u64) as usize;
+        if room > 0 {
+            if let Err(e) = file.write_all(&buf[..room]) {
+                tracing::warn!("cannot capture {name}: {e}");
+                kept = cap;
+            } else {
+                kept += room as u64;
+            }
+        }
+    }
+    if total > kept {
+        let mark = format!(
+            "\n[peerbatch: {name} truncated: kept the first {kept} of {total} bytes]\n"
+        );
+        let _ = file.write_all(mark.as_bytes());
+        kept += mark.len() as u64;
+    }
+    kept
+}
+
+/// Waits for a capture to see the end of its stream. Every writer has been
+/// killed; one that escaped both cgroup and process group may hold the pipe
+/// open, so the capture is cut off after a while.
+async fn finish_capture(reader: tokio::task::JoinHandle<u64>) -> u64 {
+    let abort = reader.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(5), reader).await {
+        Ok(Ok(n)) => n,
+        _ => {
+            abort.abort();
+            0
+        }
+    }
+}
+
+/// Kills every process of a command: its cgroup, else its process group.
+fn kill_tree(pid: i32, cgroup: Option<&Path>) {
+    if let Some(dir) = cgroup {
+        Cgroups::kill(dir);
+    }
+    // SAFETY: killpg only sends a signal; the group's leader is our child,
+    // not reaped yet, so its id cannot have been reused.
+    unsafe {
+        libc::killpg(pid, libc::SIGKILL);
+    }
+}
+
+/// Kills and reaps the node's children that are no running command's own
+/// (without cgroups, a task's processes that left its process group come
+/// back to the node, which is their child subreaper).
+fn sweep_orphans(running: &BTreeSet<i32>) {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let Ok(items) = fs::read_dir("/proc") else { return };
+    for item in items.flatten() {
+        let Some(pid) = item.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = fs::read_to_string(item.path().join("stat")).unwrap_or_default();
+        // Fields after the command name: state, ppid, pgrp.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let (ppid, pgrp) = match (fields.get(1), fields.get(2)) {
+            (Some(p), Some(g)) => (p.parse().unwrap_or(0), g.parse().unwrap_or(0)),
+            _ => continue,
+        };
+        if ppid != me || running.contains(&pid) || running.contains(&pgrp) {
+            continue;
+        }
+        // SAFETY: `pid` is our own child (its parent is this process), not reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        tokio::task::spawn_blocking(move || spawn::reap(pid));
+    }
+}
+
+/// This node's cgroup v2 subtree: one child cgroup per running command.
+struct Cgroups {
+    root: PathBuf,
+    next: AtomicU64,
+    memory: bool,
+    pids: bool,
+}
+
+/// One command's cgroup and its open `cgroup.procs`.
+struct TaskCgroup {
+    dir: PathBuf,
+    procs: fs::File,
+}
+
+impl Cgroups {
+    /// `peerbatch-PID` under the node's own cgroup, if cgroup v2 is mounted
+    /// and the node may make cgroups there; stale ones of dead nodes are removed.
+    fn create() -> Option<Cgroups> {
+        let mount = cgroup2_mount()?;
+        let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let base = mount.join(own.trim_start_matches('/'));
+        remove_stale(&base);
+        // SAFETY: getpid has no preconditions.
+        let root = base.join(format!("peerbatch-{}", unsafe { libc::getpid() }));
+        fs::create_dir(&root).ok()?;
+        for controller in ["+memory", "+pids"] {
+            let _ = fs::write(base.join("cgroup.subtree_control"), controller);
+            let _ = fs::write(root.join("cgroup.subtree_control"), controller);
+        }
+        let enabled = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+        Some(Cgroups {
+            root,
+            next: AtomicU64::new(0),
+            memory: enabled.contains("memory"),
+            pids: enabled.contains("pids"),
+        })
+    }
+
+    fn task(&self, memory_mb: u64, max_processes: u64) -> std::io::Result<TaskCgroup> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join(n.to_string());
+        fs::create_dir(&dir)?;
+        if self.memory && memory_mb > 0 {
+            fs::write(dir.join("memory.max"), (memory_mb << 20).to_string())?;
+        }
+        if self.pids {
+            fs::write(dir.join("pids.max"), max_processes.to_string())?;
+        }
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
+        Ok(TaskCgroup { dir, procs })
+    }
+
+    /// Kills every process in the cgroup at `dir`.
+    fn kill(dir: &Path) {
+        if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            // SAFETY: kill only sends a signal to a process of the task's cgroup.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl TaskCgroup {
+    /// Removes the cgroup once its killed processes are gone.
+    async fn remove(self) {
+        for _ in 0..200 {
+            if fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            Cgroups::kill(&self.dir);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!("cannot remove cgroup {}", self.dir.display());
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.root);
+    }
+}
+
+/// Where cgroup v2 is mounted (the unified hierarchy), from mountinfo.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (before, after) = l.split_once(" - ")?;
+        let mount = before.split_whitespace().nth(4)?;
+        after.starts_with("cgroup2 ").then(|| PathBuf::from(mount))
+    })
+}
+
+/// Removes `peerbatch-PID` cgroups of nodes that no longer run, killing
+/// what was left in them.
+fn remove_stale(base: &Path) {
+    let Ok(items) = fs::read_dir(base) else { return };
+    for item in items.flatten() {
+        let name = item.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("peerbatch-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        for task in fs::read_dir(item.path()).into_iter().flatten().flatten() {
+            if task.file_type().is_ok_and(|t| t.is_dir()) {
+                Cgroups::kill(&task.path());
+                let _ = fs::remove_dir(task.path());
+            }
+        }
+        let _ = fs::remove_dir(item.path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_as_a_user_wrote_them() {
+        assert_eq!(duration_text(1000), "1s");
+        assert_eq!(duration_text(90_000), "90s");
+        assert_eq!(duration_text(120_000), "2m");
+        assert_eq!(duration_text(7_200_000), "2h");
+        assert_eq!(duration_text(1500), "1500ms");
+    }
+
+    #[test]
+    fn a_bare_program_is_looked_up_in_the_tasks_path() {
+        let argv = Command::Argv(vec!["sh".into(), "-c".into(), "true".into()]);
+        let (found, args) = program(&argv, Some("/nonexistent:/bin:/usr/bin")).unwrap();
+        assert_eq!(found, Path::new("/bin/sh"));
+        assert_eq!(args, ["sh", "-c", "true"]);
+        let missing = Command::Argv(vec!["no-such-program".into()]);
+        let (kept, _) = program(&missing, Some("/bin")).unwrap();
+        assert_eq!(kept, Path::new("no-such-program"));
+    }
+}

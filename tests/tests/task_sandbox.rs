@@ -1,0 +1,234 @@
+//! What a task can reach on the node that runs it: its environment, the
+//! node's key files, its working directory, its processes and its logs —
+//! on real processes.
+
+use peerbatch_tests::{bin, ok, tasks, wait_for, Cluster, Node, FAST};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// `FAST` with one slot, so that tasks run one after another.
+const ONE_SLOT: &[&str] = &["--slots", "1", "--lease-ms", "2000", "--heartbeat-ms", "400"];
+
+/// Submits a job file on `node` and waits until its every task ended.
+fn run_job(node: &Node, file: &Path) -> (String, Value) {
+    let job = ok(&node.cli(&["submit", file.to_str().unwrap()]), "submit");
+    let list = wait_for("the job's tasks to end", Duration::from_secs(60), || {
+        let list = tasks(node, &job);
+        let ended = list.as_array()?.iter().all(|t| {
+            let state = t["state"].as_str().unwrap_or("");
+            !matches!(state, "pending" | "running" | "blocked")
+        });
+        ended.then_some(list)
+    });
+    (job, list)
+}
+
+fn logs(node: &Node, job: &str, task: &str, stream: &[&str]) -> String {
+    let mut args = vec!["logs", job, task];
+    args.extend_from_slice(stream);
+    ok(&node.cli(&args), "logs")
+}
+
+#[test]
+fn a_task_sees_its_own_environment_and_peerbatch_variables_but_not_the_nodes() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    let file = cluster.file(
+        "env.toml",
+        "[[tasks]]\nid = \"env\"\ncommand = \"env | sort\"\nenv = { OWN = \"mine\" }\n",
+    );
+    let (job, list) = run_job(node, &file);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let env = logs(node, &job, "env", &[]);
+    let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+    // The harness starts the node with RUST_LOG and cargo's variables.
+    for leaked in ["RUST_LOG", "CARGO_MANIFEST_DIR", "CARGO_PKG_NAME"] {
+        assert!(!names.contains(&leaked), "{leaked} reached the task:\n{env}");
+    }
+    assert!(env.lines().any(|l| l == "OWN=mine"), "{env}");
+    for wanted in ["PATH", "HOME", "LANG", "PEERBATCH_TASK_ID", "PEERBATCH_API"] {
+        assert!(names.contains(&wanted), "{wanted} is missing:\n{env}");
+    }
+    let allowed = |n: &&str| {
+        n.starts_with("PEERBATCH_") || ["OWN", "PATH", "HOME", "LANG", "PWD", "SHLVL", "_"].contains(n)
+    };
+    let others: Vec<&&str> = names.iter().filter(|n| !allowed(n)).collect();
+    assert!(others.is_empty(), "unexpected variables {others:?}:\n{env}");
+}
+
+#[test]
+fn a_task_run_as_another_user_cannot_read_the_nodes_key_or_token() {
+    let cluster = Cluster::start(1, &[FAST, &["--run-as", "nobody"]].concat());
+    let node = &cluster.nodes[0];
+    let dir = node.dir.display();
+    let file = cluster.file(
+        "keys.toml",
+        &format!(
+            "[[tasks]]\nid = \"keys\"\ncommand = '''\n\
+             id -un\n\
+             for f in node.key token; do cat {dir}/$f >/dev/null 2>&1 && echo \"read $f\"; done\n\
+             touch here && echo wrote\n'''\n"
+        ),
+    );
+    let (job, list) = run_job(node, &file);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    assert_eq!(logs(node, &job, "keys", &[]), "nobody\nwrote");
+}
+
+#[test]
+fn a_node_run_as_root_refuses_to_run_tasks_as_root_unless_allowed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    if std::fs::metadata(dir.path()).unwrap().uid() != 0 {
+        return;
+    }
+    let mut node = std::process::Command::new(bin())
+        .args(["node", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_for("the node to exit", Duration::from_secs(30), || {
+        let status = node.try_wait().unwrap();
+        if status.is_none() && dir.path().join("api").exists() {
+            node.kill().unwrap();
+            panic!("the node started, running tasks as root");
+        }
+        status
+    });
+    let out = node.wait_with_output().unwrap();
+    assert_eq!(exited.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--run-as") && stderr.contains("--allow-root-tasks"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("node.key").exists(), "it refused before starting");
+}
+
+#[test]
+fn a_background_child_of_a_task_that_exited_is_killed_before_the_next_task_runs() {
+    let cluster = Cluster::start(1, ONE_SLOT);
+    let node = &cluster.nodes[0];
+    let leak = cluster.tmp.path().join("leak");
+    let first = cluster.file(
+        "first.toml",
+        &format!(
+            "[[tasks]]\nid = \"parent\"\ncommand = \"(sleep 2; echo late > late.txt; echo alive > {}) & exit 0\"\n",
+            leak.display()
+        ),
+    );
+    let (_, list) = run_job(node, &first);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let second = cluster.file(
+        "second.toml",
+        "[[tasks]]\nid = \"next\"\ncommand = \"sleep 4; echo mine > mine.txt\"\noutputs = [\"*\"]\n",
+    );
+    let (job, list) = run_job(node, &second);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let out = cluster.tmp.path().join("out");
+    ok(
+        &node.cli(&["get", &job, "--out", out.to_str().unwrap()]),
+        "get",
+    );
+    let mut stored: Vec<String> = std::fs::read_dir(out.join("next"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["mine.txt"], "the next job stored another task's file");
+    assert!(!leak.exists(), "the background child outlived its task");
+}
+
+#[test]
+fn each_attempt_gets_a_fresh_empty_working_directory_that_is_removed_after() {
+    let cluster = Cluster::start(1, ONE_SLOT);
+    let node = &cluster.nodes[0];
+    let file = cluster.file(
+        "dirs.toml",
+        "[[tasks]]\nid = \"d\"\nrange = \"1..=3\"\n\
+         command = \"echo $PWD; ls -A | wc -l; touch left-behind\"\n",
+    );
+    let (job, list) = run_job(node, &file);
+    assert!(list.as_array().unwrap().iter().all(|t| t["state"] == "succeeded"), "{list}");
+    let mut dirs = Vec::new();
+    for i in 1..=3 {
+        let out = logs(node, &job, &format!("d{i}"), &[]);
+        let (dir, count) = out.split_once('\n').unwrap();
+        assert_eq!(count.trim(), "0", "d{i} started in a directory with files: {out}");
+        assert!(!Path::new(dir).exists(), "{dir} was left behind");
+        dirs.push(dir.to_string());
+    }
+    dirs.sort();
+    dirs.dedup();
+    assert_eq!(dirs.len(), 3, "attempts shared a directory: {dirs:?}");
+}
+
+#[test]
+fn stdout_beyond_the_cap_is_cut_with_a_mark_saying_so() {
+    let cluster = Cluster::start(1, &[FAST, &["--max-log", "1MiB"]].concat());
+    let node = &cluster.nodes[0];
+    let file = cluster.file(
+        "loud.toml",
+        "[[tasks]]\nid = \"loud\"\ncommand = \"yes abcdefg | head -c 3000000; echo done >&2\"\n",
+    );
+    let (job, list) = run_job(node, &file);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let out = node.cli(&["logs", &job, "loud"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("abcdefg\nabcdefg\n"));
+    let (kept, mark) = text.split_at(1 << 20);
+    assert!(!kept.contains("peerbatch"), "the mark comes after the cap");
+    assert!(
+        mark.contains("truncated") && mark.contains("3000000 bytes"),
+        "{mark}"
+    );
+    assert!(text.len() < (1 << 20) + 200, "{} bytes kept", text.len());
+    assert_eq!(logs(node, &job, "loud", &["--stderr"]), "done");
+}
+
+#[test]
+fn a_task_killed_at_its_wall_clock_limit_shows_timed_out_with_the_limit() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    let file = cluster.file(
+        "slow.toml",
+        "[[tasks]]\nid = \"slow\"\ncommand = \"echo started; sleep 60\"\nmax_wall_clock = \"1s\"\nmax_retries = 0\n",
+    );
+    let (job, list) = run_job(node, &file);
+    let t = &list[0];
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["outcome"], "timed_out", "{t}");
+    assert_eq!(t["wall_clock_limit_ms"], 1000, "{t}");
+    let table = ok(&node.cli(&["tasks", &job]), "tasks");
+    assert!(table.contains("timed_out after 1s"), "{table}");
+    assert_eq!(logs(node, &job, "slow", &[]), "started");
+    let stderr = logs(node, &job, "slow", &["--stderr"]);
+    assert!(
+        stderr.contains("timed_out") && stderr.contains("wall-clock limit of 1s"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_task_that_overwrites_its_staged_input_does_not_change_what_later_tasks_get() {
+    let cluster = Cluster::start(1, ONE_SLOT);
+    let node = &cluster.nodes[0];
+    cluster.file("data.txt", "original\n");
+    let input = "inputs = [{ path = \"data.txt\", source = \"./data.txt\" }]\n";
+    let spoil = cluster.file(
+        "spoil.toml",
+        &format!("[[tasks]]\nid = \"spoil\"\ncommand = \"echo spoiled > data.txt\"\n{input}"),
+    );
+    run_job(node, &spoil);
+    let read = cluster.file(
+        "read.toml",
+        &format!("[[tasks]]\nid = \"read\"\ncommand = \"cat data.txt\"\n{input}"),
+    );
+    let (job, list) = run_job(node, &read);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    assert_eq!(logs(node, &job, "read", &[]), "original");
+}
