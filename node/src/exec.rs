@@ -67,9 +67,7 @@ impl AttemptDir {
         let base = root.join(n.to_string());
         let made = std::fs::create_dir_all(root)
             .and_then(|_| std::fs::create_dir(&base))
-            .and_then(|_| {
-                std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711))
-            });
+            .and_then(|_| std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711)));
         made.map_err(|e| format!("cannot create {}: {e}", base.display()))?;
         let dir = base.join("work");
         sandbox

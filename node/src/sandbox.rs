@@ -175,7 +175,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// The sandbox the flags describe; refuses root tasks unless allowed.
-    pub fn new(opts: &SandboxOpts, api_env: Vec<(String, String)>) -> Result<Sandbox, SandboxError> {
+    pub fn new(
+        opts: &SandboxOpts,
+        api_env: Vec<(String, String)>,
+    ) -> Result<Sandbox, SandboxError> {
         let user = task_user(opts)?;
         let cgroups = Cgroups::create().map(Arc::new);
         if cgroups.is_none() {
@@ -251,13 +254,25 @@ impl Sandbox {
         let mut env: BTreeMap<String, String> = self.base_env.iter().cloned().collect();
         env.insert("HOME".into(), run.dir.display().to_string());
         env.extend(run.env.iter().cloned());
-        env.extend(run.peerbatch_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env.extend(
+            run.peerbatch_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone())),
+        );
         env.into_iter().collect()
     }
 
-    fn spawn(&self, run: &Run, cgroup: Option<&TaskCgroup>, stdio: [i32; 3]) -> Result<i32, String> {
+    fn spawn(
+        &self,
+        run: &Run,
+        cgroup: Option<&TaskCgroup>,
+        stdio: [i32; 3],
+    ) -> Result<i32, String> {
         let env = self.env(run);
-        let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
         let (program, argv) = program(run.command, path)?;
         let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
         let mut spawn = Spawn::new(program.as_os_str(), &argv, &env, run.dir)
@@ -321,7 +336,8 @@ impl Sandbox {
         run: &Run,
         cgroup: Option<&TaskCgroup>,
     ) -> Result<(i32, [tokio::task::JoinHandle<u64>; 2]), String> {
-        let null = fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+        let null =
+            fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
         let mut readers = Vec::new();
         let mut writers = Vec::new();
         for (path, name) in [(run.stdout, "stdout"), (run.stderr, "stderr")] {
@@ -332,7 +348,11 @@ impl Sandbox {
             readers.push(tokio::spawn(capture(pipe, file, self.max_log, name)));
             writers.push(w);
         }
-        let stdio = [null.as_raw_fd(), writers[0].as_raw_fd(), writers[1].as_raw_fd()];
+        let stdio = [
+            null.as_raw_fd(),
+            writers[0].as_raw_fd(),
+            writers[1].as_raw_fd(),
+        ];
         let pid = self.spawn(run, cgroup, stdio);
         drop(writers);
         if let Ok(pid) = pid {
@@ -449,7 +469,10 @@ fn program(command: &Command, path: Option<&str>) -> Result<(PathBuf, Vec<String
                     .map(|d| d.join(program))
                     .find(|f| f.is_file())
             });
-            Ok((found.unwrap_or_else(|| PathBuf::from(program)), argv.clone()))
+            Ok((
+                found.unwrap_or_else(|| PathBuf::from(program)),
+                argv.clone(),
+            ))
         }
     }
 }
@@ -503,9 +526,8 @@ async fn capture(
         }
     }
     if total > kept {
-        let mark = format!(
-            "\n[peerbatch: {name} truncated: kept the first {kept} of {total} bytes]\n"
-        );
+        let mark =
+            format!("\n[peerbatch: {name} truncated: kept the first {kept} of {total} bytes]\n");
         let _ = file.write_all(mark.as_bytes());
         kept += mark.len() as u64;
     }
@@ -544,9 +566,15 @@ fn kill_tree(pid: i32, cgroup: Option<&Path>) {
 fn sweep_orphans(running: &BTreeSet<i32>) {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    let Ok(items) = fs::read_dir("/proc") else { return };
+    let Ok(items) = fs::read_dir("/proc") else {
+        return;
+    };
     for item in items.flatten() {
-        let Some(pid) = item.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = item
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let stat = fs::read_to_string(item.path().join("stat")).unwrap_or_default();
@@ -672,7 +700,9 @@ fn cgroup2_mount() -> Option<PathBuf> {
 /// Removes `peerbatch-PID` cgroups of nodes that no longer run, killing
 /// what was left in them.
 fn remove_stale(base: &Path) {
-    let Ok(items) = fs::read_dir(base) else { return };
+    let Ok(items) = fs::read_dir(base) else {
+        return;
+    };
     for item in items.flatten() {
         let name = item.file_name();
         let Some(pid) = name

@@ -8,7 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 /// `FAST` with one slot, so that tasks run one after another.
-const ONE_SLOT: &[&str] = &["--slots", "1", "--lease-ms", "2000", "--heartbeat-ms", "400"];
+const ONE_SLOT: &[&str] = &[
+    "--slots",
+    "1",
+    "--lease-ms",
+    "2000",
+    "--heartbeat-ms",
+    "400",
+];
 
 /// Submits a job file on `node` and waits until its every task ended.
 fn run_job(node: &Node, file: &Path) -> (String, Value) {
@@ -44,14 +51,18 @@ fn a_task_sees_its_own_environment_and_peerbatch_variables_but_not_the_nodes() {
     let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
     // The harness starts the node with RUST_LOG and cargo's variables.
     for leaked in ["RUST_LOG", "CARGO_MANIFEST_DIR", "CARGO_PKG_NAME"] {
-        assert!(!names.contains(&leaked), "{leaked} reached the task:\n{env}");
+        assert!(
+            !names.contains(&leaked),
+            "{leaked} reached the task:\n{env}"
+        );
     }
     assert!(env.lines().any(|l| l == "OWN=mine"), "{env}");
     for wanted in ["PATH", "HOME", "LANG", "PEERBATCH_TASK_ID", "PEERBATCH_API"] {
         assert!(names.contains(&wanted), "{wanted} is missing:\n{env}");
     }
     let allowed = |n: &&str| {
-        n.starts_with("PEERBATCH_") || ["OWN", "PATH", "HOME", "LANG", "PWD", "SHLVL", "_"].contains(n)
+        n.starts_with("PEERBATCH_")
+            || ["OWN", "PATH", "HOME", "LANG", "PWD", "SHLVL", "_"].contains(n)
     };
     let others: Vec<&&str> = names.iter().filter(|n| !allowed(n)).collect();
     assert!(others.is_empty(), "unexpected variables {others:?}:\n{env}");
@@ -62,18 +73,22 @@ fn a_task_run_as_another_user_cannot_read_the_nodes_key_or_token() {
     let cluster = Cluster::start(1, &[FAST, &["--run-as", "nobody"]].concat());
     let node = &cluster.nodes[0];
     let dir = node.dir.display();
+    cluster.file("data.txt", "original\n");
     let file = cluster.file(
         "keys.toml",
         &format!(
             "[[tasks]]\nid = \"keys\"\ncommand = '''\n\
              id -un\n\
              for f in node.key token; do cat {dir}/$f >/dev/null 2>&1 && echo \"read $f\"; done\n\
-             touch here && echo wrote\n'''\n"
+             echo spoiled 2>/dev/null > data/data.txt && echo \"changed its input\"\n\
+             cat data/data.txt\n\
+             touch here data/there && echo wrote\n'''\n\
+             inputs = [{{ path = \"data/data.txt\", source = \"./data.txt\" }}]\n"
         ),
     );
     let (job, list) = run_job(node, &file);
     assert_eq!(list[0]["state"], "succeeded", "{list}");
-    assert_eq!(logs(node, &job, "keys", &[]), "nobody\nwrote");
+    assert_eq!(logs(node, &job, "keys", &[]), "nobody\noriginal\nwrote");
 }
 
 #[test]
@@ -105,7 +120,10 @@ fn a_node_run_as_root_refuses_to_run_tasks_as_root_unless_allowed() {
         stderr.contains("--run-as") && stderr.contains("--allow-root-tasks"),
         "{stderr}"
     );
-    assert!(!dir.path().join("node.key").exists(), "it refused before starting");
+    assert!(
+        !dir.path().join("node.key").exists(),
+        "it refused before starting"
+    );
 }
 
 #[test]
@@ -138,7 +156,11 @@ fn a_background_child_of_a_task_that_exited_is_killed_before_the_next_task_runs(
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     stored.sort();
-    assert_eq!(stored, ["mine.txt"], "the next job stored another task's file");
+    assert_eq!(
+        stored,
+        ["mine.txt"],
+        "the next job stored another task's file"
+    );
     assert!(!leak.exists(), "the background child outlived its task");
 }
 
@@ -152,12 +174,22 @@ fn each_attempt_gets_a_fresh_empty_working_directory_that_is_removed_after() {
          command = \"echo $PWD; ls -A | wc -l; touch left-behind\"\n",
     );
     let (job, list) = run_job(node, &file);
-    assert!(list.as_array().unwrap().iter().all(|t| t["state"] == "succeeded"), "{list}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "succeeded"),
+        "{list}"
+    );
     let mut dirs = Vec::new();
     for i in 1..=3 {
         let out = logs(node, &job, &format!("d{i}"), &[]);
         let (dir, count) = out.split_once('\n').unwrap();
-        assert_eq!(count.trim(), "0", "d{i} started in a directory with files: {out}");
+        assert_eq!(
+            count.trim(),
+            "0",
+            "d{i} started in a directory with files: {out}"
+        );
         assert!(!Path::new(dir).exists(), "{dir} was left behind");
         dirs.push(dir.to_string());
     }
@@ -231,4 +263,31 @@ fn a_task_that_overwrites_its_staged_input_does_not_change_what_later_tasks_get(
     let (job, list) = run_job(node, &read);
     assert_eq!(list[0]["state"], "succeeded", "{list}");
     assert_eq!(logs(node, &job, "read", &[]), "original");
+}
+
+#[test]
+fn a_package_archive_that_unpacks_beyond_the_nodes_cap_is_refused() {
+    let cluster = Cluster::start(1, &[FAST, &["--max-package-size", "64KiB"]].concat());
+    let node = &cluster.nodes[0];
+    let root = cluster.tmp.path();
+    std::fs::write(root.join("zeros"), vec![0u8; 1 << 20]).unwrap();
+    let made = std::process::Command::new("tar")
+        .args(["czf", "bomb.tar.gz", "zeros"])
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bomb = root.join("bomb.tar.gz");
+    assert!(
+        std::fs::metadata(&bomb).unwrap().len() < 64 << 10,
+        "small packed"
+    );
+    let out = node.cli(&["package", "add", "bomb", "1.0", bomb.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--max-package-size"), "{stderr}");
+    let list = node.json(&["package", "list", "--json"]);
+    assert_eq!(list, serde_json::json!([]), "{list}");
+    let left = std::fs::read_dir(node.dir.join("unpack")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "the partial unpack was left behind");
 }
