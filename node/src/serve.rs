@@ -122,8 +122,6 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(dir: DataDir, opts: NodeOpts) -> Result<()> {
-    // Before anything is started: a bad account is the user's to fix (exit 2).
-    crate::sandbox::task_user(&opts.sandbox).map_err(|e| crate::cli::BadInput(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -139,6 +137,8 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         paths::LockError::Held { .. } => anyhow::Error::new(crate::cli::BadInput(e.to_string())),
         other => other.into(),
     })?;
+    // Before anything is started: a bad account is the user's to fix (exit 2).
+    crate::sandbox::task_user(&opts.sandbox).map_err(|e| crate::cli::BadInput(e.to_string()))?;
     let clock = Instant::now();
     let seed = paths::load_or_create_seed(&dir)?;
     let (keypair, identity) = crate::identity::from_seed(seed)?;
