@@ -137,7 +137,7 @@ pub fn run(opts: BenchOpts) -> Result<()> {
 
 fn tasks(opts: TaskOpts) -> Result<()> {
     let root = std::env::temp_dir().join(format!("peerbatch-bench-{}", std::process::id()));
-    let cluster = LocalCluster::start(&root, opts.nodes.max(1), opts.slots, false, false)?;
+    let cluster = LocalCluster::start(&root, opts.nodes.max(1), opts.slots, false)?;
     cluster.wait_meshed(Duration::from_secs(30))?;
     let clients: Vec<Client> = cluster
         .nodes

@@ -84,6 +84,15 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print a one-line token another machine joins this node's cluster with
+    /// (`peerbatch node --join-token TOKEN`): the cluster key, this node's addresses, the admins.
+    Invite {
+        /// Print the token, its addresses and the admin list as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Submit a job file (TOML).
     Submit {
         file: PathBuf,
@@ -244,6 +253,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Invite { json, client } => crate::cli_cluster::invite(&connect(&client)?, json),
         Cmd::Submit { file, wait, client } => {
             let draft = jobfile::load(&file).map_err(|e| BadInput(e.to_string()))?;
             let client = connect(&client)?;

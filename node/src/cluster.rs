@@ -48,16 +48,10 @@ fn wait_for_file(path: &Path, child: &mut Child, log: &Path) -> Result<String> {
 }
 
 impl LocalCluster {
-    /// Starts `n` nodes under `root`, each joining the first, with `slots`
-    /// slots (and a fresh cluster key when `cluster_key`); `keep` leaves the
-    /// directory behind on drop.
-    pub fn start(
-        root: &Path,
-        n: usize,
-        slots: u32,
-        cluster_key: bool,
-        keep: bool,
-    ) -> Result<LocalCluster> {
+    /// Starts `n` nodes under `root` with `slots` slots: the first makes the key of a new
+    /// cluster, the others join it with its invitation token; `keep` leaves the directory
+    /// behind on drop.
+    pub fn start(root: &Path, n: usize, slots: u32, keep: bool) -> Result<LocalCluster> {
         let exe = std::env::current_exe().context("cannot find the peerbatch executable")?;
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create {}", root.display()))?;
@@ -66,11 +60,7 @@ impl LocalCluster {
             nodes: Vec::new(),
             keep,
         };
-        let key = root.join("cluster.key");
-        if cluster_key {
-            crate::net::write_cluster_key(&key)?;
-        }
-        let mut join: Option<String> = None;
+        let mut token: Option<String> = None;
         for i in 0..n {
             let dir = DataDir {
                 root: root.join(format!("node{}", i + 1)),
@@ -90,20 +80,19 @@ impl LocalCluster {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
-            if cluster_key {
-                cmd.arg("--cluster-key").arg(&key);
-            }
             cmd.args(crate::sandbox::local_task_account());
-            if let Some(addr) = &join {
-                cmd.args(["--join", addr]);
+            if let Some(token) = &token {
+                cmd.args(["--join-token", token]);
             }
             let mut child = cmd.spawn().context("cannot start a node process")?;
-            let listen = wait_for_file(&dir.listen_file(), &mut child, &dir.log_file())?;
+            wait_for_file(&dir.listen_file(), &mut child, &dir.log_file())?;
             wait_for_file(&dir.api_file(), &mut child, &dir.log_file())?;
-            if join.is_none() {
-                join = listen.lines().next().map(str::to_string);
+            let node = LocalNode { dir, child };
+            if token.is_none() {
+                let invite = node.client()?.get("/v1/invite")?;
+                token = invite["token"].as_str().map(str::to_string);
             }
-            cluster.nodes.push(LocalNode { dir, child });
+            cluster.nodes.push(node);
         }
         Ok(cluster)
     }

@@ -38,7 +38,11 @@ pub fn run(opts: DemoOpts) -> Result<()> {
         opts.nodes,
         root.display()
     );
-    let cluster = LocalCluster::start(&root, opts.nodes.max(1), 2, false, opts.keep)?;
+    let cluster = LocalCluster::start(&root, opts.nodes.max(1), 2, opts.keep)?;
+    eprintln!(
+        "node1 made a new cluster key ({}); the others joined with its `peerbatch invite` token",
+        cluster.nodes[0].dir.cluster_key_file().display()
+    );
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("waiting for the nodes to find each other");
     spinner.enable_steady_tick(Duration::from_millis(100));
@@ -111,7 +115,11 @@ pub fn run(opts: DemoOpts) -> Result<()> {
     );
     let log = first.get_bytes(&format!("/v1/jobs/{job}/tasks/{pick}/log"))?;
     eprint!("{}", String::from_utf8_lossy(&log));
-    eprintln!("\nTry it on your own machines: `peerbatch node` on each, then `peerbatch run --array 1-100 -- echo {{index}}`.");
+    eprintln!(
+        "\nTry it on your own machines: `peerbatch node` on one, `peerbatch invite` there, \
+         `peerbatch node --join-token TOKEN` on the others, then \
+         `peerbatch run --array 1-100 -- echo {{index}}`."
+    );
     eprintln!("Stopping the demo nodes.");
     Ok(())
 }

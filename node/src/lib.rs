@@ -9,6 +9,7 @@
 //! compiler still reports what nothing uses.
 
 mod api;
+mod api_cluster;
 mod api_files;
 mod api_guard;
 mod api_pools;
@@ -17,6 +18,7 @@ mod availability;
 mod bench;
 mod chunk_server;
 pub mod cli;
+mod cli_cluster;
 mod cli_files;
 mod cli_pool;
 mod cli_schedule;
@@ -30,6 +32,7 @@ mod fetch;
 mod identity;
 pub mod jobfile;
 mod jobprep;
+mod membership;
 pub mod net;
 mod outbox;
 mod paths;

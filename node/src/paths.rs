@@ -97,6 +97,10 @@ impl DataDir {
     pub fn listen_file(&self) -> PathBuf {
         self.root.join("listen")
     }
+    /// The cluster key (0600) a node made or was given by a join token.
+    pub fn cluster_key_file(&self) -> PathBuf {
+        self.root.join("cluster.key")
+    }
     pub fn db_dir(&self) -> PathBuf {
         self.root.join("db")
     }

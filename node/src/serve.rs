@@ -22,7 +22,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use peerbatch_protocol::{Config, Core, Millis};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,9 +48,8 @@ pub struct NodeOpts {
     /// GPUs offered to tasks that ask for them (default: NVIDIA devices found).
     #[arg(long)]
     pub gpus: Option<u32>,
-    /// Pre-shared cluster key (from `peerbatch keygen`); nodes with other keys never talk.
-    #[arg(long)]
-    pub cluster_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: crate::membership::KeyOpts,
     /// Disable mDNS discovery on the LAN.
     #[arg(long)]
     pub no_mdns: bool,
@@ -159,10 +157,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
                 .with_context(|| format!("cannot clear {}", leftover.display()))?;
         }
     }
-    let cluster_key = match &opts.cluster_key {
-        Some(path) => Some(net::read_cluster_key(path)?),
-        None => None,
-    };
+    let membership = crate::membership::choose(&dir, &opts.keys, peer_id)?;
     let parse_addrs = |list: &[String], what: &str| -> Result<Vec<libp2p::Multiaddr>> {
         list.iter()
             .map(|a| {
@@ -174,8 +169,8 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     let (net, net_events) = net::start(NetConfig {
         keypair,
         listen: parse_addrs(&opts.listen, "listen")?,
-        join: parse_addrs(&opts.join, "join")?,
-        cluster_key,
+        join: [parse_addrs(&opts.join, "join")?, membership.join].concat(),
+        cluster_key: membership.key.as_ref().map(|k| k.secret),
         mdns: !opts.no_mdns,
     })
     .await?;
@@ -193,6 +188,12 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         heartbeat_ms: opts.heartbeat_ms,
         lease_ms: opts.lease_ms,
         grace_ms: opts.lease_ms / 5,
+        admins: membership
+            .key
+            .iter()
+            .flat_map(|k| &k.admins)
+            .filter_map(crate::identity::node_of)
+            .collect(),
         ..Config::default()
     };
     let core = Core::new(
@@ -253,7 +254,13 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
             dir: dir.unpack_dir(),
             max_bytes: opts.max_package_size,
         },
-    });
+    })
+    .merge(crate::api_cluster::router(
+        crate::api_cluster::ClusterState {
+            key: membership.key.clone(),
+            listen_file: dir.listen_file(),
+        },
+    ));
     let app = api_guard::guard(routes, api_guard::Token::new(&token));
     tokio::spawn(api_guard::serve(listener, app));
     tracing::info!(

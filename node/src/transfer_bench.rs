@@ -214,7 +214,7 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
         "input: {mib:.0} MiB of random bytes; nodes on loopback with a cluster key, one process each"
     );
 
-    let cluster = LocalCluster::start(&root.join("two"), 2, 1, true, false)?;
+    let cluster = LocalCluster::start(&root.join("two"), 2, 1, false)?;
     cluster.wait_meshed(Duration::from_secs(30))?;
     let clients = clients(&cluster)?;
     let hash_secs = blake3_one_thread(&file)?;
@@ -284,7 +284,7 @@ fn spread(opts: &TransferOpts, root: &Path) -> Result<()> {
     let file = root.join("spread-input");
     random_file(&file, opts.spread_size)?;
     let mib = opts.spread_size as f64 / (1 << 20) as f64;
-    let cluster = LocalCluster::start(&root.join("spread"), n, 1, true, false)?;
+    let cluster = LocalCluster::start(&root.join("spread"), n, 1, false)?;
     cluster.wait_meshed(Duration::from_secs(30))?;
     let clients = clients(&cluster)?;
     let (id, _) = put(&clients[0], &file)?;

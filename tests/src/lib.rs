@@ -21,6 +21,27 @@ pub const FAST: &[&str] = &[
     "400",
 ];
 
+/// `peerbatch node` flags that choose how a node gets its cluster key.
+const KEY_FLAGS: &[&str] = &["--cluster-key", "--join-token", "--insecure-open"];
+
+/// One cluster key shared by the nodes this test process starts with [`Node::start`] or
+/// [`Node::start_with`] (made once by `peerbatch keygen`, so it lists no admins), so that
+/// nodes joined by address or found by mDNS form one cluster, as nodes given one key file do.
+pub fn shared_key() -> &'static Path {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("peerbatch-tests-{}.key", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let out = Command::new(bin())
+            .args(["keygen", "--out"])
+            .arg(&path)
+            .output()
+            .expect("run peerbatch keygen");
+        ok(&out, "keygen");
+        path
+    })
+}
+
 /// Asserts a CLI command succeeded (showing its stderr if not) and returns
 /// its trimmed stdout.
 pub fn ok(out: &Output, what: &str) -> String {
@@ -98,8 +119,21 @@ impl Node {
         Node::start_with(dir, None, &all)
     }
 
-    /// Starts `peerbatch node --data-dir dir ARGS` with nothing added, in `netns`.
+    /// Starts `peerbatch node --data-dir dir ARGS` in `netns`, with the test process's shared
+    /// cluster key ([`shared_key`]) unless `args` choose a key, a token or `--insecure-open`.
     pub fn start_with(dir: &Path, netns: Option<&str>, args: &[&str]) -> Node {
+        let chooses = args.iter().any(|a| KEY_FLAGS.contains(a));
+        let shared = shared_key().to_str().expect("UTF-8 temp path");
+        let key: &[&str] = if chooses {
+            &[]
+        } else {
+            &["--cluster-key", shared]
+        };
+        Node::spawn(dir, netns, &[args, key].concat())
+    }
+
+    /// Starts `peerbatch node --data-dir dir ARGS` with nothing added, in `netns`.
+    pub fn spawn(dir: &Path, netns: Option<&str>, args: &[&str]) -> Node {
         let mut node = Node {
             dir: dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -142,6 +176,11 @@ impl Node {
                 up.then_some(())
             },
         );
+    }
+
+    /// A token to join this node's cluster with (`peerbatch invite`).
+    pub fn invite(&self) -> String {
+        ok(&self.cli(&["invite"]), "invite")
     }
 
     /// The node's first listen address, with its /p2p/ suffix.
@@ -227,7 +266,8 @@ impl Drop for Node {
     }
 }
 
-/// Several nodes, each joining the first.
+/// Several nodes on loopback, each joining the first, with the shared key ([`shared_key`]):
+/// a cluster without admins, so no node may cancel or drain on another's behalf.
 pub struct Cluster {
     pub tmp: tempfile::TempDir,
     pub nodes: Vec<Node>,

@@ -132,7 +132,10 @@ fn a_host_without_the_key_relaying_a_members_own_admission_never_joins() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let key = tmp.path().join("cluster.key");
     keygen(&key);
-    let outsider = Node::start(&tmp.path().join("m"), FAST);
+    let outsider = Node::start(
+        &tmp.path().join("m"),
+        &[FAST, &["--insecure-open"]].concat(),
+    );
 
     // The member dials the relay, as it would a host that answered its mDNS query.
     let mut relay = Relay::bind();

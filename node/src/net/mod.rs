@@ -28,7 +28,7 @@ use tracing::debug;
 
 use event_loop::{Command, EventLoop};
 
-pub use key::{read_cluster_key, write_cluster_key};
+pub use key::{write_cluster_key, ClusterKey, JoinToken, TokenError};
 
 /// Capacity of the event channel returned by [`start`]. When it is full the event loop waits
 /// (events are never dropped), so keep draining it.

@@ -44,7 +44,8 @@ impl Refusal {
     fn advice(self) -> &'static str {
         match self {
             Refusal::ClusterKey => {
-                "it does not hold this node's cluster key; give both the same --cluster-key file"
+                "it does not hold this node's cluster key (or runs open); start it with a token \
+                 from `peerbatch invite` here (--join-token), or give both one --cluster-key file"
             }
             Refusal::Version => {
                 "it speaks none of this node's connection protocols, so it is another peerbatch \
