@@ -12,7 +12,7 @@ use crate::exec::{Attempt, Executor, GangEnv};
 use crate::fetch::Fetcher;
 use crate::identity::{node_of, peer_of};
 use crate::jobprep::JobPrep;
-use crate::net::{Net, NetEvent};
+use crate::net::{self, Net, NetEvent};
 use crate::outbox::Item;
 use crate::pools::{Pools, StartDone};
 use crate::stage::StagedInput;
@@ -23,8 +23,8 @@ use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
 use peerbatch_protocol::gang::GangPlace;
 use peerbatch_protocol::{
-    Action, BlobId, Core, EventId, JobId, Message, Millis, ResolvedTask, Source, TaskRef,
-    TaskResult, TaskState,
+    Action, BlobId, Core, EventId, GossipVerdict, JobId, Message, Millis, ResolvedTask, Source,
+    TaskRef, TaskResult, TaskState,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -359,10 +359,20 @@ impl Driver {
                     self.core.handle_peer_down(now, node);
                 }
             }
-            NetEvent::Gossip { source, data } => {
-                if let Some((node, msg)) = decode_from(&source, &data) {
-                    self.core.handle_gossip(now, node, msg);
-                }
+            NetEvent::Gossip {
+                source,
+                data,
+                ticket,
+            } => {
+                let verdict = match decode_from(&source, &data) {
+                    Some((node, msg)) => match self.core.handle_gossip(now, node, msg) {
+                        GossipVerdict::Accept => net::GossipVerdict::Accept,
+                        GossipVerdict::Reject => net::GossipVerdict::Reject,
+                        GossipVerdict::Ignore => net::GossipVerdict::Ignore,
+                    },
+                    None => net::GossipVerdict::Reject,
+                };
+                self.net.judge_gossip(ticket, verdict);
             }
             NetEvent::Message { from, data } => {
                 if let Some((node, msg)) = decode_from(&from, &data) {

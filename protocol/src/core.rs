@@ -121,6 +121,16 @@ pub enum Action {
     Kill { task: TaskRef, attempt: u32 },
 }
 
+/// What a gossip message was worth, for the gossip layer: pass it on,
+/// drop it and count it against its sender (garbled, forged or refused
+/// events, or a message that is never gossiped), or drop it (nothing new).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GossipVerdict {
+    Accept,
+    Reject,
+    Ignore,
+}
+
 /// Counts of a job's tasks by state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -406,13 +416,30 @@ impl<S: EventStore> Core<S> {
         self.after_input(now);
     }
 
-    /// A message that arrived by gossip, authored by `from`.
-    pub fn handle_gossip(&mut self, now: Millis, from: NodeId, msg: Message) {
+    /// A message that arrived by gossip, authored by `from`, and whether
+    /// the gossip layer should pass it on.
+    pub fn handle_gossip(&mut self, now: Millis, from: NodeId, msg: Message) -> GossipVerdict {
         self.heard(now, from);
-        if let Message::Events { events } = msg {
-            self.receive_events(now, events);
-        }
+        let verdict = match msg {
+            Message::Events { events } => {
+                let rejected = self.stats.events_rejected;
+                let new = self.receive_events(now, events);
+                if self.stats.events_rejected > rejected {
+                    GossipVerdict::Reject
+                } else if new > 0 {
+                    GossipVerdict::Accept
+                } else {
+                    GossipVerdict::Ignore
+                }
+            }
+            Message::Heartbeat => GossipVerdict::Accept,
+            // Anti-entropy is between two nodes, never gossiped.
+            Message::SyncDigest { .. } | Message::SyncIds { .. } | Message::GetEvents { .. } => {
+                GossipVerdict::Reject
+            }
+        };
         self.after_input(now);
+        verdict
     }
 
     /// A message sent directly to this node by `from`.

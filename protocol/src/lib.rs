@@ -29,7 +29,7 @@ pub mod time;
 pub mod validate;
 pub mod wire;
 
-pub use crate::core::{Action, Config, Core, Destination, Transmit};
+pub use crate::core::{Action, Config, Core, Destination, GossipVerdict, Transmit};
 pub use event::{Event, EventBody, Identity, NodeInfo, Outcome, TaskResult};
 pub use files::{Input, PackageUse, Source};
 pub use ids::{BlobId, EventId, JobId, NodeId, TaskRef};

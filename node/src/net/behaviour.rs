@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use libp2p::{
+    connection_limits::{self, ConnectionLimits},
     core::{muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
     dns, gossipsub, identify,
     identity::Keypair,
@@ -40,6 +41,21 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// links between subscribed peerbatch nodes open anyway; the default would close idle links
 /// after seconds).
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Connections to one peer (two dialling each other at once may both stand).
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Incoming connections still in their handshake.
+const MAX_PENDING_INCOMING: u32 = 64;
+/// Established incoming connections, and established connections in all (a
+/// node dials every node the ledger announces, so this bounds the mesh it joins
+/// fully).
+const MAX_ESTABLISHED_INCOMING: u32 = 1_024;
+const MAX_ESTABLISHED: u32 = 2_048;
+/// A publisher whose gossip the node rejects scores this times the square of
+/// its count of rejected messages, a count that decays by 1 % a second: one
+/// rejection puts it below the graylist threshold (-80) for about 11 s
+/// (everything it sends meanwhile is dropped unread), five for about 3 min.
+const INVALID_MESSAGE_WEIGHT: f64 = -100.0;
+const INVALID_MESSAGE_DECAY: f64 = 0.99;
 
 pub(super) type MsgCodec = LengthPrefixed<MSG_MAX_BYTES>;
 pub(super) type FetchCodec = LengthPrefixed<FETCH_MAX_BYTES>;
@@ -51,6 +67,7 @@ pub(super) struct Behaviour {
     pub(super) fetch: request_response::Behaviour<FetchCodec>,
     pub(super) identify: identify::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(super) limits: connection_limits::Behaviour,
 }
 
 /// Build the swarm described by `cfg` (not yet listening or subscribed).
@@ -120,13 +137,19 @@ fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, Ne
         .heartbeat_interval(Duration::from_millis(500))
         .heartbeat_initial_delay(Duration::from_millis(100))
         .flood_publish(true)
+        // Nothing is forwarded before the node's verdict (`Net::judge_gossip`).
+        .validate_messages()
         .build()
         .map_err(|e| NetError::Gossipsub(e.to_string()))?;
-    let gossipsub = gossipsub::Behaviour::new(
+    let mut gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(keypair.clone()),
         gossip_config,
     )
     .map_err(|e| NetError::Gossipsub(e.to_string()))?;
+    let (params, thresholds) = peer_scores();
+    gossipsub
+        .with_peer_score(params, thresholds)
+        .map_err(NetError::Gossipsub)?;
 
     let msg = request_response::Behaviour::new(
         [(MSG_PROTOCOL, ProtocolSupport::Full)],
@@ -163,5 +186,38 @@ fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, Ne
         fetch,
         identify,
         mdns: Toggle::from(mdns),
+        limits: connection_limits::Behaviour::new(connection_limits()),
     })
+}
+
+fn connection_limits() -> ConnectionLimits {
+    ConnectionLimits::default()
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+        .with_max_established(Some(MAX_ESTABLISHED))
+}
+
+/// Peer scoring that counts only rejected messages on the ledger topic:
+/// the other parts reward mesh behaviour that a quiet LAN mesh does not
+/// show, and many nodes of one host (a test cluster) share an IP.
+fn peer_scores() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
+        invalid_message_deliveries_decay: INVALID_MESSAGE_DECAY,
+        ..Default::default()
+    };
+    let mut params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    params
+        .topics
+        .insert(gossipsub::IdentTopic::new(GOSSIP_TOPIC).hash(), topic);
+    (params, gossipsub::PeerScoreThresholds::default())
 }

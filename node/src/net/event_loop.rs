@@ -27,7 +27,7 @@ use super::{
     behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL},
     redial::PeerBook,
     refusals::{error_chain, Refusals},
-    FetchReply, NetError, NetEvent,
+    FetchReply, GossipTicket, GossipVerdict, NetError, NetEvent,
 };
 
 /// How often the redial schedule is checked (the schedule itself backs off from ~2 s).
@@ -61,6 +61,12 @@ pub(super) enum Command {
     /// The Swarm's connected peers (fetches widen their search with these).
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    /// The node's verdict on a gossip message: forward it, or not, and
+    /// whether its sender is penalised.
+    JudgeGossip {
+        ticket: GossipTicket,
+        verdict: GossipVerdict,
     },
 }
 
@@ -211,6 +217,17 @@ impl EventLoop {
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
+            Command::JudgeGossip { ticket, verdict } => {
+                let acceptance = match verdict {
+                    GossipVerdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    GossipVerdict::Reject => gossipsub::MessageAcceptance::Reject,
+                    GossipVerdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&ticket.id, &ticket.via, acceptance);
+            }
         }
     }
 
@@ -314,22 +331,31 @@ impl EventLoop {
         match event {
             gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             } => {
-                if message.topic != self.topic {
-                    debug!(topic = %message.topic, "gossip on an unexpected topic ignored");
-                    return ControlFlow::Continue(());
-                }
-                let Some(source) = message.source else {
-                    // Strict validation rejects unsigned messages, so this should not happen.
-                    debug!(via = %propagation_source, "unsigned gossip ignored");
-                    return ControlFlow::Continue(());
+                let ticket = GossipTicket {
+                    id: message_id,
+                    via: propagation_source,
+                };
+                let source = match message.source {
+                    Some(source) if message.topic == self.topic => source,
+                    // Strict validation rejects unsigned messages; nothing
+                    // else is published on other topics.
+                    _ => {
+                        debug!(via = %propagation_source, topic = %message.topic, "unsigned or off-topic gossip rejected");
+                        self.handle_command(Command::JudgeGossip {
+                            ticket,
+                            verdict: GossipVerdict::Reject,
+                        });
+                        return ControlFlow::Continue(());
+                    }
                 };
                 return self
                     .emit(NetEvent::Gossip {
                         source,
                         data: message.data,
+                        ticket,
                     })
                     .await;
             }

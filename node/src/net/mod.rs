@@ -14,6 +14,8 @@ mod cluster;
 pub mod codec;
 mod event_loop;
 mod key;
+#[cfg(test)]
+mod limits_tests;
 mod redial;
 mod refusals;
 #[cfg(test)]
@@ -60,8 +62,13 @@ pub enum NetEvent {
     PeerConnected(PeerId),
     /// The last connection to this peer has been closed.
     PeerDisconnected(PeerId),
-    /// A gossip message on our topic; `source` is its original (signing) author.
-    Gossip { source: PeerId, data: Vec<u8> },
+    /// A gossip message on our topic; `source` is its original (signing) author. It is not
+    /// forwarded to other peers until the node passes `ticket` to [`Net::judge_gossip`].
+    Gossip {
+        source: PeerId,
+        data: Vec<u8>,
+        ticket: GossipTicket,
+    },
     /// A one-way direct message. The sender has already been sent its acknowledgement.
     Message { from: PeerId, data: Vec<u8> },
     /// A request that wants a response: answer it with [`Net::respond`]. Dropping `reply`
@@ -71,6 +78,24 @@ pub enum NetEvent {
         data: Vec<u8>,
         reply: FetchReply,
     },
+}
+
+/// Which gossip message a verdict is about, and the peer that sent it to us.
+#[derive(Debug, Clone)]
+pub struct GossipTicket {
+    id: libp2p::gossipsub::MessageId,
+    via: PeerId,
+}
+
+/// What the node makes of a gossip message (see [`Net::judge_gossip`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GossipVerdict {
+    /// Valid and new: forward it.
+    Accept,
+    /// Invalid: drop it and penalise the peer that sent it (peer scoring).
+    Reject,
+    /// Valid but of no use (nothing new): drop it without penalty.
+    Ignore,
 }
 
 /// The way back to the peer that sent a [`NetEvent::Fetch`]; pass it to [`Net::respond`].
@@ -162,6 +187,12 @@ impl Net {
             reply: tx,
         });
         rx.await.map_err(|_| NetError::Closed)?
+    }
+
+    /// Report the node's verdict on a [`NetEvent::Gossip`]: only accepted messages are
+    /// forwarded, and rejected ones count against the peer that sent them.
+    pub fn judge_gossip(&self, ticket: GossipTicket, verdict: GossipVerdict) {
+        self.command(Command::JudgeGossip { ticket, verdict });
     }
 
     /// Answer a [`NetEvent::Fetch`]. If the requester has gone away this is logged and ignored.

@@ -12,7 +12,7 @@ use super::{start, Net, NetConfig, NetEvent};
 /// Generous upper bound for anything that should happen "soon".
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn config(
+pub(super) fn config(
     keypair: Keypair,
     listen: &str,
     join: Vec<Multiaddr>,
@@ -27,7 +27,10 @@ fn config(
     }
 }
 
-async fn node(join: Vec<Multiaddr>, key: Option<[u8; 32]>) -> (Net, mpsc::Receiver<NetEvent>) {
+pub(super) async fn node(
+    join: Vec<Multiaddr>,
+    key: Option<[u8; 32]>,
+) -> (Net, mpsc::Receiver<NetEvent>) {
     start(config(
         Keypair::generate_ed25519(),
         "/ip4/127.0.0.1/tcp/0",
@@ -67,7 +70,7 @@ async fn wait_for<T>(
     }
 }
 
-async fn listen_addr(rx: &mut mpsc::Receiver<NetEvent>) -> Multiaddr {
+pub(super) async fn listen_addr(rx: &mut mpsc::Receiver<NetEvent>) -> Multiaddr {
     wait_for(rx, "listen address", |e| match e {
         NetEvent::Listening(addr) => Some(addr),
         _ => None,
@@ -92,7 +95,7 @@ async fn gossip_until_received(
     for attempt in 0..80 {
         from.publish(format!("gossip #{attempt}").into_bytes());
         let got = wait_for_within(to_rx, Duration::from_millis(250), |e| match e {
-            NetEvent::Gossip { source, data } => Some((source, data)),
+            NetEvent::Gossip { source, data, .. } => Some((source, data)),
             _ => None,
         })
         .await;
