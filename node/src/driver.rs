@@ -7,6 +7,7 @@
 //! (only the core does).
 
 use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts};
+use crate::budget::{Budgets, CHUNK_BURST, CHUNK_RATE, DEFAULT_SYNC_RATE, SYNC_BURST_SECONDS};
 use crate::chunk_server::ChunkServer;
 use crate::exec::{Attempt, Executor, GangEnv};
 use crate::fetch::Fetcher;
@@ -21,19 +22,26 @@ use crate::store::ledger::LedgerStore;
 use crate::store::reclaim::{ledger_pins, Reclaimer};
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
+use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::gang::GangPlace;
 use peerbatch_protocol::{
-    Action, BlobId, Core, EventId, GossipVerdict, JobId, Message, Millis, ResolvedTask, Source,
-    TaskRef, TaskResult, TaskState,
+    Action, BlobId, Core, EventId, GossipVerdict, JobId, Message, Millis, NodeId, ResolvedTask,
+    Source, TaskRef, TaskResult, TaskState,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 /// Fetch requests answered at once (each may hold a 16 MiB batch).
 const SERVING: usize = 4;
+
+/// Bytes handed to the outbox and not yet written or sent past which the
+/// driver stops taking network input (the network then stops reading from
+/// peers), so a slow disk or a flood cannot grow the queue without bound.
+const OUTBOX_LIMIT: usize = 64 << 20;
 
 /// How often schedules are checked for a due occurrence.
 const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
@@ -63,6 +71,12 @@ pub struct Driver {
     kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
     listening: Vec<Multiaddr>,
     outbox: mpsc::UnboundedSender<Item>,
+    /// Bytes queued in the outbox (it subtracts what it is done with).
+    outbox_bytes: Arc<AtomicUsize>,
+    /// What each peer's sync requests made this node send.
+    sync_budget: Budgets<NodeId>,
+    /// What each peer's fetch requests made this node send.
+    chunk_budget: Arc<Mutex<Budgets<PeerId>>>,
     /// Why the ledger cannot be written right now, if it cannot.
     pub storage: watch::Receiver<Option<String>>,
     pub reclaimer: Option<Reclaimer>,
@@ -87,7 +101,7 @@ impl Driver {
         listen_file: PathBuf,
         clock: Instant,
     ) -> Driver {
-        let (outbox, storage) = crate::outbox::spawn(store.clone(), net.clone());
+        let (outbox, outbox_bytes, storage) = crate::outbox::spawn(store.clone(), net.clone());
         let blobs = fetcher.store().clone();
         let chunks = ChunkServer::new(blobs.clone(), fetcher.stats.clone(), fetcher.spread.clone());
         Driver {
@@ -102,6 +116,9 @@ impl Driver {
             kills: HashMap::new(),
             listening: Vec::new(),
             outbox,
+            outbox_bytes,
+            sync_budget: Budgets::new(DEFAULT_SYNC_RATE, SYNC_BURST_SECONDS * DEFAULT_SYNC_RATE),
+            chunk_budget: Arc::new(Mutex::new(Budgets::new(CHUNK_RATE, CHUNK_BURST))),
             storage,
             reclaimer: None,
             policy: PolicyOpts::default(),
@@ -112,6 +129,12 @@ impl Driver {
             serving: Arc::new(Semaphore::new(SERVING)),
             chunks,
         }
+    }
+
+    /// Answers each peer's sync requests with at most `rate` bytes a second.
+    pub fn with_sync_rate(mut self, rate: u64) -> Driver {
+        self.sync_budget = Budgets::new(rate, SYNC_BURST_SECONDS * rate);
+        self
     }
 
     /// Offers slots only as `policy` allows.
@@ -275,7 +298,7 @@ impl Driver {
                 }
             };
             tokio::select! {
-                Some(event) = net_events.recv() => {
+                Some(event) = net_events.recv(), if self.outbox_has_room() => {
                     self.on_net(event);
                     for _ in 0..256 {
                         match net_events.try_recv() {
@@ -375,21 +398,42 @@ impl Driver {
                 self.net.judge_gossip(ticket, verdict);
             }
             NetEvent::Message { from, data } => {
-                if let Some((node, msg)) = decode_from(&from, &data) {
-                    self.core.handle_message(now, node, msg);
+                let Some((node, msg)) = decode_from(&from, &data) else {
+                    return;
+                };
+                let asks = matches!(
+                    msg,
+                    Message::SyncDigest { .. }
+                        | Message::SyncIds { .. }
+                        | Message::GetEvents { .. }
+                );
+                if asks && !self.sync_budget.wait(&node, Instant::now()).is_zero() {
+                    // It asks again next round, once its budget allows.
+                    tracing::debug!("sync request from {from} dropped: past its byte budget");
+                    return;
+                }
+                self.core.handle_message(now, node, msg);
+                if asks {
+                    // Charge the answer now, before the next request is judged.
+                    self.pump();
                 }
             }
             NetEvent::Fetch { from, data, reply } => {
                 // Reading chunks is disk IO: keep it off the driver. A
                 // bounded number at once bounds the memory that requests
                 // for batches (up to 16 MiB each) can make us hold.
+                // A peer past its byte budget waits (its requests only).
                 let (server, net) = (self.chunks.clone(), self.net.clone());
-                let serving = self.serving.clone();
+                let (serving, budget) = (self.serving.clone(), self.chunk_budget.clone());
                 tokio::spawn(async move {
+                    let wait = lock(&budget).wait(&from, Instant::now());
+                    tokio::time::sleep(wait).await;
                     // Never closed, so acquiring cannot fail.
                     let permit = serving.acquire_owned().await.ok();
                     tokio::task::spawn_blocking(move || {
-                        net.respond(reply, server.answer(&from, &data));
+                        let answer = server.answer(&from, &data);
+                        lock(&budget).charge(&from, answer.len(), Instant::now());
+                        net.respond(reply, answer);
                         drop(permit);
                     });
                 });
@@ -438,6 +482,10 @@ impl Driver {
             self.outbox(Item::Persist(persists));
         }
         while let Some(t) = self.core.poll_transmit() {
+            if let Destination::Peer(node) = &t.to {
+                let bytes = crate::outbox::wire_size(&t.msg);
+                self.sync_budget.charge(node, bytes, Instant::now());
+            }
             self.outbox(Item::Transmit(t));
         }
         while let Some(action) = self.core.poll_action() {
@@ -507,9 +555,14 @@ impl Driver {
     }
 
     fn outbox(&self, item: Item) {
+        self.outbox_bytes.fetch_add(item.size(), Relaxed);
         if self.outbox.send(item).is_err() {
             tracing::error!("the outbox has stopped; dropping output");
         }
+    }
+
+    fn outbox_has_room(&self) -> bool {
+        self.outbox_bytes.load(Relaxed) < OUTBOX_LIMIT
     }
 
     /// Answers `reply` with how many peers acknowledged holding event `id`
@@ -586,6 +639,10 @@ impl Driver {
             )),
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn decode_from(peer: &PeerId, data: &[u8]) -> Option<(peerbatch_protocol::NodeId, Message)> {

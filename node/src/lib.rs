@@ -16,6 +16,7 @@ mod api_pools;
 mod api_schedules;
 mod availability;
 mod bench;
+mod budget;
 mod chunk_server;
 pub mod cli;
 mod cli_cluster;

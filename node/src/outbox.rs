@@ -13,6 +13,8 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::{codec, EventId, EventStore, Message, Transmit};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -30,19 +32,50 @@ pub enum Item {
     },
 }
 
+impl Item {
+    /// Bytes it holds, as the driver counts the outbox's load.
+    pub fn size(&self) -> usize {
+        match self {
+            Item::Persist(events) => events.iter().map(|(_, bytes)| bytes.len()).sum(),
+            Item::Transmit(t) => wire_size(&t.msg),
+            Item::Replicate { .. } => 0,
+        }
+    }
+}
+
+/// About the bytes `msg` takes encoded, without encoding it: the events or
+/// ids it carries (what budgets and the outbox's load count).
+pub fn wire_size(msg: &Message) -> usize {
+    match msg {
+        Message::Events { events } => events.iter().map(|e| e.len() + 8).sum(),
+        Message::SyncIds { buckets, .. } => buckets.iter().map(|(_, ids)| 9 + 32 * ids.len()).sum(),
+        Message::GetEvents { ids } => 32 * ids.len(),
+        Message::SyncDigest { .. } => 12 * peerbatch_protocol::sync::BUCKETS,
+        Message::Heartbeat => 1,
+    }
+}
+
 /// How long to wait before writing again after the disk refused a write.
 const RETRY_WRITE: Duration = Duration::from_secs(1);
 
-/// Starts the outbox. The watch carries why the ledger cannot be written
-/// (`None` while it can): the driver stops claiming meanwhile.
+/// Starts the outbox. The counter holds the bytes of items queued and not
+/// yet carried out (the sender adds [`Item::size`], the outbox subtracts
+/// it), by which the driver holds back input; the watch carries why the
+/// ledger cannot be written (`None` while it can): the driver stops
+/// claiming meanwhile.
 pub fn spawn(
     store: LedgerStore,
     net: Net,
-) -> (mpsc::UnboundedSender<Item>, watch::Receiver<Option<String>>) {
+) -> (
+    mpsc::UnboundedSender<Item>,
+    Arc<AtomicUsize>,
+    watch::Receiver<Option<String>>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (health_tx, health_rx) = watch::channel(None);
-    tokio::spawn(run(store, net, rx, health_tx));
-    (tx, health_rx)
+    let queued = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(run(store, net, rx, queued.clone(), health_tx));
+    (tx, queued, health_rx)
 }
 
 /// Writes and flushes persists in arrival order, then carries out what
@@ -54,6 +87,7 @@ async fn run(
     store: LedgerStore,
     net: Net,
     mut rx: mpsc::UnboundedReceiver<Item>,
+    queued: Arc<AtomicUsize>,
     health: watch::Sender<Option<String>>,
 ) {
     let mut pending: Vec<Item> = Vec::new();
@@ -113,6 +147,7 @@ async fn run(
         }
         inserted = 0;
         for item in pending.drain(..) {
+            queued.fetch_sub(item.size(), Relaxed);
             match item {
                 Item::Persist(_) => {}
                 Item::Transmit(t) => send(&net, t),

@@ -58,6 +58,11 @@ pub struct NodeOpts {
     /// within their job's retention are always kept.
     #[arg(long, value_parser = crate::store::reclaim::parse_size)]
     pub store_limit: Option<u64>,
+    /// Bytes a second of sync replies one peer may make this node send
+    /// (e.g. 16MiB; four seconds' worth at once); its sync requests past
+    /// that are dropped, and it asks again in a later round.
+    #[arg(long, value_parser = crate::store::reclaim::parse_size, default_value = "16MiB")]
+    pub sync_rate: u64,
     #[command(flatten)]
     pub policy: crate::availability::PolicyOpts,
     #[command(flatten)]
@@ -294,6 +299,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
     driver
         .with_reclaimer(reclaimer)
+        .with_sync_rate(opts.sync_rate)
         .with_policy(opts.policy.clone())
         .with_side_work(pools, start_rx, jobprep)
         .run(net_events, requests_rx, exited_rx, shutdown_rx)
