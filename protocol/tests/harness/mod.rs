@@ -125,7 +125,9 @@ impl Node {
 pub fn deliver(now: u64, from: &Node, sent: &[Transmit], to: &mut Node) -> Vec<Transmit> {
     for t in sent {
         match &t.to {
-            Destination::Gossip => to.core.handle_gossip(Millis(now), from.id(), t.msg.clone()),
+            Destination::Gossip => {
+                to.core.handle_gossip(Millis(now), from.id(), t.msg.clone());
+            }
             Destination::Peer(p) if *p == to.id() => {
                 to.core
                     .handle_message(Millis(now), from.id(), t.msg.clone())
