@@ -324,7 +324,7 @@ impl Sandbox {
             append(run.stderr, &mark);
         }
         if let Some(c) = cgroup {
-            c.remove().await;
+            c.remove();
         }
         ran
     }
@@ -353,11 +353,16 @@ impl Sandbox {
             writers[0].as_raw_fd(),
             writers[1].as_raw_fd(),
         ];
-        let pid = self.spawn(run, cgroup, stdio);
+        let pid = {
+            // Held across the spawn so that a sweep never takes it for an orphan.
+            let mut running = self.lock_running();
+            let pid = self.spawn(run, cgroup, stdio);
+            if let Ok(pid) = pid {
+                running.insert(pid);
+            }
+            pid
+        };
         drop(writers);
-        if let Ok(pid) = pid {
-            self.lock_running().insert(pid);
-        }
         let readers: [_; 2] = readers.try_into().map_err(|_| "two readers".to_string())?;
         match pid {
             Ok(pid) => Ok((pid, readers)),
@@ -424,13 +429,12 @@ impl Sandbox {
         pid: i32,
         status: Result<std::io::Result<std::process::ExitStatus>, tokio::task::JoinError>,
     ) -> Outcome {
-        let running: BTreeSet<i32> = {
+        {
             let mut running = self.lock_running();
             running.remove(&pid);
-            running.clone()
-        };
-        if self.cgroups.is_none() {
-            sweep_orphans(&running);
+            if self.cgroups.is_none() {
+                sweep_orphans(&running);
+            }
         }
         match status {
             Ok(Ok(s)) => match (s.code(), s.signal()) {
@@ -562,34 +566,25 @@ fn kill_tree(pid: i32, cgroup: Option<&Path>) {
 
 /// Kills and reaps the node's children that are no running command's own
 /// (without cgroups, a task's processes that left its process group come
-/// back to the node, which is their child subreaper).
+/// back to the node, which is their child subreaper; the kernel hands them
+/// to the main thread, whose children are only such orphans).
 fn sweep_orphans(running: &BTreeSet<i32>) {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    let Ok(items) = fs::read_dir("/proc") else {
-        return;
-    };
-    for item in items.flatten() {
-        let Some(pid) = item
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let stat = fs::read_to_string(item.path().join("stat")).unwrap_or_default();
+    let children = fs::read_to_string(format!("/proc/self/task/{me}/children")).unwrap_or_default();
+    for pid in children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the command name: state, ppid, pgrp.
-        let fields: Vec<&str> = stat
+        let pgrp = stat
             .rsplit_once(')')
-            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-        let (ppid, pgrp) = match (fields.get(1), fields.get(2)) {
-            (Some(p), Some(g)) => (p.parse().unwrap_or(0), g.parse().unwrap_or(0)),
-            _ => continue,
-        };
-        if ppid != me || running.contains(&pid) || running.contains(&pgrp) {
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
+        if running.contains(&pid) || pgrp.is_some_and(|g| running.contains(&g)) {
             continue;
         }
-        // SAFETY: `pid` is our own child (its parent is this process), not reaped.
+        // SAFETY: `pid` is our own child, not reaped.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }
@@ -612,8 +607,9 @@ struct TaskCgroup {
 }
 
 impl Cgroups {
-    /// `peerbatch-PID` under the node's own cgroup, if cgroup v2 is mounted
-    /// and the node may make cgroups there; stale ones of dead nodes are removed.
+    /// `peerbatch-PID` under the node's own cgroup, if cgroup v2 is mounted,
+    /// the node may make cgroups there and the memory or pids controller
+    /// can be enabled for them; stale ones of dead nodes are removed.
     fn create() -> Option<Cgroups> {
         let mount = cgroup2_mount()?;
         let own = fs::read_to_string("/proc/self/cgroup").ok()?;
@@ -628,6 +624,13 @@ impl Cgroups {
             let _ = fs::write(root.join("cgroup.subtree_control"), controller);
         }
         let enabled = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+        if !enabled.contains("memory") && !enabled.contains("pids") {
+            // Without a controller to enforce, a cgroup would only cost
+            // each task a migration (an RCU grace period in the kernel);
+            // the process group and the subreaper sweep do the killing.
+            let _ = fs::remove_dir(&root);
+            return None;
+        }
         Some(Cgroups {
             root,
             next: AtomicU64::new(0),
@@ -668,16 +671,23 @@ impl Cgroups {
 }
 
 impl TaskCgroup {
-    /// Removes the cgroup once its killed processes are gone.
-    async fn remove(self) {
-        for _ in 0..200 {
-            if fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            Cgroups::kill(&self.dir);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    /// Removes the cgroup once its killed processes are gone: at once if
+    /// they are, else in the background, so the command's slot is not
+    /// held while the kernel finishes them off.
+    fn remove(self) {
+        if fs::remove_dir(&self.dir).is_ok() {
+            return;
         }
-        tracing::warn!("cannot remove cgroup {}", self.dir.display());
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if fs::remove_dir(&self.dir).is_ok() {
+                    return;
+                }
+                Cgroups::kill(&self.dir);
+            }
+            tracing::warn!("cannot remove cgroup {}", self.dir.display());
+        });
     }
 }
 
