@@ -183,10 +183,16 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 return fail(3);
             }
         }
+        // Raw system calls, not libc's wrappers: glibc's setgroups, setgid
+        // and setuid change every thread of the process (`__nptl_setxid`,
+        // which takes its thread-list lock and signals each thread), and
+        // this child shares the node's memory and so its thread list. The
+        // kernel keeps credentials per thread, so the raw calls change only
+        // this child's.
         if let Some((uid, gid)) = s.user {
-            if libc::setgroups(0, std::ptr::null()) < 0
-                || libc::setgid(gid) < 0
-                || libc::setuid(uid) < 0
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+                || libc::syscall(libc::SYS_setgid, gid) < 0
+                || libc::syscall(libc::SYS_setuid, uid) < 0
             {
                 return fail(4);
             }
