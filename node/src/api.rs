@@ -346,7 +346,7 @@ async fn submit(State(s): State<ApiState>, Json(spec): Json<JobSpec>) -> ApiResu
     let (tx, rx) = oneshot::channel();
     let (job, peers) = ask(&s, move |d| {
         let now = d.now();
-        let wall = crate::driver::wall_ms();
+        let wall = crate::wallclock::wall_ms();
         let (job, event) = d
             .core
             .submit(now, spec, wall)
@@ -453,7 +453,7 @@ async fn drain_node(
         let now = d.now();
         if !d
             .core
-            .request_drain(now, target, body.drain, crate::driver::wall_ms())
+            .request_drain(now, target, body.drain, crate::wallclock::wall_ms())
         {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,

@@ -219,7 +219,7 @@ pub async fn add_package(
     let (name, version) = (body.name, body.version);
     let added = ask(&s, move |d| {
         let now = d.now();
-        let wall = crate::driver::wall_ms();
+        let wall = crate::wallclock::wall_ms();
         let added = d.core.add_package(now, &name, &version, blob, wall);
         added.map(|event| (name, version, event.is_some()))
     })

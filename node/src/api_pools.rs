@@ -21,7 +21,7 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     ask(&s, |d| {
         let ledger = d.core.ledger();
         let list = ledger
-            .pools(crate::driver::wall_ms())
+            .pools(crate::wallclock::wall_ms())
             .map(|p| {
                 let members: Vec<Value> = ledger
                     .nodes()
@@ -84,7 +84,7 @@ pub async fn define(
                 &body.name,
                 Command::Shell(body.start_task),
                 body.wait_for_success,
-                crate::driver::wall_ms(),
+                crate::wallclock::wall_ms(),
             )
             .map_err(bad_request)?;
         Ok(Json(json!({ "name": body.name })))
@@ -108,7 +108,7 @@ pub async fn logs(
     let found = ask(&s, move |d| {
         let ledger = d.core.ledger();
         let p = ledger
-            .pools(crate::driver::wall_ms())
+            .pools(crate::wallclock::wall_ms())
             .find(|p| p.name == pool)
             .ok_or_else(|| not_found(format!("no pool {pool:?}")))?;
         let id = ledger

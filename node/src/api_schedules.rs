@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     ask(&s, |d| {
         let ledger = d.core.ledger();
-        let wall = crate::driver::wall_ms();
+        let wall = crate::wallclock::wall_ms();
         let list = ledger
             .schedules(wall)
             .map(|sc| {
@@ -52,7 +52,7 @@ pub async fn add(State(s): State<ApiState>, Json(body): Json<AddBody>) -> ApiRes
     let recurrence = match (body.every_ms, body.cron) {
         (Some(ms), None) if ms >= 1000 => Recurrence::Every {
             ms,
-            start_ms: crate::driver::wall_ms(),
+            start_ms: crate::wallclock::wall_ms(),
         },
         (Some(_), None) => {
             return Err(bad_request("a schedule fires at most once a second".into()))
@@ -68,7 +68,13 @@ pub async fn add(State(s): State<ApiState>, Json(body): Json<AddBody>) -> ApiRes
     ask(&s, move |d| {
         let now = d.now();
         d.core
-            .add_schedule(now, &name, recurrence, template, crate::driver::wall_ms())
+            .add_schedule(
+                now,
+                &name,
+                recurrence,
+                template,
+                crate::wallclock::wall_ms(),
+            )
             .map_err(bad_request)?;
         Ok(Json(json!({ "name": name })))
     })
@@ -78,7 +84,7 @@ pub async fn add(State(s): State<ApiState>, Json(body): Json<AddBody>) -> ApiRes
 pub async fn remove(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     ask(&s, move |d| {
         let now = d.now();
-        if d.core.remove_schedule(now, &name, crate::driver::wall_ms()) {
+        if d.core.remove_schedule(now, &name, crate::wallclock::wall_ms()) {
             Ok(Json(json!({ "name": name, "removed": true })))
         } else {
             Err(not_found(format!(

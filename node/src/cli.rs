@@ -17,10 +17,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Bad input from the user: exit status 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+pub use crate::bad_input::BadInput;
 
 #[derive(Parser)]
 #[command(

@@ -20,6 +20,7 @@ use crate::stage::StagedInput;
 use crate::store::blobs::BlobStore;
 use crate::store::ledger::LedgerStore;
 use crate::store::reclaim::{ledger_pins, Reclaimer};
+use crate::wallclock::wall_ms;
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
 use peerbatch_protocol::core::Destination;
@@ -45,13 +46,6 @@ const OUTBOX_LIMIT: usize = 64 << 20;
 
 /// How often schedules are checked for a due occurrence.
 const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
-
-/// Wall-clock time in ms since the Unix epoch.
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_millis() as u64)
-}
 
 /// How often the chunk store is checked against `--store-limit`.
 const RECLAIM_EVERY: Duration = Duration::from_secs(2);

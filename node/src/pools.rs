@@ -62,7 +62,7 @@ impl Pools {
         let me = core.node_id();
         let ledger = core.ledger();
         let mut withheld = Vec::new();
-        let wall = crate::driver::wall_ms();
+        let wall = crate::wallclock::wall_ms();
         let mine: Vec<_> = ledger
             .pools(wall)
             .filter(|p| self.member_of(&p.name))

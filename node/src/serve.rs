@@ -137,11 +137,14 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     // Before anything else touches the dir: a second node must not move
     // the first one's database aside or delete its files.
     let _lock = dir.lock().map_err(|e| match e {
-        paths::LockError::Held { .. } => anyhow::Error::new(crate::cli::BadInput(e.to_string())),
+        paths::LockError::Held { .. } => {
+            anyhow::Error::new(crate::bad_input::BadInput(e.to_string()))
+        }
         other => other.into(),
     })?;
     // Before anything is started: a bad account is the user's to fix (exit 2).
-    crate::sandbox::task_user(&opts.sandbox).map_err(|e| crate::cli::BadInput(e.to_string()))?;
+    crate::sandbox::task_user(&opts.sandbox)
+        .map_err(|e| crate::bad_input::BadInput(e.to_string()))?;
     let clock = Instant::now();
     let seed = paths::load_or_create_seed(&dir)?;
     let (keypair, identity) = crate::identity::from_seed(seed)?;

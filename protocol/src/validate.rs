@@ -28,8 +28,8 @@ pub const MAX_ADDRS: usize = 64;
 pub const MAX_ADDR_BYTES: usize = 1_024;
 /// Longest version string, cron expression or command of a pool.
 pub const MAX_SHORT_TEXT: usize = 1_024;
-/// Most hosts a gang invite names.
-pub const MAX_GANG_HOSTS: usize = 4_096;
+/// Most hosts a gang invite names: one per instance of a task.
+pub const MAX_GANG_HOSTS: usize = crate::job::MAX_INSTANCES;
 
 /// Why an event may not enter the ledger.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
