@@ -293,10 +293,10 @@ impl Driver {
             };
             tokio::select! {
                 Some(event) = net_events.recv(), if self.outbox_has_room() => {
-                    self.on_net(event);
+                    self.on_net(event).await;
                     for _ in 0..256 {
                         match net_events.try_recv() {
-                            Ok(event) => self.on_net(event),
+                            Ok(event) => self.on_net(event).await,
                             Err(_) => break,
                         }
                     }
@@ -313,7 +313,7 @@ impl Driver {
                     self.core.handle_timeout(now);
                 }
                 _ = dial_tick.tick() => {
-                    self.dial_known_nodes();
+                    self.dial_known_nodes().await;
                     self.availability_tick();
                     self.job_deadlines();
                     self.side_work_tick();
@@ -348,7 +348,10 @@ impl Driver {
         self.core.task_exited(now, done);
     }
 
-    fn on_net(&mut self, event: NetEvent) {
+    /// Takes in one network event. Awaits only room in the network's
+    /// command channel, which its event loop keeps draining even while it
+    /// waits for room in the event channel (see `net`).
+    async fn on_net(&mut self, event: NetEvent) {
         let now = self.now();
         match event {
             NetEvent::Listening(addr) => {
@@ -389,7 +392,7 @@ impl Driver {
                     },
                     None => net::GossipVerdict::Reject,
                 };
-                self.net.judge_gossip(ticket, verdict);
+                self.net.judge_gossip(ticket, verdict).await;
             }
             NetEvent::Message { from, data } => {
                 let Some((node, msg)) = decode_from(&from, &data) else {
@@ -424,12 +427,17 @@ impl Driver {
                     tokio::time::sleep(wait).await;
                     // Never closed, so acquiring cannot fail.
                     let permit = serving.acquire_owned().await.ok();
-                    tokio::task::spawn_blocking(move || {
+                    let answered = tokio::task::spawn_blocking(move || {
                         let answer = server.answer(&from, &data);
                         lock(&budget).charge(&from, answer.len(), Instant::now());
-                        net.respond(reply, answer);
-                        drop(permit);
-                    });
+                        answer
+                    })
+                    .await;
+                    match answered {
+                        Ok(answer) => net.respond(reply, answer).await,
+                        Err(e) => tracing::error!("answering a fetch from {from} failed: {e}"),
+                    }
+                    drop(permit);
                 });
             }
         }
@@ -447,7 +455,7 @@ impl Driver {
 
     /// Dials nodes the ledger knows (their announced addresses) that we are
     /// not connected to: peer exchange through the ledger.
-    fn dial_known_nodes(&mut self) {
+    async fn dial_known_nodes(&mut self) {
         let me = self.core.node_id();
         let peers = self.core.peers();
         let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
@@ -461,7 +469,7 @@ impl Driver {
             })
             .collect();
         for (peer, addrs) in targets {
-            self.net.dial(peer, addrs);
+            self.net.dial(peer, addrs).await;
         }
     }
 

@@ -150,7 +150,7 @@ async fn run(
             queued.fetch_sub(item.size(), Relaxed);
             match item {
                 Item::Persist(_) => {}
-                Item::Transmit(t) => send(&net, t),
+                Item::Transmit(t) => send(&net, t).await,
                 Item::Replicate {
                     event,
                     peers,
@@ -161,13 +161,13 @@ async fn run(
     }
 }
 
-fn send(net: &Net, t: Transmit) {
+async fn send(net: &Net, t: Transmit) {
     let bytes = codec::encode(&t.msg);
     match t.to {
-        Destination::Gossip => net.publish(bytes),
+        Destination::Gossip => net.publish(bytes).await,
         Destination::Peer(node) => {
             if let Some(peer) = peer_of(&node) {
-                net.send(peer, bytes);
+                net.send(peer, bytes).await;
             }
         }
     }

@@ -97,7 +97,7 @@ async fn a_peer_flooding_get_events_is_answered_only_within_its_byte_budget() {
     };
     let mut ids: Vec<EventId> = Vec::new();
     for _ in 0..100 {
-        peer.send(target, codec::encode(&empty));
+        peer.send(target, codec::encode(&empty)).await;
         let reply = next_message(&mut rx, Duration::from_millis(300)).await;
         if let Some(Message::SyncIds { buckets, .. }) = reply {
             ids = buckets.into_iter().flat_map(|(_, ids)| ids).collect();
@@ -110,7 +110,7 @@ async fn a_peer_flooding_get_events_is_answered_only_within_its_byte_budget() {
     // 300 requests for everything: ~300 MiB if each were answered.
     let flood = codec::encode(&Message::GetEvents { ids });
     for _ in 0..300 {
-        peer.send(target, flood.clone());
+        peer.send(target, flood.clone()).await;
     }
     let received = events_received(&mut rx).await;
     assert!(

@@ -72,7 +72,7 @@ pub(super) enum Command {
 
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     topic: gossipsub::TopicHash,
     pending_acks: HashMap<OutboundRequestId, oneshot::Sender<Result<(), NetError>>>,
@@ -84,7 +84,7 @@ pub(super) struct EventLoop {
 impl EventLoop {
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
-        commands: mpsc::UnboundedReceiver<Command>,
+        commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetEvent>,
         topic: gossipsub::TopicHash,
         join: &[Multiaddr],
@@ -134,8 +134,10 @@ impl EventLoop {
     }
 
     /// Hand an event to the node, waiting for room in the channel (events are never dropped).
-    /// Commands keep being served meanwhile, so a node that calls e.g. `connected_peers` while
-    /// the channel is full does not deadlock. Breaks if the receiver is gone.
+    /// Commands keep being served meanwhile, so a node that sends a command (waiting for room in
+    /// the bounded command channel, or for an answer such as `connected_peers`) while the event
+    /// channel is full does not deadlock (see the module doc of `net`). Breaks if the receiver
+    /// is gone.
     async fn emit(&mut self, event: NetEvent) -> ControlFlow<()> {
         let events = self.events.clone();
         let permit = events.reserve();

@@ -58,13 +58,13 @@ async fn one_peer_holds_at_most_two_connections_to_a_node() {
 }
 
 /// Publishes from `from` until `to_rx` hears it; returns its event.
-async fn publish_until_heard(
+pub(super) async fn publish_until_heard(
     from: &Net,
     tag: &str,
     to_rx: &mut mpsc::Receiver<NetEvent>,
 ) -> NetEvent {
     for attempt in 0..80 {
-        from.publish(format!("{tag} #{attempt}").into_bytes());
+        from.publish(format!("{tag} #{attempt}").into_bytes()).await;
         let heard = timeout(Duration::from_millis(250), async {
             loop {
                 match to_rx.recv().await {
@@ -94,10 +94,10 @@ async fn a_peer_whose_gossip_is_rejected_is_not_heard_again_while_others_are() {
         unreachable!()
     };
     assert_eq!(source, bad.local_peer_id());
-    a.judge_gossip(ticket, GossipVerdict::Reject);
+    a.judge_gossip(ticket, GossipVerdict::Reject).await;
 
     for i in 0..20 {
-        bad.publish(format!("bad again #{i}").into_bytes());
+        bad.publish(format!("bad again #{i}").into_bytes()).await;
     }
     // The good peer is still heard; nothing more from the bad one.
     let NetEvent::Gossip { source, data, .. } = publish_until_heard(&good, "good", &mut a_rx).await

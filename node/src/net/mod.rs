@@ -8,6 +8,17 @@
 //! Layout follows the rust-libp2p file-sharing example's Client/EventLoop split: only the event
 //! loop task ([`event_loop`]) touches the `Swarm`; the cheap, cloneable [`Net`] handle sends it
 //! commands over a channel, and the loop reports what happens as [`NetEvent`]s.
+//!
+//! Both channels are bounded, so neither side can queue without limit: a caller whose command
+//! finds [`COMMAND_CHANNEL_CAPACITY`] commands waiting waits for room (every `Net` method that
+//! sends a command is `async` for this), and the loop waits for room in the event channel
+//! ([`EVENT_CHANNEL_CAPACITY`]) before it reads more from the swarm, which stops reading from
+//! peers. The two waits cannot close a circle: the loop awaits nothing but room for an event,
+//! and while it waits it goes on taking and carrying out commands (`EventLoop::emit`), each of
+//! which finishes without waiting on the node. So a node that sends a command while it is not
+//! reading events (its driver, say, judging gossip in the middle of a burst) always gets its
+//! command taken. Whoever changes the loop must keep both halves: no `await` in
+//! `handle_command`, and commands served wherever the loop waits.
 
 mod behaviour;
 mod cluster;
@@ -16,6 +27,8 @@ mod event_loop;
 mod key;
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod queue_tests;
 mod redial;
 mod refusals;
 #[cfg(test)]
@@ -35,6 +48,9 @@ pub use key::{write_cluster_key, ClusterKey, JoinToken, TokenError};
 /// Capacity of the event channel returned by [`start`]. When it is full the event loop waits
 /// (events are never dropped), so keep draining it.
 const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// Commands waiting for the event loop, past which a `Net` method waits for room.
+const COMMAND_CHANNEL_CAPACITY: usize = 1024;
 
 /// How to run the network.
 pub struct NetConfig {
@@ -141,7 +157,7 @@ pub enum NetError {
 #[derive(Clone)]
 pub struct Net {
     local_peer_id: PeerId,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
 }
 
 impl Net {
@@ -152,18 +168,19 @@ impl Net {
 
     /// Gossip `data` to every peer on the topic. Failures (e.g. no peers yet, or an identical
     /// payload published in the last minute) are logged, not returned.
-    pub fn publish(&self, data: Vec<u8>) {
-        self.command(Command::Publish { data });
+    pub async fn publish(&self, data: Vec<u8>) {
+        self.command(Command::Publish { data }).await;
     }
 
     /// Send a one-way message to `peer`, dialling it if needed. Fire and forget: failures are
     /// logged at debug level.
-    pub fn send(&self, peer: PeerId, data: Vec<u8>) {
+    pub async fn send(&self, peer: PeerId, data: Vec<u8>) {
         self.command(Command::Send {
             peer,
             data,
             ack: None,
-        });
+        })
+        .await;
     }
 
     /// Like [`Net::send`], but resolves once the peer's event loop has received the message and
@@ -174,7 +191,8 @@ impl Net {
             peer,
             data,
             ack: Some(tx),
-        });
+        })
+        .await;
         rx.await.map_err(|_| NetError::Closed)?
     }
 
@@ -185,35 +203,37 @@ impl Net {
             peer,
             data,
             reply: tx,
-        });
+        })
+        .await;
         rx.await.map_err(|_| NetError::Closed)?
     }
 
     /// Report the node's verdict on a [`NetEvent::Gossip`]: only accepted messages are
     /// forwarded, and rejected ones count against the peer that sent them.
-    pub fn judge_gossip(&self, ticket: GossipTicket, verdict: GossipVerdict) {
-        self.command(Command::JudgeGossip { ticket, verdict });
+    pub async fn judge_gossip(&self, ticket: GossipTicket, verdict: GossipVerdict) {
+        self.command(Command::JudgeGossip { ticket, verdict }).await;
     }
 
     /// Answer a [`NetEvent::Fetch`]. If the requester has gone away this is logged and ignored.
-    pub fn respond(&self, reply: FetchReply, data: Vec<u8>) {
-        self.command(Command::Respond { reply, data });
+    pub async fn respond(&self, reply: FetchReply, data: Vec<u8>) {
+        self.command(Command::Respond { reply, data }).await;
     }
 
     /// Remember `addrs` for `peer` (for this and later redials) and dial it if not connected.
-    pub fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        self.command(Command::Dial { peer, addrs });
+    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        self.command(Command::Dial { peer, addrs }).await;
     }
 
     /// Peers we currently have at least one connection to. Empty if the event loop has stopped.
     pub async fn connected_peers(&self) -> Vec<PeerId> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::ConnectedPeers { reply: tx });
+        self.command(Command::ConnectedPeers { reply: tx }).await;
         rx.await.unwrap_or_default()
     }
 
-    fn command(&self, command: Command) {
-        if self.commands.send(command).is_err() {
+    /// Hands `command` to the event loop, waiting while its channel is full.
+    async fn command(&self, command: Command) {
+        if self.commands.send(command).await.is_err() {
             debug!("network event loop has stopped; command dropped");
         }
     }
@@ -235,7 +255,7 @@ pub async fn start(cfg: NetConfig) -> Result<(Net, mpsc::Receiver<NetEvent>), Ne
     }
     let topic = behaviour::subscribe(&mut swarm)?;
 
-    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let event_loop = EventLoop::new(swarm, command_rx, event_tx, topic, &cfg.join);
     tokio::spawn(event_loop.run());

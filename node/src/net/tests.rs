@@ -93,7 +93,8 @@ async fn gossip_until_received(
     to_rx: &mut mpsc::Receiver<NetEvent>,
 ) -> (PeerId, Vec<u8>) {
     for attempt in 0..80 {
-        from.publish(format!("gossip #{attempt}").into_bytes());
+        from.publish(format!("gossip #{attempt}").into_bytes())
+            .await;
         let got = wait_for_within(to_rx, Duration::from_millis(250), |e| match e {
             NetEvent::Gossip { source, data, .. } => Some((source, data)),
             _ => None,
@@ -124,7 +125,7 @@ async fn same_cluster_key_gossip_messages_and_fetch() {
     assert!(data.starts_with(b"gossip #"));
 
     // One-way message B -> A.
-    b.send(a_id, b"hello A".to_vec());
+    b.send(a_id, b"hello A".to_vec()).await;
     let (from, data) = wait_for(&mut a_rx, "message", |e| match e {
         NetEvent::Message { from, data } => Some((from, data)),
         _ => None,
@@ -142,7 +143,7 @@ async fn same_cluster_key_gossip_messages_and_fetch() {
                     let mut answer = b"answer to ".to_vec();
                     answer.extend_from_slice(&data);
                     assert_eq!(from, a_id);
-                    responder.respond(reply, answer);
+                    responder.respond(reply, answer).await;
                 }
                 NetEvent::Message { from, data } => {
                     let _ = b_msgs_tx.send((from, data));
@@ -175,9 +176,9 @@ async fn different_cluster_keys_never_connect() {
     let (a, mut a_rx) = node(vec![], Some([1u8; 32])).await;
     let a_addr = listen_addr(&mut a_rx).await;
     let (b, mut b_rx) = node(vec![a_addr.clone()], Some([2u8; 32])).await;
-    b.dial(a.local_peer_id(), vec![a_addr]);
-    b.send(a.local_peer_id(), b"let me in".to_vec());
-    a.publish(b"secret".to_vec());
+    b.dial(a.local_peer_id(), vec![a_addr]).await;
+    b.send(a.local_peer_id(), b"let me in".to_vec()).await;
+    a.publish(b"secret".to_vec()).await;
 
     let limit = Duration::from_secs(4);
     let relevant = |e: NetEvent| match e {
@@ -205,7 +206,7 @@ async fn plain_transport_without_cluster_key_connects() {
     let (source, _) = gossip_until_received(&b, &mut a_rx).await;
     assert_eq!(source, b.local_peer_id());
 
-    b.send(a.local_peer_id(), b"plain".to_vec());
+    b.send(a.local_peer_id(), b"plain".to_vec()).await;
     let data = wait_for(&mut a_rx, "message", |e| match e {
         NetEvent::Message { data, .. } => Some(data),
         _ => None,
