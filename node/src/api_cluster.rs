@@ -1,41 +1,85 @@
-//! The API's cluster-membership routes: `GET /v1/invite` (a join token for this node's cluster).
+//! The API's cluster-membership routes: `GET /v1/invite` (a join token for this node's
+//! cluster), `GET /v1/waiting` (peers waiting for approval that this node met) and
+//! `POST /v1/waiting/{peer}/approve` (hand one of them the cluster key; admins only).
 //!
-//! Owns these routes and their JSON; `api_guard` checks the token before they run (the cluster
-//! key goes only to callers that already hold this node's API token). Must not change the key
-//! or the network.
+//! Owns these routes and their JSON, typed here for the CLI (`cli_cluster`) to read;
+//! `api_guard` checks the token before they run (the cluster key goes only to callers that
+//! already hold this node's API token). Must not change the key; the waiting list and the
+//! approval exchange are `net`'s (its lobby).
 
 use crate::api::{ApiError, ApiResult};
-use crate::net::{ClusterKey, JoinToken};
-use axum::extract::State;
+use crate::net::{ApproveError, JoinToken, Lobby, Net, Standing, WaitingPeer};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
-use serde_json::{json, Value};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Clone)]
 pub struct ClusterState {
-    /// The key this node runs with (`None`: open).
-    pub key: Option<ClusterKey>,
+    /// What this node is to the cluster: its key and lobby, or open.
+    pub standing: Standing,
     /// The node's `listen` file, where the driver writes its dialable addresses.
     pub listen_file: PathBuf,
+    /// To dial a peer being approved.
+    pub net: Net,
+}
+
+/// `GET /v1/invite`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Invite {
+    pub token: String,
+    pub addrs: Vec<String>,
+    pub admins: Vec<String>,
+}
+
+/// One entry of `GET /v1/waiting`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Waiting {
+    /// Proved by the peer's TLS certificate.
+    pub peer: String,
+    /// The host name it gave (letters, digits, `-._`, at most 64; not proved).
+    pub host: String,
+    /// Its listen address if this node dialled it, else where its connection came from.
+    pub addr: String,
+    pub dialled: bool,
+    /// Milliseconds since the Unix epoch.
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+}
+
+/// `POST /v1/waiting/{peer}/approve`, once the peer stored the key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Approved {
+    pub peer: String,
+    /// This node, the admin that approved it.
+    pub by: String,
 }
 
 pub fn router(state: ClusterState) -> Router {
     Router::new()
         .route("/v1/invite", get(invite))
+        .route("/v1/waiting", get(waiting))
+        .route("/v1/waiting/{peer}/approve", post(approve))
         .with_state(state)
 }
 
-async fn invite(State(s): State<ClusterState>) -> ApiResult<Json<Value>> {
-    let Some(key) = s.key else {
-        return Err(ApiError(
+fn lobby(standing: &Standing) -> ApiResult<&Lobby> {
+    match standing {
+        Standing::Member(lobby) => Ok(lobby),
+        Standing::Open | Standing::Waiting(_) => Err(ApiError(
             StatusCode::CONFLICT,
-            "this node runs open (--insecure-open): it has no cluster key to invite with".into(),
-        ));
-    };
+            "this node runs open (--insecure-open): it has no cluster key".into(),
+        )),
+    }
+}
+
+async fn invite(State(s): State<ClusterState>) -> ApiResult<Json<Invite>> {
+    let key = lobby(&s.standing)?.key().clone();
     let addrs = dialable(&s.listen_file);
     if addrs.is_empty() {
         return Err(ApiError(
@@ -43,16 +87,79 @@ async fn invite(State(s): State<ClusterState>) -> ApiResult<Json<Value>> {
             "this node is not listening on any address yet".into(),
         ));
     }
-    let admins: Vec<String> = key.admins.iter().map(ToString::to_string).collect();
+    let admins = key.admins.iter().map(ToString::to_string).collect();
     let token = JoinToken {
         key,
         addrs: addrs.clone(),
     };
-    Ok(Json(json!({
-        "token": token.to_string(),
-        "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "admins": admins,
-    })))
+    Ok(Json(Invite {
+        token: token.to_string(),
+        addrs: addrs.iter().map(ToString::to_string).collect(),
+        admins,
+    }))
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl From<WaitingPeer> for Waiting {
+    fn from(w: WaitingPeer) -> Waiting {
+        Waiting {
+            peer: w.peer.to_string(),
+            host: w.host,
+            addr: w.addr.to_string(),
+            dialled: w.dialled,
+            first_seen_ms: unix_ms(w.first_seen),
+            last_seen_ms: unix_ms(w.last_seen),
+        }
+    }
+}
+
+async fn waiting(State(s): State<ClusterState>) -> ApiResult<Json<Vec<Waiting>>> {
+    let list = lobby(&s.standing)?.waiting();
+    Ok(Json(list.into_iter().map(Waiting::from).collect()))
+}
+
+/// Arms the approval, dials the peer if its listen address is known, and waits for the
+/// exchange at its next connection with this node.
+async fn approve(
+    State(s): State<ClusterState>,
+    Path(peer): Path<String>,
+) -> ApiResult<Json<Approved>> {
+    let lobby = lobby(&s.standing)?;
+    let peer: PeerId = peer.parse().map_err(|e| {
+        let shown: String = peer.chars().take(80).collect();
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{shown:?} is not a peer id: {e}"),
+        )
+    })?;
+    let (dial, outcome) = lobby.arm(peer).map_err(refusal)?;
+    if let Some(addr) = dial {
+        s.net.dial(peer, vec![addr]);
+    }
+    let lasts = crate::net::APPROVAL_LASTS;
+    let outcome = match tokio::time::timeout(lasts, outcome).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) | Err(_) => Err(ApproveError::Unreached(peer)),
+    };
+    outcome.map_err(refusal)?;
+    Ok(Json(Approved {
+        peer: peer.to_string(),
+        by: s.net.local_peer_id().to_string(),
+    }))
+}
+
+fn refusal(e: ApproveError) -> ApiError {
+    let code = match e {
+        ApproveError::NotAdmin { .. } => StatusCode::FORBIDDEN,
+        ApproveError::NotWaiting(_) => StatusCode::NOT_FOUND,
+        ApproveError::Unreached(_) => StatusCode::GATEWAY_TIMEOUT,
+        ApproveError::Failed { .. } => StatusCode::BAD_GATEWAY,
+    };
+    ApiError(code, e.to_string())
 }
 
 /// The node's listen addresses, those other machines can reach first (loopback last).

@@ -150,6 +150,23 @@ pub enum Cmd {
     Nodes {
         #[arg(long)]
         json: bool,
+        /// List instead the peers without the cluster key that this node met and that wait
+        /// for an admin's approval (`peerbatch node --wait-for-approval`): peer id, host name,
+        /// address, first and last seen.
+        #[arg(long)]
+        waiting: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Hand the cluster key to a peer waiting for approval (see `nodes --waiting`), over a
+    /// connection to that peer id bound to its TLS session; run on an admin node of the
+    /// cluster. Waits until the peer stored the key (at most a minute).
+    Approve {
+        /// The waiting peer's id, as its log and `nodes --waiting` show it.
+        peer: String,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -376,7 +393,15 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Nodes { json, client } => {
+        Cmd::Nodes {
+            json,
+            waiting: true,
+            client,
+        } => crate::cli_cluster::waiting(&connect(&client)?, json),
+        Cmd::Approve { peer, json, client } => {
+            crate::cli_cluster::approve(&connect(&client)?, &peer, json)
+        }
+        Cmd::Nodes { json, client, .. } => {
             let nodes = connect(&client)?.get("/v1/nodes")?;
             if json {
                 return print_json(&nodes);

@@ -49,4 +49,5 @@ mod stage;
 mod store;
 mod sweep;
 mod transfer_bench;
+mod waiting;
 mod wallclock;

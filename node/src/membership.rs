@@ -2,7 +2,7 @@
 //!
 //! Owns choosing the node's cluster key at start — a given key file, a join token (stored in
 //! the data dir), the data dir's own key, or a new key made there with this node as the
-//! cluster's admin — and running open only when asked. Must not touch the network or any other
+//! cluster's admin — and running open or waiting for an admin's approval only when asked. Must not touch the network or any other
 //! node state; the key file format is `net`'s.
 
 use crate::net::{ClusterKey, JoinToken};
@@ -26,12 +26,21 @@ pub struct KeyOpts {
     /// join, run jobs as this node's user and read every blob. Warned about at start.
     #[arg(long, conflicts_with_all = ["cluster_key", "join_token"])]
     pub insecure_open: bool,
+    /// Without DATA/cluster.key, make no key and do not run open: wait until an admin of a
+    /// cluster this node reaches (found by mDNS or given with --join) approves it with
+    /// `peerbatch approve PEER`, which hands it the key; until then it gets nothing from the
+    /// mesh. With a key file, start with it as usual.
+    #[arg(long, conflicts_with_all = ["cluster_key", "join_token", "insecure_open"])]
+    pub wait_for_approval: bool,
 }
 
-/// The key a node runs with (`None`: open) and the addresses its token asks it to dial.
+/// The key a node runs with (`None`: open, or waiting for approval) and the addresses its
+/// token asks it to dial.
 pub struct Membership {
     pub key: Option<ClusterKey>,
     pub join: Vec<Multiaddr>,
+    /// No key yet: wait for an admin's approval (`--wait-for-approval`).
+    pub waiting: bool,
 }
 
 /// Picks the node's key from its flags and data dir; `me` becomes the admin of a new cluster.
@@ -44,23 +53,27 @@ pub fn choose(dir: &DataDir, opts: &KeyOpts, me: PeerId) -> Result<Membership> {
         return Ok(Membership {
             key: None,
             join: Vec::new(),
+            waiting: false,
         });
     }
     if let Some(path) = &opts.cluster_key {
         return Ok(Membership {
             key: Some(ClusterKey::read(path)?),
             join: Vec::new(),
+            waiting: false,
         });
     }
     let path = dir.cluster_key_file();
     let stored = path.exists().then(|| ClusterKey::read(&path)).transpose()?;
     let Some(token) = &opts.join_token else {
         let key = match stored {
-            Some(key) => key,
-            None => new_cluster(&path, me)?,
+            Some(key) => Some(key),
+            None if opts.wait_for_approval => None,
+            None => Some(new_cluster(&path, me)?),
         };
         return Ok(Membership {
-            key: Some(key),
+            waiting: key.is_none(),
+            key,
             join: Vec::new(),
         });
     };
@@ -82,6 +95,7 @@ pub fn choose(dir: &DataDir, opts: &KeyOpts, me: PeerId) -> Result<Membership> {
     Ok(Membership {
         key: Some(ClusterKey::read(&path)?),
         join: token.addrs.clone(),
+        waiting: false,
     })
 }
 

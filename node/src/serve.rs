@@ -165,7 +165,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
                 .with_context(|| format!("cannot clear {}", leftover.display()))?;
         }
     }
-    let membership = crate::membership::choose(&dir, &opts.keys, peer_id)?;
+    let mut membership = crate::membership::choose(&dir, &opts.keys, peer_id)?;
     let parse_addrs = |list: &[String], what: &str| -> Result<Vec<libp2p::Multiaddr>> {
         list.iter()
             .map(|a| {
@@ -174,14 +174,23 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
             })
             .collect()
     };
-    let (net, net_events) = net::start(NetConfig {
-        keypair,
-        listen: parse_addrs(&opts.listen, "listen")?,
-        join: [parse_addrs(&opts.join, "join")?, membership.join].concat(),
-        cluster_key: membership.key.as_ref().map(|k| k.secret),
-        mdns: !opts.no_mdns,
-    })
-    .await?;
+    let mut listen = parse_addrs(&opts.listen, "listen")?;
+    let join = [parse_addrs(&opts.join, "join")?, membership.join.clone()].concat();
+    if membership.waiting {
+        let reach = crate::waiting::Reach {
+            listen: listen.clone(),
+            join: join.clone(),
+            mdns: !opts.no_mdns,
+        };
+        let approved = crate::waiting::wait(&dir, keypair.clone(), reach, opts.api).await?;
+        membership.key = Some(approved.key);
+        listen = approved.listen;
+    }
+    let standing = match &membership.key {
+        Some(key) => net::Standing::Member(net::Lobby::new(key.clone(), peer_id)),
+        None => net::Standing::Open,
+    };
+    let (net, net_events) = start_net(&keypair, &standing, &listen, &opts, join).await?;
     let slots = opts
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
@@ -265,8 +274,9 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     })
     .merge(crate::api_cluster::router(
         crate::api_cluster::ClusterState {
-            key: membership.key.clone(),
+            standing,
             listen_file: dir.listen_file(),
+            net: net.clone(),
         },
     ));
     let app = api_guard::guard(routes, api_guard::Token::new(&token));
@@ -310,6 +320,33 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     let _ = std::fs::remove_file(dir.api_file());
     tracing::info!("node {peer_id} stopped");
     Ok(())
+}
+
+/// Starts the network on `listen` — after a wait for approval, the addresses the waiting node
+/// listened on, or the configured ones if those cannot be had again.
+async fn start_net(
+    keypair: &libp2p::identity::Keypair,
+    standing: &net::Standing,
+    listen: &[libp2p::Multiaddr],
+    opts: &NodeOpts,
+    join: Vec<libp2p::Multiaddr>,
+) -> Result<(net::Net, mpsc::Receiver<net::NetEvent>)> {
+    let config = |listen: Vec<libp2p::Multiaddr>| NetConfig {
+        keypair: keypair.clone(),
+        listen,
+        join: join.clone(),
+        standing: standing.clone(),
+        mdns: !opts.no_mdns,
+    };
+    match net::start(config(listen.to_vec())).await {
+        Ok(started) => Ok(started),
+        Err(e @ net::NetError::Listen { .. }) if opts.keys.wait_for_approval => {
+            tracing::warn!("{e}; listening on --listen's addresses instead");
+            let configured = opts.listen.iter().filter_map(|a| a.parse().ok()).collect();
+            Ok(net::start(config(configured)).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What every task is told so that it can drive the mesh through this

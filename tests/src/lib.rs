@@ -178,6 +178,27 @@ impl Node {
         );
     }
 
+    /// Starts `peerbatch node` on `dir` with loopback listen, no mDNS, [`FAST`] and `args`,
+    /// choosing no key for it: it makes its own, or the flags in `args` choose.
+    pub fn start_keyless(dir: &Path, args: &[&str]) -> Node {
+        let loopback = ["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+        Node::spawn(dir, None, &[&loopback[..], FAST, args].concat())
+    }
+
+    /// What the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("test-node.log")).expect("node log")
+    }
+
+    /// The peer id in the node's listen address (its `/p2p/` suffix).
+    pub fn listen_peer_id(&self) -> String {
+        let addr = self.addr();
+        addr.rsplit("/p2p/")
+            .next()
+            .expect("a /p2p/ suffix")
+            .to_string()
+    }
+
     /// A token to join this node's cluster with (`peerbatch invite`).
     pub fn invite(&self) -> String {
         ok(&self.cli(&["invite"]), "invite")

@@ -36,6 +36,9 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/packages", "{}"),
     ("POST", "/v1/blobs/00/export", r#"{"out": "/tmp/x"}"#),
     ("GET", "/v1/exports/1", ""),
+    ("GET", "/v1/invite", ""),
+    ("GET", "/v1/waiting", ""),
+    ("POST", "/v1/waiting/some-peer/approve", ""),
     ("GET", "/v1/no-such-route", ""),
     ("PUT", "/v1/status", ""),
 ];

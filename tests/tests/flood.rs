@@ -77,11 +77,17 @@ async fn a_peer_flooding_get_events_is_answered_only_within_its_byte_budget() {
     ok(&node.cli(&["submit", job.to_str().unwrap()]), "submit");
 
     let addr: Multiaddr = node.addr().parse().unwrap();
+    let keypair = Keypair::generate_ed25519();
+    let key = net::ClusterKey {
+        secret: key,
+        admins: Vec::new(),
+    };
+    let standing = net::Standing::Member(net::Lobby::new(key, keypair.public().to_peer_id()));
     let (peer, mut rx) = net::start(NetConfig {
-        keypair: Keypair::generate_ed25519(),
+        keypair,
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         join: vec![addr.clone()],
-        cluster_key: Some(key),
+        standing,
         mdns: false,
     })
     .await

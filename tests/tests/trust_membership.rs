@@ -1,39 +1,21 @@
 //! Closed by default (issue 11, finding 2): a node without key material makes a cluster key,
 //! others join with `peerbatch invite`'s token, and running open takes a flag and a warning.
 
-use peerbatch_tests::{bin, ok, wait_for, Node, FAST};
+use peerbatch_tests::{bin, ok, wait_for, Node};
 use std::time::Duration;
 
 const LOOPBACK: &[&str] = &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
 
-fn args(extra: &[&str]) -> Vec<String> {
-    [LOOPBACK, FAST, extra]
-        .concat()
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
-fn spawn(dir: &std::path::Path, extra: &[&str]) -> Node {
-    let all = args(extra);
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    Node::spawn(dir, None, &all)
-}
-
-fn log(node: &Node) -> String {
-    std::fs::read_to_string(node.dir.join("test-node.log")).expect("node log")
-}
-
 #[test]
 fn a_node_without_key_material_makes_a_private_key_says_where_and_is_its_admin() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let a = spawn(&tmp.path().join("a"), &[]);
+    let a = Node::start_keyless(&tmp.path().join("a"), &[]);
     let key = a.dir.join("cluster.key");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&key).expect("cluster.key exists");
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
     let said = format!("made {}", key.display());
-    assert!(log(&a).contains(&said), "the log does not say {said:?}");
+    assert!(a.log().contains(&said), "the log does not say {said:?}");
 
     let invite = a.json(&["invite", "--json"]);
     assert_eq!(invite["admins"], serde_json::json!([a.peer_id()]));
@@ -45,9 +27,9 @@ fn a_node_without_key_material_makes_a_private_key_says_where_and_is_its_admin()
 #[test]
 fn a_node_joins_with_an_invite_token_and_shares_work() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let a = spawn(&tmp.path().join("a"), &[]);
+    let a = Node::start_keyless(&tmp.path().join("a"), &[]);
     let token = a.invite();
-    let b = spawn(&tmp.path().join("b"), &["--join-token", &token]);
+    let b = Node::start_keyless(&tmp.path().join("b"), &["--join-token", &token]);
     wait_for("A and B to mesh", Duration::from_secs(30), || {
         (a.live_nodes() == 2 && b.live_nodes() == 2).then_some(())
     });
@@ -89,19 +71,19 @@ fn a_node_joins_with_an_invite_token_and_shares_work() {
 #[test]
 fn insecure_open_nodes_mesh_with_a_warning_and_keyed_nodes_stay_apart() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let a = spawn(&tmp.path().join("a"), &["--insecure-open"]);
+    let a = Node::start_keyless(&tmp.path().join("a"), &["--insecure-open"]);
     let a_addr = a.addr();
-    let b = spawn(
+    let b = Node::start_keyless(
         &tmp.path().join("b"),
         &["--insecure-open", "--join", &a_addr],
     );
-    let keyed = spawn(&tmp.path().join("k"), &["--join", &a_addr]);
+    let keyed = Node::start_keyless(&tmp.path().join("k"), &["--join", &a_addr]);
     wait_for("the open nodes to mesh", Duration::from_secs(30), || {
         (a.live_nodes() == 2 && b.live_nodes() == 2).then_some(())
     });
     for node in [&a, &b] {
         assert!(
-            log(node).contains("running open (--insecure-open)"),
+            node.log().contains("running open (--insecure-open)"),
             "no warning"
         );
         assert!(!node.dir.join("cluster.key").exists());
@@ -110,7 +92,7 @@ fn insecure_open_nodes_mesh_with_a_warning_and_keyed_nodes_stay_apart() {
     wait_for(
         "the keyed node to say why A refused it",
         Duration::from_secs(30),
-        || log(&keyed).contains(refused).then_some(()),
+        || keyed.log().contains(refused).then_some(()),
     );
     assert_eq!(keyed.live_nodes(), 1, "the keyed node sees only itself");
     assert_eq!(a.live_nodes(), 2, "A never counted the keyed node");

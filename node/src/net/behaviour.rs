@@ -17,7 +17,9 @@ use libp2p::{
 };
 use tracing::{info, warn};
 
-use super::{cluster, codec::LengthPrefixed, tls, NetConfig, NetError};
+use super::{
+    cluster, codec::LengthPrefixed, doorbell::Doorbell, tls, NetConfig, NetError, Standing,
+};
 
 /// The single gossipsub topic.
 const GOSSIP_TOPIC: &str = "peerbatch/ledger/1";
@@ -68,12 +70,13 @@ pub(super) struct Behaviour {
     pub(super) identify: identify::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) limits: connection_limits::Behaviour,
+    pub(super) doorbell: Doorbell,
 }
 
 /// Build the swarm described by `cfg` (not yet listening or subscribed).
 pub(super) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
-    let transport = build_transport(&cfg.keypair, cfg.cluster_key)?;
-    let behaviour = build_behaviour(&cfg.keypair, cfg.mdns)?;
+    let transport = build_transport(&cfg.keypair, &cfg.standing)?;
+    let behaviour = build_behaviour(&cfg.keypair, cfg.mdns, Doorbell::new(&cfg.standing))?;
     let Ok(builder) = SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_other_transport(|_| transport);
@@ -97,7 +100,7 @@ pub(super) fn subscribe(swarm: &mut Swarm<Behaviour>) -> Result<gossipsub::Topic
 /// TCP (nodelay, with DNS resolution) → TLS with cluster admission inside it → yamux.
 pub(super) fn build_transport(
     keypair: &Keypair,
-    cluster_key: Option<[u8; 32]>,
+    standing: &Standing,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetError> {
     let tcp_config = tcp::Config::default().nodelay(true);
     let tcp: Boxed<tcp::tokio::TcpStream> =
@@ -108,14 +111,14 @@ pub(super) fn build_transport(
                 tcp::tokio::Transport::new(tcp_config).boxed()
             }
         };
-    if cluster_key.is_some() {
-        info!("private network: cluster key in use");
-    } else {
-        warn!(
+    match standing {
+        Standing::Member(_) => info!("private network: cluster key in use"),
+        Standing::Open => warn!(
             "no cluster key: running open, any node that can reach this one and runs open may join"
-        );
+        ),
+        Standing::Waiting(_) => info!("no cluster key yet: waiting for an admin's approval"),
     }
-    let tls = tls::Config::new(keypair, cluster::Admission::new(cluster_key.as_ref()))?;
+    let tls = tls::Config::new(keypair, cluster::Admission::new(standing))?;
     let transport = tcp
         .upgrade(Version::V1Lazy)
         .authenticate(tls)
@@ -125,7 +128,11 @@ pub(super) fn build_transport(
     Ok(transport)
 }
 
-fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, NetError> {
+fn build_behaviour(
+    keypair: &Keypair,
+    enable_mdns: bool,
+    doorbell: Doorbell,
+) -> Result<Behaviour, NetError> {
     let local_peer_id = keypair.public().to_peer_id();
 
     let gossip_config = gossipsub::ConfigBuilder::default()
@@ -187,6 +194,7 @@ fn build_behaviour(keypair: &Keypair, enable_mdns: bool) -> Result<Behaviour, Ne
         identify,
         mdns: Toggle::from(mdns),
         limits: connection_limits::Behaviour::new(connection_limits()),
+        doorbell,
     })
 }
 

@@ -64,15 +64,17 @@ impl ClusterKey {
             source,
         })?;
         warn_if_readable_by_others(path);
-        let (key, addrs) = parse(&text).map_err(|reason| NetError::ClusterKey {
+        ClusterKey::decode(&text).map_err(|reason| NetError::ClusterKey {
             path: path.to_path_buf(),
             reason,
-        })?;
+        })
+    }
+
+    /// Parses a key file's text ([`ClusterKey::encode`]); the error says what is wrong.
+    pub(super) fn decode(text: &str) -> Result<ClusterKey, String> {
+        let (key, addrs) = parse(text)?;
         if !addrs.is_empty() {
-            return Err(NetError::ClusterKey {
-                path: path.to_path_buf(),
-                reason: "addr lines belong in a join token, not a key file".into(),
-            });
+            return Err("addr lines belong in a join token, not a key file".into());
         }
         Ok(key)
     }
@@ -88,7 +90,8 @@ impl ClusterKey {
         file.sync_all().map_err(io_err)
     }
 
-    fn encode(&self) -> String {
+    /// The key file's text (also what an approval hands a waiting node, inside TLS).
+    pub(super) fn encode(&self) -> String {
         let hex: String = self.secret.iter().map(|b| format!("{b:02x}")).collect();
         let mut text = format!("{HEADER}\n{ENCODING}\n{hex}\n");
         for admin in &self.admins {

@@ -21,12 +21,15 @@
 //! `handle_command`, and commands served wherever the loop waits.
 
 mod behaviour;
+mod candidate;
 mod cluster;
 pub mod codec;
+mod doorbell;
 mod event_loop;
 mod key;
 #[cfg(test)]
 mod limits_tests;
+mod lobby;
 #[cfg(test)]
 mod queue_tests;
 mod redial;
@@ -43,7 +46,9 @@ use tracing::debug;
 
 use event_loop::{Command, EventLoop};
 
+pub use candidate::{Approval, Candidate, Progress};
 pub use key::{write_cluster_key, ClusterKey, JoinToken, TokenError};
+pub use lobby::{ApproveError, Lobby, WaitingPeer, APPROVAL_LASTS};
 
 /// Capacity of the event channel returned by [`start`]. When it is full the event loop waits
 /// (events are never dropped), so keep draining it.
@@ -61,12 +66,24 @@ pub struct NetConfig {
     /// Addresses to dial at start and to keep redialling (with backoff) while not connected.
     /// An address may end in `/p2p/<peer id>` to pin the identity expected there.
     pub join: Vec<Multiaddr>,
-    /// Pre-shared cluster key. When set, the cluster admission exchange (`cluster`) that runs
-    /// inside every new connection's TLS session admits only peers holding the same key; when
-    /// not, only other nodes running open.
-    pub cluster_key: Option<[u8; 32]>,
+    /// Whom the cluster admission exchange (`cluster`) inside every new connection's TLS
+    /// session admits.
+    pub standing: Standing,
     /// Discover peers on the local network with mDNS and dial what is found.
     pub mdns: bool,
+}
+
+/// What this node is to the cluster, which decides whom it admits.
+#[derive(Clone)]
+pub enum Standing {
+    /// It holds the cluster key (in the lobby): it admits only peers holding the same key, and
+    /// lists peers waiting for approval.
+    Member(Lobby),
+    /// It runs open (`--insecure-open`): it admits only other nodes running open.
+    Open,
+    /// It waits for approval (`--wait-for-approval`): it admits nobody and takes the first
+    /// approval an admin hands it.
+    Waiting(Candidate),
 }
 
 /// Something that happened on the network.

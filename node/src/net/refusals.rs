@@ -157,7 +157,8 @@ mod tests {
 
         let keypair = Keypair::generate_ed25519();
         let mut transport =
-            super::super::behaviour::build_transport(&keypair, None).expect("transport");
+            super::super::behaviour::build_transport(&keypair, &super::super::Standing::Open)
+                .expect("transport");
         let listen = addr("/ip4/127.0.0.1/tcp/0");
         transport
             .listen_on(ListenerId::next(), listen)

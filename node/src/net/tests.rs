@@ -7,7 +7,7 @@ use std::time::Duration;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use tokio::{sync::mpsc, time::timeout};
 
-use super::{start, Net, NetConfig, NetEvent};
+use super::{start, ClusterKey, Lobby, Net, NetConfig, NetEvent, Standing};
 
 /// Generous upper bound for anything that should happen "soon".
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -18,11 +18,22 @@ pub(super) fn config(
     join: Vec<Multiaddr>,
     key: Option<[u8; 32]>,
 ) -> NetConfig {
+    let me = keypair.public().to_peer_id();
+    let standing = match key {
+        Some(secret) => Standing::Member(Lobby::new(
+            ClusterKey {
+                secret,
+                admins: Vec::new(),
+            },
+            me,
+        )),
+        None => Standing::Open,
+    };
     NetConfig {
         keypair,
         listen: vec![listen.parse().expect("valid listen address")],
         join,
-        cluster_key: key,
+        standing,
         mdns: false,
     }
 }

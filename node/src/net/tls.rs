@@ -280,7 +280,7 @@ where
         dialer: dialer_id,
         listener: listener_id,
     };
-    cluster::admit(&mut stream, admission, &session, dialer).await?;
+    cluster::admit(&mut stream, &admission, &session, dialer).await?;
     Ok((peer, stream))
 }
 
@@ -290,13 +290,23 @@ mod tests {
     use futures::{AsyncReadExt, AsyncWriteExt};
     use libp2p::tcp::tokio::TcpStream;
 
+    fn keyed(byte: u8) -> Admission {
+        let me = PeerId::random();
+        let key = super::super::ClusterKey {
+            secret: [byte; 32],
+            admins: vec![me],
+        };
+        Admission::new(&super::super::Standing::Member(super::super::Lobby::new(
+            key, me,
+        )))
+    }
+
     type Upgraded = Result<(PeerId, TlsStream<Buffered<TcpStream>>), TlsError>;
 
     /// Runs both ends of the handshake over a loopback TCP connection, both with cluster key
     /// [7; 32].
     async fn handshake(dialer: &Keypair, listener: &Keypair) -> (Upgraded, Upgraded) {
-        let key = Admission::new(Some(&[7; 32]));
-        handshake_with((dialer, key), (listener, key)).await
+        handshake_with((dialer, keyed(7)), (listener, keyed(7))).await
     }
 
     async fn handshake_with(
@@ -344,11 +354,7 @@ mod tests {
     #[tokio::test]
     async fn another_cluster_key_is_refused_after_the_handshake_on_both_ends() {
         let (dialer, listener) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-        let (out, inb) = handshake_with(
-            (&dialer, Admission::new(Some(&[7; 32]))),
-            (&listener, Admission::new(Some(&[8; 32]))),
-        )
-        .await;
+        let (out, inb) = handshake_with((&dialer, keyed(7)), (&listener, keyed(8))).await;
         for side in [out.map(drop), inb.map(drop)] {
             let err = side.expect_err("another key must be refused");
             assert!(
