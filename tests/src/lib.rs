@@ -185,6 +185,20 @@ impl Node {
         Node::spawn(dir, None, &[&loopback[..], FAST, args].concat())
     }
 
+    /// Two keyless-started nodes in `dir`'s `a` and `b`: `a` makes the cluster key and is its
+    /// admin, `b` joins with `a`'s invite token; returned once they see each other as live.
+    pub fn admin_and_member(dir: &Path) -> (Node, Node) {
+        let admin = Node::start_keyless(&dir.join("a"), &[]);
+        let token = admin.invite();
+        let member = Node::start_keyless(&dir.join("b"), &["--join-token", &token]);
+        wait_for(
+            "the admin and the member to mesh",
+            Duration::from_secs(30),
+            || (admin.live_nodes() == 2 && member.live_nodes() == 2).then_some(()),
+        );
+        (admin, member)
+    }
+
     /// What the node has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("test-node.log")).expect("node log")

@@ -29,12 +29,7 @@ fn task_state(node: &Node, job: &str) -> Value {
 #[test]
 fn a_waiting_node_gets_nothing_until_an_admin_approves_it_and_then_runs_work() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let admin = Node::start_keyless(&tmp.path().join("admin"), &[]);
-    let token = admin.invite();
-    let member = Node::start_keyless(&tmp.path().join("member"), &["--join-token", &token]);
-    wait_for("admin and member to mesh", Duration::from_secs(30), || {
-        (admin.live_nodes() == 2 && member.live_nodes() == 2).then_some(())
-    });
+    let (admin, member) = Node::admin_and_member(tmp.path());
     let job_file = tmp.path().join("new.toml");
     std::fs::write(&job_file, FOR_THE_NEW_NODE).expect("job file");
     let job = ok(

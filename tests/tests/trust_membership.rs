@@ -27,12 +27,8 @@ fn a_node_without_key_material_makes_a_private_key_says_where_and_is_its_admin()
 #[test]
 fn a_node_joins_with_an_invite_token_and_shares_work() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let a = Node::start_keyless(&tmp.path().join("a"), &[]);
+    let (a, b) = Node::admin_and_member(tmp.path());
     let token = a.invite();
-    let b = Node::start_keyless(&tmp.path().join("b"), &["--join-token", &token]);
-    wait_for("A and B to mesh", Duration::from_secs(30), || {
-        (a.live_nodes() == 2 && b.live_nodes() == 2).then_some(())
-    });
     let key = |n: &Node| std::fs::read(n.dir.join("cluster.key")).expect("cluster.key");
     assert_eq!(key(&a), key(&b), "B stored the token's key");
     let out = b.cli(&["run", "--array", "1-10", "--wait", "--", "echo", "{index}"]);

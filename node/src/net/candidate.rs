@@ -135,14 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_first_approval_is_taken_and_its_key_is_stored() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!(
-            "peerbatch-candidate-{}-{nanos}.key",
-            std::process::id()
-        ));
+        let path = super::super::tests::temp_path("candidate.key");
         let candidate = Candidate::new("lab 1", path.clone());
         assert_eq!(candidate.host(), "lab?1");
         let (first, second) = (PeerId::random(), PeerId::random());

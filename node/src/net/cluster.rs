@@ -156,6 +156,16 @@ pub enum AdmissionError {
     Io(#[from] io::Error),
 }
 
+/// Writes one message, its head then its body, in one write.
+async fn send_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    stream.write_all(&[head, body].concat()).await?;
+    stream.flush().await
+}
+
 /// One side's first message.
 struct Hello {
     kind: u8,
@@ -165,10 +175,7 @@ struct Hello {
 impl Hello {
     async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S) -> io::Result<()> {
         let len = u8::try_from(self.body.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let mut frame = vec![self.kind, len];
-        frame.extend_from_slice(&self.body);
-        stream.write_all(&frame).await?;
-        stream.flush().await
+        send_frame(stream, &[self.kind, len], &self.body).await
     }
 
     /// Reads a hello; its body is at most 255 bytes by construction.
@@ -193,11 +200,8 @@ struct Verdict {
 impl Verdict {
     async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S) -> io::Result<()> {
         let len = u16::try_from(self.body.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let mut frame = vec![self.kind];
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&self.body);
-        stream.write_all(&frame).await?;
-        stream.flush().await
+        let [hi, lo] = len.to_be_bytes();
+        send_frame(stream, &[self.kind, hi, lo], &self.body).await
     }
 
     /// Reads a verdict, refusing one longer than [`MAX_VERDICT`] before reading its body.
@@ -409,14 +413,7 @@ mod tests {
 
     /// A waiting node on host `host` and where it stores its key.
     fn waiting(host: &str) -> (Admission, Candidate, std::path::PathBuf) {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!(
-            "peerbatch-waiting-{}-{nanos}.key",
-            std::process::id()
-        ));
+        let path = super::super::tests::temp_path("waiting.key");
         let candidate = Candidate::new(host, path.clone());
         let admission = Admission::new(&Standing::Waiting(candidate.clone()));
         (admission, candidate, path)

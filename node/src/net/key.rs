@@ -278,20 +278,8 @@ fn warn_if_readable_by_others(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
+    use super::super::tests::temp_path;
     use super::*;
-
-    fn temp_path(name: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        std::env::temp_dir().join(format!(
-            "peerbatch-net-{name}-{}-{nanos}",
-            std::process::id()
-        ))
-    }
 
     #[test]
     fn write_then_read_round_trips_with_private_mode() {

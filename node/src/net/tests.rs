@@ -9,6 +9,18 @@ use tokio::{sync::mpsc, time::timeout};
 
 use super::{start, ClusterKey, Lobby, Net, NetConfig, NetEvent, Standing};
 
+/// A fresh path in the temporary directory, unique to this test process and moment.
+pub(super) fn temp_path(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    std::env::temp_dir().join(format!(
+        "peerbatch-net-{name}-{}-{nanos}",
+        std::process::id()
+    ))
+}
+
 /// Generous upper bound for anything that should happen "soon".
 const PATIENCE: Duration = Duration::from_secs(20);
 
