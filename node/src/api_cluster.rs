@@ -138,7 +138,7 @@ async fn approve(
     })?;
     let (dial, outcome) = lobby.arm(peer).map_err(refusal)?;
     if let Some(addr) = dial {
-        s.net.dial(peer, vec![addr]);
+        s.net.dial(peer, vec![addr]).await;
     }
     let lasts = crate::net::APPROVAL_LASTS;
     let outcome = match tokio::time::timeout(lasts, outcome).await {
