@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
-use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -30,7 +31,7 @@ pub struct Reach {
     pub mdns: bool,
 }
 
-/// What the approval gave: the cluster key (already stored) and where this node listened.
+/// What the approval gave: the cluster key (already stored) and where to listen as a member.
 pub struct Approved {
     pub key: ClusterKey,
     pub listen: Vec<Multiaddr>,
@@ -97,15 +98,37 @@ pub async fn wait(
         dir.cluster_key_file().display(),
         admins.join(", ")
     );
-    let listen = if bound.is_empty() {
-        reach.listen
-    } else {
-        bound
-    };
     Ok(Approved {
         key: approval.key,
-        listen,
+        listen: same_port(&reach.listen, &bound),
     })
+}
+
+/// The configured listen addresses, a single one with port 0 given the port it was bound to
+/// (its bound addresses, one per interface of a wildcard, share that port), so that the member
+/// is found where the waiting node was and still listens on every interface.
+fn same_port(configured: &[Multiaddr], bound: &[Multiaddr]) -> Vec<Multiaddr> {
+    let port = |addr: &Multiaddr| {
+        addr.iter().find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+    };
+    let ports: BTreeSet<u16> = bound.iter().filter_map(port).collect();
+    match (configured, ports.len()) {
+        ([only], 1) if port(only) == Some(0) => {
+            let bound_port = ports.into_iter().next().unwrap_or(0);
+            let with = only
+                .iter()
+                .map(|p| match p {
+                    Protocol::Tcp(_) => Protocol::Tcp(bound_port),
+                    other => other,
+                })
+                .collect();
+            vec![with]
+        }
+        _ => configured.to_vec(),
+    }
 }
 
 /// One progress line.
@@ -163,4 +186,35 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<Multiaddr> {
+        list.iter().map(|a| a.parse().expect("multiaddr")).collect()
+    }
+
+    #[test]
+    fn the_member_listens_where_the_waiting_node_did_on_the_configured_interfaces() {
+        let wildcard = addrs(&["/ip4/0.0.0.0/tcp/0"]);
+        let bound = addrs(&["/ip4/127.0.0.1/tcp/4100", "/ip4/10.0.0.5/tcp/4100"]);
+        assert_eq!(
+            same_port(&wildcard, &bound),
+            addrs(&["/ip4/0.0.0.0/tcp/4100"])
+        );
+        let fixed = addrs(&["/ip4/0.0.0.0/tcp/4001"]);
+        assert_eq!(
+            same_port(&fixed, &addrs(&["/ip4/127.0.0.1/tcp/4001"])),
+            fixed
+        );
+        let two = addrs(&["/ip4/127.0.0.1/tcp/0", "/ip4/10.0.0.5/tcp/0"]);
+        let bound = addrs(&["/ip4/127.0.0.1/tcp/1", "/ip4/10.0.0.5/tcp/2"]);
+        assert_eq!(
+            same_port(&two, &bound),
+            two,
+            "which port was whose is not known"
+        );
+    }
 }

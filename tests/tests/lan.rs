@@ -50,3 +50,44 @@ fn nodes_on_a_lan_find_each_other_by_mdns_and_share_work() {
         .collect();
     assert!(ran_on.len() > 1, "work spread over the LAN: {ran_on:?}");
 }
+
+/// The LAN case of joining by approval (issue 11, finding 2): a machine started with
+/// `--wait-for-approval` and nothing else is found by mDNS, listed with its LAN address, and
+/// joins once the admin approves it.
+#[test]
+fn a_machine_found_by_mdns_waits_until_an_admin_approves_it() {
+    let lan = Lan::new("ap", 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = Node::spawn(&tmp.path().join("admin"), Some(&lan.hosts[0]), &[]);
+    let new = Node::spawn(
+        &tmp.path().join("new"),
+        Some(&lan.hosts[1]),
+        &["--wait-for-approval"],
+    );
+    let new_id = new.listen_peer_id();
+    let listed = wait_for(
+        "the admin to list the machine it found by mDNS",
+        Duration::from_secs(60),
+        || {
+            let list = admin.json(&["nodes", "--waiting", "--json"]);
+            list.as_array()?
+                .iter()
+                .find(|w| w["peer"] == new_id.as_str())
+                .cloned()
+        },
+    );
+    assert!(
+        listed["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("/ip4/10.77.0.2/tcp/")),
+        "{listed}"
+    );
+    assert_eq!(admin.live_nodes(), 1, "the waiting machine is no node yet");
+    let approved = admin.json(&["approve", &new_id, "--json"]);
+    assert_eq!(approved["peer"], new_id.as_str());
+    wait_for(
+        "the approved machine to join",
+        Duration::from_secs(60),
+        || (admin.live_nodes() == 2 && new.live_nodes() == 2).then_some(()),
+    );
+}
