@@ -31,7 +31,6 @@ use peerbatch_protocol::{
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -65,8 +64,8 @@ pub struct Driver {
     kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
     listening: Vec<Multiaddr>,
     outbox: mpsc::UnboundedSender<Item>,
-    /// Bytes queued in the outbox (it subtracts what it is done with).
-    outbox_bytes: Arc<AtomicUsize>,
+    /// What the outbox holds (it subtracts what it is done with).
+    outbox_load: Arc<crate::outbox::Load>,
     /// What each peer's sync requests made this node send.
     sync_budget: Budgets<NodeId>,
     /// What each peer's fetch requests made this node send.
@@ -95,7 +94,7 @@ impl Driver {
         listen_file: PathBuf,
         clock: Instant,
     ) -> Driver {
-        let (outbox, outbox_bytes, storage) = crate::outbox::spawn(store.clone(), net.clone());
+        let (outbox, outbox_load, storage) = crate::outbox::spawn(store.clone(), net.clone());
         let blobs = fetcher.store().clone();
         let chunks = ChunkServer::new(blobs.clone(), fetcher.stats.clone(), fetcher.spread.clone());
         Driver {
@@ -110,7 +109,7 @@ impl Driver {
             kills: HashMap::new(),
             listening: Vec::new(),
             outbox,
-            outbox_bytes,
+            outbox_load,
             sync_budget: Budgets::new(DEFAULT_SYNC_RATE, SYNC_BURST_SECONDS * DEFAULT_SYNC_RATE),
             chunk_budget: Arc::new(Mutex::new(Budgets::new(CHUNK_RATE, CHUNK_BURST))),
             storage,
@@ -409,6 +408,12 @@ impl Driver {
                     tracing::debug!("sync request from {from} dropped: past its byte budget");
                     return;
                 }
+                if asks && self.outbox_load.backlogged(&from) {
+                    // Answers to it wait for it to acknowledge earlier ones:
+                    // a peer that does not cannot grow the outbox.
+                    tracing::debug!("sync request from {from} dropped: earlier answers wait");
+                    return;
+                }
                 self.core.handle_message(now, node, msg);
                 if asks {
                     // Charge the answer now, before the next request is judged.
@@ -557,14 +562,14 @@ impl Driver {
     }
 
     fn outbox(&self, item: Item) {
-        self.outbox_bytes.fetch_add(item.size(), Relaxed);
+        self.outbox_load.add(&item);
         if self.outbox.send(item).is_err() {
             tracing::error!("the outbox has stopped; dropping output");
         }
     }
 
     fn outbox_has_room(&self) -> bool {
-        self.outbox_bytes.load(Relaxed) < OUTBOX_LIMIT
+        self.outbox_load.bytes() < OUTBOX_LIMIT
     }
 
     /// Answers `reply` with how many peers acknowledged holding event `id`

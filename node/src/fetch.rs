@@ -10,7 +10,7 @@
 //! or touch the Swarm.
 
 use crate::chunk_server::SpreadState;
-use crate::net::Net;
+use crate::net::{Net, NetError, BUSY_RETRY};
 use crate::pull::Pull;
 use crate::pull::{Dest, Want};
 use crate::store::blobs::{check_out, decode_object, BlobError, BlobStore};
@@ -238,14 +238,23 @@ impl Fetcher {
     }
 
     /// Asks every peer for the object `id` and stores the first copy that
-    /// matches its hash (an unsafe tree is refused before it is stored).
+    /// matches its hash (an unsafe tree is refused before it is stored). A
+    /// peer the network refuses to ask now (too many requests await
+    /// answers) is asked again a little later.
     async fn download_object(&self, id: BlobId, peers: &[PeerId]) -> Result<()> {
         let request = codec::encode(&FetchRequest::Chunk(id.0));
         let mut asks: FuturesUnordered<_> = peers
             .iter()
             .map(|peer| {
                 let request = request.clone();
-                async move { (*peer, self.net.fetch(*peer, request).await) }
+                async move {
+                    loop {
+                        match self.net.fetch(*peer, request.clone()).await {
+                            Err(NetError::Busy(_)) => tokio::time::sleep(BUSY_RETRY).await,
+                            reply => return (*peer, reply),
+                        }
+                    }
+                }
             })
             .collect();
         while let Some((peer, reply)) = asks.next().await {

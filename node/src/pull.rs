@@ -5,7 +5,9 @@
 //! missing, so that peers still fetching the same blob serve what they
 //! already have), which batch goes to which provider, and what a failure
 //! does (a bad chunk is counted against its sender and fetched elsewhere; a
-//! provider whose request fails is dropped from this pull). Every chunk is
+//! provider whose request fails is dropped from this pull, but one the
+//! network refuses to ask now, as too many requests await answers
+//! (`net::Busy`), is asked again at the next tick). Every chunk is
 //! verified against its hash before it is written where the fetcher says
 //! ([`Dest`]: the chunk store, a file being exported, or both). Must not
 //! decide which
@@ -13,6 +15,7 @@
 //! Swarm.
 
 use crate::fetch::{FetchError, Fetcher, Progress};
+use crate::net::NetError;
 use crate::store::blobs::{check_chunk, BlobError, BlobStore, FileExport};
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
@@ -81,6 +84,8 @@ enum Outcome {
 
 /// Why a whole request failed.
 enum Failure {
+    /// Too many requests await answers: not sent; ask again later.
+    Busy,
     /// The peer is gone or not answering.
     Net(String),
     /// The peer answered something that does not parse.
@@ -125,6 +130,9 @@ pub struct Pull<'a> {
     /// failure) arrives, which frees that provider's slot.
     answered: tokio::sync::mpsc::UnboundedSender<PeerId>,
     answers: tokio::sync::mpsc::UnboundedReceiver<PeerId>,
+    /// The network refused a request (`Failure::Busy`): no new batches
+    /// until the next tick.
+    busy: bool,
 }
 
 type BatchDone = (PeerId, Vec<usize>, Result<Vec<Outcome>, Failure>);
@@ -159,6 +167,7 @@ impl<'a> Pull<'a> {
             dest,
             answered,
             answers,
+            busy: false,
         }
     }
 
@@ -185,7 +194,7 @@ impl<'a> Pull<'a> {
                 self.free_slot(peer);
             }
             let waiting = !unanswered.is_empty() && tokio::time::Instant::now() < first_answers;
-            while !waiting && batches.len() < IN_FLIGHT {
+            while !waiting && !self.busy && batches.len() < IN_FLIGHT {
                 let Some((peer, batch)) = self.next_batch() else {
                     break;
                 };
@@ -194,7 +203,7 @@ impl<'a> Pull<'a> {
             if self.queue.is_empty() && batches.is_empty() {
                 return Ok(());
             }
-            if batches.is_empty() && haves.is_empty() {
+            if batches.is_empty() && haves.is_empty() && !self.busy {
                 let since = *stalled.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= STALL_WAIT {
                     return Err(self.stuck());
@@ -221,6 +230,7 @@ impl<'a> Pull<'a> {
                 }
                 _ = tokio::time::sleep_until(first_answers), if waiting => {}
                 _ = tick.tick() => {
+                    self.busy = false;
                     for peer in self.peers_to_ask(false) {
                         haves.push(self.ask_have(peer));
                     }
@@ -294,6 +304,7 @@ impl<'a> Pull<'a> {
                     p.have[i] = bits[k / 8] & (1 << (k % 8)) != 0;
                 }
             }
+            Err(Failure::Busy) => {}
             Err(Failure::Net(e)) => {
                 tracing::debug!("dropping {peer} from a pull: {e}");
                 p.dropped = true;
@@ -446,6 +457,11 @@ impl<'a> Pull<'a> {
     ) -> Result<bool, FetchError> {
         let outcomes = match result {
             Ok(outcomes) => outcomes,
+            Err(Failure::Busy) => {
+                self.busy = true;
+                self.queue.extend(batch);
+                return Ok(false);
+            }
             Err(Failure::Net(e)) => {
                 if let Some(p) = self.providers.get_mut(&peer) {
                     p.dropped = true;
@@ -541,6 +557,9 @@ fn deliver(blobs: &BlobStore, dest: &Dest, hash: &[u8; 32], bytes: &[u8]) -> Out
     }
 }
 
-fn net_failure(e: crate::net::NetError) -> Failure {
-    Failure::Net(format!("{:#}", anyhow::Error::from(e)))
+fn net_failure(e: NetError) -> Failure {
+    match e {
+        NetError::Busy(_) => Failure::Busy,
+        e => Failure::Net(format!("{:#}", anyhow::Error::from(e))),
+    }
 }

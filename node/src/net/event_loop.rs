@@ -27,6 +27,7 @@ use super::{
     behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL},
     redial::PeerBook,
     refusals::{error_chain, Refusals},
+    slots::Slot,
     FetchReply, GossipTicket, GossipVerdict, NetError, NetEvent,
 };
 
@@ -42,12 +43,16 @@ pub(super) enum Command {
     Send {
         peer: PeerId,
         data: Vec<u8>,
+        /// Held until the message is acknowledged or fails.
+        slot: Slot,
         /// `Some` for `send_acked`: resolved when the peer acknowledges (or the send fails).
         ack: Option<oneshot::Sender<Result<(), NetError>>>,
     },
     Fetch {
         peer: PeerId,
         data: Vec<u8>,
+        /// Held until the answer arrives or the fetch fails.
+        slot: Slot,
         reply: oneshot::Sender<Result<Vec<u8>, NetError>>,
     },
     Respond {
@@ -70,13 +75,28 @@ pub(super) enum Command {
     },
 }
 
+/// A request in flight: its slot (freed when this is dropped) and whom to tell how it ended.
+struct Pending<T> {
+    _slot: Slot,
+    reply: Option<oneshot::Sender<Result<T, NetError>>>,
+}
+
+impl<T> Pending<T> {
+    fn end(self, result: Result<T, NetError>) {
+        if let Some(reply) = self.reply {
+            let _ = reply.send(result);
+        }
+    }
+}
+
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     topic: gossipsub::TopicHash,
-    pending_acks: HashMap<OutboundRequestId, oneshot::Sender<Result<(), NetError>>>,
-    pending_fetches: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
+    /// One-way messages sent and not yet acknowledged or failed.
+    pending_sends: HashMap<OutboundRequestId, Pending<()>>,
+    pending_fetches: HashMap<OutboundRequestId, Pending<Vec<u8>>>,
     book: PeerBook,
     refusals: Refusals,
 }
@@ -95,7 +115,7 @@ impl EventLoop {
             commands,
             events,
             topic,
-            pending_acks: HashMap::new(),
+            pending_sends: HashMap::new(),
             pending_fetches: HashMap::new(),
             book,
             refusals: Refusals::default(),
@@ -182,15 +202,31 @@ impl EventLoop {
                     Err(e) => warn!(error = %e, len, "gossip publish failed"),
                 }
             }
-            Command::Send { peer, data, ack } => {
+            Command::Send {
+                peer,
+                data,
+                slot,
+                ack,
+            } => {
                 let id = self.swarm.behaviour_mut().msg.send_request(&peer, data);
-                if let Some(ack) = ack {
-                    self.pending_acks.insert(id, ack);
-                }
+                let pending = Pending {
+                    _slot: slot,
+                    reply: ack,
+                };
+                self.pending_sends.insert(id, pending);
             }
-            Command::Fetch { peer, data, reply } => {
+            Command::Fetch {
+                peer,
+                data,
+                slot,
+                reply,
+            } => {
                 let id = self.swarm.behaviour_mut().fetch.send_request(&peer, data);
-                self.pending_fetches.insert(id, reply);
+                let pending = Pending {
+                    _slot: slot,
+                    reply: Some(reply),
+                };
+                self.pending_fetches.insert(id, pending);
             }
             Command::Respond { reply, data } => {
                 if self
@@ -394,8 +430,8 @@ impl EventLoop {
                     return flow;
                 }
                 request_response::Message::Response { request_id, .. } => {
-                    if let Some(ack) = self.pending_acks.remove(&request_id) {
-                        let _ = ack.send(Ok(()));
+                    if let Some(pending) = self.pending_sends.remove(&request_id) {
+                        pending.end(Ok(()));
                     }
                 }
             },
@@ -404,15 +440,15 @@ impl EventLoop {
                 request_id,
                 error,
                 ..
-            } => match self.pending_acks.remove(&request_id) {
-                Some(ack) => {
-                    let _ = ack.send(Err(NetError::Request {
+            } => {
+                debug!(%peer, error = %error, "one-way message failed");
+                if let Some(pending) = self.pending_sends.remove(&request_id) {
+                    pending.end(Err(NetError::Request {
                         peer,
                         source: error,
                     }));
                 }
-                None => debug!(%peer, error = %error, "one-way message failed"),
-            },
+            }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, error = %error, "inbound message failed")
             }
@@ -442,8 +478,8 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(reply) = self.pending_fetches.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
+                    if let Some(pending) = self.pending_fetches.remove(&request_id) {
+                        pending.end(Ok(response));
                     }
                 }
             },
@@ -454,8 +490,8 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, error = %error, "fetch failed");
-                if let Some(reply) = self.pending_fetches.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
+                if let Some(pending) = self.pending_fetches.remove(&request_id) {
+                    pending.end(Err(NetError::Request {
                         peer,
                         source: error,
                     }));

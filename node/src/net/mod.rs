@@ -19,6 +19,11 @@
 //! reading events (its driver, say, judging gossip in the middle of a burst) always gets its
 //! command taken. Whoever changes the loop must keep both halves: no `await` in
 //! `handle_command`, and commands served wherever the loop waits.
+//!
+//! Requests to peers (one-way messages and fetches) are bounded too, per peer and in all
+//! ([`slots`]): past a bound, [`Net::send`], [`Net::send_acked`] and [`Net::fetch`] answer at
+//! once with [`NetError::Busy`], and the caller tries again later (after [`BUSY_RETRY`]) instead
+//! of libp2p queueing the request without limit behind a slow peer.
 
 mod behaviour;
 mod candidate;
@@ -35,10 +40,14 @@ mod queue_tests;
 mod redial;
 mod refusals;
 #[cfg(test)]
+pub(crate) mod silent_peer;
+mod slots;
+#[cfg(test)]
 mod tests;
 mod tls;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use libp2p::{identity::Keypair, request_response, Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +58,8 @@ use event_loop::{Command, EventLoop};
 pub use candidate::{Approval, Candidate, Progress};
 pub use key::{write_cluster_key, ClusterKey, JoinToken, TokenError};
 pub use lobby::{ApproveError, Lobby, WaitingPeer, APPROVAL_LASTS};
+pub use slots::{Busy, RequestKind, BUSY_RETRY, MESSAGES_PER_PEER};
+use slots::{RequestKind::*, Slots};
 
 /// Capacity of the event channel returned by [`start`]. When it is full the event loop waits
 /// (events are never dropped), so keep draining it.
@@ -154,6 +165,8 @@ pub enum NetError {
     },
     #[error("the network event loop has stopped")]
     Closed,
+    #[error(transparent)]
+    Busy(#[from] Busy),
     #[error("request to peer {peer} failed")]
     Request {
         peer: PeerId,
@@ -175,6 +188,8 @@ pub enum NetError {
 pub struct Net {
     local_peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    messages: Arc<Slots>,
+    fetches: Arc<Slots>,
 }
 
 impl Net {
@@ -190,23 +205,33 @@ impl Net {
     }
 
     /// Send a one-way message to `peer`, dialling it if needed. Fire and forget: failures are
-    /// logged at debug level.
-    pub async fn send(&self, peer: PeerId, data: Vec<u8>) {
-        self.command(Command::Send {
+    /// logged at debug level. [`NetError::Busy`] (nothing sent) while [`slots::MESSAGES_PER_PEER`]
+    /// messages to `peer`, or [`slots::MESSAGES_IN_ALL`] in all, await acknowledgement.
+    pub async fn send(&self, peer: PeerId, data: Vec<u8>) -> Result<(), NetError> {
+        self.reserve(peer)?.send(data).await;
+        Ok(())
+    }
+
+    /// A place for one more one-way message to `peer`, or [`Busy`] while too many await
+    /// acknowledgement: lets a caller keep its message when refused.
+    pub fn reserve(&self, peer: PeerId) -> Result<Reserved<'_>, Busy> {
+        let slot = self.messages.take(peer)?;
+        Ok(Reserved {
+            net: self,
             peer,
-            data,
-            ack: None,
+            slot,
         })
-        .await;
     }
 
     /// Like [`Net::send`], but resolves once the peer's event loop has received the message and
     /// handed it to its node (as [`NetEvent::Message`]).
     pub async fn send_acked(&self, peer: PeerId, data: Vec<u8>) -> Result<(), NetError> {
+        let slot = self.messages.take(peer)?;
         let (tx, rx) = oneshot::channel();
         self.command(Command::Send {
             peer,
             data,
+            slot,
             ack: Some(tx),
         })
         .await;
@@ -214,11 +239,15 @@ impl Net {
     }
 
     /// Send a request to `peer` and wait (up to ~30 s) for its [`Net::respond`].
+    /// [`NetError::Busy`] (nothing sent) while [`slots::FETCHES_PER_PEER`] fetches from `peer`,
+    /// or [`slots::FETCHES_IN_ALL`] in all, await their answer.
     pub async fn fetch(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let slot = self.fetches.take(peer)?;
         let (tx, rx) = oneshot::channel();
         self.command(Command::Fetch {
             peer,
             data,
+            slot,
             reply: tx,
         })
         .await;
@@ -256,6 +285,26 @@ impl Net {
     }
 }
 
+/// A one-way message's place, taken by [`Net::reserve`]; freed if not used.
+pub struct Reserved<'a> {
+    net: &'a Net,
+    peer: PeerId,
+    slot: slots::Slot,
+}
+
+impl Reserved<'_> {
+    /// Sends `data` as [`Net::send`] does.
+    pub async fn send(self, data: Vec<u8>) {
+        let command = Command::Send {
+            peer: self.peer,
+            data,
+            slot: self.slot,
+            ack: None,
+        };
+        self.net.command(command).await;
+    }
+}
+
 /// Build the swarm, start listening and spawn the event loop on the current tokio runtime.
 ///
 /// The loop runs until every [`Net`] clone or the returned receiver is dropped.
@@ -280,6 +329,8 @@ pub async fn start(cfg: NetConfig) -> Result<(Net, mpsc::Receiver<NetEvent>), Ne
     let net = Net {
         local_peer_id,
         commands: command_tx,
+        messages: Slots::new(Message, slots::MESSAGES_PER_PEER, slots::MESSAGES_IN_ALL),
+        fetches: Slots::new(Fetch, slots::FETCHES_PER_PEER, slots::FETCHES_IN_ALL),
     };
     Ok((net, event_rx))
 }

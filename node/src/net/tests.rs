@@ -148,7 +148,7 @@ async fn same_cluster_key_gossip_messages_and_fetch() {
     assert!(data.starts_with(b"gossip #"));
 
     // One-way message B -> A.
-    b.send(a_id, b"hello A".to_vec()).await;
+    b.send(a_id, b"hello A".to_vec()).await.expect("sent");
     let (from, data) = wait_for(&mut a_rx, "message", |e| match e {
         NetEvent::Message { from, data } => Some((from, data)),
         _ => None,
@@ -200,7 +200,9 @@ async fn different_cluster_keys_never_connect() {
     let a_addr = listen_addr(&mut a_rx).await;
     let (b, mut b_rx) = node(vec![a_addr.clone()], Some([2u8; 32])).await;
     b.dial(a.local_peer_id(), vec![a_addr]).await;
-    b.send(a.local_peer_id(), b"let me in".to_vec()).await;
+    b.send(a.local_peer_id(), b"let me in".to_vec())
+        .await
+        .expect("sent");
     a.publish(b"secret".to_vec()).await;
 
     let limit = Duration::from_secs(4);
@@ -229,7 +231,9 @@ async fn plain_transport_without_cluster_key_connects() {
     let (source, _) = gossip_until_received(&b, &mut a_rx).await;
     assert_eq!(source, b.local_peer_id());
 
-    b.send(a.local_peer_id(), b"plain".to_vec()).await;
+    b.send(a.local_peer_id(), b"plain".to_vec())
+        .await
+        .expect("sent");
     let data = wait_for(&mut a_rx, "message", |e| match e {
         NetEvent::Message { data, .. } => Some(data),
         _ => None,
