@@ -337,7 +337,7 @@ mod tests {
             keypair: Keypair::generate_ed25519(),
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             join: vec![],
-            cluster_key: None,
+            standing: net::Standing::Open,
             mdns: false,
         })
         .await
