@@ -1,4 +1,6 @@
-//! Answering peers' fetch requests from the chunk store.
+//! Answering peers' fetch requests from the chunk store (chunk files, and
+//! positioned reads from large blobs' data files, which `store::large`
+//! checks again when other names could have changed them).
 //!
 //! Owns what a node sends back for `Chunk`, `Have` and `Chunks` requests,
 //! the byte limit of a batch, and the first-copy rule: a chunk this node

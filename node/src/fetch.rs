@@ -3,8 +3,11 @@
 //! Owns the client side of the fetch protocol above the chunk level: get a
 //! blob's object from whichever connected peer has it (and a tree's file
 //! manifests), work out which chunks are missing, and hand those to a
-//! [`Pull`](crate::pull::Pull). Runs exports with progress the API can
-//! poll; a file is written out while its chunks arrive. Counts fetched,
+//! [`Pull`](crate::pull::Pull), after giving every large file blob its
+//! data file in the store (so that its chunks are written straight into
+//! place). Runs exports with progress the API can poll: a large file kept
+//! in the store is linked out of it once complete, other files are written
+//! out while their chunks arrive. Counts fetched,
 //! served and bad chunks (per peer) for the status endpoint. Must not
 //! schedule chunk requests (`pull` does), serve requests (the driver does)
 //! or touch the Swarm.
@@ -14,6 +17,7 @@ use crate::net::{Net, NetError, BUSY_RETRY};
 use crate::pull::Pull;
 use crate::pull::{Dest, Want};
 use crate::store::blobs::{check_out, decode_object, BlobError, BlobStore};
+use crate::store::large::is_large;
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
@@ -126,8 +130,29 @@ impl Fetcher {
     pub async fn fetch(&self, id: BlobId, peers: &[PeerId], progress: &Progress) -> Result<()> {
         let peers = &self.locate(id, peers).await?;
         let manifests = self.manifests(id, peers).await?;
+        self.reserve(&manifests).await?;
         let (missing, _) = self.missing(&manifests, progress);
         self.pull(missing, peers, progress, Dest::Store).await
+    }
+
+    /// Gives every large file blob among `manifests` its data file in the
+    /// store, so that the pull writes its chunks straight into place.
+    async fn reserve(&self, manifests: &[(BlobId, Manifest)]) -> Result<()> {
+        let large: Vec<(BlobId, Manifest)> = manifests
+            .iter()
+            .filter(|(_, m)| is_large(m))
+            .cloned()
+            .collect();
+        if large.is_empty() {
+            return Ok(());
+        }
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || {
+            large.iter().try_for_each(|(id, m)| blobs.reserve(id, m))
+        })
+        .await
+        .map_err(|e| FetchError::Writer(e.to_string()))??;
+        Ok(())
     }
 
     async fn pull(
@@ -143,11 +168,12 @@ impl Fetcher {
         Pull::new(self, missing, peers, progress, dest).run().await
     }
 
-    /// The file manifests of blob `id` (its own for a file), fetching the
-    /// object and a tree's file manifests if they are not here.
-    async fn manifests(&self, id: BlobId, peers: &[PeerId]) -> Result<Vec<Manifest>> {
+    /// The file manifests of blob `id` (its own for a file) with their
+    /// ids, fetching the object and a tree's file manifests if they are
+    /// not here.
+    async fn manifests(&self, id: BlobId, peers: &[PeerId]) -> Result<Vec<(BlobId, Manifest)>> {
         match self.fetch_object(id, peers).await? {
-            Object::File(m) => Ok(vec![m]),
+            Object::File(m) => Ok(vec![(id, m)]),
             Object::Tree(tree) => {
                 let files: BTreeSet<BlobId> = tree.entries.iter().map(|e| e.blob).collect();
                 let missing: Vec<_> = files
@@ -160,7 +186,7 @@ impl Fetcher {
                 let mut manifests = Vec::with_capacity(files.len());
                 for file in files {
                     match self.blobs.object(&file)? {
-                        Some(Object::File(m)) => manifests.push(m),
+                        Some(Object::File(m)) => manifests.push((file, m)),
                         Some(Object::Tree(_)) => {
                             return Err(FetchError::NestedTree { tree: id, file })
                         }
@@ -174,9 +200,13 @@ impl Fetcher {
 
     /// The distinct chunks of `manifests` split into those to fetch and
     /// those already here, counted into `progress`.
-    fn missing(&self, manifests: &[Manifest], progress: &Progress) -> (Vec<Want>, Vec<[u8; 32]>) {
+    fn missing(
+        &self,
+        manifests: &[(BlobId, Manifest)],
+        progress: &Progress,
+    ) -> (Vec<Want>, Vec<[u8; 32]>) {
         let mut chunks: BTreeMap<[u8; 32], u32> = BTreeMap::new();
-        for m in manifests {
+        for (_, m) in manifests {
             for c in &m.chunks {
                 chunks.insert(c.hash, c.len);
             }
@@ -346,9 +376,17 @@ impl Fetcher {
         let peers = &self.locate(export.blob, peers).await?;
         let started = std::time::Instant::now();
         let manifests = self.manifests(export.blob, peers).await?;
-        let bytes = match self.blobs.object(&export.blob)? {
-            Some(Object::File(manifest)) => self.stream_file(&manifest, export, peers).await?,
-            _ => {
+        let streamed = match &manifests[..] {
+            [(id, m)] if *id == export.blob && !(export.store && is_large(m)) => Some(m),
+            _ => None,
+        };
+        let bytes = match streamed {
+            Some(manifest) => self.stream_file(manifest, export, peers).await?,
+            None => {
+                check_out(&export.out)?;
+                if export.store {
+                    self.reserve(&manifests).await?;
+                }
                 let (missing, _) = self.missing(&manifests, &export.progress);
                 self.pull(missing, peers, &export.progress, Dest::Store)
                     .await?;
@@ -397,7 +435,8 @@ impl Fetcher {
     ) -> Result<u64> {
         check_out(&export.out)?;
         let sink = Arc::new(self.blobs.begin_export(manifest, &export.out, 0o644)?);
-        let (missing, present) = self.missing(std::slice::from_ref(manifest), &export.progress);
+        let file = [(export.blob, manifest.clone())];
+        let (missing, present) = self.missing(&file, &export.progress);
         let copy = {
             let (sink, blobs) = (sink.clone(), self.blobs.clone());
             tokio::task::spawn_blocking(move || {

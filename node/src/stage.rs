@@ -3,9 +3,11 @@
 //!
 //! Owns placing a task's inputs in its working directory (fetched once per
 //! node into a read-only cache and hard-linked into every working directory
-//! that needs them; when tasks run as the node's own user, which can write
-//! read-only files, a cached file is hashed again before each reuse and
-//! replaced if a task changed it), unpacking packages once per node and version, and
+//! that needs them; when tasks run as another account, a large file's
+//! cache entry is the store's own data file under another name, so its
+//! bytes exist once on the node; when tasks run as the node's own user,
+//! which can write read-only files, every cache entry is a copy, hashed
+//! again before each reuse and replaced if a task changed it), unpacking packages once per node and version, and
 //! storing the files an attempt's output patterns match as one tree —
 //! refusing symlinks that lead out of the working directory. Must not run
 //! processes (the executor does) or decide which blob an input names (the
@@ -146,12 +148,16 @@ impl Stager {
             .map_err(err)?;
         let tmp = self.cache.join(format!(".{file}-{mode:o}.part"));
         let _ = fs::remove_file(&tmp);
-        let (blobs, out) = (self.blobs.clone(), tmp.clone());
+        let (blobs, out, verify) = (self.blobs.clone(), tmp.clone(), self.verify_cache);
         tokio::task::spawn_blocking(move || -> Result<()> {
             fs::create_dir_all(out.parent().unwrap_or(Path::new("/")))
                 .map_err(|e| e.to_string())?;
-            blobs.export(&file, &out).map_err(err)?;
-            fs::set_permissions(&out, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
+            // Only tasks of another account cannot change the store's copy.
+            let link = !verify;
+            blobs
+                .export_file_mode(&file, &out, mode, link)
+                .map(drop)
+                .map_err(err)
         })
         .await
         .map_err(|e| e.to_string())??;

@@ -147,8 +147,8 @@ fn forget_chunks(cluster: &LocalCluster, node: usize) -> Result<()> {
     std::fs::remove_dir_all(&chunks).with_context(|| format!("cannot empty {}", chunks.display()))
 }
 
-/// CPU seconds (user + system) the cluster's node processes have used.
-fn nodes_cpu(cluster: &LocalCluster) -> f64 {
+/// CPU seconds (user + system) each of the cluster's node processes has used.
+fn nodes_cpu(cluster: &LocalCluster) -> Vec<f64> {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let used = |pid: u32| -> Option<f64> {
@@ -162,8 +162,8 @@ fn nodes_cpu(cluster: &LocalCluster) -> f64 {
     cluster
         .nodes
         .iter()
-        .filter_map(|n| used(n.child.id()))
-        .sum()
+        .map(|n| used(n.child.id()).unwrap_or(0.0))
+        .collect()
 }
 
 fn served(client: &Client) -> Result<u64> {
@@ -177,20 +177,40 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// One two-node get of `id` onto node 2 with an empty store; seconds.
+/// Bytes `du` counts on disk for `paths` together (a file linked at two
+/// of them counts once).
+fn du(paths: &[&Path]) -> Result<u64> {
+    let out = std::process::Command::new("du")
+        .args(["-s", "-c", "-B1"])
+        .args(paths)
+        .output()
+        .context("cannot run du")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let total = text
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next());
+    total
+        .and_then(|t| t.parse().ok())
+        .with_context(|| format!("du printed {text:?}"))
+}
+
+/// One two-node get of `id` onto node 2 with an empty store: seconds, and
+/// the bytes node 2's data dir and the output use on disk together.
 fn two_node_get(
     cluster: &LocalCluster,
     clients: &[Client],
     id: &str,
     out: &Path,
     store: bool,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     forget_chunks(cluster, 1)?;
     let started = Instant::now();
     let number = start_get(&clients[1], id, out, store)?;
     let secs = wait_gets(&[(&clients[1], number)], started)?[0];
+    let disk = du(&[&cluster.nodes[1].dir.root, out])?;
     std::fs::remove_file(out)?;
-    Ok(secs)
+    Ok((secs, disk))
 }
 
 fn clients(cluster: &LocalCluster) -> Result<Vec<Client>> {
@@ -240,11 +260,21 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
     }
     let out = root.join("out");
     for store in [true, false] {
-        let (mut times, mut cpu) = (Vec::new(), Vec::new());
+        let (mut times, mut cpu, mut disk) = (Vec::new(), Vec::new(), 0);
+        let (mut sender, mut receiver) = (Vec::new(), Vec::new());
         for _ in 0..opts.runs.max(1) {
             let before = nodes_cpu(&cluster);
-            times.push(two_node_get(&cluster, &clients, &id, &out, store)?);
-            cpu.push(nodes_cpu(&cluster) - before);
+            let (secs, bytes) = two_node_get(&cluster, &clients, &id, &out, store)?;
+            times.push(secs);
+            disk = disk.max(bytes);
+            let used: Vec<f64> = nodes_cpu(&cluster)
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect();
+            sender.push(used[0]);
+            receiver.push(used[1]);
+            cpu.push(used.iter().sum());
         }
         let best = times.iter().copied().fold(f64::INFINITY, f64::min);
         let what = if store {
@@ -270,6 +300,17 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
             cpu.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
             median(cpu.clone()) / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
         );
+        let gib = opts.size as f64 / (1u64 << 30) as f64;
+        println!(
+            "         CPU per GiB: sender median {:.2} s, receiver median {:.2} s",
+            median(sender) / gib,
+            median(receiver) / gib,
+        );
+        println!(
+            "         on disk after a get (du of the receiving data dir and the output together): at most {:.0} MiB, {:.2} × the file",
+            disk as f64 / (1 << 20) as f64,
+            disk as f64 / opts.size as f64,
+        );
     }
     drop(cluster);
 
@@ -291,7 +332,7 @@ fn spread(opts: &TransferOpts, root: &Path) -> Result<()> {
     let out = |i: usize| -> PathBuf { root.join(format!("spread-out-{i}")) };
     let (mut alone, mut spreads, mut served_by) = (Vec::new(), Vec::new(), vec![0; n]);
     for _ in 0..opts.runs.max(1) {
-        alone.push(two_node_get(&cluster, &clients, &id, &out(1), true)?);
+        alone.push(two_node_get(&cluster, &clients, &id, &out(1), true)?.0);
         for i in 1..n {
             forget_chunks(&cluster, i)?;
         }

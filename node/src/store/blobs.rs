@@ -1,12 +1,17 @@
-//! The chunk store: content-addressed files under `DATA/chunks/ab/abcdef…`.
+//! The chunk store: content-addressed files under `DATA/chunks/ab/abcdef…`,
+//! and the data files of large blobs (`large`) under `DATA/chunks/large/`.
 //!
 //! Owns splitting local files and directory trees into chunks (a file on
-//! every CPU at once, each chunk written once, atomically), the objects
-//! naming them (file and tree manifests), reading chunks for peers, and
-//! writing stored blobs back out as files and trees (a file through a
-//! temporary file linked into place when complete). Must not talk to the
-//! network; `pull` fetches missing chunks from peers into this store.
+//! every CPU at once, each chunk written once: atomically as a chunk file,
+//! or in place in a large blob's data file), the objects naming them (file
+//! and tree manifests), reading chunks for peers from either, routing a
+//! received chunk to the data files that want it, and writing stored blobs
+//! back out as files and trees (a large file blob linked out, other files
+//! through a temporary file linked into place when complete). Must not
+//! talk to the network; `pull` fetches missing chunks from peers into this
+//! store.
 
+use crate::store::large::{allocate, is_large, Large, LargeError, LINKED_MODE};
 use peerbatch_protocol::codec::{self, CodecError};
 use peerbatch_protocol::content::{
     ChunkRef, Manifest, ManifestError, Object, Tree, TreeEntry, TreeError, CHUNK_SIZE,
@@ -76,6 +81,8 @@ pub enum BlobError {
     NotEmpty(PathBuf),
     #[error("{} already exists; refusing to overwrite it", .0.display())]
     Exists(PathBuf),
+    #[error(transparent)]
+    Large(#[from] LargeError),
 }
 
 type Result<T> = std::result::Result<T, BlobError>;
@@ -95,15 +102,21 @@ pub struct BlobStore {
     /// Chunks written since the node started, so reclaiming can tell
     /// whether the store grew.
     writes: Arc<AtomicU64>,
+    /// The data files of large file blobs.
+    large: Arc<Large>,
 }
 
-/// One chunk file as the store lists it for reclaiming.
+/// One chunk file, or one large blob's data file, as the store lists it
+/// for reclaiming.
 #[derive(Clone, Debug)]
 pub struct ChunkFile {
+    /// The chunk's hash, or the large blob's id.
     pub hash: [u8; 32],
     pub bytes: u64,
     /// When it was last written or read.
     pub used: std::time::SystemTime,
+    /// A large blob's data file rather than a chunk file.
+    pub large: bool,
 }
 
 /// What storing a local path did.
@@ -127,12 +140,24 @@ impl PutStats {
 }
 
 impl BlobStore {
+    /// Opens (creating) the store at `dir` and indexes its large blobs.
     pub fn open(dir: &Path) -> Result<BlobStore> {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
-        Ok(BlobStore {
+        let store = BlobStore {
             dir: dir.to_path_buf(),
             writes: Arc::default(),
-        })
+            large: Arc::new(Large::open(dir.join("large"))?),
+        };
+        for id in store.large.on_disk() {
+            match store.object(&id) {
+                Ok(Some(Object::File(m))) if is_large(&m) => store.large.load(id, &m),
+                _ => {
+                    tracing::warn!("removing the data file of {id}, whose manifest is not here");
+                    store.large.remove(&id);
+                }
+            }
+        }
+        Ok(store)
     }
 
     fn chunk_path(&self, hash: &[u8; 32]) -> PathBuf {
@@ -186,6 +211,26 @@ impl BlobStore {
         let file = fs::File::open(path).map_err(io("open", path))?;
         let size = file.metadata().map_err(io("read", path))?.len();
         let count = size.div_ceil(CHUNK_SIZE as u64) as usize;
+        // A large file goes into one new data file: chunks already here
+        // elsewhere are copied in afterwards rather than written twice.
+        let large = if size > crate::store::large::LARGE {
+            let (tmp, f) = self.large.put_file()?;
+            let tmp = Removed(tmp);
+            allocate(&f, size).map_err(io("allocate", &tmp.0))?;
+            Some((tmp, f))
+        } else {
+            None
+        };
+        let store = |hash: &[u8; 32], piece: &[u8], at: u64| -> Result<bool> {
+            match &large {
+                None => self.write_chunk_unchecked(hash, piece),
+                Some(_) if self.has_chunk(hash) => Ok(false),
+                Some((tmp, f)) => f
+                    .write_all_at(piece, at)
+                    .map(|()| true)
+                    .map_err(io("write", &tmp.0)),
+            }
+        };
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, count.max(1));
@@ -197,7 +242,7 @@ impl BlobStore {
                 let piece = &mut buf[..(size - at).min(CHUNK_SIZE as u64) as usize];
                 file.read_exact_at(piece, at).map_err(io("read", path))?;
                 let hash = *blake3::hash(piece).as_bytes();
-                let new = self.write_chunk_unchecked(&hash, piece)?;
+                let new = store(&hash, piece, at)?;
                 let len = piece.len() as u32;
                 done.push((i, ChunkRef { hash, len }, new));
             }
@@ -216,6 +261,7 @@ impl BlobStore {
         if file.metadata().map_err(io("read", path))?.len() != size {
             return Err(BlobError::Changed(path.to_path_buf()));
         }
+        let mut written = vec![false; count];
         let mut chunks = vec![
             ChunkRef {
                 hash: [0; 32],
@@ -232,12 +278,47 @@ impl BlobStore {
         for part in parts {
             for (i, chunk, new) in part? {
                 chunks[i] = chunk;
+                written[i] = new;
                 stats.chunks_written += u64::from(new);
             }
         }
-        let (id, new) = self.put_object(&Object::File(Manifest { size, chunks }))?;
+        let manifest = Manifest { size, chunks };
+        let (id, new) = self.put_object(&Object::File(manifest.clone()))?;
         stats.chunks_written += u64::from(new);
+        if let Some((tmp, _)) = &large {
+            self.large.adopt(id, &manifest, &tmp.0, &written)?;
+            self.fill(&id);
+            self.writes
+                .fetch_add(stats.chunks_written, Ordering::Relaxed);
+        }
         Ok((id, stats))
+    }
+
+    /// Makes sure a large file blob has a data file that received chunks
+    /// go into, and copies in the chunks of it held here elsewhere
+    /// (verified); nothing for other blobs.
+    pub fn reserve(&self, id: &BlobId, manifest: &Manifest) -> Result<()> {
+        if is_large(manifest) {
+            self.large.reserve(*id, manifest)?;
+            self.fill(id);
+        }
+        Ok(())
+    }
+
+    /// Copies into the data file of `id` the chunks it lacks that are here
+    /// elsewhere (chunk files, other data files), each verified.
+    fn fill(&self, id: &BlobId) {
+        for hash in self.large.missing(id) {
+            let Some(bytes) = self.read_chunk(&hash) else {
+                continue;
+            };
+            if check_chunk(&hash, &bytes).is_err() {
+                continue;
+            }
+            if let Err(e) = self.large.write(&hash, &bytes) {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     fn put_tree(&self, root: &Path) -> Result<(BlobId, PutStats)> {
@@ -280,7 +361,11 @@ impl BlobStore {
 
     /// A chunk's bytes; marks it used now, for least-recently-used reclaiming.
     pub fn read_chunk(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
-        let mut file = fs::File::open(self.chunk_path(hash)).ok()?;
+        let Ok(mut file) = fs::File::open(self.chunk_path(hash)) else {
+            let mut bytes = Vec::new();
+            self.large.read_into(hash, &mut bytes, u64::MAX, true)?;
+            return Some(bytes);
+        };
         let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
         file.read_to_end(&mut bytes).ok()?;
         // Only the reclaim order depends on this; a failure changes nothing else.
@@ -293,11 +378,22 @@ impl BlobStore {
         self.writes.load(Ordering::Relaxed)
     }
 
-    /// Every chunk file with its size and last use.
+    /// Every chunk file and data file with its size and last use.
     pub fn list_chunks(&self) -> Result<Vec<ChunkFile>> {
-        let mut out = Vec::new();
+        let mut out: Vec<ChunkFile> = (self.large.list().into_iter())
+            .map(|d| ChunkFile {
+                hash: d.id.0,
+                bytes: d.bytes,
+                used: d.used,
+                large: true,
+            })
+            .collect();
         let dirs = fs::read_dir(&self.dir).map_err(io("read directory", &self.dir))?;
         for dir in dirs.flatten() {
+            // Chunk files are in the shards `00` to `ff`.
+            if dir.file_name().len() != 2 {
+                continue;
+            }
             let Ok(files) = fs::read_dir(dir.path()) else {
                 continue;
             };
@@ -311,22 +407,29 @@ impl BlobStore {
                     hash: hash.0,
                     bytes: meta.len(),
                     used: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    large: false,
                 });
             }
         }
         Ok(out)
     }
 
-    /// Deletes a chunk; false if it was not here.
-    pub fn remove_chunk(&self, hash: &[u8; 32]) -> bool {
-        fs::remove_file(self.chunk_path(hash)).is_ok()
+    /// Deletes a chunk file or data file; false if it was not here.
+    pub fn remove(&self, file: &ChunkFile) -> bool {
+        if file.large {
+            self.large.remove(&BlobId(file.hash))
+        } else {
+            fs::remove_file(self.chunk_path(&file.hash)).is_ok()
+        }
     }
 
     /// Appends chunk `hash` to `out` and returns its length, or leaves `out`
     /// as it was and returns `None` when the chunk is not here (or is larger
     /// than `max` bytes).
     pub fn read_chunk_into(&self, hash: &[u8; 32], out: &mut Vec<u8>, max: u64) -> Option<u32> {
-        let mut file = fs::File::open(self.chunk_path(hash)).ok()?;
+        let Ok(mut file) = fs::File::open(self.chunk_path(hash)) else {
+            return self.large.read_into(hash, out, max, false);
+        };
         let len = file.metadata().ok()?.len();
         if len > max {
             return None;
@@ -344,13 +447,18 @@ impl BlobStore {
     }
 
     pub fn has_chunk(&self, hash: &[u8; 32]) -> bool {
-        self.chunk_path(hash).exists()
+        self.chunk_path(hash).exists() || self.large.has(hash)
     }
 
     /// Stores a chunk received from elsewhere, refusing bytes that do not
-    /// match their hash.
+    /// match their hash: into the data files of large blobs that want it,
+    /// else as a chunk file.
     pub fn write_chunk(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
         check_chunk(hash, bytes)?;
+        if self.large.write(hash, bytes)? {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         self.write_chunk_unchecked(hash, bytes).map(drop)
     }
 
@@ -410,11 +518,13 @@ impl BlobStore {
 
     /// Writes blob `id` (all of it must be here) at `out`, which must not
     /// exist (a tree may also go into an empty directory). Returns the
-    /// number of bytes written.
+    /// number of bytes written. A large file blob is linked out where the
+    /// file system allows (read-only: it is the store's copy), so that its
+    /// bytes exist once.
     pub fn export(&self, id: &BlobId, out: &Path) -> Result<u64> {
         check_out(out)?;
         match self.object(id)?.ok_or(BlobError::Missing(*id))? {
-            Object::File(manifest) => self.export_file(&manifest, out, 0o644),
+            Object::File(manifest) => self.export_file_as(id, &manifest, out, 0o644, true),
             Object::Tree(tree) => {
                 fs::create_dir_all(out).map_err(io("create", out))?;
                 let mut bytes = 0;
@@ -437,6 +547,38 @@ impl BlobStore {
                 Ok(bytes)
             }
         }
+    }
+
+    /// Writes file blob `id` at `out` (which must not exist) with
+    /// permission bits `mode`; if `link` allows and `mode` is read-only
+    /// (that of every data file), linked from its data file where it has
+    /// one and the file system can, else copied.
+    pub fn export_file_mode(&self, id: &BlobId, out: &Path, mode: u32, link: bool) -> Result<u64> {
+        check_out(out)?;
+        match self.object(id)?.ok_or(BlobError::Missing(*id))? {
+            Object::File(manifest) => {
+                let link = link && mode == LINKED_MODE;
+                self.export_file_as(id, &manifest, out, mode, link)
+            }
+            Object::Tree(_) => Err(BlobError::NotAFile(*id)),
+        }
+    }
+
+    /// Links a large file blob out (read-only) when `link` says so, the
+    /// blob has a data file and the file system can; else writes a copy
+    /// with mode `mode`.
+    fn export_file_as(
+        &self,
+        id: &BlobId,
+        m: &Manifest,
+        out: &Path,
+        mode: u32,
+        link: bool,
+    ) -> Result<u64> {
+        if link && self.large.holds(id) && self.large.link_out(id, out)? {
+            return Ok(m.size);
+        }
+        self.export_file(m, out, mode)
     }
 
     /// Writes one new file from the chunks here.
@@ -484,6 +626,15 @@ impl BlobStore {
         };
         allocate(&export.file, manifest.size).map_err(io("allocate", &export.tmp))?;
         Ok(export)
+    }
+}
+
+/// A temporary file, removed when dropped unless it was moved away.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -558,25 +709,6 @@ impl FileExport {
 impl Drop for FileExport {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.tmp);
-    }
-}
-
-/// Gives a new file its final size with its blocks allocated up front where
-/// the file system can (so a download that cannot fit fails at once, and
-/// ext4 takes buffered writes into it faster: `dd` of 1 GiB here ran at
-/// 655–675 MB/s into an allocated file, 435–595 MB/s into a sparse one),
-/// else sparse.
-fn allocate(file: &fs::File, size: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(size).map_err(std::io::Error::other)?;
-    // SAFETY: fallocate only acts on the open descriptor it is given.
-    if size == 0 || unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
-        return file.set_len(size);
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(size),
-        _ => Err(e),
     }
 }
 
@@ -701,6 +833,56 @@ mod tests {
         let err = store.export(&id, &out).unwrap_err();
         assert!(format!("{err:#}").contains("not empty"), "{err:#}");
         fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn a_large_file_is_one_data_file_linked_out_and_a_changed_chunk_stops_being_served() {
+        let tmp = std::env::temp_dir().join(format!("pb-large-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).unwrap();
+        let data: Vec<u8> = (0..(20 * CHUNK_SIZE + 3))
+            .map(|i| (i as u32 ^ (i as u32 >> 20).wrapping_mul(77)) as u8)
+            .collect();
+        let src = tmp.join("src");
+        fs::write(&src, &data).unwrap();
+        let store = BlobStore::open(&tmp.join("chunks")).unwrap();
+        let (id, stats) = store.put_path(&src).unwrap();
+        assert_eq!(stats.chunks_written, 22);
+        let shards = fs::read_dir(tmp.join("chunks")).unwrap().count();
+        assert_eq!(shards, 2, "one shard for the manifest, and large/");
+        let (_, again) = store.put_path(&src).unwrap();
+        assert_eq!(again.chunks_written, 0, "nothing new the second time");
+
+        let out = tmp.join("out");
+        assert_eq!(store.export(&id, &out).unwrap(), data.len() as u64);
+        assert_eq!(fs::read(&out).unwrap(), data);
+        let meta = fs::metadata(&out).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444, "read-only");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.nlink(), 2, "the store's own copy, linked out");
+
+        // Reopened, the store knows the blob; a chunk changed through the
+        // other name is no longer served, and the next export refuses.
+        let store = BlobStore::open(&tmp.join("chunks")).unwrap();
+        let second = blake3::hash(&data[CHUNK_SIZE..2 * CHUNK_SIZE]);
+        assert!(store.has_chunk(second.as_bytes()));
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o644)).unwrap();
+        let f = fs::OpenOptions::new().write(true).open(&out).unwrap();
+        f.write_all_at(b"changed", CHUNK_SIZE as u64 + 5).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(
+            store.read_chunk_into(second.as_bytes(), &mut buf, u64::MAX),
+            None
+        );
+        assert!(!store.has_chunk(second.as_bytes()));
+        let err = store.export(&id, &tmp.join("out2")).unwrap_err();
+        assert!(format!("{err:#}").contains("not all here"), "{err:#}");
+        // A good copy of that chunk mends it.
+        let piece = &data[CHUNK_SIZE..2 * CHUNK_SIZE];
+        store.write_chunk(second.as_bytes(), piece).unwrap();
+        store.export(&id, &tmp.join("out3")).unwrap();
+        assert_eq!(fs::read(tmp.join("out3")).unwrap(), data);
+        fs::remove_dir_all(&tmp).unwrap();
     }
 
     /// Runs `command`, panicking with its stderr if it fails.

@@ -249,7 +249,7 @@ pub fn reclaim(
         if size <= limit {
             break;
         }
-        if blobs.remove_chunk(&c.hash) {
+        if blobs.remove(&c) {
             size -= c.bytes;
             report.freed_bytes += c.bytes;
             report.freed_chunks += 1;

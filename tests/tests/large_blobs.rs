@@ -1,0 +1,205 @@
+//! Large files kept once: a default `get` leaves one copy of the bytes on
+//! the node (the store's data file, linked out), an input staged for many
+//! tasks is held once and they cannot change it, and a node killed in the
+//! middle of a get serves only the chunks it verified and resumes.
+
+use peerbatch_tests::{bin, ok, tasks, wait_for, Cluster, Node, FAST};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// Writes `size` bytes of a fast deterministic pattern (every MiB distinct)
+/// and returns their blake3 hash.
+fn write_pattern(path: &Path, size: u64, seed: u64) -> blake3::Hash {
+    let mut block = vec![0u8; MIB as usize];
+    let mut x = seed | 1;
+    for word in block.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        word.copy_from_slice(&x.to_le_bytes());
+    }
+    let mut file = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    let mut hasher = blake3::Hasher::new();
+    let (mut left, mut index) = (size, 0u64);
+    while left > 0 {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        let n = left.min(MIB) as usize;
+        file.write_all(&block[..n]).unwrap();
+        hasher.update(&block[..n]);
+        left -= n as u64;
+        index += 1;
+    }
+    file.flush().unwrap();
+    hasher.finalize()
+}
+
+fn hash_file(path: &Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(fs::File::open(path).unwrap()).unwrap();
+    hasher.finalize()
+}
+
+/// Bytes `du` counts on disk for all of `paths` together (a file linked
+/// at two of them counts once).
+fn du(paths: &[&Path]) -> u64 {
+    let out = Command::new("du")
+        .args(["-s", "-c", "-B1"])
+        .args(paths)
+        .output()
+        .unwrap();
+    let text = ok(&out, "du");
+    let total = text.lines().last().unwrap();
+    total.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn put(node: &Node, path: &Path) -> String {
+    ok(&node.cli(&["put", path.to_str().unwrap()]), "put")
+}
+
+#[test]
+fn a_default_get_leaves_the_bytes_once_on_the_nodes_disk() {
+    let cluster = Cluster::start(2, &[]);
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let size = 128 * MIB;
+    let file = cluster.tmp.path().join("big");
+    let hash = write_pattern(&file, size, 15);
+    let id = put(a, &file);
+    let before = du(&[&b.dir]);
+
+    let out = cluster.tmp.path().join("got");
+    let args = ["get", &id, "--out", out.to_str().unwrap()];
+    ok(&b.cli(&args), "get");
+    assert_eq!(hash_file(&out), hash);
+    let used = du(&[&b.dir, &out]) - before;
+    assert!(
+        used <= size + size / 10,
+        "data dir and output grew by {used} bytes for a {size}-byte file"
+    );
+
+    // A second get of it, and the node serving it, still hold one copy.
+    let again = cluster.tmp.path().join("again");
+    ok(
+        &b.cli(&["get", &id, "--out", again.to_str().unwrap()]),
+        "get again",
+    );
+    assert_eq!(hash_file(&again), hash);
+    let used = du(&[&b.dir, &out, &again]) - before;
+    assert!(used <= size + size / 10, "{used} bytes after two gets");
+    let on_a = du(&[&a.dir]);
+    assert!(
+        on_a <= size + size / 10,
+        "{on_a} bytes on the node that put it"
+    );
+}
+
+/// The have bytes of blob `id`'s data file on `node`: 1 per chunk held.
+fn have_bytes(node: &Node, id: &str) -> Vec<u8> {
+    let path = node.dir.join("chunks/large").join(format!("{id}.have"));
+    fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_node_killed_during_a_get_serves_only_verified_chunks_and_resumes() {
+    let mut cluster = Cluster::start(3, &[]);
+    let size = 200 * MIB;
+    let chunks = size / MIB;
+    let file = cluster.tmp.path().join("big");
+    let hash = write_pattern(&file, size, 2027);
+    let id = put(&cluster.nodes[0], &file);
+
+    let out = cluster.tmp.path().join("big.out");
+    let b = &cluster.nodes[1];
+    let get = Command::new(bin())
+        .arg("--data-dir")
+        .arg(&b.dir)
+        .args(["get", &id, "--out", out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("B to fetch some chunks", Duration::from_secs(60), || {
+        let n = b.status()["chunks_fetched"].as_u64().unwrap();
+        (n >= 3).then_some(())
+    });
+    cluster.nodes[1].kill9();
+    assert!(!get.wait_with_output().unwrap().status.success());
+    assert!(!out.exists(), "nothing appears before every chunk is here");
+    let have = have_bytes(&cluster.nodes[1], &id);
+    let held = have.iter().filter(|&&b| b == 1).count() as u64;
+    assert!(held < chunks, "the killed get does not look complete");
+
+    // B restarts with part of the blob; A, the only full copy, goes away,
+    // so everything C gets comes from B.
+    cluster.nodes[1].restart();
+    cluster.wait_meshed();
+    cluster.nodes[0].kill9();
+    let c = &cluster.nodes[2];
+    let bare = cluster.tmp.path().join("from-b");
+    let args = ["get", "--no-store", &id, "--out", bare.to_str().unwrap()];
+    assert!(!c.cli(&args).status.success(), "B cannot serve it all");
+    let st = c.status();
+    assert_eq!(st["bad_chunks"], 0, "B served only verified chunks: {st}");
+    let served = st["chunks_fetched"].as_u64().unwrap();
+    assert!(served >= 1, "B served the chunks it holds: {st}");
+
+    cluster.nodes[0].restart();
+    cluster.wait_meshed();
+    let b = &cluster.nodes[1];
+    let done = b.json(&["get", &id, "--out", out.to_str().unwrap(), "--json"]);
+    assert_eq!(hash_file(&out), hash);
+    let present = done["chunks_present"].as_u64().unwrap();
+    assert!(present >= held.max(1), "resumed from what was held: {done}");
+    assert_eq!(present + done["chunks_fetched"].as_u64().unwrap(), chunks);
+    assert!(have_bytes(b, &id).iter().all(|&b| b == 1));
+}
+
+#[test]
+fn a_large_input_staged_for_four_tasks_is_held_once_and_they_cannot_change_it() {
+    let cluster = Cluster::start(1, &[FAST, &["--run-as", "nobody"]].concat());
+    let node = &cluster.nodes[0];
+    let size = 48 * MIB;
+    let input = cluster.tmp.path().join("big.bin");
+    write_pattern(&input, size, 4);
+    let sum = Command::new("sha256sum")
+        .arg("-b")
+        .stdin(fs::File::open(&input).unwrap())
+        .output();
+    let sum = ok(&sum.unwrap(), "sha256sum");
+    let before = du(&[&node.dir]);
+    let job_file = cluster.file(
+        "four.toml",
+        r#"
+[[tasks]]
+id = "t"
+range = "1..=4"
+command = "echo x 2>/dev/null > big.bin && echo changed; sha256sum -b < big.bin"
+inputs = [{ path = "big.bin", source = "big.bin" }]
+"#,
+    );
+    let job = ok(&node.cli(&["submit", job_file.to_str().unwrap()]), "submit");
+    let list = wait_for("the four tasks to end", Duration::from_secs(120), || {
+        let list = tasks(node, &job);
+        let ended = list.as_array()?.iter().all(|t| {
+            let state = t["state"].as_str().unwrap_or("");
+            !matches!(state, "pending" | "running" | "blocked")
+        });
+        ended.then_some(list)
+    });
+    for t in list.as_array().unwrap() {
+        assert_eq!(t["state"], "succeeded", "{list}");
+        let task = t["id"].as_str().unwrap();
+        let seen = ok(&node.cli(&["logs", &job, task]), "logs");
+        assert_eq!(seen, sum, "task {task} saw its input unchanged");
+    }
+    let used = du(&[&node.dir]) - before;
+    assert!(
+        used <= size + size / 10,
+        "the node's data dir grew by {used} bytes for a {size}-byte input used by 4 tasks"
+    );
+}
