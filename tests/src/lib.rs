@@ -1,7 +1,8 @@
 //! Harness for end-to-end tests: real `peerbatch` processes on loopback.
 //!
 //! Owns building the binary once, starting, killing and restarting node
-//! processes in temporary data dirs, and running CLI commands against them.
+//! processes in temporary data dirs, running CLI commands against them, and
+//! making and hashing test files.
 //! Must not reach into a node's internals: everything goes through the
 //! binary, as a user would.
 
@@ -484,4 +485,55 @@ impl Drop for Lan {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Waits until every task of `job` on `node` has ended; returns them as
+/// `tasks --json` prints them.
+pub fn wait_tasks_ended(node: &Node, job: &str) -> Value {
+    wait_for("the job's tasks to end", Duration::from_secs(120), || {
+        let list = tasks(node, job);
+        let ended = list.as_array()?.iter().all(|t| {
+            let state = t["state"].as_str().unwrap_or("");
+            !matches!(state, "pending" | "running" | "blocked")
+        });
+        ended.then_some(list)
+    })
+}
+
+/// Writes `size` bytes of a fast deterministic pattern (every MiB distinct)
+/// and returns their blake3 hash.
+pub fn write_pattern(path: &Path, size: u64, seed: u64) -> blake3::Hash {
+    use std::io::Write;
+    const MIB: u64 = 1 << 20;
+    let mut block = vec![0u8; MIB as usize];
+    let mut x = seed | 1;
+    for word in block.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        word.copy_from_slice(&x.to_le_bytes());
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut hasher = blake3::Hasher::new();
+    let mut left = size;
+    let mut index = 0u64;
+    while left > 0 {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        let n = left.min(MIB) as usize;
+        file.write_all(&block[..n]).unwrap();
+        hasher.update(&block[..n]);
+        left -= n as u64;
+        index += 1;
+    }
+    file.flush().unwrap();
+    hasher.finalize()
+}
+
+/// The blake3 hash of the file at `path`.
+pub fn hash_file(path: &Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(std::fs::File::open(path).unwrap())
+        .unwrap();
+    hasher.finalize()
 }

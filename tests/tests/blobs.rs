@@ -3,10 +3,9 @@
 
 use peerbatch_protocol::content::{Manifest, Object, Tree, TreeEntry};
 use peerbatch_protocol::BlobId;
-use peerbatch_tests::{bin, ok, wait_for, Cluster, Node};
+use peerbatch_tests::{bin, hash_file, ok, wait_for, write_pattern, Cluster, Node};
 use serde_json::Value;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -33,39 +32,6 @@ fn put(node: &Node, paths: &[&Path]) -> Vec<String> {
 
 fn get(node: &Node, id: &str, out: &Path) -> Output {
     node.cli(&["get", id, "--out", out.to_str().unwrap(), "--json"])
-}
-
-/// Writes `size` bytes of a fast deterministic pattern (every MiB distinct)
-/// and returns their blake3 hash.
-fn write_pattern(path: &Path, size: u64, seed: u64) -> blake3::Hash {
-    let mut block = vec![0u8; MIB as usize];
-    let mut x = seed | 1;
-    for word in block.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        word.copy_from_slice(&x.to_le_bytes());
-    }
-    let mut file = std::io::BufWriter::new(fs::File::create(path).unwrap());
-    let mut hasher = blake3::Hasher::new();
-    let mut left = size;
-    let mut index = 0u64;
-    while left > 0 {
-        block[..8].copy_from_slice(&index.to_le_bytes());
-        let n = left.min(MIB) as usize;
-        file.write_all(&block[..n]).unwrap();
-        hasher.update(&block[..n]);
-        left -= n as u64;
-        index += 1;
-    }
-    file.flush().unwrap();
-    hasher.finalize()
-}
-
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(fs::File::open(path).unwrap()).unwrap();
-    hasher.finalize()
 }
 
 fn mode(path: &Path) -> u32 {

@@ -3,46 +3,15 @@
 //! tasks is held once and they cannot change it, and a node killed in the
 //! middle of a get serves only the chunks it verified and resumes.
 
-use peerbatch_tests::{bin, ok, tasks, wait_for, Cluster, Node, FAST};
+use peerbatch_tests::{
+    bin, hash_file, ok, wait_for, wait_tasks_ended, write_pattern, Cluster, Node, FAST,
+};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
-
-/// Writes `size` bytes of a fast deterministic pattern (every MiB distinct)
-/// and returns their blake3 hash.
-fn write_pattern(path: &Path, size: u64, seed: u64) -> blake3::Hash {
-    let mut block = vec![0u8; MIB as usize];
-    let mut x = seed | 1;
-    for word in block.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        word.copy_from_slice(&x.to_le_bytes());
-    }
-    let mut file = std::io::BufWriter::new(fs::File::create(path).unwrap());
-    let mut hasher = blake3::Hasher::new();
-    let (mut left, mut index) = (size, 0u64);
-    while left > 0 {
-        block[..8].copy_from_slice(&index.to_le_bytes());
-        let n = left.min(MIB) as usize;
-        file.write_all(&block[..n]).unwrap();
-        hasher.update(&block[..n]);
-        left -= n as u64;
-        index += 1;
-    }
-    file.flush().unwrap();
-    hasher.finalize()
-}
-
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(fs::File::open(path).unwrap()).unwrap();
-    hasher.finalize()
-}
 
 /// Bytes `du` counts on disk for all of `paths` together (a file linked
 /// at two of them counts once).
@@ -183,14 +152,7 @@ inputs = [{ path = "big.bin", source = "big.bin" }]
 "#,
     );
     let job = ok(&node.cli(&["submit", job_file.to_str().unwrap()]), "submit");
-    let list = wait_for("the four tasks to end", Duration::from_secs(120), || {
-        let list = tasks(node, &job);
-        let ended = list.as_array()?.iter().all(|t| {
-            let state = t["state"].as_str().unwrap_or("");
-            !matches!(state, "pending" | "running" | "blocked")
-        });
-        ended.then_some(list)
-    });
+    let list = wait_tasks_ended(node, &job);
     for t in list.as_array().unwrap() {
         assert_eq!(t["state"], "succeeded", "{list}");
         let task = t["id"].as_str().unwrap();

@@ -2,7 +2,7 @@
 //! node's key files, its working directory, its processes and its logs —
 //! on real processes.
 
-use peerbatch_tests::{bin, ok, tasks, wait_for, Cluster, Node, FAST};
+use peerbatch_tests::{bin, ok, wait_for, wait_tasks_ended, Cluster, Node, FAST};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -20,14 +20,7 @@ const ONE_SLOT: &[&str] = &[
 /// Submits a job file on `node` and waits until its every task ended.
 fn run_job(node: &Node, file: &Path) -> (String, Value) {
     let job = ok(&node.cli(&["submit", file.to_str().unwrap()]), "submit");
-    let list = wait_for("the job's tasks to end", Duration::from_secs(60), || {
-        let list = tasks(node, &job);
-        let ended = list.as_array()?.iter().all(|t| {
-            let state = t["state"].as_str().unwrap_or("");
-            !matches!(state, "pending" | "running" | "blocked")
-        });
-        ended.then_some(list)
-    });
+    let list = wait_tasks_ended(node, &job);
     (job, list)
 }
 

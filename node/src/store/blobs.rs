@@ -11,7 +11,7 @@
 //! talk to the network; `pull` fetches missing chunks from peers into this
 //! store.
 
-use crate::store::large::{allocate, is_large, Large, LargeError, LINKED_MODE};
+use crate::store::large::{allocate, io, is_large, IoError, Large, LargeError, LINKED_MODE};
 use peerbatch_protocol::codec::{self, CodecError};
 use peerbatch_protocol::content::{
     ChunkRef, Manifest, ManifestError, Object, Tree, TreeEntry, TreeError, CHUNK_SIZE,
@@ -30,13 +30,8 @@ use std::sync::Arc;
 /// chunk or blob.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{} is neither a regular file nor a directory", .0.display())]
     NotFileOrDir(PathBuf),
     #[error("{} changed size while it was being stored", .0.display())]
@@ -86,15 +81,6 @@ pub enum BlobError {
 }
 
 type Result<T> = std::result::Result<T, BlobError>;
-
-/// Maps an IO error on `path` to [`BlobError::Io`].
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BlobError + 'a {
-    move |source| BlobError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -228,7 +214,7 @@ impl BlobStore {
                 Some((tmp, f)) => f
                     .write_all_at(piece, at)
                     .map(|()| true)
-                    .map_err(io("write", &tmp.0)),
+                    .map_err(|e| io("write", &tmp.0)(e).into()),
             }
         };
         let workers = std::thread::available_parallelism()
@@ -482,7 +468,7 @@ impl BlobStore {
         if let Err(e) = fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, &path)) {
             // A full disk leaves a partial file; nothing else would remove it.
             let _ = fs::remove_file(&tmp);
-            return Err(io("write chunk", &path)(e));
+            return Err(io("write chunk", &path)(e).into());
         }
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
@@ -698,7 +684,7 @@ impl FileExport {
         match fs::hard_link(&self.tmp, &self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists || self.path.exists() => {
-                return Err(io("create", &self.path)(e))
+                return Err(io("create", &self.path)(e).into())
             }
             Err(_) => fs::rename(&self.tmp, &self.path).map_err(io("create", &self.path))?,
         }
@@ -742,7 +728,7 @@ pub fn decode_object(id: &BlobId, bytes: &[u8]) -> Result<Object> {
 pub fn check_out(out: &Path) -> Result<()> {
     match fs::symlink_metadata(out) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io("inspect", out)(e)),
+        Err(e) => Err(io("inspect", out)(e).into()),
         Ok(meta) if meta.is_dir() => {
             let mut items = fs::read_dir(out).map_err(io("read directory", out))?;
             match items.next() {

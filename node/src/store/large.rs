@@ -41,16 +41,30 @@ pub fn is_large(manifest: &Manifest) -> bool {
     manifest.size > LARGE
 }
 
+/// An IO error, with what was being done and to which path.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}", path.display())]
+pub struct IoError {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Maps an IO error on `path` to an [`IoError`] saying what failed.
+pub fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> IoError + 'a {
+    move |source| IoError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// What can go wrong with a data file; every variant names its blob or path.
 #[derive(Debug, thiserror::Error)]
 pub enum LargeError {
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("blob {0} is not all here")]
     Incomplete(BlobId),
     #[error("{chunks} chunks of blob {blob} were changed in its data file (they are fetched again on the next get)")]
@@ -59,14 +73,6 @@ pub enum LargeError {
 
 type Result<T> = std::result::Result<T, LargeError>;
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LargeError + 'a {
-    move |source| LargeError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// One chunk's place in its data file.
 #[derive(Clone, Copy)]
 struct Place {
@@ -74,6 +80,9 @@ struct Place {
     offset: u64,
     len: u32,
 }
+
+/// A place a chunk is to be written: blob, chunk index, offset, writer.
+type Target = (BlobId, usize, u64, Arc<Writer>);
 
 /// The open data and have files of a blob being filled.
 struct Writer {
@@ -232,7 +241,7 @@ impl Large {
             .map_err(io("create", &data))?;
         if let Err(e) = allocate(&file, manifest.size) {
             let _ = fs::remove_file(&data);
-            return Err(io("allocate", &data)(e));
+            return Err(io("allocate", &data)(e).into());
         }
         // Written after the data file: a node killed between the two
         // leaves a data file without have bytes, which `open` removes.
@@ -282,7 +291,7 @@ impl Large {
 
     /// The places that want chunk `hash`, with their blob's writer; `None`
     /// if no data file has a place for it.
-    fn wanting(&self, hash: &[u8; 32]) -> Result<Option<Vec<(BlobId, usize, u64, Arc<Writer>)>>> {
+    fn wanting(&self, hash: &[u8; 32]) -> Result<Option<Vec<Target>>> {
         let mut index = self.lock();
         let Some(places) = index.by_hash.get(hash).cloned() else {
             return Ok(None);
@@ -463,7 +472,7 @@ impl Large {
     /// caller copies instead). A data file that already has other names
     /// is hashed again first.
     pub fn link_out(&self, id: &BlobId, out: &Path) -> Result<bool> {
-        if !self.lock().entries.get(id).is_some_and(|e| e.missing == 0) {
+        if self.lock().entries.get(id).is_none_or(|e| e.missing != 0) {
             return Err(LargeError::Incomplete(*id));
         }
         let data = self.data_path(id);
@@ -476,7 +485,9 @@ impl Large {
         }
         match fs::hard_link(&data, out) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(io("create", out)(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(io("create", out)(e).into())
+            }
             Err(_) => Ok(false),
         }
     }
@@ -593,7 +604,7 @@ fn entry(
     }
 }
 
-fn open_rw(path: &Path) -> Result<fs::File> {
+fn open_rw(path: &Path) -> std::result::Result<fs::File, IoError> {
     fs::OpenOptions::new()
         .write(true)
         .open(path)
