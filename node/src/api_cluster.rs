@@ -69,13 +69,15 @@ pub fn router(state: ClusterState) -> Router {
 }
 
 fn lobby(standing: &Standing) -> ApiResult<&Lobby> {
-    match standing {
-        Standing::Member(lobby) => Ok(lobby),
-        Standing::Open | Standing::Waiting(_) => Err(ApiError(
-            StatusCode::CONFLICT,
-            "this node runs open (--insecure-open): it has no cluster key".into(),
-        )),
-    }
+    let without = match standing {
+        Standing::Member(lobby) => return Ok(lobby),
+        Standing::Open => "runs open (--insecure-open)",
+        Standing::Waiting(_) => "waits for approval",
+    };
+    Err(ApiError(
+        StatusCode::CONFLICT,
+        format!("this node {without}: it has no cluster key"),
+    ))
 }
 
 async fn invite(State(s): State<ClusterState>) -> ApiResult<Json<Invite>> {
@@ -136,12 +138,12 @@ async fn approve(
             format!("{shown:?} is not a peer id: {e}"),
         )
     })?;
-    let (dial, outcome) = lobby.arm(peer).map_err(refusal)?;
-    if let Some(addr) = dial {
+    let arming = lobby.arm(peer).map_err(refusal)?;
+    if let Some(addr) = arming.dial {
         s.net.dial(peer, vec![addr]).await;
     }
     let lasts = crate::net::APPROVAL_LASTS;
-    let outcome = match tokio::time::timeout(lasts, outcome).await {
+    let outcome = match tokio::time::timeout(lasts, arming.outcome).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(_)) | Err(_) => Err(ApproveError::Unreached(peer)),
     };

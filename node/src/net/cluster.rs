@@ -525,7 +525,7 @@ mod tests {
         let lobby = lobby(&admin);
         let addr = "/ip4/127.0.0.9/tcp/1".parse().expect("addr");
         lobby.met(s.dialer, "lab-7", &addr, false);
-        let (_, outcome) = lobby.arm(s.dialer).expect("armed");
+        let outcome = lobby.arm(s.dialer).expect("armed").outcome;
         let (w, a) = exchange((&wait, &s), (&admin, &s)).await;
         assert!(
             matches!(w, Err(AdmissionError::TookApproval { by }) if by == s.listener),

@@ -62,18 +62,14 @@ impl Doorbell {
     }
 }
 
-/// The admission error somewhere in a failed connection's error chain. libp2p boxes transport
-/// errors into `io::Error`s, whose `source` skips the error they wrap, so those are opened too.
+/// The admission error somewhere in a failed connection's error chain (libp2p wraps it in its
+/// upgrade, timeout and boxing errors; `approval_tests` checks that it is found there).
 fn admission_error<'a>(mut error: &'a (dyn Error + 'static)) -> Option<&'a AdmissionError> {
     loop {
         if let Some(TlsError::Admission(found)) = error.downcast_ref::<TlsError>() {
             return Some(found);
         }
-        let wrapped = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn Error + 'static));
-        error = wrapped.or_else(|| error.source())?;
+        error = error.source()?;
     }
 }
 

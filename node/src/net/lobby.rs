@@ -63,6 +63,13 @@ pub enum ApproveError {
     Failed { peer: PeerId, reason: String },
 }
 
+/// An approval just armed: where to dial the peer now, if this node knows its listen address,
+/// and the outcome to wait for.
+pub struct Arming {
+    pub dial: Option<Multiaddr>,
+    pub outcome: oneshot::Receiver<Result<(), ApproveError>>,
+}
+
 /// An approval waiting for its peer's next connection.
 pub(super) struct Armed {
     until: Instant,
@@ -164,19 +171,8 @@ impl Lobby {
     }
 
     /// Arms an approval of `peer`, handed over at its next connection with this node (within
-    /// [`APPROVAL_LASTS`]). Returns where to dial it now, if this node knows its listen address,
-    /// and the outcome to wait for.
-    #[allow(clippy::type_complexity)]
-    pub fn arm(
-        &self,
-        peer: PeerId,
-    ) -> Result<
-        (
-            Option<Multiaddr>,
-            oneshot::Receiver<Result<(), ApproveError>>,
-        ),
-        ApproveError,
-    > {
+    /// [`APPROVAL_LASTS`]).
+    pub fn arm(&self, peer: PeerId) -> Result<Arming, ApproveError> {
         if !self.key.admins.contains(&self.local) {
             return Err(ApproveError::NotAdmin { me: self.local });
         }
@@ -191,7 +187,7 @@ impl Lobby {
         let (done, outcome) = oneshot::channel();
         let until = now + APPROVAL_LASTS;
         room.armed.insert(peer, Armed { until, done });
-        Ok((dial, outcome))
+        Ok(Arming { dial, outcome })
     }
 
     /// The approval armed for `peer`, if any and still valid: it is used up.
@@ -288,8 +284,8 @@ mod tests {
             Err(ApproveError::NotWaiting(peer))
         );
         admin.met(peer, "h", &addr(), true);
-        let (dial, _outcome) = admin.arm(peer).expect("armed");
-        assert_eq!(dial, Some(addr()));
+        let arming = admin.arm(peer).expect("armed");
+        assert_eq!(arming.dial, Some(addr()));
         assert!(admin.take_armed(&peer).is_some());
         assert!(
             admin.take_armed(&peer).is_none(),

@@ -25,6 +25,8 @@
 //! once with [`NetError::Busy`], and the caller tries again later (after [`BUSY_RETRY`]) instead
 //! of libp2p queueing the request without limit behind a slow peer.
 
+#[cfg(test)]
+mod approval_tests;
 mod behaviour;
 mod candidate;
 mod cluster;
