@@ -10,7 +10,7 @@
 //! the driver.
 
 use crate::jobprep::JobPrep;
-use crate::sandbox::{Run, Sandbox};
+use crate::sandbox::{Captured, Run, Sandbox};
 use crate::stage::{StagedInput, Stager};
 use crate::store::blobs::BlobStore;
 use libp2p::PeerId;
@@ -50,43 +50,80 @@ pub struct GangEnv {
     pub node_ids: Vec<String>,
 }
 
-/// One attempt's directory, `WORK/N`: the node's, traversable by the task
-/// account, holding the task's own working directory, the links to its
-/// packages and the node-private capture files.
+/// One attempt's files: its working directory `WORK/N`, made fresh for it
+/// (no earlier task's leftover process can be in it) and given to the task
+/// account, and beside it, the node's, where long captures spill and the
+/// links to its packages (made only when it has some).
 struct AttemptDir {
-    base: PathBuf,
     dir: PathBuf,
     stdout: PathBuf,
     stderr: PathBuf,
     /// `$PEERBATCH_PACKAGES`: links to unpacked packages.
     packages: PathBuf,
+    /// Where the working directory goes once the attempt ended, to be
+    /// removed from there.
+    gone: PathBuf,
 }
+
+/// Under `WORK`: working directories of ended attempts being removed.
+const GONE: &str = ".gone";
 
 impl AttemptDir {
     fn create(root: &Path, n: u64, sandbox: &Sandbox) -> Result<AttemptDir, String> {
-        let base = root.join(n.to_string());
-        let made = std::fs::create_dir_all(root)
-            .and_then(|_| std::fs::create_dir(&base))
-            .and_then(|_| std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711)));
-        made.map_err(|e| format!("cannot create {}: {e}", base.display()))?;
-        let dir = base.join("work");
-        sandbox
-            .make_dir(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = root.join(n.to_string());
+        let made = match sandbox.make_fresh_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                make_root(root).and_then(|()| sandbox.make_fresh_dir(&dir))
+            }
+            made => made,
+        };
+        made.map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let beside = |what: &str| root.join(format!("{n}.{what}"));
         Ok(AttemptDir {
-            stdout: base.join("stdout"),
-            stderr: base.join("stderr"),
-            packages: base.join("packages"),
+            stdout: beside("stdout"),
+            stderr: beside("stderr"),
+            packages: beside("packages"),
+            gone: root.join(GONE).join(n.to_string()),
             dir,
-            base,
         })
     }
 
-    fn remove(self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.base) {
-            tracing::warn!("cannot remove {}: {e}", self.base.display());
-        }
+    /// Takes the working directory out of the task's reach at once (a
+    /// rename) and removes it, and the package links if the attempt had
+    /// any, on a blocking thread: freeing a directory's block waits for the
+    /// disk (a discard, on some), which must not hold up a runtime worker.
+    fn remove(self, had_packages: bool) {
+        let dir = match std::fs::rename(&self.dir, &self.gone) {
+            Ok(()) => self.gone,
+            Err(e) => {
+                tracing::warn!("cannot move {}: {e}", self.dir.display());
+                self.dir
+            }
+        };
+        let packages = had_packages.then_some(self.packages);
+        tokio::task::spawn_blocking(move || {
+            let removed = std::fs::remove_dir(&dir).or_else(|e| match e.kind() {
+                std::io::ErrorKind::DirectoryNotEmpty => std::fs::remove_dir_all(&dir),
+                _ => Err(e),
+            });
+            if let Err(e) = removed {
+                tracing::warn!("cannot remove {}: {e}", dir.display());
+            }
+            if let Some(links) = packages {
+                if let Err(e) = std::fs::remove_dir_all(&links) {
+                    tracing::warn!("cannot remove {}: {e}", links.display());
+                }
+            }
+        });
     }
+}
+
+/// `WORK`, the node's, which tasks may traverse but not list or write, with
+/// [`GONE`] in it, private to the node.
+fn make_root(root: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(root.join(GONE))?;
+    std::fs::set_permissions(root.join(GONE), std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
 }
 
 #[derive(Clone)]
@@ -152,7 +189,7 @@ impl Executor {
             Err(e) => self.not_started(e),
             Ok(d) => {
                 let ended = self.run_in(&a, &d, kill).await;
-                d.remove();
+                d.remove(!a.spec.packages.is_empty());
                 ended
             }
         };
@@ -182,7 +219,7 @@ impl Executor {
             return self.not_started(e);
         }
         let env = self.peerbatch_env(a, d);
-        let ran = self
+        let mut ran = self
             .sandbox
             .run(
                 Run {
@@ -203,7 +240,7 @@ impl Executor {
             outcome => match self.collect(a, d, outcome).await {
                 Ok(collected) => collected,
                 Err(e) => {
-                    crate::sandbox::append(&d.stderr, &format!("\npeerbatch: {e}\n"));
+                    ran.stderr.append(&format!("\npeerbatch: {e}\n"));
                     (Outcome::OutputsFailed(e), None)
                 }
             },
@@ -211,8 +248,8 @@ impl Executor {
         Ended {
             outcome,
             outputs,
-            stdout: self.keep(&d.stdout),
-            stderr: self.keep(&d.stderr),
+            stdout: keep(&self.blobs, ran.stdout),
+            stderr: keep(&self.blobs, ran.stderr),
         }
     }
 
@@ -223,6 +260,9 @@ impl Executor {
         self.stager
             .prepare(&a.inputs, &a.spec.packages, &a.peers, &d.dir, &d.packages)
             .await?;
+        if a.inputs.is_empty() {
+            return Ok(());
+        }
         self.sandbox
             .hand_over(&d.dir)
             .map_err(|e| format!("cannot hand {} to the task: {e}", d.dir.display()))
@@ -271,34 +311,35 @@ impl Executor {
         }
         env
     }
-
-    /// Stores a captured stream; empty output is recorded as none.
-    fn keep(&self, path: &Path) -> Option<BlobId> {
-        keep(&self.blobs, path)
-    }
 }
 
-/// Stores a capture file (written by the node, capped) as a blob without
-/// reading more than a chunk of it into memory; empty is none.
-pub(crate) fn keep(blobs: &BlobStore, path: &Path) -> Option<BlobId> {
-    let len = std::fs::symlink_metadata(path).ok()?.len();
-    let stored = if len == 0 {
-        return None;
-    } else if len <= peerbatch_protocol::content::CHUNK_SIZE as u64 {
-        std::fs::read(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| blobs.put_bytes(&b).map_err(anyhow::Error::from))
-    } else {
-        blobs
-            .put_path(path)
-            .map(|(id, _)| id)
-            .map_err(anyhow::Error::from)
+/// Stores a captured stream as a blob (empty is none) and removes its
+/// capture file, without reading more than a chunk of it into memory.
+pub(crate) fn keep(blobs: &BlobStore, captured: Captured) -> Option<BlobId> {
+    let stored = match &captured {
+        Captured::Memory(bytes) if bytes.is_empty() => return None,
+        Captured::Memory(bytes) => blobs.put_bytes(bytes).map_err(anyhow::Error::from),
+        Captured::File(path) => keep_file(blobs, path),
     };
+    if let Captured::File(path) = &captured {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
     match stored {
         Ok(id) => Some(id),
         Err(e) => {
-            tracing::warn!("could not store {}: {e:#}", path.display());
+            tracing::warn!("could not store a captured stream: {e:#}");
             None
         }
+    }
+}
+
+fn keep_file(blobs: &BlobStore, path: &Path) -> anyhow::Result<BlobId> {
+    let len = std::fs::symlink_metadata(path)?.len();
+    if len <= peerbatch_protocol::content::CHUNK_SIZE as u64 {
+        Ok(blobs.put_bytes(&std::fs::read(path)?)?)
+    } else {
+        Ok(blobs.put_path(path)?.0)
     }
 }

@@ -18,14 +18,14 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 #[derive(Args, Debug, Clone)]
 pub struct SandboxOpts {
@@ -140,9 +140,11 @@ pub fn local_task_account() -> Vec<&'static str> {
 /// What one command is run with.
 pub struct Run<'a> {
     pub command: &'a Command,
-    /// Its working directory (made with [`Sandbox::make_dir`]).
+    /// Its working directory (made with [`Sandbox::make_dir`] or
+    /// [`Sandbox::make_fresh_dir`]).
     pub dir: &'a Path,
-    /// Where its stdout and stderr are captured: node-private paths.
+    /// Where its stdout and stderr are captured once longer than fits in
+    /// memory: node-private paths, created only then.
     pub stdout: &'a Path,
     pub stderr: &'a Path,
     /// The command's own variables, then the `PEERBATCH_*` ones (which win).
@@ -153,11 +155,33 @@ pub struct Run<'a> {
     pub memory_mb: u64,
 }
 
-/// How a command ended, with its captures' sizes.
+/// How a command ended, with its captured streams.
 pub struct Ran {
     pub outcome: Outcome,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+/// Bytes of a stream held in memory; a longer one goes to its capture
+/// file, so that the short logs of most commands cost no file.
+const IN_MEMORY: usize = 64 * 1024;
+
+/// A captured stream, capped and with its truncation mark: in memory while
+/// short, else in its node-private capture file.
+#[derive(Debug)]
+pub enum Captured {
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
+impl Captured {
+    /// Adds the node's own words at the end (why an attempt failed).
+    pub fn append(&mut self, text: &str) {
+        match self {
+            Captured::Memory(bytes) => bytes.extend_from_slice(text.as_bytes()),
+            Captured::File(path) => append(path, text),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -171,6 +195,8 @@ pub struct Sandbox {
     base_env: Arc<Vec<(String, String)>>,
     /// Process groups of commands running now (for the fallback sweep).
     running: Arc<Mutex<BTreeSet<libc::pid_t>>>,
+    /// Every command's standard input.
+    null: Arc<fs::File>,
 }
 
 impl Sandbox {
@@ -194,6 +220,8 @@ impl Sandbox {
         if user.is_some() || cgroups.as_ref().is_none_or(|c| !c.pids) {
             limits.push((libc::RLIMIT_NPROC, opts.task_max_processes));
         }
+        let null = Path::new("/dev/null");
+        let null = fs::File::open(null).map_err(io_err("cannot open", null))?;
         Ok(Sandbox {
             user,
             limits,
@@ -202,6 +230,7 @@ impl Sandbox {
             cgroups,
             base_env: Arc::new(base_env),
             running: Arc::default(),
+            null: Arc::new(null),
         })
     }
 
@@ -233,12 +262,27 @@ impl Sandbox {
         self.hand_over(dir)
     }
 
+    /// Makes `dir`, which must not exist yet (so no process of an earlier
+    /// command can be in it), owned by the task account, mode 0700.
+    pub fn make_fresh_dir(&self, dir: &Path) -> std::io::Result<()> {
+        fs::DirBuilder::new().mode(0o700).create(dir)?;
+        self.give(dir)
+    }
+
+    /// Gives the directory `dir` itself to the task account.
+    fn give(&self, dir: &Path) -> std::io::Result<()> {
+        let Some(u) = self.user else { return Ok(()) };
+        std::os::unix::fs::lchown(dir, Some(u.uid), Some(u.gid))
+    }
+
     /// Gives `dir` and every directory below it (staged inputs' parents) to
     /// the task account. Files are left alone: staged inputs stay the
     /// node's, read-only.
     pub fn hand_over(&self, dir: &Path) -> std::io::Result<()> {
-        let Some(u) = self.user else { return Ok(()) };
-        std::os::unix::fs::lchown(dir, Some(u.uid), Some(u.gid))?;
+        if self.user.is_none() {
+            return Ok(());
+        }
+        self.give(dir)?;
         for item in fs::read_dir(dir)? {
             let item = item?;
             if item.file_type()?.is_dir() {
@@ -291,8 +335,8 @@ impl Sandbox {
     pub async fn run(&self, run: Run<'_>, kill: oneshot::Receiver<()>) -> Ran {
         let mut ran = Ran {
             outcome: Outcome::Exited(-1),
-            stdout_bytes: 0,
-            stderr_bytes: 0,
+            stdout: Captured::Memory(Vec::new()),
+            stderr: Captured::Memory(Vec::new()),
         };
         let cgroup = match &self.cgroups {
             Some(c) => match c.task(run.memory_mb, self.max_processes) {
@@ -304,8 +348,7 @@ impl Sandbox {
             },
             None => None,
         };
-        let started = self.start(&run, cgroup.as_ref());
-        let (pid, readers) = match started {
+        let (pid, captures) = match self.start(&run, cgroup.as_ref()) {
             Ok(s) => s,
             Err(e) => {
                 ran.outcome = Outcome::FailedToStart(e);
@@ -313,15 +356,12 @@ impl Sandbox {
             }
         };
         ran.outcome = self.wait(pid, cgroup.as_ref(), run.limit_ms, kill).await;
-        let [out, err] = readers;
-        ran.stdout_bytes = finish_capture(out).await;
-        ran.stderr_bytes = finish_capture(err).await;
+        [ran.stdout, ran.stderr] = captures.finish().await;
         if let (Outcome::TimedOut, Some(ms)) = (&ran.outcome, run.limit_ms) {
-            let mark = format!(
+            ran.stderr.append(&format!(
                 "\npeerbatch: timed_out: killed at its wall-clock limit of {}\n",
                 duration_text(ms)
-            );
-            append(run.stderr, &mark);
+            ));
         }
         if let Some(c) = cgroup {
             c.remove();
@@ -330,26 +370,20 @@ impl Sandbox {
     }
 
     /// Spawns the command with its output going to capture tasks.
-    #[allow(clippy::type_complexity)]
-    fn start(
-        &self,
-        run: &Run,
-        cgroup: Option<&TaskCgroup>,
-    ) -> Result<(i32, [tokio::task::JoinHandle<u64>; 2]), String> {
-        let null =
-            fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    fn start(&self, run: &Run, cgroup: Option<&TaskCgroup>) -> Result<(i32, Captures), String> {
+        let (stop, stopped) = watch::channel(());
         let mut readers = Vec::new();
         let mut writers = Vec::new();
         for (path, name) in [(run.stdout, "stdout"), (run.stderr, "stderr")] {
-            let file = capture_file(path)?;
             let (r, w) = spawn::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
             let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(r)
                 .map_err(|e| format!("cannot read a pipe: {e}"))?;
-            readers.push(tokio::spawn(capture(pipe, file, self.max_log, name)));
+            let sink = Sink::new(path.to_path_buf(), self.max_log);
+            readers.push(tokio::spawn(capture(pipe, sink, name, stopped.clone())));
             writers.push(w);
         }
         let stdio = [
-            null.as_raw_fd(),
+            self.null.as_raw_fd(),
             writers[0].as_raw_fd(),
             writers[1].as_raw_fd(),
         ];
@@ -365,7 +399,7 @@ impl Sandbox {
         drop(writers);
         let readers: [_; 2] = readers.try_into().map_err(|_| "two readers".to_string())?;
         match pid {
-            Ok(pid) => Ok((pid, readers)),
+            Ok(pid) => Ok((pid, Captures { readers, stop })),
             Err(e) => {
                 for r in readers {
                     r.abort();
@@ -384,33 +418,26 @@ impl Sandbox {
         limit_ms: Option<u64>,
         kill: oneshot::Receiver<()>,
     ) -> Outcome {
-        let kill_all = {
-            let procs = cgroup.map(|c| c.dir.clone());
-            move || kill_tree(pid, procs.as_deref())
-        };
-        let reaper = {
-            let kill_all = kill_all.clone();
-            tokio::task::spawn_blocking(move || {
-                let exited = spawn::wait_exit(pid);
-                kill_all();
-                exited.and_then(|_| spawn::reap(pid))
-            })
-        };
         let limit = async {
             match limit_ms {
                 Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::pin!(reaper);
-        let timed_out = tokio::select! {
-            status = &mut reaper => return self.ended(pid, status),
-            _ = limit => true,
-            _ = kill => false,
+        let exited = spawn::exited(pid);
+        tokio::pin!(exited);
+        let (done, timed_out) = tokio::select! {
+            done = &mut exited => (Some(done), false),
+            _ = limit => (None, true),
+            _ = kill => (None, false),
         };
-        kill_all();
-        let status = reaper.await;
-        let outcome = self.ended(pid, status);
+        kill_tree(pid, cgroup.map(|c| c.dir.as_path()));
+        let exited = match done {
+            Some(done) => done,
+            None => exited.await,
+        };
+        // Exited, so reaping does not block.
+        let outcome = self.ended(pid, exited.and_then(|()| spawn::reap(pid)));
         if timed_out {
             Outcome::TimedOut
         } else {
@@ -424,11 +451,7 @@ impl Sandbox {
 
     /// Records the end of `pid`; without cgroups, kills and reaps orphans
     /// that left their process group (they were re-parented to the node).
-    fn ended(
-        &self,
-        pid: i32,
-        status: Result<std::io::Result<std::process::ExitStatus>, tokio::task::JoinError>,
-    ) -> Outcome {
+    fn ended(&self, pid: i32, status: std::io::Result<std::process::ExitStatus>) -> Outcome {
         {
             let mut running = self.lock_running();
             running.remove(&pid);
@@ -437,12 +460,11 @@ impl Sandbox {
             }
         }
         match status {
-            Ok(Ok(s)) => match (s.code(), s.signal()) {
+            Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => Outcome::Exited(code),
                 (None, Some(sig)) => Outcome::Signaled(sig),
                 (None, None) => Outcome::Exited(-1),
             },
-            Ok(Err(e)) => Outcome::FailedToStart(format!("waiting for the process failed: {e}")),
             Err(e) => Outcome::FailedToStart(format!("waiting for the process failed: {e}")),
         }
     }
@@ -503,53 +525,142 @@ pub(crate) fn append(path: &Path, text: &str) {
     }
 }
 
-/// Copies a stream into `file` up to `cap` bytes and drains the rest, then
-/// says how much was dropped; returns the bytes kept.
-async fn capture(
-    mut pipe: tokio::net::unix::pipe::Receiver,
-    mut file: fs::File,
+/// How long a capture still reads after its command's tree was killed: a
+/// writer that escaped both cgroup and process group may hold the pipe open.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// The two capture tasks of a running command.
+struct Captures {
+    readers: [tokio::task::JoinHandle<Captured>; 2],
+    /// Dropped once the command's tree is killed: the captures then read
+    /// for at most [`LINGER`].
+    stop: watch::Sender<()>,
+}
+
+impl Captures {
+    /// Stdout and stderr as captured, once both streams ended or lingered.
+    async fn finish(self) -> [Captured; 2] {
+        drop(self.stop);
+        let [out, err] = self.readers;
+        let lost = |_| Captured::Memory(Vec::new());
+        [
+            out.await.unwrap_or_else(lost),
+            err.await.unwrap_or_else(lost),
+        ]
+    }
+}
+
+/// Where a capture goes: memory, then its file once longer than
+/// [`IN_MEMORY`]; at most `cap` bytes of the stream.
+struct Sink {
+    path: PathBuf,
+    memory: Vec<u8>,
+    file: Option<fs::File>,
     cap: u64,
-    name: &'static str,
-) -> u64 {
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut total, mut kept) = (0u64, 0u64);
-    loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        total += n as u64;
-        let room = cap.saturating_sub(kept).min(n as u64) as usize;
-        if room > 0 {
-            if let Err(e) = file.write_all(&buf[..room]) {
+    kept: u64,
+    total: u64,
+}
+
+impl Sink {
+    fn new(path: PathBuf, cap: u64) -> Sink {
+        Sink {
+            path,
+            memory: Vec::new(),
+            file: None,
+            cap,
+            kept: 0,
+            total: 0,
+        }
+    }
+
+    /// Keeps what of `bytes` fits under the cap; a write error stops keeping.
+    fn take(&mut self, bytes: &[u8], name: &str) {
+        self.total += bytes.len() as u64;
+        let room = self.cap.saturating_sub(self.kept).min(bytes.len() as u64) as usize;
+        if room == 0 {
+            return;
+        }
+        match self.write(&bytes[..room]) {
+            Ok(()) => self.kept += room as u64,
+            Err(e) => {
                 tracing::warn!("cannot capture {name}: {e}");
-                kept = cap;
-            } else {
-                kept += room as u64;
+                self.cap = self.kept;
             }
         }
     }
-    if total > kept {
-        let mark =
-            format!("\n[peerbatch: {name} truncated: kept the first {kept} of {total} bytes]\n");
-        let _ = file.write_all(mark.as_bytes());
-        kept += mark.len() as u64;
-    }
-    kept
-}
 
-/// Waits for a capture to see the end of its stream. Every writer has been
-/// killed; one that escaped both cgroup and process group may hold the pipe
-/// open, so the capture is cut off after a while.
-async fn finish_capture(reader: tokio::task::JoinHandle<u64>) -> u64 {
-    let abort = reader.abort_handle();
-    match tokio::time::timeout(Duration::from_secs(5), reader).await {
-        Ok(Ok(n)) => n,
-        _ => {
-            abort.abort();
-            0
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if self.file.is_none() && self.memory.len() + bytes.len() <= IN_MEMORY {
+            self.memory.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let mut file = capture_file(&self.path)?;
+                file.write_all(&self.memory)
+                    .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+                self.memory = Vec::new();
+                self.file.insert(file)
+            }
+        };
+        file.write_all(bytes)
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+
+    /// What was kept, with a line saying how much was dropped.
+    fn finish(mut self, name: &str) -> Captured {
+        if self.total > self.kept {
+            let mark = format!(
+                "\n[peerbatch: {name} truncated: kept the first {} of {} bytes]\n",
+                self.kept, self.total
+            );
+            match &mut self.file {
+                Some(file) => {
+                    if let Err(e) = file.write_all(mark.as_bytes()) {
+                        tracing::warn!("cannot write {}: {e}", self.path.display());
+                    }
+                }
+                None => self.memory.extend_from_slice(mark.as_bytes()),
+            }
+        }
+        match self.file {
+            Some(_) => Captured::File(self.path),
+            None => Captured::Memory(self.memory),
         }
     }
+}
+
+/// Copies a stream into `sink` up to its cap and drains the rest, until the
+/// stream ends or [`LINGER`] after `stopped` closes.
+async fn capture(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    mut sink: Sink,
+    name: &'static str,
+    mut stopped: watch::Receiver<()>,
+) -> Captured {
+    let cut_off = async {
+        while stopped.changed().await.is_ok() {}
+        tokio::time::sleep(LINGER).await;
+    };
+    tokio::pin!(cut_off);
+    // Small at first (most commands write little); larger once a read
+    // fills it.
+    let mut buf = vec![0u8; 4 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = pipe.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = &mut cut_off => break,
+        };
+        sink.take(&buf[..n], name);
+        if n == buf.len() {
+            buf.resize(64 * 1024, 0);
+        }
+    }
+    sink.finish(name)
 }
 
 /// Kills every process of a command: its cgroup, else its process group.

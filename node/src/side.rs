@@ -7,7 +7,7 @@
 //! stdout and stderr (captured beside the directory, out of the command's
 //! reach) as blobs. Must not decide when they run; `pools` and `jobprep` do.
 
-use crate::sandbox::{Run, Sandbox};
+use crate::sandbox::{Ran, Run, Sandbox};
 use crate::store::blobs::BlobStore;
 use peerbatch_protocol::event::SideResult;
 use peerbatch_protocol::{Command, Outcome};
@@ -32,8 +32,8 @@ pub async fn run(
         dir.with_file_name(name)
     };
     let (stdout, stderr) = (capture("stdout"), capture("stderr"));
-    let outcome = match sandbox.make_dir(dir) {
-        Err(e) => Outcome::FailedToStart(format!("cannot create {}: {e}", dir.display())),
+    let ran = match sandbox.make_dir(dir) {
+        Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
         Ok(()) => {
             let mut env = env;
             env.push(("PEERBATCH_WORK_DIR", dir.display().to_string()));
@@ -48,14 +48,22 @@ pub async fn run(
                 limit_ms: Some(LIMIT.as_millis() as u64),
                 memory_mb: 0,
             };
-            sandbox.run(run, kill).await.outcome
+            Ok(sandbox.run(run, kill).await)
         }
     };
-    let (stdout, stderr) = match &outcome {
-        Outcome::FailedToStart(e) => (None, blobs.put_bytes(e.as_bytes()).ok()),
-        _ => (
-            crate::exec::keep(blobs, &stdout),
-            crate::exec::keep(blobs, &stderr),
+    let (outcome, stdout, stderr) = match ran {
+        Err(e)
+        | Ok(Ran {
+            outcome: Outcome::FailedToStart(e),
+            ..
+        }) => {
+            let stderr = blobs.put_bytes(e.as_bytes()).ok();
+            (Outcome::FailedToStart(e), None, stderr)
+        }
+        Ok(ran) => (
+            ran.outcome,
+            crate::exec::keep(blobs, ran.stdout),
+            crate::exec::keep(blobs, ran.stderr),
         ),
     };
     SideResult {

@@ -4,11 +4,11 @@
 //! Owns the raw `clone(CLONE_VM | CLONE_VFORK)` and what the child does
 //! before `execve`: its standard streams, a process group of its own,
 //! joining a cgroup, resource limits, dropping to another user, its working
-//! directory and default signal handling; and reaping it. `fork` would copy
-//! the node's page tables for every task, several times the cost of the
-//! whole spawn on a large node, and the standard library falls back to it as
-//! soon as any of these steps is asked for. Must not decide any of the
-//! values; `sandbox` does.
+//! directory and default signal handling; and waiting for its exit and
+//! reaping it. `fork` would copy the node's page tables for every task,
+//! several times the cost of the whole spawn on a large node, and the
+//! standard library falls back to it as soon as any of these steps is asked
+//! for. Must not decide any of the values; `sandbox` does.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -93,31 +93,7 @@ impl Spawn {
             envp: envp.as_ptr(),
             err: err_write.as_raw_fd(),
         };
-        let mut stack = vec![0u8; 64 * 1024];
-        // SAFETY: the stack is ours and outlives the child's use of it
-        // (CLONE_VFORK suspends this thread until the child has called
-        // execve or exited); `child_main` only makes system calls on data
-        // prepared above; all signals are blocked around the clone so that
-        // no handler of the node runs on the child's stack.
-        let pid = unsafe {
-            let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            let pid = libc::clone(
-                child_main,
-                top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                &child as *const Child as *mut libc::c_void,
-            );
-            let clone_error = io::Error::last_os_error();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            if pid < 0 {
-                return Err(clone_error);
-            }
-            pid
-        };
+        let pid = CHILD_STACK.with_borrow_mut(|stack| clone_child(&child, stack))?;
         drop(err_write);
         let mut report = [0u8; 8];
         // SAFETY: reading into a local buffer from a pipe we own.
@@ -129,6 +105,45 @@ impl Spawn {
             let what = STEPS.get(step).copied().unwrap_or("start it");
             let e = io::Error::from_raw_os_error(errno);
             return Err(io::Error::new(e.kind(), format!("cannot {what}: {e}")));
+        }
+        Ok(pid)
+    }
+}
+
+/// Bytes of the stack the child runs on until `execve`.
+const STACK_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// Each spawning thread's stack for its children, allocated once: a
+    /// fresh allocation of this size per spawn made the allocator grow and
+    /// trim its heap (`mprotect`, page faults) every time.
+    static CHILD_STACK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; STACK_SIZE]);
+}
+
+/// Clones the child that runs `child_main` on `stack`; returns its pid once
+/// it called execve or exited.
+fn clone_child(child: &Child, stack: &mut [u8]) -> io::Result<libc::pid_t> {
+    // SAFETY: the stack is borrowed for the whole clone and only the child
+    // uses it, while CLONE_VFORK suspends this thread (until the child has
+    // called execve or exited); `child_main` only makes system calls on
+    // data prepared by the parent; all signals are blocked around the clone
+    // so that no handler of the node runs on the child's stack.
+    unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            child as *const Child as *mut libc::c_void,
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
         }
         Ok(pid)
     }
@@ -241,8 +256,38 @@ pub fn reap(pid: libc::pid_t) -> io::Result<ExitStatus> {
 }
 
 /// Waits until `pid` (our child) has exited, leaving it unreaped so that
-/// its process group id stays reserved while the group is killed. Blocking.
-pub fn wait_exit(pid: libc::pid_t) -> io::Result<()> {
+/// its process group id stays reserved while the group is killed: on a
+/// pidfd in the runtime's poller, without a thread of its own; on a kernel
+/// without pidfds (before 5.3), on a blocking thread.
+pub async fn exited(pid: libc::pid_t) -> io::Result<()> {
+    match pidfd(pid) {
+        Ok(fd) => {
+            let interest = tokio::io::Interest::READABLE;
+            // SAFETY: the `OwnedFd` stays open, the same pidfd, as long as
+            // the `AsyncFd` that owns it.
+            let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }?;
+            fd.readable().await?.retain_ready();
+            Ok(())
+        }
+        Err(_) => tokio::task::spawn_blocking(move || wait_exit(pid))
+            .await
+            .map_err(io::Error::other)?,
+    }
+}
+
+/// A pidfd of `pid`, readable once it has exited.
+fn pidfd(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open only makes a new descriptor, which we then own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until `pid` (our child) has exited, leaving it unreaped. Blocking.
+fn wait_exit(pid: libc::pid_t) -> io::Result<()> {
     loop {
         // SAFETY: waits for our own child; `info` is a local.
         let r = unsafe {
