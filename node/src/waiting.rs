@@ -37,13 +37,14 @@ pub struct Approved {
     pub listen: Vec<Multiaddr>,
 }
 
-/// Waits for an admin's approval; see the module comment.
+/// Waits for an admin's approval (see the module comment); `None` if the node was asked to
+/// stop (Ctrl-C, SIGTERM) first.
 pub async fn wait(
     dir: &DataDir,
     keypair: Keypair,
     reach: Reach,
     api: SocketAddr,
-) -> Result<Approved> {
+) -> Result<Option<Approved>> {
     let me = keypair.public().to_peer_id();
     let candidate = Candidate::new(&host_name(), dir.cluster_key_file());
     let (net, mut events) = net::start(NetConfig {
@@ -65,9 +66,16 @@ pub async fn wait(
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     progress.tick().await;
     let mut bound = Vec::new();
+    let stop = crate::serve::stop_requested();
+    tokio::pin!(stop);
     let approval = loop {
         tokio::select! {
             approval = candidate.approved() => break approval,
+            () = &mut stop => {
+                api_task.abort();
+                let _ = std::fs::remove_file(dir.api_file());
+                return Ok(None);
+            }
             event = events.recv() => match event {
                 Some(NetEvent::Listening(addr)) => {
                     bound.push(addr);
@@ -98,10 +106,10 @@ pub async fn wait(
         dir.cluster_key_file().display(),
         admins.join(", ")
     );
-    Ok(Approved {
+    Ok(Some(Approved {
         key: approval.key,
         listen: same_port(&reach.listen, &bound),
-    })
+    }))
 }
 
 /// The configured listen addresses, a single one with port 0 given the port it was bound to
