@@ -99,6 +99,9 @@ fn a_waiting_node_gets_nothing_until_an_admin_approves_it_and_then_runs_work() {
     });
     let key = |n: &Node| std::fs::read(n.dir.join("cluster.key")).expect("cluster.key");
     assert_eq!(key(&new), key(&admin), "it stored the admin's key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(new.dir.join("cluster.key")).expect("cluster.key");
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
     assert!(new.log().contains(&format!("approved by admin {admin_id}")));
     wait_for(
         "the new node to run the job's task",
