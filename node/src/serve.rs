@@ -6,6 +6,7 @@
 
 use crate::api::{self, ApiState};
 use crate::api_guard;
+use crate::bad_input::BadInput;
 use crate::driver::Driver;
 use crate::exec::Executor;
 use crate::fetch::Fetcher;
@@ -117,6 +118,30 @@ fn detect_gpus() -> u32 {
     })
 }
 
+/// Refuses labels every node would refuse in this node's announce (the
+/// user's to fix: exit 2), naming the label and the bound it breaks.
+fn check_labels(labels: &[(String, String)]) -> Result<(), BadInput> {
+    use peerbatch_protocol::validate;
+    for (key, value) in labels {
+        validate::check_labels(&[(key.clone(), value.clone())]).map_err(|e| {
+            let label = format!("{key}={value}");
+            let shown = match label.char_indices().nth(40) {
+                Some((end, _)) => format!("{}…", &label[..end]),
+                None => label,
+            };
+            BadInput(format!(
+                "--label {shown}: {e}; the mesh refuses a node announcing a longer one"
+            ))
+        })?;
+    }
+    validate::check_labels(labels).map_err(|e| {
+        BadInput(format!(
+            "--label: {e} (counting the os and arch labels every node has); \
+             the mesh refuses a node announcing more"
+        ))
+    })
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -133,6 +158,8 @@ pub fn run(dir: DataDir, opts: NodeOpts) -> Result<()> {
 }
 
 async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
+    let labels = with_default_labels(&opts.labels);
+    check_labels(&labels)?;
     dir.create()?;
     // Before anything else touches the dir: a second node must not move
     // the first one's database aside or delete its files.
@@ -204,7 +231,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         slots,
         memory_mb,
         gpus,
-        labels: with_default_labels(&opts.labels),
+        labels: labels.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         heartbeat_ms: opts.heartbeat_ms,
         lease_ms: opts.lease_ms,
@@ -261,7 +288,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
     let (start_tx, start_rx) = mpsc::unbounded_channel();
     let pools = Pools::new(
-        with_default_labels(&opts.labels),
+        labels,
         dir.pools_dir(),
         blobs.clone(),
         sandbox.clone(),

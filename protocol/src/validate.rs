@@ -148,18 +148,25 @@ fn check_outcome(outcome: &Outcome) -> Result<(), InvalidEvent> {
     }
 }
 
-fn check_info(info: &NodeInfo) -> Result<(), InvalidEvent> {
-    if info.labels.len() > MAX_LABELS {
+/// The bounds on a node's labels: how many, and how long each key and
+/// value. A node checks its own at start, so its announce is never refused.
+pub fn check_labels(labels: &[(String, String)]) -> Result<(), InvalidEvent> {
+    if labels.len() > MAX_LABELS {
         return Err(InvalidEvent::TooMany {
             what: "labels",
-            count: info.labels.len(),
+            count: labels.len(),
             limit: MAX_LABELS,
         });
     }
-    for (key, value) in &info.labels {
-        text("label", key, MAX_LABEL_BYTES)?;
+    for (key, value) in labels {
+        text("label key", key, MAX_LABEL_BYTES)?;
         text("label value", value, MAX_LABEL_BYTES)?;
     }
+    Ok(())
+}
+
+fn check_info(info: &NodeInfo) -> Result<(), InvalidEvent> {
+    check_labels(&info.labels)?;
     if info.addrs.len() > MAX_ADDRS {
         return Err(InvalidEvent::TooMany {
             what: "addresses",

@@ -394,3 +394,53 @@ fn a_pool_start_task_gates_its_nodes_and_its_output_is_viewable() {
     });
     assert_eq!(release, prep, "released where it was prepared");
 }
+
+/// A label the mesh would refuse in the node's announce (too long, or too
+/// many) stops the node at start (exit 2), naming the label and the bound,
+/// instead of a node that never shows up right.
+#[test]
+fn a_node_refuses_at_start_labels_beyond_what_the_mesh_accepts() {
+    let long_value = format!("site={}", "v".repeat(1025));
+    let long_key = format!("{}=x", "k".repeat(1025));
+    let many: Vec<String> = (0..255).map(|i| format!("l{i}=x")).collect();
+    let cases: [(Vec<&str>, &[&str]); 3] = [
+        (
+            vec!["--label", &long_value],
+            &["site=vvv", "label value", "1024"],
+        ),
+        (
+            vec!["--label", &long_key],
+            &["--label kkk", "label key", "1024"],
+        ),
+        (
+            many.iter().flat_map(|l| ["--label", l.as_str()]).collect(),
+            &["labels", "257", "256"],
+        ),
+    ];
+    for (labels, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = std::process::Command::new(peerbatch_tests::bin())
+            .args(["node", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .args(["--insecure-open", "--allow-root-tasks"])
+            .args(&labels)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = wait_for("the node to exit", Duration::from_secs(30), || {
+            let status = node.try_wait().unwrap();
+            if status.is_none() && dir.path().join("api").exists() {
+                node.kill().unwrap();
+                panic!("the node started with {expected:?} out of bounds");
+            }
+            status
+        });
+        let out = node.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(exited.code(), Some(2), "{expected:?}: {stderr}");
+        for part in expected {
+            assert!(stderr.contains(part), "{part:?} is not named:\n{stderr}");
+        }
+    }
+}
