@@ -28,10 +28,13 @@ const KEY_FLAGS: &[&str] = &["--cluster-key", "--join-token", "--insecure-open"]
 /// One cluster key shared by the nodes this test process starts with [`Node::start`] or
 /// [`Node::start_with`] (made once by `peerbatch keygen`, so it lists no admins), so that
 /// nodes joined by address or found by mDNS form one cluster, as nodes given one key file do.
+/// The file is removed when the test process exits; files of test processes that were
+/// killed are removed by the next one.
 pub fn shared_key() -> &'static Path {
     static KEY: OnceLock<PathBuf> = OnceLock::new();
     KEY.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("peerbatch-tests-{}.key", std::process::id()));
+        remove_keys_of_dead_processes();
+        let path = key_path(std::process::id());
         let _ = std::fs::remove_file(&path);
         let out = Command::new(bin())
             .args(["keygen", "--out"])
@@ -39,8 +42,42 @@ pub fn shared_key() -> &'static Path {
             .output()
             .expect("run peerbatch keygen");
         ok(&out, "keygen");
+        // SAFETY: atexit only records a function pointer; the function
+        // takes no arguments and touches no state that exit tears down.
+        unsafe { libc::atexit(remove_own_key) };
         path
     })
+}
+
+const KEY_PREFIX: &str = "peerbatch-tests-";
+
+/// The shared key file of the test process `pid`.
+fn key_path(pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("{KEY_PREFIX}{pid}.key"))
+}
+
+extern "C" fn remove_own_key() {
+    let _ = std::fs::remove_file(key_path(std::process::id()));
+}
+
+/// Removes the shared key files of test processes that no longer run.
+fn remove_keys_of_dead_processes() {
+    let Ok(items) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for item in items.flatten() {
+        let name = item.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(KEY_PREFIX))
+            .and_then(|n| n.strip_suffix(".key"))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+    }
 }
 
 /// Asserts a CLI command succeeded (showing its stderr if not) and returns
