@@ -4,13 +4,15 @@
 //! Owns accepting connections (at most [`MAX_CONNECTIONS`] at once, each
 //! closed if a request's head takes longer than [`HEADER_TIMEOUT`]), the
 //! bearer-token check in front of every route (before any body is read,
-//! compared in constant time) and reading bodies (each part within
-//! [`BODY_TIMEOUT`] of the last, at most [`MAX_BODY`] in all). Must not
-//! know what the routes do.
+//! compared in constant time): the node's token opens every route, a
+//! running task's token only those in [`TASK_ROUTES`]; and reading bodies
+//! (each part within [`BODY_TIMEOUT`] of the last, at most [`MAX_BODY`] in
+//! all). Must not know what the routes do beyond that list.
 
 use crate::api::ApiError;
+use crate::task_tokens::TaskTokens;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,41 +37,101 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A job's JSON may be several times its encoded size (`MAX_JOB_BYTES`).
 pub const MAX_BODY: usize = 64 << 20;
 
-/// The access token of this run of the node.
-pub struct Token(String);
+/// What a task's own token (`PEERBATCH_TOKEN` inside a command the node
+/// runs) may call, by method and route pattern: reading jobs, tasks, logs,
+/// nodes, packages and the node's status, and submitting jobs. Every other
+/// route — those a new engineer adds included — is refused to task tokens
+/// (403) until listed here. Routes that read or write files by path act as
+/// the node's account, so they must never be listed.
+pub const TASK_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/status"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/{job}"),
+    ("GET", "/v1/jobs/{job}/tasks"),
+    ("GET", "/v1/jobs/{job}/tasks/{task}/log"),
+    ("GET", "/v1/nodes"),
+    ("GET", "/v1/packages"),
+];
 
-impl Token {
-    pub fn new(token: &str) -> Token {
-        Token(format!("Bearer {token}"))
+/// Who may call the API in this run of the node: the holder of its own
+/// token (every route), and running commands with their task tokens
+/// ([`TASK_ROUTES`] only).
+pub struct Access {
+    node: Vec<u8>,
+    tasks: TaskTokens,
+}
+
+/// Whom a request's `Authorization` header names.
+enum Caller {
+    Node,
+    Task,
+    Unknown,
+}
+
+impl Access {
+    pub fn new(token: &str, tasks: TaskTokens) -> Access {
+        Access {
+            node: format!("Bearer {token}").into_bytes(),
+            tasks,
+        }
     }
 
-    fn admits(&self, request: &Request) -> bool {
+    fn caller(&self, request: &Request) -> Caller {
         let given = request
             .headers()
             .get("authorization")
             .map_or(&[][..], |v| v.as_bytes());
-        given.ct_eq(self.0.as_bytes()).into()
+        if bool::from(given.ct_eq(&self.node)) {
+            Caller::Node
+        } else if self.tasks.admits(given) {
+            Caller::Task
+        } else {
+            Caller::Unknown
+        }
     }
 }
 
 /// `routes` behind the token check and the body reader.
-pub fn guard(routes: Router, token: Token) -> Router {
+pub fn guard(routes: Router, access: Access) -> Router {
     routes
         .layer(middleware::from_fn(read_body))
-        .layer(middleware::from_fn_with_state(Arc::new(token), check_token))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(access),
+            check_token,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-async fn check_token(State(token): State<Arc<Token>>, request: Request, next: Next) -> Response {
-    if token.admits(&request) {
-        next.run(request).await
-    } else {
-        ApiError(
+async fn check_token(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+    match access.caller(&request) {
+        Caller::Node => next.run(request).await,
+        Caller::Task => match task_may_not(&request) {
+            None => next.run(request).await,
+            Some(refusal) => refuse(StatusCode::FORBIDDEN, refusal),
+        },
+        Caller::Unknown => refuse(
             StatusCode::UNAUTHORIZED,
             "missing or wrong access token (see DATA_DIR/token or PEERBATCH_TOKEN; it changes at each start of the node)".into(),
-        )
-        .into_response()
+        ),
     }
+}
+
+/// Why a task token may not make this request, if it may not.
+fn task_may_not(request: &Request) -> Option<String> {
+    let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let listed = route.is_some_and(|r| TASK_ROUTES.contains(&(method, r)));
+    (!listed).then(|| {
+        format!(
+            "{method} {}: a task's token (PEERBATCH_TOKEN inside a task) cannot use this route; \
+             task tokens may only read jobs, tasks, logs, nodes, packages and status, and submit jobs",
+            route.unwrap_or(request.uri().path())
+        )
+    })
 }
 
 /// Reads the whole body before the route runs, refusing one that pauses

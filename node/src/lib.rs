@@ -48,6 +48,7 @@ mod spawn;
 mod stage;
 mod store;
 mod sweep;
+mod task_tokens;
 mod transfer_bench;
 mod waiting;
 mod wallclock;

@@ -11,6 +11,7 @@
 //! `stage` do) and must not touch the chunk store.
 
 use crate::spawn::{self, Spawn};
+use crate::task_tokens::TaskTokens;
 use clap::Args;
 use peerbatch_protocol::{Command, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
@@ -191,8 +192,10 @@ pub struct Sandbox {
     max_processes: u64,
     max_log: u64,
     cgroups: Option<Arc<Cgroups>>,
-    /// `PATH`, `LANG` and the node's API for job managers.
+    /// `PATH`, `LANG` and the node's API address for job managers.
     base_env: Arc<Vec<(String, String)>>,
+    /// Each command's own API token (`PEERBATCH_TOKEN`), live while it runs.
+    tokens: TaskTokens,
     /// Process groups of commands running now (for the fallback sweep).
     running: Arc<Mutex<BTreeSet<libc::pid_t>>>,
     /// Every command's standard input.
@@ -204,6 +207,7 @@ impl Sandbox {
     pub fn new(
         opts: &SandboxOpts,
         api_env: Vec<(String, String)>,
+        tokens: TaskTokens,
     ) -> Result<Sandbox, SandboxError> {
         let user = task_user(opts)?;
         let cgroups = Cgroups::create().map(Arc::new);
@@ -229,6 +233,7 @@ impl Sandbox {
             max_log: opts.max_log,
             cgroups,
             base_env: Arc::new(base_env),
+            tokens,
             running: Arc::default(),
             null: Arc::new(null),
         })
@@ -331,8 +336,11 @@ impl Sandbox {
     }
 
     /// Runs a command to its end, kills whatever it left running, and
-    /// captures its output.
-    pub async fn run(&self, run: Run<'_>, kill: oneshot::Receiver<()>) -> Ran {
+    /// captures its output. The command's API token is revoked on return.
+    pub async fn run(&self, mut run: Run<'_>, kill: oneshot::Receiver<()>) -> Ran {
+        let token = self.tokens.issue();
+        run.peerbatch_env
+            .push(("PEERBATCH_TOKEN", token.secret().to_string()));
         let mut ran = Ran {
             outcome: Outcome::Exited(-1),
             stdout: Captured::Memory(Vec::new()),

@@ -269,7 +269,12 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .with_context(|| format!("cannot listen on --api {}", opts.api))?;
     let api_addr = listener.local_addr()?;
     paths::write_private(&dir.api_file(), api_addr.to_string().as_bytes())?;
-    let sandbox = Sandbox::new(&opts.sandbox, job_manager_env(api_addr, &token))?;
+    let task_tokens = crate::task_tokens::TaskTokens::default();
+    let sandbox = Sandbox::new(
+        &opts.sandbox,
+        job_manager_env(api_addr),
+        task_tokens.clone(),
+    )?;
     sandbox.open_data_dir(&dir.root)?;
     let jobprep = JobPrep::new(
         dir.jobs_dir(),
@@ -310,7 +315,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
             net: net.clone(),
         },
     ));
-    let app = api_guard::guard(routes, api_guard::Token::new(&token));
+    let app = api_guard::guard(routes, api_guard::Access::new(&token, task_tokens));
     tokio::spawn(api_guard::serve(listener, app));
     tracing::info!(
         "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}; {}",
@@ -385,14 +390,12 @@ async fn start_net(
 }
 
 /// What every task is told so that it can drive the mesh through this
-/// node's API (a job manager submitting or watching jobs): the address and
-/// token, and a `PATH` of this binary's directory (so that `peerbatch` is
-/// the node's own version) and the system's, not the node's own `PATH`.
-fn job_manager_env(api: std::net::SocketAddr, token: &str) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("PEERBATCH_API".to_string(), api.to_string()),
-        ("PEERBATCH_TOKEN".to_string(), token.to_string()),
-    ];
+/// node's API (a job manager submitting or watching jobs): the address (the
+/// sandbox adds the command's own token), and a `PATH` of this binary's
+/// directory (so that `peerbatch` is the node's own version) and the
+/// system's, not the node's own `PATH`.
+fn job_manager_env(api: std::net::SocketAddr) -> Vec<(String, String)> {
+    let mut env = vec![("PEERBATCH_API".to_string(), api.to_string())];
     let bin_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf));

@@ -185,7 +185,9 @@ async fn serve_api(
         let says = says.clone();
         async move { ApiError(StatusCode::SERVICE_UNAVAILABLE, says).into_response() }
     });
-    let app = api_guard::guard(routes, api_guard::Token::new(&token));
+    // No task runs while the node waits: no task token exists.
+    let tasks = crate::task_tokens::TaskTokens::default();
+    let app = api_guard::guard(routes, api_guard::Access::new(&token, tasks));
     Ok(tokio::spawn(api_guard::serve(listener, app)))
 }
 

@@ -1,8 +1,9 @@
 //! The HTTP API as an attacker on the same machine meets it, in raw HTTP:
-//! no token, a wrong token, a token from a previous start, a large body
-//! nobody vouched for, and clients that send their requests slowly.
+//! no token, a wrong token, a token from a previous start, a task's own
+//! token, a large body nobody vouched for, and clients that send their
+//! requests slowly.
 
-use peerbatch_tests::{ok, Node, FAST};
+use peerbatch_tests::{ok, tasks, wait_for, Node, FAST};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -41,6 +42,19 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/waiting/some-peer/approve", ""),
     ("GET", "/v1/no-such-route", ""),
     ("PUT", "/v1/status", ""),
+];
+
+/// The routes of [`ROUTES`] a task's own token may use: reading jobs,
+/// tasks, logs, nodes, packages and status, and submitting jobs.
+const TASK_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/status"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/0000000000000000"),
+    ("GET", "/v1/jobs/0000000000000000/tasks"),
+    ("GET", "/v1/jobs/0000000000000000/tasks/1/log"),
+    ("GET", "/v1/nodes"),
+    ("GET", "/v1/packages"),
 ];
 
 fn api(node: &Node) -> String {
@@ -243,4 +257,61 @@ fn slow_clients_holding_many_connections_are_cut_off_and_the_cli_still_gets_thro
             Err(e) => panic!("slow connection {i} is still open: {e}"),
         }
     }
+}
+
+#[test]
+fn a_tasks_own_token_opens_only_the_task_routes_and_stops_working_when_its_attempt_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("a"), FAST);
+    // The task hands its token out through this directory and runs until
+    // `done` appears there.
+    let drop_box = tmp.path().join("box");
+    std::fs::create_dir(&drop_box).unwrap();
+    let b = drop_box.display();
+    let job_file = tmp.path().join("hold.toml");
+    std::fs::write(
+        &job_file,
+        format!(
+            "[[tasks]]\nid = \"hold\"\ncommand = '''\n\
+             echo \"$PEERBATCH_TOKEN\" > {b}/token.part && mv {b}/token.part {b}/token\n\
+             while [ ! -e {b}/done ]; do sleep 0.1; done\n'''\n"
+        ),
+    )
+    .unwrap();
+    let job = ok(&node.cli(&["submit", job_file.to_str().unwrap()]), "submit");
+    let task_token = wait_for("the task's token", Duration::from_secs(60), || {
+        std::fs::read_to_string(drop_box.join("token")).ok()
+    });
+    let task_token = task_token.trim();
+    assert!(!task_token.is_empty(), "the task got no PEERBATCH_TOKEN");
+    let auth = format!("Bearer {task_token}");
+
+    for (method, path, body) in ROUTES {
+        let (code, text) = request(&node, method, path, Some(&auth), body);
+        if TASK_ROUTES.contains(&(method, path)) {
+            assert!(
+                code != 401 && code != 403,
+                "{method} {path} refused a running task's token: {code} {text}"
+            );
+        } else {
+            assert_eq!(code, 403, "{method} {path} with a task's token: {text}");
+            assert!(
+                text.contains("task") && text.contains(method),
+                "{method} {path}: the refusal does not say why: {text}"
+            );
+        }
+    }
+    // The refusal names the route by its pattern.
+    let drain = r#"{"drain": true}"#;
+    let (_, text) = request(&node, "POST", "/v1/nodes/self/drain", Some(&auth), drain);
+    assert!(text.contains("POST /v1/nodes/{node}/drain"), "{text}");
+    assert_eq!(node.status()["draining"], false, "a task drained its node");
+
+    std::fs::write(drop_box.join("done"), "").unwrap();
+    wait_for("the task to end", Duration::from_secs(60), || {
+        let list = tasks(&node, &job);
+        (list[0]["state"] == "succeeded").then_some(())
+    });
+    let (code, text) = request(&node, "GET", "/v1/jobs", Some(&auth), "");
+    assert_eq!(code, 401, "a finished attempt's token still works: {text}");
 }

@@ -284,3 +284,33 @@ fn a_package_archive_that_unpacks_beyond_the_nodes_cap_is_refused() {
     let left = std::fs::read_dir(node.dir.join("unpack")).map_or(0, |d| d.count());
     assert_eq!(left, 0, "the partial unpack was left behind");
 }
+
+#[test]
+fn a_task_cannot_read_the_cluster_key_through_the_api_but_still_lists_jobs() {
+    let cluster = Cluster::start(1, &[FAST, &["--run-as", "nobody"]].concat());
+    let node = &cluster.nodes[0];
+    let invite = node.invite();
+    let file = cluster.file(
+        "invite.toml",
+        "[[tasks]]\nid = \"invite\"\ncommand = '''\n\
+         peerbatch invite --json 2>&1\n\
+         peerbatch jobs --json > jobs.json && echo listed\n'''\n",
+    );
+    let (job, list) = run_job(node, &file);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let out = logs(node, &job, "invite", &[]);
+    assert!(
+        out.contains("403") && out.contains("GET /v1/invite"),
+        "the task was not refused the invite route:\n{out}"
+    );
+    let key = std::fs::read_to_string(peerbatch_tests::shared_key()).unwrap();
+    let secret = key.lines().last().unwrap();
+    assert!(
+        !out.contains("pbjoin1") && !out.contains(&invite) && !out.contains(secret),
+        "the cluster key reached the task:\n{out}"
+    );
+    assert!(
+        out.ends_with("listed"),
+        "the task could not list jobs:\n{out}"
+    );
+}
