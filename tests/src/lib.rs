@@ -387,6 +387,32 @@ impl Cluster {
     }
 }
 
+/// Runs `peerbatch node --data-dir DIR` on loopback without mDNS with `args`, expecting it
+/// to refuse to start: panics if its API comes up; else its exit code and stderr.
+pub fn refused_start(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut node = Command::new(bin())
+        .args(["node", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start peerbatch node");
+    let exited = wait_for("the node to exit", Duration::from_secs(30), || {
+        let status = node.try_wait().unwrap();
+        if status.is_none() && dir.join("api").exists() {
+            node.kill().unwrap();
+            panic!("the node started with {args:?}");
+        }
+        status
+    });
+    let out = node.wait_with_output().unwrap();
+    (
+        exited.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The tasks of `job` as `tasks --json` prints them on `node`.
 pub fn tasks(node: &Node, job: &str) -> Value {
     node.json(&["tasks", job, "--json"])

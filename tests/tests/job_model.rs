@@ -1,7 +1,7 @@
 //! The job model beyond single tasks: exit conditions, schedules, node
 //! operations — on real processes.
 
-use peerbatch_tests::{ok, tasks, wait_for, Cluster, Node, FAST};
+use peerbatch_tests::{ok, refused_start, tasks, wait_for, Cluster, Node, FAST};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -419,26 +419,9 @@ fn a_node_refuses_at_start_labels_beyond_what_the_mesh_accepts() {
     ];
     for (labels, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let mut node = std::process::Command::new(peerbatch_tests::bin())
-            .args(["node", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-            .args(["--insecure-open", "--allow-root-tasks"])
-            .args(&labels)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let exited = wait_for("the node to exit", Duration::from_secs(30), || {
-            let status = node.try_wait().unwrap();
-            if status.is_none() && dir.path().join("api").exists() {
-                node.kill().unwrap();
-                panic!("the node started with {expected:?} out of bounds");
-            }
-            status
-        });
-        let out = node.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(exited.code(), Some(2), "{expected:?}: {stderr}");
+        let args = [&["--insecure-open", "--allow-root-tasks"], &labels[..]].concat();
+        let (code, stderr) = refused_start(dir.path(), &args);
+        assert_eq!(code, Some(2), "{expected:?}: {stderr}");
         for part in expected {
             assert!(stderr.contains(part), "{part:?} is not named:\n{stderr}");
         }

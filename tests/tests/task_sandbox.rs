@@ -2,10 +2,9 @@
 //! node's key files, its working directory, its processes and its logs —
 //! on real processes.
 
-use peerbatch_tests::{bin, ok, wait_for, wait_tasks_ended, Cluster, Node, FAST};
+use peerbatch_tests::{ok, refused_start, wait_tasks_ended, Cluster, Node, FAST};
 use serde_json::Value;
 use std::path::Path;
-use std::time::Duration;
 
 /// `FAST` with one slot, so that tasks run one after another.
 const ONE_SLOT: &[&str] = &[
@@ -91,24 +90,8 @@ fn a_node_run_as_root_refuses_to_run_tasks_as_root_unless_allowed() {
     if std::fs::metadata(dir.path()).unwrap().uid() != 0 {
         return;
     }
-    let mut node = std::process::Command::new(bin())
-        .args(["node", "--data-dir"])
-        .arg(dir.path())
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = wait_for("the node to exit", Duration::from_secs(30), || {
-        let status = node.try_wait().unwrap();
-        if status.is_none() && dir.path().join("api").exists() {
-            node.kill().unwrap();
-            panic!("the node started, running tasks as root");
-        }
-        status
-    });
-    let out = node.wait_with_output().unwrap();
-    assert_eq!(exited.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = refused_start(dir.path(), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--run-as") && stderr.contains("--allow-root-tasks"),
         "{stderr}"
