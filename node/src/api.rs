@@ -283,6 +283,8 @@ async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
             "events_rejected": stats.events_rejected,
             "chunks_fetched": d.fetcher.stats.chunks_fetched.load(Relaxed),
             "chunks_served": d.fetcher.stats.chunks_served.load(Relaxed),
+            "fetches_deferred": d.fetcher.stats.fetches_deferred.load(Relaxed),
+            "input_held": d.input_held,
             "bad_chunks": d.fetcher.stats.bad_chunks.load(Relaxed),
             "bad_chunks_by_peer": d.fetcher.stats.bad_by_peer.lock().map(|m| {
                 m.iter().map(|(p, n)| (p.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()

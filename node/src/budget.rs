@@ -18,10 +18,15 @@ use std::time::{Duration, Instant};
 pub const SYNC_BURST_SECONDS: u64 = 4;
 pub const DEFAULT_SYNC_RATE: u64 = 16 << 20;
 
-/// Chunks served to one peer: 1 GiB a second (above what one provider
-/// sends one receiver on loopback), 256 MiB at once.
-pub const CHUNK_RATE: u64 = 1 << 30;
-pub const CHUNK_BURST: u64 = 256 << 20;
+/// Chunks served to one peer: `--chunk-rate` (1 GiB a second by default,
+/// above what one provider sends one receiver on loopback), and a quarter
+/// second's worth at once.
+pub const DEFAULT_CHUNK_RATE: u64 = 1 << 30;
+
+/// The burst of chunk budgets of `rate` bytes a second.
+pub fn chunk_burst(rate: u64) -> u64 {
+    rate / 4
+}
 
 /// Buckets of more peers than this are forgotten once refilled.
 const KEEP: usize = 1_024;

@@ -7,7 +7,9 @@
 //! (only the core does).
 
 use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts};
-use crate::budget::{Budgets, CHUNK_BURST, CHUNK_RATE, DEFAULT_SYNC_RATE, SYNC_BURST_SECONDS};
+use crate::budget::{
+    chunk_burst, Budgets, DEFAULT_CHUNK_RATE, DEFAULT_SYNC_RATE, SYNC_BURST_SECONDS,
+};
 use crate::chunk_server::ChunkServer;
 use crate::exec::{Attempt, Executor, GangEnv};
 use crate::fetch::Fetcher;
@@ -31,6 +33,7 @@ use peerbatch_protocol::{
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -40,8 +43,9 @@ const SERVING: usize = 4;
 
 /// Bytes handed to the outbox and not yet written or sent past which the
 /// driver stops taking network input (the network then stops reading from
-/// peers), so a slow disk or a flood cannot grow the queue without bound.
-const OUTBOX_LIMIT: usize = 64 << 20;
+/// peers), so a slow disk or a flood cannot grow the queue without bound:
+/// `--outbox-limit`, 64 MiB by default.
+const DEFAULT_OUTBOX_LIMIT: usize = 64 << 20;
 
 /// How often schedules are checked for a due occurrence.
 const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
@@ -66,6 +70,9 @@ pub struct Driver {
     outbox: mpsc::UnboundedSender<Item>,
     /// What the outbox holds (it subtracts what it is done with).
     outbox_load: Arc<crate::outbox::Load>,
+    outbox_limit: usize,
+    /// Times network input was held because the outbox was over its limit.
+    pub input_held: u64,
     /// What each peer's sync requests made this node send.
     sync_budget: Budgets<NodeId>,
     /// What each peer's fetch requests made this node send.
@@ -110,8 +117,13 @@ impl Driver {
             listening: Vec::new(),
             outbox,
             outbox_load,
+            outbox_limit: DEFAULT_OUTBOX_LIMIT,
+            input_held: 0,
             sync_budget: Budgets::new(DEFAULT_SYNC_RATE, SYNC_BURST_SECONDS * DEFAULT_SYNC_RATE),
-            chunk_budget: Arc::new(Mutex::new(Budgets::new(CHUNK_RATE, CHUNK_BURST))),
+            chunk_budget: Arc::new(Mutex::new(Budgets::new(
+                DEFAULT_CHUNK_RATE,
+                chunk_burst(DEFAULT_CHUNK_RATE),
+            ))),
             storage,
             reclaimer: None,
             policy: PolicyOpts::default(),
@@ -127,6 +139,18 @@ impl Driver {
     /// Answers each peer's sync requests with at most `rate` bytes a second.
     pub fn with_sync_rate(mut self, rate: u64) -> Driver {
         self.sync_budget = Budgets::new(rate, SYNC_BURST_SECONDS * rate);
+        self
+    }
+
+    /// Serves each peer's fetches at most `rate` bytes of chunks a second.
+    pub fn with_chunk_rate(self, rate: u64) -> Driver {
+        *lock(&self.chunk_budget) = Budgets::new(rate, chunk_burst(rate));
+        self
+    }
+
+    /// Holds network input while the outbox holds more than `limit` bytes.
+    pub fn with_outbox_limit(mut self, limit: u64) -> Driver {
+        self.outbox_limit = usize::try_from(limit).unwrap_or(usize::MAX);
         self
     }
 
@@ -279,7 +303,15 @@ impl Driver {
             .start_done
             .take()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        // Whether network input was held at the last turn.
+        let mut held = false;
         loop {
+            let room = self.outbox_has_room();
+            if !room && !held {
+                self.input_held += 1;
+                tracing::debug!("network input held: the outbox is over its limit");
+            }
+            held = !room;
             let deadline = self
                 .core
                 .poll_timeout()
@@ -291,7 +323,7 @@ impl Driver {
                 }
             };
             tokio::select! {
-                Some(event) = net_events.recv(), if self.outbox_has_room() => {
+                Some(event) = net_events.recv(), if room => {
                     self.on_net(event).await;
                     for _ in 0..256 {
                         match net_events.try_recv() {
@@ -427,11 +459,9 @@ impl Driver {
                 // A peer past its byte budget waits (its requests only).
                 let (server, net) = (self.chunks.clone(), self.net.clone());
                 let (serving, budget) = (self.serving.clone(), self.chunk_budget.clone());
+                let stats = self.fetcher.stats.clone();
                 tokio::spawn(async move {
-                    let wait = lock(&budget).wait(&from, Instant::now());
-                    tokio::time::sleep(wait).await;
-                    // Never closed, so acquiring cannot fail.
-                    let permit = serving.acquire_owned().await.ok();
+                    let permit = serve_turn(&serving, &budget, &from, &stats).await;
                     let answered = tokio::task::spawn_blocking(move || {
                         let answer = server.answer(&from, &data);
                         lock(&budget).charge(&from, answer.len(), Instant::now());
@@ -569,7 +599,7 @@ impl Driver {
     }
 
     fn outbox_has_room(&self) -> bool {
-        self.outbox_load.bytes() < OUTBOX_LIMIT
+        self.outbox_load.bytes() < self.outbox_limit
     }
 
     /// Answers `reply` with how many peers acknowledged holding event `id`
@@ -645,6 +675,33 @@ impl Driver {
                     .join(", ")
             )),
         }
+    }
+}
+
+/// Waits for a turn to answer a fetch from `from`: one of the `serving`
+/// permits, taken while the peer's chunk budget is not in debt. The budget
+/// is judged with the permit held, so of a burst of requests only as many
+/// as there are permits pass before the first answer is charged.
+async fn serve_turn(
+    serving: &Arc<Semaphore>,
+    budget: &Mutex<Budgets<PeerId>>,
+    from: &PeerId,
+    stats: &crate::fetch::FetchStats,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let mut deferred = false;
+    loop {
+        // Never closed, so acquiring cannot fail.
+        let permit = serving.clone().acquire_owned().await.ok();
+        let wait = lock(budget).wait(from, Instant::now());
+        if wait.is_zero() {
+            return permit;
+        }
+        drop(permit);
+        if !deferred {
+            deferred = true;
+            stats.fetches_deferred.fetch_add(1, Relaxed);
+        }
+        tokio::time::sleep(wait).await;
     }
 }
 

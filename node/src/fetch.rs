@@ -60,6 +60,9 @@ pub struct FetchStats {
     pub chunks_fetched: AtomicU64,
     /// Chunks sent to peers that asked for them.
     pub chunks_served: AtomicU64,
+    /// Fetches from peers that waited because the peer was past its
+    /// chunk budget (`--chunk-rate`).
+    pub fetches_deferred: AtomicU64,
     pub bad_chunks: AtomicU64,
     pub bad_by_peer: Mutex<BTreeMap<PeerId, u64>>,
 }

@@ -64,6 +64,16 @@ pub struct NodeOpts {
     /// that are dropped, and it asks again in a later round.
     #[arg(long, value_parser = crate::store::reclaim::parse_size, default_value = "16MiB")]
     pub sync_rate: u64,
+    /// Bytes a second of chunks one peer may make this node serve (e.g.
+    /// 20MiB to leave most of a shared link to the machine's owner; a
+    /// quarter second's worth at once); its fetches past that wait.
+    #[arg(long, value_parser = crate::store::reclaim::parse_size, default_value = "1GiB")]
+    pub chunk_rate: u64,
+    /// Bytes of ledger writes and messages waiting to go out past which
+    /// this node stops reading from peers until they are out (e.g. 16MiB
+    /// on a machine short of memory).
+    #[arg(long, value_parser = crate::store::reclaim::parse_size, default_value = "64MiB")]
+    pub outbox_limit: u64,
     #[command(flatten)]
     pub policy: crate::availability::PolicyOpts,
     #[command(flatten)]
@@ -338,6 +348,8 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     driver
         .with_reclaimer(reclaimer)
         .with_sync_rate(opts.sync_rate)
+        .with_chunk_rate(opts.chunk_rate)
+        .with_outbox_limit(opts.outbox_limit)
         .with_policy(opts.policy.clone())
         .with_side_work(pools, start_rx, jobprep)
         .run(net_events, requests_rx, exited_rx, shutdown_rx)
