@@ -50,7 +50,9 @@ pub(crate) fn not_found(msg: String) -> ApiError {
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Every route; `api_guard::guard` puts the token check in front of all of
-/// them. A new route also goes into `ROUTES` in `tests/tests/api_guard.rs`.
+/// them. A new route also goes into `ROUTES` in `tests/tests/api_guard.rs`,
+/// and is refused to tasks' own tokens unless listed in
+/// `api_guard::TASK_ROUTES` (and in that test's `TASK_ROUTES`).
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
