@@ -465,3 +465,127 @@ impl Fetcher {
         self.exports.lock().ok()?.get(&number).cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk_server::ChunkServer;
+    use crate::net::silent_peer::SilentPeer;
+    use crate::net::{self, NetConfig, NetEvent, Standing};
+    use libp2p::identity::Keypair;
+    use libp2p::Multiaddr;
+    use std::time::Duration;
+    use tokio::sync::mpsc::Receiver;
+
+    async fn start_net(join: Vec<Multiaddr>) -> (Net, Receiver<NetEvent>) {
+        net::start(NetConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            join,
+            standing: Standing::Open,
+            mdns: false,
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn until_connected(rx: &mut Receiver<NetEvent>, peer: PeerId) {
+        while !matches!(rx.recv().await, Some(NetEvent::PeerConnected(p)) if p == peer) {}
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pb-fetch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A node whose every fetch slot a silent peer holds, a provider of a
+    /// 3 MiB blob, and the blob's id and bytes. The silent peers answer
+    /// once `release` is called.
+    struct Busy {
+        fetcher: Fetcher,
+        provider: Net,
+        source: BlobStore,
+        silent: Vec<SilentPeer>,
+        id: BlobId,
+        bytes: Vec<u8>,
+    }
+
+    impl Busy {
+        async fn start(name: &str) -> Busy {
+            let (a, mut a_rx) = start_net(vec![]).await;
+            let Some(NetEvent::Listening(addr)) = a_rx.recv().await else {
+                panic!("the network listens first");
+            };
+            let source = BlobStore::open(&scratch(&format!("{name}-p"))).unwrap();
+            let bytes: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+            let id = source.put_bytes(&bytes).unwrap();
+            let (provider, mut p_rx) = start_net(vec![addr.clone()]).await;
+            until_connected(&mut a_rx, provider.local_peer_id()).await;
+            let server = ChunkServer::new(source.clone(), Arc::default(), Arc::default());
+            let responder = provider.clone();
+            tokio::spawn(async move {
+                while let Some(event) = p_rx.recv().await {
+                    if let NetEvent::Fetch { from, data, reply } = event {
+                        responder.respond(reply, server.answer(&from, &data)).await;
+                    }
+                }
+            });
+            let mut silent = Vec::new();
+            for _ in 0..net::FETCHES_IN_ALL / net::FETCHES_PER_PEER {
+                let peer = SilentPeer::start(addr.clone()).await;
+                until_connected(&mut a_rx, peer.id).await;
+                silent.push(peer);
+            }
+            tokio::spawn(async move { while a_rx.recv().await.is_some() {} });
+            for peer in &mut silent {
+                peer.hold_fetches(&a, net::FETCHES_PER_PEER).await;
+            }
+            let blobs = BlobStore::open(&scratch(&format!("{name}-a"))).unwrap();
+            Busy {
+                fetcher: Fetcher::new(a, blobs),
+                provider,
+                source,
+                silent,
+                id,
+                bytes,
+            }
+        }
+
+        /// Fetches the blob while the slots are held, frees them a second
+        /// later, and returns how the fetch ended.
+        async fn fetch(&self) -> Result<()> {
+            let peers = [self.provider.local_peer_id()];
+            let progress = Progress::default();
+            let fetch = self.fetcher.fetch(self.id, &peers, &progress);
+            tokio::pin!(fetch);
+            let early = tokio::time::timeout(Duration::from_secs(1), &mut fetch).await;
+            assert!(early.is_err(), "the fetch waits while every slot is held");
+            for peer in &self.silent {
+                peer.answer_all();
+            }
+            tokio::time::timeout(Duration::from_secs(30), fetch)
+                .await
+                .expect("the fetch ends")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_object_fetch_waits_out_a_busy_network_and_completes() {
+        let busy = Busy::start("object").await;
+        busy.fetch().await.expect("the fetch completes");
+        let got = busy.fetcher.blobs.read_blob(&busy.id).unwrap();
+        assert!(got == Some(busy.bytes), "the blob arrived whole");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pull_waits_out_a_busy_network_keeping_its_provider_and_completes() {
+        let busy = Busy::start("pull").await;
+        // The object is here already: the first requests are the pull's.
+        let object = busy.source.read_chunk(&busy.id.0).unwrap();
+        busy.fetcher.blobs.write_chunk(&busy.id.0, &object).unwrap();
+        busy.fetch().await.expect("the fetch completes");
+        let got = busy.fetcher.blobs.read_blob(&busy.id).unwrap();
+        assert!(got == Some(busy.bytes), "the blob arrived whole");
+    }
+}

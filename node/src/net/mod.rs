@@ -60,7 +60,9 @@ use event_loop::{Command, EventLoop};
 pub use candidate::{Approval, Candidate, Progress};
 pub use key::{write_cluster_key, ClusterKey, JoinToken, TokenError};
 pub use lobby::{ApproveError, Lobby, WaitingPeer, APPROVAL_LASTS};
-pub use slots::{Busy, RequestKind, BUSY_RETRY, MESSAGES_PER_PEER};
+pub use slots::{
+    Busy, RequestKind, BUSY_RETRY, FETCHES_IN_ALL, FETCHES_PER_PEER, MESSAGES_PER_PEER,
+};
 use slots::{RequestKind::*, Slots};
 
 /// Capacity of the event channel returned by [`start`]. When it is full the event loop waits

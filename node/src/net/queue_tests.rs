@@ -84,19 +84,6 @@ async fn a_node_that_sends_commands_while_not_reading_its_events_is_not_deadlock
     assert_eq!(a_rx.len(), EVENT_CHANNEL_CAPACITY, "A still has not read");
 }
 
-/// Starts `n` fetches from `net` to `peer`, which holds them unanswered, and
-/// returns once `peer` has received them all.
-async fn hold_fetches(net: &Net, peer: &mut SilentPeer, n: usize) {
-    for i in 0..n {
-        let (net, to) = (net.clone(), peer.id);
-        tokio::spawn(async move { net.fetch(to, format!("held #{i}").into_bytes()).await });
-    }
-    for _ in 0..n {
-        let got = peer.next(STUCK).await;
-        assert!(matches!(got, Some(Received::Fetch(_))), "got {got:?}");
-    }
-}
-
 /// Waits until the node whose events `rx` carries is connected to `peer`.
 async fn connected(rx: &mut mpsc::Receiver<NetEvent>, peer: PeerId) {
     let seen = timeout(STUCK, async {
@@ -145,7 +132,7 @@ async fn fetches_past_the_bound_for_one_silent_peer_are_refused_while_others_sti
     connected(&mut a_rx, other.local_peer_id()).await;
     drain(a_rx);
 
-    hold_fetches(&a, &mut silent, FETCHES_PER_PEER).await;
+    silent.hold_fetches(&a, FETCHES_PER_PEER).await;
     let refused = timeout(STUCK, a.fetch(silent.id, b"one more".to_vec())).await;
     assert!(
         matches!(
@@ -186,7 +173,7 @@ async fn fetches_past_the_bound_for_all_peers_are_refused() {
     }
     drain(a_rx);
     for peer in &mut silent {
-        hold_fetches(&a, peer, FETCHES_PER_PEER).await;
+        peer.hold_fetches(&a, FETCHES_PER_PEER).await;
     }
     let refused = timeout(STUCK, a.fetch(last.id, b"one more".to_vec())).await;
     assert!(

@@ -18,6 +18,7 @@ use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
 use super::tests::config;
+use super::Net;
 
 /// A request the peer received: which protocol, and its bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +71,19 @@ impl SilentPeer {
     /// The next request received, if one comes within `within`.
     pub(crate) async fn next(&mut self, within: Duration) -> Option<Received> {
         timeout(within, self.received.recv()).await.ok().flatten()
+    }
+
+    /// Starts `n` fetches from `net` to this peer, which holds them
+    /// unanswered, and returns once it has received them all.
+    pub(crate) async fn hold_fetches(&mut self, net: &Net, n: usize) {
+        for i in 0..n {
+            let (net, to) = (net.clone(), self.id);
+            tokio::spawn(async move { net.fetch(to, format!("held #{i}").into_bytes()).await });
+        }
+        for _ in 0..n {
+            let got = self.next(Duration::from_secs(30)).await;
+            assert!(matches!(got, Some(Received::Fetch(_))), "got {got:?}");
+        }
     }
 
     /// Answers every request held and, from now on, each as it comes.
