@@ -210,9 +210,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
         /// Write a file's fetched chunks only into --out, keeping no copy
-        /// in the node's store (half the disk writes; the node does not
-        /// serve the file afterwards, and an interrupted get starts over).
-        /// Trees and job outputs always go through the store.
+        /// in the node's store (the node does not serve the file
+        /// afterwards, and an interrupted get starts over). Without it, a
+        /// file over 16 MiB is kept once: the store's copy, linked at
+        /// --out read-only where the file system allows. Trees and job
+        /// outputs always go through the store.
         #[arg(long)]
         no_store: bool,
         #[command(flatten)]
