@@ -12,10 +12,11 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Everything the child needs, prepared by the parent: the child runs in
 /// the parent's memory and must not allocate.
@@ -34,7 +35,7 @@ pub struct Spawn {
     pub user: Option<(u32, u32)>,
 }
 
-/// Which step of the child failed, reported through the error pipe.
+/// Which step of the child failed, as it reports in [`Child::failed`].
 const STEPS: [&str; 7] = [
     "redirect its output",
     "make a process group",
@@ -86,24 +87,22 @@ impl Spawn {
             .map(|e| e.as_ptr())
             .chain([std::ptr::null()])
             .collect();
-        let (err_read, err_write) = pipe()?;
         let child = Child {
             spawn: self,
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
-            err: err_write.as_raw_fd(),
+            failed: AtomicU64::new(NOT_FAILED),
         };
         let pid = CHILD_STACK.with_borrow_mut(|stack| clone_child(&child, stack))?;
-        drop(err_write);
-        let mut report = [0u8; 8];
-        // SAFETY: reading into a local buffer from a pipe we own.
-        let n = unsafe { libc::read(err_read.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
-        if n == 8 {
+        // The child has called execve or exited: what it wrote is final.
+        let failed = child.failed.load(Ordering::Acquire);
+        if failed != NOT_FAILED {
             reap(pid)?;
-            let step = u32::from_ne_bytes(report[..4].try_into().unwrap_or_default()) as usize;
-            let errno = i32::from_ne_bytes(report[4..].try_into().unwrap_or_default());
-            let what = STEPS.get(step).copied().unwrap_or("start it");
-            let e = io::Error::from_raw_os_error(errno);
+            let what = STEPS
+                .get((failed >> 32) as usize)
+                .copied()
+                .unwrap_or("start it");
+            let e = io::Error::from_raw_os_error(failed as u32 as i32);
             return Err(io::Error::new(e.kind(), format!("cannot {what}: {e}")));
         }
         Ok(pid)
@@ -153,8 +152,13 @@ struct Child<'a> {
     spawn: &'a Spawn,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
-    err: RawFd,
+    /// Set by a child that failed (it shares the parent's memory): the
+    /// step in the upper half, errno in the lower.
+    failed: AtomicU64,
 }
+
+/// [`Child::failed`] of a child that reached execve.
+const NOT_FAILED: u64 = u64::MAX;
 
 /// The child, between clone and execve: system calls only.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -162,14 +166,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     let c = unsafe { &*(arg as *const Child) };
     let s = c.spawn;
     let fail = |step: u32| -> libc::c_int {
-        // SAFETY: writes 8 bytes from the stack to the error pipe, then exits
-        // without running anything of the parent's.
+        // SAFETY: reads this thread's errno, then exits without running
+        // anything of the parent's.
         unsafe {
-            let errno = *libc::__errno_location();
-            let mut report = [0u8; 8];
-            report[..4].copy_from_slice(&step.to_ne_bytes());
-            report[4..].copy_from_slice(&errno.to_ne_bytes());
-            libc::write(c.err, report.as_ptr().cast(), 8);
+            let errno = *libc::__errno_location() as u32;
+            c.failed.store(
+                (u64::from(step) << 32) | u64::from(errno),
+                Ordering::Release,
+            );
             libc::_exit(127)
         }
     };

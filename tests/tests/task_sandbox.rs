@@ -198,18 +198,38 @@ fn stdout_beyond_the_cap_is_cut_with_a_mark_saying_so() {
     assert_eq!(logs(node, &job, "loud", &["--stderr"]), "done");
 }
 
+/// Runs a one-task job file on a new one-node cluster and checks that its
+/// task failed with `outcome`; returns the cluster, the job and the task.
+fn run_failing(job_file: &str, outcome: &str) -> (Cluster, String, Value) {
+    let cluster = Cluster::start(1, FAST);
+    let file = cluster.file("job.toml", job_file);
+    let (job, list) = run_job(&cluster.nodes[0], &file);
+    let t = list[0].clone();
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["outcome"], outcome, "{t}");
+    (cluster, job, t)
+}
+
+#[test]
+fn a_task_whose_program_cannot_be_executed_fails_to_start_saying_why() {
+    let (cluster, job, _) = run_failing(
+        "[[tasks]]\nid = \"gone\"\ncommand = [\"no-such-program\", \"--flag\"]\nmax_retries = 0\n",
+        "failed_to_start",
+    );
+    let stderr = logs(&cluster.nodes[0], &job, "gone", &["--stderr"]);
+    assert!(
+        stderr.contains("cannot start no-such-program: cannot execute it: No such file"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_task_killed_at_its_wall_clock_limit_shows_timed_out_with_the_limit() {
-    let cluster = Cluster::start(1, FAST);
-    let node = &cluster.nodes[0];
-    let file = cluster.file(
-        "slow.toml",
+    let (cluster, job, t) = run_failing(
         "[[tasks]]\nid = \"slow\"\ncommand = \"echo started; sleep 60\"\nmax_wall_clock = \"1s\"\nmax_retries = 0\n",
+        "timed_out",
     );
-    let (job, list) = run_job(node, &file);
-    let t = &list[0];
-    assert_eq!(t["state"], "failed", "{t}");
-    assert_eq!(t["outcome"], "timed_out", "{t}");
+    let node = &cluster.nodes[0];
     assert_eq!(t["wall_clock_limit_ms"], 1000, "{t}");
     let table = ok(&node.cli(&["tasks", &job]), "tasks");
     assert!(table.contains("timed_out after 1s"), "{table}");
