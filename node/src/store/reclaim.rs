@@ -421,6 +421,42 @@ mod tests {
     }
 
     #[test]
+    fn an_unpinned_large_blob_is_reclaimed_whole_and_a_pinned_one_stays() {
+        let dir = std::env::temp_dir().join(format!("pb-reclaim-large-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = BlobStore::open(&dir.join("chunks")).unwrap();
+        let size = 17u32 << 20;
+        let data = |seed: u8| -> Vec<u8> {
+            (0..size)
+                .map(|i| (i as u8) ^ ((i >> 20) as u8).wrapping_mul(7) ^ seed.wrapping_mul(64))
+                .collect()
+        };
+        let mut ids = Vec::new();
+        for seed in 1..=2u8 {
+            let path = dir.join(format!("f{seed}"));
+            fs::write(&path, data(seed)).unwrap();
+            ids.push(store.put_path(&path).unwrap().0);
+        }
+        let staged = Staged {
+            input_cache: &dir.join("inputs"),
+            packages: &dir.join("packages"),
+            pinned_at: SystemTime::now(),
+        };
+        let pins: BTreeSet<BlobId> = [ids[1]].into();
+        let report = reclaim(&store, &pins, 20 << 20, &staged).unwrap();
+        assert!(report.freed_bytes >= u64::from(size), "{report:?}");
+        assert_eq!(
+            store.read_blob(&ids[1]).unwrap().unwrap(),
+            data(2),
+            "pinned"
+        );
+        assert!(store.read_blob(&ids[0]).unwrap().is_none(), "reclaimed");
+        let large = fs::read_dir(dir.join("chunks/large")).unwrap().count();
+        assert_eq!(large, 2, "the pinned blob's data and have files only");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn least_recently_used_unpinned_chunks_go_first_and_pins_stay() {
         let dir = std::env::temp_dir().join(format!("pb-reclaim-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
