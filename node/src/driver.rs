@@ -435,16 +435,14 @@ impl Driver {
                         | Message::SyncIds { .. }
                         | Message::GetEvents { .. }
                 );
-                if asks && !self.sync_budget.wait(&node, Instant::now()).is_zero() {
-                    // It asks again next round, once its budget allows.
-                    tracing::debug!("sync request from {from} dropped: past its byte budget");
-                    return;
-                }
-                if asks && self.outbox_load.backlogged(&from) {
-                    // Answers to it wait for it to acknowledge earlier ones:
-                    // a peer that does not cannot grow the outbox.
-                    tracing::debug!("sync request from {from} dropped: earlier answers wait");
-                    return;
+                if asks {
+                    let load = &self.outbox_load;
+                    let refused = sync_refusal(&mut self.sync_budget, load, &node, &from);
+                    if let Some(why) = refused {
+                        // It asks again next round.
+                        tracing::debug!("sync request from {from} dropped: {why}");
+                        return;
+                    }
                 }
                 self.core.handle_message(now, node, msg);
                 if asks {
@@ -676,6 +674,35 @@ impl Driver {
             )),
         }
     }
+}
+
+/// Why a sync request (`SyncDigest`, `SyncIds`, `GetEvents`) from `node`
+/// (peer `peer`) goes unanswered now, if it does: the peer is past its byte
+/// budget, or answers to it still wait in the outbox for it to acknowledge
+/// earlier ones (so a peer that stops acknowledging cannot grow the outbox
+/// by asking again).
+pub(crate) fn sync_refusal(
+    budget: &mut Budgets<NodeId>,
+    load: &crate::outbox::Load,
+    node: &NodeId,
+    peer: &PeerId,
+) -> Option<SyncRefusal> {
+    if !budget.wait(node, Instant::now()).is_zero() {
+        Some(SyncRefusal::PastBudget)
+    } else if load.backlogged(peer) {
+        Some(SyncRefusal::AnswersWait)
+    } else {
+        None
+    }
+}
+
+/// See [`sync_refusal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SyncRefusal {
+    #[error("past its byte budget")]
+    PastBudget,
+    #[error("earlier answers to it wait for its acknowledgement")]
+    AnswersWait,
 }
 
 /// Waits for a turn to answer a fetch from `from`: one of the `serving`

@@ -323,6 +323,7 @@ fn replicate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::{sync_refusal, SyncRefusal};
     use crate::identity::node_of;
     use crate::net::silent_peer::{Received, SilentPeer};
     use crate::net::{self, NetConfig, NetEvent};
@@ -363,7 +364,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn messages_to_a_peer_past_its_bound_wait_and_all_arrive() {
+    async fn a_silent_peers_messages_wait_and_all_arrive_and_its_asking_waits_meanwhile() {
         let dir = std::env::temp_dir().join(format!("pb-outbox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (store, _) = LedgerStore::open(&dir).unwrap();
@@ -387,6 +388,9 @@ mod tests {
         assert_eq!(silent.next(Duration::from_millis(500)).await, None);
         assert!(load.backlogged(&silent.id), "the rest wait for it");
         assert!(load.bytes() > 0, "and count in the outbox's load");
+        let mut budget = crate::budget::Budgets::new(1 << 20, 1 << 20);
+        let refused = sync_refusal(&mut budget, &load, &node, &silent.id);
+        assert_eq!(refused, Some(SyncRefusal::AnswersWait), "its asking waits");
 
         silent.answer_all();
         while received.len() < ids.len() {
@@ -404,6 +408,8 @@ mod tests {
         })
         .await;
         assert!(drained.is_ok(), "the outbox is empty again");
+        let refused = sync_refusal(&mut budget, &load, &node, &silent.id);
+        assert_eq!(refused, None, "it is answered again");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
