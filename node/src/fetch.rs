@@ -509,6 +509,16 @@ mod tests {
         silent: Vec<SilentPeer>,
         id: BlobId,
         bytes: Vec<u8>,
+        /// The two stores' directories, removed when done.
+        dirs: [PathBuf; 2],
+    }
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            for dir in &self.dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     impl Busy {
@@ -517,7 +527,8 @@ mod tests {
             let Some(NetEvent::Listening(addr)) = a_rx.recv().await else {
                 panic!("the network listens first");
             };
-            let source = BlobStore::open(&scratch(&format!("{name}-p"))).unwrap();
+            let dirs = [scratch(&format!("{name}-p")), scratch(&format!("{name}-a"))];
+            let source = BlobStore::open(&dirs[0]).unwrap();
             let bytes: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
             let id = source.put_bytes(&bytes).unwrap();
             let (provider, mut p_rx) = start_net(vec![addr.clone()]).await;
@@ -541,7 +552,7 @@ mod tests {
             for peer in &mut silent {
                 peer.hold_fetches(&a, net::FETCHES_PER_PEER).await;
             }
-            let blobs = BlobStore::open(&scratch(&format!("{name}-a"))).unwrap();
+            let blobs = BlobStore::open(&dirs[1]).unwrap();
             Busy {
                 fetcher: Fetcher::new(a, blobs),
                 provider,
@@ -549,6 +560,7 @@ mod tests {
                 silent,
                 id,
                 bytes,
+                dirs,
             }
         }
 
@@ -575,7 +587,7 @@ mod tests {
         let busy = Busy::start("object").await;
         busy.fetch().await.expect("the fetch completes");
         let got = busy.fetcher.blobs.read_blob(&busy.id).unwrap();
-        assert!(got == Some(busy.bytes), "the blob arrived whole");
+        assert!(got.as_ref() == Some(&busy.bytes), "the blob arrived whole");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,6 +598,6 @@ mod tests {
         busy.fetcher.blobs.write_chunk(&busy.id.0, &object).unwrap();
         busy.fetch().await.expect("the fetch completes");
         let got = busy.fetcher.blobs.read_blob(&busy.id).unwrap();
-        assert!(got == Some(busy.bytes), "the blob arrived whole");
+        assert!(got.as_ref() == Some(&busy.bytes), "the blob arrived whole");
     }
 }
