@@ -5,14 +5,15 @@
 //! bodies before any route runs. Every handler asks the driver through its
 //! request channel; must not hold protocol state of its own.
 
+use crate::api_stream::StoredBlob;
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
-use crate::{api_files, api_pools, api_schedules};
+use crate::{api_files, api_pools, api_schedules, api_stream};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use libp2p::PeerId;
 use peerbatch_protocol::core::Progress;
@@ -65,6 +66,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{node}/drain", post(drain_node))
         .route("/v1/blobs", post(put_blob))
         .route("/v1/blobs/entries", post(api_files::put_entries))
+        .route("/v1/blobs/stream", put(api_stream::put_stream))
+        .route("/v1/blobs/{id}/bytes", get(api_stream::get_bytes))
         .route(
             "/v1/jobs/{job}/outputs/export",
             post(api_files::export_outputs),
@@ -560,6 +563,12 @@ pub(crate) async fn log_bytes(
     Ok(bytes.into_response())
 }
 
+/// A blob id from a URL.
+pub(crate) fn blob_id(text: &str) -> ApiResult<BlobId> {
+    BlobId::parse(text)
+        .ok_or_else(|| bad_request(format!("{text:?} is not a blob id (64 hex digits)")))
+}
+
 pub(crate) fn bad_request(msg: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg)
 }
@@ -584,7 +593,10 @@ struct PutBody {
 
 /// Stores a local file or directory tree (read by the node itself: the API
 /// is loopback-only, so the client is on this machine).
-async fn put_blob(State(s): State<ApiState>, Json(body): Json<PutBody>) -> ApiResult<Json<Value>> {
+async fn put_blob(
+    State(s): State<ApiState>,
+    Json(body): Json<PutBody>,
+) -> ApiResult<Json<StoredBlob>> {
     let path = absolute("path", body.path)?;
     let blobs = ask(&s, |d| d.blobs.clone()).await?;
     let started = std::time::Instant::now();
@@ -593,14 +605,7 @@ async fn put_blob(State(s): State<ApiState>, Json(body): Json<PutBody>) -> ApiRe
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (id, stats) = stored.map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
     keep(&s, id).await?;
-    Ok(Json(json!({
-        "id": id.to_string(),
-        "files": stats.files,
-        "bytes": stats.bytes,
-        "chunks": stats.chunks,
-        "chunks_written": stats.chunks_written,
-        "ms": started.elapsed().as_millis() as u64,
-    })))
+    Ok(Json(StoredBlob::new(id, stats, started)))
 }
 
 /// Records that blob `id` was stored here by a user: never reclaimed.
@@ -638,8 +643,7 @@ async fn export_blob(
     Path(id): Path<String>,
     Json(body): Json<ExportBody>,
 ) -> ApiResult<Json<Value>> {
-    let blob = BlobId::parse(&id)
-        .ok_or_else(|| bad_request(format!("{id:?} is not a blob id (64 hex digits)")))?;
+    let blob = blob_id(&id)?;
     let out = absolute("out", body.out)?;
     crate::store::blobs::check_out(&out)
         .map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;

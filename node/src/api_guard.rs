@@ -7,11 +7,13 @@
 //! compared in constant time): the node's token opens every route, a
 //! running task's token only those in [`TASK_ROUTES`]; and reading bodies
 //! (each part within [`BODY_TIMEOUT`] of the last, at most [`MAX_BODY`] in
-//! all). Must not know what the routes do beyond that list.
+//! all), except for the [`STREAMED_ROUTES`], which read their own bodies
+//! part by part with [`next_part`]. Must not know what the routes do beyond
+//! those lists.
 
 use crate::api::ApiError;
 use crate::task_tokens::TaskTokens;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -39,8 +41,8 @@ pub const MAX_BODY: usize = 64 << 20;
 
 /// What a task's own token (`PEERBATCH_TOKEN` inside a command the node
 /// runs) may call, by method and route pattern: reading jobs, tasks, logs,
-/// nodes, packages and the node's status, and submitting jobs. Every other
-/// route — those a new engineer adds included — is refused to task tokens
+/// nodes, packages and the node's status, submitting jobs, and storing and
+/// reading blobs whose bytes travel in the body. Every other route — those a new engineer adds included — is refused to task tokens
 /// (403) until listed here. Routes that read or write files by path act as
 /// the node's account, so they must never be listed.
 pub const TASK_ROUTES: &[(&str, &str)] = &[
@@ -52,7 +54,13 @@ pub const TASK_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/{job}/tasks/{task}/log"),
     ("GET", "/v1/nodes"),
     ("GET", "/v1/packages"),
+    ("PUT", "/v1/blobs/stream"),
+    ("GET", "/v1/blobs/{id}/bytes"),
 ];
+
+/// Routes whose body may be larger than [`MAX_BODY`]: it is handed to the
+/// route unread, which reads it with [`next_part`] and bounds it itself.
+pub const STREAMED_ROUTES: &[(&str, &str)] = &[("PUT", "/v1/blobs/stream")];
 
 /// Who may call the API in this run of the node: the holder of its own
 /// token (every route), and running commands with their task tokens
@@ -120,43 +128,42 @@ async fn check_token(State(access): State<Arc<Access>>, request: Request, next: 
 /// Why a task token may not make this request, if it may not.
 fn task_may_not(request: &Request) -> Option<String> {
     let method = request.method().as_str();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
+    let route = route(request);
     let listed = route.is_some_and(|r| TASK_ROUTES.contains(&(method, r)));
     (!listed).then(|| {
         format!(
             "{method} {}: a task's token (PEERBATCH_TOKEN inside a task) cannot use this route; \
-             task tokens may only read jobs, tasks, logs, nodes, packages and status, and submit jobs",
+             task tokens may only read jobs, tasks, logs, nodes, packages and status, submit jobs, \
+             and store or read blobs through PUT /v1/blobs/stream and GET /v1/blobs/{{id}}/bytes",
             route.unwrap_or(request.uri().path())
         )
     })
 }
 
-/// Reads the whole body before the route runs, refusing one that pauses
-/// too long or grows too large.
+/// The route pattern a request matched, if any.
+fn route(request: &Request) -> Option<&str> {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+}
+
+/// Reads the whole body before the route runs (but for the
+/// [`STREAMED_ROUTES`]), refusing one that pauses too long or grows too
+/// large.
 async fn read_body(request: Request, next: Next) -> Response {
+    let method = request.method().as_str();
+    if route(&request).is_some_and(|r| STREAMED_ROUTES.contains(&(method, r))) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     loop {
-        let part = match tokio::time::timeout(BODY_TIMEOUT, stream.next()).await {
-            Ok(Some(Ok(part))) => part,
+        let part = match next_part(&mut stream).await {
+            Ok(Some(part)) => part,
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the request body: {e}"),
-                )
-            }
-            Err(_) => {
-                let secs = BODY_TIMEOUT.as_secs();
-                return refuse(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("the request body stopped arriving for {secs} s"),
-                );
-            }
+            Err(refusal) => return refusal.into_response(),
         };
         if bytes.len() + part.len() > MAX_BODY {
             let mib = MAX_BODY >> 20;
@@ -169,6 +176,26 @@ async fn read_body(request: Request, next: Next) -> Response {
     }
     let body = Body::from(Bytes::from(bytes));
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// The next part of a request body (`None` at its end), refusing a body
+/// that pauses for more than [`BODY_TIMEOUT`] or breaks off.
+pub async fn next_part(stream: &mut BodyDataStream) -> Result<Option<Bytes>, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(part))) => Ok(Some(part)),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body: {e}"),
+        )),
+        Err(_) => Err(ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body stopped arriving for {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 fn refuse(code: StatusCode, msg: String) -> Response {

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::bad_input::BadInput;
@@ -592,15 +592,11 @@ pub fn absolute(path: &std::path::Path) -> Result<String> {
 fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
     let mut stored = Vec::new();
     for path in paths {
-        let abs = absolute(path)?;
-        if std::fs::symlink_metadata(&abs).is_err() {
-            return Err(BadInput(format!("{}: no such file or directory", path.display())).into());
-        }
-        let r = client.post_unbounded("/v1/blobs", &json!({ "path": abs }))?;
+        let r = crate::cli_blobs::store(client, path)?;
         if json {
-            stored.push(json!({ "path": abs, "stored": r }));
+            stored.push(json!({ "path": absolute(path)?, "stored": r }));
         } else {
-            println!("{}", s(&r["id"]));
+            println!("{}", r.id);
         }
     }
     if json {
@@ -611,7 +607,16 @@ fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
 
 fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool) -> Result<()> {
     let out = absolute(out)?;
-    let r = if peerbatch_protocol::BlobId::parse(id).is_some() {
+    let is_blob = peerbatch_protocol::BlobId::parse(id).is_some();
+    if is_blob && !client.shares_files() {
+        let bytes = crate::cli_blobs::fetch_to(client, id, Path::new(&out))?;
+        if json {
+            print_json(&json!({ "blob": id, "out": out, "bytes_written": bytes }))?;
+        }
+        eprintln!("wrote {out} ({bytes} bytes)");
+        return Ok(());
+    }
+    let r = if is_blob {
         client.post(
             &format!("/v1/blobs/{}/export", seg(id)),
             &json!({ "out": out, "store": store }),

@@ -6,18 +6,29 @@
 
 use crate::paths::DataDir;
 use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::io::Read;
 use std::time::Duration;
 
 pub struct Client {
     base: String,
     token: String,
     agent: ureq::Agent,
+    /// The token came from the node's own `token` file: this client runs as
+    /// the node's account (or root), so the node may read and write its
+    /// files by path.
+    shares_files: bool,
 }
+
+/// No overall time limit: for requests that take as long as the data they
+/// move.
+const UNBOUNDED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Client {
     pub fn connect(dir: &DataDir, api: Option<String>) -> Result<Client> {
         let token_env = std::env::var("PEERBATCH_TOKEN").ok();
+        let shares_files = token_env.is_none();
         let (addr, token) = match api {
             Some(addr) => {
                 let token = match token_env {
@@ -60,15 +71,32 @@ impl Client {
             base,
             token: token.trim().to_string(),
             agent,
+            shares_files,
         })
     }
 
+    /// Whether the node may be handed paths to read and write for this
+    /// client: true when the token came from the node's own `token` file
+    /// rather than `PEERBATCH_TOKEN` (a task's token, or a user elsewhere).
+    pub fn shares_files(&self) -> bool {
+        self.shares_files
+    }
+
     fn call(&self, req: ureq::Request, body: Option<&Value>) -> Result<ureq::Response> {
-        let req = req.set("authorization", &format!("Bearer {}", self.token));
-        let result = match body {
+        let req = self.authorized(req);
+        self.answer(match body {
             Some(b) => req.send_json(b),
             None => req.call(),
-        };
+        })
+    }
+
+    fn authorized(&self, req: ureq::Request) -> ureq::Request {
+        req.set("authorization", &format!("Bearer {}", self.token))
+    }
+
+    /// The response, or the node's refusal or the transport failure as a
+    /// message.
+    fn answer(&self, result: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response> {
         match result {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(code, resp)) => {
@@ -101,9 +129,39 @@ impl Client {
         let req = self
             .agent
             .post(&format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(365 * 24 * 3600));
+            .timeout(UNBOUNDED);
         let resp = self.call(req, Some(body))?;
         resp.into_json().context("the node sent malformed JSON")
+    }
+
+    /// PUTs `len` bytes read from `body` as the request body, with no
+    /// overall time limit; the answer is JSON.
+    pub fn put_reader<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: impl Read,
+        len: u64,
+    ) -> Result<T> {
+        let req = self
+            .agent
+            .put(&format!("{}{path}", self.base))
+            .timeout(UNBOUNDED)
+            .set("content-length", &len.to_string())
+            .set("content-type", "application/octet-stream");
+        let resp = self.answer(self.authorized(req).send(body))?;
+        resp.into_json().context("the node sent malformed JSON")
+    }
+
+    /// GETs a body to read as it arrives, with no overall time limit, and
+    /// its length as the node announced it.
+    pub fn get_reader(&self, path: &str) -> Result<(Option<u64>, impl Read + Send)> {
+        let req = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .timeout(UNBOUNDED);
+        let resp = self.call(req, None)?;
+        let len = resp.header("content-length").and_then(|l| l.parse().ok());
+        Ok((len, resp.into_reader()))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {

@@ -81,6 +81,13 @@ fn stage(client: &Client, source: &LocalSource, group: &TaskGroup) -> Result<(Bl
     let text = source.path.to_string_lossy();
     let templated = text.contains('{') && !matches!(group, TaskGroup::One(_));
     let blob = if templated {
+        if !client.shares_files() {
+            return Err(BadInput(format!(
+                "input source {text}: a source with one file per task can only be staged by the \
+                 node's own account, not with PEERBATCH_TOKEN (inside a task, say)"
+            ))
+            .into());
+        }
         let mut entries = Vec::new();
         for k in 0..group.len() {
             let path = group.fill(k, &text);
@@ -89,8 +96,8 @@ fn stage(client: &Client, source: &LocalSource, group: &TaskGroup) -> Result<(Bl
         }
         client.post_unbounded("/v1/blobs/entries", &json!({ "entries": entries }))?
     } else {
-        let path = existing(&source.path)?;
-        client.post_unbounded("/v1/blobs", &json!({ "path": path }))?
+        existing(&source.path)?;
+        return Ok((crate::cli_blobs::store(client, &source.path)?.id, false));
     };
     let id = blob["id"]
         .as_str()

@@ -22,6 +22,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/nodes/self/drain", r#"{"drain": true}"#),
     ("POST", "/v1/blobs", r#"{"path": "/etc/hostname"}"#),
     ("POST", "/v1/blobs/entries", r#"{"entries": []}"#),
+    ("PUT", "/v1/blobs/stream", "some bytes"),
+    ("GET", "/v1/blobs/00/bytes", ""),
     (
         "POST",
         "/v1/jobs/0000000000000000/outputs/export",
@@ -45,7 +47,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
 ];
 
 /// The routes of [`ROUTES`] a task's own token may use: reading jobs,
-/// tasks, logs, nodes, packages and status, and submitting jobs.
+/// tasks, logs, nodes, packages and status, submitting jobs, and storing
+/// and reading blobs as bytes in the body.
 const TASK_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/status"),
     ("GET", "/v1/jobs"),
@@ -55,6 +58,8 @@ const TASK_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/0000000000000000/tasks/1/log"),
     ("GET", "/v1/nodes"),
     ("GET", "/v1/packages"),
+    ("PUT", "/v1/blobs/stream"),
+    ("GET", "/v1/blobs/00/bytes"),
 ];
 
 fn api(node: &Node) -> String {
@@ -164,6 +169,23 @@ fn an_unauthenticated_post_of_a_60_mib_body_is_refused_before_its_body_is_sent()
         let (code, text) = response(&mut stream);
         assert_eq!(code, 401, "{text}");
     }
+}
+
+#[test]
+fn a_streamed_blob_declared_beyond_the_nodes_store_limit_is_refused_before_its_body_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        &tmp.path().join("a"),
+        &[FAST, &["--store-limit", "1MiB"]].concat(),
+    );
+    let auth = format!("Bearer {}", token(&node.dir).trim());
+    let mut stream = connect(&node);
+    stream
+        .write_all(head("PUT", "/v1/blobs/stream", Some(&auth), 2 << 20).as_bytes())
+        .unwrap();
+    let (code, text) = response(&mut stream);
+    assert_eq!(code, 413, "{text}");
+    assert!(text.contains("--store-limit of 1048576 bytes"), "{text}");
 }
 
 #[test]

@@ -360,3 +360,47 @@ fn a_store_limit_reclaims_least_recently_used_copies_and_keeps_what_was_put_here
         "the least recently used copy was reclaimed and is fetched again"
     );
 }
+
+/// Runs the CLI on `node` as a client that holds only the node's token in
+/// `PEERBATCH_TOKEN` — not its files — as a task or another user does.
+fn cli_with_token(node: &Node, args: &[&str]) -> Output {
+    let token = fs::read_to_string(node.dir.join("token")).unwrap();
+    node.command(args)
+        .env("PEERBATCH_TOKEN", token.trim())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_client_with_only_a_token_puts_a_file_larger_than_a_request_body_and_gets_it_from_another_node()
+{
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    // Over the 64 MiB a request body may otherwise hold.
+    let src = cluster.tmp.path().join("big.bin");
+    let want = write_pattern(&src, 70 * MIB + 123, 7);
+    let id = ok(
+        &cli_with_token(a, &["put", src.to_str().unwrap()]),
+        "put with a token",
+    );
+    let out = cluster.tmp.path().join("big.out");
+    ok(
+        &cli_with_token(b, &["get", &id, "--out", out.to_str().unwrap()]),
+        "get with a token from the other node",
+    );
+    assert_eq!(hash_file(&out), want, "the file came back changed");
+    // The same id as the node's own put of the path gives.
+    assert_eq!(put(a, &[&src]), vec![id]);
+}
+
+#[test]
+fn a_streamed_put_beyond_the_nodes_store_limit_is_refused_naming_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("a"), &["--store-limit", "1MiB"]);
+    let src = tmp.path().join("two.bin");
+    write_pattern(&src, 2 * MIB, 3);
+    let out = cli_with_token(&node, &["put", src.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "stored beyond the limit: {err}");
+    assert!(err.contains("--store-limit of 1048576 bytes"), "{err}");
+}

@@ -317,3 +317,49 @@ fn a_task_cannot_read_the_cluster_key_through_the_api_but_still_lists_jobs() {
         "the task could not list jobs:\n{out}"
     );
 }
+
+#[test]
+fn a_task_run_as_another_user_stores_and_gets_blobs_and_submits_a_job_with_a_local_source() {
+    let cluster = Cluster::start(1, &[FAST, &["--run-as", "nobody"]].concat());
+    let node = &cluster.nodes[0];
+    let given = cluster.file("given.txt", "handed to the task\n");
+    let blob = ok(&node.cli(&["put", given.to_str().unwrap()]), "put");
+    let file = cluster.file(
+        "blobs.toml",
+        &format!(
+            "[[tasks]]\nid = \"blobs\"\ncommand = '''\n\
+             set -e\n\
+             peerbatch get {blob} --out got.txt 2>/dev/null\n\
+             cat got.txt\n\
+             echo 'made by the task' > made.txt\n\
+             made=$(peerbatch put made.txt)\n\
+             peerbatch get $made --out back.txt 2>/dev/null\n\
+             cmp made.txt back.txt && echo 'got back what it put'\n\
+             printf '[[tasks]]\\nid = \"follow\"\\ncommand = \"cat in.txt\"\\n\
+             inputs = [{{ path = \"in.txt\", source = \"./made.txt\" }}]\\n' > follow.toml\n\
+             peerbatch submit follow.toml > follow.id\n\
+             echo \"follow-up $(cat follow.id)\"\n\
+             peerbatch package add tool 1 made.txt 2>&1 || true\n'''\n"
+        ),
+    );
+    let (job, list) = run_job(node, &file);
+    let out = logs(node, &job, "blobs", &[]);
+    assert_eq!(list[0]["state"], "succeeded", "{list}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..2],
+        ["handed to the task", "got back what it put"],
+        "{out}"
+    );
+    let follow = lines[2]
+        .strip_prefix("follow-up ")
+        .unwrap_or_else(|| panic!("the task submitted no follow-up job:\n{out}"));
+    // A route that reads a path as the node stays closed to the task.
+    assert!(
+        lines[3].contains("403") && lines[3].contains("POST /v1/packages"),
+        "{out}"
+    );
+    let follow_list = wait_tasks_ended(node, follow);
+    assert_eq!(follow_list[0]["state"], "succeeded", "{follow_list}");
+    assert_eq!(logs(node, follow, "follow", &[]), "made by the task");
+}
