@@ -12,14 +12,14 @@
 //! fetch blobs itself (`store::blobs` and `fetch` do).
 
 use crate::api::{ask, bad_request, blob_id, keep, not_found, ApiError, ApiResult, ApiState};
-use crate::api_guard::next_part;
+use crate::api_guard::{next_part, TaskCaller};
 use crate::fetch::{FetchError, Progress};
 use crate::store::blobs::{check_chunk, BlobStore, PutStats};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use futures::StreamExt;
 use peerbatch_protocol::content::Object;
 use peerbatch_protocol::BlobId;
@@ -85,9 +85,13 @@ impl Drop for Spool {
 
 /// Stores the request body as a file blob, never holding more than one
 /// part of it in memory. Refused (413) beyond the node's `--store-limit`;
-/// 507 when the node's disk fills up.
+/// 507 when the node's disk fills up. A blob the node's own account
+/// stores is kept for good, as a `put` by path; one a task stores is cache
+/// that `--store-limit` may reclaim once no job needs it, so that tasks
+/// cannot fill the disk with blobs nobody may remove.
 pub async fn put_stream(
     State(s): State<ApiState>,
+    task: Option<Extension<TaskCaller>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<StoredBlob>> {
@@ -114,7 +118,9 @@ pub async fn put_stream(
         .map_err(|e| internal(e.to_string()))?;
     drop(spool);
     let (id, stats) = stored.map_err(|e| store_error(anyhow::Error::from(e)))?;
-    keep(&s, id).await?;
+    if task.is_none() {
+        keep(&s, id).await?;
+    }
     Ok(Json(StoredBlob::new(id, stats, started)))
 }
 

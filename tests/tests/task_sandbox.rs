@@ -363,3 +363,25 @@ fn a_task_run_as_another_user_stores_and_gets_blobs_and_submits_a_job_with_a_loc
     assert_eq!(follow_list[0]["state"], "succeeded", "{follow_list}");
     assert_eq!(logs(node, follow, "follow", &[]), "made by the task");
 }
+
+#[test]
+fn a_blob_a_task_stores_is_reclaimable_cache_while_one_the_user_stores_is_kept() {
+    let limit = ["--run-as", "nobody", "--store-limit", "1GiB"];
+    let cluster = Cluster::start(1, &[FAST, &limit].concat());
+    let node = &cluster.nodes[0];
+    let mine = cluster.file("mine.txt", "the user's\n");
+    let kept = ok(&node.cli(&["put", mine.to_str().unwrap()]), "put");
+    let file = cluster.file(
+        "cache.toml",
+        "[[tasks]]\nid = \"cache\"\ncommand = '''\n\
+         echo \"the task's\" > made.txt\n\
+         peerbatch put made.txt\n'''\n",
+    );
+    let (job, list) = run_job(node, &file);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let cached = logs(node, &job, "cache", &[]);
+    let listed = std::fs::read_to_string(node.dir.join("kept")).unwrap();
+    let listed: Vec<&str> = listed.lines().collect();
+    assert!(listed.contains(&kept.as_str()), "{listed:?}");
+    assert!(!listed.contains(&cached.as_str()), "{cached} was kept");
+}
