@@ -13,7 +13,7 @@ use crate::budget::{
 use crate::chunk_server::ChunkServer;
 use crate::exec::{Attempt, Executor, GangEnv};
 use crate::fetch::Fetcher;
-use crate::identity::{node_of, peer_of};
+use crate::identity::{peer_of, Connected};
 use crate::jobprep::JobPrep;
 use crate::net::{self, Net, NetEvent};
 use crate::outbox::Item;
@@ -89,6 +89,8 @@ pub struct Driver {
     /// Fetch requests being answered at once.
     serving: Arc<Semaphore>,
     chunks: ChunkServer,
+    /// Both names of each connected peer.
+    connected: Connected,
 }
 
 impl Driver {
@@ -133,6 +135,7 @@ impl Driver {
             unavailable: None,
             serving: Arc::new(Semaphore::new(SERVING)),
             chunks,
+            connected: Connected::default(),
         }
     }
 
@@ -401,12 +404,12 @@ impl Driver {
                 self.core.set_addrs(now, addrs);
             }
             NetEvent::PeerConnected(peer) => {
-                if let Some(node) = node_of(&peer) {
+                if let Some(node) = self.connected.connect(peer) {
                     self.core.handle_peer_up(now, node);
                 }
             }
             NetEvent::PeerDisconnected(peer) => {
-                if let Some(node) = node_of(&peer) {
+                if let Some(node) = self.connected.disconnect(&peer) {
                     self.core.handle_peer_down(now, node);
                 }
             }
@@ -415,7 +418,7 @@ impl Driver {
                 data,
                 ticket,
             } => {
-                let verdict = match decode_from(&source, &data) {
+                let verdict = match self.decode_from(&source, &data) {
                     Some((node, msg)) => match self.core.handle_gossip(now, node, msg) {
                         GossipVerdict::Accept => net::GossipVerdict::Accept,
                         GossipVerdict::Reject => net::GossipVerdict::Reject,
@@ -426,7 +429,7 @@ impl Driver {
                 self.net.judge_gossip(ticket, verdict).await;
             }
             NetEvent::Message { from, data } => {
-                let Some((node, msg)) = decode_from(&from, &data) else {
+                let Some((node, msg)) = self.decode_from(&from, &data) else {
                     return;
                 };
                 let asks = matches!(
@@ -478,12 +481,20 @@ impl Driver {
 
     /// Peers with a live connection now.
     pub fn connected_peers(&self) -> Vec<PeerId> {
-        self.core
-            .peers()
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .filter_map(|(node, _)| peer_of(node))
-            .collect()
+        let peers = self.core.peers();
+        let nodes = peers.iter().filter(|(_, p)| p.connected).map(|(n, _)| n);
+        self.connected.peers_of(nodes)
+    }
+
+    fn decode_from(&self, peer: &PeerId, data: &[u8]) -> Option<(NodeId, Message)> {
+        let node = self.connected.node_of(peer)?;
+        match codec::decode::<Message>(data) {
+            Ok(msg) => Some((node, msg)),
+            Err(e) => {
+                tracing::warn!("dropped a garbled message from {peer}: {e}");
+                None
+            }
+        }
     }
 
     /// Dials nodes the ledger knows (their announced addresses) that we are
@@ -734,15 +745,4 @@ async fn serve_turn(
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn decode_from(peer: &PeerId, data: &[u8]) -> Option<(peerbatch_protocol::NodeId, Message)> {
-    let node = node_of(peer)?;
-    match codec::decode::<Message>(data) {
-        Ok(msg) => Some((node, msg)),
-        Err(e) => {
-            tracing::warn!("dropped a garbled message from {peer}: {e}");
-            None
-        }
-    }
 }
