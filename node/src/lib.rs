@@ -48,6 +48,7 @@ mod serve;
 mod side;
 mod spawn;
 mod stage;
+mod stop_signal;
 mod store;
 mod sweep;
 mod task_tokens;

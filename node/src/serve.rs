@@ -335,7 +335,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     tokio::spawn(async move {
-        stop_requested().await;
+        crate::stop_signal::requested().await;
         let _ = shutdown_tx.send(());
     });
     let driver = Driver::new(core, store, net, fetcher, exec, dir.listen_file(), clock);
@@ -357,21 +357,6 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     let _ = std::fs::remove_file(dir.api_file());
     tracing::info!("node {peer_id} stopped");
     Ok(())
-}
-
-/// Resolves at Ctrl-C or SIGTERM, or at once if SIGTERM cannot be watched (said as an error).
-pub(crate) async fn stop_requested() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// Starts the network on `listen` — after a wait for approval, the addresses the waiting node

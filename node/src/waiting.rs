@@ -66,7 +66,7 @@ pub async fn wait(
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     progress.tick().await;
     let mut bound = Vec::new();
-    let stop = crate::serve::stop_requested();
+    let stop = crate::stop_signal::requested();
     tokio::pin!(stop);
     let approval = loop {
         tokio::select! {
