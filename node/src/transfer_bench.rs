@@ -3,15 +3,19 @@
 //!
 //! Owns the method and what it prints: the chunker (`put`) against one
 //! thread of blake3 over the same file (and `b3sum --num-threads 1` when it
-//! is on PATH), a two-node transfer, and a spread of one blob to every node
-//! of a larger cluster against a two-node transfer of the same blob. Must
-//! not assert anything: it measures and reports.
+//! is on PATH), a two-node transfer, tasks whose input only the other node
+//! holds, and a spread of one blob to every node of a larger cluster
+//! against a two-node transfer of the same blob. Must not assert anything:
+//! it measures and reports.
 
 use crate::cli::{s, seg};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use peerbatch_protocol::files::{Input, Source};
+use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
+use peerbatch_protocol::BlobId;
 use rand::{RngCore, SeedableRng};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -33,6 +37,10 @@ pub struct TransferOpts {
     /// Size of the spread blob.
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     pub spread_size: u64,
+    /// Also time tasks whose input is the two-node transfer's blob, run
+    /// on the node that lacks it (this many; 0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub task_runs: usize,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -259,6 +267,7 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
         );
     }
     let out = root.join("out");
+    let mut no_store = Vec::new();
     for store in [true, false] {
         let (mut times, mut cpu, mut disk) = (Vec::new(), Vec::new(), 0);
         let (mut sender, mut receiver) = (Vec::new(), Vec::new());
@@ -275,6 +284,9 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
             sender.push(used[0]);
             receiver.push(used[1]);
             cpu.push(used.iter().sum());
+        }
+        if !store {
+            no_store.clone_from(&times);
         }
         let best = times.iter().copied().fold(f64::INFINITY, f64::min);
         let what = if store {
@@ -312,12 +324,91 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
             disk as f64 / opts.size as f64,
         );
     }
+    if opts.task_runs > 0 {
+        task_input(&cluster, &clients, &id, opts.task_runs, median(no_store))?;
+    }
     drop(cluster);
 
     if opts.spread >= 2 {
         spread(opts, root)?;
     }
     Ok(())
+}
+
+/// Times tasks on node 2 whose input is blob `id`, which only node 1
+/// holds (node 1 is drained so that it runs none), from submit until the
+/// task (`true`) finished, and compares that with `no_store` seconds.
+fn task_input(
+    cluster: &LocalCluster,
+    clients: &[Client],
+    id: &str,
+    runs: usize,
+    no_store: f64,
+) -> Result<()> {
+    let blob = BlobId::parse(id).with_context(|| format!("the node named blob {id:?}"))?;
+    clients[0].post("/v1/nodes/self/drain", &json!({ "drain": true }))?;
+    wait_drained(&clients[1])?;
+    let mut times = Vec::new();
+    for run in 0..runs {
+        forget_chunks(cluster, 1)?;
+        let cache = cluster.nodes[1].dir.input_cache_dir();
+        if cache.exists() {
+            std::fs::remove_dir_all(&cache)
+                .with_context(|| format!("cannot empty {}", cache.display()))?;
+        }
+        let mut task = TaskSpec::new("t", Command::Argv(vec!["true".into()]), 0);
+        task.inputs = vec![Input {
+            path: "input".into(),
+            source: Source::Blob(blob),
+            within: String::new(),
+        }];
+        let spec = JobSpec::new(format!("input-{run}"), vec![TaskGroup::One(task)]);
+        let started = Instant::now();
+        let job = s(&clients[1].post("/v1/jobs", &serde_json::to_value(spec)?)?["job_id"]);
+        wait_succeeded(&clients[1], &job)?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    println!(
+        "task input: submit until a task (`true`) whose input is the blob, held only by the other node, finished: median {:.2} s ({}); / get --no-store median {no_store:.2} s = {:.2}",
+        median(times.clone()),
+        times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
+        median(times.clone()) / no_store,
+    );
+    Ok(())
+}
+
+/// Polls job `job` on `client`'s node every 10 ms until a task of it
+/// succeeded; fails if one failed.
+fn wait_succeeded(client: &Client, job: &str) -> Result<()> {
+    loop {
+        let j = client.get(&format!("/v1/jobs/{}", seg(job)))?;
+        if j["failed"].as_u64().unwrap_or(0) > 0 {
+            bail!("the task of job {job} failed");
+        }
+        if j["succeeded"].as_u64().unwrap_or(0) > 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `client`'s node sees every other node as draining.
+fn wait_drained(client: &Client) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = client.get("/v1/nodes")?;
+        let others = nodes.as_array().into_iter().flatten();
+        if others
+            .filter(|n| n["self"] != true)
+            .all(|n| n["draining"] == true)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node 1 was not seen draining within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn spread(opts: &TransferOpts, root: &Path) -> Result<()> {
