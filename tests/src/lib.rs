@@ -419,16 +419,41 @@ pub fn tasks(node: &Node, job: &str) -> Value {
 }
 
 /// Waits until every node reports identical task lists in which every task
-/// is in `state`; returns that list.
+/// is in `state`; returns that list. On timeout the panic says, for each
+/// node, how many tasks it shows in each state and its status, as last seen.
 pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration) -> Value {
-    wait_for("every node to agree on every task", timeout, || {
-        let first = tasks(nodes[0], job);
-        let all_in_state = first
+    let deadline = Instant::now() + timeout;
+    loop {
+        let lists: Vec<Value> = nodes.iter().map(|n| tasks(n, job)).collect();
+        let all_in_state = lists[0]
             .as_array()
             .is_some_and(|a| !a.is_empty() && a.iter().all(|t| t["state"] == state));
-        let same = nodes[1..].iter().all(|n| tasks(n, job) == first);
-        (all_in_state && same).then_some(first)
-    })
+        if all_in_state && lists.iter().all(|l| *l == lists[0]) {
+            return lists[0].clone();
+        }
+        if Instant::now() >= deadline {
+            let seen: Vec<String> = nodes
+                .iter()
+                .zip(&lists)
+                .map(|(n, l)| format!("{} {}", states_count(l), n.status()))
+                .collect();
+            panic!(
+                "timed out after {timeout:?} waiting for every node to agree on every task \
+                 (all {state}); last seen, node by node:\n{}",
+                seen.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many tasks of a `tasks --json` list are in each state, e.g. `{"running": 2, "succeeded": 598}`.
+fn states_count(list: &Value) -> String {
+    let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in list.as_array().into_iter().flatten() {
+        *count.entry(t["state"].to_string()).or_default() += 1;
+    }
+    format!("{count:?}")
 }
 
 /// Hosts on one virtual LAN: network namespaces joined by a bridge, made and
