@@ -19,6 +19,7 @@ mod availability;
 mod bad_input;
 mod bench;
 mod budget;
+mod captures;
 mod chunk_server;
 pub mod cli;
 mod cli_blobs;

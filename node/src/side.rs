@@ -62,8 +62,8 @@ pub async fn run(
         }
         Ok(ran) => (
             ran.outcome,
-            crate::exec::keep(blobs, ran.stdout),
-            crate::exec::keep(blobs, ran.stderr),
+            crate::captures::keep(blobs, ran.stdout),
+            crate::captures::keep(blobs, ran.stderr),
         ),
     };
     SideResult {
