@@ -4,7 +4,7 @@
 //! Owns the benchmark's method and what it prints. Must not assert anything:
 //! it measures and reports.
 
-use crate::cli::s;
+use crate::cli_text::s;
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{Context, Result};

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::bad_input::BadInput;
+use crate::cli_submit::submit;
+use crate::cli_text::{absolute, print_json, s, seg};
 
 #[derive(Parser)]
 #[command(
@@ -514,81 +516,6 @@ fn run_spec(
     Ok(spec)
 }
 
-/// Submits a job, prints its id on stdout, and optionally waits for it.
-pub fn submit(client: &Client, spec: JobSpec, wait: bool) -> Result<()> {
-    let body = serde_json::to_value(&spec)?;
-    let r = client.post("/v1/jobs", &body)?;
-    let job = s(&r["job_id"]);
-    println!("{job}");
-    let (peers, held) = (
-        r["peers_connected"].as_u64().unwrap_or(0),
-        r["replicated_to"].as_u64().unwrap_or(0),
-    );
-    if peers > 0 && held == 0 {
-        eprintln!("warning: job {job} is stored on this node but no peer confirmed holding it yet; it will spread when they sync");
-    } else if peers == 0 {
-        eprintln!("note: this node has no peers; job {job} runs here until others join");
-    }
-    if wait {
-        let final_state = wait_job(client, &job)?;
-        if final_state["state"] != "succeeded" {
-            bail!(
-                "job {job} ended {}: {} failed, {} cancelled",
-                s(&final_state["state"]),
-                final_state["failed"],
-                final_state["cancelled"]
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Shows a live progress bar until every task of `job` is terminal.
-pub fn wait_job(client: &Client, job: &str) -> Result<Value> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks done  {msg}",
-        )
-        .context("progress template")?,
-    );
-    loop {
-        let j = client.get(&format!("/v1/jobs/{}", seg(job)))?;
-        let total = j["tasks"].as_u64().unwrap_or(0);
-        let done = ["succeeded", "failed", "cancelled", "skipped"]
-            .iter()
-            .map(|k| j[*k].as_u64().unwrap_or(0))
-            .sum::<u64>();
-        bar.set_length(total);
-        bar.set_position(done);
-        bar.set_message(format!("{} running, {} failed", j["running"], j["failed"]));
-        if total > 0 && done == total {
-            bar.finish();
-            eprintln!(
-                "job {job} {}: {} succeeded, {} failed, {} cancelled, {} skipped",
-                s(&j["state"]),
-                j["succeeded"],
-                j["failed"],
-                j["cancelled"],
-                j["skipped"]
-            );
-            return Ok(j);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The absolute form of a path the user gave (the node has another working
-/// directory), as text for the API.
-pub fn absolute(path: &std::path::Path) -> Result<String> {
-    let abs = std::path::absolute(path)
-        .map_err(|e| BadInput(format!("{}: cannot make it absolute: {e}", path.display())))?;
-    match abs.into_os_string().into_string() {
-        Ok(text) => Ok(text),
-        Err(_) => Err(BadInput(format!("{}: path is not UTF-8", path.display())).into()),
-    }
-}
-
 fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
     let mut stored = Vec::new();
     for path in paths {
@@ -684,30 +611,4 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool
             }
         }
     }
-}
-
-pub fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-/// A JSON value as plain text ("-" for null).
-pub fn s(v: &Value) -> String {
-    match v {
-        Value::String(x) => x.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Percent-encodes one URL path segment.
-pub fn seg(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -11,7 +11,8 @@
 //! stores blobs.
 
 use crate::api_stream::StoredBlob;
-use crate::cli::{absolute, seg, BadInput};
+use crate::bad_input::BadInput;
+use crate::cli_text::{absolute, seg};
 use crate::client::Client;
 use anyhow::{bail, Context, Result};
 use serde_json::json;

@@ -5,7 +5,7 @@
 //! `api_cluster`.
 
 use crate::api_cluster::{Approved, Invite, Waiting};
-use crate::cli::{print_json, seg};
+use crate::cli_text::{print_json, seg};
 use crate::client::Client;
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;

@@ -3,7 +3,8 @@
 //!
 //! Owns what they print; talks to the node only through `client`.
 
-use crate::cli::{absolute, s, BadInput};
+use crate::bad_input::BadInput;
+use crate::cli_text::{absolute, s};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;

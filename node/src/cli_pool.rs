@@ -4,7 +4,7 @@
 //! Owns what they print; talks to the node only through `client`. A node
 //! joins pool NAME with `peerbatch node --label pool=NAME`.
 
-use crate::cli::{print_json, s, seg};
+use crate::cli_text::{print_json, s, seg};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;

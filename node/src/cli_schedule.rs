@@ -3,7 +3,8 @@
 //!
 //! Owns what they print; talks to the node only through `client`.
 
-use crate::cli::{print_json, s, seg, BadInput};
+use crate::bad_input::BadInput;
+use crate::cli_text::{print_json, s, seg};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;

@@ -5,7 +5,8 @@
 //! another node, then stop everything. Must not use anything a user's own
 //! cluster would not (it drives the nodes through their HTTP API).
 
-use crate::cli::{s, submit};
+use crate::cli_submit::submit;
+use crate::cli_text::s;
 use crate::cluster::LocalCluster;
 use anyhow::Result;
 use clap::Args;

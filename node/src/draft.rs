@@ -7,7 +7,7 @@
 //! entries are the indices). Must not parse job files (`jobfile` does) or
 //! reach into a node except through its API.
 
-use crate::cli::BadInput;
+use crate::bad_input::BadInput;
 use crate::client::Client;
 use crate::jobfile::{JobDraft, LocalSource};
 use anyhow::{Context, Result};
@@ -62,7 +62,7 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
     }
     for name in &draft.after {
         let job = client
-            .get(&format!("/v1/jobs/{}", crate::cli::seg(name)))
+            .get(&format!("/v1/jobs/{}", crate::cli_text::seg(name)))
             .map_err(|e| BadInput(format!("after: job {name:?}: {e:#}")))?;
         let id = job["id"]
             .as_str()
@@ -115,5 +115,5 @@ fn existing(path: &Path) -> Result<String> {
         ))
         .into());
     }
-    crate::cli::absolute(path)
+    crate::cli_text::absolute(path)
 }

@@ -27,6 +27,8 @@ mod cli_cluster;
 mod cli_files;
 mod cli_pool;
 mod cli_schedule;
+mod cli_submit;
+mod cli_text;
 mod client;
 mod cluster;
 mod demo;

@@ -8,7 +8,7 @@
 //! against a two-node transfer of the same blob. Must not assert anything:
 //! it measures and reports.
 
-use crate::cli::{s, seg};
+use crate::cli_text::{s, seg};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};

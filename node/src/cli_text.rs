@@ -1,0 +1,47 @@
+//! How the CLI turns values into text: a JSON value as a table cell, a
+//! pretty-printed JSON answer, a URL path segment, a user's path made
+//! absolute for the API.
+//!
+//! Owns only these conversions, shared by every subcommand's module. Must not
+//! talk to a node or parse arguments.
+
+use crate::bad_input::BadInput;
+use anyhow::Result;
+use serde_json::Value;
+
+/// The absolute form of a path the user gave (the node has another working
+/// directory), as text for the API.
+pub fn absolute(path: &std::path::Path) -> Result<String> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| BadInput(format!("{}: cannot make it absolute: {e}", path.display())))?;
+    match abs.into_os_string().into_string() {
+        Ok(text) => Ok(text),
+        Err(_) => Err(BadInput(format!("{}: path is not UTF-8", path.display())).into()),
+    }
+}
+
+pub fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// A JSON value as plain text ("-" for null).
+pub fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes one URL path segment.
+pub fn seg(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
