@@ -13,8 +13,8 @@
 //! fetching a blob together serve each other without refusals. Must not
 //! fetch, schedule requests (`pull` does) or touch the Swarm.
 
-use crate::fetch::FetchStats;
 use crate::store::blobs::BlobStore;
+use crate::transfer_stats::FetchStats;
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{

@@ -724,7 +724,7 @@ async fn serve_turn(
     serving: &Arc<Semaphore>,
     budget: &Mutex<Budgets<PeerId>>,
     from: &PeerId,
-    stats: &crate::fetch::FetchStats,
+    stats: &crate::transfer_stats::FetchStats,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let mut deferred = false;
     loop {

@@ -3,7 +3,7 @@
 //! Owns the client side of the fetch protocol above the chunk level: get a
 //! blob's object from whichever connected peer has it (and a tree's file
 //! manifests), work out which chunks are missing, and hand those to a
-//! [`Pull`](crate::pull::Pull), after giving every large file blob its
+//! [`Pull`](pull::Pull), after giving every large file blob its
 //! data file in the store (so that its chunks are written straight into
 //! place). Runs exports with progress the API can poll: a large file kept
 //! in the store is linked out of it once complete, other files are written
@@ -12,17 +12,19 @@
 //! schedule chunk requests (`pull` does), serve requests (the driver does)
 //! or touch the Swarm.
 
+pub(crate) mod pull;
+
 use crate::chunk_server::SpreadState;
 use crate::net::{Net, NetError, BUSY_RETRY};
-use crate::pull::Pull;
-use crate::pull::{Dest, Want};
 use crate::store::blobs::{check_out, decode_object, BlobError, BlobStore};
 use crate::store::large::is_large;
+use crate::transfer_stats::FetchStats;
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{FetchRequest, FetchResponse, Manifest, Object};
 use peerbatch_protocol::BlobId;
+use pull::{Dest, Pull, Want};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -53,19 +55,6 @@ pub enum FetchError {
 }
 
 type Result<T> = std::result::Result<T, FetchError>;
-
-/// Counters over the node's lifetime.
-#[derive(Default)]
-pub struct FetchStats {
-    pub chunks_fetched: AtomicU64,
-    /// Chunks sent to peers that asked for them.
-    pub chunks_served: AtomicU64,
-    /// Fetches from peers that waited because the peer was past its
-    /// chunk budget (`--chunk-rate`).
-    pub fetches_deferred: AtomicU64,
-    pub bad_chunks: AtomicU64,
-    pub bad_by_peer: Mutex<BTreeMap<PeerId, u64>>,
-}
 
 /// One fetch's progress: bytes of the chunks it needs, and how many chunks
 /// came from peers or were already here.
