@@ -10,7 +10,7 @@
 //! before it is chunked. Owns that choice; must not know how the node
 //! stores blobs.
 
-use crate::api_stream::StoredBlob;
+use crate::api::stream::StoredBlob;
 use crate::bad_input::BadInput;
 use crate::cli_text::{absolute, seg};
 use crate::client::Client;

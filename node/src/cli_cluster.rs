@@ -2,9 +2,9 @@
 //! `nodes --waiting` (peers waiting for approval) and `approve PEER`.
 //!
 //! Owns what they print; talks to the node only through `client`, reading the JSON types of
-//! `api_cluster`.
+//! `api::cluster`.
 
-use crate::api_cluster::{Approved, Invite, Waiting};
+use crate::api::cluster::{Approved, Invite, Waiting};
 use crate::cli_text::{print_json, seg};
 use crate::client::Client;
 use anyhow::{Context, Result};

@@ -9,12 +9,6 @@
 //! compiler still reports what nothing uses.
 
 mod api;
-mod api_cluster;
-mod api_files;
-mod api_guard;
-mod api_pools;
-mod api_schedules;
-mod api_stream;
 mod availability;
 mod bad_input;
 mod bench;

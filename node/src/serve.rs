@@ -4,8 +4,8 @@
 //! store, network, executor, HTTP API and driver, wired together. Must not
 //! contain protocol or request logic of its own.
 
+use crate::api::guard;
 use crate::api::{self, ApiState};
-use crate::api_guard;
 use crate::bad_input::BadInput;
 use crate::driver::Driver;
 use crate::exec::Executor;
@@ -313,20 +313,20 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     let (requests_tx, requests_rx) = mpsc::channel(1024);
     let routes = api::router(ApiState {
         requests: requests_tx,
-        unpack: crate::api_files::Unpack {
+        unpack: crate::api::files::Unpack {
             dir: dir.unpack_dir(),
             max_bytes: opts.max_package_size,
         },
     })
-    .merge(crate::api_cluster::router(
-        crate::api_cluster::ClusterState {
+    .merge(crate::api::cluster::router(
+        crate::api::cluster::ClusterState {
             standing,
             listen_file: dir.listen_file(),
             net: net.clone(),
         },
     ));
-    let app = api_guard::guard(routes, api_guard::Access::new(&token, task_tokens));
-    tokio::spawn(api_guard::serve(listener, app));
+    let app = guard::guard(routes, guard::Access::new(&token, task_tokens));
+    tokio::spawn(guard::serve(listener, app));
     tracing::info!(
         "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}; {}",
         dir.root.display(),

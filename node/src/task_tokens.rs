@@ -5,7 +5,7 @@
 //!
 //! Owns issuing tokens, recognising one (in constant time) and revoking it
 //! when its [`TaskToken`] is dropped. Must not decide what a task token may
-//! do (`api_guard` does) nor start or stop processes (`sandbox` does).
+//! do (`api::guard` does) nor start or stop processes (`sandbox` does).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -7,8 +7,8 @@
 //! API and returns the key and the addresses it listened on, so that the node starts as a
 //! member on the same ones. Must not start anything of a member (ledger, executor, driver).
 
+use crate::api::guard;
 use crate::api::ApiError;
-use crate::api_guard;
 use crate::net::{self, Candidate, ClusterKey, NetConfig, NetEvent, Standing};
 use crate::paths::{self, DataDir};
 use anyhow::{bail, Context, Result};
@@ -187,8 +187,8 @@ async fn serve_api(
     });
     // No task runs while the node waits: no task token exists.
     let tasks = crate::task_tokens::TaskTokens::default();
-    let app = api_guard::guard(routes, api_guard::Access::new(&token, tasks));
-    Ok(tokio::spawn(api_guard::serve(listener, app)))
+    let app = guard::guard(routes, guard::Access::new(&token, tasks));
+    Ok(tokio::spawn(guard::serve(listener, app)))
 }
 
 /// This machine's host name, as the kernel has it.

@@ -11,8 +11,8 @@
 //! store alone decides how blobs are laid out. Must not chunk, lay out or
 //! fetch blobs itself (`store::blobs` and `fetch` do).
 
+use crate::api::guard::{next_part, TaskCaller};
 use crate::api::{ask, bad_request, blob_id, keep, not_found, ApiError, ApiResult, ApiState};
-use crate::api_guard::{next_part, TaskCaller};
 use crate::fetch::{FetchError, Progress};
 use crate::store::blobs::{check_chunk, BlobStore, PutStats};
 use axum::body::{Body, Bytes};

@@ -3,7 +3,7 @@
 //! `POST /v1/waiting/{peer}/approve` (hand one of them the cluster key; admins only).
 //!
 //! Owns these routes and their JSON, typed here for the CLI (`cli_cluster`) to read;
-//! `api_guard` checks the token before they run (the cluster key goes only to callers that
+//! `api::guard` checks the token before they run (the cluster key goes only to callers that
 //! already hold this node's API token). Must not change the key; the waiting list and the
 //! approval exchange are `net`'s (its lobby).
 

@@ -1,15 +1,22 @@
 //! The local HTTP API (JSON), served on loopback for the CLI, scripts and
 //! the dashboard.
 //!
-//! Owns routes and the JSON shapes; `api_guard` checks the token and reads
+//! Owns routes and the JSON shapes; `api::guard` checks the token and reads
 //! bodies before any route runs. Every handler asks the driver through its
 //! request channel; must not hold protocol state of its own.
 
-use crate::api_stream::StoredBlob;
+pub(crate) mod cluster;
+pub(crate) mod files;
+pub(crate) mod guard;
+pub(crate) mod pools;
+pub(crate) mod schedules;
+pub(crate) mod stream;
+
+use crate::api::stream::StoredBlob;
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
-use crate::{api_files, api_pools, api_schedules, api_stream};
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 pub struct ApiState {
     pub requests: mpsc::Sender<Request>,
     /// Where package archives are unpacked, and how much they may hold.
-    pub unpack: crate::api_files::Unpack,
+    pub unpack: crate::api::files::Unpack,
 }
 
 pub struct ApiError(pub StatusCode, pub String);
@@ -50,10 +57,10 @@ pub(crate) fn not_found(msg: String) -> ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-/// Every route; `api_guard::guard` puts the token check in front of all of
+/// Every route; `guard::guard` puts the token check in front of all of
 /// them. A new route also goes into `ROUTES` in `tests/tests/api_guard.rs`,
 /// and is refused to tasks' own tokens unless listed in
-/// `api_guard::TASK_ROUTES` (and in that test's `TASK_ROUTES`).
+/// `guard::TASK_ROUTES` (and in that test's `TASK_ROUTES`).
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
@@ -65,23 +72,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{node}/drain", post(drain_node))
         .route("/v1/blobs", post(put_blob))
-        .route("/v1/blobs/entries", post(api_files::put_entries))
-        .route("/v1/blobs/stream", put(api_stream::put_stream))
-        .route("/v1/blobs/{id}/bytes", get(api_stream::get_bytes))
-        .route(
-            "/v1/jobs/{job}/outputs/export",
-            post(api_files::export_outputs),
-        )
-        .route(
-            "/v1/schedules",
-            get(api_schedules::list).post(api_schedules::add),
-        )
-        .route("/v1/schedules/{name}", delete(api_schedules::remove))
-        .route("/v1/pools", get(api_pools::list).post(api_pools::define))
-        .route("/v1/pools/{name}/logs/{node}", get(api_pools::logs))
+        .route("/v1/blobs/entries", post(files::put_entries))
+        .route("/v1/blobs/stream", put(stream::put_stream))
+        .route("/v1/blobs/{id}/bytes", get(stream::get_bytes))
+        .route("/v1/jobs/{job}/outputs/export", post(files::export_outputs))
+        .route("/v1/schedules", get(schedules::list).post(schedules::add))
+        .route("/v1/schedules/{name}", delete(schedules::remove))
+        .route("/v1/pools", get(pools::list).post(pools::define))
+        .route("/v1/pools/{name}/logs/{node}", get(pools::logs))
         .route(
             "/v1/packages",
-            get(api_files::packages).post(api_files::add_package),
+            get(files::packages).post(files::add_package),
         )
         .route("/v1/blobs/{id}/export", post(export_blob))
         .route("/v1/exports/{n}", get(export_progress))
