@@ -4,13 +4,14 @@
 //! Owns the benchmark's method and what it prints. Must not assert anything:
 //! it measures and reports.
 
-use crate::cli_text::s;
+use crate::api::types::{Job, Status, Submitted, Task};
+use crate::cli_text::opt;
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{Context, Result};
 use clap::Args;
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
-use serde_json::Value;
+use peerbatch_protocol::TaskState;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug)]
@@ -54,7 +55,7 @@ pub struct TaskOpts {
 }
 
 /// A job of `n` `true` tasks where each depends on the one before.
-fn chain(n: usize) -> Value {
+fn chain(n: usize) -> JobSpec {
     let groups = (0..n)
         .map(|i| {
             let mut t = TaskSpec::new(format!("c{i}"), Command::Argv(vec!["true".into()]), 3);
@@ -64,15 +65,19 @@ fn chain(n: usize) -> Value {
             TaskGroup::One(t)
         })
         .collect();
-    serde_json::to_value(JobSpec::new("chain", groups)).unwrap_or_default()
+    JobSpec::new("chain", groups)
 }
 
 /// Submits `spec` on the first node and waits until every node knows all
 /// `total` results; returns the time from submit, and the job id.
-fn timed_run(clients: &[Client], spec: &Value, total: u64) -> Result<(Duration, Duration, String)> {
+fn timed_run(
+    clients: &[Client],
+    spec: &JobSpec,
+    total: u64,
+) -> Result<(Duration, Duration, String)> {
     let t0 = Instant::now();
-    let r = clients[0].post("/v1/jobs", spec)?;
-    let id = s(&r["job_id"]);
+    let r: Submitted = clients[0].post("/v1/jobs", spec)?;
+    let id = r.job_id;
     let acked = t0.elapsed();
     let mut finished_at = vec![None; clients.len()];
     let bar = indicatif::ProgressBar::new(total);
@@ -113,14 +118,13 @@ fn wall_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-fn job(name: &str, command: Command, start: i64, end: i64) -> Value {
-    let spec = JobSpec::array(name, TaskSpec::new("", command, 3), start, end);
-    serde_json::to_value(spec).unwrap_or_default()
+fn job(name: &str, command: Command, start: i64, end: i64) -> JobSpec {
+    JobSpec::array(name, TaskSpec::new("", command, 3), start, end)
 }
 
 fn done_on(client: &Client, job: &str) -> Result<u64> {
-    let j = client.get(&format!("/v1/jobs/{job}"))?;
-    Ok(j["succeeded"].as_u64().unwrap_or(0) + j["failed"].as_u64().unwrap_or(0))
+    let j: Job = client.get(&format!("/v1/jobs/{job}"))?;
+    Ok(u64::from(j.succeeded + j.failed))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -167,7 +171,7 @@ fn tasks(opts: TaskOpts) -> Result<()> {
     for i in 0..opts.latency_samples {
         let client = &clients[i % clients.len()];
         let before = wall_ns();
-        let r = client.post(
+        let r: Submitted = client.post(
             "/v1/jobs",
             &job(
                 "latency",
@@ -176,7 +180,7 @@ fn tasks(opts: TaskOpts) -> Result<()> {
                 1,
             ),
         )?;
-        let id = s(&r["job_id"]);
+        let id = r.job_id;
         while done_on(client, &id)? < 1 {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -195,7 +199,7 @@ fn tasks(opts: TaskOpts) -> Result<()> {
         latencies.len()
     );
 
-    let before = clients[0].get("/v1/status")?;
+    let before: Status = clients[0].get("/v1/status")?;
     let total = opts.tasks as u64;
     let spec = job(
         "throughput",
@@ -206,12 +210,12 @@ fn tasks(opts: TaskOpts) -> Result<()> {
     let (last, acked, id) = timed_run(&clients, &spec, total)?;
     println!("throughput: {} `true` tasks, submit -> last result known on every node: {:.2} s = {:.0} tasks/s (submit acknowledged after {:.0} ms)",
         total, last.as_secs_f64(), total as f64 / last.as_secs_f64(), acked.as_secs_f64() * 1e3);
-    let tasks = clients[0].get(&format!("/v1/jobs/{id}/tasks"))?;
+    let tasks: Vec<Task> = clients[0].get(&format!("/v1/jobs/{id}/tasks"))?;
     let mut per_node = std::collections::BTreeMap::<String, u64>::new();
     let mut failed = 0;
-    for t in tasks.as_array().into_iter().flatten() {
-        *per_node.entry(s(&t["node"])).or_default() += 1;
-        failed += u64::from(t["state"] != "succeeded");
+    for t in &tasks {
+        *per_node.entry(opt(&t.node)).or_default() += 1;
+        failed += u64::from(t.state != TaskState::Succeeded);
     }
     println!(
         "tasks per node: {:?}; not succeeded: {failed}",
@@ -220,28 +224,21 @@ fn tasks(opts: TaskOpts) -> Result<()> {
     let mut started = 0;
     let mut fenced = 0;
     for c in &clients {
-        let st = c.get("/v1/status")?;
-        started += st["attempts_started"].as_u64().unwrap_or(0);
-        fenced += st["attempts_fenced"].as_u64().unwrap_or(0);
+        let st: Status = c.get("/v1/status")?;
+        started += st.attempts_started;
+        fenced += st.attempts_fenced;
     }
     println!(
         "attempts started: {started} for {} tasks ({fenced} fenced duplicates)",
         total + opts.latency_samples as u64
     );
-    let after = clients[0].get("/v1/status")?;
-    let grow = |k: &str| {
-        after[k]
-            .as_u64()
-            .unwrap_or(0)
-            .saturating_sub(before[k].as_u64().unwrap_or(0))
-    };
+    let after: Status = clients[0].get("/v1/status")?;
+    let events = after.events.saturating_sub(before.events);
+    let event_bytes = after.event_bytes.saturating_sub(before.event_bytes);
     println!(
-        "ledger: {} events, {} bytes of events for {} tasks = {:.1} bytes/task (sled on disk: {} MiB)",
-        grow("events"),
-        grow("event_bytes"),
-        total,
-        grow("event_bytes") as f64 / total as f64,
-        after["ledger_bytes"].as_u64().unwrap_or(0) >> 20
+        "ledger: {events} events, {event_bytes} bytes of events for {total} tasks = {:.1} bytes/task (sled on disk: {} MiB)",
+        event_bytes as f64 / total as f64,
+        after.ledger_bytes >> 20
     );
     let busy: Vec<u64> = cluster
         .nodes
@@ -283,10 +280,10 @@ fn gang_latency(clients: &[Client], instances: u32, samples: usize) -> Result<()
         let script = "date +%s%N; [ \"$PEERBATCH_RANK\" = 0 ] && sleep 1; true";
         let mut t = TaskSpec::new("gang", Command::Shell(script.into()), 0);
         t.resources.instances = instances;
-        let spec = serde_json::to_value(JobSpec::new("gang", vec![TaskGroup::One(t)]))?;
+        let spec = JobSpec::new("gang", vec![TaskGroup::One(t)]);
         let before = wall_ns();
-        let r = client.post("/v1/jobs", &spec)?;
-        let id = s(&r["job_id"]);
+        let r: Submitted = client.post("/v1/jobs", &spec)?;
+        let id = r.job_id;
         while done_on(client, &id)? < 1 {
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -4,6 +4,10 @@
 //! exit status. Talks to a node only through `client`; must not reach into
 //! a node's state directly.
 
+use crate::api::types::{
+    Cancelled, Drain, Drained, Export, ExportBlob, ExportOutputs, ExportStarted, Job,
+    OutputsExportStarted, Status, Task,
+};
 use crate::client::Client;
 use crate::jobfile;
 use crate::paths::DataDir;
@@ -12,14 +16,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::bad_input::BadInput;
 use crate::cli_submit::submit;
-use crate::cli_text::{absolute, print_json, s, seg};
+use crate::cli_text::{absolute, opt, print_json, seg};
 
 #[derive(Parser)]
 #[command(
@@ -59,12 +63,9 @@ pub enum NodeOp {
 }
 
 fn drain(client: &Client, node: &str, drain: bool) -> Result<()> {
-    let r = client.post(
-        &format!("/v1/nodes/{}/drain", seg(node)),
-        &json!({ "drain": drain }),
-    )?;
+    let r: Drained = client.post(&format!("/v1/nodes/{}/drain", seg(node)), &Drain { drain })?;
     let what = if drain { "drain" } else { "resume" };
-    eprintln!("asked node {} to {what}", s(&r["node"]));
+    eprintln!("asked node {} to {what}", r.node);
     Ok(())
 }
 
@@ -289,114 +290,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             let spec = run_spec(array, name, max_retries, command)?;
             submit(&connect(&client)?, spec, wait)
         }
-        Cmd::Jobs { json, client } => {
-            let jobs = connect(&client)?.get("/v1/jobs")?;
-            if json {
-                return print_json(&jobs);
-            }
-            println!(
-                "{:<17} {:<20} {:<10} {:>7} {:>7} {:>7} {:>7}",
-                "ID", "NAME", "STATE", "TASKS", "DONE", "RUNNING", "FAILED"
-            );
-            for j in jobs.as_array().into_iter().flatten() {
-                let done = ["succeeded", "failed", "cancelled", "skipped"]
-                    .iter()
-                    .map(|k| j[*k].as_u64().unwrap_or(0))
-                    .sum::<u64>();
-                println!(
-                    "{:<17} {:<20} {:<10} {:>7} {:>7} {:>7} {:>7}",
-                    s(&j["id"]),
-                    s(&j["name"]),
-                    s(&j["state"]),
-                    j["tasks"],
-                    done,
-                    j["running"],
-                    j["failed"]
-                );
-            }
-            Ok(())
-        }
-        Cmd::Job { job, json, client } => {
-            let j = connect(&client)?.get(&format!("/v1/jobs/{}", seg(&job)))?;
-            if json {
-                return print_json(&j);
-            }
-            for key in [
-                "id",
-                "name",
-                "state",
-                "priority",
-                "tasks",
-                "pending",
-                "blocked",
-                "running",
-                "succeeded",
-                "failed",
-                "cancelled",
-                "skipped",
-                "unschedulable",
-                "submitted_by",
-            ] {
-                println!("{key:<13} {}", s(&j[key]));
-            }
-            Ok(())
-        }
-        Cmd::Tasks { job, json, client } => {
-            let tasks = connect(&client)?.get(&format!("/v1/jobs/{}/tasks", seg(&job)))?;
-            if json {
-                return print_json(&tasks);
-            }
-            println!(
-                "{:<16} {:<10} {:>7} {:>5}  NODE",
-                "TASK", "STATE", "ATTEMPT", "EXIT"
-            );
-            for t in tasks.as_array().into_iter().flatten() {
-                let mut node = match t["unschedulable"].as_str() {
-                    Some(why) => format!("unschedulable: {why}"),
-                    None => s(&t["node"]),
-                };
-                if t["outcome"] == "timed_out" {
-                    let limit = t["wall_clock_limit_ms"].as_u64().unwrap_or(0);
-                    node += &format!("  timed_out after {}", crate::sandbox::duration_text(limit));
-                }
-                println!(
-                    "{:<16} {:<10} {:>7} {:>5}  {node}",
-                    s(&t["id"]),
-                    s(&t["state"]),
-                    t["attempt"],
-                    s(&t["exit_code"]),
-                );
-            }
-            Ok(())
-        }
-        Cmd::Status { json, client } => {
-            let st = connect(&client)?.get("/v1/status")?;
-            if json {
-                return print_json(&st);
-            }
-            for key in [
-                "node",
-                "version",
-                "slots",
-                "claimed",
-                "running",
-                "claiming",
-                "draining",
-                "unavailable",
-                "storage_error",
-                "peers_connected",
-                "events",
-                "event_bytes",
-                "attempts_started",
-                "attempts_fenced",
-                "chunks_fetched",
-                "bad_chunks",
-                "store_limit",
-            ] {
-                println!("{key:<17} {}", s(&st[key]));
-            }
-            Ok(())
-        }
+        Cmd::Jobs { json, client } => list_jobs(&connect(&client)?, json),
+        Cmd::Job { job, json, client } => show_job(&connect(&client)?, &job, json),
+        Cmd::Tasks { job, json, client } => list_tasks(&connect(&client)?, &job, json),
+        Cmd::Status { json, client } => status(&connect(&client)?, json),
         Cmd::Nodes {
             json,
             waiting: true,
@@ -405,43 +302,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Approve { peer, json, client } => {
             crate::cli_cluster::approve(&connect(&client)?, &peer, json)
         }
-        Cmd::Nodes { json, client, .. } => {
-            let nodes = connect(&client)?.get("/v1/nodes")?;
-            if json {
-                return print_json(&nodes);
-            }
-            println!(
-                "{:<54} {:<5} {:>5} {:<9} LABELS",
-                "NODE", "LIVE", "SLOTS", "STATE"
-            );
-            for n in nodes.as_array().into_iter().flatten() {
-                let me = if n["self"] == true {
-                    " (this node)"
-                } else {
-                    ""
-                };
-                let state = if n["draining"] == true {
-                    "draining"
-                } else {
-                    "ready"
-                };
-                let labels: Vec<String> = n["labels"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(s)
-                    .collect();
-                println!(
-                    "{:<54} {:<5} {:>5} {:<9} {}{me}",
-                    s(&n["id"]),
-                    n["live"],
-                    n["slots"],
-                    state,
-                    labels.join(",")
-                );
-            }
-            Ok(())
-        }
+        Cmd::Nodes { json, client, .. } => list_nodes(&connect(&client)?, json),
         Cmd::Logs {
             job,
             task,
@@ -459,9 +320,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Cancel { job, client } => {
-            let r =
-                connect(&client)?.post(&format!("/v1/jobs/{}/cancel", seg(&job)), &json!({}))?;
-            eprintln!("cancelled job {}", s(&r["job_id"]));
+            let path = format!("/v1/jobs/{}/cancel", seg(&job));
+            let r: Cancelled = connect(&client)?.post(&path, &())?;
+            eprintln!("cancelled job {}", r.job_id);
             Ok(())
         }
         Cmd::Put {
@@ -516,20 +377,172 @@ fn run_spec(
     Ok(spec)
 }
 
+fn list_jobs(client: &Client, json: bool) -> Result<()> {
+    let jobs: Vec<Job> = client.get("/v1/jobs")?;
+    if json {
+        return print_json(&jobs);
+    }
+    println!(
+        "{:<17} {:<20} {:<10} {:>7} {:>7} {:>7} {:>7}",
+        "ID", "NAME", "STATE", "TASKS", "DONE", "RUNNING", "FAILED"
+    );
+    for j in &jobs {
+        println!(
+            "{:<17} {:<20} {:<10} {:>7} {:>7} {:>7} {:>7}",
+            j.id,
+            j.name,
+            j.state.name(),
+            j.tasks,
+            j.done(),
+            j.running,
+            j.failed
+        );
+    }
+    Ok(())
+}
+
+fn show_job(client: &Client, job: &str, json: bool) -> Result<()> {
+    let j: Job = client.get(&format!("/v1/jobs/{}", seg(job)))?;
+    if json {
+        return print_json(&j);
+    }
+    let rows: [(&str, String); 14] = [
+        ("id", j.id.clone()),
+        ("name", j.name.clone()),
+        ("state", j.state.name().into()),
+        ("priority", j.priority.to_string()),
+        ("tasks", j.tasks.to_string()),
+        ("pending", j.pending.to_string()),
+        ("blocked", j.blocked.to_string()),
+        ("running", j.running.to_string()),
+        ("succeeded", j.succeeded.to_string()),
+        ("failed", j.failed.to_string()),
+        ("cancelled", j.cancelled.to_string()),
+        ("skipped", j.skipped.to_string()),
+        ("unschedulable", opt(&j.unschedulable)),
+        ("submitted_by", j.submitted_by.clone()),
+    ];
+    for (key, value) in rows {
+        println!("{key:<13} {value}");
+    }
+    Ok(())
+}
+
+fn list_tasks(client: &Client, job: &str, json: bool) -> Result<()> {
+    let tasks: Vec<Task> = client.get(&format!("/v1/jobs/{}/tasks", seg(job)))?;
+    if json {
+        return print_json(&tasks);
+    }
+    println!(
+        "{:<16} {:<10} {:>7} {:>5}  NODE",
+        "TASK", "STATE", "ATTEMPT", "EXIT"
+    );
+    for t in &tasks {
+        let mut node = match &t.unschedulable {
+            Some(why) => format!("unschedulable: {why}"),
+            None => opt(&t.node),
+        };
+        if t.outcome == Some(crate::api::types::Outcome::TimedOut) {
+            let limit = t.wall_clock_limit_ms.unwrap_or(0);
+            node += &format!("  timed_out after {}", crate::sandbox::duration_text(limit));
+        }
+        println!(
+            "{:<16} {:<10} {:>7} {:>5}  {node}",
+            t.id,
+            t.state.name(),
+            t.attempt,
+            opt(&t.exit_code),
+        );
+    }
+    Ok(())
+}
+
+fn status(client: &Client, json: bool) -> Result<()> {
+    let st: Status = client.get("/v1/status")?;
+    if json {
+        return print_json(&st);
+    }
+    let rows: [(&str, String); 17] = [
+        ("node", st.node.clone()),
+        ("version", st.version.clone()),
+        ("slots", st.slots.to_string()),
+        ("claimed", st.claimed.to_string()),
+        ("running", st.running.to_string()),
+        ("claiming", st.claiming.to_string()),
+        ("draining", st.draining.to_string()),
+        ("unavailable", opt(&st.unavailable)),
+        ("storage_error", opt(&st.storage_error)),
+        ("peers_connected", st.peers_connected.to_string()),
+        ("events", st.events.to_string()),
+        ("event_bytes", st.event_bytes.to_string()),
+        ("attempts_started", st.attempts_started.to_string()),
+        ("attempts_fenced", st.attempts_fenced.to_string()),
+        ("chunks_fetched", st.chunks_fetched.to_string()),
+        ("bad_chunks", st.bad_chunks.to_string()),
+        ("store_limit", opt(&st.store_limit)),
+    ];
+    for (key, value) in rows {
+        println!("{key:<17} {value}");
+    }
+    Ok(())
+}
+
+fn list_nodes(client: &Client, json: bool) -> Result<()> {
+    let nodes: Vec<crate::api::types::Node> = client.get("/v1/nodes")?;
+    if json {
+        return print_json(&nodes);
+    }
+    println!(
+        "{:<54} {:<5} {:>5} {:<9} LABELS",
+        "NODE", "LIVE", "SLOTS", "STATE"
+    );
+    for n in &nodes {
+        let me = if n.is_self { " (this node)" } else { "" };
+        let state = if n.draining { "draining" } else { "ready" };
+        println!(
+            "{:<54} {:<5} {:>5} {:<9} {}{me}",
+            n.id,
+            n.live,
+            n.slots,
+            state,
+            n.labels.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// What `put --json` prints for each path.
+#[derive(Serialize)]
+struct PutEntry {
+    path: String,
+    stored: crate::api::types::StoredBlob,
+}
+
 fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
     let mut stored = Vec::new();
     for path in paths {
         let r = crate::cli_blobs::store(client, path)?;
         if json {
-            stored.push(json!({ "path": absolute(path)?, "stored": r }));
+            stored.push(PutEntry {
+                path: absolute(path)?,
+                stored: r,
+            });
         } else {
             println!("{}", r.id);
         }
     }
     if json {
-        print_json(&Value::Array(stored))?;
+        print_json(&stored)?;
     }
     Ok(())
+}
+
+/// What `get BLOB --json` prints when the bytes came over the API.
+#[derive(Serialize)]
+struct Fetched<'a> {
+    blob: &'a str,
+    out: &'a str,
+    bytes_written: u64,
 }
 
 fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool) -> Result<()> {
@@ -538,45 +551,69 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool
     if is_blob && !client.shares_files() {
         let bytes = crate::cli_blobs::fetch_to(client, id, Path::new(&out))?;
         if json {
-            print_json(&json!({ "blob": id, "out": out, "bytes_written": bytes }))?;
+            print_json(&Fetched {
+                blob: id,
+                out: &out,
+                bytes_written: bytes,
+            })?;
         }
         eprintln!("wrote {out} ({bytes} bytes)");
         return Ok(());
     }
-    let r = if is_blob {
-        client.post(
-            &format!("/v1/blobs/{}/export", seg(id)),
-            &json!({ "out": out, "store": store }),
-        )?
+    let number = if is_blob {
+        let body = ExportBlob {
+            out: out.clone().into(),
+            store,
+        };
+        let r: ExportStarted = client.post(&format!("/v1/blobs/{}/export", seg(id)), &body)?;
+        r.export
     } else {
-        if !store {
-            return Err(BadInput(format!(
-                "--no-store applies to a blob id; the outputs of job {id:?} always go through the store"
-            ))
-            .into());
-        }
-        if client.get(&format!("/v1/jobs/{}", seg(id))).is_err() {
-            return Err(BadInput(format!(
-                "{id:?} is neither a blob id (64 hex digits) nor a job this node knows"
-            ))
-            .into());
-        }
-        let r = client.post(
-            &format!("/v1/jobs/{}/outputs/export", seg(id)),
-            &json!({ "out": out }),
-        )?;
-        eprintln!(
-            "job {}: outputs of {} tasks ({} of {} succeeded)",
-            s(&r["job_id"]),
-            r["tasks_with_outputs"],
-            r["succeeded"],
-            r["tasks"]
-        );
-        r
+        export_outputs(client, id, &out, store)?
     };
-    let number = r["export"]
-        .as_u64()
-        .context("the node did not say which export it started")?;
+    let e = follow_export(client, number)?;
+    if json {
+        print_json(&e)?;
+    }
+    eprintln!(
+        "wrote {} ({} bytes; {} chunks fetched, {} already here)",
+        out,
+        opt(&e.bytes_written),
+        e.chunks_fetched,
+        e.chunks_present
+    );
+    Ok(())
+}
+
+/// Starts writing every output of job `job` under `out`; the export's number.
+fn export_outputs(client: &Client, job: &str, out: &str, store: bool) -> Result<u64> {
+    if !store {
+        return Err(BadInput(format!(
+            "--no-store applies to a blob id; the outputs of job {job:?} always go through the store"
+        ))
+        .into());
+    }
+    if client
+        .get::<Job>(&format!("/v1/jobs/{}", seg(job)))
+        .is_err()
+    {
+        return Err(BadInput(format!(
+            "{job:?} is neither a blob id (64 hex digits) nor a job this node knows"
+        ))
+        .into());
+    }
+    let body = ExportOutputs { out: out.into() };
+    let r: OutputsExportStarted =
+        client.post(&format!("/v1/jobs/{}/outputs/export", seg(job)), &body)?;
+    eprintln!(
+        "job {}: outputs of {} tasks ({} of {} succeeded)",
+        r.job_id, r.tasks_with_outputs, r.succeeded, r.tasks
+    );
+    Ok(r.export)
+}
+
+/// Shows export `number`'s progress until it is done; its last state.
+fn follow_export(client: &Client, number: u64) -> Result<Export> {
+    use crate::api::types::ExportState;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -585,29 +622,22 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool
         .context("progress template")?,
     );
     loop {
-        let e = client.get(&format!("/v1/exports/{number}"))?;
-        bar.set_length(e["bytes_total"].as_u64().unwrap_or(0));
-        bar.set_position(e["bytes_done"].as_u64().unwrap_or(0));
+        let e: Export = client.get(&format!("/v1/exports/{number}"))?;
+        bar.set_length(e.bytes_total);
+        bar.set_position(e.bytes_done);
         bar.set_message(format!(
             "{} chunks fetched, {} already here",
-            e["chunks_fetched"], e["chunks_present"]
+            e.chunks_fetched, e.chunks_present
         ));
-        match e["state"].as_str() {
-            Some("running") => std::thread::sleep(Duration::from_millis(20)),
-            Some("done") => {
+        match e.state {
+            ExportState::Running => std::thread::sleep(Duration::from_millis(20)),
+            ExportState::Done => {
                 bar.finish_and_clear();
-                if json {
-                    print_json(&e)?;
-                }
-                eprintln!(
-                    "wrote {} ({} bytes; {} chunks fetched, {} already here)",
-                    out, e["bytes_written"], e["chunks_fetched"], e["chunks_present"]
-                );
-                return Ok(());
+                return Ok(e);
             }
-            _ => {
+            ExportState::Failed => {
                 bar.abandon();
-                bail!("get {id} failed: {}", s(&e["error"]));
+                bail!("get {} failed: {}", e.blob, opt(&e.error));
             }
         }
     }

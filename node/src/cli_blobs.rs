@@ -10,12 +10,11 @@
 //! before it is chunked. Owns that choice; must not know how the node
 //! stores blobs.
 
-use crate::api::stream::StoredBlob;
+use crate::api::types::{PutPath, Status, StoredBlob};
 use crate::bad_input::BadInput;
 use crate::cli_text::{absolute, seg};
 use crate::client::Client;
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -26,8 +25,7 @@ pub fn store(client: &Client, path: &Path) -> Result<StoredBlob> {
     let meta = fs::symlink_metadata(&abs)
         .map_err(|_| BadInput(format!("{}: no such file or directory", path.display())))?;
     if client.shares_files() {
-        let stored = client.post_unbounded("/v1/blobs", &json!({ "path": abs }))?;
-        return serde_json::from_value(stored).context("the node's answer is not a stored blob");
+        return client.post_unbounded("/v1/blobs", &PutPath { path: abs.into() });
     }
     if !meta.is_file() {
         return Err(BadInput(format!(
@@ -41,7 +39,7 @@ pub fn store(client: &Client, path: &Path) -> Result<StoredBlob> {
     let len = file.metadata()?.len();
     // The node refuses such a body too, but may close the connection
     // before the client has sent it and read the refusal.
-    let limit = client.get("/v1/status")?["store_limit"].as_u64();
+    let limit = client.get::<Status>("/v1/status")?.store_limit;
     if let Some(limit) = limit.filter(|limit| len > *limit) {
         return Err(BadInput(format!(
             "{}: {len} bytes is larger than the node's --store-limit of {limit} bytes",

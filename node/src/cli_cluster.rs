@@ -2,26 +2,20 @@
 //! `nodes --waiting` (peers waiting for approval) and `approve PEER`.
 //!
 //! Owns what they print; talks to the node only through `client`, reading the JSON types of
-//! `api::cluster`.
+//! `api::types`.
 
-use crate::api::cluster::{Approved, Invite, Waiting};
+use crate::api::types::{Approved, Invite, Waiting};
 use crate::cli_text::{print_json, seg};
 use crate::client::Client;
-use anyhow::{Context, Result};
-use serde::de::DeserializeOwned;
+use anyhow::Result;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
-    serde_json::from_value(value).context("the node's answer is not of the expected shape")
-}
 
 /// Prints a one-line join token (`--json`: with its addresses and admins apart).
 pub fn invite(client: &Client, json: bool) -> Result<()> {
-    let invite = client.get("/v1/invite")?;
+    let invite: Invite = client.get("/v1/invite")?;
     if json {
         return print_json(&invite);
     }
-    let invite: Invite = typed(invite)?;
     println!("{}", invite.token);
     eprintln!("join with: peerbatch node --join-token TOKEN  (the token holds the cluster key: share it privately)");
     Ok(())
@@ -29,11 +23,10 @@ pub fn invite(client: &Client, json: bool) -> Result<()> {
 
 /// Lists the peers waiting for approval that this node met.
 pub fn waiting(client: &Client, json: bool) -> Result<()> {
-    let list = client.get("/v1/waiting")?;
+    let list: Vec<Waiting> = client.get("/v1/waiting")?;
     if json {
         return print_json(&list);
     }
-    let list: Vec<Waiting> = typed(list)?;
     if list.is_empty() {
         eprintln!("no peer waits for approval here (a node started with --wait-for-approval shows once it reaches this one)");
         return Ok(());
@@ -63,11 +56,10 @@ pub fn waiting(client: &Client, json: bool) -> Result<()> {
 /// Hands `peer` the cluster key (this node must be an admin) and waits until it stored it.
 pub fn approve(client: &Client, peer: &str, json: bool) -> Result<()> {
     let path = format!("/v1/waiting/{}/approve", seg(peer));
-    let approved = client.post(&path, &serde_json::Value::Null)?;
+    let approved: Approved = client.post(&path, &())?;
     if json {
         return print_json(&approved);
     }
-    let approved: Approved = typed(approved)?;
     println!(
         "approved {}: it stored the cluster key from {} and joins the cluster",
         approved.peer, approved.by

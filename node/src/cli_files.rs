@@ -3,13 +3,13 @@
 //!
 //! Owns what they print; talks to the node only through `client`.
 
+use crate::api::types::{AddPackage, Package, PackageAdded};
 use crate::bad_input::BadInput;
-use crate::cli_text::{absolute, s};
+use crate::cli_text::{absolute, print_json};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;
 use peerbatch_protocol::files::check_package;
-use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -40,31 +40,29 @@ pub fn package(client: &Client, cmd: PackageCmd) -> Result<()> {
                     BadInput(format!("{}: no such file or directory", path.display())).into(),
                 );
             }
-            let body = json!({ "name": name, "version": version, "path": absolute(&path)? });
-            let r = client.post_unbounded("/v1/packages", &body)?;
-            let how = if r["new"] == true {
+            let body = AddPackage {
+                path: absolute(&path)?.into(),
+                name: name.clone(),
+                version: version.clone(),
+            };
+            let r: PackageAdded = client.post_unbounded("/v1/packages", &body)?;
+            let how = if r.new {
                 "added"
             } else {
                 "already present, unchanged"
             };
-            eprintln!("{name}@{version}: {} files, {how}", r["files"]);
-            println!("{}", s(&r["blob"]));
+            eprintln!("{name}@{version}: {} files, {how}", r.files);
+            println!("{}", r.blob);
             Ok(())
         }
         PackageCmd::List { json } => {
-            let list = client.get("/v1/packages")?;
+            let list: Vec<Package> = client.get("/v1/packages")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(());
+                return print_json(&list);
             }
             println!("{:<24} {:<12} BLOB", "NAME", "VERSION");
-            for p in list.as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} {:<12} {}",
-                    s(&p["name"]),
-                    s(&p["version"]),
-                    s(&p["blob"])
-                );
+            for p in &list {
+                println!("{:<24} {:<12} {}", p.name, p.version, p.blob);
             }
             Ok(())
         }

@@ -4,11 +4,11 @@
 //! Owns what they print; talks to the node only through `client`. A node
 //! joins pool NAME with `peerbatch node --label pool=NAME`.
 
-use crate::cli_text::{print_json, s, seg};
+use crate::api::types::{DefinePool, Named, Pool};
+use crate::cli_text::{print_json, seg};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::json;
 use std::io::Write;
 
 #[derive(Subcommand)]
@@ -44,25 +44,27 @@ pub fn pool(client: &Client, cmd: PoolCmd) -> Result<()> {
             start_task,
             wait_for_success,
         } => {
-            let body = json!({ "name": name, "start_task": start_task, "wait_for_success": wait_for_success });
-            client.post("/v1/pools", &body)?;
+            let body = DefinePool {
+                name: name.clone(),
+                start_task,
+                wait_for_success,
+            };
+            let _: Named = client.post("/v1/pools", &body)?;
             eprintln!("pool {name} defined; nodes labelled pool={name} run its start task");
             Ok(())
         }
         PoolCmd::List { json } => {
-            let list = client.get("/v1/pools")?;
+            let list: Vec<Pool> = client.get("/v1/pools")?;
             if json {
                 return print_json(&list);
             }
-            for p in list.as_array().into_iter().flatten() {
+            for p in &list {
                 println!(
                     "{}  start task: {}  wait for success: {}",
-                    s(&p["name"]),
-                    s(&p["start_task"]),
-                    p["wait_for_success"]
+                    p.name, p.start_task, p.wait_for_success
                 );
-                for n in p["nodes"].as_array().into_iter().flatten() {
-                    println!("  {:<54} {}", s(&n["node"]), s(&n["start_task"]));
+                for n in &p.nodes {
+                    println!("  {:<54} {}", n.node, n.start_task);
                 }
             }
             Ok(())

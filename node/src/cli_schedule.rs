@@ -3,12 +3,12 @@
 //!
 //! Owns what they print; talks to the node only through `client`.
 
+use crate::api::types::{AddSchedule, Named, Removed, Schedule};
 use crate::bad_input::BadInput;
-use crate::cli_text::{print_json, s, seg};
+use crate::cli_text::{opt, print_json, seg};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -50,14 +50,18 @@ pub fn schedule(client: &Client, cmd: ScheduleCmd) -> Result<()> {
                 ),
                 None => None,
             };
-            let body =
-                json!({ "name": name, "every_ms": every_ms, "cron": cron, "template": template });
-            client.post("/v1/schedules", &body)?;
+            let body = AddSchedule {
+                name: name.clone(),
+                every_ms,
+                cron,
+                template,
+            };
+            let _: Named = client.post("/v1/schedules", &body)?;
             eprintln!("schedule {name} added");
             Ok(())
         }
         ScheduleCmd::List { json } => {
-            let list = client.get("/v1/schedules")?;
+            let list: Vec<Schedule> = client.get("/v1/schedules")?;
             if json {
                 return print_json(&list);
             }
@@ -65,24 +69,24 @@ pub fn schedule(client: &Client, cmd: ScheduleCmd) -> Result<()> {
                 "{:<20} {:<16} {:<20} {:>6}  LAST FIRED (ms)",
                 "NAME", "WHEN", "JOB", "TASKS"
             );
-            for sc in list.as_array().into_iter().flatten() {
-                let when = match sc["every_ms"].as_u64() {
+            for sc in &list {
+                let when = match sc.every_ms {
                     Some(ms) => format!("every {}s", ms as f64 / 1000.0),
-                    None => s(&sc["cron"]),
+                    None => opt(&sc.cron),
                 };
                 println!(
                     "{:<20} {:<16} {:<20} {:>6}  {}",
-                    s(&sc["name"]),
+                    sc.name,
                     when,
-                    s(&sc["job_name"]),
-                    sc["tasks"],
-                    s(&sc["last_fired_ms"])
+                    sc.job_name,
+                    sc.tasks,
+                    opt(&sc.last_fired_ms)
                 );
             }
             Ok(())
         }
         ScheduleCmd::Remove { name } => {
-            client.delete(&format!("/v1/schedules/{}", seg(&name)))?;
+            let _: Removed = client.delete(&format!("/v1/schedules/{}", seg(&name)))?;
             eprintln!("schedule {name} removed");
             Ok(())
         }

@@ -1,5 +1,5 @@
-//! How the CLI turns values into text: a JSON value as a table cell, a
-//! pretty-printed JSON answer, a URL path segment, a user's path made
+//! How the CLI turns values into text: an optional value as a table cell,
+//! a pretty-printed JSON answer, a URL path segment, a user's path made
 //! absolute for the API.
 //!
 //! Owns only these conversions, shared by every subcommand's module. Must not
@@ -7,7 +7,7 @@
 
 use crate::bad_input::BadInput;
 use anyhow::Result;
-use serde_json::Value;
+use serde::Serialize;
 
 /// The absolute form of a path the user gave (the node has another working
 /// directory), as text for the API.
@@ -20,18 +20,14 @@ pub fn absolute(path: &std::path::Path) -> Result<String> {
     }
 }
 
-pub fn print_json(v: &Value) -> Result<()> {
+pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-/// A JSON value as plain text ("-" for null).
-pub fn s(v: &Value) -> String {
-    match v {
-        Value::String(x) => x.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+/// An optional value as plain text ("-" for none).
+pub fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
 }
 
 /// Percent-encodes one URL path segment.

@@ -1,13 +1,15 @@
 //! The HTTP client the CLI uses to talk to a node's API.
 //!
 //! Owns finding the node (`--api`/`PEERBATCH_API` + `PEERBATCH_TOKEN`, or the
-//! `api` and `token` files of a data dir) and turning HTTP failures into
-//! messages a user can act on. Must not know what the endpoints mean.
+//! `api` and `token` files of a data dir), sending and reading the typed
+//! bodies of `api::types`, and turning HTTP failures into messages a user
+//! can act on. Must not know what the endpoints mean.
 
+use crate::api::types::ErrorBody;
 use crate::paths::DataDir;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::Serialize;
 use std::io::Read;
 use std::time::Duration;
 
@@ -82,10 +84,10 @@ impl Client {
         self.shares_files
     }
 
-    fn call(&self, req: ureq::Request, body: Option<&Value>) -> Result<ureq::Response> {
+    fn call<B: Serialize>(&self, req: ureq::Request, body: Option<&B>) -> Result<ureq::Response> {
         let req = self.authorized(req);
         self.answer(match body {
-            Some(b) => req.send_json(b),
+            Some(b) => req.send_json(serde_json::to_value(b)?),
             None => req.call(),
         })
     }
@@ -101,23 +103,20 @@ impl Client {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
-                let msg = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                    .unwrap_or(text);
+                let msg = serde_json::from_str::<ErrorBody>(&text).map_or(text, |e| e.error);
                 bail!("{msg} (HTTP {code})")
             }
             Err(e) => Err(anyhow!("cannot reach the node at {}: {e}", self.base)),
         }
     }
 
-    pub fn get(&self, path: &str) -> Result<Value> {
-        let resp = self.call(self.agent.get(&format!("{}{path}", self.base)), None)?;
-        resp.into_json().context("the node sent malformed JSON")
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.call::<()>(self.agent.get(&format!("{}{path}", self.base)), None)?;
+        typed(resp)
     }
 
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let resp = self.call(self.agent.get(&format!("{}{path}", self.base)), None)?;
+        let resp = self.call::<()>(self.agent.get(&format!("{}{path}", self.base)), None)?;
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut resp.into_reader(), &mut out)?;
         Ok(out)
@@ -125,13 +124,16 @@ impl Client {
 
     /// Like [`Client::post`], for requests that take as long as the work
     /// they do (storing a large file): no overall time limit.
-    pub fn post_unbounded(&self, path: &str, body: &Value) -> Result<Value> {
+    pub fn post_unbounded<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let req = self
             .agent
             .post(&format!("{}{path}", self.base))
             .timeout(UNBOUNDED);
-        let resp = self.call(req, Some(body))?;
-        resp.into_json().context("the node sent malformed JSON")
+        typed(self.call(req, Some(body))?)
     }
 
     /// PUTs `len` bytes read from `body` as the request body, with no
@@ -148,8 +150,7 @@ impl Client {
             .timeout(UNBOUNDED)
             .set("content-length", &len.to_string())
             .set("content-type", "application/octet-stream");
-        let resp = self.answer(self.authorized(req).send(body))?;
-        resp.into_json().context("the node sent malformed JSON")
+        typed(self.answer(self.authorized(req).send(body))?)
     }
 
     /// GETs a body to read as it arrives, with no overall time limit, and
@@ -159,18 +160,25 @@ impl Client {
             .agent
             .get(&format!("{}{path}", self.base))
             .timeout(UNBOUNDED);
-        let resp = self.call(req, None)?;
+        let resp = self.call::<()>(req, None)?;
         let len = resp.header("content-length").and_then(|l| l.parse().ok());
         Ok((len, resp.into_reader()))
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let resp = self.call(self.agent.post(&format!("{}{path}", self.base)), Some(body))?;
-        resp.into_json().context("the node sent malformed JSON")
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let req = self.agent.post(&format!("{}{path}", self.base));
+        typed(self.call(req, Some(body))?)
     }
 
-    pub fn delete(&self, path: &str) -> Result<Value> {
-        let resp = self.call(self.agent.delete(&format!("{}{path}", self.base)), None)?;
-        resp.into_json().context("the node sent malformed JSON")
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let req = self.agent.delete(&format!("{}{path}", self.base));
+        typed(self.call::<()>(req, None)?)
     }
+}
+
+/// An answer's JSON body read as the type the route answers with.
+fn typed<T: DeserializeOwned>(resp: ureq::Response) -> Result<T> {
+    let url = resp.get_url().to_string();
+    resp.into_json()
+        .with_context(|| format!("the node's answer to {url} is not of the expected shape"))
 }

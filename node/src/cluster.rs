@@ -4,6 +4,7 @@
 //! waiting until they form a mesh, and stopping them. Used by `demo` and
 //! `bench`; must not submit work or judge results.
 
+use crate::api::types::{Invite, Node};
 use crate::client::Client;
 use crate::paths::DataDir;
 use anyhow::{bail, Context, Result};
@@ -89,8 +90,8 @@ impl LocalCluster {
             wait_for_file(&dir.api_file(), &mut child, &dir.log_file())?;
             let node = LocalNode { dir, child };
             if token.is_none() {
-                let invite = node.client()?.get("/v1/invite")?;
-                token = invite["token"].as_str().map(str::to_string);
+                let invite: Invite = node.client()?.get("/v1/invite")?;
+                token = Some(invite.token);
             }
             cluster.nodes.push(node);
         }
@@ -104,10 +105,8 @@ impl LocalCluster {
         loop {
             let mut ready = 0;
             for node in &self.nodes {
-                let nodes = node.client()?.get("/v1/nodes")?;
-                let live = nodes
-                    .as_array()
-                    .map_or(0, |a| a.iter().filter(|n| n["live"] == true).count());
+                let nodes: Vec<Node> = node.client()?.get("/v1/nodes")?;
+                let live = nodes.iter().filter(|n| n.live).count();
                 if live == want {
                     ready += 1;
                 }

@@ -5,12 +5,14 @@
 //! another node, then stop everything. Must not use anything a user's own
 //! cluster would not (it drives the nodes through their HTTP API).
 
+use crate::api::types::{Job, Status, Task};
 use crate::cli_submit::submit;
-use crate::cli_text::s;
+use crate::cli_text::opt;
 use crate::cluster::LocalCluster;
 use anyhow::Result;
 use clap::Args;
 use peerbatch_protocol::job::{Command, JobSpec, TaskSpec};
+use peerbatch_protocol::TaskState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -50,11 +52,11 @@ pub fn run(opts: DemoOpts) -> Result<()> {
     cluster.wait_meshed(Duration::from_secs(30))?;
     spinner.finish_and_clear();
     for (i, node) in cluster.nodes.iter().enumerate() {
-        let status = node.client()?.get("/v1/status")?;
+        let status: Status = node.client()?.get("/v1/status")?;
         eprintln!(
             "  node{} {}  data dir {}",
             i + 1,
-            s(&status["node"]),
+            status.node,
             node.dir.root.display()
         );
     }
@@ -70,46 +72,31 @@ pub fn run(opts: DemoOpts) -> Result<()> {
     let client = cluster.nodes[submitter - 1].client()?;
     submit(&client, spec, true)?;
     let first = cluster.nodes[0].client()?;
-    let jobs = first.get("/v1/jobs")?;
-    let job = jobs
-        .as_array()
-        .and_then(|a| a.last())
-        .map(|j| s(&j["id"]))
-        .unwrap_or_default();
+    let jobs: Vec<Job> = first.get("/v1/jobs")?;
+    let job = jobs.last().map(|j| j.id.clone()).unwrap_or_default();
     // node1 may need a moment to hold the last results.
-    let mut tasks = first.get(&format!("/v1/jobs/{job}/tasks"))?;
+    let mut tasks: Vec<Task> = first.get(&format!("/v1/jobs/{job}/tasks"))?;
     for _ in 0..50 {
-        let all_done = tasks
-            .as_array()
-            .is_some_and(|a| a.iter().all(|t| t["state"] == "succeeded"));
-        if all_done {
+        if tasks.iter().all(|t| t.state == TaskState::Succeeded) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
         tasks = first.get(&format!("/v1/jobs/{job}/tasks"))?;
     }
     let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
-    for t in tasks.as_array().into_iter().flatten() {
-        *per_node.entry(s(&t["node"])).or_default() += 1;
+    for t in &tasks {
+        *per_node.entry(opt(&t.node)).or_default() += 1;
     }
     eprintln!("\nWhere the tasks ran (as node1 sees it):");
     for (node, count) in &per_node {
         eprintln!("  {} ran {count} tasks", short(node));
     }
+    let asked: Status = first.get("/v1/status")?;
     let pick = tasks
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|t| {
-                    t["node"]
-                        != first
-                            .get("/v1/status")
-                            .map(|st| st["node"].clone())
-                            .unwrap_or_default()
-                })
-                .or(a.first())
-        })
-        .map(|t| s(&t["id"]))
+        .iter()
+        .find(|t| t.node.as_ref() != Some(&asked.node))
+        .or(tasks.first())
+        .map(|t| t.id.clone())
         .unwrap_or_else(|| "square-1".into());
     eprintln!(
         "\n$ peerbatch logs {job} {pick}   (asked on node1; fetched from the node that ran it)"

@@ -7,13 +7,13 @@
 //! entries are the indices). Must not parse job files (`jobfile` does) or
 //! reach into a node except through its API.
 
+use crate::api::types::{Job, Package, PutEntries, StoredBlob};
 use crate::bad_input::BadInput;
 use crate::client::Client;
 use crate::jobfile::{JobDraft, LocalSource};
 use anyhow::{Context, Result};
 use peerbatch_protocol::job::{JobSpec, TaskGroup};
 use peerbatch_protocol::{BlobId, JobId, Source};
-use serde_json::json;
 use std::path::Path;
 
 /// Stages every local source and resolves every package; the result is
@@ -37,7 +37,7 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
         }
     }
     if !draft.packages.is_empty() {
-        let known = client.get("/v1/packages")?;
+        let known: Vec<Package> = client.get("/v1/packages")?;
         for slot in &draft.packages {
             let package = draft
                 .spec
@@ -45,12 +45,11 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
                 .get_mut(slot.group)
                 .and_then(|g| g.spec_mut().packages.get_mut(slot.package))
                 .context("a package slot points at no package")?;
-            let found = known.as_array().into_iter().flatten().find(|p| {
-                p["name"] == package.name.as_str() && p["version"] == package.version.as_str()
-            });
+            let found = known
+                .iter()
+                .find(|p| p.name == package.name && p.version == package.version);
             let blob = found
-                .and_then(|p| p["blob"].as_str())
-                .and_then(BlobId::parse)
+                .and_then(|p| BlobId::parse(&p.blob))
                 .ok_or_else(|| {
                     BadInput(format!(
                         "package {}@{} is not known to the mesh; add it with `peerbatch package add {} {} PATH`",
@@ -61,13 +60,10 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
         }
     }
     for name in &draft.after {
-        let job = client
+        let job: Job = client
             .get(&format!("/v1/jobs/{}", crate::cli_text::seg(name)))
             .map_err(|e| BadInput(format!("after: job {name:?}: {e:#}")))?;
-        let id = job["id"]
-            .as_str()
-            .and_then(JobId::parse)
-            .context("the node did not answer with a job id")?;
+        let id = JobId::parse(&job.id).context("the node did not answer with a job id")?;
         draft.spec.after.push(id);
     }
     draft.spec.validate().map_err(|e| BadInput(e.to_string()))?;
@@ -80,7 +76,7 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
 fn stage(client: &Client, source: &LocalSource, group: &TaskGroup) -> Result<(BlobId, bool)> {
     let text = source.path.to_string_lossy();
     let templated = text.contains('{') && !matches!(group, TaskGroup::One(_));
-    let blob = if templated {
+    let blob: StoredBlob = if templated {
         if !client.shares_files() {
             return Err(BadInput(format!(
                 "input source {text}: a source with one file per task can only be staged by the \
@@ -92,18 +88,14 @@ fn stage(client: &Client, source: &LocalSource, group: &TaskGroup) -> Result<(Bl
         for k in 0..group.len() {
             let path = group.fill(k, &text);
             let name = group.index_value(k).unwrap_or(k as i64).to_string();
-            entries.push((name, existing(Path::new(&path))?));
+            entries.push((name, existing(Path::new(&path))?.into()));
         }
-        client.post_unbounded("/v1/blobs/entries", &json!({ "entries": entries }))?
+        client.post_unbounded("/v1/blobs/entries", &PutEntries { entries })?
     } else {
         existing(&source.path)?;
         return Ok((crate::cli_blobs::store(client, &source.path)?.id, false));
     };
-    let id = blob["id"]
-        .as_str()
-        .and_then(BlobId::parse)
-        .context("the node did not answer with a blob id")?;
-    Ok((id, templated))
+    Ok((blob.id, templated))
 }
 
 /// The absolute form of a source that must exist.

@@ -317,14 +317,12 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
             dir: dir.unpack_dir(),
             max_bytes: opts.max_package_size,
         },
-    })
-    .merge(crate::api::cluster::router(
-        crate::api::cluster::ClusterState {
+        cluster: crate::api::cluster::ClusterState {
             standing,
             listen_file: dir.listen_file(),
             net: net.clone(),
         },
-    ));
+    });
     let app = guard::guard(routes, guard::Access::new(&token, task_tokens));
     tokio::spawn(guard::serve(listener, app));
     tracing::info!(

@@ -8,7 +8,11 @@
 //! against a two-node transfer of the same blob. Must not assert anything:
 //! it measures and reports.
 
-use crate::cli_text::{s, seg};
+use crate::api::types::{
+    Drain, Drained, Export, ExportBlob, ExportStarted, ExportState, Job, Node, PutPath, Status,
+    StoredBlob, Submitted,
+};
+use crate::cli_text::{opt, seg};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};
@@ -17,7 +21,6 @@ use peerbatch_protocol::files::{Input, Source};
 use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec};
 use peerbatch_protocol::BlobId;
 use rand::{RngCore, SeedableRng};
-use serde_json::json;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -112,20 +115,20 @@ fn b3sum(path: &Path) -> Option<f64> {
 
 fn put(client: &Client, path: &Path) -> Result<(String, f64)> {
     let started = Instant::now();
-    let r = client.post_unbounded("/v1/blobs", &json!({ "path": path.display().to_string() }))?;
-    Ok((s(&r["id"]), started.elapsed().as_secs_f64()))
+    let body = PutPath { path: path.into() };
+    let r: StoredBlob = client.post_unbounded("/v1/blobs", &body)?;
+    Ok((r.id.to_string(), started.elapsed().as_secs_f64()))
 }
 
 /// Starts an export of `id` at `out` on `client`'s node (keeping a copy
 /// of the chunks in its store when `store`); returns its number.
 fn start_get(client: &Client, id: &str, out: &Path, store: bool) -> Result<u64> {
-    let r = client.post(
-        &format!("/v1/blobs/{}/export", seg(id)),
-        &json!({ "out": out.display().to_string(), "store": store }),
-    )?;
-    r["export"]
-        .as_u64()
-        .context("the node did not say which export it started")
+    let body = ExportBlob {
+        out: out.into(),
+        store,
+    };
+    let r: ExportStarted = client.post(&format!("/v1/blobs/{}/export", seg(id)), &body)?;
+    Ok(r.export)
 }
 
 /// Waits until every `(client, export)` is done; returns each one's seconds
@@ -137,11 +140,11 @@ fn wait_gets(gets: &[(&Client, u64)], started: Instant) -> Result<Vec<f64>> {
             if done[i].is_some() {
                 continue;
             }
-            let e = client.get(&format!("/v1/exports/{number}"))?;
-            match e["state"].as_str() {
-                Some("running") => {}
-                Some("done") => done[i] = Some(started.elapsed().as_secs_f64()),
-                _ => bail!("export {number} failed: {}", s(&e["error"])),
+            let e: Export = client.get(&format!("/v1/exports/{number}"))?;
+            match e.state {
+                ExportState::Running => {}
+                ExportState::Done => done[i] = Some(started.elapsed().as_secs_f64()),
+                ExportState::Failed => bail!("export {number} failed: {}", opt(&e.error)),
             }
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -175,9 +178,7 @@ fn nodes_cpu(cluster: &LocalCluster) -> Vec<f64> {
 }
 
 fn served(client: &Client) -> Result<u64> {
-    Ok(client.get("/v1/status")?["chunks_served"]
-        .as_u64()
-        .unwrap_or(0))
+    Ok(client.get::<Status>("/v1/status")?.chunks_served)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -346,7 +347,7 @@ fn task_input(
     no_store: f64,
 ) -> Result<()> {
     let blob = BlobId::parse(id).with_context(|| format!("the node named blob {id:?}"))?;
-    clients[0].post("/v1/nodes/self/drain", &json!({ "drain": true }))?;
+    let _: Drained = clients[0].post("/v1/nodes/self/drain", &Drain { drain: true })?;
     wait_drained(&clients[1])?;
     let mut times = Vec::new();
     for run in 0..runs {
@@ -364,7 +365,8 @@ fn task_input(
         }];
         let spec = JobSpec::new(format!("input-{run}"), vec![TaskGroup::One(task)]);
         let started = Instant::now();
-        let job = s(&clients[1].post("/v1/jobs", &serde_json::to_value(spec)?)?["job_id"]);
+        let r: Submitted = clients[1].post("/v1/jobs", &spec)?;
+        let job = r.job_id;
         wait_succeeded(&clients[1], &job)?;
         times.push(started.elapsed().as_secs_f64());
     }
@@ -381,11 +383,11 @@ fn task_input(
 /// succeeded; fails if one failed.
 fn wait_succeeded(client: &Client, job: &str) -> Result<()> {
     loop {
-        let j = client.get(&format!("/v1/jobs/{}", seg(job)))?;
-        if j["failed"].as_u64().unwrap_or(0) > 0 {
+        let j: Job = client.get(&format!("/v1/jobs/{}", seg(job)))?;
+        if j.failed > 0 {
             bail!("the task of job {job} failed");
         }
-        if j["succeeded"].as_u64().unwrap_or(0) > 0 {
+        if j.succeeded > 0 {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -396,12 +398,8 @@ fn wait_succeeded(client: &Client, job: &str) -> Result<()> {
 fn wait_drained(client: &Client) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let nodes = client.get("/v1/nodes")?;
-        let others = nodes.as_array().into_iter().flatten();
-        if others
-            .filter(|n| n["self"] != true)
-            .all(|n| n["draining"] == true)
-        {
+        let nodes: Vec<Node> = client.get("/v1/nodes")?;
+        if nodes.iter().filter(|n| !n.is_self).all(|n| n.draining) {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -76,6 +76,22 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in declaration order.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Pending,
+        TaskState::Blocked,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+        TaskState::Skipped,
+    ];
+
+    /// The state [`TaskState::name`] names.
+    pub fn from_name(name: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn terminal(self) -> bool {
         matches!(
             self,

@@ -42,13 +42,14 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/invite", ""),
     ("GET", "/v1/waiting", ""),
     ("POST", "/v1/waiting/some-peer/approve", ""),
+    ("GET", "/v1/openapi.json", ""),
     ("GET", "/v1/no-such-route", ""),
     ("PUT", "/v1/status", ""),
 ];
 
 /// The routes of [`ROUTES`] a task's own token may use: reading jobs,
-/// tasks, logs, nodes, packages and status, submitting jobs, and storing
-/// and reading blobs as bytes in the body.
+/// tasks, logs, nodes, packages, status and the API's description,
+/// submitting jobs, and storing and reading blobs as bytes in the body.
 const TASK_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/status"),
     ("GET", "/v1/jobs"),
@@ -60,6 +61,7 @@ const TASK_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/packages"),
     ("PUT", "/v1/blobs/stream"),
     ("GET", "/v1/blobs/00/bytes"),
+    ("GET", "/v1/openapi.json"),
 ];
 
 fn api(node: &Node) -> String {

@@ -2,20 +2,19 @@
 //! cluster), `GET /v1/waiting` (peers waiting for approval that this node met) and
 //! `POST /v1/waiting/{peer}/approve` (hand one of them the cluster key; admins only).
 //!
-//! Owns these routes and their JSON, typed here for the CLI (`cli_cluster`) to read;
+//! Owns these routes (their JSON shapes are `api::types`');
 //! `api::guard` checks the token before they run (the cluster key goes only to callers that
 //! already hold this node's API token). Must not change the key; the waiting list and the
 //! approval exchange are `net`'s (its lobby).
 
+use crate::api::types::{Approved, Invite, Waiting};
 use crate::api::{ApiError, ApiResult};
 use crate::net::{ApproveError, JoinToken, Lobby, Net, Standing, WaitingPeer};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,45 +26,6 @@ pub struct ClusterState {
     pub listen_file: PathBuf,
     /// To dial a peer being approved.
     pub net: Net,
-}
-
-/// `GET /v1/invite`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Invite {
-    pub token: String,
-    pub addrs: Vec<String>,
-    pub admins: Vec<String>,
-}
-
-/// One entry of `GET /v1/waiting`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Waiting {
-    /// Proved by the peer's TLS certificate.
-    pub peer: String,
-    /// The host name it gave (letters, digits, `-._`, at most 64; not proved).
-    pub host: String,
-    /// Its listen address if this node dialled it, else where its connection came from.
-    pub addr: String,
-    pub dialled: bool,
-    /// Milliseconds since the Unix epoch.
-    pub first_seen_ms: u64,
-    pub last_seen_ms: u64,
-}
-
-/// `POST /v1/waiting/{peer}/approve`, once the peer stored the key.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Approved {
-    pub peer: String,
-    /// This node, the admin that approved it.
-    pub by: String,
-}
-
-pub fn router(state: ClusterState) -> Router {
-    Router::new()
-        .route("/v1/invite", get(invite))
-        .route("/v1/waiting", get(waiting))
-        .route("/v1/waiting/{peer}/approve", post(approve))
-        .with_state(state)
 }
 
 fn lobby(standing: &Standing) -> ApiResult<&Lobby> {
@@ -80,7 +40,10 @@ fn lobby(standing: &Standing) -> ApiResult<&Lobby> {
     ))
 }
 
-async fn invite(State(s): State<ClusterState>) -> ApiResult<Json<Invite>> {
+/// A join token for this node's cluster.
+#[utoipa::path(get, path = "/v1/invite", tag = "cluster",
+    responses((status = 200, body = Invite)))]
+pub async fn invite(State(s): State<ClusterState>) -> ApiResult<Json<Invite>> {
     let key = lobby(&s.standing)?.key().clone();
     let addrs = dialable(&s.listen_file);
     if addrs.is_empty() {
@@ -119,14 +82,20 @@ impl From<WaitingPeer> for Waiting {
     }
 }
 
-async fn waiting(State(s): State<ClusterState>) -> ApiResult<Json<Vec<Waiting>>> {
+/// Peers waiting for approval that this node met.
+#[utoipa::path(get, path = "/v1/waiting", tag = "cluster",
+    responses((status = 200, body = Vec<Waiting>)))]
+pub async fn waiting(State(s): State<ClusterState>) -> ApiResult<Json<Vec<Waiting>>> {
     let list = lobby(&s.standing)?.waiting();
     Ok(Json(list.into_iter().map(Waiting::from).collect()))
 }
 
 /// Arms the approval, dials the peer if its listen address is known, and waits for the
 /// exchange at its next connection with this node.
-async fn approve(
+#[utoipa::path(post, path = "/v1/waiting/{peer}/approve", tag = "cluster",
+    params(("peer" = String, Path, description = "the waiting peer's id")),
+    responses((status = 200, body = Approved)))]
+pub async fn approve(
     State(s): State<ClusterState>,
     Path(peer): Path<String>,
 ) -> ApiResult<Json<Approved>> {

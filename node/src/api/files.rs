@@ -3,19 +3,23 @@
 //! application packages (including unpacking `.tar`/`.tar.gz` archives with
 //! their paths checked).
 //!
-//! Owns those JSON shapes and the archive reader. Routes are registered in
+//! Owns those routes and the archive reader (their JSON shapes are
+//! `api::types`'). Routes are registered in
 //! `api`; like every handler, these ask the driver for protocol state and
 //! must not keep any of their own.
 
-use crate::api::{absolute, ask, bad_request, keep, not_found, ApiError, ApiResult, ApiState};
-use crate::identity::peer_of;
+use crate::api::types::{
+    AddPackage, ExportOutputs, JobPath, OutputsExportStarted, Package, PackageAdded, PutEntries,
+    StoredBlob,
+};
+use crate::api::{
+    absolute, ask, bad_request, keep, node_name, not_found, ApiError, ApiResult, ApiState,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use peerbatch_protocol::content::{check_path, Object, Tree, TreeEntry};
 use peerbatch_protocol::{BlobId, TaskState};
-use serde::Deserialize;
-use serde_json::{json, Value};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -29,17 +33,13 @@ fn blob_error(e: crate::store::blobs::BlobError) -> ApiError {
     bad_request(format!("{:#}", anyhow::Error::from(e)))
 }
 
-#[derive(Deserialize)]
-pub struct EntriesBody {
-    /// `(path in the tree, absolute local file)`.
-    entries: Vec<(String, PathBuf)>,
-}
-
 /// Stores local files under the given tree paths as one tree.
+#[utoipa::path(post, path = "/v1/blobs/entries", tag = "blobs", request_body = PutEntries,
+    responses((status = 200, body = StoredBlob)))]
 pub async fn put_entries(
     State(s): State<ApiState>,
-    Json(body): Json<EntriesBody>,
-) -> ApiResult<Json<Value>> {
+    Json(body): Json<PutEntries>,
+) -> ApiResult<Json<StoredBlob>> {
     let mut files = Vec::with_capacity(body.entries.len());
     for (name, path) in body.entries {
         check_path(&name).map_err(|e| bad_request(e.to_string()))?;
@@ -55,30 +55,25 @@ pub async fn put_entries(
         files.push((name, path, meta.permissions().mode() & 0o777));
     }
     let blobs = ask(&s, |d| d.blobs.clone()).await?;
+    let started = std::time::Instant::now();
     let (id, stats) = tokio::task::spawn_blocking(move || blobs.put_files(files))
         .await
         .map_err(internal)?
         .map_err(blob_error)?;
     keep(&s, id).await?;
-    Ok(Json(json!({
-        "id": id.to_string(),
-        "files": stats.files,
-        "bytes": stats.bytes,
-    })))
-}
-
-#[derive(Deserialize)]
-pub struct OutBody {
-    out: PathBuf,
+    Ok(Json(StoredBlob::new(id, stats, started)))
 }
 
 /// Starts downloading every succeeded task's outputs of a job to
 /// `out/TASK/...`; answers with an export number to poll.
+#[utoipa::path(post, path = "/v1/jobs/{job}/outputs/export", tag = "jobs",
+    params(JobPath), request_body = ExportOutputs,
+    responses((status = 200, body = OutputsExportStarted)))]
 pub async fn export_outputs(
     State(s): State<ApiState>,
-    Path(job): Path<String>,
-    Json(body): Json<OutBody>,
-) -> ApiResult<Json<Value>> {
+    Path(JobPath { job }): Path<JobPath>,
+    Json(body): Json<ExportOutputs>,
+) -> ApiResult<Json<OutputsExportStarted>> {
     let out = absolute("out", body.out)?;
     crate::store::blobs::check_out(&out).map_err(blob_error)?;
     let found = ask(&s, move |d| {
@@ -144,51 +139,46 @@ pub async fn export_outputs(
             anyhow::Error::from(e)
         ))
     })?;
-    let number = fetcher.start_export(tree, out, peers, true);
-    Ok(Json(json!({
-        "export": number,
-        "job_id": job.to_string(),
-        "tree": tree.to_string(),
-        "tasks": total,
-        "succeeded": succeeded,
-        "tasks_with_outputs": outputs.len(),
-    })))
+    let export = fetcher.start_export(tree, out, peers, true);
+    Ok(Json(OutputsExportStarted {
+        export,
+        job_id: job.to_string(),
+        tree: tree.to_string(),
+        tasks: total,
+        succeeded,
+        tasks_with_outputs: outputs.len(),
+    }))
 }
 
 /// Every package version the mesh knows.
-pub async fn packages(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/packages", tag = "packages",
+    responses((status = 200, body = Vec<Package>)))]
+pub async fn packages(State(s): State<ApiState>) -> ApiResult<Json<Vec<Package>>> {
     ask(&s, |d| {
         let list = d
             .core
             .ledger()
             .packages()
-            .map(|p| {
-                json!({
-                    "name": p.name,
-                    "version": p.version,
-                    "blob": p.blob.to_string(),
-                    "added_by": peer_of(&p.added_by).map_or_else(|| p.added_by.to_string(), |x| x.to_string()),
-                    "added_ms": p.added_ms,
-                })
+            .map(|p| Package {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                blob: p.blob.to_string(),
+                added_by: node_name(&p.added_by),
+                added_ms: p.added_ms,
             })
             .collect();
-        Json(Value::Array(list))
+        Json(list)
     })
     .await
 }
 
-#[derive(Deserialize)]
-pub struct PackageBody {
-    name: String,
-    version: String,
-    path: PathBuf,
-}
-
 /// Stores a directory or archive as a package version and tells the mesh.
+#[utoipa::path(post, path = "/v1/packages", tag = "packages", request_body = AddPackage,
+    responses((status = 200, body = PackageAdded)))]
 pub async fn add_package(
     State(s): State<ApiState>,
-    Json(body): Json<PackageBody>,
-) -> ApiResult<Json<Value>> {
+    Json(body): Json<AddPackage>,
+) -> ApiResult<Json<PackageAdded>> {
     peerbatch_protocol::files::check_package(&body.name, &body.version)
         .map_err(|e| bad_request(e.to_string()))?;
     let path = absolute("path", body.path)?;
@@ -221,17 +211,17 @@ pub async fn add_package(
         let now = d.now();
         let wall = crate::wallclock::wall_ms();
         let added = d.core.add_package(now, &name, &version, blob, wall);
-        added.map(|event| (name, version, event.is_some()))
+        added.map(|event| PackageAdded {
+            name,
+            version,
+            blob: blob.to_string(),
+            files,
+            new: event.is_some(),
+        })
     })
     .await?
     .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
-    Ok(Json(json!({
-        "name": added.0,
-        "version": added.1,
-        "blob": blob.to_string(),
-        "files": files,
-        "new": added.2,
-    })))
+    Ok(Json(added))
 }
 
 /// Where archives are unpacked (under the data dir) and the most bytes

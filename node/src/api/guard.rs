@@ -41,7 +41,8 @@ pub const MAX_BODY: usize = 64 << 20;
 
 /// What a task's own token (`PEERBATCH_TOKEN` inside a command the node
 /// runs) may call, by method and route pattern: reading jobs, tasks, logs,
-/// nodes, packages and the node's status, submitting jobs, and storing and
+/// nodes, packages, the node's status and the API's description (`/v1/openapi.json`),
+/// submitting jobs, and storing and
 /// reading blobs whose bytes travel in the body. Every other route — those a new engineer adds included — is refused to task tokens
 /// (403) until listed here. Routes that read or write files by path act as
 /// the node's account, so they must never be listed.
@@ -56,6 +57,7 @@ pub const TASK_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/packages"),
     ("PUT", "/v1/blobs/stream"),
     ("GET", "/v1/blobs/{id}/bytes"),
+    ("GET", "/v1/openapi.json"),
 ];
 
 /// Routes whose body may be larger than [`MAX_BODY`]: it is handed to the
@@ -145,7 +147,8 @@ fn task_may_not(request: &Request) -> Option<String> {
     (!listed).then(|| {
         format!(
             "{method} {}: a task's token (PEERBATCH_TOKEN inside a task) cannot use this route; \
-             task tokens may only read jobs, tasks, logs, nodes, packages and status, submit jobs, \
+             task tokens may only read jobs, tasks, logs, nodes, packages, status and the API's \
+             description (/v1/openapi.json), submit jobs, \
              and store or read blobs through PUT /v1/blobs/stream and GET /v1/blobs/{{id}}/bytes",
             route.unwrap_or(request.uri().path())
         )

@@ -1,9 +1,13 @@
-//! The local HTTP API (JSON), served on loopback for the CLI, scripts and
-//! the dashboard.
+//! The local HTTP API (JSON), served on loopback for the CLI, scripts, the
+//! Python client and the dashboard, and described by the OpenAPI document
+//! it serves at `/v1/openapi.json`.
 //!
-//! Owns routes and the JSON shapes; `api::guard` checks the token and reads
-//! bodies before any route runs. Every handler asks the driver through its
-//! request channel; must not hold protocol state of its own.
+//! Owns the route table ([`table`]: every route, each an annotated handler,
+//! so the router and the document come from one list) and the job, task,
+//! node and status routes; `api::types` owns the JSON shapes and
+//! `api::guard` checks the token and reads bodies before any route runs.
+//! Every handler asks the driver through its request channel; must not
+//! hold protocol state of its own.
 
 pub(crate) mod cluster;
 pub(crate) mod files;
@@ -11,43 +15,56 @@ pub(crate) mod guard;
 pub(crate) mod pools;
 pub(crate) mod schedules;
 pub(crate) mod stream;
+pub mod types;
 
-use crate::api::stream::StoredBlob;
+use crate::api::cluster::ClusterState;
+use crate::api::types::{
+    BlobPath, Cancelled, Drain, Drained, ErrorBody, Export, ExportBlob, ExportStarted, Job,
+    JobPath, JobState, LogQuery, Node, PutPath, Status, StoredBlob, Submitted, Task, TaskPath,
+};
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 use crate::identity::peer_of;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use libp2p::PeerId;
 use peerbatch_protocol::core::Progress;
-use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::ledger::{JobRecord, Ledger};
 use peerbatch_protocol::resources::unschedulable;
 use peerbatch_protocol::{
     BlobId, JobSpec, NodeId, NodeInfo, TaskRef, TaskResult, TaskState, TaskView,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::LazyLock;
 use tokio::sync::{mpsc, oneshot};
+use utoipa::openapi::{OpenApi, RefOr, Response as DocResponse};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub requests: mpsc::Sender<Request>,
     /// Where package archives are unpacked, and how much they may hold.
     pub unpack: crate::api::files::Unpack,
+    /// What the cluster-membership routes need.
+    pub cluster: ClusterState,
+}
+
+impl FromRef<ApiState> for ClusterState {
+    fn from_ref(s: &ApiState) -> ClusterState {
+        s.cluster.clone()
+    }
 }
 
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -57,36 +74,107 @@ pub(crate) fn not_found(msg: String) -> ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-/// Every route; `guard::guard` puts the token check in front of all of
-/// them. A new route also goes into `ROUTES` in `tests/tests/api_guard.rs`,
-/// and is refused to tasks' own tokens unless listed in
-/// `guard::TASK_ROUTES` (and in that test's `TASK_ROUTES`).
+/// Every route the node serves, and nothing else adds one: each is a
+/// handler annotated with `#[utoipa::path]`, registered by `routes!`, which
+/// puts it both in the router and in the OpenAPI document.
+/// `guard::guard` puts the token check in front of all of them. A new route
+/// also goes into `ROUTES` in `tests/tests/api_guard.rs`, and is refused to
+/// tasks' own tokens unless listed in `guard::TASK_ROUTES` (and in that
+/// test's `TASK_ROUTES`); `api::tests` fails while the router has a path
+/// the document lacks.
+pub fn table() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(jobs, submit))
+        .routes(routes!(job))
+        .routes(routes!(tasks))
+        .routes(routes!(cancel))
+        .routes(routes!(log))
+        .routes(routes!(nodes))
+        .routes(routes!(drain_node))
+        .routes(routes!(put_blob))
+        .routes(routes!(files::put_entries))
+        .routes(routes!(stream::put_stream))
+        .routes(routes!(stream::get_bytes))
+        .routes(routes!(files::export_outputs))
+        .routes(routes!(schedules::list, schedules::add))
+        .routes(routes!(schedules::remove))
+        .routes(routes!(pools::list, pools::define))
+        .routes(routes!(pools::logs))
+        .routes(routes!(files::packages, files::add_package))
+        .routes(routes!(export_blob))
+        .routes(routes!(export_progress))
+        .routes(routes!(cluster::invite))
+        .routes(routes!(cluster::waiting))
+        .routes(routes!(cluster::approve))
+        .routes(routes!(openapi))
+}
+
+/// The router of [`table`] with the node's state.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/jobs", get(jobs).post(submit))
-        .route("/v1/jobs/{job}", get(job))
-        .route("/v1/jobs/{job}/tasks", get(tasks))
-        .route("/v1/jobs/{job}/cancel", post(cancel))
-        .route("/v1/jobs/{job}/tasks/{task}/log", get(log))
-        .route("/v1/nodes", get(nodes))
-        .route("/v1/nodes/{node}/drain", post(drain_node))
-        .route("/v1/blobs", post(put_blob))
-        .route("/v1/blobs/entries", post(files::put_entries))
-        .route("/v1/blobs/stream", put(stream::put_stream))
-        .route("/v1/blobs/{id}/bytes", get(stream::get_bytes))
-        .route("/v1/jobs/{job}/outputs/export", post(files::export_outputs))
-        .route("/v1/schedules", get(schedules::list).post(schedules::add))
-        .route("/v1/schedules/{name}", delete(schedules::remove))
-        .route("/v1/pools", get(pools::list).post(pools::define))
-        .route("/v1/pools/{name}/logs/{node}", get(pools::logs))
-        .route(
-            "/v1/packages",
-            get(files::packages).post(files::add_package),
+    table().with_state(state).split_for_parts().0
+}
+
+/// The OpenAPI 3 document of every route in [`table`]; every operation
+/// also answers refusals as an [`ErrorBody`].
+pub fn document() -> OpenApi {
+    let mut doc = table().into_openapi();
+    doc.info.title = "peerbatch node API".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.description = Some(
+        "The local HTTP API of a peerbatch node. Every request carries `Authorization: Bearer TOKEN` \
+         (the node's DATA_DIR/token, or a running task's PEERBATCH_TOKEN)."
+            .into(),
+    );
+    let refused = DocResponse::builder()
+        .description("refused: `error` says what was wrong and where")
+        .content(
+            "application/json",
+            utoipa::openapi::Content::new(Some(RefOr::Ref(
+                utoipa::openapi::Ref::from_schema_name("ErrorBody"),
+            ))),
         )
-        .route("/v1/blobs/{id}/export", post(export_blob))
-        .route("/v1/exports/{n}", get(export_progress))
-        .with_state(state)
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            op.responses
+                .responses
+                .insert("default".into(), RefOr::T(refused.clone()));
+        }
+    }
+    let schemas = doc.components.get_or_insert_with(Default::default);
+    schemas.schemas.insert(
+        "ErrorBody".into(),
+        <ErrorBody as utoipa::PartialSchema>::schema(),
+    );
+    doc
+}
+
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+static DOCUMENT: LazyLock<serde_json::Value> =
+    LazyLock::new(|| serde_json::to_value(document()).unwrap_or_default());
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "api",
+    responses((status = 200, description = "the OpenAPI 3 document of every route", body = Object)))]
+async fn openapi() -> Json<serde_json::Value> {
+    Json(DOCUMENT.clone())
 }
 
 /// Runs `f` on the driver and returns its answer.
@@ -108,29 +196,13 @@ pub(crate) async fn ask<T: Send + 'static>(
     rx.await.map_err(|_| gone())
 }
 
-fn node_name(node: &NodeId) -> String {
+pub(crate) fn node_name(node: &NodeId) -> String {
     peer_of(node).map_or_else(|| node.to_string(), |p| p.to_string())
 }
 
 /// Whether some task of the job still waits to run.
 fn has_waiting(p: &Progress) -> bool {
     p.pending + p.blocked > 0
-}
-
-fn job_state(p: &Progress, total: u32) -> &'static str {
-    if p.done() == total {
-        if p.cancelled > 0 {
-            "cancelled"
-        } else if p.failed > 0 || p.skipped > 0 {
-            "failed"
-        } else {
-            "succeeded"
-        }
-    } else if p.running > 0 || p.done() > 0 {
-        "running"
-    } else {
-        "pending"
-    }
 }
 
 /// Maps a task position to its group's index.
@@ -149,32 +221,35 @@ fn group_index(spec: &JobSpec) -> impl Fn(u32) -> usize + '_ {
     }
 }
 
-fn job_json(record: &JobRecord, p: Progress) -> Value {
-    json!({
-        "id": record.id.to_string(),
-        "name": record.spec.name,
-        "priority": record.spec.priority,
-        "state": job_state(&p, record.task_count),
-        "tasks": record.task_count,
-        "pending": p.pending,
-        "blocked": p.blocked,
-        "running": p.running,
-        "succeeded": p.succeeded,
-        "failed": p.failed,
-        "cancelled": p.cancelled,
-        "skipped": p.skipped,
-        "submitted_ms": record.submitted_ms,
-        "max_wall_clock_ms": record.spec.max_wall_clock_ms,
-        "after": record.spec.after.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "on_dependency_failure": match record.spec.on_dependency_failure {
-            OnDependencyFailure::Skip => "skip",
-            OnDependencyFailure::Fail => "fail",
-            OnDependencyFailure::Run => "run",
+fn job_of(record: &JobRecord, p: Progress) -> Job {
+    use peerbatch_protocol::deps::OnDependencyFailure as F;
+    use types::OnDependencyFailure;
+    Job {
+        id: record.id.to_string(),
+        name: record.spec.name.clone(),
+        priority: record.spec.priority,
+        state: JobState::of(&p, record.task_count),
+        tasks: record.task_count,
+        pending: p.pending,
+        blocked: p.blocked,
+        running: p.running,
+        succeeded: p.succeeded,
+        failed: p.failed,
+        cancelled: p.cancelled,
+        skipped: p.skipped,
+        submitted_ms: record.submitted_ms,
+        max_wall_clock_ms: record.spec.max_wall_clock_ms,
+        after: record.spec.after.iter().map(ToString::to_string).collect(),
+        on_dependency_failure: match record.spec.on_dependency_failure {
+            F::Skip => OnDependencyFailure::Skip,
+            F::Fail => OnDependencyFailure::Fail,
+            F::Run => OnDependencyFailure::Run,
         },
-        "schedule": record.spec.origin.as_ref().map(|o| o.schedule.clone()),
-        "occurrence_ms": record.spec.origin.as_ref().map(|o| o.at_ms),
-        "submitted_by": node_name(&record.submitted_by),
-    })
+        schedule: record.spec.origin.as_ref().map(|o| o.schedule.clone()),
+        occurrence_ms: record.spec.origin.as_ref().map(|o| o.at_ms),
+        submitted_by: node_name(&record.submitted_by),
+        unschedulable: None,
+    }
 }
 
 /// Why each task group of a job fits no node of the mesh, if it does not.
@@ -190,60 +265,64 @@ fn unschedulable_groups(d: &Driver, record: &JobRecord) -> Vec<Option<String>> {
 
 /// The replicated fields of a task: identical on every converged node.
 /// `why_not` is its group's entry from [`unschedulable_groups`].
-fn task_json(
-    ledger: &Ledger,
-    record: &JobRecord,
-    view: &TaskView,
-    why_not: Option<&String>,
-) -> Value {
+fn task_of(ledger: &Ledger, record: &JobRecord, view: &TaskView, why_not: Option<&String>) -> Task {
     let resolved = record.spec.task(view.task.index);
     let limit = resolved.as_ref().and_then(|t| t.max_wall_clock_ms);
     let id = resolved.map_or_else(|| view.task.index.to_string(), |t| t.id);
     let waiting = matches!(view.state, TaskState::Pending | TaskState::Blocked);
-    let mut task = json!({
-        "id": id,
-        "state": view.state.name(),
-        "unschedulable": why_not.filter(|_| waiting),
-        "attempt": view.attempt,
-        "node": view.node.as_ref().map(node_name),
-        "exit_code": view.result.as_ref().and_then(|r| r.outcome.exit_code()),
-        "outcome": view.result.as_ref().map(|r| outcome_name(&r.outcome)),
-        "wall_clock_limit_ms": limit,
-        "outputs": view.result.as_ref().and_then(|r| r.outputs).map(|b| b.to_string()),
-    });
+    let mut task = Task {
+        id,
+        state: view.state,
+        unschedulable: why_not.filter(|_| waiting).cloned(),
+        attempt: view.attempt,
+        node: view.node.as_ref().map(node_name),
+        exit_code: view.result.as_ref().and_then(|r| r.outcome.exit_code()),
+        outcome: view.result.as_ref().map(|r| outcome_of(&r.outcome)),
+        wall_clock_limit_ms: limit,
+        outputs: view
+            .result
+            .as_ref()
+            .and_then(|r| r.outputs)
+            .map(|b| b.to_string()),
+        instances: None,
+        gang: None,
+        hosts: None,
+    };
     let instances = record
         .spec
         .template(view.task.index)
         .map_or(1, |t| t.resources.instances);
     if instances > 1 {
-        task["instances"] = json!(instances);
-        task["gang"] = json!(match &view.gang {
-            Some(g) if g.formed => "formed",
-            Some(g) if g.declined => "declined",
-            Some(_) => "forming",
-            None => "none",
+        task.instances = Some(instances);
+        task.gang = Some(match &view.gang {
+            Some(g) if g.formed => types::Gang::Formed,
+            Some(g) if g.declined => types::Gang::Declined,
+            Some(_) => types::Gang::Forming,
+            None => types::Gang::None,
         });
-        task["hosts"] = gang_members(ledger, record, view)
+        let hosts = gang_members(ledger, record, view)
             .iter()
             .enumerate()
-            .map(|(rank, (node, result))| {
-                let exit = result.and_then(|r| r.outcome.exit_code());
-                json!({ "rank": rank, "node": node_name(node), "exit_code": exit })
+            .map(|(rank, (node, result))| types::GangHost {
+                rank,
+                node: node_name(node),
+                exit_code: result.and_then(|r| r.outcome.exit_code()),
             })
             .collect();
+        task.hosts = Some(hosts);
     }
     task
 }
 
-/// How an attempt ended, as `tasks --json` names it.
-fn outcome_name(outcome: &peerbatch_protocol::Outcome) -> &'static str {
+/// How an attempt ended, as the API names it.
+fn outcome_of(outcome: &peerbatch_protocol::Outcome) -> types::Outcome {
     use peerbatch_protocol::Outcome;
     match outcome {
-        Outcome::Exited(_) => "exited",
-        Outcome::Signaled(_) => "signaled",
-        Outcome::TimedOut => "timed_out",
-        Outcome::FailedToStart(_) => "failed_to_start",
-        Outcome::OutputsFailed(_) => "outputs_failed",
+        Outcome::Exited(_) => types::Outcome::Exited,
+        Outcome::Signaled(_) => types::Outcome::Signaled,
+        Outcome::TimedOut => types::Outcome::TimedOut,
+        Outcome::FailedToStart(_) => types::Outcome::FailedToStart,
+        Outcome::OutputsFailed(_) => types::Outcome::OutputsFailed,
     }
 }
 
@@ -265,91 +344,125 @@ fn gang_members<'a>(
     }
 }
 
-async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+/// This node's own state: slots, load, peers, ledger and store figures.
+#[utoipa::path(get, path = "/v1/status", tag = "nodes",
+    responses((status = 200, body = Status)))]
+async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>> {
     ask(&s, |d| {
         let (claimed, running) = d.core.local_load();
         let stats = d.core.stats();
         let connected = d.core.peers().values().filter(|p| p.connected).count();
-        Json(json!({
-            "node": d.net.local_peer_id().to_string(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "slots": d.core.config().slots,
-            "draining": d.core.draining(),
-            "claiming": !d.core.draining() && !d.core.paused(),
-            "storage_error": d.storage.borrow().clone(),
-            "unavailable": d.unavailable.clone(),
-            "claimed": claimed,
-            "running": running,
-            "peers_connected": connected,
-            "events": d.core.ledger().event_count(),
-            "ledger_bytes": d.store.size_on_disk(),
-            "event_bytes": d.store.event_bytes(),
-            "attempts_started": stats.attempts_started,
-            "attempts_fenced": stats.attempts_fenced,
-            "events_rejected": stats.events_rejected,
-            "chunks_fetched": d.fetcher.stats.chunks_fetched.load(Relaxed),
-            "chunks_served": d.fetcher.stats.chunks_served.load(Relaxed),
-            "fetches_deferred": d.fetcher.stats.fetches_deferred.load(Relaxed),
-            "input_held": d.input_held,
-            "bad_chunks": d.fetcher.stats.bad_chunks.load(Relaxed),
-            "bad_chunks_by_peer": d.fetcher.stats.bad_by_peer.lock().map(|m| {
-                m.iter().map(|(p, n)| (p.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()
-            }).unwrap_or_default(),
-            "store_limit": d.reclaimer.as_ref().and_then(|r| r.limit()),
-            "reclaim": d.reclaimer.as_ref().map(|r| *r.history.lock().unwrap_or_else(|p| p.into_inner())),
-        }))
+        let by_peer = d
+            .fetcher
+            .stats
+            .bad_by_peer
+            .lock()
+            .map(|m| m.iter().map(|(p, n)| (p.to_string(), *n)).collect());
+        Json(Status {
+            node: d.net.local_peer_id().to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            slots: d.core.config().slots,
+            draining: d.core.draining(),
+            claiming: !d.core.draining() && !d.core.paused(),
+            storage_error: d.storage.borrow().clone(),
+            unavailable: d.unavailable.clone(),
+            claimed,
+            running,
+            peers_connected: connected,
+            events: d.core.ledger().event_count(),
+            ledger_bytes: d.store.size_on_disk(),
+            event_bytes: d.store.event_bytes(),
+            attempts_started: stats.attempts_started,
+            attempts_fenced: stats.attempts_fenced,
+            events_rejected: stats.events_rejected,
+            chunks_fetched: d.fetcher.stats.chunks_fetched.load(Relaxed),
+            chunks_served: d.fetcher.stats.chunks_served.load(Relaxed),
+            fetches_deferred: d.fetcher.stats.fetches_deferred.load(Relaxed),
+            input_held: d.input_held,
+            bad_chunks: d.fetcher.stats.bad_chunks.load(Relaxed),
+            bad_chunks_by_peer: by_peer.unwrap_or_default(),
+            store_limit: d.reclaimer.as_ref().and_then(|r| r.limit()),
+            reclaim: d
+                .reclaimer
+                .as_ref()
+                .map(|r| *r.history.lock().unwrap_or_else(|p| p.into_inner())),
+        })
     })
     .await
 }
 
-async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+/// Every job this node knows, oldest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    responses((status = 200, body = Vec<Job>)))]
+async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Vec<Job>>> {
     ask(&s, |d| {
-        let mut list: Vec<(u64, Value)> = d
+        let mut list: Vec<Job> = d
             .core
             .ledger()
             .jobs()
-            .map(|j| (j.submitted_ms, job_json(j, d.core.progress(&j.id))))
+            .map(|j| job_of(j, d.core.progress(&j.id)))
             .collect();
-        list.sort_by_key(|(t, _)| *t);
-        Json(Value::Array(list.into_iter().map(|(_, v)| v).collect()))
+        list.sort_by_key(|j| j.submitted_ms);
+        Json(list)
     })
     .await
 }
 
-async fn job(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+/// One job, with why its waiting tasks cannot run if no node fits them.
+#[utoipa::path(get, path = "/v1/jobs/{job}", tag = "jobs", params(JobPath),
+    responses((status = 200, body = Job)))]
+async fn job(
+    State(s): State<ApiState>,
+    Path(JobPath { job }): Path<JobPath>,
+) -> ApiResult<Json<Job>> {
     ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
-        let mut j = job_json(record, d.core.progress(&id));
-        let why_not = unschedulable_groups(d, record).into_iter().flatten().next();
-        if has_waiting(&d.core.progress(&id)) {
-            j["unschedulable"] = json!(why_not);
+        let progress = d.core.progress(&id);
+        let mut j = job_of(record, progress);
+        if has_waiting(&progress) {
+            j.unschedulable = unschedulable_groups(d, record).into_iter().flatten().next();
         }
         Ok(Json(j))
     })
     .await?
 }
 
-async fn tasks(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+/// A job's tasks, in the order of its expansion.
+#[utoipa::path(get, path = "/v1/jobs/{job}/tasks", tag = "jobs", params(JobPath),
+    responses((status = 200, body = Vec<Task>)))]
+async fn tasks(
+    State(s): State<ApiState>,
+    Path(JobPath { job }): Path<JobPath>,
+) -> ApiResult<Json<Vec<Task>>> {
     ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
         let why_not = unschedulable_groups(d, record);
         let group_of = group_index(&record.spec);
-        Ok(Json(Value::Array(
+        Ok(Json(
             d.core
                 .views(id)
                 .map(|v| {
                     let why_not = why_not[group_of(v.task.index)].as_ref();
-                    task_json(d.core.ledger(), record, v, why_not)
+                    task_of(d.core.ledger(), record, v, why_not)
                 })
                 .collect(),
-        )))
+        ))
     })
     .await?
 }
 
-async fn submit(State(s): State<ApiState>, Json(spec): Json<JobSpec>) -> ApiResult<Json<Value>> {
+/// Submits a job (a protocol `JobSpec`, as `peerbatch submit` builds it
+/// from a job file); answers once it is durable here and, when peers are
+/// connected, held by one of them or after a while.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    request_body(content = Object, description = "a JobSpec"),
+    responses((status = 200, body = Submitted)))]
+async fn submit(
+    State(s): State<ApiState>,
+    Json(spec): Json<JobSpec>,
+) -> ApiResult<Json<Submitted>> {
     let tasks = spec.task_count();
     let (tx, rx) = oneshot::channel();
     let (job, peers) = ask(&s, move |d| {
@@ -364,15 +477,21 @@ async fn submit(State(s): State<ApiState>, Json(spec): Json<JobSpec>) -> ApiResu
     })
     .await??;
     let replicated_to = rx.await.unwrap_or(0);
-    Ok(Json(json!({
-        "job_id": job.to_string(),
-        "tasks": tasks,
-        "replicated_to": replicated_to,
-        "peers_connected": peers,
-    })))
+    Ok(Json(Submitted {
+        job_id: job.to_string(),
+        tasks,
+        replicated_to,
+        peers_connected: peers,
+    }))
 }
 
-async fn cancel(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+/// Cancels a job everywhere: from the node that submitted it or an admin node.
+#[utoipa::path(post, path = "/v1/jobs/{job}/cancel", tag = "jobs", params(JobPath),
+    responses((status = 200, body = Cancelled)))]
+async fn cancel(
+    State(s): State<ApiState>,
+    Path(JobPath { job }): Path<JobPath>,
+) -> ApiResult<Json<Cancelled>> {
     ask(&s, move |d| {
         let id = d.resolve_job(&job).map_err(not_found)?;
         let now = d.now();
@@ -382,12 +501,18 @@ async fn cancel(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult
                 format!("job {id} may be cancelled only from the node that submitted it or an admin node"),
             ));
         }
-        Ok(Json(json!({ "job_id": id.to_string(), "cancelled": true })))
+        Ok(Json(Cancelled {
+            job_id: id.to_string(),
+            cancelled: true,
+        }))
     })
     .await?
 }
 
-async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+/// Every node of the mesh this node has heard of.
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
+    responses((status = 200, body = Vec<Node>)))]
+async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Vec<Node>>> {
     ask(&s, |d| {
         let now = d.now();
         let me = d.core.node_id();
@@ -399,40 +524,42 @@ async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
             .map(|(id, info)| {
                 let peer = d.core.peers().get(id);
                 let silent = peer.and_then(|p| p.last_heard).map(|t| now.since(t));
-                let live = *id == me || silent.is_some_and(|s| s <= lease);
-                json!({
-                    "id": node_name(id),
-                    "self": *id == me,
-                    "live": live,
-                    "connected": peer.is_some_and(|p| p.connected),
-                    "last_heard_ms": if *id == me { Some(0) } else { silent },
-                    "slots": info.slots,
-                    "memory_mb": info.memory_mb,
-                    "gpus": info.gpus,
-                    "labels": info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-                    "draining": info.draining,
-                    "addrs": info.addrs,
-                    "version": info.version,
-                })
+                Node {
+                    id: node_name(id),
+                    is_self: *id == me,
+                    live: *id == me || silent.is_some_and(|s| s <= lease),
+                    connected: peer.is_some_and(|p| p.connected),
+                    last_heard_ms: if *id == me { Some(0) } else { silent },
+                    slots: info.slots,
+                    memory_mb: info.memory_mb,
+                    gpus: info.gpus,
+                    labels: info
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect(),
+                    draining: info.draining,
+                    addrs: info.addrs.clone(),
+                    version: info.version.clone(),
+                }
             })
             .collect();
-        Json(Value::Array(list))
+        Json(list)
     })
     .await
 }
 
-#[derive(Deserialize)]
-struct DrainBody {
-    drain: bool,
-}
-
 /// Asks a node (by peer id, a unique prefix of one, or `self`) to drain or
 /// resume, through the ledger.
+#[utoipa::path(post, path = "/v1/nodes/{node}/drain", tag = "nodes",
+    params(("node" = String, Path, description = "a peer id, a unique prefix of one, or `self`")),
+    request_body = Drain,
+    responses((status = 200, body = Drained)))]
 async fn drain_node(
     State(s): State<ApiState>,
     Path(node): Path<String>,
-    Json(body): Json<DrainBody>,
-) -> ApiResult<Json<Value>> {
+    Json(body): Json<Drain>,
+) -> ApiResult<Json<Drained>> {
     ask(&s, move |d| {
         let me = d.core.node_id();
         let matches: Vec<NodeId> = d
@@ -471,25 +598,23 @@ async fn drain_node(
                 ),
             ));
         }
-        Ok(Json(
-            json!({ "node": node_name(&target), "drain": body.drain }),
-        ))
+        Ok(Json(Drained {
+            node: node_name(&target),
+            drain: body.drain,
+        }))
     })
     .await?
 }
 
-#[derive(Deserialize)]
-struct LogQuery {
-    #[serde(default)]
-    stream: Option<String>,
-    /// An instance of a multi-instance task (0, the primary, by default).
-    #[serde(default)]
-    rank: Option<u32>,
-}
-
+/// A finished task's captured stdout or stderr (empty when nothing was
+/// captured), fetched from wherever it is.
+#[utoipa::path(get, path = "/v1/jobs/{job}/tasks/{task}/log", tag = "jobs",
+    params(TaskPath, LogQuery),
+    responses((status = 200, description = "the stream's bytes", body = Vec<u8>,
+        content_type = "application/octet-stream")))]
 async fn log(
     State(s): State<ApiState>,
-    Path((job, task)): Path<(String, String)>,
+    Path(TaskPath { job, task }): Path<TaskPath>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
     let stderr = match q.stream.as_deref() {
@@ -587,16 +712,13 @@ pub(crate) fn absolute(field: &str, path: PathBuf) -> ApiResult<PathBuf> {
     }
 }
 
-#[derive(Deserialize)]
-struct PutBody {
-    path: PathBuf,
-}
-
 /// Stores a local file or directory tree (read by the node itself: the API
 /// is loopback-only, so the client is on this machine).
+#[utoipa::path(post, path = "/v1/blobs", tag = "blobs", request_body = PutPath,
+    responses((status = 200, body = StoredBlob)))]
 async fn put_blob(
     State(s): State<ApiState>,
-    Json(body): Json<PutBody>,
+    Json(body): Json<PutPath>,
 ) -> ApiResult<Json<StoredBlob>> {
     let path = absolute("path", body.path)?;
     let blobs = ask(&s, |d| d.blobs.clone()).await?;
@@ -623,60 +745,147 @@ pub(crate) async fn keep(s: &ApiState, id: BlobId) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct ExportBody {
-    out: PathBuf,
-    /// Keep a copy of the fetched chunks in this node's store, so that it
-    /// serves them to peers and a later get is local (default). `false`
-    /// writes a file blob's fetched chunks into the file only.
-    #[serde(default = "yes")]
-    store: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// Starts fetching a blob from the mesh and writing it at `out`; answers
 /// with an export number to poll at `/v1/exports/{n}`.
+#[utoipa::path(post, path = "/v1/blobs/{id}/export", tag = "blobs",
+    params(BlobPath), request_body = ExportBlob,
+    responses((status = 200, body = ExportStarted)))]
 async fn export_blob(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    Json(body): Json<ExportBody>,
-) -> ApiResult<Json<Value>> {
+    Path(BlobPath { id }): Path<BlobPath>,
+    Json(body): Json<ExportBlob>,
+) -> ApiResult<Json<ExportStarted>> {
     let blob = blob_id(&id)?;
     let out = absolute("out", body.out)?;
     crate::store::blobs::check_out(&out)
         .map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
     let store = body.store;
-    let number = ask(&s, move |d| {
+    let export = ask(&s, move |d| {
         let peers = d.connected_peers();
         d.fetcher.start_export(blob, out, peers, store)
     })
     .await?;
-    Ok(Json(json!({ "export": number })))
+    Ok(Json(ExportStarted { export }))
 }
 
-async fn export_progress(State(s): State<ApiState>, Path(n): Path<u64>) -> ApiResult<Json<Value>> {
+/// How far an export (`get`) on this node is.
+#[utoipa::path(get, path = "/v1/exports/{n}", tag = "blobs",
+    params(("n" = u64, Path, description = "the export number a start answered")),
+    responses((status = 200, body = Export)))]
+async fn export_progress(State(s): State<ApiState>, Path(n): Path<u64>) -> ApiResult<Json<Export>> {
     let export = ask(&s, move |d| d.fetcher.export(n))
         .await?
         .ok_or_else(|| not_found(format!("no export {n} on this node")))?;
     let p = &export.progress;
     let (state, bytes_written, error) = match export.state.lock().as_deref() {
-        Ok(ExportState::Running) => ("running", None, None),
-        Ok(ExportState::Done { bytes }) => ("done", Some(*bytes), None),
-        Ok(ExportState::Failed(e)) => ("failed", None, Some(e.clone())),
-        Err(_) => ("failed", None, Some("export state lost".to_string())),
+        Ok(ExportState::Running) => (types::ExportState::Running, None, None),
+        Ok(ExportState::Done { bytes }) => (types::ExportState::Done, Some(*bytes), None),
+        Ok(ExportState::Failed(e)) => (types::ExportState::Failed, None, Some(e.clone())),
+        Err(_) => (
+            types::ExportState::Failed,
+            None,
+            Some("export state lost".to_string()),
+        ),
     };
-    Ok(Json(json!({
-        "blob": export.blob.to_string(),
-        "out": export.out.display().to_string(),
-        "state": state,
-        "error": error,
-        "bytes_total": p.bytes_total.load(Relaxed),
-        "bytes_done": p.bytes_done.load(Relaxed),
-        "chunks_fetched": p.chunks_fetched.load(Relaxed),
-        "chunks_present": p.chunks_present.load(Relaxed),
-        "bytes_written": bytes_written,
-    })))
+    Ok(Json(Export {
+        blob: export.blob.to_string(),
+        out: export.out.display().to_string(),
+        state,
+        error,
+        bytes_total: p.bytes_total.load(Relaxed),
+        bytes_done: p.bytes_done.load(Relaxed),
+        chunks_fetched: p.chunks_fetched.load(Relaxed),
+        chunks_present: p.chunks_present.load(Relaxed),
+        bytes_written,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{document, table, ApiState};
+    use std::collections::BTreeSet;
+
+    /// Every `(METHOD, path)` `router` serves, read from its `Debug` form,
+    /// the one place axum lists its routes: `paths: {RouteId(N): "/path"}`
+    /// and, per route id, `allow_header: Bytes(b"GET,HEAD")`, in its
+    /// `path_router` (its `fallback_router` holds only axum's own fallback).
+    fn served(router: &axum::Router<ApiState>) -> BTreeSet<(String, String)> {
+        let debug = format!("{router:?}");
+        let text = debug.split("fallback_router:").next().unwrap_or_default();
+        let paths = text
+            .split_once("paths: {")
+            .map(|(_, rest)| rest)
+            .expect("axum's Router Debug form lists no paths: update `served` for this axum");
+        let mut served = BTreeSet::new();
+        for entry in paths.split("RouteId(").skip(1) {
+            let Some((id, rest)) = entry.split_once("): \"") else {
+                continue;
+            };
+            let path = rest.split('"').next().unwrap_or_default();
+            let allow = text
+                .split(&format!("RouteId({id}): MethodRouter("))
+                .nth(1)
+                .and_then(|r| r.split_once("allow_header: Bytes(b\""))
+                .map_or("ANY", |(_, r)| r.split('"').next().unwrap_or_default());
+            for method in allow.split(',').filter(|m| *m != "HEAD") {
+                served.insert((method.to_string(), path.to_string()));
+            }
+        }
+        served
+    }
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        documented
+    }
+
+    #[test]
+    fn every_route_the_node_serves_is_in_the_openapi_document() {
+        let (router, _) = table().split_for_parts();
+        let served = served(&router);
+        assert!(
+            served.contains(&("GET".into(), "/v1/status".into())),
+            "could not read the routes from axum's Router: {served:?}"
+        );
+        let documented = documented();
+        let missing: Vec<_> = served.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "routes served but not in /v1/openapi.json (register them with `routes!` and a \
+             #[utoipa::path] on the handler): {missing:?}"
+        );
+    }
+
+    #[test]
+    fn every_operation_of_the_document_says_what_it_answers_and_how_it_refuses() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = &op["responses"];
+                assert!(
+                    responses["200"].is_object(),
+                    "{method} {path}: no 200 answer"
+                );
+                assert!(
+                    responses["default"].is_object(),
+                    "{method} {path}: no refusal"
+                );
+            }
+        }
+        assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["Job"]["properties"]["state"]["$ref"],
+            "#/components/schemas/JobState"
+        );
+        let states = &schemas["Task"]["properties"]["state"]["enum"];
+        assert_eq!(states.as_array().map(Vec::len), Some(7), "{states}");
+    }
 }

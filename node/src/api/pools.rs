@@ -1,29 +1,26 @@
 //! HTTP routes for pools: define a pool's start task, list pools with each
 //! member node's start-task result, and read a node's start-task output.
 //!
-//! Owns those JSON shapes. Running start tasks is `pools`'s; like every
+//! Owns those routes (their JSON shapes are `api::types`'). Running start tasks is `pools`'s; like every
 //! handler, these ask the driver and keep no state.
 
-use crate::api::{ask, bad_request, log_bytes, not_found, ApiResult, ApiState};
-use crate::identity::peer_of;
+use crate::api::types::{DefinePool, Named, Pool, PoolMember, StreamQuery};
+use crate::api::{ask, bad_request, log_bytes, node_name, not_found, ApiResult, ApiState};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Json;
 use peerbatch_protocol::Command;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-fn name_of(node: &peerbatch_protocol::NodeId) -> String {
-    peer_of(node).map_or_else(|| node.to_string(), |p| p.to_string())
-}
-
-pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+/// Every pool with each member node's start-task result.
+#[utoipa::path(get, path = "/v1/pools", tag = "pools",
+    responses((status = 200, body = Vec<Pool>)))]
+pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Vec<Pool>>> {
     ask(&s, |d| {
         let ledger = d.core.ledger();
         let list = ledger
             .pools(crate::wallclock::wall_ms())
             .map(|p| {
-                let members: Vec<Value> = ledger
+                let nodes = ledger
                     .nodes()
                     .filter(|(id, info)| {
                         info.labels.iter().any(|(k, v)| k == "pool" && *v == p.name)
@@ -31,25 +28,25 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
                     })
                     .map(|(id, _)| {
                         let r = ledger.start_result(&p.event, id);
-                        json!({
-                            "node": name_of(id),
-                            "start_task": match r {
+                        PoolMember {
+                            node: node_name(id),
+                            start_task: match r {
                                 None => "pending".to_string(),
                                 Some(r) if r.outcome.success() => "succeeded".to_string(),
                                 Some(r) => format!("failed: {:?}", r.outcome),
                             },
-                        })
+                        }
                     })
                     .collect();
-                json!({
-                    "name": p.name,
-                    "start_task": command_text(&p.start_task),
-                    "wait_for_success": p.wait_for_success,
-                    "nodes": members,
-                })
+                Pool {
+                    name: p.name.clone(),
+                    start_task: command_text(&p.start_task),
+                    wait_for_success: p.wait_for_success,
+                    nodes,
+                }
             })
             .collect();
-        Json(Value::Array(list))
+        Json(list)
     })
     .await
 }
@@ -61,18 +58,13 @@ fn command_text(c: &Command) -> String {
     }
 }
 
-#[derive(Deserialize)]
-pub struct DefineBody {
-    name: String,
-    start_task: String,
-    #[serde(default)]
-    wait_for_success: bool,
-}
-
+/// Gives a pool a start task, run once by each node labelled `pool=NAME`.
+#[utoipa::path(post, path = "/v1/pools", tag = "pools", request_body = DefinePool,
+    responses((status = 200, body = Named)))]
 pub async fn define(
     State(s): State<ApiState>,
-    Json(body): Json<DefineBody>,
-) -> ApiResult<Json<Value>> {
+    Json(body): Json<DefinePool>,
+) -> ApiResult<Json<Named>> {
     if body.start_task.trim().is_empty() {
         return Err(bad_request("the start task is empty".into()));
     }
@@ -87,22 +79,21 @@ pub async fn define(
                 crate::wallclock::wall_ms(),
             )
             .map_err(bad_request)?;
-        Ok(Json(json!({ "name": body.name })))
+        Ok(Json(Named { name: body.name }))
     })
     .await?
 }
 
-#[derive(Deserialize)]
-pub struct LogQuery {
-    #[serde(default)]
-    stream: Option<String>,
-}
-
 /// A member node's start-task stdout (or stderr), fetched from wherever it is.
+#[utoipa::path(get, path = "/v1/pools/{name}/logs/{node}", tag = "pools",
+    params(("name" = String, Path, description = "the pool"),
+        ("node" = String, Path, description = "a peer id or a prefix of one"), StreamQuery),
+    responses((status = 200, description = "the stream's bytes", body = Vec<u8>,
+        content_type = "application/octet-stream")))]
 pub async fn logs(
     State(s): State<ApiState>,
     Path((pool, node)): Path<(String, String)>,
-    Query(q): Query<LogQuery>,
+    Query(q): Query<StreamQuery>,
 ) -> ApiResult<Response> {
     let stderr = q.stream.as_deref() == Some("stderr");
     let found = ask(&s, move |d| {
@@ -114,7 +105,7 @@ pub async fn logs(
         let id = ledger
             .nodes()
             .map(|(id, _)| *id)
-            .find(|id| name_of(id).starts_with(&node))
+            .find(|id| node_name(id).starts_with(&node))
             .ok_or_else(|| not_found(format!("no node {node:?}")))?;
         let r = ledger.start_result(&p.event, &id).ok_or_else(|| {
             not_found(format!("node {node} has not run the start task of {pool}"))

@@ -1,19 +1,20 @@
 //! HTTP routes for job schedules: list, add (interval or cron, with a job
 //! template), remove.
 //!
-//! Owns those JSON shapes and checking a cron expression before it enters
+//! Owns those routes (their JSON shapes are `api::types`') and checking a cron expression before it enters
 //! the ledger. Firing is `schedules`'s; like every handler, these ask the
 //! driver and keep no state.
 
+use crate::api::types::{AddSchedule, Named, Removed, Schedule};
 use crate::api::{ask, bad_request, not_found, ApiResult, ApiState};
 use axum::extract::{Path, State};
 use axum::Json;
 use peerbatch_protocol::schedule::Recurrence;
-use peerbatch_protocol::JobSpec;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+/// Every active schedule.
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
+    responses((status = 200, body = Vec<Schedule>)))]
+pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Vec<Schedule>>> {
     ask(&s, |d| {
         let ledger = d.core.ledger();
         let wall = crate::wallclock::wall_ms();
@@ -24,31 +25,30 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
                     Recurrence::Every { ms, .. } => (Some(*ms), None),
                     Recurrence::Cron(expr) => (None, Some(expr.clone())),
                 };
-                json!({
-                    "name": sc.name,
-                    "every_ms": every_ms,
-                    "cron": cron,
-                    "job_name": sc.template.name,
-                    "tasks": sc.template.task_count(),
-                    "added_ms": sc.added_ms,
-                    "last_fired_ms": ledger.last_fired(&sc.name, wall),
-                })
+                Schedule {
+                    name: sc.name.clone(),
+                    every_ms,
+                    cron,
+                    job_name: sc.template.name.clone(),
+                    tasks: sc.template.task_count(),
+                    added_ms: sc.added_ms,
+                    last_fired_ms: ledger.last_fired(&sc.name, wall),
+                }
             })
             .collect();
-        Json(Value::Array(list))
+        Json(list)
     })
     .await
 }
 
-#[derive(Deserialize)]
-pub struct AddBody {
-    name: String,
-    every_ms: Option<u64>,
-    cron: Option<String>,
-    template: JobSpec,
-}
-
-pub async fn add(State(s): State<ApiState>, Json(body): Json<AddBody>) -> ApiResult<Json<Value>> {
+/// Adds a schedule: its job template is submitted at every occurrence,
+/// once across the mesh.
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = AddSchedule,
+    responses((status = 200, body = Named)))]
+pub async fn add(
+    State(s): State<ApiState>,
+    Json(body): Json<AddSchedule>,
+) -> ApiResult<Json<Named>> {
     let recurrence = match (body.every_ms, body.cron) {
         (Some(ms), None) if ms >= 1000 => Recurrence::Every {
             ms,
@@ -76,16 +76,26 @@ pub async fn add(State(s): State<ApiState>, Json(body): Json<AddBody>) -> ApiRes
                 crate::wallclock::wall_ms(),
             )
             .map_err(bad_request)?;
-        Ok(Json(json!({ "name": name })))
+        Ok(Json(Named { name }))
     })
     .await?
 }
 
-pub async fn remove(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+/// Stops a schedule (the jobs it submitted stay).
+#[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule")),
+    responses((status = 200, body = Removed)))]
+pub async fn remove(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Removed>> {
     ask(&s, move |d| {
         let now = d.now();
         if d.core.remove_schedule(now, &name, crate::wallclock::wall_ms()) {
-            Ok(Json(json!({ "name": name, "removed": true })))
+            Ok(Json(Removed {
+                name,
+                removed: true,
+            }))
         } else {
             Err(not_found(format!(
                 "no schedule {name:?} that this node may remove (the node that added it or an admin node may)"

@@ -4,14 +4,14 @@
 //! blob, `GET /v1/blobs/{id}/bytes` sends a file blob's content (fetched
 //! from peers first when it is not all here).
 //!
-//! Owns those two routes and [`StoredBlob`], the answer of every route that
-//! stores a blob, shared with the CLI. A streamed body is spooled to a
+//! Owns those two routes. A streamed body is spooled to a
 //! private file under the node's `unpack` directory (cleared at every
 //! start) and stored from there by the store's own `put_path`, so the
 //! store alone decides how blobs are laid out. Must not chunk, lay out or
 //! fetch blobs itself (`store::blobs` and `fetch` do).
 
 use crate::api::guard::{next_part, TaskCaller};
+use crate::api::types::{BlobPath, StoredBlob};
 use crate::api::{ask, bad_request, blob_id, keep, not_found, ApiError, ApiResult, ApiState};
 use crate::fetch::{FetchError, Progress};
 use crate::store::blobs::{check_chunk, BlobStore, PutStats};
@@ -23,28 +23,11 @@ use axum::{Extension, Json};
 use futures::StreamExt;
 use peerbatch_protocol::content::Object;
 use peerbatch_protocol::BlobId;
-use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
-
-/// What storing a blob did: the answer of `POST /v1/blobs` and
-/// `PUT /v1/blobs/stream`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StoredBlob {
-    #[serde(with = "hex_blob")]
-    pub id: BlobId,
-    pub files: u64,
-    pub bytes: u64,
-    /// Chunks (data and objects) the blob consists of.
-    pub chunks: u64,
-    /// Chunks that were not in the store before.
-    pub chunks_written: u64,
-    /// How long storing took on the node.
-    pub ms: u64,
-}
 
 impl StoredBlob {
     pub fn new(id: BlobId, stats: PutStats, started: Instant) -> StoredBlob {
@@ -56,21 +39,6 @@ impl StoredBlob {
             chunks_written: stats.chunks_written,
             ms: started.elapsed().as_millis() as u64,
         }
-    }
-}
-
-/// A blob id as its 64 hex digits in JSON.
-mod hex_blob {
-    use peerbatch_protocol::BlobId;
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(id: &BlobId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BlobId, D::Error> {
-        let text = String::deserialize(d)?;
-        BlobId::parse(&text).ok_or_else(|| D::Error::custom(format!("{text:?} is not a blob id")))
     }
 }
 
@@ -89,6 +57,10 @@ impl Drop for Spool {
 /// stores is kept for good, as a `put` by path; one a task stores is cache
 /// that `--store-limit` may reclaim once no job needs it, so that tasks
 /// cannot fill the disk with blobs nobody may remove.
+#[utoipa::path(put, path = "/v1/blobs/stream", tag = "blobs",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "the file's bytes"),
+    responses((status = 200, body = StoredBlob)))]
 pub async fn put_stream(
     State(s): State<ApiState>,
     task: Option<Extension<TaskCaller>>,
@@ -192,7 +164,14 @@ fn store_error(e: anyhow::Error) -> ApiError {
 /// Sends a file blob's bytes, fetching what is missing from connected
 /// peers first (as `get` does). A tree is refused: it has no single
 /// content.
-pub async fn get_bytes(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/v1/blobs/{id}/bytes", tag = "blobs",
+    params(BlobPath),
+    responses((status = 200, description = "the file's bytes", body = Vec<u8>,
+        content_type = "application/octet-stream")))]
+pub async fn get_bytes(
+    State(s): State<ApiState>,
+    Path(BlobPath { id }): Path<BlobPath>,
+) -> ApiResult<Response> {
     let blob = blob_id(&id)?;
     let (fetcher, peers) = ask(&s, |d| (d.fetcher.clone(), d.connected_peers())).await?;
     let manifest = match fetcher.fetch_object(blob, &peers).await {

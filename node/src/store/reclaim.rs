@@ -86,7 +86,7 @@ pub struct Reclaimer {
 }
 
 /// Reclaim passes over the node's lifetime, for the status endpoint.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ReclaimHistory {
     pub passes: u64,
     pub freed_bytes: u64,
@@ -196,7 +196,7 @@ pub fn ledger_pins<S: EventStore>(core: &Core<S>, now_ms: u64) -> BTreeSet<BlobI
 }
 
 /// What one reclaim pass found and did.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Reclaimed {
     pub store_bytes: u64,
     pub pinned_bytes: u64,
