@@ -128,6 +128,8 @@ impl ChunkServer {
             .collect();
         let served = lens.iter().flatten().count() as u64;
         self.stats.chunks_served.fetch_add(served, Relaxed);
+        let bytes = lens.iter().flatten().map(|l| u64::from(*l)).sum();
+        self.stats.chunk_bytes_served.fetch_add(bytes, Relaxed);
         batch_frame(out, lens)
     }
 

@@ -15,6 +15,7 @@ use crate::exec::{Attempt, Executor, GangEnv};
 use crate::fetch::Fetcher;
 use crate::identity::{peer_of, Connected};
 use crate::jobprep::JobPrep;
+use crate::metrics::Metrics;
 use crate::net::{self, Net, NetEvent};
 use crate::outbox::Item;
 use crate::pools::{Pools, StartDone};
@@ -91,6 +92,7 @@ pub struct Driver {
     chunks: ChunkServer,
     /// Both names of each connected peer.
     connected: Connected,
+    metrics: Metrics,
 }
 
 impl Driver {
@@ -136,7 +138,14 @@ impl Driver {
             serving: Arc::new(Semaphore::new(SERVING)),
             chunks,
             connected: Connected::default(),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Reports attempts' run times to `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Driver {
+        self.metrics = metrics;
+        self
     }
 
     /// Answers each peer's sync requests with at most `rate` bytes a second.
@@ -378,6 +387,7 @@ impl Driver {
 
     fn on_exited(&mut self, done: TaskResult) {
         self.kills.remove(&(done.task, done.attempt));
+        (self.metrics).task_ran(Duration::from_millis(done.duration_ms));
         let now = self.now();
         self.core.task_exited(now, done);
     }

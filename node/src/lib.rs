@@ -34,6 +34,7 @@ mod identity;
 pub mod jobfile;
 mod jobprep;
 mod membership;
+mod metrics;
 pub mod net;
 mod outbox;
 mod paths;

@@ -11,6 +11,7 @@ use crate::driver::Driver;
 use crate::exec::Executor;
 use crate::fetch::Fetcher;
 use crate::jobprep::JobPrep;
+use crate::metrics::Metrics;
 use crate::net::{self, NetConfig};
 use crate::paths::{self, DataDir};
 use crate::pools::Pools;
@@ -311,6 +312,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
 
     let (requests_tx, requests_rx) = mpsc::channel(1024);
+    let metrics = Metrics::new();
     let routes = api::router(ApiState {
         requests: requests_tx,
         unpack: crate::api::files::Unpack {
@@ -322,8 +324,10 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
             listen_file: dir.listen_file(),
             net: net.clone(),
         },
+        metrics: api::metrics::MetricsState::new(metrics.clone()),
     });
     let app = guard::guard(routes, guard::Access::new(&token, task_tokens));
+    let app = api::metrics::counted(app, metrics.clone());
     tokio::spawn(guard::serve(listener, app));
     tracing::info!(
         "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}; {}",
@@ -345,6 +349,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
     driver
         .with_reclaimer(reclaimer)
+        .with_metrics(metrics)
         .with_sync_rate(opts.sync_rate)
         .with_chunk_rate(opts.chunk_rate)
         .with_outbox_limit(opts.outbox_limit)

@@ -165,6 +165,13 @@ impl Progress {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub events_rejected: u64,
+    /// Events received that the ledger already held (gossip and sync
+    /// delivering the same event more than once).
+    pub events_duplicate: u64,
+    /// Claims this node made on tasks.
+    pub claims: u64,
+    /// Anti-entropy rounds this node started with a peer.
+    pub sync_rounds: u64,
     pub attempts_started: u64,
     /// Running attempts this node stopped because the ledger moved on to
     /// another attempt or another node's claim.
@@ -494,6 +501,7 @@ impl<S: EventStore> Core<S> {
                 // same order would all ask the same node at the same time.
                 let peer = connected[self.rng.gen_range(0..connected.len())];
                 self.send_digest(peer);
+                self.stats.sync_rounds += 1;
             }
         }
         self.after_input(now);
@@ -1028,6 +1036,7 @@ impl<S: EventStore> Core<S> {
         for bytes in events {
             let id = event_id(&bytes);
             if self.ledger.contains(&id) {
+                self.stats.events_duplicate += 1;
                 continue;
             }
             let Ok(event) = self.decode_verified(&id, &bytes) else {
@@ -1483,6 +1492,7 @@ impl<S: EventStore> Core<S> {
             );
             self.waiting.push_back(task);
             self.out_claims.push(Claim { task, attempt });
+            self.stats.claims += 1;
             capacity = capacity.saturating_sub(need.slots);
         }
         self.mark_batch(now);

@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/waiting", ""),
     ("POST", "/v1/waiting/some-peer/approve", ""),
     ("GET", "/v1/openapi.json", ""),
+    ("GET", "/metrics", ""),
     ("GET", "/v1/no-such-route", ""),
     ("PUT", "/v1/status", ""),
 ];

@@ -12,6 +12,7 @@
 pub(crate) mod cluster;
 pub(crate) mod files;
 pub(crate) mod guard;
+pub(crate) mod metrics;
 pub(crate) mod pools;
 pub(crate) mod schedules;
 pub(crate) mod stream;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub unpack: crate::api::files::Unpack,
     /// What the cluster-membership routes need.
     pub cluster: ClusterState,
+    /// What `GET /metrics` reports into and remembers.
+    pub metrics: crate::api::metrics::MetricsState,
 }
 
 impl FromRef<ApiState> for ClusterState {
@@ -108,6 +111,7 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(cluster::waiting))
         .routes(routes!(cluster::approve))
         .routes(routes!(openapi))
+        .routes(routes!(metrics::scrape))
 }
 
 /// The router of [`table`] with the node's state.

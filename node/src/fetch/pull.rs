@@ -489,6 +489,7 @@ impl<'a> Pull<'a> {
                     self.progress.bytes_done.fetch_add(len, Relaxed);
                     self.progress.chunks_fetched.fetch_add(1, Relaxed);
                     self.fetcher.stats.chunks_fetched.fetch_add(1, Relaxed);
+                    (self.fetcher.stats.chunk_bytes_fetched).fetch_add(len, Relaxed);
                     brought = true;
                     continue;
                 }
