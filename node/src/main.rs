@@ -15,6 +15,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| if is_node { "info" } else { "warn" }.into()),
         )
         .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk) must cost nothing:
+        // reporting that on standard error, the default, panics when that
+        // fails too, killing whichever task was logging.
+        .log_internal_errors(false)
         .init();
     match cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

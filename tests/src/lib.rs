@@ -134,7 +134,23 @@ pub struct Node {
     pub args: Vec<String>,
     /// Network namespace the node and its CLI commands run in.
     pub netns: Option<String>,
+    /// Where its standard error (its log) goes: `DIR/test-node.log` unless a
+    /// test chooses another file.
+    pub log: PathBuf,
     child: Option<Child>,
+}
+
+/// `args` with the test process's shared cluster key ([`shared_key`]) added,
+/// unless they choose a key, a token or `--insecure-open`.
+fn with_key<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    if !args.iter().any(|a| KEY_FLAGS.contains(a)) {
+        all.extend([
+            "--cluster-key",
+            shared_key().to_str().expect("UTF-8 temp path"),
+        ]);
+    }
+    all
 }
 
 /// A command for the binary, inside `netns` when given.
@@ -152,34 +168,40 @@ fn command(netns: &Option<String>) -> Command {
 impl Node {
     /// Starts `peerbatch node` on `dir` with loopback listen, no mDNS and `args`.
     pub fn start(dir: &Path, args: &[&str]) -> Node {
+        Node::start_logging_to(dir, args, &dir.join("test-node.log"))
+    }
+
+    /// [`Node::start`] with its standard error going to `log`.
+    pub fn start_logging_to(dir: &Path, args: &[&str], log: &Path) -> Node {
         let mut all = vec!["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
         all.extend_from_slice(args);
-        Node::start_with(dir, None, &all)
+        let mut node = Node::unstarted(dir, None, &with_key(&all));
+        node.log = log.to_path_buf();
+        node.restart();
+        node
     }
 
     /// Starts `peerbatch node --data-dir dir ARGS` in `netns`, with the test process's shared
     /// cluster key ([`shared_key`]) unless `args` choose a key, a token or `--insecure-open`.
     pub fn start_with(dir: &Path, netns: Option<&str>, args: &[&str]) -> Node {
-        let chooses = args.iter().any(|a| KEY_FLAGS.contains(a));
-        let shared = shared_key().to_str().expect("UTF-8 temp path");
-        let key: &[&str] = if chooses {
-            &[]
-        } else {
-            &["--cluster-key", shared]
-        };
-        Node::spawn(dir, netns, &[args, key].concat())
+        Node::spawn(dir, netns, &with_key(args))
     }
 
     /// Starts `peerbatch node --data-dir dir ARGS` with nothing added, in `netns`.
     pub fn spawn(dir: &Path, netns: Option<&str>, args: &[&str]) -> Node {
-        let mut node = Node {
+        let mut node = Node::unstarted(dir, netns, args);
+        node.restart();
+        node
+    }
+
+    fn unstarted(dir: &Path, netns: Option<&str>, args: &[&str]) -> Node {
+        Node {
             dir: dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             netns: netns.map(str::to_string),
+            log: dir.join("test-node.log"),
             child: None,
-        };
-        node.restart();
-        node
+        }
     }
 
     pub fn restart(&mut self) {
@@ -190,7 +212,7 @@ impl Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("test-node.log"))
+            .open(&self.log)
             .unwrap();
         let child = command(&self.netns)
             .arg("node")
@@ -239,7 +261,18 @@ impl Node {
 
     /// What the node has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("test-node.log")).expect("node log")
+        std::fs::read_to_string(&self.log).expect("node log")
+    }
+
+    /// The last 40 warnings and errors of its log, to show when a test times
+    /// out waiting for it.
+    pub fn log_problems(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let problems: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+            .collect();
+        problems[problems.len().saturating_sub(40)..].join("\n")
     }
 
     /// The peer id in the node's listen address (its `/p2p/` suffix).
@@ -435,7 +468,7 @@ pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration
             let seen: Vec<String> = nodes
                 .iter()
                 .zip(&lists)
-                .map(|(n, l)| format!("{} {}", states_count(l), n.status()))
+                .map(|(n, l)| format!("{} {}\n{}", states_count(l), n.status(), n.log_problems()))
                 .collect();
             panic!(
                 "timed out after {timeout:?} waiting for every node to agree on every task \

@@ -225,13 +225,20 @@ impl Drop for Tmpfs {
     }
 }
 
-// Quarantined on 1 December 2026: in 3 of 4 full-suite runs one attempt on
-// the node whose disk filled stayed `running` for ever (its exit never
-// reached the core; 599 of 600 tasks succeeded, both ledgers equal). It
-// passes alone. Run it with `cargo test -p peerbatch-tests --test faults --
-// --ignored`; un-ignore it with the fix.
+/// A full disk also refuses the node's log. Writing it must not cost the node
+/// anything: the log library's fallback, a message on standard error, panics
+/// when that fails too, and killed whichever task was logging, the node or
+/// an attempt whose end then never reached the ledger.
 #[test]
-#[ignore = "an attempt on the node whose disk filled can stay running for ever (open bug, issue 11 note of stop 17)"]
+fn a_node_whose_log_cannot_be_written_runs_and_reports_every_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Node::start_logging_to(&tmp.path().join("a"), FAST, Path::new("/dev/full"));
+    let job = submit_array(&a, 20, "echo $PEERBATCH_TASK_INDEX; echo to stderr >&2");
+    let list = wait_converged(&[&a], &job, "succeeded", Duration::from_secs(60));
+    assert_eq!(list.as_array().unwrap().len(), 20);
+}
+
+#[test]
 fn a_full_disk_stops_claiming_says_why_and_recovers_when_space_returns() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&tmp.path().join("small"), "40m");
