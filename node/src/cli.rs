@@ -93,6 +93,18 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Print a one-time link that logs a browser into the node's portal (its
+    /// web pages, at the API address), and open it where a browser exists.
+    Portal {
+        /// Only print the link; start no browser.
+        #[arg(long)]
+        no_open: bool,
+        /// Print the link and how long it stays usable as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Submit a job file (TOML).
     Submit {
         file: PathBuf,
@@ -272,6 +284,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Portal {
+            no_open,
+            json,
+            client,
+        } => crate::cli_portal::portal(&connect(&client)?, !no_open, json),
         Cmd::Invite { json, client } => crate::cli_cluster::invite(&connect(&client)?, json),
         Cmd::Submit { file, wait, client } => {
             let draft = jobfile::load(&file).map_err(|e| BadInput(e.to_string()))?;

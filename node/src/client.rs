@@ -165,6 +165,11 @@ impl Client {
         Ok((len, resp.into_reader()))
     }
 
+    /// The node's API address as a URL (`http://host:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let req = self.agent.post(&format!("{}{path}", self.base));
         typed(self.call(req, Some(body))?)

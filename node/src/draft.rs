@@ -39,11 +39,8 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
     if !draft.packages.is_empty() {
         let known: Vec<Package> = client.get("/v1/packages")?;
         for slot in &draft.packages {
-            let package = draft
-                .spec
-                .groups
-                .get_mut(slot.group)
-                .and_then(|g| g.spec_mut().packages.get_mut(slot.package))
+            let package = slot
+                .in_spec(&mut draft.spec)
                 .context("a package slot points at no package")?;
             let found = known
                 .iter()

@@ -174,6 +174,15 @@ pub struct PackageSlot {
     pub package: usize,
 }
 
+impl PackageSlot {
+    /// The package this slot names in `spec`.
+    pub fn in_spec<'a>(&self, spec: &'a mut JobSpec) -> Option<&'a mut PackageUse> {
+        spec.groups
+            .get_mut(self.group)
+            .and_then(|g| g.spec_mut().packages.get_mut(self.package))
+    }
+}
+
 /// Stands in for a blob id until `submit` stages or resolves it.
 pub const UNRESOLVED: BlobId = BlobId([0; 32]);
 

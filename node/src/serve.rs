@@ -313,7 +313,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
 
     let (requests_tx, requests_rx) = mpsc::channel(1024);
     let metrics = Metrics::new();
-    let routes = api::router(ApiState {
+    let api_state = ApiState {
         requests: requests_tx,
         unpack: crate::api::files::Unpack {
             dir: dir.unpack_dir(),
@@ -325,8 +325,11 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
             net: net.clone(),
         },
         metrics: api::metrics::MetricsState::new(metrics.clone()),
-    });
-    let app = guard::guard(routes, guard::Access::new(&token, task_tokens));
+        login: Default::default(),
+    };
+    let routes = api::router(api_state.clone()).merge(crate::portal::router(api_state));
+    let access = guard::Access::new(&token, task_tokens).opening(crate::portal::ROUTES);
+    let app = guard::guard(routes, access);
     let app = api::metrics::counted(app, metrics.clone());
     tokio::spawn(guard::serve(listener, app));
     tracing::info!(

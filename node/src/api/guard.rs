@@ -8,8 +8,11 @@
 //! running task's token only those in [`TASK_ROUTES`]; and reading bodies
 //! (each part within [`BODY_TIMEOUT`] of the last, at most [`MAX_BODY`] in
 //! all), except for the [`STREAMED_ROUTES`], which read their own bodies
-//! part by part with [`next_part`]. Must not know what the routes do beyond
-//! those lists.
+//! part by part with [`next_part`]. The routes the caller opens with
+//! [`Access::opening`] (the portal's pages, which check the browser's
+//! session cookie themselves) pass without a token; every other route,
+//! and a path that matches none, takes one. Must not know what the routes
+//! do beyond those lists.
 
 use crate::api::ApiError;
 use crate::task_tokens::TaskTokens;
@@ -70,6 +73,8 @@ pub const STREAMED_ROUTES: &[(&str, &str)] = &[("PUT", "/v1/blobs/stream")];
 pub struct Access {
     node: Vec<u8>,
     tasks: TaskTokens,
+    /// Routes that take no token ([`Access::opening`]).
+    open: &'static [(&'static str, &'static str)],
 }
 
 /// Marks a request made with a task's own token, for routes that treat
@@ -89,7 +94,14 @@ impl Access {
         Access {
             node: format!("Bearer {token}").into_bytes(),
             tasks,
+            open: &[],
         }
+    }
+
+    /// These routes (method and pattern) pass without a token: their
+    /// handlers check the caller themselves.
+    pub fn opening(self, open: &'static [(&'static str, &'static str)]) -> Access {
+        Access { open, ..self }
     }
 
     fn caller(&self, request: &Request) -> Caller {
@@ -123,6 +135,10 @@ async fn check_token(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let method = request.method().as_str();
+    if route(&request).is_some_and(|r| access.open.contains(&(method, r))) {
+        return next.run(request).await;
+    }
     match access.caller(&request) {
         Caller::Node => next.run(request).await,
         Caller::Task => match task_may_not(&request) {

@@ -12,6 +12,7 @@
 pub(crate) mod cluster;
 pub(crate) mod files;
 pub(crate) mod guard;
+pub(crate) mod login;
 pub(crate) mod metrics;
 pub(crate) mod pools;
 pub(crate) mod schedules;
@@ -55,6 +56,8 @@ pub struct ApiState {
     pub cluster: ClusterState,
     /// What `GET /metrics` reports into and remembers.
     pub metrics: crate::api::metrics::MetricsState,
+    /// The portal's one-time login codes.
+    pub login: std::sync::Arc<login::LoginCodes>,
 }
 
 impl FromRef<ApiState> for ClusterState {
@@ -110,6 +113,7 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(cluster::invite))
         .routes(routes!(cluster::waiting))
         .routes(routes!(cluster::approve))
+        .routes(routes!(login::issue))
         .routes(routes!(openapi))
         .routes(routes!(metrics::scrape))
 }
@@ -319,7 +323,7 @@ fn task_of(ledger: &Ledger, record: &JobRecord, view: &TaskView, why_not: Option
 }
 
 /// How an attempt ended, as the API names it.
-fn outcome_of(outcome: &peerbatch_protocol::Outcome) -> types::Outcome {
+pub(crate) fn outcome_of(outcome: &peerbatch_protocol::Outcome) -> types::Outcome {
     use peerbatch_protocol::Outcome;
     match outcome {
         Outcome::Exited(_) => types::Outcome::Exited,
@@ -351,7 +355,7 @@ fn gang_members<'a>(
 /// This node's own state: slots, load, peers, ledger and store figures.
 #[utoipa::path(get, path = "/v1/status", tag = "nodes",
     responses((status = 200, body = Status)))]
-async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>> {
+pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>> {
     ask(&s, |d| {
         let (claimed, running) = d.core.local_load();
         let stats = d.core.stats();
@@ -398,7 +402,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>> {
 /// Every job this node knows, oldest first.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
     responses((status = 200, body = Vec<Job>)))]
-async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Vec<Job>>> {
+pub(crate) async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Vec<Job>>> {
     ask(&s, |d| {
         let mut list: Vec<Job> = d
             .core
@@ -415,7 +419,7 @@ async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Vec<Job>>> {
 /// One job, with why its waiting tasks cannot run if no node fits them.
 #[utoipa::path(get, path = "/v1/jobs/{job}", tag = "jobs", params(JobPath),
     responses((status = 200, body = Job)))]
-async fn job(
+pub(crate) async fn job(
     State(s): State<ApiState>,
     Path(JobPath { job }): Path<JobPath>,
 ) -> ApiResult<Json<Job>> {
@@ -463,7 +467,7 @@ async fn tasks(
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
     request_body(content = Object, description = "a JobSpec"),
     responses((status = 200, body = Submitted)))]
-async fn submit(
+pub(crate) async fn submit(
     State(s): State<ApiState>,
     Json(spec): Json<JobSpec>,
 ) -> ApiResult<Json<Submitted>> {
@@ -492,7 +496,7 @@ async fn submit(
 /// Cancels a job everywhere: from the node that submitted it or an admin node.
 #[utoipa::path(post, path = "/v1/jobs/{job}/cancel", tag = "jobs", params(JobPath),
     responses((status = 200, body = Cancelled)))]
-async fn cancel(
+pub(crate) async fn cancel(
     State(s): State<ApiState>,
     Path(JobPath { job }): Path<JobPath>,
 ) -> ApiResult<Json<Cancelled>> {
@@ -516,7 +520,7 @@ async fn cancel(
 /// Every node of the mesh this node has heard of.
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
     responses((status = 200, body = Vec<Node>)))]
-async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Vec<Node>>> {
+pub(crate) async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Vec<Node>>> {
     ask(&s, |d| {
         let now = d.now();
         let me = d.core.node_id();
@@ -559,7 +563,7 @@ async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Vec<Node>>> {
     params(("node" = String, Path, description = "a peer id, a unique prefix of one, or `self`")),
     request_body = Drain,
     responses((status = 200, body = Drained)))]
-async fn drain_node(
+pub(crate) async fn drain_node(
     State(s): State<ApiState>,
     Path(node): Path<String>,
     Json(body): Json<Drain>,

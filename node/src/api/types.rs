@@ -578,3 +578,12 @@ pub struct BlobPath {
     /// 64 hex digits.
     pub id: String,
 }
+
+/// `POST /v1/portal/login`: a one-time login link for the portal.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PortalLogin {
+    /// The link's path on this node's API address (`/login?code=…`).
+    pub path: String,
+    /// Seconds the link stays usable (once).
+    pub expires_in_s: u64,
+}
