@@ -6,6 +6,9 @@
 //! Must not reach into a node's internals: everything goes through the
 //! binary, as a user would.
 
+pub mod tools;
+pub mod webdriver;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -44,6 +44,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/waiting/some-peer/approve", ""),
     ("GET", "/v1/openapi.json", ""),
     ("GET", "/metrics", ""),
+    ("POST", "/v1/portal/login", ""),
     ("GET", "/v1/no-such-route", ""),
     ("PUT", "/v1/status", ""),
 ];

@@ -1,0 +1,262 @@
+//! The portal as a user meets it: a real headless Chromium, driven over
+//! WebDriver, against a real 3-node cluster. Logs in with the link
+//! `peerbatch portal` prints, submits a job file and watches it finish
+//! without reloading, downloads an output, cancels a job, drains and
+//! resumes a node. Each page it visits is saved as a screenshot under
+//! `target/portal-screenshots/` (a test artifact).
+
+use peerbatch_tests::webdriver::Browser;
+use peerbatch_tests::{ok, wait_for, Cluster, Node, FAST};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where screenshots go: `target/portal-screenshots/`.
+fn screenshots() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("portal-screenshots")
+}
+
+/// The base URL of a node's portal.
+fn portal(node: &Node) -> String {
+    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
+    format!("http://{}", api.trim())
+}
+
+/// A browser logged in to `node`'s portal with a fresh one-time link.
+fn logged_in(node: &Node, downloads: &std::path::Path) -> Browser {
+    let link = ok(&node.cli(&["portal", "--no-open"]), "portal");
+    assert!(link.contains("/login?code="), "not a login link: {link}");
+    let browser = Browser::start(downloads);
+    browser.open(&link);
+    browser.wait("nav");
+    browser
+}
+
+fn cluster() -> Cluster {
+    Cluster::start(3, FAST)
+}
+
+#[test]
+fn a_browser_logs_in_with_the_one_time_link_and_sees_every_node_of_the_mesh() {
+    let c = cluster();
+    let node = &c.nodes[0];
+    let link = ok(&node.cli(&["portal", "--no-open"]), "portal");
+    let browser = Browser::start(c.tmp.path());
+    browser.open(&link);
+    browser.wait("#nodes");
+    assert_eq!(browser.url(), format!("{}/", portal(node)));
+    for peer in c.nodes.iter().map(Node::peer_id) {
+        let row = format!("tr[data-node=\"{peer}\"] td:nth-child(2)");
+        browser.wait_text(&row, Duration::from_secs(30), |t| t == "live");
+    }
+    browser.screenshot(&screenshots().join("mesh.png"));
+    for page in ["jobs", "submit", "pools", "schedules", "packages"] {
+        browser.open(&format!("{}/{page}", portal(node)));
+        browser.wait("main h1");
+        browser.screenshot(&screenshots().join(format!("{page}.png")));
+    }
+
+    // The link was spent: a second browser opening it is not let in.
+    let other = Browser::start(c.tmp.path());
+    other.open(&link);
+    let refused = other.wait_text("main", Duration::from_secs(10), |_| true);
+    assert!(refused.contains("used up"), "{refused}");
+    other.open(&format!("{}/jobs", portal(node)));
+    let refused = other.wait_text("main", Duration::from_secs(10), |_| true);
+    assert!(refused.contains("Not logged in"), "{refused}");
+}
+
+#[test]
+fn a_job_file_submitted_in_the_browser_runs_to_done_without_a_reload_and_its_output_downloads() {
+    let c = cluster();
+    let node = &c.nodes[1];
+    let downloads = c.tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let browser = logged_in(node, &downloads);
+    browser.open(&format!("{}/submit", portal(node)));
+    browser.wait("textarea[name=toml]").type_text(
+        "name = \"from-the-browser\"\n\n[[tasks]]\nid = \"frame-\"\nrange = \"1..=6\"\n\
+         command = \"sleep 1; echo frame {index} > out-{index}.txt\"\noutputs = [\"out-*.txt\"]\n",
+    );
+    browser.click("#submit button");
+    browser.wait(".job-state");
+    assert!(
+        browser.url().contains("/jobs/"),
+        "not on the job page: {}",
+        browser.url()
+    );
+    // A reload would forget this mark.
+    browser.run("window.notReloaded = true;");
+    browser.wait_text(".job-state", Duration::from_secs(120), |s| s == "succeeded");
+    browser.wait_text(".progress", Duration::from_secs(10), |s| {
+        s.contains("6/6 succeeded")
+    });
+    assert_eq!(
+        browser.run("return window.notReloaded === true;"),
+        true,
+        "the page reloaded"
+    );
+    browser.screenshot(&screenshots().join("job.png"));
+
+    browser.click("tr[data-task=\"frame-3\"] a");
+    browser.wait_text(".task-state", Duration::from_secs(10), |s| s == "succeeded");
+    browser.screenshot(&screenshots().join("task.png"));
+    browser.click("ul.outputs a");
+    let saved = downloads.join("out-3.txt");
+    let body = wait_for("the output to download", Duration::from_secs(30), || {
+        std::fs::read_to_string(&saved)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(body, "frame 3\n");
+}
+
+#[test]
+fn a_job_file_with_a_mistake_is_refused_in_the_browser_with_its_line_and_column() {
+    let c = cluster();
+    let node = &c.nodes[0];
+    let browser = logged_in(node, c.tmp.path());
+    browser.open(&format!("{}/submit", portal(node)));
+    browser
+        .wait("textarea[name=toml]")
+        .type_text("name = \"broken\"\n[[tasks]]\nid = \"a\"\ncommand = 5\n");
+    browser.click("#submit button");
+    let error = browser.wait_text("#submit-error", Duration::from_secs(10), |_| true);
+    assert!(error.starts_with("job.toml:4:11: "), "{error}");
+    browser.screenshot(&screenshots().join("submit-error.png"));
+    assert_eq!(node.json(&["jobs", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn cancelling_a_job_in_the_browser_cancels_it_on_every_node() {
+    let c = cluster();
+    let node = &c.nodes[0];
+    let file = c.file(
+        "long.toml",
+        "name = \"long\"\n[[tasks]]\nid = \"t\"\nrange = \"1..=10\"\ncommand = \"sleep 600\"\n",
+    );
+    let job = ok(&node.cli(&["submit", file.to_str().unwrap()]), "submit");
+    let browser = logged_in(node, c.tmp.path());
+    browser.open(&format!("{}/jobs/{job}", portal(node)));
+    browser.click("form[action$=\"/cancel\"] button");
+    browser.wait_text(".job-state", Duration::from_secs(30), |s| s == "cancelled");
+    let other = &c.nodes[2];
+    wait_for(
+        "another node to see the job cancelled",
+        Duration::from_secs(30),
+        || {
+            let seen = other.json(&["job", &job, "--json"]);
+            (seen["state"] == "cancelled").then_some(())
+        },
+    );
+}
+
+#[test]
+fn draining_and_resuming_a_node_in_the_browser_reaches_every_node() {
+    let c = cluster();
+    let node = &c.nodes[2];
+    let peer = node.peer_id();
+    let browser = logged_in(node, c.tmp.path());
+    let row = format!("tr[data-node=\"{peer}\"]");
+    let draining_elsewhere = |want: bool| {
+        wait_for(
+            "another node to see the drain state",
+            Duration::from_secs(30),
+            || {
+                let nodes = c.nodes[0].json(&["nodes", "--json"]);
+                let seen = nodes
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["id"] == peer.as_str())?["draining"]
+                    == want;
+                seen.then_some(())
+            },
+        )
+    };
+    browser.click(&format!("{row} button"));
+    browser.wait_text(&format!("{row} .state"), Duration::from_secs(30), |s| {
+        s == "draining"
+    });
+    browser.screenshot(&screenshots().join("mesh-draining.png"));
+    draining_elsewhere(true);
+    browser.click(&format!("{row} button"));
+    browser.wait_text(&format!("{row} .state"), Duration::from_secs(30), |s| {
+        s == "active"
+    });
+    draining_elsewhere(false);
+}
+
+/// An HTTP client that shows redirects instead of following them.
+fn http() -> ureq::Agent {
+    ureq::AgentBuilder::new().redirects(0).build()
+}
+
+/// The status of a request, whether it succeeded or not.
+fn status(answer: Result<ureq::Response, ureq::Error>) -> (u16, Option<ureq::Response>) {
+    match answer {
+        Ok(r) => (r.status(), Some(r)),
+        Err(ureq::Error::Status(code, r)) => (code, Some(r)),
+        Err(e) => panic!("no answer: {e}"),
+    }
+}
+
+#[test]
+fn the_portal_lets_in_only_a_logged_in_browser_and_takes_only_its_own_forms() {
+    let c = Cluster::start(1, FAST);
+    let node = &c.nodes[0];
+    let base = portal(node);
+    let token = std::fs::read_to_string(node.dir.join("token")).unwrap();
+    let agent = http();
+    let (code, _) = status(agent.get(&format!("{base}/")).call());
+    assert_eq!(code, 401, "a page without a session");
+    let bearer = format!("Bearer {}", token.trim());
+    let (code, _) = status(
+        agent
+            .get(&format!("{base}/jobs"))
+            .set("Authorization", &bearer)
+            .call(),
+    );
+    assert_eq!(code, 401, "the node's token is no session");
+
+    let link = ok(&node.cli(&["portal", "--no-open"]), "portal");
+    let (_, login) = status(agent.get(&link).call());
+    let cookie = login.unwrap().header("set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let (code, page) = status(
+        agent
+            .get(&format!("{base}/"))
+            .set("Cookie", &session)
+            .call(),
+    );
+    assert_eq!(code, 200);
+    let page = page.unwrap().into_string().unwrap();
+    let csrf = page
+        .split("data-csrf=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+
+    let drain = |csrf: &str| {
+        let (code, _) = status(
+            agent
+                .post(&format!("{base}/nodes/self/drain"))
+                .set("Cookie", &session)
+                .send_form(&[("csrf", csrf), ("drain", "true")]),
+        );
+        code
+    };
+    assert_eq!(drain("forged"), 403, "a form without the session's token");
+    assert_eq!(node.status()["draining"], false);
+    assert_eq!(drain(csrf), 303);
+    wait_for("the node to drain", Duration::from_secs(30), || {
+        (node.status()["draining"] == true).then_some(())
+    });
+}
