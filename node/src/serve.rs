@@ -327,8 +327,23 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         metrics: api::metrics::MetricsState::new(metrics.clone()),
         login: Default::default(),
     };
-    let routes = api::router(api_state.clone()).merge(crate::portal::router(api_state));
-    let access = guard::Access::new(&token, task_tokens).opening(crate::portal::ROUTES);
+    // The portal's session cookie must not cross a network in the clear:
+    // served on loopback only until the API serves TLS.
+    let portal = api_addr.ip().is_loopback();
+    if !portal {
+        api_state
+            .login
+            .close("this node's API listens on a non-loopback address without TLS");
+        tracing::warn!(
+            "the portal is off: the API listens on {api_addr}, not loopback, and serves no TLS"
+        );
+    }
+    let mut routes = api::router(api_state.clone());
+    let mut access = guard::Access::new(&token, task_tokens);
+    if portal {
+        routes = routes.merge(crate::portal::router(api_state));
+        access = access.opening(crate::portal::ROUTES);
+    }
     let app = guard::guard(routes, access);
     let app = api::metrics::counted(app, metrics.clone());
     tokio::spawn(guard::serve(listener, app));

@@ -260,3 +260,18 @@ fn the_portal_lets_in_only_a_logged_in_browser_and_takes_only_its_own_forms() {
         (node.status()["draining"] == true).then_some(())
     });
 }
+
+#[test]
+fn a_node_whose_api_listens_beyond_loopback_serves_no_portal_over_plain_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec!["--api", "0.0.0.0:0"];
+    args.extend_from_slice(FAST);
+    let node = Node::start(tmp.path(), &args);
+    let out = node.cli(&["portal", "--no-open"]);
+    assert!(!out.status.success(), "a login link was handed out");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the portal is not served"), "{said}");
+    let port = portal(&node).rsplit(':').next().unwrap().to_string();
+    let (code, _) = status(http().get(&format!("http://127.0.0.1:{port}/")).call());
+    assert_eq!(code, 401, "the mesh page answered without a token");
+}
