@@ -97,6 +97,8 @@ impl ChunkServer {
             }
             Ok(FetchRequest::Chunks(hashes)) => return self.batch(from, &hashes, true),
             Ok(FetchRequest::ChunksNotKept(hashes)) => return self.batch(from, &hashes, false),
+            // The driver hands these to `live_logs`; no chunk answers them.
+            Ok(FetchRequest::LiveLog { .. }) => FetchResponse::LiveLogNotHere,
             Err(e) => {
                 tracing::warn!("garbled fetch request from {from}: {e}");
                 FetchResponse::NotFound

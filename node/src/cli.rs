@@ -194,6 +194,11 @@ pub enum Cmd {
         /// Another instance of a multi-instance task (0 is the primary).
         #[arg(long, default_value_t = 0)]
         rank: u32,
+        /// Stream the log while the task runs, from its first byte, from
+        /// whichever node runs it; ends when the attempt ends (waits for a
+        /// task that has not started).
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -262,6 +267,21 @@ pub enum Cmd {
     Bench(crate::bench::BenchOpts),
 }
 
+/// Copies `from` to `to` as it arrives, flushing each piece (a followed
+/// log's lines show as they come).
+fn copy_flushing(from: &mut impl std::io::Read, to: &mut impl Write) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf)? {
+            0 => return Ok(()),
+            n => {
+                to.write_all(&buf[..n])?;
+                to.flush()?;
+            }
+        }
+    }
+}
+
 pub fn dispatch(cli: Cli) -> Result<()> {
     let dir = DataDir::resolve(cli.data_dir)?;
     let connect = |c: &ClientOpts| Client::connect(&dir, c.api.clone());
@@ -325,15 +345,17 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             task,
             stderr,
             rank,
+            follow,
             client,
         } => {
             let stream = if stderr { "stderr" } else { "stdout" };
-            let bytes = connect(&client)?.get_bytes(&format!(
-                "/v1/jobs/{}/tasks/{}/log?stream={stream}&rank={rank}",
+            let path = format!(
+                "/v1/jobs/{}/tasks/{}/log?stream={stream}&rank={rank}&follow={follow}",
                 seg(&job),
                 seg(&task)
-            ))?;
-            std::io::stdout().write_all(&bytes)?;
+            );
+            let (_, mut body) = connect(&client)?.get_reader(&path)?;
+            copy_flushing(&mut body, &mut std::io::stdout())?;
             Ok(())
         }
         Cmd::Cancel { job, client } => {

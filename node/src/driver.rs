@@ -26,6 +26,7 @@ use crate::store::reclaim::{ledger_pins, Reclaimer};
 use crate::wallclock::wall_ms;
 use libp2p::{Multiaddr, PeerId};
 use peerbatch_protocol::codec;
+use peerbatch_protocol::content::{FetchRequest, FetchResponse};
 use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::gang::GangPlace;
 use peerbatch_protocol::{
@@ -89,6 +90,8 @@ pub struct Driver {
     pub unavailable: Option<String>,
     /// Fetch requests being answered at once.
     serving: Arc<Semaphore>,
+    /// Peers' `LiveLog` requests waiting for bytes.
+    live_polls: Arc<Semaphore>,
     chunks: ChunkServer,
     /// Both names of each connected peer.
     connected: Connected,
@@ -136,6 +139,7 @@ impl Driver {
             jobprep: None,
             unavailable: None,
             serving: Arc::new(Semaphore::new(SERVING)),
+            live_polls: Arc::new(Semaphore::new(crate::live_logs::MAX_POLLS)),
             chunks,
             connected: Connected::default(),
             metrics: Metrics::default(),
@@ -464,6 +468,16 @@ impl Driver {
                 }
             }
             NetEvent::Fetch { from, data, reply } => {
+                if let Ok(FetchRequest::LiveLog {
+                    task,
+                    attempt,
+                    stderr,
+                    offset,
+                }) = codec::decode::<FetchRequest>(&data)
+                {
+                    self.answer_live_log(reply, task, attempt, stderr, offset);
+                    return;
+                }
                 // Reading chunks is disk IO: keep it off the driver. A
                 // bounded number at once bounds the memory that requests
                 // for batches (up to 16 MiB each) can make us hold.
@@ -487,6 +501,32 @@ impl Driver {
                 });
             }
         }
+    }
+
+    /// Answers a peer's `LiveLog` request once there are bytes to send
+    /// (at most `live_logs::MAX_POLLS` waiting at once).
+    fn answer_live_log(
+        &self,
+        reply: net::FetchReply,
+        task: TaskRef,
+        attempt: u32,
+        stderr: bool,
+        offset: u64,
+    ) {
+        let (live, net) = (self.exec.live().clone(), self.net.clone());
+        let turn = self.live_polls.clone().try_acquire_owned();
+        tokio::spawn(async move {
+            let answer = match turn {
+                Ok(_turn) => live.answer(task, attempt, stderr, offset).await,
+                Err(_) => FetchResponse::LiveLogNotHere,
+            };
+            net.respond(reply, codec::encode(&answer)).await;
+        });
+    }
+
+    /// The live output of the attempts running here.
+    pub fn live_logs(&self) -> crate::live_logs::LiveLogs {
+        self.exec.live().clone()
     }
 
     /// Peers with a live connection now.

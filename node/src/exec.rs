@@ -10,6 +10,7 @@
 //! the driver.
 
 use crate::jobprep::JobPrep;
+use crate::live_logs::{LiveLogs, Tap};
 use crate::sandbox::{Run, Sandbox};
 use crate::stage::{StagedInput, Stager};
 use crate::store::blobs::BlobStore;
@@ -138,6 +139,8 @@ pub struct Executor {
     /// Names attempt directories: unique while the node runs (`WORK` is
     /// cleared at start).
     next: Arc<AtomicU64>,
+    /// The running attempts' output, for followers.
+    live: LiveLogs,
 }
 
 /// How an attempt ended and what of it was stored.
@@ -158,6 +161,7 @@ impl Executor {
         node: String,
         done: mpsc::UnboundedSender<TaskResult>,
     ) -> Executor {
+        let blobs_for_live = blobs.clone();
         Executor {
             work_root,
             blobs,
@@ -167,7 +171,13 @@ impl Executor {
             node,
             done,
             next: Arc::default(),
+            live: LiveLogs::new(blobs_for_live),
         }
+    }
+
+    /// The live output of the attempts running here.
+    pub fn live(&self) -> &LiveLogs {
+        &self.live
     }
 
     /// Starts an attempt; the returned sender kills it.
@@ -185,14 +195,16 @@ impl Executor {
     async fn run(&self, a: Attempt, kill: oneshot::Receiver<()>) -> TaskResult {
         let started = Instant::now();
         let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let taps = self.live.open(a.task, a.attempt);
         let ended = match AttemptDir::create(&self.work_root, n, &self.sandbox) {
             Err(e) => self.not_started(e),
             Ok(d) => {
-                let ended = self.run_in(&a, &d, kill).await;
+                let ended = self.run_in(&a, &d, kill, taps).await;
                 d.remove(!a.spec.packages.is_empty());
                 ended
             }
         };
+        (self.live).ended(a.task, a.attempt, [ended.stdout, ended.stderr]);
         TaskResult {
             task: a.task,
             attempt: a.attempt,
@@ -214,7 +226,13 @@ impl Executor {
         }
     }
 
-    async fn run_in(&self, a: &Attempt, d: &AttemptDir, kill: oneshot::Receiver<()>) -> Ended {
+    async fn run_in(
+        &self,
+        a: &Attempt,
+        d: &AttemptDir,
+        kill: oneshot::Receiver<()>,
+        live: [Tap; 2],
+    ) -> Ended {
         if let Err(e) = self.stage(a, d).await {
             return self.not_started(e);
         }
@@ -231,6 +249,7 @@ impl Executor {
                     peerbatch_env: env,
                     limit_ms: a.spec.max_wall_clock_ms,
                     memory_mb: a.spec.resources.memory_mb,
+                    live: Some(live),
                 },
                 kill,
             )

@@ -34,6 +34,7 @@ mod fetch;
 mod identity;
 pub mod jobfile;
 mod jobprep;
+mod live_logs;
 mod membership;
 mod metrics;
 pub mod net;

@@ -48,6 +48,7 @@ pub struct NodeSnapshot {
     pub store_bytes: u64,
     pub slots: u64,
     pub slots_running: u64,
+    pub log_followers: u64,
 }
 
 /// The labels of an API request: the route pattern it matched (not its
@@ -161,7 +162,7 @@ impl Collector for Snapshot {
             let c = ConstCounter::new(value);
             c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let gauges: [(&str, &str, u64); 8] = [
+        let gauges: [(&str, &str, u64); 9] = [
             (
                 "ledger_events",
                 "Events in this node's ledger",
@@ -193,6 +194,11 @@ impl Collector for Snapshot {
                 "slots_running",
                 "Slots taken by attempts running on this node",
                 s.slots_running,
+            ),
+            (
+                "log_followers",
+                "Live logs this node's API streams now",
+                s.log_followers,
             ),
         ];
         for (name, help, value) in gauges {

@@ -10,6 +10,7 @@
 //! not decide what runs or where its files come from (`exec`, `side`,
 //! `stage` do) and must not touch the chunk store.
 
+use crate::live_logs::Tap;
 use crate::spawn::{self, Spawn};
 use crate::task_tokens::TaskTokens;
 use clap::Args;
@@ -154,6 +155,9 @@ pub struct Run<'a> {
     pub limit_ms: Option<u64>,
     /// Memory the command asked for, enforced where the cgroup can.
     pub memory_mb: u64,
+    /// Where the captures report what they keep as it comes (stdout,
+    /// stderr), for a task attempt's live log.
+    pub live: Option<[Tap; 2]>,
 }
 
 /// How a command ended, with its captured streams.
@@ -382,11 +386,15 @@ impl Sandbox {
         let (stop, stopped) = watch::channel(());
         let mut readers = Vec::new();
         let mut writers = Vec::new();
-        for (path, name) in [(run.stdout, "stdout"), (run.stderr, "stderr")] {
+        let taps = run.live.clone().map_or([None, None], |t| t.map(Some));
+        for ((path, name), tap) in [(run.stdout, "stdout"), (run.stderr, "stderr")]
+            .into_iter()
+            .zip(taps)
+        {
             let (r, w) = spawn::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
             let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(r)
                 .map_err(|e| format!("cannot read a pipe: {e}"))?;
-            let sink = Sink::new(path.to_path_buf(), self.max_log);
+            let sink = Sink::new(path.to_path_buf(), self.max_log, tap);
             readers.push(tokio::spawn(capture(pipe, sink, name, stopped.clone())));
             writers.push(w);
         }
@@ -516,6 +524,8 @@ fn capture_file(path: &Path) -> Result<fs::File, String> {
     let _ = fs::remove_file(path);
     fs::OpenOptions::new()
         .write(true)
+        // Followers of the live log read it through a copy of this descriptor.
+        .read(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
@@ -567,10 +577,12 @@ struct Sink {
     cap: u64,
     kept: u64,
     total: u64,
+    /// Where followers of the live log learn what was kept.
+    tap: Option<Tap>,
 }
 
 impl Sink {
-    fn new(path: PathBuf, cap: u64) -> Sink {
+    fn new(path: PathBuf, cap: u64, tap: Option<Tap>) -> Sink {
         Sink {
             path,
             memory: Vec::new(),
@@ -578,6 +590,7 @@ impl Sink {
             cap,
             kept: 0,
             total: 0,
+            tap,
         }
     }
 
@@ -600,6 +613,9 @@ impl Sink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         if self.file.is_none() && self.memory.len() + bytes.len() <= IN_MEMORY {
             self.memory.extend_from_slice(bytes);
+            if let Some(tap) = &self.tap {
+                tap.kept(bytes, None);
+            }
             return Ok(());
         }
         let file = match &mut self.file {
@@ -613,7 +629,11 @@ impl Sink {
             }
         };
         file.write_all(bytes)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        if let Some(tap) = &self.tap {
+            tap.kept(bytes, Some(file));
+        }
+        Ok(())
     }
 
     /// What was kept, with a line saying how much was dropped.

@@ -326,6 +326,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         },
         metrics: api::metrics::MetricsState::new(metrics.clone()),
         login: Default::default(),
+        follow: Default::default(),
     };
     // The portal's session cookie must not cross a network in the clear:
     // served on loopback only until the API serves TLS.

@@ -47,6 +47,7 @@ pub async fn run(
                 peerbatch_env: env,
                 limit_ms: Some(LIMIT.as_millis() as u64),
                 memory_mb: 0,
+                live: None,
             };
             Ok(sandbox.run(run, kill).await)
         }

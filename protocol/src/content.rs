@@ -202,6 +202,17 @@ pub enum FetchRequest {
     /// into a file and keeps no copy to serve: the sender must not count on
     /// it to pass them on.
     ChunksNotKept(Vec<[u8; 32]>),
+    /// What attempt `attempt` of `task`, running on the asked node, has
+    /// written to its stdout (or `stderr`) from byte `offset` on: answered
+    /// with [`FetchResponse::LiveLog`] once there are such bytes or the
+    /// attempt ended (or after a few seconds with none), or
+    /// [`FetchResponse::LiveLogNotHere`].
+    LiveLog {
+        task: crate::TaskRef,
+        attempt: u32,
+        stderr: bool,
+        offset: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,7 +222,20 @@ pub enum FetchResponse {
     /// One bit per asked hash, in order (bit `i % 8` of byte `i / 8`): set
     /// when the chunk is held.
     Have(Vec<u8>),
+    /// Bytes of a running attempt's stream from the asked offset (at most
+    /// [`MAX_LIVE_PIECE`]; none when nothing new came in time), and whether
+    /// the stream ended with them.
+    LiveLog {
+        bytes: Vec<u8>,
+        ended: bool,
+    },
+    /// The asked node runs no such attempt now (not yet, or no longer), or
+    /// is serving as many followers as it may.
+    LiveLogNotHere,
 }
+
+/// Most bytes one [`FetchResponse::LiveLog`] carries.
+pub const MAX_LIVE_PIECE: usize = 256 << 10;
 
 /// The trailer of a batch frame: the length of each asked chunk, in the
 /// order asked, `None` for a chunk the sender does not hold.

@@ -64,6 +64,7 @@ pub async fn scrape(State(api): State<ApiState>) -> ApiResult<Response> {
     let (mut node, blobs) = ask(&api, |d| (snapshot(d), d.blobs.clone())).await?;
     let s = &api.metrics;
     node.store_bytes = s.store_bytes(blobs).await?;
+    node.log_followers = api.follow.active() as u64;
     let text = s.metrics.encode(node);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
@@ -104,6 +105,7 @@ fn snapshot(d: &Driver) -> NodeSnapshot {
         store_bytes: 0,
         slots: u64::from(d.core.config().slots),
         slots_running: u64::from(slots_running),
+        log_followers: 0,
     }
 }
 

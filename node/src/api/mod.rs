@@ -11,6 +11,7 @@
 
 pub(crate) mod cluster;
 pub(crate) mod files;
+pub(crate) mod follow;
 pub(crate) mod guard;
 pub(crate) mod login;
 pub(crate) mod metrics;
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub metrics: crate::api::metrics::MetricsState,
     /// The portal's one-time login codes.
     pub login: std::sync::Arc<login::LoginCodes>,
+    /// The live logs this node streams now.
+    pub follow: follow::FollowState,
 }
 
 impl FromRef<ApiState> for ClusterState {
@@ -635,21 +638,26 @@ async fn log(
             ))
         }
     };
+    if q.follow == Some(true) {
+        if q.rank.is_some_and(|r| r > 0) {
+            return Err(bad_request(
+                "follow=true follows rank 0 (the primary) only".into(),
+            ));
+        }
+        let found = ask(&s, move |d| task_ref(d, &job, &task)).await??;
+        return follow::follow(&s, found, stderr).await;
+    }
     type Found = (Option<BlobId>, Vec<PeerId>, Fetcher);
     let found: Found = ask(&s, move |d| {
-        let id = d.resolve_job(&job).map_err(not_found)?;
+        let found = task_ref(d, &job, &task)?;
         let record = d
             .core
             .ledger()
-            .job(&id)
+            .job(&found.job)
             .ok_or_else(|| not_found(job.clone()))?;
-        let index = record
-            .spec
-            .position_of(&task)
-            .ok_or_else(|| not_found(format!("job {id} has no task {task:?}")))?;
         let view = d
             .core
-            .view(TaskRef { job: id, index })
+            .view(found)
             .ok_or_else(|| not_found(format!("task {task:?} is unknown here")))?;
         let result = match q.rank.filter(|r| *r > 0) {
             None => view.result.as_ref(),
@@ -676,6 +684,15 @@ async fn log(
     .await??;
     let (blob, peers, fetcher) = found;
     log_bytes(blob, &peers, &fetcher).await
+}
+
+/// Task `task` (its id) of job `job` (an id, id prefix or name).
+fn task_ref(d: &Driver, job: &str, task: &str) -> ApiResult<TaskRef> {
+    let id = d.resolve_job(job).map_err(not_found)?;
+    let record = (d.core.ledger().job(&id)).ok_or_else(|| not_found(job.to_string()))?;
+    let index = (record.spec.position_of(task))
+        .ok_or_else(|| not_found(format!("job {id} has no task {task:?}")))?;
+    Ok(TaskRef { job: id, index })
 }
 
 /// A captured stream's bytes (empty when nothing was captured), fetched

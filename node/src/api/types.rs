@@ -231,6 +231,11 @@ pub struct LogQuery {
     /// An instance of a multi-instance task (0, the primary, by default).
     #[serde(default)]
     pub rank: Option<u32>,
+    /// Stream the log as it is written, from its first byte, wherever the
+    /// task runs, until the attempt ends (waits for a task not started yet);
+    /// rank 0 only.
+    #[serde(default)]
+    pub follow: Option<bool>,
 }
 
 /// The reclaimer's passes (`--store-limit`), over the node's lifetime.
