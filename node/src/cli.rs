@@ -50,12 +50,14 @@ pub struct ClientOpts {
 pub enum NodeOp {
     /// Let NODE finish its running tasks and take no new ones (NODE: a peer id, a prefix, or `self`).
     Drain {
+        /// The node: a peer id, a unique prefix of one, or `self`.
         node: String,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// Let a drained NODE take tasks again.
     Resume {
+        /// The node: a peer id, a unique prefix of one, or `self`.
         node: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -81,6 +83,7 @@ pub enum Cmd {
     },
     /// Make a cluster key file for --cluster-key.
     Keygen {
+        /// Where to write the key file (made readable by its owner only).
         #[arg(long)]
         out: PathBuf,
     },
@@ -107,6 +110,7 @@ pub enum Cmd {
     },
     /// Submit a job file (TOML).
     Submit {
+        /// The job file; its relative paths are read from its directory.
         file: PathBuf,
         /// Show progress until the job ends; exit 1 if any task failed.
         #[arg(long)]
@@ -119,19 +123,24 @@ pub enum Cmd {
         /// Index range, e.g. 1-100 or 0..=9; fills {index} and $PEERBATCH_TASK_INDEX.
         #[arg(long)]
         array: Option<String>,
+        /// The job's name (default: the command).
         #[arg(long)]
         name: Option<String>,
+        /// How many times a failed task is tried again.
         #[arg(long, default_value_t = jobfile::DEFAULT_MAX_RETRIES)]
         max_retries: u32,
+        /// Show progress until the job ends; exit 1 if any task failed.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
         client: ClientOpts,
+        /// The command and its arguments, run directly (not by a shell); after `--`.
         #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
     /// List jobs.
     Jobs {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -139,7 +148,9 @@ pub enum Cmd {
     },
     /// Show one job (by id, id prefix or name).
     Job {
+        /// The job: its id, a unique id prefix, or its name.
         job: String,
+        /// Print it as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -147,7 +158,9 @@ pub enum Cmd {
     },
     /// List a job's tasks.
     Tasks {
+        /// The job: its id, a unique id prefix, or its name.
         job: String,
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -156,6 +169,7 @@ pub enum Cmd {
     /// This node's own state: slots, load, peers, ledger and store figures,
     /// and why it is not claiming if it is not.
     Status {
+        /// Print it as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -163,6 +177,7 @@ pub enum Cmd {
     },
     /// List the nodes of the mesh.
     Nodes {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
         /// List instead the peers without the cluster key that this node met and that wait
@@ -187,8 +202,11 @@ pub enum Cmd {
     },
     /// Print a finished task's stdout (or stderr), wherever it ran.
     Logs {
+        /// The job: its id, a unique id prefix, or its name.
         job: String,
+        /// The task's id, as `tasks JOB` lists it.
         task: String,
+        /// Print its standard error instead of its standard output.
         #[arg(long)]
         stderr: bool,
         /// Another instance of a multi-instance task (0 is the primary).
@@ -204,12 +222,14 @@ pub enum Cmd {
     },
     /// Cancel a job: kill its running tasks everywhere.
     Cancel {
+        /// The job: its id, a unique id prefix, or its name.
         job: String,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// Store files or directory trees in this node's chunk store; prints one id per PATH.
     Put {
+        /// Files or directories to store.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Print what was stored as JSON.
@@ -679,5 +699,32 @@ fn follow_export(client: &Client, number: u64) -> Result<Export> {
                 bail!("get {} failed: {}", e.blob, opt(&e.error));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, as `COMMAND --flag`, that shows
+    /// no description in `--help`.
+    fn undescribed(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_argument_of_every_command_has_help() {
+        let mut missing = Vec::new();
+        undescribed(&Cli::command(), "peerbatch", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -16,12 +16,16 @@ use std::path::PathBuf;
 pub enum PackageCmd {
     /// Store a directory or .tar/.tar.gz/.tgz archive as NAME@VERSION for the whole mesh.
     Add {
+        /// The package's name: letters, digits, `.`, `_`, `-`, `+`.
         name: String,
+        /// Its version, in the same letters.
         version: String,
+        /// A directory, or a .tar, .tar.gz or .tgz archive.
         path: PathBuf,
     },
     /// List the package versions the mesh knows.
     List {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },

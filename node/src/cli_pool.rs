@@ -15,6 +15,7 @@ use std::io::Write;
 pub enum PoolCmd {
     /// Give pool NAME a start task, run once by each node labelled pool=NAME as it joins.
     Add {
+        /// The pool: nodes labelled pool=NAME belong to it.
         name: String,
         /// A command line run by /bin/sh -c, e.g. "apt-get install -y ffmpeg".
         #[arg(long)]
@@ -25,13 +26,17 @@ pub enum PoolCmd {
     },
     /// List pools and each node's start-task result.
     List {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print a node's start-task output (NODE: a peer id or a prefix).
     Logs {
+        /// The pool.
         name: String,
+        /// The node: a peer id or a unique prefix of one.
         node: String,
+        /// Print its standard error instead of its standard output.
         #[arg(long)]
         stderr: bool,
     },

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 pub enum ScheduleCmd {
     /// Submit FILE's job at every occurrence, exactly once across the mesh.
     Add {
+        /// The schedule's name, unique in the mesh.
         name: String,
+        /// The job file submitted at each occurrence.
         file: PathBuf,
         /// An interval such as 30s, 10m, 2h (the first job is submitted now).
         #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
@@ -26,11 +28,15 @@ pub enum ScheduleCmd {
     },
     /// List schedules.
     List {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Stop a schedule (jobs it submitted stay).
-    Remove { name: String },
+    Remove {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 pub fn schedule(client: &Client, cmd: ScheduleCmd) -> Result<()> {

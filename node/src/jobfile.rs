@@ -34,8 +34,10 @@
 
 use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::exit::{ExitAction, ExitRule};
-use peerbatch_protocol::files::{parse_package_ref, Input, PackageUse, Source};
-use peerbatch_protocol::job::{Command, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS};
+use peerbatch_protocol::files::{parse_package_ref, FileRuleError, Input, PackageUse, Source};
+use peerbatch_protocol::job::{
+    Command, JobError, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS,
+};
 use peerbatch_protocol::resources::Resources;
 use peerbatch_protocol::BlobId;
 use serde::Deserialize;
@@ -113,11 +115,10 @@ struct FileTask {
     #[serde(default)]
     inputs: Vec<Spanned<FileInput>>,
     #[serde(default)]
-    outputs: Vec<String>,
+    outputs: Vec<Spanned<String>>,
     #[serde(default)]
     packages: Vec<Spanned<String>>,
-    #[serde(default)]
-    depends_on: Vec<String>,
+    depends_on: Option<Spanned<Vec<String>>>,
     /// Parameter lists: one task per combination.
     sweep: Option<Spanned<BTreeMap<String, Vec<toml::Value>>>>,
     /// A file: one task per line, `{line}`.
@@ -199,12 +200,101 @@ pub fn load(path: &Path) -> Result<JobDraft, JobFileError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "job".into());
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = dir_of(path);
     let mut draft = parse(&file, &text, &default_name, dir)?;
     for source in &mut draft.stage {
         source.path = dir.join(&source.path);
     }
     Ok(draft)
+}
+
+/// Where a task's values are in the file, to point errors found after
+/// parsing (by `JobSpec::validate`) at the value they are about.
+struct TaskPlaces {
+    /// Its `id`, else its `command`.
+    task: Range<usize>,
+    depends_on: Option<Range<usize>>,
+    /// Each input's whole table, by the paths it names.
+    inputs: Vec<(Vec<String>, Range<usize>)>,
+    outputs: Vec<(String, Range<usize>)>,
+}
+
+impl TaskPlaces {
+    fn of(task: &FileTask) -> TaskPlaces {
+        TaskPlaces {
+            task: task.id.as_ref().map_or(task.command.span(), Spanned::span),
+            depends_on: task.depends_on.as_ref().map(Spanned::span),
+            inputs: task
+                .inputs
+                .iter()
+                .map(|i| {
+                    let named = [&i.get_ref().path, &i.get_ref().within];
+                    (named.into_iter().flatten().cloned().collect(), i.span())
+                })
+                .collect(),
+            outputs: task
+                .outputs
+                .iter()
+                .map(|o| (o.get_ref().clone(), o.span()))
+                .collect(),
+        }
+    }
+}
+
+/// The place in the file a validation error is about: the value named, else
+/// the task's id (or command); `None` for what concerns the whole job.
+fn place_of(e: &JobError, spec: &JobSpec, places: &[TaskPlaces]) -> Option<Range<usize>> {
+    // A group by its own id (an array's is its members' prefix; the last, so
+    // that a duplicate id points at the second), else by the position of
+    // the task named.
+    let task = |id: &str| {
+        let group = spec
+            .groups
+            .iter()
+            .rposition(|g| g.spec().id == id)
+            .or_else(|| {
+                let position = u64::from(spec.position_of(id)?);
+                let mut end = 0;
+                spec.groups.iter().position(|g| {
+                    end += g.len();
+                    position < end
+                })
+            })?;
+        places.get(group)
+    };
+    match e {
+        JobError::Files(FileRuleError::InputPath { task: id, path, .. }) => task(id).map(|t| {
+            let named = t.inputs.iter().find(|(paths, _)| paths.contains(path));
+            named.map_or(t.task.clone(), |(_, span)| span.clone())
+        }),
+        JobError::Files(FileRuleError::OutputPattern {
+            task: id, pattern, ..
+        }) => task(id).map(|t| {
+            let named = t.outputs.iter().find(|(p, _)| p == pattern);
+            named.map_or(t.task.clone(), |(_, span)| span.clone())
+        }),
+        JobError::MissingDependency { task: id, .. }
+        | JobError::SelfDependency(id)
+        | JobError::Cycle(id) => task(id).map(|t| t.depends_on.clone().unwrap_or(t.task.clone())),
+        JobError::EmptyCommand(id)
+        | JobError::ZeroStep(id)
+        | JobError::EmptyRange(id)
+        | JobError::DuplicateId(id)
+        | JobError::ZeroSlots(id)
+        | JobError::ZeroInstances(id)
+        | JobError::TooManyInstances(id, _)
+        | JobError::BadSweep { id, .. } => task(id).map(|t| t.task.clone()),
+        _ => None,
+    }
+}
+
+/// The directory a job file's relative paths start from: its own, `.` for
+/// a file named without one (`job.toml`, whose parent is the empty path).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// Parses job-file text; `file` names it in errors.
@@ -234,7 +324,9 @@ pub fn parse(
     }
     let mut groups = Vec::new();
     let (mut stage, mut packages) = (Vec::new(), Vec::new());
+    let mut places = Vec::new();
     for (n, task) in job.tasks.into_inner().into_iter().enumerate() {
+        places.push(TaskPlaces::of(&task));
         let command = command(task.command).map_err(|(span, m)| err(Some(span), m))?;
         let max_retries = match task.max_retries {
             None => DEFAULT_MAX_RETRIES,
@@ -368,9 +460,9 @@ pub fn parse(
             max_retries,
             max_wall_clock_ms,
             inputs,
-            outputs: task.outputs,
+            outputs: task.outputs.into_iter().map(Spanned::into_inner).collect(),
             packages: uses,
-            depends_on: task.depends_on,
+            depends_on: task.depends_on.map(Spanned::into_inner).unwrap_or_default(),
         };
         match task.range {
             Some(range) if !axes.is_empty() => {
@@ -449,7 +541,8 @@ pub fn parse(
             }
         },
     };
-    spec.validate().map_err(|e| err(None, e.to_string()))?;
+    spec.validate()
+        .map_err(|e| err(place_of(&e, &spec, &places), e.to_string()))?;
     Ok(JobDraft {
         spec,
         stage,
@@ -622,6 +715,37 @@ mod tests {
     }
 
     #[test]
+    fn a_job_file_named_without_a_directory_reads_from_the_current_one() {
+        assert_eq!(dir_of(Path::new("job.toml")), Path::new("."));
+        assert_eq!(dir_of(Path::new("work/job.toml")), Path::new("work"));
+    }
+
+    #[test]
+    fn errors_found_after_parsing_point_at_the_value_they_are_about() {
+        let cycle = "[[tasks]]\nid = \"a\"\ncommand = \"x\"\ndepends_on = [\"b\"]\n\n\
+                     [[tasks]]\nid = \"b\"\ncommand = \"x\"\ndepends_on = [\"a\"]\n";
+        let e = parse_err(cycle);
+        assert!(e.contains("cycle"), "{e}");
+        assert!(
+            e.starts_with("job.toml:4:14: ") || e.starts_with("job.toml:9:14: "),
+            "{e}"
+        );
+        let e = parse_err(
+            "[[tasks]]\nid = \"a\"\ncommand = \"x\"\n[[tasks]]\nid = \"a\"\ncommand = \"y\"\n",
+        );
+        assert!(
+            e.starts_with("job.toml:5:6: task id \"a\" appears twice"),
+            "{e}"
+        );
+        let e =
+            parse_err("[[tasks]]\nid = \"f-\"\ncommand = \"x\"\nrange = \"0..10\"\nslots = 0\n");
+        assert!(
+            e.starts_with("job.toml:2:6: task \"f-\": a task needs at least one slot"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn arrays_and_defaults() {
         let spec = parse(
             "job.toml",
@@ -690,11 +814,14 @@ depends_on = ["prep"]
         let task = |extra: &str| format!("[[tasks]]\nid = \"a\"\ncommand = \"x\"\n{extra}\n");
         let e = parse_err(&task(r#"inputs = [{ path = "../x", source = "x" }]"#));
         assert!(
-            e.starts_with("job.toml:1:1: task \"a\": input path \"../x\""),
+            e.starts_with("job.toml:4:11: task \"a\": input path \"../x\""),
             "{e}"
         );
         let e = parse_err(&task(r#"outputs = ["/etc/*"]"#));
-        assert!(e.contains("output pattern \"/etc/*\": "), "{e}");
+        assert!(
+            e.starts_with("job.toml:4:12: task \"a\": output pattern \"/etc/*\": "),
+            "{e}"
+        );
         let e = parse_err(&task(
             r#"inputs = [{ path = "x", source = "a", id = "b" }]"#,
         ));
@@ -706,7 +833,7 @@ depends_on = ["prep"]
         assert!(e.starts_with("job.toml:4:13: package \"../evil@1\""), "{e}");
         let e = parse_err(&task(r#"depends_on = ["nope"]"#));
         assert!(
-            e.contains("depends on \"nope\", which is not a task"),
+            e.starts_with("job.toml:4:14: task \"a\" depends on \"nope\", which is not a task"),
             "{e}"
         );
     }

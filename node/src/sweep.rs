@@ -63,12 +63,7 @@ pub fn files(dir: &Path, pattern: &str) -> Result<Axis, String> {
         .build()
         .map_err(|e| format!("files {pattern:?}: {e}"))?
         .compile_matcher();
-    // Walk from the pattern's literal leading directories only.
-    let literal: Vec<&str> = pattern
-        .split('/')
-        .take_while(|part| !part.contains(['*', '?', '[', '{']))
-        .collect();
-    let base = literal[..literal.len().saturating_sub(1)].join("/");
+    let base = literal_dirs(pattern);
     let mut found = Vec::new();
     walk(dir, &base, &mut found).map_err(|e| format!("files {pattern:?}: {e}"))?;
     found.retain(|rel| glob.is_match(rel));
@@ -96,6 +91,18 @@ pub fn files(dir: &Path, pattern: &str) -> Result<Axis, String> {
         names: vec!["file".into(), "file_name".into(), "file_stem".into()],
         rows,
     })
+}
+
+/// The pattern's leading directories without wildcards, where walking
+/// starts: `clips` for `clips/*.mp4` and for `clips/a.mp4`.
+fn literal_dirs(pattern: &str) -> String {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let literal = parts
+        .iter()
+        .take_while(|part| !part.contains(['*', '?', '[', '{']))
+        .count();
+    // Not the last part: it names files, not a directory.
+    parts[..literal.min(parts.len() - 1)].join("/")
 }
 
 /// Relative paths of the regular files under `dir/rel`.
@@ -146,6 +153,10 @@ mod tests {
             std::fs::write(dir.join(f), "x").unwrap();
         }
         std::fs::write(dir.join("params.txt"), "--fast\n\n--slow  \n").unwrap();
+        assert_eq!(literal_dirs("clips/*.mp4"), "clips", "walks clips/ only");
+        assert_eq!(literal_dirs("clips/a.mp4"), "clips");
+        assert_eq!(literal_dirs("*.mp4"), "");
+        assert_eq!(literal_dirs("clips/**/x/*.mp4"), "clips");
         let axis = files(&dir, "clips/*.mp4").unwrap();
         assert_eq!(axis.rows.len(), 2, "`*` stays in one directory");
         assert_eq!(axis.rows[0], ["clips/a.mp4", "a.mp4", "a"]);
