@@ -3,11 +3,12 @@
 //!
 //! Owns placing a task's inputs in its working directory (fetched once per
 //! node into a read-only cache and hard-linked into every working directory
-//! that needs them; when tasks run as another account, a large file's
-//! cache entry is the store's own data file under another name, so its
-//! bytes exist once on the node; when tasks run as the node's own user,
-//! which can write read-only files, every cache entry is a copy, hashed
-//! again before each reuse and replaced if a task changed it), unpacking packages once per node and version, and
+//! that needs them; a large file's cache entry is the store's own data file
+//! under another name, so its bytes exist once on the node. Tasks of
+//! another account (`--run-as`) cannot write it; when tasks run as the
+//! node's own user, which can, every entry is hashed again before each
+//! reuse, and one a task changed makes the store check its copy and fetch
+//! what changed again), unpacking packages once per node and version, and
 //! storing the files an attempt's output patterns match as one tree —
 //! refusing symlinks that lead out of the working directory. Must not run
 //! processes (the executor does) or decide which blob an input names (the
@@ -139,8 +140,17 @@ impl Stager {
         let path = self.cache.join(format!("{file}-{mode:o}"));
         let lock = self.lock(file);
         let _held = lock.lock().await;
-        if mark_used(&path) && (!self.verify_cache || self.intact(file, &path).await) {
-            return Ok(path);
+        if mark_used(&path) {
+            if !self.verify_cache || self.intact(file, &path).await {
+                return Ok(path);
+            }
+            // The entry is the store's data file under another name: what
+            // a task changed there the store must fetch again.
+            let blobs = self.blobs.clone();
+            tokio::task::spawn_blocking(move || blobs.recheck(&file))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(err)?;
         }
         self.fetcher
             .fetch(file, peers, &Progress::default())
@@ -148,20 +158,20 @@ impl Stager {
             .map_err(err)?;
         let tmp = self.cache.join(format!(".{file}-{mode:o}.part"));
         let _ = fs::remove_file(&tmp);
-        let (blobs, out, verify) = (self.blobs.clone(), tmp.clone(), self.verify_cache);
+        let (blobs, out) = (self.blobs.clone(), tmp.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
             fs::create_dir_all(out.parent().unwrap_or(Path::new("/")))
                 .map_err(|e| e.to_string())?;
-            // Only tasks of another account cannot change the store's copy.
-            let link = !verify;
             blobs
-                .export_file_mode(&file, &out, mode, link)
+                .export_file_mode(&file, &out, mode, true)
                 .map(drop)
                 .map_err(err)
         })
         .await
         .map_err(|e| e.to_string())??;
         fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        // Renaming a name onto another name of the same file leaves both.
+        let _ = fs::remove_file(&tmp);
         Ok(path)
     }
 

@@ -152,10 +152,16 @@ fn wait_gets(gets: &[(&Client, u64)], started: Instant) -> Result<Vec<f64>> {
     Ok(done.into_iter().flatten().collect())
 }
 
-/// Removes every chunk a node holds, so that its next get fetches it all.
+/// Removes every chunk a node holds and its input cache (which may hold
+/// other names of its data files), so that its next get fetches it all.
 fn forget_chunks(cluster: &LocalCluster, node: usize) -> Result<()> {
-    let chunks = cluster.nodes[node].dir.chunks_dir();
-    std::fs::remove_dir_all(&chunks).with_context(|| format!("cannot empty {}", chunks.display()))
+    let dir = &cluster.nodes[node].dir;
+    for d in [dir.chunks_dir(), dir.input_cache_dir()] {
+        if d.exists() {
+            std::fs::remove_dir_all(&d).with_context(|| format!("cannot empty {}", d.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// CPU seconds (user + system) each of the cluster's node processes has used.
@@ -267,67 +273,7 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
             b3 / hash_only_secs
         );
     }
-    let out = root.join("out");
-    let mut no_store = Vec::new();
-    for store in [true, false] {
-        let (mut times, mut cpu, mut disk) = (Vec::new(), Vec::new(), 0);
-        let (mut sender, mut receiver) = (Vec::new(), Vec::new());
-        for _ in 0..opts.runs.max(1) {
-            let before = nodes_cpu(&cluster);
-            let (secs, bytes) = two_node_get(&cluster, &clients, &id, &out, store)?;
-            times.push(secs);
-            disk = disk.max(bytes);
-            let used: Vec<f64> = nodes_cpu(&cluster)
-                .iter()
-                .zip(&before)
-                .map(|(a, b)| a - b)
-                .collect();
-            sender.push(used[0]);
-            receiver.push(used[1]);
-            cpu.push(used.iter().sum());
-        }
-        if !store {
-            no_store.clone_from(&times);
-        }
-        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-        let what = if store {
-            "two-node get (fetch, verify, store, write the file)"
-        } else {
-            "two-node get --no-store (fetch, verify, write the file)"
-        };
-        println!(
-            "{what}: median {:.2} s = {:.0} MB/s (best {best:.2} s = {:.0} MB/s; {} runs: {})",
-            median(times.clone()),
-            rate(median(times.clone())),
-            rate(best),
-            times.len(),
-            times
-                .iter()
-                .map(|t| format!("{t:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        println!(
-            "         CPU of both node processes per get: median {:.2} s ({}); with that much CPU free, a get needs at least CPU / cores = {:.2} s",
-            median(cpu.clone()),
-            cpu.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
-            median(cpu.clone()) / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
-        );
-        let gib = opts.size as f64 / (1u64 << 30) as f64;
-        println!(
-            "         CPU per GiB: sender median {:.2} s, receiver median {:.2} s",
-            median(sender) / gib,
-            median(receiver) / gib,
-        );
-        println!(
-            "         on disk after a get (du of the receiving data dir and the output together): at most {:.0} MiB, {:.2} × the file",
-            disk as f64 / (1 << 20) as f64,
-            disk as f64 / opts.size as f64,
-        );
-    }
-    if opts.task_runs > 0 {
-        task_input(&cluster, &clients, &id, opts.task_runs, median(no_store))?;
-    }
+    rounds(opts, &cluster, &clients, &id, root)?;
     drop(cluster);
 
     if opts.spread >= 2 {
@@ -336,47 +282,215 @@ fn measure(opts: &TransferOpts, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Times tasks on node 2 whose input is blob `id`, which only node 1
-/// holds (node 1 is drained so that it runs none), from submit until the
-/// task (`true`) finished, and compares that with `no_store` seconds.
-fn task_input(
+/// One kind of thing a round times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `get`: fetch, verify, keep in the store, link or write the file.
+    Get,
+    /// `get --no-store`: fetch, verify, write the file.
+    NoStore,
+    /// A task whose input is the blob: fetch, stage, run `true`.
+    Task,
+}
+
+/// What the runs of one mode measured.
+#[derive(Default)]
+struct Tally {
+    secs: Vec<f64>,
+    /// CPU seconds of both nodes, of the sender and of the receiver.
+    cpu: Vec<f64>,
+    sender: Vec<f64>,
+    receiver: Vec<f64>,
+    /// The most `du` counted for the receiving data dir and the output.
+    disk: u64,
+}
+
+/// Times `--runs` gets of each kind and `--task-runs` tasks in rounds,
+/// each round in a shuffled order, with the page cache written back and
+/// dropped (when root) before each, so that no kind always follows the
+/// put or another kind's writes; then prints each kind's figures.
+fn rounds(
+    opts: &TransferOpts,
     cluster: &LocalCluster,
     clients: &[Client],
     id: &str,
-    runs: usize,
-    no_store: f64,
+    root: &Path,
 ) -> Result<()> {
+    use rand::seq::SliceRandom;
     let blob = BlobId::parse(id).with_context(|| format!("the node named blob {id:?}"))?;
-    let _: Drained = clients[0].post("/v1/nodes/self/drain", &Drain { drain: true })?;
-    wait_drained(&clients[1])?;
-    let mut times = Vec::new();
-    for run in 0..runs {
-        forget_chunks(cluster, 1)?;
-        let cache = cluster.nodes[1].dir.input_cache_dir();
-        if cache.exists() {
-            std::fs::remove_dir_all(&cache)
-                .with_context(|| format!("cannot empty {}", cache.display()))?;
+    if opts.task_runs > 0 {
+        // Node 1 only serves: the task runs on node 2, which lacks the blob.
+        let _: Drained = clients[0].post("/v1/nodes/self/drain", &Drain { drain: true })?;
+        wait_drained(&clients[1])?;
+    }
+    let held = cluster.nodes[0].dir.chunks_dir().join("large").join(id);
+    let out = root.join("out");
+    let mut rng = rand::rngs::SmallRng::from_entropy();
+    let mut tallies: Vec<(Mode, Tally)> = Vec::new();
+    let (mut order, mut dropped) = (Vec::new(), true);
+    for round in 0..opts.runs.max(opts.task_runs) {
+        let mut modes = Vec::new();
+        if round < opts.runs {
+            modes.extend([Mode::Get, Mode::NoStore]);
         }
-        let mut task = TaskSpec::new("t", Command::Argv(vec!["true".into()]), 0);
-        task.inputs = vec![Input {
-            path: "input".into(),
-            source: Source::Blob(blob),
-            within: String::new(),
-        }];
-        let spec = JobSpec::new(format!("input-{run}"), vec![TaskGroup::One(task)]);
-        let started = Instant::now();
-        let r: Submitted = clients[1].post("/v1/jobs", &spec)?;
-        let job = r.job_id;
-        wait_succeeded(&clients[1], &job)?;
-        times.push(started.elapsed().as_secs_f64());
+        if round < opts.task_runs {
+            modes.push(Mode::Task);
+        }
+        modes.shuffle(&mut rng);
+        order.push(modes.clone());
+        for mode in modes {
+            dropped &= settle(&held);
+            let before = nodes_cpu(cluster);
+            let (secs, disk) = match mode {
+                Mode::Get => two_node_get(cluster, clients, id, &out, true)?,
+                Mode::NoStore => two_node_get(cluster, clients, id, &out, false)?,
+                Mode::Task => task_input(cluster, clients, blob, round)?,
+            };
+            let used: Vec<f64> = nodes_cpu(cluster)
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect();
+            let tally = match tallies.iter().position(|(m, _)| *m == mode) {
+                Some(i) => &mut tallies[i].1,
+                None => {
+                    tallies.push((mode, Tally::default()));
+                    &mut tallies.last_mut().expect("just pushed").1
+                }
+            };
+            tally.secs.push(secs);
+            tally.disk = tally.disk.max(disk);
+            tally.sender.push(used[0]);
+            tally.receiver.push(used[1]);
+            tally.cpu.push(used.iter().sum());
+        }
     }
     println!(
-        "task input: submit until a task (`true`) whose input is the blob, held only by the other node, finished: median {:.2} s ({}); / get --no-store median {no_store:.2} s = {:.2}",
-        median(times.clone()),
-        times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "),
-        median(times.clone()) / no_store,
+        "rounds (each in a shuffled order; before each run: sync, page cache dropped{}, the sender's data file read back in, 3 s for the VM to settle): {}",
+        if dropped { "" } else { " (not: not root)" },
+        order
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
+    tallies.sort_by_key(|(m, _)| *m as u8);
+    let median_of = |mode: Mode| {
+        tallies
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .map(|(_, t)| median(t.secs.clone()))
+    };
+    for (mode, tally) in &tallies {
+        print_tally(opts.size, *mode, tally);
+    }
+    if let (Some(get), Some(no_store)) = (median_of(Mode::Get), median_of(Mode::NoStore)) {
+        println!(
+            "get / get --no-store (rate, medians): {:.2}",
+            no_store / get
+        );
+    }
+    if let (Some(task), Some(no_store)) = (median_of(Mode::Task), median_of(Mode::NoStore)) {
+        println!(
+            "task input / get --no-store (time, medians): {:.2}",
+            task / no_store
+        );
+    }
     Ok(())
+}
+
+/// Writes dirty pages back and drops the page cache (when root; says
+/// whether it could), then reads `held` (the sender's data file) back in
+/// and waits 3 s: this VM hands freed pages back to its host about 2 s
+/// after they are freed, so every run starts with the same kind of memory.
+fn settle(held: &Path) -> bool {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+    if let Ok(mut f) = std::fs::File::open(held) {
+        let _ = std::io::copy(&mut f, &mut std::io::sink());
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    dropped
+}
+
+fn print_tally(size: u64, mode: Mode, t: &Tally) {
+    let rate = |secs: f64| size as f64 / secs / MB;
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (lo, hi) = (
+        t.secs.iter().copied().fold(f64::INFINITY, f64::min),
+        t.secs.iter().copied().fold(0.0, f64::max),
+    );
+    let what = match mode {
+        Mode::Get => "two-node get (fetch, verify, store, link the file out)",
+        Mode::NoStore => "two-node get --no-store (fetch, verify, write the file)",
+        Mode::Task => "task input: submit until a task (`true`) whose input is the blob, held only by the other node, finished",
+    };
+    let m = median(t.secs.clone());
+    println!(
+        "{what}: median {m:.2} s = {:.0} MB/s (range {lo:.2}–{hi:.2} s = {:.0}–{:.0} MB/s; {} runs: {})",
+        rate(m),
+        rate(hi),
+        rate(lo),
+        t.secs.len(),
+        list(&t.secs),
+    );
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    println!(
+        "         CPU of both node processes per run: median {:.2} s ({}); with that much CPU free, a run needs at least CPU / cores = {:.2} s",
+        median(t.cpu.clone()),
+        list(&t.cpu),
+        median(t.cpu.clone()) / cores,
+    );
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let per_gib = |v: &[f64]| v.iter().map(|x| x / gib).collect::<Vec<_>>();
+    println!(
+        "         CPU per GiB: sender median {:.2} s ({}), receiver median {:.2} s ({})",
+        median(per_gib(&t.sender)),
+        list(&per_gib(&t.sender)),
+        median(per_gib(&t.receiver)),
+        list(&per_gib(&t.receiver)),
+    );
+    let what = match mode {
+        Mode::Task => "the task's node's data dir (its input staged)",
+        _ => "the receiving data dir and the output together",
+    };
+    println!(
+        "         on disk after each run (du of {what}): at most {:.0} MiB, {:.2} × the file",
+        t.disk as f64 / (1 << 20) as f64,
+        t.disk as f64 / size as f64,
+    );
+}
+
+/// Runs one task on node 2 whose input is `blob`, which only node 1
+/// holds, with node 2's chunk store and input cache emptied first;
+/// returns the seconds from submit until the task (`true`) succeeded,
+/// and the bytes node 2's data dir then uses on disk.
+fn task_input(
+    cluster: &LocalCluster,
+    clients: &[Client],
+    blob: BlobId,
+    round: usize,
+) -> Result<(f64, u64)> {
+    forget_chunks(cluster, 1)?;
+    let mut task = TaskSpec::new("t", Command::Argv(vec!["true".into()]), 0);
+    task.inputs = vec![Input {
+        path: "input".into(),
+        source: Source::Blob(blob),
+        within: String::new(),
+    }];
+    let spec = JobSpec::new(format!("input-{round}"), vec![TaskGroup::One(task)]);
+    let started = Instant::now();
+    let r: Submitted = clients[1].post("/v1/jobs", &spec)?;
+    let job = r.job_id;
+    wait_succeeded(&clients[1], &job)?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok((secs, du(&[&cluster.nodes[1].dir.root])?))
 }
 
 /// Polls job `job` on `client`'s node every 10 ms until a task of it

@@ -165,3 +165,78 @@ inputs = [{ path = "big.bin", source = "big.bin" }]
         "the node's data dir grew by {used} bytes for a {size}-byte input used by 4 tasks"
     );
 }
+
+/// Runs a job of `n` tasks on `node`, each running `command` with `input`
+/// as `big.bin`; returns what each printed, after checking each succeeded.
+fn run_tasks(node: &Node, dir: &Path, name: &str, n: u32, input: &str, command: &str) -> Vec<String> {
+    let job_file = dir.join(format!("{name}.toml"));
+    let job = format!(
+        "[[tasks]]\nid = \"t\"\nrange = \"1..={n}\"\ncommand = {command:?}\ninputs = [{input}]\n"
+    );
+    fs::write(&job_file, job).unwrap();
+    let job = ok(&node.cli(&["submit", job_file.to_str().unwrap()]), "submit");
+    let list = wait_tasks_ended(node, &job);
+    let mut seen = Vec::new();
+    for t in list.as_array().unwrap() {
+        assert_eq!(t["state"], "succeeded", "{list}");
+        seen.push(ok(&node.cli(&["logs", &job, t["id"].as_str().unwrap()]), "logs"));
+    }
+    seen
+}
+
+#[test]
+fn tasks_of_the_nodes_own_account_share_the_stores_one_copy_and_a_change_to_it_is_fetched_again() {
+    let cluster = Cluster::start(2, FAST);
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let size = 48 * MIB;
+    let input = cluster.tmp.path().join("big.bin");
+    write_pattern(&input, size, 8);
+    let sum = Command::new("sha256sum")
+        .arg("-b")
+        .stdin(fs::File::open(&input).unwrap())
+        .output();
+    let sum = ok(&sum.unwrap(), "sha256sum");
+    // B keeps a copy to mend A's from, and runs no task.
+    let b_id = b.peer_id();
+    ok(&b.cli(&["node", "drain", &b_id]), "node drain");
+    wait_for("A to see B drained", Duration::from_secs(10), || {
+        let nodes = a.json(&["nodes", "--json"]);
+        let list = nodes.as_array().unwrap();
+        let seen = list.iter().any(|n| n["id"] == b_id.as_str() && n["draining"] == true);
+        seen.then_some(())
+    });
+    let before = du(&[&a.dir]);
+    let id = put(a, &input);
+    let b_copy = cluster.tmp.path().join("b-copy");
+    ok(&b.cli(&["get", &id, "--out", b_copy.to_str().unwrap()]), "get on B");
+
+    let dir = cluster.tmp.path();
+    let from_store = format!("{{ path = \"big.bin\", id = \"{id}\" }}");
+    let read = "sha256sum -b < big.bin";
+    for seen in run_tasks(a, dir, "four", 4, &from_store, read) {
+        assert_eq!(seen, sum, "every task saw its input");
+    }
+    let used = du(&[&a.dir]) - before;
+    assert!(
+        used <= size + size / 10,
+        "A's data dir grew by {used} bytes for a {size}-byte input put once and used by 4 tasks"
+    );
+
+    // Tasks of the node's own account can write what it can: one changes
+    // its input, which is the store's copy.
+    let change = "chmod u+w big.bin && printf changed | dd of=big.bin bs=1 seek=5 conv=notrunc 2>/dev/null && echo changed";
+    assert_eq!(run_tasks(a, dir, "change", 1, &from_store, change), ["changed"]);
+    let out = cluster.tmp.path().join("a-copy");
+    let args = ["get", &id, "--out", out.to_str().unwrap()];
+    let refused = a.cli(&args);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("were changed"),
+        "A does not hand out the changed copy: {why}"
+    );
+    // The next task gets the blob as it was: A fetched the changed chunk
+    // again (from B) before staging it.
+    assert_eq!(run_tasks(a, dir, "after", 1, &from_store, read), [sum.clone()]);
+    ok(&a.cli(&args), "get on A after the mend");
+    assert_eq!(hash_file(&out), hash_file(&input));
+}

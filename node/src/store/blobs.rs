@@ -192,90 +192,52 @@ impl BlobStore {
 
     /// Splits a file into chunks on every CPU at once: worker `k` of `n`
     /// reads, hashes and stores chunks `k`, `k + n`, … (one chunk in memory
-    /// per worker). A file whose size changes meanwhile is refused.
+    /// per worker; a large file's chunks are copied into its new data file
+    /// and hashed there). A file whose size changes meanwhile is refused.
     fn put_file(&self, path: &Path) -> Result<(BlobId, PutStats)> {
         let file = fs::File::open(path).map_err(io("open", path))?;
         let size = file.metadata().map_err(io("read", path))?.len();
         let count = size.div_ceil(CHUNK_SIZE as u64) as usize;
-        // A large file goes into one new data file: chunks already here
-        // elsewhere are copied in afterwards rather than written twice.
         let large = if size > crate::store::large::LARGE {
-            let (tmp, f) = self.large.put_file()?;
-            let tmp = Removed(tmp);
-            allocate(&f, size).map_err(io("allocate", &tmp.0))?;
-            Some((tmp, f))
+            Some(self.large.put_file(size)?)
         } else {
             None
         };
-        let store = |hash: &[u8; 32], piece: &[u8], at: u64| -> Result<bool> {
-            match &large {
-                None => self.write_chunk_unchecked(hash, piece),
-                Some(_) if self.has_chunk(hash) => Ok(false),
-                Some((tmp, f)) => f
-                    .write_all_at(piece, at)
-                    .map(|()| true)
-                    .map_err(|e| io("write", &tmp.0)(e).into()),
+        let chunk = |i: usize, buf: &mut Vec<u8>| -> Result<(ChunkRef, bool)> {
+            let at = i as u64 * CHUNK_SIZE as u64;
+            let len = (size - at).min(CHUNK_SIZE as u64) as usize;
+            let chunk = |hash| ChunkRef {
+                hash,
+                len: len as u32,
+            };
+            if let Some(put) = &large {
+                let hash = put.copy_chunk(&file, path, at, len, buf)?;
+                return Ok((chunk(hash), !self.has_chunk(&hash)));
             }
+            buf.resize(len, 0);
+            file.read_exact_at(buf, at).map_err(io("read", path))?;
+            let hash = *blake3::hash(buf).as_bytes();
+            Ok((chunk(hash), self.write_chunk_unchecked(&hash, buf)?))
         };
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, count.max(1));
-        let work = |k: usize| -> Result<Vec<(usize, ChunkRef, bool)>> {
-            let mut buf = vec![0u8; CHUNK_SIZE.min(size as usize)];
-            let mut done = Vec::new();
-            for i in (k..count).step_by(workers) {
-                let at = i as u64 * CHUNK_SIZE as u64;
-                let piece = &mut buf[..(size - at).min(CHUNK_SIZE as u64) as usize];
-                file.read_exact_at(piece, at).map_err(io("read", path))?;
-                let hash = *blake3::hash(piece).as_bytes();
-                let new = store(&hash, piece, at)?;
-                let len = piece.len() as u32;
-                done.push((i, ChunkRef { hash, len }, new));
-            }
-            Ok(done)
-        };
-        let parts: Vec<Result<_>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers).map(|k| s.spawn(move || work(k))).collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        });
+        let done = on_every_cpu(count, chunk)?;
         if file.metadata().map_err(io("read", path))?.len() != size {
             return Err(BlobError::Changed(path.to_path_buf()));
         }
-        let mut written = vec![false; count];
-        let mut chunks = vec![
-            ChunkRef {
-                hash: [0; 32],
-                len: 0
-            };
-            count
-        ];
-        let mut stats = PutStats {
+        let written = done.iter().filter(|(_, new)| *new).count() as u64;
+        let manifest = Manifest {
+            size,
+            chunks: done.into_iter().map(|(c, _)| c).collect(),
+        };
+        let (id, new) = self.put_object(&Object::File(manifest.clone()))?;
+        let stats = PutStats {
             files: 1,
             bytes: size,
             chunks: count as u64 + 1,
-            chunks_written: 0,
+            chunks_written: written + u64::from(new),
         };
-        for part in parts {
-            for (i, chunk, new) in part? {
-                chunks[i] = chunk;
-                written[i] = new;
-                stats.chunks_written += u64::from(new);
-            }
-        }
-        let manifest = Manifest { size, chunks };
-        let (id, new) = self.put_object(&Object::File(manifest.clone()))?;
-        stats.chunks_written += u64::from(new);
-        if let Some((tmp, _)) = &large {
-            self.large.adopt(id, &manifest, &tmp.0, &written)?;
-            self.fill(&id);
-            self.writes
-                .fetch_add(stats.chunks_written, Ordering::Relaxed);
+        if let Some(put) = large {
+            self.large.adopt(id, &manifest, put)?;
+            self.writes.fetch_add(written, Ordering::Relaxed);
         }
         Ok((id, stats))
     }
@@ -504,9 +466,9 @@ impl BlobStore {
 
     /// Writes blob `id` (all of it must be here) at `out`, which must not
     /// exist (a tree may also go into an empty directory). Returns the
-    /// number of bytes written. A large file blob is linked out where the
-    /// file system allows (read-only: it is the store's copy), so that its
-    /// bytes exist once.
+    /// number of bytes written. A large file blob, alone or in a tree
+    /// (unless executable), is linked out where the file system allows
+    /// (read-only: it is the store's copy), so that its bytes exist once.
     pub fn export(&self, id: &BlobId, out: &Path) -> Result<u64> {
         check_out(out)?;
         match self.object(id)?.ok_or(BlobError::Missing(*id))? {
@@ -528,11 +490,24 @@ impl BlobStore {
                         }
                         None => return Err(BlobError::Missing(entry.blob)),
                     };
-                    bytes += self.export_file(&manifest, &path, entry.mode & 0o777)?;
+                    // A large file without execute bits is linked out
+                    // (read-only) as a lone file is; an executable one is
+                    // copied, as every name of a data file has its mode.
+                    let mode = entry.mode & 0o777;
+                    let link = mode & 0o111 == 0;
+                    bytes += self.export_file_as(&entry.blob, &manifest, &path, mode, link)?;
                 }
                 Ok(bytes)
             }
         }
+    }
+
+    /// Hashes the held chunks of large blob `id` again (its data file may
+    /// have been changed through a name it was linked at); those that no
+    /// longer match count as missing, so the next fetch gets them again.
+    /// Returns how many did not match.
+    pub fn recheck(&self, id: &BlobId) -> Result<usize> {
+        Ok(self.large.recheck(id)?)
     }
 
     /// Writes file blob `id` at `out` (which must not exist) with
@@ -615,13 +590,43 @@ impl BlobStore {
     }
 }
 
-/// A temporary file, removed when dropped unless it was moved away.
-struct Removed(PathBuf);
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+/// Runs `work(i, buffer)` for `i` in `0..count` on every CPU at once
+/// (worker `k` of `n` takes `k`, `k + n`, …, with one buffer of its own)
+/// and returns the results in order of `i`.
+fn on_every_cpu<T: Send>(
+    count: usize,
+    work: impl Fn(usize, &mut Vec<u8>) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, count.max(1));
+    let work = &work;
+    let parts: Vec<Result<Vec<(usize, T)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|k| {
+                s.spawn(move || {
+                    let mut buf = Vec::new();
+                    (k..count)
+                        .step_by(workers)
+                        .map(|i| Ok((i, work(i, &mut buf)?)))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(count);
+    for part in parts {
+        all.extend(part?);
     }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
 /// A file blob being written out (see [`BlobStore::begin_export`]). Its
@@ -868,6 +873,57 @@ mod tests {
         store.write_chunk(second.as_bytes(), piece).unwrap();
         store.export(&id, &tmp.join("out3")).unwrap();
         assert_eq!(fs::read(tmp.join("out3")).unwrap(), data);
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn a_tree_links_its_large_files_out_and_copies_executable_ones() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = std::env::temp_dir().join(format!("pb-tree-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let src = tmp.join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        let data: Vec<u8> = (0..(17 * CHUNK_SIZE + 9)).map(|i| (i % 253) as u8).collect();
+        fs::write(src.join("d/big.bin"), &data).unwrap();
+        fs::write(src.join("run"), &data[1..]).unwrap();
+        fs::set_permissions(src.join("run"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(src.join("small.txt"), b"small").unwrap();
+        let store = BlobStore::open(&tmp.join("chunks")).unwrap();
+        let (id, _) = store.put_path(&src).unwrap();
+
+        let out = tmp.join("out");
+        store.export(&id, &out).unwrap();
+        let big = fs::metadata(out.join("d/big.bin")).unwrap();
+        assert_eq!(big.nlink(), 2, "the store's own copy, linked out");
+        assert_eq!(big.permissions().mode() & 0o777, 0o444, "read-only");
+        assert_eq!(fs::read(out.join("d/big.bin")).unwrap(), data);
+        let run = fs::metadata(out.join("run")).unwrap();
+        assert_eq!(run.nlink(), 1, "an executable is a copy of its own");
+        assert_eq!(run.permissions().mode() & 0o777, 0o755);
+        assert_eq!(fs::read(out.join("run")).unwrap(), &data[1..]);
+        assert_eq!(fs::read(out.join("small.txt")).unwrap(), b"small");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn a_large_file_on_another_file_system_is_stored_through_memory() {
+        let tmp = std::env::temp_dir().join(format!("pb-other-fs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let mnt = tmp.join("mnt");
+        fs::create_dir_all(&mnt).unwrap();
+        let at = mnt.to_str().unwrap();
+        // Needs root, as CI runs the suite.
+        run(&["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", at]);
+        let data: Vec<u8> = (0..(18 * CHUNK_SIZE + 5))
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
+            .collect();
+        fs::write(mnt.join("src"), &data).unwrap();
+        let store = BlobStore::open(&tmp.join("chunks")).unwrap();
+        let stored = store.put_path(&mnt.join("src"));
+        let _ = std::process::Command::new("umount").arg(at).status();
+        let (id, stats) = stored.unwrap();
+        assert_eq!(stats.chunks_written, 20, "19 chunks and the manifest");
+        assert_eq!(store.read_blob(&id).unwrap(), Some(data));
         fs::remove_dir_all(&tmp).unwrap();
     }
 

@@ -441,18 +441,29 @@ impl Large {
     /// Hashes every held chunk of `id` again, marks those that no longer
     /// match as missing and returns how many did not.
     pub fn recheck(&self, id: &BlobId) -> Result<usize> {
-        let held: Vec<(usize, Place)> = {
+        let (held, size): (Vec<(usize, Place)>, u64) = {
             let index = self.lock();
             let Some(e) = index.entries.get(id) else {
                 return Ok(0);
             };
-            (0..e.places.len())
+            let held = (0..e.places.len())
                 .filter(|&i| e.have[i])
                 .map(|i| (i, e.places[i]))
-                .collect()
+                .collect();
+            (held, e.size)
         };
         let path = self.data_path(id);
         let file = fs::File::open(&path).map_err(io("open", &path))?;
+        let grown = file.metadata().map_err(io("read", &path))?.len() > size;
+        if grown {
+            // Appended to through another name: cut back to the blob.
+            tracing::warn!("{} grew past its blob's size; cutting it back", path.display());
+            let mode = file.metadata().map_err(io("read", &path))?.permissions();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(io("set the mode of", &path))?;
+            open_rw(&path)?.set_len(size).map_err(io("truncate", &path))?;
+            fs::set_permissions(&path, mode).map_err(io("set the mode of", &path))?;
+        }
         let mut buf = vec![0u8; CHUNK_SIZE];
         let mut bad = 0;
         for (i, place) in held {
@@ -464,7 +475,7 @@ impl Large {
                 bad += 1;
             }
         }
-        Ok(bad)
+        Ok(bad + usize::from(grown))
     }
 
     /// Links the complete data file of `id` at `out` (never replacing
@@ -492,8 +503,8 @@ impl Large {
         }
     }
 
-    /// A new temporary data file for a put of `size` bytes.
-    pub fn put_file(&self) -> Result<(PathBuf, fs::File)> {
+    /// A new temporary data file for a put of `size` bytes, allocated.
+    pub fn put_file(&self, size: u64) -> Result<PutFile> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         let tmp = self.dir.join(format!(
@@ -508,43 +519,42 @@ impl Large {
             .mode(0o600)
             .open(&tmp)
             .map_err(io("create", &tmp))?;
-        Ok((tmp, file))
+        let mut put = PutFile {
+            map: None,
+            file,
+            path: tmp,
+        };
+        allocate(&put.file, size).map_err(io("allocate", &put.path))?;
+        put.map = Some(Mapped::new(&put.file, size).map_err(io("map", &put.path))?);
+        Ok(put)
     }
 
-    /// Makes the temporary file of a put the data file of `id`, holding
-    /// the chunks `written` says it holds; if `id` has a data file
-    /// already, copies those of them it lacks into it instead.
-    pub fn adopt(
-        &self,
-        id: BlobId,
-        manifest: &Manifest,
-        tmp: &Path,
-        written: &[bool],
-    ) -> Result<()> {
+    /// Makes the temporary file of a put, which holds every chunk of
+    /// `manifest`, the data file of `id`; if `id` has a data file
+    /// already, copies into it only the chunks it lacks instead.
+    pub fn adopt(&self, id: BlobId, manifest: &Manifest, mut put: PutFile) -> Result<()> {
+        let tmp = put.path.clone();
         if self.holds(&id) && self.data_path(&id).exists() {
-            let file = fs::File::open(tmp).map_err(io("open", tmp))?;
+            let lacking: std::collections::HashSet<[u8; 32]> =
+                self.missing(&id).into_iter().collect();
             let mut at = 0;
-            for (chunk, &new) in manifest.chunks.iter().zip(written) {
-                if new {
+            for chunk in &manifest.chunks {
+                if lacking.contains(&chunk.hash) {
                     let mut buf = vec![0u8; chunk.len as usize];
-                    file.read_exact_at(&mut buf, at).map_err(io("read", tmp))?;
+                    put.file.read_exact_at(&mut buf, at).map_err(io("read", &tmp))?;
                     self.write(&chunk.hash, &buf)?;
                 }
                 at += u64::from(chunk.len);
             }
-            let _ = fs::remove_file(tmp);
-            return Ok(());
+            return Ok(()); // dropping `put` removes it
         }
         let (data, have) = (self.data_path(&id), self.have_path(&id));
-        let bits: Vec<u8> = written.iter().map(|&w| u8::from(w)).collect();
-        fs::write(&have, &bits).map_err(io("write", &have))?;
-        fs::rename(tmp, &data).map_err(io("create", &data))?;
-        let have = written.to_vec();
-        let complete = have.iter().all(|&h| h);
-        if complete {
-            fs::set_permissions(&data, fs::Permissions::from_mode(LINKED_MODE))
-                .map_err(io("set the mode of", &data))?;
-        }
+        fs::write(&have, vec![1u8; manifest.chunks.len()]).map_err(io("write", &have))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(LINKED_MODE))
+            .map_err(io("set the mode of", &tmp))?;
+        fs::rename(&tmp, &data).map_err(io("create", &data))?;
+        put.path = PathBuf::new(); // moved: nothing to remove
+        let have = vec![true; manifest.chunks.len()];
         self.lock()
             .insert(id, entry(manifest, have, None, SystemTime::now()));
         Ok(())
@@ -638,5 +648,142 @@ pub fn allocate(file: &fs::File, size: u64) -> std::io::Result<()> {
     match e.raw_os_error() {
         Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(size),
         _ => Err(e),
+    }
+}
+
+/// The new data file of a put: each chunk is copied into it from the
+/// source file once (in the kernel, where source and store share a file
+/// system) and hashed where it landed, so a chunk's hash is always that
+/// of the bytes the store holds, whatever happens to the source
+/// meanwhile. Removed when dropped unless adopted.
+pub struct PutFile {
+    path: PathBuf,
+    file: fs::File,
+    /// The file mapped read-only, to hash chunks in place.
+    map: Option<Mapped>,
+}
+
+impl PutFile {
+    /// Copies `len` bytes at `at` of `src` (at `src_path`) to the same
+    /// place here and returns their hash. `buf` is for a copy through
+    /// memory where the kernel cannot copy.
+    pub fn copy_chunk(
+        &self,
+        src: &fs::File,
+        src_path: &Path,
+        at: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<[u8; 32], IoError> {
+        if copy_range(src, &self.file, at, len).map_err(io("copy", src_path))? {
+            let map = self.map.as_ref().expect("mapped since put_file");
+            return Ok(*blake3::hash(map.slice(at, len)).as_bytes());
+        }
+        buf.resize(len, 0);
+        src.read_exact_at(buf, at).map_err(io("read", src_path))?;
+        self.file
+            .write_all_at(buf, at)
+            .map_err(io("write", &self.path))?;
+        Ok(*blake3::hash(buf).as_bytes())
+    }
+}
+
+impl Drop for PutFile {
+    fn drop(&mut self) {
+        self.map = None;
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Copies `len` bytes at `at` from `src` to the same offset of `dst` in
+/// the kernel; false (nothing copied) where it cannot, e.g. across file
+/// systems.
+fn copy_range(src: &fs::File, dst: &fs::File, at: u64, len: usize) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let start = libc::loff_t::try_from(at).map_err(std::io::Error::other)?;
+    let (mut off_in, mut off_out, mut left) = (start, start, len);
+    while left > 0 {
+        // SAFETY: both descriptors are open for as long as the borrows;
+        // the offsets are this function's own variables.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                left,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            let unsupported = matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+            );
+            if unsupported && left == len {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n as usize;
+    }
+    Ok(true)
+}
+
+/// A file mapped read-only into memory.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and only read through `slice`.
+unsafe impl Send for Mapped {}
+// SAFETY: as above; reads from several threads are fine.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Maps the first `len` (> 0) bytes of `file`, which must not be
+    /// truncated while mapped: `put_file`'s own new file in the store.
+    fn new(file: &fs::File, len: u64) -> std::io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        // SAFETY: a new read-only shared mapping of an open file; the
+        // result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    /// Bytes `at..at + len` (within the mapping).
+    fn slice(&self, at: u64, len: usize) -> &[u8] {
+        let at = at as usize;
+        assert!(at + len <= self.len, "a slice within the mapping");
+        // SAFETY: in bounds (checked above) of a live mapping; the file is
+        // not truncated while mapped (see `new`).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>().add(at), len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped, once.
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
