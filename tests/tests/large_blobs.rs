@@ -168,7 +168,14 @@ inputs = [{ path = "big.bin", source = "big.bin" }]
 
 /// Runs a job of `n` tasks on `node`, each running `command` with `input`
 /// as `big.bin`; returns what each printed, after checking each succeeded.
-fn run_tasks(node: &Node, dir: &Path, name: &str, n: u32, input: &str, command: &str) -> Vec<String> {
+fn run_tasks(
+    node: &Node,
+    dir: &Path,
+    name: &str,
+    n: u32,
+    input: &str,
+    command: &str,
+) -> Vec<String> {
     let job_file = dir.join(format!("{name}.toml"));
     let job = format!(
         "[[tasks]]\nid = \"t\"\nrange = \"1..={n}\"\ncommand = {command:?}\ninputs = [{input}]\n"
@@ -179,7 +186,10 @@ fn run_tasks(node: &Node, dir: &Path, name: &str, n: u32, input: &str, command: 
     let mut seen = Vec::new();
     for t in list.as_array().unwrap() {
         assert_eq!(t["state"], "succeeded", "{list}");
-        seen.push(ok(&node.cli(&["logs", &job, t["id"].as_str().unwrap()]), "logs"));
+        seen.push(ok(
+            &node.cli(&["logs", &job, t["id"].as_str().unwrap()]),
+            "logs",
+        ));
     }
     seen
 }
@@ -202,13 +212,18 @@ fn tasks_of_the_nodes_own_account_share_the_stores_one_copy_and_a_change_to_it_i
     wait_for("A to see B drained", Duration::from_secs(10), || {
         let nodes = a.json(&["nodes", "--json"]);
         let list = nodes.as_array().unwrap();
-        let seen = list.iter().any(|n| n["id"] == b_id.as_str() && n["draining"] == true);
+        let seen = list
+            .iter()
+            .any(|n| n["id"] == b_id.as_str() && n["draining"] == true);
         seen.then_some(())
     });
     let before = du(&[&a.dir]);
     let id = put(a, &input);
     let b_copy = cluster.tmp.path().join("b-copy");
-    ok(&b.cli(&["get", &id, "--out", b_copy.to_str().unwrap()]), "get on B");
+    ok(
+        &b.cli(&["get", &id, "--out", b_copy.to_str().unwrap()]),
+        "get on B",
+    );
 
     let dir = cluster.tmp.path();
     let from_store = format!("{{ path = \"big.bin\", id = \"{id}\" }}");
@@ -225,7 +240,10 @@ fn tasks_of_the_nodes_own_account_share_the_stores_one_copy_and_a_change_to_it_i
     // Tasks of the node's own account can write what it can: one changes
     // its input, which is the store's copy.
     let change = "chmod u+w big.bin && printf changed | dd of=big.bin bs=1 seek=5 conv=notrunc 2>/dev/null && echo changed";
-    assert_eq!(run_tasks(a, dir, "change", 1, &from_store, change), ["changed"]);
+    assert_eq!(
+        run_tasks(a, dir, "change", 1, &from_store, change),
+        ["changed"]
+    );
     let out = cluster.tmp.path().join("a-copy");
     let args = ["get", &id, "--out", out.to_str().unwrap()];
     let refused = a.cli(&args);
@@ -236,7 +254,7 @@ fn tasks_of_the_nodes_own_account_share_the_stores_one_copy_and_a_change_to_it_i
     );
     // The next task gets the blob as it was: A fetched the changed chunk
     // again (from B) before staging it.
-    assert_eq!(run_tasks(a, dir, "after", 1, &from_store, read), [sum.clone()]);
+    assert_eq!(run_tasks(a, dir, "after", 1, &from_store, read), [sum]);
     ok(&a.cli(&args), "get on A after the mend");
     assert_eq!(hash_file(&out), hash_file(&input));
 }

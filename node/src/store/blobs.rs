@@ -883,7 +883,9 @@ mod tests {
         let _ = fs::remove_dir_all(&tmp);
         let src = tmp.join("src");
         fs::create_dir_all(src.join("d")).unwrap();
-        let data: Vec<u8> = (0..(17 * CHUNK_SIZE + 9)).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..(17 * CHUNK_SIZE + 9))
+            .map(|i| (i % 253) as u8)
+            .collect();
         fs::write(src.join("d/big.bin"), &data).unwrap();
         fs::write(src.join("run"), &data[1..]).unwrap();
         fs::set_permissions(src.join("run"), fs::Permissions::from_mode(0o755)).unwrap();

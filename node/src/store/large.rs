@@ -457,11 +457,16 @@ impl Large {
         let grown = file.metadata().map_err(io("read", &path))?.len() > size;
         if grown {
             // Appended to through another name: cut back to the blob.
-            tracing::warn!("{} grew past its blob's size; cutting it back", path.display());
+            tracing::warn!(
+                "{} grew past its blob's size; cutting it back",
+                path.display()
+            );
             let mode = file.metadata().map_err(io("read", &path))?.permissions();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
                 .map_err(io("set the mode of", &path))?;
-            open_rw(&path)?.set_len(size).map_err(io("truncate", &path))?;
+            open_rw(&path)?
+                .set_len(size)
+                .map_err(io("truncate", &path))?;
             fs::set_permissions(&path, mode).map_err(io("set the mode of", &path))?;
         }
         let mut buf = vec![0u8; CHUNK_SIZE];
@@ -541,7 +546,9 @@ impl Large {
             for chunk in &manifest.chunks {
                 if lacking.contains(&chunk.hash) {
                     let mut buf = vec![0u8; chunk.len as usize];
-                    put.file.read_exact_at(&mut buf, at).map_err(io("read", &tmp))?;
+                    put.file
+                        .read_exact_at(&mut buf, at)
+                        .map_err(io("read", &tmp))?;
                     self.write(&chunk.hash, &buf)?;
                 }
                 at += u64::from(chunk.len);
