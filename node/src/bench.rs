@@ -52,6 +52,18 @@ pub struct TaskOpts {
     /// many nodes): submit until every instance runs.
     #[arg(long, default_value_t = 0)]
     pub gang: u32,
+    /// Instead of the runs above, measure memory over this many finished
+    /// `true` tasks (in jobs of `--job-size`): each node's RSS after each
+    /// job and after a minute idle, `tasks JOB --json` of the last job,
+    /// a node's restart and a fresh node's catch-up.
+    #[arg(long, default_value_t = 0)]
+    pub finished: u64,
+    /// Tasks per job in the `--finished` run.
+    #[arg(long, default_value_t = 100_000)]
+    pub job_size: u64,
+    /// Seconds the `--finished` run leaves the nodes idle before measuring RSS again.
+    #[arg(long, default_value_t = 60)]
+    pub idle_secs: u64,
 }
 
 /// A job of `n` `true` tasks where each depends on the one before.
@@ -70,7 +82,7 @@ fn chain(n: usize) -> JobSpec {
 
 /// Submits `spec` on the first node and waits until every node knows all
 /// `total` results; returns the time from submit, and the job id.
-fn timed_run(
+pub(crate) fn timed_run(
     clients: &[Client],
     spec: &JobSpec,
     total: u64,
@@ -106,10 +118,21 @@ fn timed_run(
     Ok((last, acked, id))
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every node's RSS in MiB, comma-separated.
+pub(crate) fn rss_line(cluster: &LocalCluster) -> String {
+    cluster
+        .nodes
+        .iter()
+        .filter_map(|n| rss_kib(n.child.id()))
+        .map(|k| format!("{:.1}", k as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn wall_ns() -> u128 {
@@ -118,11 +141,11 @@ fn wall_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-fn job(name: &str, command: Command, start: i64, end: i64) -> JobSpec {
+pub(crate) fn job(name: &str, command: Command, start: i64, end: i64) -> JobSpec {
     JobSpec::array(name, TaskSpec::new("", command, 3), start, end)
 }
 
-fn done_on(client: &Client, job: &str) -> Result<u64> {
+pub(crate) fn done_on(client: &Client, job: &str) -> Result<u64> {
     let j: Job = client.get(&format!("/v1/jobs/{job}"))?;
     Ok(u64::from(j.succeeded + j.failed))
 }
@@ -135,6 +158,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn run(opts: BenchOpts) -> Result<()> {
     match opts.what {
         Some(BenchWhat::Transfer(transfer)) => crate::transfer_bench::run(transfer),
+        None if opts.tasks.finished > 0 => crate::bench_memory::run(&opts.tasks),
         None => tasks(opts.tasks),
     }
 }
@@ -149,22 +173,11 @@ fn tasks(opts: TaskOpts) -> Result<()> {
         .map(|n| n.client())
         .collect::<Result<_>>()?;
     std::thread::sleep(Duration::from_secs(2));
-    let idle: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .filter_map(|n| rss_kib(n.child.id()))
-        .collect();
     println!(
         "nodes: {} × {} slots, loopback, one process each",
         opts.nodes, opts.slots
     );
-    println!(
-        "idle RSS per node: {} MiB",
-        idle.iter()
-            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("idle RSS per node: {} MiB", rss_line(&cluster));
 
     // Submit to first task start: the task prints its own start time.
     let mut latencies = Vec::new();
@@ -240,18 +253,7 @@ fn tasks(opts: TaskOpts) -> Result<()> {
         event_bytes as f64 / total as f64,
         after.ledger_bytes >> 20
     );
-    let busy: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .filter_map(|n| rss_kib(n.child.id()))
-        .collect();
-    println!(
-        "RSS per node after the run: {} MiB",
-        busy.iter()
-            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("RSS per node after the run: {} MiB", rss_line(&cluster));
     if opts.chain > 0 {
         let n = opts.chain as u64;
         let (took, _, _) = timed_run(&clients, &chain(opts.chain), n)?;

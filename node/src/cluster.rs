@@ -21,6 +21,9 @@ pub struct LocalCluster {
     pub root: PathBuf,
     pub nodes: Vec<LocalNode>,
     keep: bool,
+    slots: u32,
+    /// The first node's invitation token, once it is up.
+    token: Option<String>,
 }
 
 impl LocalNode {
@@ -53,49 +56,84 @@ impl LocalCluster {
     /// cluster, the others join it with its invitation token; `keep` leaves the directory
     /// behind on drop.
     pub fn start(root: &Path, n: usize, slots: u32, keep: bool) -> Result<LocalCluster> {
-        let exe = std::env::current_exe().context("cannot find the peerbatch executable")?;
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create {}", root.display()))?;
         let mut cluster = LocalCluster {
             root: root.to_path_buf(),
             nodes: Vec::new(),
             keep,
+            slots,
+            token: None,
         };
-        let mut token: Option<String> = None;
-        for i in 0..n {
-            let dir = DataDir {
-                root: root.join(format!("node{}", i + 1)),
-            };
-            dir.create()?;
-            let log = std::fs::File::create(dir.log_file())?;
-            let mut cmd = Command::new(&exe);
-            cmd.arg("node")
-                .arg("--data-dir")
-                .arg(&dir.root)
-                .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-                .args(["--slots", &slots.to_string()])
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            cmd.args(crate::sandbox::local_task_account());
-            if let Some(token) = &token {
-                cmd.args(["--join-token", token]);
-            }
-            let mut child = cmd.spawn().context("cannot start a node process")?;
-            wait_for_file(&dir.listen_file(), &mut child, &dir.log_file())?;
-            wait_for_file(&dir.api_file(), &mut child, &dir.log_file())?;
-            let node = LocalNode { dir, child };
-            if token.is_none() {
-                let invite: Invite = node.client()?.get("/v1/invite")?;
-                token = Some(invite.token);
-            }
-            cluster.nodes.push(node);
+        for _ in 0..n {
+            cluster.add_node()?;
         }
         Ok(cluster)
+    }
+
+    /// Starts one more node in a fresh data dir; it joins with the first
+    /// node's invitation token (the first node makes the cluster's key).
+    pub fn add_node(&mut self) -> Result<()> {
+        let dir = DataDir {
+            root: self.root.join(format!("node{}", self.nodes.len() + 1)),
+        };
+        dir.create()?;
+        let child = self.spawn(&dir, self.token.as_deref())?;
+        let node = LocalNode { dir, child };
+        if self.token.is_none() {
+            let invite: Invite = node.client()?.get("/v1/invite")?;
+            self.token = Some(invite.token);
+        }
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    /// Stops node `i`: SIGTERM, then SIGKILL after 5 s.
+    pub fn stop_node(&mut self, i: usize) -> Result<()> {
+        let node = self.nodes.get_mut(i).context("no such node")?;
+        terminate(&mut node.child);
+        Ok(())
+    }
+
+    /// Starts stopped node `i` again on its data dir; returns once it
+    /// listens and its API answers.
+    pub fn start_node(&mut self, i: usize) -> Result<()> {
+        let dir = self.nodes.get(i).context("no such node")?.dir.clone();
+        let _ = std::fs::remove_file(dir.listen_file());
+        let _ = std::fs::remove_file(dir.api_file());
+        self.nodes[i].child = self.spawn(&dir, None)?;
+        Ok(())
+    }
+
+    /// Starts a node process on `dir`, joining with `token` if given, and
+    /// waits until it listens and serves its API.
+    fn spawn(&self, dir: &DataDir, token: Option<&str>) -> Result<Child> {
+        let exe = std::env::current_exe().context("cannot find the peerbatch executable")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.log_file())?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node")
+            .arg("--data-dir")
+            .arg(&dir.root)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .args(["--slots", &self.slots.to_string()])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        cmd.args(crate::sandbox::local_task_account());
+        if let Some(token) = token {
+            cmd.args(["--join-token", token]);
+        }
+        let mut child = cmd.spawn().context("cannot start a node process")?;
+        wait_for_file(&dir.listen_file(), &mut child, &dir.log_file())?;
+        wait_for_file(&dir.api_file(), &mut child, &dir.log_file())?;
+        Ok(child)
     }
 
     /// Waits until every node is connected to all others and knows them all.
@@ -123,21 +161,37 @@ impl LocalCluster {
 
     pub fn stop(&mut self) {
         for node in &mut self.nodes {
-            // SAFETY: kill only sends SIGTERM to our own, not yet reaped child.
-            unsafe {
-                libc::kill(node.child.id() as libc::pid_t, libc::SIGTERM);
-            }
+            signal_term(&node.child);
         }
         for node in &mut self.nodes {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while node.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = node.child.kill();
-            let _ = node.child.wait();
+            reap(&mut node.child);
         }
         self.nodes.clear();
     }
+}
+
+/// Sends SIGTERM to a child process of ours.
+fn signal_term(child: &Child) {
+    // SAFETY: kill only sends SIGTERM to our own, not yet reaped child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Waits up to 5 s for a child to exit, then kills it.
+fn reap(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Stops one child: SIGTERM, then SIGKILL after 5 s.
+fn terminate(child: &mut Child) {
+    signal_term(child);
+    reap(child);
 }
 
 impl Drop for LocalCluster {

@@ -66,6 +66,10 @@ pub struct Config {
     /// Claim ahead enough work to cover this long at the observed task length.
     pub prefetch_horizon_ms: u64,
     pub max_prefetch: u32,
+    /// A job whose tasks have all been terminal this long (and that this
+    /// node no longer runs) is sealed: its task facts and views leave
+    /// memory and are read back from the store when asked for.
+    pub seal_after_ms: u64,
     /// The cluster's admin nodes: besides its submitter, an admin may
     /// cancel any job; besides the node itself, it may drain or resume
     /// any node (see `ledger`). Every node must hold the same set.
@@ -89,6 +93,7 @@ impl Default for Config {
             sync_ids_limit: 16_384,
             prefetch_horizon_ms: 50,
             max_prefetch: 256,
+            seal_after_ms: 1_000,
             admins: BTreeSet::new(),
         }
     }
@@ -161,6 +166,23 @@ impl Progress {
     }
 }
 
+/// Counts of what a core holds per task (see [`Core::held`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    pub views: usize,
+    pub dep_tallies: usize,
+    pub task_facts: usize,
+    pub sealed_jobs: usize,
+}
+
+/// Every task of `job`, as a key range.
+fn tasks_of(job: JobId) -> std::ops::RangeInclusive<TaskRef> {
+    TaskRef { job, index: 0 }..=TaskRef {
+        job,
+        index: u32::MAX,
+    }
+}
+
 /// Node-local counters, for operators and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -228,6 +250,9 @@ pub struct Core<S> {
     /// (a task waiting for 100,000 others is judged without reading them).
     dep_tallies: BTreeMap<TaskRef, Tally>,
     progress: BTreeMap<JobId, Progress>,
+    /// Jobs whose tasks are all terminal, and when each is next checked
+    /// for sealing (see `seal_next`).
+    finished: BTreeMap<JobId, Millis>,
     running_by: BTreeMap<NodeId, BTreeSet<TaskRef>>,
     eligible: Vec<NodeId>,
     /// Until when every peer in `eligible` is surely still live (the
@@ -296,6 +321,7 @@ impl<S: EventStore> Core<S> {
             views: BTreeMap::new(),
             dep_tallies: BTreeMap::new(),
             progress: BTreeMap::new(),
+            finished: BTreeMap::new(),
             running_by: BTreeMap::new(),
             eligible: Vec::new(),
             eligible_until: Millis(0),
@@ -352,6 +378,10 @@ impl<S: EventStore> Core<S> {
         for task in touched_tasks {
             core.refresh(now, task);
         }
+        // What was loaded is all in the store: finished jobs seal at once.
+        for due in core.finished.values_mut() {
+            *due = now;
+        }
         core
     }
 
@@ -375,20 +405,46 @@ impl<S: EventStore> Core<S> {
         self.progress.get(job).copied().unwrap_or_default()
     }
 
-    /// Cached replicated views of one job's tasks, in index order.
-    pub fn views(&self, job: JobId) -> impl Iterator<Item = &TaskView> {
+    /// The replicated views of one job's tasks, in index order: cached
+    /// for a live job, folded from the store for a sealed one.
+    pub fn views(&self, job: JobId) -> Vec<TaskView> {
+        if self.ledger.is_sealed(&job) {
+            return self.ledger.sealed_views(job, self.stored_events(&job));
+        }
         self.views
-            .range(
-                TaskRef { job, index: 0 }..=TaskRef {
-                    job,
-                    index: u32::MAX,
-                },
-            )
-            .map(|(_, v)| v)
+            .range(tasks_of(job))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
-    pub fn view(&self, task: TaskRef) -> Option<&TaskView> {
-        self.views.get(&task)
+    /// One task's view (for a sealed job, its job's are folded first).
+    pub fn view(&self, task: TaskRef) -> Option<TaskView> {
+        if self.ledger.is_sealed(&task.job) {
+            return self.views(task.job).into_iter().find(|v| v.task == task);
+        }
+        self.views.get(&task).cloned()
+    }
+
+    /// What this core holds in memory per task: cached views and
+    /// dependency tallies, tasks with facts, and the jobs sealed.
+    pub fn held(&self) -> Held {
+        let (sealed_jobs, task_facts) = self.ledger.held();
+        Held {
+            views: self.views.len(),
+            dep_tallies: self.dep_tallies.len(),
+            task_facts,
+            sealed_jobs,
+        }
+    }
+
+    /// A job's stored events that name its tasks, decoded (they were
+    /// verified when they came).
+    fn stored_events(&self, job: &JobId) -> Vec<Event> {
+        self.store
+            .job_events(job)
+            .iter()
+            .filter_map(|bytes| crate::codec::decode(bytes).ok())
+            .collect()
     }
 
     pub fn peers(&self) -> &BTreeMap<NodeId, PeerState> {
@@ -825,6 +881,9 @@ impl<S: EventStore> Core<S> {
         if let Some(at) = self.gang_wake {
             next = next.min(at);
         }
+        if let Some(at) = self.finished.values().min() {
+            next = next.min(*at);
+        }
         Some(next)
     }
 
@@ -876,6 +935,7 @@ impl<S: EventStore> Core<S> {
         for peer in std::mem::take(&mut self.resync) {
             self.send_digest(peer);
         }
+        self.seal_next(now);
     }
 
     fn capacity(&self) -> u32 {
@@ -1073,6 +1133,15 @@ impl<S: EventStore> Core<S> {
     }
 
     fn apply_touched(&mut self, now: Millis, touched: crate::ledger::Touched) {
+        let named: BTreeSet<JobId> = (touched.new_jobs.iter().chain(&touched.cancelled_jobs))
+            .copied()
+            .chain(touched.tasks.iter().map(|t| t.job))
+            .filter(|job| self.ledger.is_sealed(job))
+            .collect();
+        for job in named {
+            // A late fact about a sealed job: its facts come back first.
+            self.refresh_job(now, job);
+        }
         for job in touched.new_jobs.into_iter().chain(touched.cancelled_jobs) {
             self.refresh_job(now, job);
         }
@@ -1085,6 +1154,12 @@ impl<S: EventStore> Core<S> {
     }
 
     fn refresh_job(&mut self, now: Millis, job: JobId) {
+        if self.ledger.is_sealed(&job) {
+            let events = self.stored_events(&job);
+            self.ledger.unseal(job, events);
+            // Its views are folded afresh below, and counted again.
+            self.progress.remove(&job);
+        }
         let Some(record) = self.ledger.job(&job) else {
             return;
         };
@@ -1175,6 +1250,11 @@ impl<S: EventStore> Core<S> {
             }
         }
         *progress.slot(view.state) += 1;
+        let total = self.ledger.job(&task.job).map_or(0, |j| j.task_count);
+        if progress.done() >= total {
+            let due = now.plus(self.cfg.seal_after_ms);
+            self.finished.entry(task.job).or_insert(due);
+        }
         if view.state == TaskState::Running {
             for node in hosts_of(&view) {
                 self.running_by.entry(*node).or_default().insert(task);
@@ -1249,6 +1329,49 @@ impl<S: EventStore> Core<S> {
             self.invite_again(now, task);
         }
         Some(old_state)
+    }
+
+    /// Seals the first finished job whose time has come, if it is still
+    /// finished, nothing of it runs or waits to be published here, and the
+    /// store holds all it needs (else it is checked again later): its task
+    /// facts and views leave memory. One job per call, so that a node with
+    /// many to seal (after a restart) keeps answering.
+    fn seal_next(&mut self, now: Millis) {
+        let Some((job, due)) = self
+            .finished
+            .iter()
+            .map(|(j, d)| (*j, *d))
+            .min_by_key(|(_, d)| *d)
+        else {
+            return;
+        };
+        if due > now {
+            return;
+        }
+        self.finished.remove(&job);
+        let total = self.ledger.job(&job).map_or(u32::MAX, |j| j.task_count);
+        if self.progress(&job).done() < total || self.ledger.is_sealed(&job) {
+            return;
+        }
+        if !self.busy_with(job) && self.ledger.seal(job, self.stored_events(&job)) {
+            let tasks: Vec<TaskRef> = self.views.range(tasks_of(job)).map(|(t, _)| *t).collect();
+            for task in tasks {
+                self.views.remove(&task);
+                self.dep_tallies.remove(&task);
+            }
+        } else {
+            self.finished.insert(job, now.plus(self.cfg.seal_after_ms));
+        }
+    }
+
+    /// Whether this node still runs, or has yet to publish, something of `job`.
+    fn busy_with(&self, job: JobId) -> bool {
+        let of_job = |task: &TaskRef| task.job == job;
+        self.local.range(tasks_of(job)).next().is_some()
+            || self.invites.range(tasks_of(job)).next().is_some()
+            || self.out_claims.iter().any(|c| of_job(&c.task))
+            || self.out_reclaims.iter().any(|c| of_job(&c.task))
+            || self.out_results.iter().any(|r| of_job(&r.task))
     }
 
     fn lose(&mut self, task: TaskRef, local: Local) {

@@ -152,6 +152,22 @@ pub enum EventBody {
     },
 }
 
+impl EventBody {
+    /// The jobs whose tasks this event states facts about (claims,
+    /// results, reclaims, gang steps), each once, in order.
+    pub fn task_jobs(&self) -> std::collections::BTreeSet<JobId> {
+        let tasks: Box<dyn Iterator<Item = &TaskRef>> = match self {
+            EventBody::Claims { claims } | EventBody::Reclaimed { claims } => {
+                Box::new(claims.iter().map(|c| &c.task))
+            }
+            EventBody::Finished { results } => Box::new(results.iter().map(|r| &r.task)),
+            EventBody::Gang { task, .. } => Box::new(std::iter::once(task)),
+            _ => Box::new(std::iter::empty()),
+        };
+        tasks.map(|t| t.job).collect()
+    }
+}
+
 /// A signed, immutable ledger entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

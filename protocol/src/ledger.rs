@@ -14,6 +14,7 @@
 //! caller's wall clock as an argument.
 
 mod facts;
+mod seal;
 
 use crate::codec;
 use crate::deps::{DepGraph, OnDependencyFailure, Tally};
@@ -199,6 +200,9 @@ pub struct Ledger {
     start_results: BTreeMap<(EventId, NodeId), SideResult>,
     /// Nodes that may cancel any job and drain any node.
     admins: BTreeSet<NodeId>,
+    /// Finished jobs whose task facts are out of memory (see `seal`), and
+    /// how each ended.
+    sealed: BTreeMap<JobId, seal::Sealed>,
 }
 
 /// A pool definition as the ledger knows it.
@@ -432,36 +436,11 @@ impl Ledger {
                 self.cancels.entry(*job).or_default().insert(event.author);
                 self.judge_cancel(*job, &mut touched);
             }
-            EventBody::Claims { claims } => {
-                for c in claims {
-                    let facts = self.facts.entry(c.task).or_default();
-                    facts.add_claim(c.attempt, event.author);
-                    self.judge_fail_job(c.task, &mut touched);
-                }
-            }
-            EventBody::Finished { results } => {
-                for r in results {
-                    let facts = self.facts.entry(r.task).or_default();
-                    facts.add_result(event.author, r);
-                    self.judge_fail_job(r.task, &mut touched);
-                }
-            }
-            EventBody::Reclaimed { claims } => {
-                for Claim { task, attempt } in claims {
-                    self.facts.entry(*task).or_default().add_reclaim(*attempt);
-                    self.judge_fail_job(*task, &mut touched);
-                }
-            }
-            EventBody::Gang {
-                task,
-                attempt,
-                step,
-            } => {
-                self.gangs
-                    .entry(*task)
-                    .or_default()
-                    .insert(*attempt, event.author, step.clone());
-                touched.tasks.push(*task);
+            EventBody::Claims { .. }
+            | EventBody::Finished { .. }
+            | EventBody::Reclaimed { .. }
+            | EventBody::Gang { .. } => {
+                self.add_facts(event.author, &event.body, None, &mut touched);
             }
             EventBody::NodeAnnounce { seq, info } => {
                 // Latest seq wins; equal seqs (never written by one honest node) tie on bytes.
@@ -576,6 +555,53 @@ impl Ledger {
             }
         }
         Ok(Some(touched))
+    }
+
+    /// Adds what a claims, results, reclaims or gang event states about
+    /// tasks (of job `only`, if given; other events add nothing).
+    fn add_facts(
+        &mut self,
+        author: NodeId,
+        body: &EventBody,
+        only: Option<JobId>,
+        touched: &mut Touched,
+    ) {
+        let wanted = |task: &TaskRef| only.is_none_or(|j| j == task.job);
+        match body {
+            EventBody::Claims { claims } => {
+                for c in claims.iter().filter(|c| wanted(&c.task)) {
+                    self.facts
+                        .entry(c.task)
+                        .or_default()
+                        .add_claim(c.attempt, author);
+                    self.judge_fail_job(c.task, touched);
+                }
+            }
+            EventBody::Finished { results } => {
+                for r in results.iter().filter(|r| wanted(&r.task)) {
+                    self.facts.entry(r.task).or_default().add_result(author, r);
+                    self.judge_fail_job(r.task, touched);
+                }
+            }
+            EventBody::Reclaimed { claims } => {
+                for Claim { task, attempt } in claims.iter().filter(|c| wanted(&c.task)) {
+                    self.facts.entry(*task).or_default().add_reclaim(*attempt);
+                    self.judge_fail_job(*task, touched);
+                }
+            }
+            EventBody::Gang {
+                task,
+                attempt,
+                step,
+            } if wanted(task) => {
+                self.gangs
+                    .entry(*task)
+                    .or_default()
+                    .insert(*attempt, author, step.clone());
+                touched.tasks.push(*task);
+            }
+            _ => {}
+        }
     }
 
     /// Makes `record` its job unless a submit with a lower event id did
@@ -697,7 +723,8 @@ impl Ledger {
             .any(|(_, r)| verdict(&r.outcome, rules) == Verdict::FailJob)
     }
 
-    /// The replicated state of one task, or `None` if its job is unknown.
+    /// The replicated state of one task, or `None` if its job is unknown
+    /// or sealed (see [`Ledger::sealed_views`]).
     /// For a task with dependencies this folds the job's other tasks (and
     /// the jobs it waits for) too; callers that keep views use
     /// [`Ledger::view_with`].
@@ -753,6 +780,9 @@ impl Ledger {
     /// chain of `after` jobs folded on the way (a chain never loops: a
     /// job's id hashes its `after`, except a scheduled job's).
     fn job_outcome(&self, job: &JobId, depth: u32) -> JobOutcome {
+        if let Some(outcome) = self.sealed_outcome(job) {
+            return outcome;
+        }
         if depth > MAX_AFTER_DEPTH {
             return JobOutcome::Unfinished;
         }
@@ -766,8 +796,12 @@ impl Ledger {
         JobOutcome::of(succeeded as u32, (ended - succeeded) as u32, total)
     }
 
-    /// A task's state from its own facts alone.
+    /// A task's state from its own facts alone (`None` for a sealed job's:
+    /// its facts are not here).
     fn own_view(&self, task: TaskRef) -> Option<TaskView> {
+        if self.is_sealed(&task.job) {
+            return None;
+        }
         let job = self.jobs.get(&task.job)?;
         let template = job.spec.template(task.index)?;
         let (max_retries, rules) = (template.max_retries, &template.exit_codes);
@@ -827,13 +861,14 @@ impl Ledger {
         })
     }
 
-    /// Every task of a job, in index order.
+    /// Every task of a job, in index order (none for a sealed job: see
+    /// [`Ledger::sealed_views`]).
     pub fn job_views(&self, job: &JobId) -> Vec<TaskView> {
         self.job_views_at(job, 0)
     }
 
     fn job_views_at(&self, job: &JobId, depth: u32) -> Vec<TaskView> {
-        let Some(record) = self.jobs.get(job) else {
+        let Some(record) = self.jobs.get(job).filter(|_| !self.is_sealed(job)) else {
             return Vec::new();
         };
         let at = |index| TaskRef { job: *job, index };
@@ -872,13 +907,12 @@ impl Ledger {
         views.into_iter().flatten().collect()
     }
 
-    /// A hash of every task's state: equal on nodes that hold the same events.
+    /// A hash of every task's state: equal on nodes that hold the same
+    /// events, whichever jobs each has sealed.
     pub fn state_digest(&self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         for job in self.jobs.keys() {
-            for view in self.job_views(job) {
-                hasher.update(&codec::encode(&view));
-            }
+            hasher.update(&self.job_digest(job));
         }
         *hasher.finalize().as_bytes()
     }

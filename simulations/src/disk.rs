@@ -6,7 +6,8 @@
 //! once. A crash loses the queue; a wipe loses the store too. Must not
 //! decide when to flush (the world schedules it) or look inside events.
 
-use peerbatch_protocol::{EventId, EventStore, Transmit};
+use peerbatch_protocol::storage::{index_event, indexed, JobIndex};
+use peerbatch_protocol::{EventId, EventStore, JobId, Transmit};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
@@ -22,6 +23,8 @@ pub type Vouched = Rc<RefCell<BTreeMap<EventId, Rc<[u8]>>>>;
 #[derive(Clone)]
 pub struct SimStore {
     durable: Rc<RefCell<BTreeSet<EventId>>>,
+    /// The durable events by the jobs their task facts name.
+    by_job: Rc<RefCell<JobIndex>>,
     vouched: Vouched,
 }
 
@@ -35,6 +38,11 @@ impl EventStore for SimStore {
 
     fn known_valid(&self, id: &EventId) -> bool {
         self.vouched.borrow().contains_key(id)
+    }
+
+    fn job_events(&self, job: &JobId) -> Vec<Vec<u8>> {
+        let ids = indexed(&self.by_job.borrow(), job);
+        ids.iter().filter_map(|id| self.get(id)).collect()
     }
 }
 
@@ -55,6 +63,7 @@ impl Disk {
         Disk {
             store: SimStore {
                 durable: Rc::default(),
+                by_job: Rc::default(),
                 vouched,
             },
             queue: VecDeque::new(),
@@ -121,7 +130,9 @@ impl Disk {
     }
 
     fn persist(&mut self, id: EventId, bytes: Vec<u8>) {
-        self.store.durable.borrow_mut().insert(id);
+        if self.store.durable.borrow_mut().insert(id) {
+            index_event(&mut self.store.by_job.borrow_mut(), id, &bytes);
+        }
         self.store
             .vouched
             .borrow_mut()
@@ -144,5 +155,6 @@ impl Disk {
     pub fn wipe(&mut self) {
         self.crash();
         self.store.durable = Rc::default();
+        self.store.by_job = Rc::default();
     }
 }

@@ -120,6 +120,7 @@ impl Faulty {
         let me = self.id();
         let theirs: Vec<(TaskRef, u32)> = core
             .views(job.id)
+            .into_iter()
             .filter(|v| v.state == TaskState::Running && v.node != Some(me))
             .filter(|v| !core.ledger().claimed_by(&v.task, v.attempt, &me))
             .map(|v| (v.task, v.attempt))

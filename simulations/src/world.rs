@@ -1089,9 +1089,9 @@ impl Sim {
                 return "node down";
             };
             for job in self.jobs.iter().flatten() {
-                match core.views(job.id).find(|v| !v.state.terminal()) {
+                match core.views(job.id).into_iter().find(|v| !v.state.terminal()) {
                     Some(v) => return v.state.name(),
-                    None => missing |= core.views(job.id).count() == 0,
+                    None => missing |= core.views(job.id).is_empty(),
                 }
             }
         }
@@ -1116,6 +1116,7 @@ impl Sim {
                 if p.done() != job.tasks {
                     let stuck = core
                         .views(job.id)
+                        .into_iter()
                         .find(|v| !v.state.terminal())
                         .map(|v| format!(", e.g. {v:?}"))
                         .unwrap_or_default();

@@ -454,6 +454,7 @@ async fn tasks(
         Ok(Json(
             d.core
                 .views(id)
+                .iter()
                 .map(|v| {
                     let why_not = why_not[group_of(v.task.index)].as_ref();
                     task_of(d.core.ledger(), record, v, why_not)
@@ -662,7 +663,7 @@ async fn log(
         let result = match q.rank.filter(|r| *r > 0) {
             None => view.result.as_ref(),
             Some(rank) => {
-                let members = gang_members(d.core.ledger(), record, view);
+                let members = gang_members(d.core.ledger(), record, &view);
                 let member = members.get(rank as usize).ok_or_else(|| {
                     not_found(format!(
                         "task {task:?} has no instance of rank {rank} (yet)"

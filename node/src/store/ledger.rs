@@ -1,15 +1,19 @@
 //! The durable copy of the replicated ledger, in sled.
 //!
-//! Owns the sled database (one tree per table: `events`), the rule that a
+//! Owns the sled database (one tree per table: `events`, and `by_job`, an
+//! index of each event's id under the jobs whose tasks it states facts
+//! about, so that a finished job's events are read back without a scan),
+//! the rule that a
 //! database which is damaged is set aside and rebuilt from peers instead of
 //! crashing the node (and that one which is merely unavailable — locked, not
 //! permitted — is left alone), and the check at load that every stored
-//! event still hashes to its key. Must not interpret events: it stores
+//! event still hashes to its key. Must not interpret events beyond the
+//! jobs they name (`EventBody::task_jobs`, the protocol's): it stores
 //! bytes by id.
 
 use anyhow::{Context, Result};
 use peerbatch_protocol::event::event_id;
-use peerbatch_protocol::{EventId, EventStore};
+use peerbatch_protocol::{EventId, EventStore, JobId};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -27,6 +31,29 @@ pub struct LedgerStore {
 struct Open {
     db: sled::Db,
     events: sled::Tree,
+    by_job: sled::Tree,
+}
+
+/// Set in the default tree once `by_job` indexes every stored event (a
+/// database written before the index existed is indexed when opened).
+const INDEXED: &[u8] = b"by_job indexed";
+
+/// The `by_job` entries of one event: job id, then event id.
+fn index_keys(id: &EventId, bytes: &[u8]) -> Vec<[u8; 40]> {
+    let Ok(event) = peerbatch_protocol::codec::decode::<peerbatch_protocol::Event>(bytes) else {
+        return Vec::new();
+    };
+    event
+        .body
+        .task_jobs()
+        .into_iter()
+        .map(|job| {
+            let mut key = [0u8; 40];
+            key[..8].copy_from_slice(&job.0);
+            key[8..].copy_from_slice(&id.0);
+            key
+        })
+        .collect()
 }
 
 /// Why the database did not open; in every case nothing was moved.
@@ -112,7 +139,20 @@ impl LedgerStore {
             .cache_capacity(8 << 20)
             .open()?;
         let events = db.open_tree("events")?;
-        Ok(Open { db, events })
+        let by_job = db.open_tree("by_job")?;
+        if db.get(INDEXED)?.is_none() {
+            for entry in events.iter() {
+                let (key, value) = entry?;
+                let Ok(id) = <[u8; 32]>::try_from(&key[..]) else {
+                    continue;
+                };
+                for k in index_keys(&EventId(id), &value) {
+                    by_job.insert(k, &[])?;
+                }
+            }
+            db.insert(INDEXED, &[])?;
+        }
+        Ok(Open { db, events, by_job })
     }
 
     fn count_bytes(events: &sled::Tree) -> u64 {
@@ -188,12 +228,22 @@ impl LedgerStore {
         events: impl IntoIterator<Item = &'a (EventId, Vec<u8>)>,
     ) -> Result<()> {
         let mut batch = sled::Batch::default();
+        let mut index = sled::Batch::default();
         let mut added = 0;
         for (id, bytes) in events {
             batch.insert(&id.0[..], bytes.as_slice());
+            for key in index_keys(id, bytes) {
+                index.insert(&key[..], &[]);
+            }
             added += bytes.len();
         }
-        self.with(|open| open.events.apply_batch(batch).context("writing events"))?;
+        // The index first: an entry whose event is missing names nothing.
+        self.with(|open| {
+            open.by_job
+                .apply_batch(index)
+                .context("writing the job index")?;
+            open.events.apply_batch(batch).context("writing events")
+        })?;
         self.event_bytes.fetch_add(added as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -222,6 +272,23 @@ impl EventStore for LedgerStore {
             .ok()
             .flatten()
     }
+
+    fn job_events(&self, job: &JobId) -> Vec<Vec<u8>> {
+        self.with(|open| {
+            let mut events = Vec::new();
+            for key in open.by_job.scan_prefix(job.0).keys() {
+                let key = key.context("reading the job index")?;
+                if let Some(bytes) = open.events.get(&key[8..]).context("reading an event")? {
+                    events.push(bytes.to_vec());
+                }
+            }
+            Ok(events)
+        })
+        .unwrap_or_else(|e| {
+            tracing::warn!("cannot read the events of job {job}: {e:#}");
+            Vec::new()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +304,48 @@ mod tests {
 
     fn event(bytes: &[u8]) -> (EventId, Vec<u8>) {
         (event_id(bytes), bytes.to_vec())
+    }
+
+    /// A signed event claiming attempt 0 of task `index` of `job`.
+    fn claim(job: JobId, index: u32) -> (EventId, Vec<u8>) {
+        use peerbatch_protocol::event::Claim;
+        let body = peerbatch_protocol::EventBody::Claims {
+            claims: vec![Claim {
+                task: peerbatch_protocol::TaskRef { job, index },
+                attempt: 0,
+            }],
+        };
+        let bytes = peerbatch_protocol::Identity::from_seed([3; 32])
+            .sign(body)
+            .encode();
+        event(&bytes)
+    }
+
+    #[test]
+    fn a_jobs_events_are_found_by_job_also_in_a_database_written_before_the_index() {
+        let root = scratch("by-job");
+        let db = root.join("db");
+        let (a, b) = (JobId([1; 8]), JobId([2; 8]));
+        let old = claim(a, 0);
+        {
+            // As a node before the index wrote it: events only.
+            let raw = sled::open(&db).unwrap();
+            let events = raw.open_tree("events").unwrap();
+            events.insert(old.0 .0, old.1.as_slice()).unwrap();
+            raw.flush().unwrap();
+        }
+        let (store, _) = LedgerStore::open(&db).unwrap();
+        let (new_a, new_b) = (claim(a, 1), claim(b, 0));
+        store.put_batch(&[new_a.clone(), new_b.clone()]).unwrap();
+        let mut found = store.job_events(&a);
+        found.sort();
+        let mut want = vec![old.1, new_a.1];
+        want.sort();
+        assert_eq!(found, want);
+        assert_eq!(store.job_events(&b), [new_b.1]);
+        assert!(store.job_events(&JobId([9; 8])).is_empty());
+        drop(store);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

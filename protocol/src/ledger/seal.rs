@@ -1,0 +1,145 @@
+//! Sealing: a finished job's task facts leave memory, and come back from
+//! the store when asked for or when a late event names the job.
+//!
+//! Owns the sealed set (each sealed job's outcome, for the jobs waiting for
+//! it), dropping a job's facts, adding them back from its stored events,
+//! and folding a sealed job's views from its events without keeping them.
+//! The fold's answers do not change: a sealed job's views, folded from its
+//! stored events, are those it had before it was sealed. Must not read a
+//! store itself (the core passes the events in) or decide when a job is
+//! finished (the core does).
+
+use super::{JobOutcome, Ledger, TaskView, Touched};
+use crate::event::Event;
+use crate::ids::{JobId, TaskRef};
+
+/// Every task of `job`, as a key range.
+fn tasks_of(job: JobId) -> std::ops::RangeInclusive<TaskRef> {
+    TaskRef { job, index: 0 }..=TaskRef {
+        job,
+        index: u32::MAX,
+    }
+}
+
+impl Ledger {
+    /// Whether `job`'s task facts are out of memory (see [`Ledger::seal`]).
+    pub fn is_sealed(&self, job: &JobId) -> bool {
+        self.sealed.contains_key(job)
+    }
+
+    /// How many jobs are sealed, and how many tasks have facts in memory.
+    pub fn held(&self) -> (usize, usize) {
+        (self.sealed.len(), self.facts.len())
+    }
+
+    /// Drops the task facts of known job `job` if `stored` (its events as
+    /// the store holds them) folds to the views it has now, keeping its
+    /// outcome and the digest of its views; its views are then folded from
+    /// its stored events ([`Ledger::sealed_views`]) and its facts come back
+    /// with [`Ledger::unseal`]. False, changing nothing, if the job is
+    /// unknown, sealed already, or the store lacks some of what it knows
+    /// (an event not written yet).
+    pub fn seal(&mut self, job: JobId, stored: impl IntoIterator<Item = Event>) -> bool {
+        if self.is_sealed(&job) || !self.jobs.contains_key(&job) {
+            return false;
+        }
+        let views = self.job_views(&job);
+        if self.sealed_views(job, stored) != views {
+            return false;
+        }
+        let outcome = Sealed {
+            outcome: self.job_outcome(&job, 0),
+            digest: views_digest(&views),
+        };
+        let tasks: Vec<TaskRef> = self.facts.range(tasks_of(job)).map(|(t, _)| *t).collect();
+        for task in tasks {
+            self.facts.remove(&task);
+        }
+        let gangs: Vec<TaskRef> = self.gangs.range(tasks_of(job)).map(|(t, _)| *t).collect();
+        for task in gangs {
+            self.gangs.remove(&task);
+        }
+        self.sealed.insert(job, outcome);
+        true
+    }
+
+    /// Brings a sealed job's task facts back from `events` (its stored
+    /// events; facts about other jobs' tasks in them are skipped). Events
+    /// this ledger's rules refuse add nothing, as when they first came.
+    pub fn unseal(&mut self, job: JobId, events: impl IntoIterator<Item = Event>) -> Touched {
+        let mut touched = Touched::default();
+        if self.sealed.remove(&job).is_none() {
+            return touched;
+        }
+        for event in events {
+            if crate::validate::check(&event.body).is_ok() {
+                self.add_facts(event.author, &event.body, Some(job), &mut touched);
+            }
+        }
+        touched
+    }
+
+    /// A sealed job's views, in index order, folded from `events` (its
+    /// stored events) without keeping its facts: the views it had when it
+    /// was sealed. Empty if the job is unknown.
+    pub fn sealed_views(
+        &self,
+        job: JobId,
+        events: impl IntoIterator<Item = Event>,
+    ) -> Vec<TaskView> {
+        let Some(record) = self.jobs.get(&job) else {
+            return Vec::new();
+        };
+        let mut scratch = Ledger::with_admins(self.admins.clone());
+        scratch.jobs.insert(job, record.clone());
+        for other in &record.spec.after {
+            let outcome = self.job_outcome(other, 0);
+            let digest = [0; 32];
+            scratch.sealed.insert(*other, Sealed { outcome, digest });
+        }
+        if self.cancelled.contains(&job) {
+            scratch.cancelled.insert(job);
+        }
+        if self.failed_jobs.contains(&job) {
+            scratch.failed_jobs.insert(job);
+        }
+        let mut touched = Touched::default();
+        for event in events {
+            if crate::validate::check(&event.body).is_ok() {
+                scratch.add_facts(event.author, &event.body, Some(job), &mut touched);
+            }
+        }
+        scratch.job_views(&job)
+    }
+
+    /// A sealed job's outcome, if it is sealed.
+    pub(super) fn sealed_outcome(&self, job: &JobId) -> Option<JobOutcome> {
+        self.sealed.get(job).map(|s| s.outcome)
+    }
+
+    /// The digest of a job's views: kept for a sealed job, else folded.
+    pub(super) fn job_digest(&self, job: &JobId) -> [u8; 32] {
+        match self.sealed.get(job) {
+            Some(sealed) => sealed.digest,
+            None => views_digest(&self.job_views(job)),
+        }
+    }
+}
+
+/// What the ledger keeps of a sealed job.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sealed {
+    /// How it stands for the jobs waiting for it.
+    outcome: JobOutcome,
+    /// The digest of its views (for `Ledger::state_digest`).
+    digest: [u8; 32],
+}
+
+/// A hash of views, in order.
+fn views_digest(views: &[TaskView]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    for view in views {
+        hasher.update(&crate::codec::encode(view));
+    }
+    *hasher.finalize().as_bytes()
+}

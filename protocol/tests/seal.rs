@@ -1,0 +1,117 @@
+//! A node holds in memory only what deciding needs: a finished job's tasks
+//! leave the core and are read back from the store with the same answers,
+//! and a late fact about a finished job still counts.
+
+mod harness;
+
+use harness::*;
+use peerbatch_protocol::event::Claim;
+use peerbatch_protocol::{
+    Config, EventBody, Identity, JobId, Message, Millis, Outcome, TaskResult, TaskState,
+};
+
+/// Runs every attempt a lone node starts to `outcome` until `job` has no
+/// task left; returns the time then.
+fn run_to_end(a: &mut Node, job: JobId, outcome: Outcome) -> u64 {
+    let total = a.core.ledger().job(&job).expect("a known job").task_count;
+    let (mut now, mut done) = (0, 0);
+    while a.core.progress(&job).done() < total {
+        let runs = a.runs();
+        if done < runs.len() {
+            let (t, attempt) = runs[done];
+            done += 1;
+            now += 1;
+            a.exit(now, t, attempt, outcome.clone());
+        } else {
+            now = a.core.poll_timeout().expect("a timer").0.max(now);
+            a.timeout(now);
+        }
+        assert!(now < 600_000, "stuck: {:?}", a.core.progress(&job));
+    }
+    now
+}
+
+#[test]
+fn a_finished_job_leaves_the_cores_memory_and_reads_back_the_same() {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 200, 0);
+    let now = run_to_end(&mut a, job, Outcome::Exited(0));
+    let before = a.core.views(job);
+    let digest = a.core.ledger().state_digest();
+    assert_eq!(a.core.held().views, 200);
+    assert_eq!(a.core.held().task_facts, 200);
+
+    a.timeout(now + Config::default().seal_after_ms);
+    let held = a.core.held();
+    assert_eq!(
+        (
+            held.views,
+            held.dep_tallies,
+            held.task_facts,
+            held.sealed_jobs
+        ),
+        (0, 0, 0, 1)
+    );
+    assert_eq!(a.core.views(job), before);
+    assert_eq!(a.core.view(task(job, 7)).as_ref(), Some(&before[7]));
+    assert_eq!(a.core.ledger().state_digest(), digest);
+    assert_eq!(a.core.progress(&job).succeeded, 200);
+}
+
+#[test]
+fn a_late_result_about_a_sealed_job_counts_and_the_job_seals_again_once_stored() {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, 3, 0);
+    let now = run_to_end(&mut a, job, Outcome::Exited(1));
+    let wait = Config::default().seal_after_ms;
+    a.timeout(now + wait);
+    assert!(a.core.ledger().is_sealed(&job));
+
+    // Another node had claimed task 1's attempt 0 too, and it succeeded:
+    // its events arrive late, and are not written to the store yet.
+    let b = Identity::from_seed([2; 32]);
+    let t = task(job, 1);
+    let result = TaskResult {
+        task: t,
+        attempt: 0,
+        outcome: Outcome::Exited(0),
+        stdout: None,
+        stderr: None,
+        outputs: None,
+        duration_ms: 1,
+    };
+    let events = [
+        EventBody::Claims {
+            claims: vec![Claim {
+                task: t,
+                attempt: 0,
+            }],
+        },
+        EventBody::Finished {
+            results: vec![result],
+        },
+    ]
+    .into_iter()
+    .map(|body| b.sign(body).encode())
+    .collect();
+    let late = now + wait + 1;
+    a.core
+        .handle_gossip(Millis(late), b.node_id(), Message::Events { events });
+    let shown = |a: &Node| a.core.view(t).map(|v| (v.state, v.node));
+    assert_eq!(shown(&a), Some((TaskState::Succeeded, Some(b.node_id()))));
+    let p = a.core.progress(&job);
+    assert_eq!((p.succeeded, p.failed), (1, 2));
+
+    // Not sealed while the store lacks what the core knows…
+    a.core.handle_timeout(Millis(late + wait));
+    assert!(!a.core.ledger().is_sealed(&job));
+    // …and sealed once it holds it, with the same answers.
+    a.pump();
+    a.timeout(late + 2 * wait);
+    assert!(a.core.ledger().is_sealed(&job));
+    assert_eq!(shown(&a), Some((TaskState::Succeeded, Some(b.node_id()))));
+    assert_eq!(a.core.views(job)[0].state, TaskState::Failed);
+    assert_eq!(a.core.progress(&job).succeeded, 1);
+}
