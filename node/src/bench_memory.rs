@@ -1,5 +1,5 @@
 //! `peerbatch bench --finished N`: what a node keeps as finished work piles
-//! up — each node's RSS after each job of `true` tasks and after a minute
+//! up — each node's RSS 3 s after each job of `true` tasks and after a minute
 //! idle, `tasks JOB --json` of the last finished job, a node's restart and
 //! a fresh node's catch-up over the whole ledger.
 //!
@@ -13,6 +13,9 @@ use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};
 use peerbatch_protocol::job::Command;
 use std::time::{Duration, Instant};
+
+/// How long after a job's end its RSS is read: past `Config::seal_after_ms`.
+const SEALED_AFTER: Duration = Duration::from_secs(3);
 
 /// How long a restarted or fresh node may take to know every task.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(600);
@@ -52,6 +55,8 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
         let (took, _, id) = timed_run(&clients, &spec, n)?;
         done += n;
         last = id;
+        // A finished job is sealed (out of memory) a second after its end.
+        std::thread::sleep(SEALED_AFTER);
         println!(
             "{done} finished tasks ({:.0} s, this job {:.0} tasks/s): RSS per node {} MiB",
             t0.elapsed().as_secs_f64(),

@@ -96,6 +96,8 @@ pub struct Driver {
     /// Both names of each connected peer.
     connected: Connected,
     metrics: Metrics,
+    /// Jobs the core had sealed at the last turn (see `give_back_memory`).
+    sealed: usize,
 }
 
 impl Driver {
@@ -143,6 +145,7 @@ impl Driver {
             chunks,
             connected: Connected::default(),
             metrics: Metrics::default(),
+            sealed: 0,
         }
     }
 
@@ -291,7 +294,7 @@ impl Driver {
 
     fn reclaim_tick(&self) {
         let Some(r) = &self.reclaimer else { return };
-        if r.limit().is_none() {
+        if !r.due(&self.blobs) {
             return;
         }
         let pinned_at = std::time::SystemTime::now();
@@ -380,6 +383,7 @@ impl Driver {
                 _ = &mut shutdown => break,
             }
             self.pump();
+            self.give_back_memory();
         }
         for (_, kill) in self.kills.drain() {
             let _ = kill.send(());
@@ -387,6 +391,22 @@ impl Driver {
         if let Err(e) = self.store.flush().await {
             tracing::error!("final flush failed: {e:#}");
         }
+    }
+
+    /// Once the core has sealed another job, hands the heap pages its
+    /// facts and views took back to the system: glibc keeps freed pages
+    /// otherwise, and RSS would stay at the peak of the largest job.
+    fn give_back_memory(&mut self) {
+        let sealed = self.core.held().sealed_jobs;
+        if sealed > self.sealed {
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only returns glibc's free heap pages to
+            // the system; no memory in use moves.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        self.sealed = sealed;
     }
 
     fn on_exited(&mut self, done: TaskResult) {

@@ -175,14 +175,6 @@ pub struct Held {
     pub sealed_jobs: usize,
 }
 
-/// Every task of `job`, as a key range.
-fn tasks_of(job: JobId) -> std::ops::RangeInclusive<TaskRef> {
-    TaskRef { job, index: 0 }..=TaskRef {
-        job,
-        index: u32::MAX,
-    }
-}
-
 /// Node-local counters, for operators and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -412,7 +404,7 @@ impl<S: EventStore> Core<S> {
             return self.ledger.sealed_views(job, self.stored_events(&job));
         }
         self.views
-            .range(tasks_of(job))
+            .range(TaskRef::all_of(job))
             .map(|(_, v)| v.clone())
             .collect()
     }
@@ -1354,7 +1346,11 @@ impl<S: EventStore> Core<S> {
             return;
         }
         if !self.busy_with(job) && self.ledger.seal(job, self.stored_events(&job)) {
-            let tasks: Vec<TaskRef> = self.views.range(tasks_of(job)).map(|(t, _)| *t).collect();
+            let tasks: Vec<TaskRef> = self
+                .views
+                .range(TaskRef::all_of(job))
+                .map(|(t, _)| *t)
+                .collect();
             for task in tasks {
                 self.views.remove(&task);
                 self.dep_tallies.remove(&task);
@@ -1367,8 +1363,8 @@ impl<S: EventStore> Core<S> {
     /// Whether this node still runs, or has yet to publish, something of `job`.
     fn busy_with(&self, job: JobId) -> bool {
         let of_job = |task: &TaskRef| task.job == job;
-        self.local.range(tasks_of(job)).next().is_some()
-            || self.invites.range(tasks_of(job)).next().is_some()
+        self.local.range(TaskRef::all_of(job)).next().is_some()
+            || self.invites.range(TaskRef::all_of(job)).next().is_some()
             || self.out_claims.iter().any(|c| of_job(&c.task))
             || self.out_reclaims.iter().any(|c| of_job(&c.task))
             || self.out_results.iter().any(|r| of_job(&r.task))

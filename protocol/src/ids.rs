@@ -85,3 +85,13 @@ pub struct TaskRef {
     pub job: JobId,
     pub index: u32,
 }
+
+impl TaskRef {
+    /// Every task of `job`, as a range of keys.
+    pub fn all_of(job: JobId) -> std::ops::RangeInclusive<TaskRef> {
+        TaskRef { job, index: 0 }..=TaskRef {
+            job,
+            index: u32::MAX,
+        }
+    }
+}

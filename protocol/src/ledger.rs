@@ -619,17 +619,9 @@ impl Ledger {
         self.jobs.insert(job_id, record);
         touched.new_jobs.push(job_id);
         // Results may have come first: judge them by this spec.
-        let first = TaskRef {
-            job: job_id,
-            index: 0,
-        };
-        let last = TaskRef {
-            job: job_id,
-            index: u32::MAX,
-        };
         let fails = self
             .facts
-            .range(first..=last)
+            .range(TaskRef::all_of(job_id))
             .any(|(task, _)| self.task_fails_job(*task));
         if fails {
             self.failed_jobs.insert(job_id);

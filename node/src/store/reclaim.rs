@@ -116,6 +116,15 @@ impl Reclaimer {
         self.limit
     }
 
+    /// Whether a pass would start now (see [`Reclaimer::maybe_start`]):
+    /// only then are the pins worth reading, as they read every finished
+    /// job within its retention back from the store.
+    pub fn due(&self, blobs: &BlobStore) -> bool {
+        self.limit.is_some()
+            && self.seen_writes.load(Ordering::Relaxed) != blobs.writes()
+            && !self.busy.load(Ordering::Acquire)
+    }
+
     /// Starts a pass if there is a limit, the store was written since the
     /// last one and none is running. `pins` come from [`ledger_pins`] plus
     /// running exports, read at `pinned_at` (taken before the ledger was

@@ -13,14 +13,6 @@ use super::{JobOutcome, Ledger, TaskView, Touched};
 use crate::event::Event;
 use crate::ids::{JobId, TaskRef};
 
-/// Every task of `job`, as a key range.
-fn tasks_of(job: JobId) -> std::ops::RangeInclusive<TaskRef> {
-    TaskRef { job, index: 0 }..=TaskRef {
-        job,
-        index: u32::MAX,
-    }
-}
-
 impl Ledger {
     /// Whether `job`'s task facts are out of memory (see [`Ledger::seal`]).
     pub fn is_sealed(&self, job: &JobId) -> bool {
@@ -51,11 +43,19 @@ impl Ledger {
             outcome: self.job_outcome(&job, 0),
             digest: views_digest(&views),
         };
-        let tasks: Vec<TaskRef> = self.facts.range(tasks_of(job)).map(|(t, _)| *t).collect();
+        let tasks: Vec<TaskRef> = self
+            .facts
+            .range(TaskRef::all_of(job))
+            .map(|(t, _)| *t)
+            .collect();
         for task in tasks {
             self.facts.remove(&task);
         }
-        let gangs: Vec<TaskRef> = self.gangs.range(tasks_of(job)).map(|(t, _)| *t).collect();
+        let gangs: Vec<TaskRef> = self
+            .gangs
+            .range(TaskRef::all_of(job))
+            .map(|(t, _)| *t)
+            .collect();
         for task in gangs {
             self.gangs.remove(&task);
         }
