@@ -6,8 +6,8 @@
 //! Owns this benchmark's method and what it prints. Must not assert
 //! anything: it measures and reports.
 
-use crate::bench::{job, rss_line, timed_run, TaskOpts};
 use crate::api::types::{Job, Status};
+use crate::bench::{job, rss_line, timed_run, TaskOpts};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};
@@ -57,11 +57,15 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
         last = id;
         // A finished job is sealed (out of memory) a second after its end.
         std::thread::sleep(SEALED_AFTER);
+        let status: Status = clients[0].get("/v1/status")?;
         println!(
-            "{done} finished tasks ({:.0} s, this job {:.0} tasks/s): RSS per node {} MiB",
+            "{done} finished tasks ({:.0} s, this job {:.0} tasks/s): RSS per node {} MiB (node 1: {} jobs sealed, {} task views held, {} events)",
             t0.elapsed().as_secs_f64(),
             n as f64 / took.as_secs_f64(),
-            rss_line(cluster)
+            rss_line(cluster),
+            status.sealed_jobs,
+            status.held_views,
+            status.events
         );
     }
     Ok(last)
@@ -109,10 +113,7 @@ fn time_tasks_json(cluster: &LocalCluster, job: &str) -> Result<()> {
 /// Tasks finished (succeeded or failed) over every job a node knows.
 fn done_everywhere(client: &Client) -> Result<u64> {
     let jobs: Vec<Job> = client.get("/v1/jobs")?;
-    Ok(jobs
-        .iter()
-        .map(|j| u64::from(j.succeeded + j.failed))
-        .sum())
+    Ok(jobs.iter().map(|j| u64::from(j.succeeded + j.failed)).sum())
 }
 
 /// Waits until node `i` knows at least `total` finished tasks.

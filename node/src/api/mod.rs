@@ -369,6 +369,7 @@ pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>>
             .bad_by_peer
             .lock()
             .map(|m| m.iter().map(|(p, n)| (p.to_string(), *n)).collect());
+        let held = d.core.held();
         Json(Status {
             node: d.net.local_peer_id().to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -381,6 +382,9 @@ pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>>
             running,
             peers_connected: connected,
             events: d.core.ledger().event_count(),
+            sealed_jobs: held.sealed_jobs,
+            held_views: held.views,
+            held_task_facts: held.task_facts,
             ledger_bytes: d.store.size_on_disk(),
             event_bytes: d.store.event_bytes(),
             attempts_started: stats.attempts_started,

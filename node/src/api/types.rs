@@ -257,6 +257,13 @@ pub struct Status {
     pub running: u32,
     pub peers_connected: usize,
     pub events: usize,
+    /// Jobs finished and sealed: their tasks are read from the ledger's
+    /// store when asked, not held in memory.
+    pub sealed_jobs: usize,
+    /// Tasks whose views (and whose ledger facts) are held in memory: those
+    /// of jobs not sealed.
+    pub held_views: usize,
+    pub held_task_facts: usize,
     pub ledger_bytes: u64,
     pub event_bytes: u64,
     pub attempts_started: u64,
