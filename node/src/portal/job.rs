@@ -192,9 +192,9 @@ fn table(d: &mut Driver, id: JobId, q: &TableQuery) -> Result<Table, PortalError
         .ledger()
         .job(&id)
         .ok_or_else(|| PortalError::from(not_found(format!("no job {id}"))))?;
-    let mut views: Vec<&TaskView> = d
-        .core
-        .views(id)
+    let all = d.core.views(id);
+    let mut views: Vec<&TaskView> = all
+        .iter()
         .filter(|v| q.state.is_empty() || v.state.name() == q.state)
         .collect();
     sort(&mut views, &q.sort);
