@@ -2,10 +2,12 @@
 //! sources on the local node and resolves its packages to their blobs and
 //! the jobs it waits for (`after`: ids, prefixes or names) to their ids.
 //!
-//! Owns the client side of staging: which local files become which blobs,
-//! and one tree per templated source (`frames/{index}.png` → a tree whose
-//! entries are the indices). Must not parse job files (`jobfile` does) or
-//! reach into a node except through its API.
+//! Owns the rules of staging: which local files become which blobs, and
+//! one tree per templated source (`frames/{index}.png` → a tree whose
+//! entries are the indices). What it asks of a node is the [`Stager`]
+//! trait: the CLI's `Client` answers it over the API, the API's job-file
+//! route (`api::submit`) inside the node. Must not parse job files
+//! (`jobfile` does).
 
 use crate::api::types::{Job, Package, PutEntries, StoredBlob};
 use crate::bad_input::BadInput;
@@ -15,17 +17,58 @@ use anyhow::{Context, Result};
 use peerbatch_protocol::job::{JobSpec, TaskGroup};
 use peerbatch_protocol::{BlobId, JobId, Source};
 use std::path::Path;
+use std::path::PathBuf;
+
+/// What finishing a draft asks of a node.
+pub trait Stager {
+    /// Whether the node may read the caller's files by path (needed for a
+    /// source with one file per task).
+    fn shares_files(&self) -> bool;
+    /// Stores a local file or directory tree (which exists).
+    fn store(&self, path: &Path) -> Result<BlobId>;
+    /// Stores local files as one tree, each under its name.
+    fn store_entries(&self, entries: Vec<(String, PathBuf)>) -> Result<BlobId>;
+    /// Every package version the mesh knows.
+    fn packages(&self) -> Result<Vec<Package>>;
+    /// The id of the job `name` means (an id, a unique prefix, or a name).
+    fn job_id(&self, name: &str) -> Result<JobId>;
+}
+
+impl Stager for Client {
+    fn shares_files(&self) -> bool {
+        Client::shares_files(self)
+    }
+
+    fn store(&self, path: &Path) -> Result<BlobId> {
+        Ok(crate::cli_blobs::store(self, path)?.id)
+    }
+
+    fn store_entries(&self, entries: Vec<(String, PathBuf)>) -> Result<BlobId> {
+        let stored: StoredBlob =
+            self.post_unbounded("/v1/blobs/entries", &PutEntries { entries })?;
+        Ok(stored.id)
+    }
+
+    fn packages(&self) -> Result<Vec<Package>> {
+        self.get("/v1/packages")
+    }
+
+    fn job_id(&self, name: &str) -> Result<JobId> {
+        let job: Job = self.get(&format!("/v1/jobs/{}", crate::cli_text::seg(name)))?;
+        JobId::parse(&job.id).context("the node did not answer with a job id")
+    }
+}
 
 /// Stages every local source and resolves every package; the result is
 /// validated and ready to submit.
-pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
+pub fn finish(node: &impl Stager, mut draft: JobDraft) -> Result<JobSpec> {
     for source in &draft.stage {
         let group = draft
             .spec
             .groups
             .get(source.group)
             .context("a staged source points at no task group")?;
-        let (blob, per_task) = stage(client, source, group)?;
+        let (blob, per_task) = stage(node, source, group)?;
         let input = draft.spec.groups[source.group]
             .spec_mut()
             .inputs
@@ -37,7 +80,7 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
         }
     }
     if !draft.packages.is_empty() {
-        let known: Vec<Package> = client.get("/v1/packages")?;
+        let known = node.packages()?;
         for slot in &draft.packages {
             let package = slot
                 .in_spec(&mut draft.spec)
@@ -57,10 +100,9 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
         }
     }
     for name in &draft.after {
-        let job: Job = client
-            .get(&format!("/v1/jobs/{}", crate::cli_text::seg(name)))
+        let id = node
+            .job_id(name)
             .map_err(|e| BadInput(format!("after: job {name:?}: {e:#}")))?;
-        let id = JobId::parse(&job.id).context("the node did not answer with a job id")?;
         draft.spec.after.push(id);
     }
     draft.spec.validate().map_err(|e| BadInput(e.to_string()))?;
@@ -70,11 +112,11 @@ pub fn finish(client: &Client, mut draft: JobDraft) -> Result<JobSpec> {
 /// Stores one source: a file or tree as is, or — with placeholders in an
 /// array or sweep — one file per task as a tree whose entries are the
 /// tasks' `{index}` values. True in the second case.
-fn stage(client: &Client, source: &LocalSource, group: &TaskGroup) -> Result<(BlobId, bool)> {
+fn stage(node: &impl Stager, source: &LocalSource, group: &TaskGroup) -> Result<(BlobId, bool)> {
     let text = source.path.to_string_lossy();
     let templated = text.contains('{') && !matches!(group, TaskGroup::One(_));
-    let blob: StoredBlob = if templated {
-        if !client.shares_files() {
+    if templated {
+        if !node.shares_files() {
             return Err(BadInput(format!(
                 "input source {text}: a source with one file per task can only be staged by the \
                  node's own account, not with PEERBATCH_TOKEN (inside a task, say)"
@@ -87,12 +129,11 @@ fn stage(client: &Client, source: &LocalSource, group: &TaskGroup) -> Result<(Bl
             let name = group.index_value(k).unwrap_or(k as i64).to_string();
             entries.push((name, existing(Path::new(&path))?.into()));
         }
-        client.post_unbounded("/v1/blobs/entries", &PutEntries { entries })?
+        Ok((node.store_entries(entries)?, true))
     } else {
         existing(&source.path)?;
-        return Ok((crate::cli_blobs::store(client, &source.path)?.id, false));
-    };
-    Ok((blob.id, templated))
+        Ok((node.store(&source.path)?, false))
+    }
 }
 
 /// The absolute form of a source that must exist.

@@ -200,8 +200,18 @@ pub fn load(path: &Path) -> Result<JobDraft, JobFileError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "job".into());
-    let dir = dir_of(path);
-    let mut draft = parse(&file, &text, &default_name, dir)?;
+    parse_in(&file, &text, &default_name, dir_of(path))
+}
+
+/// Parses job-file text found in `dir`: relative sources, `lines` and
+/// `files` are taken from there.
+pub fn parse_in(
+    file: &str,
+    text: &str,
+    default_name: &str,
+    dir: &Path,
+) -> Result<JobDraft, JobFileError> {
+    let mut draft = parse(file, text, default_name, dir)?;
     for source in &mut draft.stage {
         source.path = dir.join(&source.path);
     }

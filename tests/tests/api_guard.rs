@@ -14,6 +14,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/status", ""),
     ("GET", "/v1/jobs", ""),
     ("POST", "/v1/jobs", "{}"),
+    ("POST", "/v1/jobs/file", r#"{"toml": "", "dir": "/tmp"}"#),
     ("GET", "/v1/jobs/0000000000000000", ""),
     ("GET", "/v1/jobs/0000000000000000/tasks", ""),
     ("POST", "/v1/jobs/0000000000000000/cancel", ""),

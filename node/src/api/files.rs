@@ -40,8 +40,24 @@ pub async fn put_entries(
     State(s): State<ApiState>,
     Json(body): Json<PutEntries>,
 ) -> ApiResult<Json<StoredBlob>> {
-    let mut files = Vec::with_capacity(body.entries.len());
-    for (name, path) in body.entries {
+    let files = regular_files(body.entries)?;
+    let blobs = ask(&s, |d| d.blobs.clone()).await?;
+    let started = std::time::Instant::now();
+    let (id, stats) = tokio::task::spawn_blocking(move || blobs.put_files(files))
+        .await
+        .map_err(internal)?
+        .map_err(blob_error)?;
+    keep(&s, id).await?;
+    Ok(Json(StoredBlob::new(id, stats, started)))
+}
+
+/// `(path in the tree, absolute local file)` entries checked: safe tree
+/// paths, absolute regular files; with each file's mode.
+pub(crate) fn regular_files(
+    entries: Vec<(String, PathBuf)>,
+) -> ApiResult<Vec<(String, PathBuf, u32)>> {
+    let mut files = Vec::with_capacity(entries.len());
+    for (name, path) in entries {
         check_path(&name).map_err(|e| bad_request(e.to_string()))?;
         let path = absolute("entry", path)?;
         let meta =
@@ -54,14 +70,7 @@ pub async fn put_entries(
         }
         files.push((name, path, meta.permissions().mode() & 0o777));
     }
-    let blobs = ask(&s, |d| d.blobs.clone()).await?;
-    let started = std::time::Instant::now();
-    let (id, stats) = tokio::task::spawn_blocking(move || blobs.put_files(files))
-        .await
-        .map_err(internal)?
-        .map_err(blob_error)?;
-    keep(&s, id).await?;
-    Ok(Json(StoredBlob::new(id, stats, started)))
+    Ok(files)
 }
 
 /// Starts downloading every succeeded task's outputs of a job to
@@ -154,22 +163,22 @@ pub async fn export_outputs(
 #[utoipa::path(get, path = "/v1/packages", tag = "packages",
     responses((status = 200, body = Vec<Package>)))]
 pub async fn packages(State(s): State<ApiState>) -> ApiResult<Json<Vec<Package>>> {
-    ask(&s, |d| {
-        let list = d
-            .core
-            .ledger()
-            .packages()
-            .map(|p| Package {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                blob: p.blob.to_string(),
-                added_by: node_name(&p.added_by),
-                added_ms: p.added_ms,
-            })
-            .collect();
-        Json(list)
-    })
-    .await
+    ask(&s, |d| Json(package_list(d))).await
+}
+
+/// Every package version the ledger holds.
+pub(crate) fn package_list(d: &crate::driver::Driver) -> Vec<Package> {
+    d.core
+        .ledger()
+        .packages()
+        .map(|p| Package {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            blob: p.blob.to_string(),
+            added_by: node_name(&p.added_by),
+            added_ms: p.added_ms,
+        })
+        .collect()
 }
 
 /// Stores a directory or archive as a package version and tells the mesh.

@@ -18,6 +18,7 @@ pub(crate) mod metrics;
 pub(crate) mod pools;
 pub(crate) mod schedules;
 pub(crate) mod stream;
+pub(crate) mod submit;
 pub mod types;
 
 use crate::api::cluster::ClusterState;
@@ -95,6 +96,7 @@ pub fn table() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(status))
         .routes(routes!(jobs, submit))
+        .routes(routes!(submit::submit_file))
         .routes(routes!(job))
         .routes(routes!(tasks))
         .routes(routes!(cancel))
@@ -470,8 +472,7 @@ async fn tasks(
 }
 
 /// Submits a job (a protocol `JobSpec`, as `peerbatch submit` builds it
-/// from a job file); answers once it is durable here and, when peers are
-/// connected, held by one of them or after a while.
+/// from a job file; `POST /v1/jobs/file` takes the job file itself).
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
     request_body(content = Object, description = "a JobSpec"),
     responses((status = 200, body = Submitted)))]
@@ -479,9 +480,15 @@ pub(crate) async fn submit(
     State(s): State<ApiState>,
     Json(spec): Json<JobSpec>,
 ) -> ApiResult<Json<Submitted>> {
+    submit_spec(&s, spec).await.map(Json)
+}
+
+/// Submits a job; answers once it is durable here and, when peers are
+/// connected, held by one of them or after a while.
+pub(crate) async fn submit_spec(s: &ApiState, spec: JobSpec) -> ApiResult<Submitted> {
     let tasks = spec.task_count();
     let (tx, rx) = oneshot::channel();
-    let (job, peers) = ask(&s, move |d| {
+    let (job, peers) = ask(s, move |d| {
         let now = d.now();
         let wall = crate::wallclock::wall_ms();
         let (job, event) = d
@@ -493,12 +500,12 @@ pub(crate) async fn submit(
     })
     .await??;
     let replicated_to = rx.await.unwrap_or(0);
-    Ok(Json(Submitted {
+    Ok(Submitted {
         job_id: job.to_string(),
         tasks,
         replicated_to,
         peers_connected: peers,
-    }))
+    })
 }
 
 /// Cancels a job everywhere: from the node that submitted it or an admin node.

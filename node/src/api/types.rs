@@ -214,6 +214,23 @@ pub struct Submitted {
     pub peers_connected: usize,
 }
 
+/// `POST /v1/jobs/file`: a job in the job-file format (the TOML of
+/// `peerbatch submit`), as TOML text or as the same keys in JSON; exactly
+/// one of `toml` and `job`. The node stages its local `source` inputs
+/// itself, reading them by path.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobFile {
+    pub toml: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub job: Option<serde_json::Value>,
+    /// Names the job in error messages (`NAME:LINE:COL: what`) and is the
+    /// job's name if it gives none (without a `.toml` ending). Default `job`.
+    pub name: Option<String>,
+    /// Absolute: where relative `source`, `lines` and `files` paths are read.
+    #[schema(value_type = String)]
+    pub dir: PathBuf,
+}
+
 /// `POST /v1/jobs/{job}/cancel`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Cancelled {
