@@ -2,12 +2,15 @@
 //! `cargo test --workspace` sets everything up on a fresh Debian machine.
 //!
 //! Owns finding a command and installing the Debian packages that bring it
-//! (as root, one installer at a time across test processes). Must not know
-//! what the tests do with the tools.
+//! (as root, one installer at a time across test processes), and Python
+//! virtual environments under the target directory. One function per tool.
+//! Must not know what the tests do with the tools.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 /// Where test processes take turns installing packages.
 const LOCK: &str = "/tmp/peerbatch-tests-apt.lock";
@@ -64,4 +67,71 @@ pub fn ensure_debian_packages(command: &str, packages: &[&str]) {
 /// Headless Chromium and its WebDriver server (`chromedriver`).
 pub fn ensure_chromium() {
     ensure_debian_packages("chromedriver", &["chromium", "chromium-driver"]);
+}
+
+/// The target directory cargo builds into.
+pub fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn run(what: &str, cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({cmd:?}):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Python virtual environment `target/NAME` (made with `python3 -m venv`
+/// if missing, which needs Debian's `python3-venv`) with `packages`
+/// installed by pip from PyPI or local paths; returns its `python`.
+/// `reinstall` packages (local ones under development) are installed
+/// again at every call, the others once; they are built without build
+/// isolation, so `packages` must include their build backend
+/// (`setuptools` and `wheel`), and a rerun needs no network.
+pub fn python_venv(name: &str, packages: &[&str], reinstall: &[&Path]) -> PathBuf {
+    // Tests of one process share the venv: one sets it up at a time.
+    static SETUP: Mutex<()> = Mutex::new(());
+    let _one = SETUP.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = target_dir().join(name);
+    let python = venv.join("bin/python");
+    let marker = venv.join(format!("installed-{}", packages.join("+")));
+    if !marker.exists() {
+        if !python.exists() {
+            run(
+                "making a Python venv (apt-get install python3-venv if it is missing)",
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            );
+        }
+        run(
+            "pip install",
+            Command::new(&python)
+                .args(["-m", "pip", "install", "-q"])
+                .args(packages),
+        );
+        std::fs::write(&marker, "").unwrap();
+    }
+    for path in reinstall {
+        run(
+            "pip install of a local package",
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--no-deps",
+                    "--force-reinstall",
+                ])
+                .arg("--no-build-isolation")
+                .arg(path),
+        );
+    }
+    python
 }

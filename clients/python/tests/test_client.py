@@ -1,0 +1,120 @@
+"""The Python client against a real 3-node cluster (see conftest.py)."""
+
+import pytest
+
+import peerbatch
+from peerbatch import Client
+from peerbatch.client import ROUTES
+
+
+def test_a_job_given_as_a_dict_runs_across_the_mesh_and_its_logs_are_read_from_any_node(cluster):
+    submitter, reader = cluster.client(2), cluster.client(0)
+    job = submitter.submit(
+        {
+            "name": "squares",
+            "tasks": [{"id": "sq-", "range": "1..=6", "command": "echo $(({index} * {index}))"}],
+        }
+    )
+    done = reader.wait(job, timeout=120)
+    assert done["state"] == "succeeded"
+    assert done["succeeded"] == 6
+    tasks = reader.tasks(job)
+    assert sorted(t["id"] for t in tasks) == ["sq-{}".format(i) for i in range(1, 7)]
+    assert all(t["state"] == "succeeded" and t["exit_code"] == 0 for t in tasks)
+    assert reader.logs(job, "sq-4") == b"16\n"
+    assert [j["id"] for j in reader.jobs()].count(job) == 1
+
+
+def test_a_job_file_with_a_local_input_is_staged_and_its_outputs_come_back(cluster, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "words.txt").write_text("alpha\nbeta\ngamma\n")
+    (work / "count.toml").write_text(
+        '[[tasks]]\nid = "count"\ncommand = "wc -l < words.txt > n.txt"\n'
+        'inputs = [{ path = "words.txt", source = "words.txt" }]\noutputs = ["n.txt"]\n'
+    )
+    c = cluster.client(1)
+    job = c.submit(work / "count.toml", wait=True)
+    assert c.job(job)["name"] == "count"
+    out = tmp_path / "results"
+    export = cluster.client(0).get(job, out)
+    assert export["state"] == "done"
+    assert (out / "count" / "n.txt").read_text().strip() == "3"
+
+
+def test_a_file_put_on_one_node_is_got_on_another(cluster, tmp_path):
+    data = bytes(range(256)) * 4096
+    src = tmp_path / "data.bin"
+    src.write_bytes(data)
+    blob = cluster.client(0).put(src)
+    assert len(blob) == 64
+    cluster.client(2).get(blob, tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == data
+
+
+def test_a_client_with_only_an_address_and_a_token_puts_and_gets_as_bytes(cluster, tmp_path):
+    dirs = cluster.dirs
+    c = Client(api=(dirs[1] / "api").read_text(), token=(dirs[1] / "token").read_text())
+    assert not c.shares_files
+    src = tmp_path / "note.txt"
+    src.write_bytes(b"by bytes\n")
+    blob = c.put(src)
+    got = c.get(blob, tmp_path / "note-copy.txt")
+    assert got["bytes_written"] == 9
+    assert (tmp_path / "note-copy.txt").read_bytes() == b"by bytes\n"
+    assert c.status()["node"] == Client(data_dir=dirs[1]).status()["node"]
+
+
+def test_following_a_running_tasks_log_ends_with_its_whole_output_when_it_ends(cluster):
+    c = cluster.client(0)
+    job = c.submit({"tasks": [{"id": "slow", "command": "echo one; sleep 1; echo two"}]})
+    chunks = list(c.logs(job, "slow", follow=True))
+    assert b"".join(chunks) == b"one\ntwo\n"
+    assert c.tasks(job)[0]["state"] == "succeeded"
+
+
+def test_a_cancelled_job_ends_cancelled_and_waiting_for_it_raises_job_failed(cluster):
+    c = cluster.client(1)
+    job = c.submit({"name": "long", "tasks": [{"id": "s-", "range": "1..=4", "command": "sleep 600"}]})
+    assert c.cancel(job)["cancelled"] is True
+    with pytest.raises(peerbatch.JobFailed) as failed:
+        c.wait(job, timeout=120)
+    assert failed.value.job["state"] == "cancelled"
+    assert c.wait(job, check=False)["cancelled"] == 4
+
+
+def test_a_failing_job_raises_job_failed_and_its_stderr_is_readable(cluster):
+    c = cluster.client(2)
+    job = c.submit({"tasks": [{"id": "bad", "command": "echo oops >&2; exit 3", "max_retries": 0}]})
+    with pytest.raises(peerbatch.JobFailed, match="failed"):
+        c.wait(job, timeout=120)
+    assert c.logs(job, "bad", stderr=True) == b"oops\n"
+    assert c.tasks(job)[0]["exit_code"] == 3
+
+
+def test_refusals_raise_typed_errors_that_say_what_and_where(cluster, tmp_path):
+    c = cluster.client(0)
+    with pytest.raises(peerbatch.NotFound, match="no job"):
+        c.job("no-such-job")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[tasks]]\nid = "x"\ncommand = ""\n')
+    with pytest.raises(peerbatch.BadRequest, match="bad.toml:"):
+        c.submit(bad)
+    with pytest.raises(peerbatch.BadRequest, match="missing.txt"):
+        c.submit({"tasks": [{"command": "true", "inputs": [{"path": "m", "source": "missing.txt"}]}]},
+                 dir=tmp_path)
+    wrong = Client(api=(cluster.dirs[0] / "api").read_text(), token="0" * 64)
+    with pytest.raises(peerbatch.Unauthorized):
+        wrong.jobs()
+    with pytest.raises(peerbatch.Unreachable):
+        Client(data_dir=tmp_path)
+
+
+def test_every_route_the_client_calls_is_described_by_the_nodes_openapi_document(cluster):
+    doc = cluster.client(0).openapi()
+    assert doc["openapi"].startswith("3.")
+    described = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    missing = [r for r in ROUTES if r not in described]
+    assert not missing, "routes the client calls that the document lacks: {}".format(missing)
+    job = doc["components"]["schemas"]["Job"]["properties"]
+    assert {"id", "name", "state", "tasks", "succeeded", "failed"} <= set(job)
