@@ -156,15 +156,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-pub fn run(opts: BenchOpts) -> Result<()> {
-    match opts.what {
-        Some(BenchWhat::Transfer(transfer)) => crate::transfer_bench::run(transfer),
-        None if opts.tasks.finished > 0 => crate::bench_memory::run(&opts.tasks),
-        None => tasks(opts.tasks),
-    }
-}
-
-fn tasks(opts: TaskOpts) -> Result<()> {
+/// The throughput and latency run: `peerbatch bench` without `--finished`
+/// or a subcommand.
+pub fn tasks(opts: TaskOpts) -> Result<()> {
     let root = std::env::temp_dir().join(format!("peerbatch-bench-{}", std::process::id()));
     let cluster = LocalCluster::start(&root, opts.nodes.max(1), opts.slots, false)?;
     cluster.wait_meshed(Duration::from_secs(30))?;

@@ -400,7 +400,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Pool { cmd, client } => crate::cli_pool::pool(&connect(&client)?, cmd),
         Cmd::Schedule { cmd, client } => crate::cli_schedule::schedule(&connect(&client)?, cmd),
         Cmd::Demo(opts) => crate::demo::run(opts),
-        Cmd::Bench(opts) => crate::bench::run(opts),
+        Cmd::Bench(opts) => match opts.what {
+            Some(crate::bench::BenchWhat::Transfer(t)) => crate::transfer_bench::run(t),
+            None if opts.tasks.finished > 0 => crate::bench_memory::run(&opts.tasks),
+            None => crate::bench::tasks(opts.tasks),
+        },
     }
 }
 
