@@ -454,13 +454,24 @@ pub fn tasks(node: &Node, job: &str) -> Value {
     node.json(&["tasks", job, "--json"])
 }
 
+/// The tasks of `job` on `node`, or the CLI's error as a JSON string while
+/// the node cannot list them (e.g. the job has not reached it yet).
+fn tasks_if_known(node: &Node, job: &str) -> Value {
+    let out = node.cli(&["tasks", job, "--json"]);
+    if !out.status.success() {
+        return Value::String(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
 /// Waits until every node reports identical task lists in which every task
 /// is in `state`; returns that list. On timeout the panic says, for each
 /// node, how many tasks it shows in each state and its status, as last seen.
 pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let lists: Vec<Value> = nodes.iter().map(|n| tasks(n, job)).collect();
+        // A node the job has not reached yet answers 404: not converged yet.
+        let lists: Vec<Value> = nodes.iter().map(|n| tasks_if_known(n, job)).collect();
         let all_in_state = lists[0]
             .as_array()
             .is_some_and(|a| !a.is_empty() && a.iter().all(|t| t["state"] == state));
@@ -483,8 +494,12 @@ pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration
     }
 }
 
-/// How many tasks of a `tasks --json` list are in each state, e.g. `{"running": 2, "succeeded": 598}`.
+/// How many tasks of a `tasks --json` list are in each state, e.g. `{"running": 2, "succeeded": 598}`,
+/// or the error the node gave instead of a list.
 fn states_count(list: &Value) -> String {
+    if let Value::String(error) = list {
+        return error.clone();
+    }
     let mut count: std::collections::BTreeMap<String, usize> = Default::default();
     for t in list.as_array().into_iter().flatten() {
         *count.entry(t["state"].to_string()).or_default() += 1;
