@@ -114,6 +114,82 @@ fn a_job_file_submitted_in_the_browser_runs_to_done_without_a_reload_and_its_out
 }
 
 #[test]
+fn a_running_tasks_log_grows_on_its_page_without_a_reload_and_every_attempt_is_listed() {
+    let c = Cluster::start(2, FAST);
+    let node = &c.nodes[0];
+    let go = c.tmp.path().join("go");
+    let file = c.file(
+        "talk.toml",
+        &format!(
+            "name = \"talk\"\n[[tasks]]\nid = \"talk\"\nmax_retries = 1\ncommand = \"\"\"\
+             echo first line; while [ ! -e {go} ]; do sleep 0.05; done; echo second line; \
+             [ -e {go}.again ] || {{ touch {go}.again; exit 3; }}; echo third line\"\"\"\n",
+            go = go.display()
+        ),
+    );
+    let job = ok(&node.cli(&["submit", file.to_str().unwrap()]), "submit");
+    let downloads = c.tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let browser = logged_in(node, &downloads);
+    browser.open(&format!("{}/jobs/{job}/tasks/talk", portal(node)));
+    browser.run("window.notReloaded = true;");
+    let shown = browser.wait_text("#stdout", Duration::from_secs(60), |t| {
+        t.contains("first line")
+    });
+    assert!(!shown.contains("second line"), "{shown}");
+    assert_eq!(
+        browser.text_of(".task-state").as_deref(),
+        Some("running"),
+        "the first line showed while the task runs"
+    );
+    browser.screenshot(&screenshots().join("task-live.png"));
+    std::fs::write(&go, "").unwrap();
+    // Attempt 0 prints its second line and fails; attempt 1 runs it all.
+    browser.wait_text(".task-state", Duration::from_secs(60), |s| s == "succeeded");
+    let log = browser.wait_text("#stdout", Duration::from_secs(30), |t| {
+        t.contains("third line")
+    });
+    assert_eq!(log, "first line\nsecond line\nthird line\n");
+    assert_eq!(
+        browser.run("return window.notReloaded === true;"),
+        true,
+        "the page reloaded"
+    );
+    browser.wait_text(
+        "tr[data-attempt=\"0\"] .ended",
+        Duration::from_secs(10),
+        |s| s == "exit code 3",
+    );
+    browser.wait_text(
+        "tr[data-attempt=\"1\"] .ended",
+        Duration::from_secs(10),
+        |s| s == "exit code 0",
+    );
+    browser.screenshot(&screenshots().join("task-attempts.png"));
+
+    browser.click("tr[data-attempt=\"0\"] a");
+    let first = downloads.join("stdout-attempt-0.txt");
+    let body = wait_for(
+        "attempt 0's log to download",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&first)
+                .ok()
+                .filter(|s| !s.is_empty())
+        },
+    );
+    assert_eq!(body, "first line\nsecond line\n");
+    browser.click("h2 a.download");
+    let whole = downloads.join("stdout.txt");
+    let body = wait_for("the whole log to download", Duration::from_secs(30), || {
+        std::fs::read_to_string(&whole)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(body, "first line\nsecond line\nthird line\n");
+}
+
+#[test]
 fn a_job_file_with_a_mistake_is_refused_in_the_browser_with_its_line_and_column() {
     let c = cluster();
     let node = &c.nodes[0];

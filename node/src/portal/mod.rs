@@ -11,6 +11,7 @@
 //! cookie only; the login code is handed out on the node's own token).
 
 mod actions;
+mod attempts;
 mod events;
 mod html;
 mod job;

@@ -1,6 +1,8 @@
 // The portal's only script: live parts of a page refresh when the node
-// says its ledger changed (server-sent events from /events); a chosen job
-// file fills the submit form's text. Pages work without it, by reloading.
+// says its ledger changed (server-sent events from /events); a running
+// task's logs grow as it writes them (each log marked data-follow reads
+// its streamed body); a chosen job file fills the submit form's text.
+// Pages work without it, by reloading.
 "use strict";
 
 let busy = false;
@@ -46,5 +48,55 @@ function fillFromFile() {
   }
 }
 
+// Characters of a followed log kept on the page (its end); the whole is
+// in the download once the task ended.
+const KEEP = 1 << 20;
+
+// Shows a followed log's bytes as they arrive; when its body ends (the
+// attempt ended), takes the log as the page now shows it.
+async function follow(log) {
+  const url = log.dataset.follow;
+  delete log.dataset.follow;
+  let first = true;
+  try {
+    const answer = await fetch(url, { credentials: "same-origin" });
+    if (answer.ok && answer.body) {
+      const reader = answer.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const text = (first ? "" : log.textContent) + value;
+        first = false;
+        log.textContent = text.length > KEEP ? text.slice(text.length - KEEP) : text;
+        log.scrollTop = log.scrollHeight;
+      }
+    }
+  } catch (e) {
+    // The node went away or the page is closing: the reload below says which.
+  }
+  setTimeout(() => renewLog(log.id), first ? 1000 : 100);
+}
+
+// Takes log `id` from the page as the node renders it now, following it
+// again if the task still runs (a retry, say).
+async function renewLog(id) {
+  const answer = await fetch(location.href, { credentials: "same-origin" });
+  if (!answer.ok) return;
+  const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+  const fresh = page.getElementById(id);
+  const old = document.getElementById(id);
+  if (!fresh || !old) return;
+  const heading = old.previousElementSibling;
+  const freshHeading = fresh.previousElementSibling;
+  if (heading && freshHeading && heading.tagName === "H2") heading.innerHTML = freshHeading.innerHTML;
+  if (fresh.dataset.follow) {
+    old.dataset.follow = fresh.dataset.follow;
+    follow(old);
+  } else {
+    old.textContent = fresh.textContent;
+  }
+}
+
 listen();
+for (const log of document.querySelectorAll("pre.log[data-follow]")) follow(log);
 fillFromFile();
