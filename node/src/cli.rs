@@ -41,9 +41,20 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct ClientOpts {
-    /// A node's API address (host:port) instead of the data dir's; needs PEERBATCH_TOKEN.
+    /// A node's API address (host:port, or https://host:port for a node
+    /// serving beyond loopback) instead of the data dir's; needs PEERBATCH_TOKEN.
     #[arg(long, env = "PEERBATCH_API")]
     pub api: Option<String>,
+    /// For an HTTPS node: the SHA-256 fingerprint (AB:CD:…) of its
+    /// certificate, as the node prints it at start and `peerbatch status`
+    /// shows it [default: the one in the data dir].
+    #[arg(long, env = "PEERBATCH_API_FINGERPRINT")]
+    pub api_fingerprint: Option<String>,
+    /// For an HTTPS node started with --tls-cert: a PEM file of the
+    /// authorities that may have issued its certificate (instead of a
+    /// fingerprint).
+    #[arg(long, env = "PEERBATCH_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -304,7 +315,13 @@ fn copy_flushing(from: &mut impl std::io::Read, to: &mut impl Write) -> Result<(
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     let dir = DataDir::resolve(cli.data_dir)?;
-    let connect = |c: &ClientOpts| Client::connect(&dir, c.api.clone());
+    let connect = |c: &ClientOpts| {
+        let trust = crate::client_tls::Trust {
+            fingerprint: c.api_fingerprint.clone(),
+            ca: c.ca.clone(),
+        };
+        Client::connect(&dir, c.api.clone(), &trust)
+    };
     match cli.cmd {
         Cmd::Node { op: None, opts } => crate::serve::run(dir, *opts),
         Cmd::Node {
@@ -525,9 +542,10 @@ fn status(client: &Client, json: bool) -> Result<()> {
     if json {
         return print_json(&st);
     }
-    let rows: [(&str, String); 17] = [
+    let rows: [(&str, String); 18] = [
         ("node", st.node.clone()),
         ("version", st.version.clone()),
+        ("tls_fingerprint", opt(&st.tls_fingerprint)),
         ("slots", st.slots.to_string()),
         ("claimed", st.claimed.to_string()),
         ("running", st.running.to_string()),

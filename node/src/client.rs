@@ -1,11 +1,12 @@
 //! The HTTP client the CLI uses to talk to a node's API.
 //!
 //! Owns finding the node (`--api`/`PEERBATCH_API` + `PEERBATCH_TOKEN`, or the
-//! `api` and `token` files of a data dir), sending and reading the typed
+//! `api` and `token` files of a data dir; over HTTPS with `client_tls`), sending and reading the typed
 //! bodies of `api::types`, and turning HTTP failures into messages a user
 //! can act on. Must not know what the endpoints mean.
 
 use crate::api::types::ErrorBody;
+use crate::client_tls::Trust;
 use crate::paths::DataDir;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -28,7 +29,9 @@ pub struct Client {
 const UNBOUNDED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Client {
-    pub fn connect(dir: &DataDir, api: Option<String>) -> Result<Client> {
+    /// The node of `dir`, or at `api`; over HTTPS, its certificate is
+    /// checked against `trust` (`client_tls`).
+    pub fn connect(dir: &DataDir, api: Option<String>, trust: &Trust) -> Result<Client> {
         let token_env = std::env::var("PEERBATCH_TOKEN").ok();
         let shares_files = token_env.is_none();
         let (addr, token) = match api {
@@ -65,10 +68,13 @@ impl Client {
         } else {
             format!("http://{addr}")
         };
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .build();
+            .timeout(Duration::from_secs(120));
+        if base.starts_with("https://") {
+            agent = agent.tls_connector(crate::client_tls::connector(dir, trust)?);
+        }
+        let agent = agent.build();
         Ok(Client {
             base,
             token: token.trim().to_string(),

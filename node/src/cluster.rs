@@ -28,7 +28,7 @@ pub struct LocalCluster {
 
 impl LocalNode {
     pub fn client(&self) -> Result<Client> {
-        Client::connect(&self.dir, None)
+        Client::connect(&self.dir, None, &Default::default())
     }
 }
 

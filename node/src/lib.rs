@@ -26,6 +26,7 @@ mod cli_schedule;
 mod cli_submit;
 mod cli_text;
 mod client;
+mod client_tls;
 mod cluster;
 mod demo;
 mod draft;

@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use peerbatch_protocol::{Config, Core, Millis};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,9 +36,18 @@ pub struct NodeOpts {
     /// Multiaddr of a peer to join, e.g. /ip4/10.0.0.5/tcp/4001 (repeatable).
     #[arg(long)]
     pub join: Vec<String>,
-    /// Address of the local HTTP API (loopback only by default).
+    /// Address of the local HTTP API (loopback only by default). Anywhere
+    /// but 127.0.0.1 or ::1 it serves HTTPS only, with --tls-cert/--tls-key
+    /// or a self-signed certificate made at first start (DATA/api-tls/).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub api: SocketAddr,
+    /// PEM certificate (chain) the API serves HTTPS with, instead of a
+    /// self-signed one; with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Tasks run at once (default: the number of CPUs).
     #[arg(long)]
     pub slots: Option<u32>,
@@ -214,13 +224,26 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     };
     let mut listen = parse_addrs(&opts.listen, "listen")?;
     let join = [parse_addrs(&opts.join, "join")?, membership.join.clone()].concat();
+    let tls = api::tls::for_api(
+        &dir,
+        &opts.api,
+        opts.tls_cert.as_deref(),
+        opts.tls_key.as_deref(),
+    )?;
+    if let Some(tls) = &tls {
+        eprintln!(
+            "API TLS certificate SHA-256 fingerprint: {}",
+            tls.fingerprint
+        );
+    }
     if membership.waiting {
         let reach = crate::waiting::Reach {
             listen: listen.clone(),
             join: join.clone(),
             mdns: !opts.no_mdns,
         };
-        let waited = crate::waiting::wait(&dir, keypair.clone(), reach, opts.api).await?;
+        let waited =
+            crate::waiting::wait(&dir, keypair.clone(), reach, opts.api, tls.clone()).await?;
         let Some(approved) = waited else {
             tracing::info!("node {peer_id} stopped while waiting for approval");
             return Ok(());
@@ -279,11 +302,12 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on --api {}", opts.api))?;
     let api_addr = listener.local_addr()?;
-    paths::write_private(&dir.api_file(), api_addr.to_string().as_bytes())?;
+    let api_url = api::tls::api_url(api_addr, tls.as_ref());
+    paths::write_private(&dir.api_file(), api_url.as_bytes())?;
     let task_tokens = crate::task_tokens::TaskTokens::default();
     let sandbox = Sandbox::new(
         &opts.sandbox,
-        job_manager_env(api_addr),
+        job_manager_env(&api_url, tls.as_ref()),
         task_tokens.clone(),
     )?;
     sandbox.open_data_dir(&dir.root)?;
@@ -327,29 +351,15 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         metrics: api::metrics::MetricsState::new(metrics.clone()),
         login: Default::default(),
         follow: Default::default(),
+        tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
     };
-    // The portal's session cookie must not cross a network in the clear:
-    // served on loopback only until the API serves TLS.
-    let portal = api_addr.ip().is_loopback();
-    if !portal {
-        api_state
-            .login
-            .close("this node's API listens on a non-loopback address without TLS");
-        tracing::warn!(
-            "the portal is off: the API listens on {api_addr}, not loopback, and serves no TLS"
-        );
-    }
-    let mut routes = api::router(api_state.clone());
-    let mut access = guard::Access::new(&token, task_tokens);
-    if portal {
-        routes = routes.merge(crate::portal::router(api_state));
-        access = access.opening(crate::portal::ROUTES);
-    }
+    let routes = api::router(api_state.clone()).merge(crate::portal::router(api_state));
+    let access = guard::Access::new(&token, task_tokens).opening(crate::portal::ROUTES);
     let app = guard::guard(routes, access);
     let app = api::metrics::counted(app, metrics.clone());
-    tokio::spawn(guard::serve(listener, app));
+    tokio::spawn(guard::serve(listener, app, tls.map(|t| t.acceptor)));
     tracing::info!(
-        "node {peer_id} up: {slots} slots, API http://{api_addr}, data dir {}; {}",
+        "node {peer_id} up: {slots} slots, API {api_url}, data dir {}; {}",
         dir.root.display(),
         sandbox.describe()
     );
@@ -413,8 +423,16 @@ async fn start_net(
 /// sandbox adds the command's own token), and a `PATH` of this binary's
 /// directory (so that `peerbatch` is the node's own version) and the
 /// system's, not the node's own `PATH`.
-fn job_manager_env(api: std::net::SocketAddr) -> Vec<(String, String)> {
+/// What a task needs to call this node's API: its address, and over TLS
+/// the certificate's fingerprint to pin.
+fn job_manager_env(api: &str, tls: Option<&api::tls::ApiTls>) -> Vec<(String, String)> {
     let mut env = vec![("PEERBATCH_API".to_string(), api.to_string())];
+    if let Some(tls) = tls {
+        env.push((
+            "PEERBATCH_API_FINGERPRINT".to_string(),
+            tls.fingerprint.clone(),
+        ));
+    }
     let bin_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf));

@@ -44,6 +44,7 @@ pub async fn wait(
     keypair: Keypair,
     reach: Reach,
     api: SocketAddr,
+    tls: Option<crate::api::tls::ApiTls>,
 ) -> Result<Option<Approved>> {
     let me = keypair.public().to_peer_id();
     let candidate = Candidate::new(&host_name(), dir.cluster_key_file());
@@ -55,7 +56,7 @@ pub async fn wait(
         mdns: reach.mdns,
     })
     .await?;
-    let api_task = serve_api(dir, api, me, candidate.host()).await?;
+    let api_task = serve_api(dir, api, tls, me, candidate.host()).await?;
     tracing::info!(
         "waiting for approval: this node is {me} on host {:?}; it has no cluster key and gets \
          nothing from the mesh until an admin approves it. On an admin node, \
@@ -165,6 +166,7 @@ fn still_waiting(me: PeerId, candidate: &Candidate, started: Instant) -> String 
 async fn serve_api(
     dir: &DataDir,
     api: SocketAddr,
+    tls: Option<crate::api::tls::ApiTls>,
     me: PeerId,
     host: &str,
 ) -> Result<JoinHandle<()>> {
@@ -173,10 +175,8 @@ async fn serve_api(
     let listener = tokio::net::TcpListener::bind(api)
         .await
         .with_context(|| format!("cannot listen on --api {api}"))?;
-    paths::write_private(
-        &dir.api_file(),
-        listener.local_addr()?.to_string().as_bytes(),
-    )?;
+    let url = crate::api::tls::api_url(listener.local_addr()?, tls.as_ref());
+    paths::write_private(&dir.api_file(), url.as_bytes())?;
     let says = format!(
         "this node ({me}, host {host:?}) waits for approval: it has no cluster key yet and knows \
          nothing of the mesh; approve it on an admin node with `peerbatch approve {me}`"
@@ -188,7 +188,11 @@ async fn serve_api(
     // No task runs while the node waits: no task token exists.
     let tasks = crate::task_tokens::TaskTokens::default();
     let app = guard::guard(routes, guard::Access::new(&token, tasks));
-    Ok(tokio::spawn(guard::serve(listener, app)))
+    Ok(tokio::spawn(guard::serve(
+        listener,
+        app,
+        tls.map(|t| t.acceptor),
+    )))
 }
 
 /// This machine's host name, as the kernel has it.

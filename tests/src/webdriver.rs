@@ -62,6 +62,8 @@ impl Browser {
             "/session",
             json!({ "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
+                // A node's self-signed API certificate (its portal beyond loopback).
+                "acceptInsecureCerts": true,
                 "goog:chromeOptions": {
                     "binary": chromium(),
                     "args": ["--headless=new", "--no-sandbox", "--disable-gpu",

@@ -337,17 +337,88 @@ fn the_portal_lets_in_only_a_logged_in_browser_and_takes_only_its_own_forms() {
     });
 }
 
+/// The SHA-256 fingerprint of the certificate a TLS server at `addr`
+/// presents, as `openssl` reads it off the wire.
+fn served_fingerprint(addr: &str) -> String {
+    let script = format!(
+        "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, hex) = text
+        .trim()
+        .split_once('=')
+        .unwrap_or_else(|| panic!("no fingerprint from openssl: {text}"));
+    hex.to_string()
+}
+
 #[test]
-fn a_node_whose_api_listens_beyond_loopback_serves_no_portal_over_plain_http() {
+fn a_node_whose_api_listens_beyond_loopback_serves_only_https_and_its_portal_there() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut args = vec!["--api", "0.0.0.0:0"];
+    let mut args = vec!["--api", "127.0.0.2:0"];
     args.extend_from_slice(FAST);
     let node = Node::start(tmp.path(), &args);
-    let out = node.cli(&["portal", "--no-open"]);
-    assert!(!out.status.success(), "a login link was handed out");
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("the portal is not served"), "{said}");
-    let port = portal(&node).rsplit(':').next().unwrap().to_string();
-    let (code, _) = status(http().get(&format!("http://127.0.0.1:{port}/")).call());
-    assert_eq!(code, 401, "the mesh page answered without a token");
+    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
+    let addr = api
+        .strip_prefix("https://127.0.0.2:")
+        .map(|port| format!("127.0.0.2:{port}"))
+        .unwrap_or_else(|| panic!("the api file names no HTTPS address: {api}"));
+
+    // The fingerprint printed at start, shown by `status`, is the served one.
+    let served = served_fingerprint(&addr);
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(
+        log.contains(&format!("fingerprint: {served}")),
+        "not printed at start: {log}"
+    );
+    assert_eq!(node.status()["tls_fingerprint"], served.as_str());
+    let text = ok(&node.cli(&["status"]), "status");
+    assert!(text.contains(&served), "{text}");
+
+    // Plain HTTP gets no answer, not even with the token.
+    let token = std::fs::read_to_string(node.dir.join("token")).unwrap();
+    let plain = http()
+        .get(&format!("http://{addr}/v1/status"))
+        .set("Authorization", &format!("Bearer {}", token.trim()))
+        .call();
+    assert!(
+        matches!(plain, Err(ureq::Error::Transport(_))),
+        "plain HTTP answered: {:?}",
+        plain.map(|r| r.status())
+    );
+
+    // Another machine's CLI: the address and token given, the fingerprint
+    // pinned; a wrong fingerprint is refused before the token is sent.
+    let elsewhere = tmp.path().join("elsewhere");
+    let remote = |fingerprint: &str| {
+        std::process::Command::new(peerbatch_tests::bin())
+            .args(["--data-dir", elsewhere.to_str().unwrap()])
+            .args(["status", "--json", "--api", &api])
+            .env("PEERBATCH_TOKEN", token.trim())
+            .env("PEERBATCH_API_FINGERPRINT", fingerprint)
+            .output()
+            .unwrap()
+    };
+    let pinned = ok(&remote(&served), "status with the fingerprint pinned");
+    assert!(pinned.contains(&node.peer_id()), "{pinned}");
+    let wrong = remote(&format!("{}AB", "AB:".repeat(31)));
+    assert!(!wrong.status.success(), "a wrong fingerprint was trusted");
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("not the one trusted"), "{said}");
+
+    // The portal is served there, to a browser that takes the node's
+    // self-signed certificate.
+    let link = ok(&node.cli(&["portal", "--no-open"]), "portal");
+    assert!(
+        link.starts_with(&format!("https://{addr}/login?code=")),
+        "{link}"
+    );
+    let browser = Browser::start(tmp.path());
+    browser.open(&link);
+    let row = format!("tr[data-node=\"{}\"] td:nth-child(2)", node.peer_id());
+    browser.wait_text(&row, Duration::from_secs(30), |t| t == "live");
+    assert!(browser.url().starts_with("https://"), "{}", browser.url());
 }

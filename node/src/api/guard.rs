@@ -1,8 +1,9 @@
 //! The API's front door: connections and what is checked before a route
 //! runs.
 //!
-//! Owns accepting connections (at most [`MAX_CONNECTIONS`] at once, each
-//! closed if a request's head takes longer than [`HEADER_TIMEOUT`]), the
+//! Owns accepting connections (at most [`MAX_CONNECTIONS`] at once, over
+//! TLS when `api::tls` says so, each closed if its handshake or a
+//! request's head takes longer than [`HEADER_TIMEOUT`]), the
 //! bearer-token check in front of every route (before any body is read,
 //! compared in constant time): the node's token opens every route, a
 //! running task's token only those in [`TASK_ROUTES`]; and reading bodies
@@ -28,8 +29,10 @@ use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// Connections served at once; more wait in the listen backlog until one
 /// closes (a slow client's within [`HEADER_TIMEOUT`]).
@@ -233,8 +236,10 @@ fn refuse(code: StatusCode, msg: String) -> Response {
     ApiError(code, msg).into_response()
 }
 
-/// Serves `app` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, app: Router) {
+/// Serves `app` on `listener` until the process ends, over TLS when
+/// `tls` is given (a client that does not complete the handshake within
+/// [`HEADER_TIMEOUT`] — one speaking plain HTTP, say — is dropped).
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -249,17 +254,33 @@ pub async fn serve(listener: TcpListener, app: Router) {
                 continue;
             }
         };
-        let service = TowerToHyperService::new(app.clone());
+        let (app, tls) = (app.clone(), tls.clone());
         tokio::spawn(async move {
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("HTTP API connection ended: {e}");
+            match tls {
+                None => connection(stream, app).await,
+                Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, app).await,
+                    Ok(Err(e)) => tracing::debug!("HTTPS API handshake failed: {e}"),
+                    Err(_) => tracing::debug!("HTTPS API handshake timed out"),
+                },
             }
             drop(slot);
         });
+    }
+}
+
+/// Serves one connection's requests.
+async fn connection<I>(io: I, app: Router)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!("HTTP API connection ended: {e}");
     }
 }

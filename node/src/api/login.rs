@@ -3,18 +3,16 @@
 //! is not in `guard::TASK_ROUTES`); the portal's login page spends it for a
 //! browser session (`portal::session`).
 //!
-//! The portal is served on a loopback API address only (its session cookie
-//! must not cross a network in the clear, and the API serves no TLS yet);
-//! elsewhere the codes are [`LoginCodes::close`]d and the route answers 403.
+//! Beyond loopback the API, and so the portal and its cookie, is served
+//! over HTTPS only (`api::tls`).
 //!
 //! Owns the codes (at most [`MAX_CODES`] waiting, each for at most
 //! [`CODE_LIFETIME`], each spent once); must not know about sessions or
 //! cookies.
 
 use crate::api::types::PortalLogin;
-use crate::api::{ApiError, ApiResult, ApiState};
+use crate::api::{ApiResult, ApiState};
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -29,18 +27,11 @@ pub const MAX_CODES: usize = 16;
 #[derive(Default)]
 pub struct LoginCodes {
     waiting: Mutex<VecDeque<(String, Instant)>>,
-    /// Why no code is handed out, when the portal is not served.
-    closed: std::sync::OnceLock<String>,
 }
 
 impl LoginCodes {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Instant)>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Hands out no more codes, saying `why`.
-    pub fn close(&self, why: &str) {
-        let _ = self.closed.set(why.to_string());
     }
 
     /// A new one-time code.
@@ -69,14 +60,6 @@ impl LoginCodes {
 #[utoipa::path(post, path = "/v1/portal/login", tag = "portal",
     responses((status = 200, body = PortalLogin)))]
 pub async fn issue(State(s): State<ApiState>) -> ApiResult<Json<PortalLogin>> {
-    if let Some(why) = s.login.closed.get() {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "the portal is not served: {why} (start the node with a loopback --api address)"
-            ),
-        ));
-    }
     let code = s.login.issue();
     Ok(Json(PortalLogin {
         path: format!("/login?code={code}"),

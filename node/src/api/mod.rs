@@ -19,6 +19,7 @@ pub(crate) mod pools;
 pub(crate) mod schedules;
 pub(crate) mod stream;
 pub(crate) mod submit;
+pub(crate) mod tls;
 pub mod types;
 
 use crate::api::cluster::ClusterState;
@@ -62,6 +63,9 @@ pub struct ApiState {
     pub login: std::sync::Arc<login::LoginCodes>,
     /// The live logs this node streams now.
     pub follow: follow::FollowState,
+    /// The SHA-256 fingerprint of the API's TLS certificate, when it
+    /// serves HTTPS.
+    pub tls_fingerprint: Option<String>,
 }
 
 impl FromRef<ApiState> for ClusterState {
@@ -361,7 +365,8 @@ fn gang_members<'a>(
 #[utoipa::path(get, path = "/v1/status", tag = "nodes",
     responses((status = 200, body = Status)))]
 pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>> {
-    ask(&s, |d| {
+    let tls_fingerprint = s.tls_fingerprint.clone();
+    ask(&s, move |d| {
         let (claimed, running) = d.core.local_load();
         let stats = d.core.stats();
         let connected = d.core.peers().values().filter(|p| p.connected).count();
@@ -375,6 +380,7 @@ pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>>
         Json(Status {
             node: d.net.local_peer_id().to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
+            tls_fingerprint,
             slots: d.core.config().slots,
             draining: d.core.draining(),
             claiming: !d.core.draining() && !d.core.paused(),

@@ -263,6 +263,9 @@ pub use crate::store::reclaim::ReclaimHistory;
 pub struct Status {
     pub node: String,
     pub version: String,
+    /// SHA-256 of the API's TLS certificate (`AB:CD:…`), when it serves
+    /// HTTPS (off loopback).
+    pub tls_fingerprint: Option<String>,
     pub slots: u32,
     pub draining: bool,
     /// Whether it takes new tasks now.

@@ -4,7 +4,7 @@
 //! Owns turning a one-time login code (handed out by the API route
 //! `POST /v1/portal/login`, `api::login`, on the node's own token only) into
 //! a browser session: `GET /login?code=` spends it for a session cookie
-//! (`HttpOnly`, `SameSite=Strict`). Every page route passes
+//! (`HttpOnly`, `SameSite=Strict`, and `Secure` over HTTPS). Every page route passes
 //! [`require`], which lets in only a live session. Sessions live in memory:
 //! a restart of the node (which changes its token) logs every browser out.
 //! Must not know what the pages show.
@@ -96,7 +96,16 @@ pub async fn login(State(s): State<PortalState>, Query(q): Query<LoginQuery>) ->
         );
     }
     let session = s.sessions.open();
-    let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", session.id);
+    // Over HTTPS the browser must never send it in the clear.
+    let secure = if s.api.tls_fingerprint.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
+        session.id
+    );
     let body = "<meta http-equiv=refresh content=\"0; url=/\"><p>Logged in. <a href=\"/\">Go to the mesh</a>.</p>";
     (
         [(header::SET_COOKIE, cookie)],
