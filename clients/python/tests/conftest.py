@@ -56,7 +56,8 @@ class Cluster:
         def up():
             if proc.poll() is not None:
                 pytest.fail("node {} exited: {}".format(name, (data / "test-node.log").read_text()))
-            return (data / "api").exists() and (data / "token").exists()
+            # `invite` names the addresses the node listens on (its `listen` file).
+            return all((data / f).exists() for f in ("api", "token", "listen"))
 
         wait_for("node {}'s API".format(name), up)
         return data

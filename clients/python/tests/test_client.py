@@ -6,6 +6,8 @@ import peerbatch
 from peerbatch import Client
 from peerbatch.client import ROUTES
 
+from conftest import Cluster
+
 
 def test_a_job_given_as_a_dict_runs_across_the_mesh_and_its_logs_are_read_from_any_node(cluster):
     submitter, reader = cluster.client(2), cluster.client(0)
@@ -65,12 +67,47 @@ def test_a_client_with_only_an_address_and_a_token_puts_and_gets_as_bytes(cluste
     assert c.status()["node"] == Client(data_dir=dirs[1]).status()["node"]
 
 
-def test_following_a_running_tasks_log_ends_with_its_whole_output_when_it_ends(cluster):
+def test_following_a_running_tasks_log_yields_each_line_as_it_is_written_and_ends_with_the_task(
+    cluster, tmp_path
+):
     c = cluster.client(0)
-    job = c.submit({"tasks": [{"id": "slow", "command": "echo one; sleep 1; echo two"}]})
-    chunks = list(c.logs(job, "slow", follow=True))
-    assert b"".join(chunks) == b"one\ntwo\n"
-    assert c.tasks(job)[0]["state"] == "succeeded"
+    go = tmp_path / "go"
+    command = "echo one; while [ ! -e {} ]; do sleep 0.05; done; echo two".format(go)
+    job = c.submit({"tasks": [{"id": "slow", "command": command}]})
+    lines = c.logs(job, "slow", follow=True)
+    assert next(lines) == b"one\n"
+    assert c.tasks(job)[0]["state"] == "running", "the first line came while the task runs"
+    go.touch()
+    assert list(lines) == [b"two\n"]
+    assert c.tasks(job)[0]["state"] == "succeeded", "the lines end when the task ends"
+
+
+def test_a_node_serving_https_beyond_loopback_is_reached_with_its_fingerprint_pinned(tmp_path):
+    tls = Cluster(tmp_path)
+    try:
+        data = tls.start("tls", "--api", "127.0.0.2:0")
+        api = (data / "api").read_text().strip()
+        assert api.startswith("https://127.0.0.2:"), api
+        local = Client(data_dir=data)
+        fingerprint = local.status()["tls_fingerprint"]
+        assert fingerprint == (data / "api-tls" / "fingerprint").read_text()
+        token = (data / "token").read_text()
+        elsewhere = tmp_path / "elsewhere"
+        remote = Client(data_dir=elsewhere, api=api, token=token, fingerprint=fingerprint)
+        assert remote.status()["node"] == local.status()["node"]
+        job = remote.submit({"tasks": [{"id": "t", "command": "echo over tls"}]})
+        assert list(remote.logs(job, "t", follow=True)) == [b"over tls\n"]
+
+        wrong = Client(data_dir=elsewhere, api=api, token=token, fingerprint="AB" * 32)
+        with pytest.raises(peerbatch.Unreachable) as refused:
+            wrong.status()
+        assert "not the one trusted" in str(refused.value)
+        plain = Client(data_dir=elsewhere, api=api.replace("https://", "http://"), token=token)
+        with pytest.raises(peerbatch.Unreachable) as refused:
+            plain.status()
+        assert "HTTPS only" in str(refused.value)
+    finally:
+        tls.stop()
 
 
 def test_a_cancelled_job_ends_cancelled_and_waiting_for_it_raises_job_failed(cluster):

@@ -1,15 +1,19 @@
 """The client: finds a node as the CLI does and calls its HTTP API.
 
 Owns finding the node (``data_dir`` files, or ``api`` + ``token``, or the
-``PEERBATCH_*`` environment), sending requests with the token, turning
+``PEERBATCH_*`` environment), trusting an HTTPS node's certificate (its
+SHA-256 fingerprint pinned, or a CA file), sending requests with the token, turning
 refusals into ``peerbatch.errors`` exceptions, and the few steps that take
 more than one request (waiting for a job, exports, following a log). The
 JSON it returns is the node's, as ``/v1/openapi.json`` describes it; it
 must not reshape it.
 """
 
+import hashlib
+import http.client
 import json
 import os
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -42,6 +46,10 @@ ROUTES = [
 #: States after which a task or a job changes no more.
 ENDED = {"succeeded", "failed", "cancelled", "skipped"}
 
+#: Seconds a followed log may go without a byte before the read gives up
+#: (the node ends such a body after 30 minutes itself).
+FOLLOW_IDLE = 31 * 60
+
 
 def default_data_dir():
     """The data dir the CLI uses without ``--data-dir``."""
@@ -62,6 +70,52 @@ def _is_blob_id(text):
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
+def _fingerprint_bytes(text):
+    """32 bytes from ``AB:CD:…`` (colons, case and a ``SHA256:`` prefix optional)."""
+    hex_digits = text.strip()
+    if hex_digits.lower().startswith("sha256:"):
+        hex_digits = hex_digits[len("sha256:"):]
+    hex_digits = hex_digits.replace(":", "")
+    try:
+        raw = bytes.fromhex(hex_digits)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise errors.BadRequest(
+            "{!r} is not a SHA-256 fingerprint (32 hex bytes, as AB:CD:…)".format(text)
+        )
+    return raw
+
+
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    """HTTPS to a node whose certificate has the pinned SHA-256 (its name
+    is not checked: a self-signed certificate names no address for certain)."""
+
+    def __init__(self, sha256):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        super().__init__(context=context)
+        self._sha256 = sha256
+
+    def https_open(self, req):
+        sha256 = self._sha256
+
+        class Pinned(http.client.HTTPSConnection):
+            def connect(self):
+                super().connect()
+                seen = hashlib.sha256(self.sock.getpeercert(binary_form=True)).digest()
+                if seen != sha256:
+                    self.sock.close()
+                    raise ssl.SSLError(
+                        "the node's certificate has fingerprint {}, not the one trusted".format(
+                            ":".join("{:02X}".format(b) for b in seen)
+                        )
+                    )
+
+        return self.do_open(Pinned, req, context=self._context)
+
+
 class Client:
     """A connection to one node's API.
 
@@ -69,11 +123,20 @@ class Client:
     the node running on ``D`` (its ``api`` and ``token`` files);
     ``Client(api="127.0.0.1:PORT", token=T)`` a node by address. ``api`` and
     ``token`` default to ``PEERBATCH_API`` and ``PEERBATCH_TOKEN``.
+
+    A node serving beyond loopback speaks HTTPS (``api="https://HOST:PORT"``):
+    its certificate is trusted by its SHA-256 ``fingerprint`` (``AB:CD:…``,
+    default ``PEERBATCH_API_FINGERPRINT``, else the one the node wrote to the
+    data dir's ``api-tls/fingerprint``), or by a CA file ``ca``
+    (``PEERBATCH_CA``) for a node started with ``--tls-cert``.
     """
 
-    def __init__(self, data_dir=None, api=None, token=None, timeout=120.0):
+    def __init__(self, data_dir=None, api=None, token=None, timeout=120.0,
+                 fingerprint=None, ca=None):
         api = api or os.environ.get("PEERBATCH_API")
         token = token or os.environ.get("PEERBATCH_TOKEN")
+        fingerprint = fingerprint or os.environ.get("PEERBATCH_API_FINGERPRINT")
+        ca = ca or os.environ.get("PEERBATCH_CA")
         self._data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         # Like the CLI: a token read from the node's own file means this
         # process runs as the node's account, so the node may read and
@@ -87,6 +150,21 @@ class Client:
         self.base = api if api.startswith("http") else "http://" + api
         self._token = token.strip()
         self.timeout = timeout
+        self._opener = urllib.request.build_opener()
+        if self.base.startswith("https://"):
+            self._opener = urllib.request.build_opener(self._https(fingerprint, ca))
+
+    def _https(self, fingerprint, ca):
+        """The handler that checks the node's certificate."""
+        if ca and not fingerprint:
+            return urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca))
+        if not fingerprint:
+            fingerprint = self._read(
+                "api-tls/fingerprint",
+                "the node's API is HTTPS and {1} cannot be read: give fingerprint= "
+                "(the node prints it at start; `peerbatch status` on its machine shows it) or ca=",
+            )
+        return _PinnedHTTPSHandler(_fingerprint_bytes(fingerprint))
 
     def _read(self, name, message):
         path = self._data_dir / name
@@ -108,7 +186,7 @@ class Client:
             headers["Content-Type"] = "application/octet-stream"
         request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
-            response = urllib.request.urlopen(request, timeout=timeout or self.timeout)
+            response = self._opener.open(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as e:
             text = e.read().decode(errors="replace")
             try:
@@ -119,6 +197,11 @@ class Client:
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise errors.Unreachable("cannot reach the node at {}: {}".format(self.base, reason)) from None
+        except http.client.HTTPException as e:
+            raise errors.Unreachable(
+                "the node at {} did not answer HTTP ({!r}); a node serving beyond loopback "
+                "speaks HTTPS only: use https://".format(self.base, e)
+            ) from None
         if stream:
             return response
         with response:
@@ -202,30 +285,31 @@ class Client:
         """Cancels a job everywhere (from the node that submitted it or an admin node)."""
         return self._json("POST", "/v1/jobs/{}/cancel".format(_segment(job)))
 
-    def logs(self, job, task, stderr=False, rank=0, follow=False, poll=0.2):
-        """A task's captured stdout (or stderr), wherever it ran.
+    def logs(self, job, task, stderr=False, rank=0, follow=False):
+        """A task's captured stdout (or stderr), wherever it runs or ran.
 
         Without ``follow``, the output of a finished task as bytes. With
-        ``follow``, an iterator of byte chunks that ends when the task ends:
-        it waits for the task to end and yields its output (the node serves
-        a task's log once it finished).
+        ``follow``, a generator of its lines (bytes, each ending in a
+        newline but perhaps the last) as the task writes them, from its
+        first, that ends when the followed attempt ends (a task not started
+        yet is waited for; only rank 0 of a multi-instance task is
+        followed).
         """
-        query = "?stream={}&rank={}".format("stderr" if stderr else "stdout", int(rank))
-        path = "/v1/jobs/{}/tasks/{}/log{}".format(_segment(job), _segment(task), query)
+        stream = "stderr" if stderr else "stdout"
+        query = "?stream={}&rank={}".format(stream, int(rank))
+        path = "/v1/jobs/{}/tasks/{}/log".format(_segment(job), _segment(task))
         if not follow:
-            return self._request("GET", path)
-        return self._follow(job, task, path, poll)
+            return self._request("GET", path + query)
+        return self._follow(path + query + "&follow=true")
 
-    def _follow(self, job, task, path, poll):
-        while self._task(job, task)["state"] not in ENDED:
-            time.sleep(poll)
-        yield self._request("GET", path)
-
-    def _task(self, job, task):
-        for t in self.tasks(job):
-            if t["id"] == task:
-                return t
-        raise errors.NotFound("job {} has no task {!r}".format(job, task), 404)
+    def _follow(self, path):
+        response = self._request("GET", path, stream=True, timeout=FOLLOW_IDLE)
+        with response:
+            while True:
+                line = response.readline()
+                if not line:
+                    return
+                yield line
 
     # -- files --------------------------------------------------------------
 
