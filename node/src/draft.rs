@@ -111,14 +111,16 @@ pub fn finish(node: &impl Stager, mut draft: JobDraft) -> Result<JobSpec> {
 
 /// Stores one source: a file or tree as is, or — with placeholders in an
 /// array or sweep — one file per task as a tree whose entries are the
-/// tasks' `{index}` values. True in the second case.
+/// tasks' `{index}` values. True in the second case. What is wrong with
+/// it is said at its place in the job file.
 fn stage(node: &impl Stager, source: &LocalSource, group: &TaskGroup) -> Result<(BlobId, bool)> {
     let text = source.path.to_string_lossy();
+    let refuse = |why: String| BadInput(source.at.error(format!("input source {why}")).to_string());
     let templated = text.contains('{') && !matches!(group, TaskGroup::One(_));
     if templated {
         if !node.shares_files() {
-            return Err(BadInput(format!(
-                "input source {text}: a source with one file per task can only be staged by the \
+            return Err(refuse(format!(
+                "{text}: a source with one file per task can only be staged by the \
                  node's own account, not with PEERBATCH_TOKEN (inside a task, say)"
             ))
             .into());
@@ -127,23 +129,20 @@ fn stage(node: &impl Stager, source: &LocalSource, group: &TaskGroup) -> Result<
         for k in 0..group.len() {
             let path = group.fill(k, &text);
             let name = group.index_value(k).unwrap_or(k as i64).to_string();
-            entries.push((name, existing(Path::new(&path))?.into()));
+            let found = existing(Path::new(&path)).map_err(refuse)?;
+            entries.push((name, found.into()));
         }
         Ok((node.store_entries(entries)?, true))
     } else {
-        existing(&source.path)?;
+        existing(&source.path).map_err(refuse)?;
         Ok((node.store(&source.path)?, false))
     }
 }
 
-/// The absolute form of a source that must exist.
-fn existing(path: &Path) -> Result<String> {
+/// The absolute form of a source that must exist, or why not.
+fn existing(path: &Path) -> Result<String, String> {
     if std::fs::symlink_metadata(path).is_err() {
-        return Err(BadInput(format!(
-            "input source {}: no such file or directory",
-            path.display()
-        ))
-        .into());
+        return Err(format!("{}: no such file or directory", path.display()));
     }
-    crate::cli_text::absolute(path)
+    crate::cli_text::absolute(path).map_err(|e| format!("{e:#}"))
 }

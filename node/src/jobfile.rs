@@ -95,7 +95,7 @@ enum FileCommand {
 #[serde(deny_unknown_fields)]
 struct FileInput {
     path: Option<String>,
-    source: Option<String>,
+    source: Option<Spanned<String>>,
     id: Option<String>,
     from_task: Option<String>,
     within: Option<String>,
@@ -166,6 +166,28 @@ pub struct LocalSource {
     pub input: usize,
     /// Absolute, or relative to the job file's directory already joined.
     pub path: PathBuf,
+    /// Where the file names it, for errors found when it is staged.
+    pub at: Place,
+}
+
+/// Where a value is in a job file.
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Place {
+    /// `message` about the value here, as `FILE:LINE:COL: message`.
+    pub fn error(&self, message: String) -> JobFileError {
+        JobFileError {
+            file: self.file.clone(),
+            line: self.line,
+            col: self.col,
+            message,
+        }
+    }
 }
 
 /// A `name@version` to resolve for package `package` of group `group`.
@@ -382,12 +404,18 @@ pub fn parse(
         let mut inputs = Vec::new();
         for (k, input) in task.inputs.into_iter().enumerate() {
             let span = input.span();
-            let (input, local) = parse_input(input.into_inner()).map_err(|m| err(Some(span), m))?;
+            let source = input.get_ref().source.as_ref().map(Spanned::span);
+            let (input, local) =
+                parse_input(input.into_inner()).map_err(|m| err(Some(span.clone()), m))?;
             if let Some(path) = local {
+                let JobFileError {
+                    file, line, col, ..
+                } = err(Some(source.unwrap_or(span)), String::new());
                 stage.push(LocalSource {
                     group,
                     input: k,
                     path,
+                    at: Place { file, line, col },
                 });
             }
             inputs.push(input);
@@ -626,7 +654,7 @@ fn parse_input(i: FileInput) -> Result<(Input, Option<PathBuf>), String> {
                 source: Source::Blob(UNRESOLVED),
                 within,
             };
-            Ok((input, Some(PathBuf::from(source))))
+            Ok((input, Some(PathBuf::from(source.into_inner()))))
         }
         (None, Some(id), None) => {
             let id = BlobId::parse(&id)

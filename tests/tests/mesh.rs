@@ -187,6 +187,17 @@ fn bad_job_files_are_refused_with_file_and_line() {
             "[[tasks]]\ncommand = \"x\"\nmax_retries = -1\n",
             "negative.toml:3:15: max_retries must be",
         ),
+        (
+            "missing.toml",
+            "[[tasks]]\ncommand = \"x\"\ninputs = [{ source = \"nowhere.txt\", path = \"in.txt\" }]\n",
+            "missing.toml:3:22: input source ",
+        ),
+        (
+            "per-task.toml",
+            "[[tasks]]\ncommand = \"x\"\nrange = \"1..=2\"\n\
+             inputs = [{ source = \"f{index}.txt\", path = \"in.txt\" }]\n",
+            "per-task.toml:4:22: input source ",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = tmp.path().join(name);
