@@ -1,8 +1,10 @@
 //! The portal as a user meets it: a real headless Chromium, driven over
 //! WebDriver, against a real 3-node cluster. Logs in with the link
 //! `peerbatch portal` prints, submits a job file and watches it finish
-//! without reloading, downloads an output, cancels a job, drains and
-//! resumes a node. Each page it visits is saved as a screenshot under
+//! without reloading, downloads an output, watches a running task's log
+//! grow and its attempts, cancels a job, drains and resumes a node, adds
+//! and removes a schedule, and reaches a node serving HTTPS beyond
+//! loopback. Each page it visits is saved as a screenshot under
 //! `target/portal-screenshots/` (a test artifact).
 
 use peerbatch_tests::webdriver::Browser;
@@ -262,6 +264,48 @@ fn draining_and_resuming_a_node_in_the_browser_reaches_every_node() {
         s == "active"
     });
     draining_elsewhere(false);
+}
+
+#[test]
+fn a_schedule_added_in_the_browser_reaches_every_node_and_its_remove_button_removes_it_everywhere()
+{
+    let c = Cluster::start(2, FAST);
+    let (node, other) = (&c.nodes[0], &c.nodes[1]);
+    let browser = logged_in(node, c.tmp.path());
+    browser.open(&format!("{}/schedules", portal(node)));
+    browser.wait("input[name=name]").type_text("hourly");
+    browser.wait("input[name=every]").type_text("1h");
+    browser
+        .wait("textarea[name=toml]")
+        .type_text("[[tasks]]\nid = \"t\"\ncommand = \"true\"\n");
+    browser.click("form[action=\"/schedules\"] button");
+    let row = "tr[data-schedule=\"hourly\"]";
+    let next = browser.wait_text(
+        &format!("{row} td:nth-child(6)"),
+        Duration::from_secs(30),
+        |t| !t.is_empty(),
+    );
+    assert!(next.ends_with(" UTC"), "no next firing shown: {next:?}");
+    browser.screenshot(&screenshots().join("schedules-added.png"));
+    let known_to_other = |want: bool| {
+        wait_for(
+            "the other node to see the schedule list change",
+            Duration::from_secs(30),
+            || {
+                let list = other.json(&["schedule", "list", "--json"]);
+                let known = list.as_array()?.iter().any(|s| s["name"] == "hourly");
+                (known == want).then_some(())
+            },
+        )
+    };
+    known_to_other(true);
+
+    browser.click(&format!("{row} button"));
+    wait_for("the row to go", Duration::from_secs(30), || {
+        let shown = browser.find("input[name=name]").is_some();
+        (shown && browser.find(row).is_none()).then_some(())
+    });
+    known_to_other(false);
 }
 
 /// An HTTP client that shows redirects instead of following them.
