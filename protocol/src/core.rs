@@ -13,6 +13,7 @@
 use crate::deps::Tally;
 use crate::event::SideResult;
 use crate::event::{event_id, Claim, Event, EventBody, EventError, Identity, NodeInfo, TaskResult};
+use crate::function::{ChangeRefused, FunctionEvent};
 use crate::gang::{GangPlace, GangStep};
 use crate::hrw;
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
@@ -707,6 +708,34 @@ impl<S: EventStore> Core<S> {
         );
         self.after_input(now);
         Ok(Some(id))
+    }
+
+    /// Deploys, rolls back or removes a function for the whole mesh;
+    /// refuses a change to a function of another node unless this one is
+    /// an admin, and a rollback or removal of an unknown function.
+    pub fn change_function(
+        &mut self,
+        now: Millis,
+        event: FunctionEvent,
+        wall_ms: u64,
+    ) -> Result<EventId, ChangeRefused> {
+        crate::function::check(&event)?;
+        let name = event.name().to_string();
+        match self.ledger.function(&name, wall_ms) {
+            Some(f) if !f.may_change(&self.me, self.ledger.admins()) => {
+                return Err(ChangeRefused::NotOwner {
+                    name,
+                    owner: f.owner,
+                })
+            }
+            None if !matches!(event, FunctionEvent::Deployed { .. }) => {
+                return Err(ChangeRefused::Unknown(name))
+            }
+            _ => {}
+        }
+        let id = self.publish(now, EventBody::Function(event));
+        self.after_input(now);
+        Ok(id)
     }
 
     /// Changes the labels this node announces (a pool it joins once its

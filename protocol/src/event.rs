@@ -144,6 +144,8 @@ pub enum EventBody {
         blob: BlobId,
         added_ms: u64,
     },
+    /// A function deployed, rolled back or removed.
+    Function(crate::function::FunctionEvent),
     /// One step of forming a multi-instance task's gang for an attempt.
     Gang {
         task: TaskRef,

@@ -184,6 +184,7 @@ pub struct Ledger {
     gangs: BTreeMap<TaskRef, GangFacts>,
     nodes: BTreeMap<NodeId, (u64, NodeInfo)>,
     packages: BTreeMap<(String, String), PackageRecord>,
+    functions: crate::function::Functions,
     /// Jobs where some result's exit code says to fail the whole job.
     failed_jobs: BTreeSet<JobId>,
     /// Every version of every schedule, and who asked to remove each.
@@ -386,6 +387,19 @@ impl Ledger {
         self.gangs.get(task)
     }
 
+    /// Every function's name, in order (see [`Ledger::function`]).
+    pub fn function_names(&self) -> impl Iterator<Item = &str> {
+        self.functions.names()
+    }
+
+    /// The function `name` at wall-clock time `wall_ms`: changes dated
+    /// more than [`CLOCK_AHEAD_MS`] later do not count yet, nor those from
+    /// a node other than its owner or an admin.
+    pub fn function(&self, name: &str, wall_ms: u64) -> Option<crate::function::FunctionView> {
+        let horizon = wall_ms.saturating_add(CLOCK_AHEAD_MS);
+        self.functions.view(name, &self.admins, horizon)
+    }
+
     pub fn package(&self, name: &str, version: &str) -> Option<&PackageRecord> {
         self.packages.get(&(name.to_string(), version.to_string()))
     }
@@ -528,6 +542,7 @@ impl Ledger {
                     .or_default()
                     .insert(event.author);
             }
+            EventBody::Function(f) => self.functions.insert(id, event.author, f),
             EventBody::PackageAdded {
                 name,
                 version,

@@ -16,6 +16,7 @@ pub mod deps;
 pub mod event;
 pub mod exit;
 pub mod files;
+pub mod function;
 pub mod gang;
 pub mod hrw;
 pub mod ids;

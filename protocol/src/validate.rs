@@ -56,6 +56,8 @@ pub enum InvalidEvent {
     TemplateWithOrigin,
     #[error("a schedule's interval must not be 0")]
     ZeroInterval,
+    #[error(transparent)]
+    Function(#[from] crate::function::FunctionError),
 }
 
 /// Checks one event body against the rules every node applies.
@@ -92,6 +94,7 @@ pub fn check(body: &EventBody) -> Result<(), InvalidEvent> {
         }
         EventBody::PackageAdded { name, version, .. } => crate::files::check_package(name, version)
             .map_err(|e| InvalidEvent::Name(e.to_string())),
+        EventBody::Function(f) => Ok(crate::function::check(f)?),
         EventBody::Gang { step, .. } => match step {
             GangStep::Invite { hosts, .. } => count("gang hosts", hosts.len(), MAX_GANG_HOSTS),
             GangStep::Exited { result } => check_result(result),

@@ -1,0 +1,351 @@
+//! Functions as the ledger knows them: deployed handlers, their immutable
+//! versions, and which version each name serves now.
+//!
+//! Owns the function events (deploy, rollback, remove), the checks every
+//! node applies to one alone ([`check`]), and the fold of all of them into
+//! each name's versions ([`Functions`]). A name belongs to the node that
+//! deployed its first version (in `(at_ms, event id)` order): later
+//! deploys, rollbacks and removals count only from that node or an admin,
+//! judged at view time, so the arrival order of events changes nothing.
+//! Must not run, fetch or route anything (`node/src/functions` does) and
+//! must not read clocks: the caller passes the horizon of acceptable dates.
+
+use crate::ids::{BlobId, EventId, NodeId};
+use crate::job::Command;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A handler's time-out when its deploy names none.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The longest time-out a function may have.
+pub const MAX_TIMEOUT_MS: u64 = 15 * 60_000;
+/// Most triggers one version has.
+pub const MAX_TRIGGERS: usize = 16;
+/// Longest handler command line.
+pub const MAX_COMMAND_BYTES: usize = 4_096;
+
+/// What invokes a function.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Trigger {
+    /// `ANY /fn/NAME/...` on any node's API.
+    Http,
+}
+
+/// One immutable version of a function.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    /// The bundle's tree blob, stored like a package.
+    pub bundle: BlobId,
+    /// Run once per invocation in a fresh copy of the bundle.
+    pub command: Command,
+    pub triggers: Vec<Trigger>,
+    /// The handler is killed after this long and the caller gets 504.
+    pub timeout_ms: u64,
+    /// Whether a call whose node died before answering is tried once
+    /// more elsewhere (off for handlers that must not run twice).
+    pub retry: bool,
+}
+
+/// A change to a function, as a ledger event carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FunctionEvent {
+    /// A new version, which becomes the one served.
+    Deployed {
+        name: String,
+        spec: FunctionSpec,
+        at_ms: u64,
+    },
+    /// Serve again the version deployed by event `to`.
+    RolledBack {
+        name: String,
+        to: EventId,
+        at_ms: u64,
+    },
+    /// Serve nothing under this name any more.
+    Removed { name: String, at_ms: u64 },
+}
+
+impl FunctionEvent {
+    pub fn name(&self) -> &str {
+        match self {
+            FunctionEvent::Deployed { name, .. }
+            | FunctionEvent::RolledBack { name, .. }
+            | FunctionEvent::Removed { name, .. } => name,
+        }
+    }
+
+    /// The author's wall-clock time, which orders a name's changes.
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            FunctionEvent::Deployed { at_ms, .. }
+            | FunctionEvent::RolledBack { at_ms, .. }
+            | FunctionEvent::Removed { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+/// Why a function event may not enter the ledger.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionError {
+    #[error("function name {0:?} must be 1 to 64 letters, digits, `-`, `_` or `.`")]
+    Name(String),
+    #[error("function {0}: the handler command is empty")]
+    EmptyCommand(String),
+    #[error("function {name}: the handler command is {len} bytes, at most {MAX_COMMAND_BYTES}")]
+    LongCommand { name: String, len: usize },
+    #[error("function {name}: {count} triggers; give 1 to {MAX_TRIGGERS}")]
+    Triggers { name: String, count: usize },
+    #[error("function {name}: time-out {ms} ms; give 1 ms to {MAX_TIMEOUT_MS} ms")]
+    Timeout { name: String, ms: u64 },
+}
+
+/// Why this node may not make a change to a function.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefused {
+    #[error(transparent)]
+    Invalid(#[from] FunctionError),
+    #[error("function {name} belongs to node {owner}; only it or an admin may change it")]
+    NotOwner { name: String, owner: NodeId },
+    #[error("no function {0}")]
+    Unknown(String),
+}
+
+/// Checks one function event against the rules every node applies.
+pub fn check(event: &FunctionEvent) -> Result<(), FunctionError> {
+    check_name(event.name())?;
+    let FunctionEvent::Deployed { name, spec, .. } = event else {
+        return Ok(());
+    };
+    check_spec(name, spec)
+}
+
+/// Checks a function name: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn check_name(name: &str) -> Result<(), FunctionError> {
+    crate::schedule::check_name(name).map_err(|_| FunctionError::Name(name.to_string()))
+}
+
+fn check_spec(name: &str, spec: &FunctionSpec) -> Result<(), FunctionError> {
+    if spec.command.is_empty() {
+        return Err(FunctionError::EmptyCommand(name.to_string()));
+    }
+    let len = match &spec.command {
+        Command::Shell(line) => line.len(),
+        Command::Argv(argv) => argv.iter().map(String::len).sum(),
+    };
+    if len > MAX_COMMAND_BYTES {
+        let name = name.to_string();
+        return Err(FunctionError::LongCommand { name, len });
+    }
+    let count = spec.triggers.len();
+    if count == 0 || count > MAX_TRIGGERS {
+        let name = name.to_string();
+        return Err(FunctionError::Triggers { name, count });
+    }
+    if spec.timeout_ms == 0 || spec.timeout_ms > MAX_TIMEOUT_MS {
+        let (name, ms) = (name.to_string(), spec.timeout_ms);
+        return Err(FunctionError::Timeout { name, ms });
+    }
+    Ok(())
+}
+
+/// One version of a function that counts (deployed by its owner or an admin).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// 1 for the first version of the name, then 2, 3, …
+    pub number: u32,
+    /// The deploy event: the version's stable id.
+    pub event: EventId,
+    pub spec: FunctionSpec,
+    pub deployed_by: NodeId,
+    pub at_ms: u64,
+}
+
+/// A function as every node with the same events sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionView {
+    pub name: String,
+    /// The author of the first deploy: with the admins, the only node
+    /// whose changes count.
+    pub owner: NodeId,
+    /// Oldest first.
+    pub versions: Vec<Version>,
+    /// The version served now (an index into `versions`); `None` once removed.
+    pub active: Option<usize>,
+}
+
+impl FunctionView {
+    /// The version served now, if any.
+    pub fn serving(&self) -> Option<&Version> {
+        self.active.and_then(|i| self.versions.get(i))
+    }
+
+    /// Whether `node` may change this function: its owner or an admin.
+    pub fn may_change(&self, node: &NodeId, admins: &BTreeSet<NodeId>) -> bool {
+        self.owner == *node || admins.contains(node)
+    }
+}
+
+/// One name's events by `(at_ms, event id)`, each with its author.
+type History = BTreeMap<(u64, EventId), (NodeId, FunctionEvent)>;
+
+/// Every function event, by name and `(at_ms, event id)`.
+#[derive(Default)]
+pub struct Functions {
+    by_name: BTreeMap<String, History>,
+}
+
+impl Functions {
+    /// Keeps an event (already valid and verified).
+    pub fn insert(&mut self, id: EventId, author: NodeId, event: &FunctionEvent) {
+        self.by_name
+            .entry(event.name().to_string())
+            .or_default()
+            .insert((event.at_ms(), id), (author, event.clone()));
+    }
+
+    /// Every name any function event names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// The function `name` from the events dated at or before
+    /// `horizon_ms` (one dated later counts once the horizon reaches it),
+    /// counting changes only from its owner or one of `admins`.
+    pub fn view(
+        &self,
+        name: &str,
+        admins: &BTreeSet<NodeId>,
+        horizon_ms: u64,
+    ) -> Option<FunctionView> {
+        let events = self
+            .by_name
+            .get(name)?
+            .range(..=(horizon_ms, EventId([0xff; 32])));
+        let mut view: Option<FunctionView> = None;
+        for ((at_ms, id), (author, event)) in events {
+            let owner = match &view {
+                Some(v) => v.owner,
+                None if matches!(event, FunctionEvent::Deployed { .. }) => *author,
+                None => continue,
+            };
+            if owner != *author && !admins.contains(author) {
+                continue;
+            }
+            let v = view.get_or_insert_with(|| FunctionView {
+                name: name.to_string(),
+                owner,
+                versions: Vec::new(),
+                active: None,
+            });
+            match event {
+                FunctionEvent::Deployed { spec, .. } => {
+                    v.versions.push(Version {
+                        number: v.versions.len() as u32 + 1,
+                        event: *id,
+                        spec: spec.clone(),
+                        deployed_by: *author,
+                        at_ms: *at_ms,
+                    });
+                    v.active = Some(v.versions.len() - 1);
+                }
+                FunctionEvent::RolledBack { to, .. } => {
+                    if let Some(i) = v.versions.iter().position(|x| x.event == *to) {
+                        v.active = Some(i);
+                    }
+                }
+                FunctionEvent::Removed { .. } => v.active = None,
+            }
+        }
+        view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(bundle: u8) -> FunctionSpec {
+        FunctionSpec {
+            bundle: BlobId([bundle; 32]),
+            command: Command::Shell("python3 handler.py".into()),
+            triggers: vec![Trigger::Http],
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            retry: true,
+        }
+    }
+
+    fn deploy(bundle: u8, at_ms: u64) -> FunctionEvent {
+        FunctionEvent::Deployed {
+            name: "hello".into(),
+            spec: spec(bundle),
+            at_ms,
+        }
+    }
+
+    const OWNER: NodeId = NodeId([1; 32]);
+    const OTHER: NodeId = NodeId([2; 32]);
+    const ADMIN: NodeId = NodeId([3; 32]);
+
+    fn fold(events: &[(u8, NodeId, FunctionEvent)]) -> FunctionView {
+        let mut f = Functions::default();
+        for (id, author, e) in events {
+            f.insert(EventId([*id; 32]), *author, e);
+        }
+        f.view("hello", &BTreeSet::from([ADMIN]), u64::MAX).unwrap()
+    }
+
+    #[test]
+    fn a_new_version_is_served_and_a_rollback_serves_the_old_one_again() {
+        let v2 = fold(&[(1, OWNER, deploy(1, 10)), (2, OWNER, deploy(2, 20))]);
+        assert_eq!(v2.serving().unwrap().number, 2);
+        let back = FunctionEvent::RolledBack {
+            name: "hello".into(),
+            to: EventId([1; 32]),
+            at_ms: 30,
+        };
+        let v1 = fold(&[
+            (3, OWNER, back),
+            (2, OWNER, deploy(2, 20)),
+            (1, OWNER, deploy(1, 10)),
+        ]);
+        assert_eq!(v1.serving().unwrap().spec.bundle, BlobId([1; 32]));
+        assert_eq!(v1.versions.len(), 2);
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_may_deploy_roll_back_or_remove() {
+        let remove = |at_ms| FunctionEvent::Removed {
+            name: "hello".into(),
+            at_ms,
+        };
+        let forged = fold(&[
+            (1, OWNER, deploy(1, 10)),
+            (2, OTHER, deploy(9, 20)),
+            (3, OTHER, remove(30)),
+        ]);
+        assert_eq!(forged.versions.len(), 1);
+        assert_eq!(forged.serving().unwrap().spec.bundle, BlobId([1; 32]));
+        let by_admin = fold(&[(1, OWNER, deploy(1, 10)), (3, ADMIN, remove(30))]);
+        assert_eq!(by_admin.serving(), None);
+    }
+
+    #[test]
+    fn a_deploy_without_triggers_or_with_a_huge_timeout_is_invalid() {
+        let mut s = spec(1);
+        s.triggers.clear();
+        let e = FunctionEvent::Deployed {
+            name: "hello".into(),
+            spec: s.clone(),
+            at_ms: 0,
+        };
+        assert!(matches!(check(&e), Err(FunctionError::Triggers { .. })));
+        s.triggers.push(Trigger::Http);
+        s.timeout_ms = MAX_TIMEOUT_MS + 1;
+        let e = FunctionEvent::Deployed {
+            name: "../x".into(),
+            spec: s,
+            at_ms: 0,
+        };
+        assert!(matches!(check(&e), Err(FunctionError::Name(_))));
+    }
+}
