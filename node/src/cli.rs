@@ -278,6 +278,13 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Functions: handlers deployed once and invoked over HTTP through any node.
+    Fn {
+        #[command(subcommand)]
+        cmd: crate::cli_fn::FnCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Pools: nodes labelled pool=NAME, with a start task each runs as it joins.
     Pool {
         #[command(subcommand)]
@@ -414,6 +421,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             client,
         } => get(&connect(&client)?, &id, &out, json, !no_store),
         Cmd::Package { cmd, client } => crate::cli_files::package(&connect(&client)?, cmd),
+        Cmd::Fn { cmd, client } => crate::cli_fn::run(&connect(&client)?, cmd),
         Cmd::Pool { cmd, client } => crate::cli_pool::pool(&connect(&client)?, cmd),
         Cmd::Schedule { cmd, client } => crate::cli_schedule::schedule(&connect(&client)?, cmd),
         Cmd::Demo(opts) => crate::demo::run(opts),

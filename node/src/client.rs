@@ -171,6 +171,24 @@ impl Client {
         Ok((len, resp.into_reader()))
     }
 
+    /// Sends `body` with `method` to `path` with no overall time limit
+    /// and answers the status and body as they are, whatever the status
+    /// (a function's own answer); only a transport failure is an error.
+    pub fn send_bytes(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let req = self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .timeout(UNBOUNDED);
+        let resp = match self.authorized(req).send_bytes(body) {
+            Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+            Err(e) => bail!("cannot reach the node at {}: {e}", self.base),
+        };
+        let status = resp.status();
+        let mut out = Vec::new();
+        resp.into_reader().read_to_end(&mut out)?;
+        Ok((status, out))
+    }
+
     /// The node's API address as a URL (`http://host:port`).
     pub fn base(&self) -> &str {
         &self.base

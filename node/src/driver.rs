@@ -98,6 +98,8 @@ pub struct Driver {
     metrics: Metrics,
     /// Jobs the core had sealed at the last turn (see `give_back_memory`).
     sealed: usize,
+    /// Runs the function calls other nodes send here.
+    functions: Option<crate::functions::Router>,
 }
 
 impl Driver {
@@ -145,6 +147,7 @@ impl Driver {
             chunks,
             connected: Connected::default(),
             metrics: Metrics::default(),
+            functions: None,
             sealed: 0,
         }
     }
@@ -174,6 +177,12 @@ impl Driver {
     }
 
     /// Offers slots only as `policy` allows.
+    /// Answers the function calls other nodes send here with `router`.
+    pub fn with_functions(mut self, router: crate::functions::Router) -> Driver {
+        self.functions = Some(router);
+        self
+    }
+
     pub fn with_policy(mut self, policy: PolicyOpts) -> Driver {
         self.policy = policy;
         self
@@ -487,6 +496,7 @@ impl Driver {
                     self.pump();
                 }
             }
+            NetEvent::Invoke { from, data, reply } => self.answer_invoke(from, &data, reply),
             NetEvent::Fetch { from, data, reply } => {
                 if let Ok(FetchRequest::LiveLog {
                     task,
@@ -550,6 +560,51 @@ impl Driver {
     }
 
     /// Peers with a live connection now.
+    /// Connected peers whose announce says they are not drained: where
+    /// function calls may go.
+    pub fn willing_peers(&self) -> Vec<PeerId> {
+        let ledger = self.core.ledger();
+        let willing = |p: &PeerId| {
+            let node = self.connected.node_of(p);
+            node.and_then(|n| ledger.node(&n))
+                .is_some_and(|i| !i.draining)
+        };
+        self.connected_peers().into_iter().filter(willing).collect()
+    }
+
+    /// Runs a function call another node sent here, if this node can, and
+    /// answers it (off the driver).
+    fn answer_invoke(&self, from: PeerId, data: &[u8], reply: net::FetchReply) {
+        use crate::functions::route::{InvokeAnswer, InvokeRequest};
+        let Some(router) = self.functions.clone() else {
+            return;
+        };
+        let net = self.net.clone();
+        let request = match codec::decode::<InvokeRequest>(data) {
+            Ok(request) => request,
+            Err(e) => {
+                let answer = InvokeAnswer::Declined(format!("not a function call: {e}"));
+                tokio::spawn(async move { net.respond(reply, codec::encode(&answer)).await });
+                tracing::debug!("garbled function call from {from}");
+                return;
+            }
+        };
+        let known = self.core.ledger().function(&request.name, wall_ms());
+        let version = known
+            .and_then(|f| f.versions.into_iter().find(|v| v.event == request.version))
+            .ok_or_else(|| {
+                format!(
+                    "version {} of {} not known here",
+                    request.version, request.name
+                )
+            });
+        let (available, peers) = (self.unavailable.is_none(), self.willing_peers());
+        tokio::spawn(async move {
+            let answer = router.serve(version, available, peers, request).await;
+            net.respond(reply, codec::encode(&answer)).await;
+        });
+    }
+
     pub fn connected_peers(&self) -> Vec<PeerId> {
         let peers = self.core.peers();
         let nodes = peers.iter().filter(|(_, p)| p.connected).map(|(n, _)| n);

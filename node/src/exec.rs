@@ -54,13 +54,14 @@ pub struct GangEnv {
 /// One attempt's files: its working directory `WORK/N`, made fresh for it
 /// (no earlier task's leftover process can be in it) and given to the task
 /// account, and beside it, the node's, where long captures spill and the
-/// links to its packages (made only when it has some).
-struct AttemptDir {
-    dir: PathBuf,
-    stdout: PathBuf,
-    stderr: PathBuf,
+/// links to its packages (made only when it has some). A function's
+/// invocation (`functions::runtime`) runs in one too.
+pub(crate) struct AttemptDir {
+    pub(crate) dir: PathBuf,
+    pub(crate) stdout: PathBuf,
+    pub(crate) stderr: PathBuf,
     /// `$PEERBATCH_PACKAGES`: links to unpacked packages.
-    packages: PathBuf,
+    pub(crate) packages: PathBuf,
     /// Where the working directory goes once the attempt ended, to be
     /// removed from there.
     gone: PathBuf,
@@ -70,7 +71,7 @@ struct AttemptDir {
 const GONE: &str = ".gone";
 
 impl AttemptDir {
-    fn create(root: &Path, n: u64, sandbox: &Sandbox) -> Result<AttemptDir, String> {
+    pub(crate) fn create(root: &Path, n: u64, sandbox: &Sandbox) -> Result<AttemptDir, String> {
         let dir = root.join(n.to_string());
         let made = match sandbox.make_fresh_dir(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -93,7 +94,7 @@ impl AttemptDir {
     /// rename) and removes it, and the package links if the attempt had
     /// any, on a blocking thread: freeing a directory's block waits for the
     /// disk (a discard, on some), which must not hold up a runtime worker.
-    fn remove(self, had_packages: bool) {
+    pub(crate) fn remove(self, had_packages: bool) {
         let dir = match std::fs::rename(&self.dir, &self.gone) {
             Ok(()) => self.gone,
             Err(e) => {
@@ -250,6 +251,7 @@ impl Executor {
                     limit_ms: a.spec.max_wall_clock_ms,
                     memory_mb: a.spec.resources.memory_mb,
                     live: Some(live),
+                    stdin: None,
                 },
                 kill,
             )

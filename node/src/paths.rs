@@ -110,6 +110,10 @@ impl DataDir {
     pub fn work_dir(&self) -> PathBuf {
         self.root.join("work")
     }
+    /// Working directories of function invocations (cleared at start, as `work`).
+    pub fn fn_work_dir(&self) -> PathBuf {
+        self.root.join("fn-work")
+    }
     /// Input files materialized once, hard-linked into working directories.
     pub fn input_cache_dir(&self) -> PathBuf {
         self.root.join("inputs")

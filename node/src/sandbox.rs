@@ -158,6 +158,9 @@ pub struct Run<'a> {
     /// Where the captures report what they keep as it comes (stdout,
     /// stderr), for a task attempt's live log.
     pub live: Option<[Tap; 2]>,
+    /// A node-private file read as its standard input (a function's
+    /// request body); `/dev/null` if none.
+    pub stdin: Option<&'a Path>,
 }
 
 /// How a command ended, with its captured streams.
@@ -383,6 +386,12 @@ impl Sandbox {
 
     /// Spawns the command with its output going to capture tasks.
     fn start(&self, run: &Run, cgroup: Option<&TaskCgroup>) -> Result<(i32, Captures), String> {
+        let input = match run.stdin {
+            Some(path) => Some(
+                fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(());
         let mut readers = Vec::new();
         let mut writers = Vec::new();
@@ -399,7 +408,7 @@ impl Sandbox {
             writers.push(w);
         }
         let stdio = [
-            self.null.as_raw_fd(),
+            input.as_ref().unwrap_or(&self.null).as_raw_fd(),
             writers[0].as_raw_fd(),
             writers[1].as_raw_fd(),
         ];

@@ -89,6 +89,8 @@ pub struct NodeOpts {
     pub policy: crate::availability::PolicyOpts,
     #[command(flatten)]
     pub sandbox: crate::sandbox::SandboxOpts,
+    #[command(flatten)]
+    pub functions: crate::functions::FunctionOpts,
     /// Largest package archive `package add` unpacks here (the sum of its
     /// files), e.g. 4GiB.
     #[arg(long, default_value = "16GiB", value_parser = crate::store::reclaim::parse_size)]
@@ -207,7 +209,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     }
     let blobs = BlobStore::open(&dir.chunks_dir())?;
     let work = dir.work_dir();
-    for leftover in [&work, &dir.unpack_dir()] {
+    for leftover in [&work, &dir.unpack_dir(), &dir.fn_work_dir()] {
         if leftover.exists() {
             std::fs::remove_dir_all(leftover)
                 .with_context(|| format!("cannot clear {}", leftover.display()))?;
@@ -317,6 +319,14 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         blobs.clone(),
         sandbox.clone(),
     );
+    let runtime = crate::functions::Runtime::new(
+        sandbox.clone(),
+        stager.clone(),
+        dir.fn_work_dir(),
+        opts.functions.max_invocations.unwrap_or(slots) as usize,
+        peer_id.to_string(),
+    );
+    let functions = crate::functions::Router::new(runtime, net.clone());
     let exec = Executor::new(
         work,
         blobs.clone(),
@@ -352,6 +362,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         login: Default::default(),
         follow: Default::default(),
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        functions: functions.clone(),
     };
     let routes = api::router(api_state.clone()).merge(crate::portal::router(api_state));
     let access = guard::Access::new(&token, task_tokens).opening(crate::portal::ROUTES);
@@ -383,6 +394,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .with_chunk_rate(opts.chunk_rate)
         .with_outbox_limit(opts.outbox_limit)
         .with_policy(opts.policy.clone())
+        .with_functions(functions)
         .with_side_work(pools, start_rx, jobprep)
         .run(net_events, requests_rx, exited_rx, shutdown_rx)
         .await;

@@ -48,6 +48,7 @@ pub async fn run(
                 limit_ms: Some(LIMIT.as_millis() as u64),
                 memory_mb: 0,
                 live: None,
+                stdin: None,
             };
             Ok(sandbox.run(run, kill).await)
         }

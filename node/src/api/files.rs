@@ -190,8 +190,30 @@ pub async fn add_package(
 ) -> ApiResult<Json<PackageAdded>> {
     peerbatch_protocol::files::check_package(&body.name, &body.version)
         .map_err(|e| bad_request(e.to_string()))?;
-    let path = absolute("path", body.path)?;
-    let blobs = ask(&s, |d| d.blobs.clone()).await?;
+    let (blob, files) = store_tree(&s, absolute("path", body.path)?).await?;
+    let (name, version) = (body.name, body.version);
+    let added = ask(&s, move |d| {
+        let now = d.now();
+        let wall = crate::wallclock::wall_ms();
+        let added = d.core.add_package(now, &name, &version, blob, wall);
+        added.map(|event| PackageAdded {
+            name,
+            version,
+            blob: blob.to_string(),
+            files,
+            new: event.is_some(),
+        })
+    })
+    .await?
+    .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    Ok(Json(added))
+}
+
+/// Stores the directory or `.tar`/`.tar.gz`/`.tgz` archive at `path` as
+/// one tree blob kept on this node for good (a package's or a function
+/// bundle's content); answers the blob and its count of files.
+pub(crate) async fn store_tree(s: &ApiState, path: PathBuf) -> ApiResult<(BlobId, u64)> {
+    let blobs = ask(s, |d| d.blobs.clone()).await?;
     let unpack_to = s.unpack.clone();
     let stored = tokio::task::spawn_blocking(move || -> Result<(BlobId, u64), String> {
         let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -214,23 +236,8 @@ pub async fn add_package(
     .map_err(internal)?
     .map_err(bad_request)?;
     let (blob, files) = stored;
-    keep(&s, blob).await?;
-    let (name, version) = (body.name, body.version);
-    let added = ask(&s, move |d| {
-        let now = d.now();
-        let wall = crate::wallclock::wall_ms();
-        let added = d.core.add_package(now, &name, &version, blob, wall);
-        added.map(|event| PackageAdded {
-            name,
-            version,
-            blob: blob.to_string(),
-            files,
-            new: event.is_some(),
-        })
-    })
-    .await?
-    .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
-    Ok(Json(added))
+    keep(s, blob).await?;
+    Ok((blob, files))
 }
 
 /// Where archives are unpacked (under the data dir) and the most bytes

@@ -12,6 +12,7 @@
 pub(crate) mod cluster;
 pub(crate) mod files;
 pub(crate) mod follow;
+pub(crate) mod functions;
 pub(crate) mod guard;
 pub(crate) mod login;
 pub(crate) mod metrics;
@@ -66,6 +67,8 @@ pub struct ApiState {
     /// The SHA-256 fingerprint of the API's TLS certificate, when it
     /// serves HTTPS.
     pub tls_fingerprint: Option<String>,
+    /// Runs function calls here or sends them to a node with room.
+    pub functions: crate::functions::Router,
 }
 
 impl FromRef<ApiState> for ClusterState {
@@ -117,6 +120,11 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(pools::list, pools::define))
         .routes(routes!(pools::logs))
         .routes(routes!(files::packages, files::add_package))
+        .routes(routes!(functions::list, functions::deploy))
+        .routes(routes!(functions::show, functions::remove))
+        .routes(routes!(functions::rollback))
+        .routes(routes!(functions::invoke))
+        .routes(routes!(functions::invoke_path))
         .routes(routes!(export_blob))
         .routes(routes!(export_progress))
         .routes(routes!(cluster::invite))

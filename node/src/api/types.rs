@@ -619,3 +619,72 @@ pub struct PortalLogin {
     /// Seconds the link stays usable (once).
     pub expires_in_s: u64,
 }
+
+/// One version of a function.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionVersion {
+    /// 1 for a function's first version, then 2, 3, …
+    pub number: u32,
+    /// Its deploy event's id: the version's stable name.
+    pub id: String,
+    /// The bundle's tree blob.
+    pub bundle: String,
+    /// The handler command, run by `/bin/sh -c` in the bundle.
+    pub command: String,
+    /// `http` (later also timer, queue, blob triggers).
+    pub triggers: Vec<String>,
+    pub timeout_ms: u64,
+    /// Whether a call whose node died before answering is tried once more elsewhere.
+    pub retry: bool,
+    pub deployed_by: String,
+    pub deployed_ms: u64,
+    /// Whether this version serves calls now.
+    pub serving: bool,
+}
+
+/// A function and its versions, oldest first (`GET /v1/functions`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Function {
+    pub name: String,
+    /// The node that deployed its first version: with admins, the only
+    /// node whose deploys, rollbacks and removals count.
+    pub owner: String,
+    /// The number of the version serving calls; none once removed.
+    pub serving: Option<u32>,
+    pub versions: Vec<FunctionVersion>,
+}
+
+/// `POST /v1/functions`: a new version of function `name` from a
+/// directory or `.tar`/`.tar.gz`/`.tgz` archive on the node's machine.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeployFunction {
+    pub name: String,
+    /// Absolute.
+    #[schema(value_type = String)]
+    pub path: PathBuf,
+    /// Run by `/bin/sh -c` in a fresh copy of the bundle at each call.
+    pub command: String,
+    /// `http` for now.
+    pub triggers: Vec<String>,
+    /// Kill the handler and answer 504 after this long (default 30 s, at most 15 min).
+    pub timeout_ms: Option<u64>,
+    /// Try a call once more elsewhere if its node dies before answering.
+    pub retry: bool,
+}
+
+/// `POST /v1/functions/{name}/rollback`: serve an earlier version again.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RollbackFunction {
+    pub version: u32,
+}
+
+/// A function after a deploy, rollback or removal.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionChanged {
+    pub name: String,
+    /// The number of the version serving calls now; none once removed.
+    pub serving: Option<u32>,
+    /// For a deploy: the bundle's tree blob and its count of files.
+    pub bundle: Option<String>,
+    pub files: Option<u64>,
+}

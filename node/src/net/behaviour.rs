@@ -31,6 +31,11 @@ const MSG_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Request/response fetches (version 2: chunk batches and `Have`).
 const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/fetch/2");
 const FETCH_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Function calls one node hands another to run (request and answer alike
+/// bounded by the protocol codec's 16 MiB).
+const INVOKE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/invoke/1");
+/// A call may run for the longest function time-out (15 min); a margin more.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(16 * 60);
 /// Identify protocol version; peers announcing anything else are not peerbatch nodes.
 pub(super) const IDENTIFY_PROTOCOL: &str = "/peerbatch/id/1";
 
@@ -67,6 +72,7 @@ pub(super) struct Behaviour {
     pub(super) gossipsub: gossipsub::Behaviour,
     pub(super) msg: request_response::Behaviour<MsgCodec>,
     pub(super) fetch: request_response::Behaviour<FetchCodec>,
+    pub(super) invoke: request_response::Behaviour<FetchCodec>,
     pub(super) identify: identify::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) limits: connection_limits::Behaviour,
@@ -168,6 +174,10 @@ fn build_behaviour(
         [(FETCH_PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
     );
+    let invoke = request_response::Behaviour::new(
+        [(INVOKE_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(INVOKE_TIMEOUT),
+    );
 
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.to_string(), keypair.public())
@@ -191,6 +201,7 @@ fn build_behaviour(
         gossipsub,
         msg,
         fetch,
+        invoke,
         identify,
         mdns: Toggle::from(mdns),
         limits: connection_limits::Behaviour::new(connection_limits()),

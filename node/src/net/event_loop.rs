@@ -28,7 +28,7 @@ use super::{
     redial::PeerBook,
     refusals::{error_chain, Refusals},
     slots::Slot,
-    FetchReply, GossipTicket, GossipVerdict, NetError, NetEvent,
+    FetchReply, GossipTicket, GossipVerdict, Lane, NetError, NetEvent,
 };
 
 /// How often the redial schedule is checked (the schedule itself backs off from ~2 s).
@@ -48,7 +48,9 @@ pub(super) enum Command {
         /// `Some` for `send_acked`: resolved when the peer acknowledges (or the send fails).
         ack: Option<oneshot::Sender<Result<(), NetError>>>,
     },
+    /// A request on `lane` (a fetch or a function call).
     Fetch {
+        lane: Lane,
         peer: PeerId,
         data: Vec<u8>,
         /// Held until the answer arrives or the fetch fails.
@@ -96,7 +98,8 @@ pub(super) struct EventLoop {
     topic: gossipsub::TopicHash,
     /// One-way messages sent and not yet acknowledged or failed.
     pending_sends: HashMap<OutboundRequestId, Pending<()>>,
-    pending_fetches: HashMap<OutboundRequestId, Pending<Vec<u8>>>,
+    /// Requests (fetches and function calls) not yet answered or failed.
+    pending_fetches: HashMap<(Lane, OutboundRequestId), Pending<Vec<u8>>>,
     book: PeerBook,
     refusals: Refusals,
 }
@@ -216,23 +219,22 @@ impl EventLoop {
                 self.pending_sends.insert(id, pending);
             }
             Command::Fetch {
+                lane,
                 peer,
                 data,
                 slot,
                 reply,
             } => {
-                let id = self.swarm.behaviour_mut().fetch.send_request(&peer, data);
+                let id = self.lane(lane).send_request(&peer, data);
                 let pending = Pending {
                     _slot: slot,
                     reply: Some(reply),
                 };
-                self.pending_fetches.insert(id, pending);
+                self.pending_fetches.insert((lane, id), pending);
             }
             Command::Respond { reply, data } => {
                 if self
-                    .swarm
-                    .behaviour_mut()
-                    .fetch
+                    .lane(reply.lane)
                     .send_response(reply.channel, data)
                     .is_err()
                 {
@@ -353,7 +355,8 @@ impl EventLoop {
         match event {
             BehaviourEvent::Gossipsub(event) => self.handle_gossip(event).await,
             BehaviourEvent::Msg(event) => self.handle_msg(event).await,
-            BehaviourEvent::Fetch(event) => self.handle_fetch(event).await,
+            BehaviourEvent::Fetch(event) => self.handle_fetch(Lane::Fetch, event).await,
+            BehaviourEvent::Invoke(event) => self.handle_fetch(Lane::Invoke, event).await,
             BehaviourEvent::Identify(event) => {
                 self.handle_identify(event);
                 ControlFlow::Continue(())
@@ -457,8 +460,20 @@ impl EventLoop {
         ControlFlow::Continue(())
     }
 
+    /// The request/response behaviour of `lane`.
+    fn lane(
+        &mut self,
+        lane: Lane,
+    ) -> &mut request_response::Behaviour<super::behaviour::FetchCodec> {
+        match lane {
+            Lane::Fetch => &mut self.swarm.behaviour_mut().fetch,
+            Lane::Invoke => &mut self.swarm.behaviour_mut().invoke,
+        }
+    }
+
     async fn handle_fetch(
         &mut self,
+        lane: Lane,
         event: request_response::Event<Vec<u8>, Vec<u8>>,
     ) -> ControlFlow<()> {
         match event {
@@ -466,11 +481,11 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    let (from, data, reply) = (peer, request, FetchReply { channel, lane });
                     return self
-                        .emit(NetEvent::Fetch {
-                            from: peer,
-                            data: request,
-                            reply: FetchReply { channel },
+                        .emit(match lane {
+                            Lane::Fetch => NetEvent::Fetch { from, data, reply },
+                            Lane::Invoke => NetEvent::Invoke { from, data, reply },
                         })
                         .await;
                 }
@@ -478,7 +493,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(pending) = self.pending_fetches.remove(&request_id) {
+                    if let Some(pending) = self.pending_fetches.remove(&(lane, request_id)) {
                         pending.end(Ok(response));
                     }
                 }
@@ -489,8 +504,8 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                debug!(%peer, error = %error, "fetch failed");
-                if let Some(pending) = self.pending_fetches.remove(&request_id) {
+                debug!(%peer, error = %error, ?lane, "request failed");
+                if let Some(pending) = self.pending_fetches.remove(&(lane, request_id)) {
                     pending.end(Err(NetError::Request {
                         peer,
                         source: error,

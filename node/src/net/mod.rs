@@ -61,7 +61,8 @@ pub use candidate::{Approval, Candidate, Progress};
 pub use key::{write_cluster_key, ClusterKey, JoinToken, TokenError};
 pub use lobby::{ApproveError, Lobby, WaitingPeer, APPROVAL_LASTS};
 pub use slots::{
-    Busy, RequestKind, BUSY_RETRY, FETCHES_IN_ALL, FETCHES_PER_PEER, MESSAGES_PER_PEER,
+    Busy, RequestKind, BUSY_RETRY, FETCHES_IN_ALL, FETCHES_PER_PEER, INVOKES_IN_ALL,
+    INVOKES_PER_PEER, MESSAGES_PER_PEER,
 };
 use slots::{RequestKind::*, Slots};
 
@@ -126,6 +127,20 @@ pub enum NetEvent {
         data: Vec<u8>,
         reply: FetchReply,
     },
+    /// A function call another node asks this one to run: answer it with
+    /// [`Net::respond`], as a fetch.
+    Invoke {
+        from: PeerId,
+        data: Vec<u8>,
+        reply: FetchReply,
+    },
+}
+
+/// Which request/response protocol a request travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Lane {
+    Fetch,
+    Invoke,
 }
 
 /// Which gossip message a verdict is about, and the peer that sent it to us.
@@ -150,6 +165,7 @@ pub enum GossipVerdict {
 #[derive(Debug)]
 pub struct FetchReply {
     channel: request_response::ResponseChannel<Vec<u8>>,
+    lane: Lane,
 }
 
 /// Everything that can go wrong in this module.
@@ -194,6 +210,7 @@ pub struct Net {
     commands: mpsc::Sender<Command>,
     messages: Arc<Slots>,
     fetches: Arc<Slots>,
+    invokes: Arc<Slots>,
 }
 
 impl Net {
@@ -246,9 +263,25 @@ impl Net {
     /// [`NetError::Busy`] (nothing sent) while [`slots::FETCHES_PER_PEER`] fetches from `peer`,
     /// or [`slots::FETCHES_IN_ALL`] in all, await their answer.
     pub async fn fetch(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
-        let slot = self.fetches.take(peer)?;
+        self.request(Lane::Fetch, peer, data).await
+    }
+
+    /// Send a function call to `peer` and wait (up to 16 min) for its [`Net::respond`].
+    /// [`NetError::Busy`] (nothing sent) while [`slots::INVOKES_PER_PEER`] calls to `peer`, or
+    /// [`slots::INVOKES_IN_ALL`] in all, await their answer.
+    pub async fn invoke(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        self.request(Lane::Invoke, peer, data).await
+    }
+
+    async fn request(&self, lane: Lane, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let slots = match lane {
+            Lane::Fetch => &self.fetches,
+            Lane::Invoke => &self.invokes,
+        };
+        let slot = slots.take(peer)?;
         let (tx, rx) = oneshot::channel();
         self.command(Command::Fetch {
+            lane,
             peer,
             data,
             slot,
@@ -335,6 +368,7 @@ pub async fn start(cfg: NetConfig) -> Result<(Net, mpsc::Receiver<NetEvent>), Ne
         commands: command_tx,
         messages: Slots::new(Message, slots::MESSAGES_PER_PEER, slots::MESSAGES_IN_ALL),
         fetches: Slots::new(Fetch, slots::FETCHES_PER_PEER, slots::FETCHES_IN_ALL),
+        invokes: Slots::new(Invoke, slots::INVOKES_PER_PEER, slots::INVOKES_IN_ALL),
     };
     Ok((net, event_rx))
 }

@@ -24,6 +24,9 @@ pub const MESSAGES_IN_ALL: usize = 1_024;
 /// keeps at most three at a provider (two chunk batches and a `Have`).
 pub const FETCHES_PER_PEER: usize = 32;
 pub const FETCHES_IN_ALL: usize = 256;
+/// Function calls sent to one peer, and to all peers, awaiting their answer.
+pub const INVOKES_PER_PEER: usize = 256;
+pub const INVOKES_IN_ALL: usize = 1_024;
 
 /// How long a caller refused with [`Busy`] waits before trying again; slots
 /// free as answers arrive.
@@ -34,6 +37,7 @@ pub const BUSY_RETRY: Duration = Duration::from_millis(100);
 pub enum RequestKind {
     Message,
     Fetch,
+    Invoke,
 }
 
 impl std::fmt::Display for RequestKind {
@@ -41,6 +45,7 @@ impl std::fmt::Display for RequestKind {
         f.write_str(match self {
             RequestKind::Message => "one-way messages",
             RequestKind::Fetch => "fetches",
+            RequestKind::Invoke => "function calls",
         })
     }
 }

@@ -1,0 +1,271 @@
+//! Running one invocation of a function version on this node.
+//!
+//! Owns how many invocations run here at once, and one invocation's run: a
+//! fresh working directory (the executor's `AttemptDir`) holding the
+//! version's bundle (staged as a task's input is: fetched once per node,
+//! hard-linked in), the request body on stdin, the call in `PEERBATCH_FN_*`
+//! variables, the time-out, and turning how the handler ended into a
+//! [`Reply`]. The process runs in the same sandbox as tasks (clean
+//! environment, rlimits, its whole tree killed at the end). Must not
+//! choose where a call runs (`route`) nor read the ledger.
+
+use super::{Call, Reply, MAX_BODY_BYTES};
+use crate::exec::AttemptDir;
+use crate::sandbox::{duration_text, Captured, Run, Sandbox};
+use crate::stage::{StagedInput, Stager};
+use libp2p::PeerId;
+use peerbatch_protocol::function::Version;
+use peerbatch_protocol::Outcome;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Bytes of a failed handler's stderr written to the node's log.
+const LOGGED_STDERR: usize = 4 * 1024;
+
+#[derive(Clone)]
+pub struct Runtime {
+    sandbox: Sandbox,
+    stager: Stager,
+    /// Where invocations' working directories go.
+    root: PathBuf,
+    /// Names working directories: unique while the node runs.
+    next: Arc<AtomicU64>,
+    /// One permit per invocation that may run here at once.
+    room: Arc<Semaphore>,
+    /// This node's peer id, named in every reply it makes.
+    node: String,
+}
+
+/// A place for one invocation here, held until it ends.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Runtime {
+    pub fn new(
+        sandbox: Sandbox,
+        stager: Stager,
+        root: PathBuf,
+        max_invocations: usize,
+        node: String,
+    ) -> Runtime {
+        Runtime {
+            sandbox,
+            stager,
+            root,
+            next: Arc::default(),
+            room: Arc::new(Semaphore::new(max_invocations)),
+            node,
+        }
+    }
+
+    /// A place for one more invocation, or `None` while this node is full.
+    pub fn admit(&self) -> Option<Slot> {
+        self.room
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Slot { _permit: p })
+    }
+
+    /// Runs `call` on `version` of function `name`, fetching its bundle
+    /// from `peers` if this node lacks it. Runs on a task of its own, so a
+    /// caller that goes away leaves the handler to its time-out.
+    pub async fn invoke(
+        &self,
+        slot: Slot,
+        name: String,
+        version: Version,
+        call: Call,
+        peers: Vec<PeerId>,
+    ) -> Reply {
+        let this = self.clone();
+        let run = tokio::spawn(async move {
+            let reply = this.run(&name, &version, call, &peers).await;
+            drop(slot);
+            reply
+        });
+        run.await
+            .unwrap_or_else(|e| Reply::text(500, format!("the invocation failed: {e}")))
+    }
+
+    async fn run(&self, name: &str, version: &Version, call: Call, peers: &[PeerId]) -> Reply {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let d = match AttemptDir::create(&self.root, n, &self.sandbox) {
+            Ok(d) => d,
+            Err(e) => return self.failed(name, version, &e),
+        };
+        let stdin = d.stdout.with_extension("stdin");
+        let reply = match self.stage(version, &call, peers, &d, &stdin).await {
+            Ok(()) => self.handle(name, version, &call, &d, &stdin).await,
+            Err(e) => self.failed(name, version, &e),
+        };
+        let _ = std::fs::remove_file(&stdin);
+        d.remove(false);
+        reply
+    }
+
+    /// Places the bundle in the working directory and the body beside it.
+    async fn stage(
+        &self,
+        version: &Version,
+        call: &Call,
+        peers: &[PeerId],
+        d: &AttemptDir,
+        stdin: &std::path::Path,
+    ) -> Result<(), String> {
+        let bundle = StagedInput {
+            path: String::new(),
+            blob: Ok(version.spec.bundle),
+            within: String::new(),
+        };
+        (self.stager)
+            .prepare(&[bundle], &[], peers, &d.dir, &d.packages)
+            .await
+            .map_err(|e| format!("cannot place its bundle: {e}"))?;
+        (self.sandbox)
+            .hand_over(&d.dir)
+            .map_err(|e| format!("cannot hand {} to the handler: {e}", d.dir.display()))?;
+        std::fs::write(stdin, &call.body)
+            .map_err(|e| format!("cannot write {}: {e}", stdin.display()))
+    }
+
+    async fn handle(
+        &self,
+        name: &str,
+        version: &Version,
+        call: &Call,
+        d: &AttemptDir,
+        stdin: &std::path::Path,
+    ) -> Reply {
+        let (_never, kill) = tokio::sync::oneshot::channel::<()>();
+        let env = header_env(&call.headers);
+        let ran = (self.sandbox)
+            .run(
+                Run {
+                    command: &version.spec.command,
+                    dir: &d.dir,
+                    stdout: &d.stdout,
+                    stderr: &d.stderr,
+                    env: &env,
+                    peerbatch_env: self.fn_env(name, version, call, d),
+                    limit_ms: Some(version.spec.timeout_ms),
+                    memory_mb: 0,
+                    live: None,
+                    stdin: Some(stdin),
+                },
+                kill,
+            )
+            .await;
+        let stdout = read_captured(ran.stdout, MAX_BODY_BYTES + 1);
+        let stderr = read_captured(ran.stderr, LOGGED_STDERR);
+        match ran.outcome {
+            Outcome::Exited(0) if stdout.len() > MAX_BODY_BYTES => {
+                let why = format!("its response is over {} MiB", MAX_BODY_BYTES >> 20);
+                self.failed(name, version, &why)
+            }
+            Outcome::Exited(0) => Reply {
+                status: 200,
+                body: stdout,
+                node: Some(self.node.clone()),
+            },
+            Outcome::TimedOut => {
+                let limit = duration_text(version.spec.timeout_ms);
+                let why = format!("killed at its time-out of {limit}");
+                self.logged(504, name, version, &why, &stderr)
+            }
+            other => {
+                let why = match other.exit_code() {
+                    Some(code) => format!("exited with code {code}"),
+                    None => format!("{other:?}"),
+                };
+                self.logged(500, name, version, &why, &stderr)
+            }
+        }
+    }
+
+    /// The call's `PEERBATCH_*` variables.
+    fn fn_env(
+        &self,
+        name: &str,
+        version: &Version,
+        call: &Call,
+        d: &AttemptDir,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("PEERBATCH_FN_NAME", name.to_string()),
+            ("PEERBATCH_FN_VERSION", version.number.to_string()),
+            ("PEERBATCH_FN_METHOD", call.method.clone()),
+            ("PEERBATCH_FN_PATH", call.path.clone()),
+            ("PEERBATCH_FN_QUERY", call.query.clone()),
+            ("PEERBATCH_NODE", self.node.clone()),
+            ("PEERBATCH_WORK_DIR", d.dir.display().to_string()),
+        ]
+    }
+
+    /// A 500 for an invocation that could not run; says why in the log.
+    fn failed(&self, name: &str, version: &Version, why: &str) -> Reply {
+        self.logged(500, name, version, why, b"")
+    }
+
+    /// An answer `status` whose reason goes to the caller and, with the
+    /// handler's stderr, to the node's log.
+    fn logged(
+        &self,
+        status: u16,
+        name: &str,
+        version: &Version,
+        why: &str,
+        stderr: &[u8],
+    ) -> Reply {
+        let text = format!("function {name} version {}: {why}", version.number);
+        tracing::warn!(
+            "{text}; stderr: {}",
+            String::from_utf8_lossy(stderr).trim_end()
+        );
+        Reply {
+            node: Some(self.node.clone()),
+            ..Reply::text(status, text)
+        }
+    }
+}
+
+/// Each request header as `PEERBATCH_FN_HEADER_NAME` (upper case, `-` and
+/// other signs as `_`), as CGI passes `HTTP_*`.
+fn header_env(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let key: String = k
+                .chars()
+                .map(|c| match c {
+                    'a'..='z' => c.to_ascii_uppercase(),
+                    'A'..='Z' | '0'..='9' => c,
+                    _ => '_',
+                })
+                .collect();
+            (format!("PEERBATCH_FN_HEADER_{key}"), v.clone())
+        })
+        .collect()
+}
+
+/// Up to `limit` bytes of a captured stream; removes its spill file.
+fn read_captured(captured: Captured, limit: usize) -> Vec<u8> {
+    match captured {
+        Captured::Memory(mut bytes) => {
+            bytes.truncate(limit);
+            bytes
+        }
+        Captured::File(path) => {
+            let mut bytes = Vec::new();
+            if let Ok(f) = std::fs::File::open(&path) {
+                let _ = f.take(limit as u64).read_to_end(&mut bytes);
+            }
+            let _ = std::fs::remove_file(&path);
+            bytes
+        }
+    }
+}
