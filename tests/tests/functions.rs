@@ -54,7 +54,7 @@ fn call(node: &Node, path: &str, body: &str) -> (u16, Option<String>, String) {
 fn wait_answer(node: &Node, path: &str, want: &str) -> String {
     wait_for(
         &format!("a call of {path} answering {want:?}"),
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || {
             let (status, _, body) = call(node, path, "world");
             (status == 200 && body.contains(want)).then_some(body)
@@ -107,7 +107,7 @@ fn a_new_version_rolls_out_and_a_rollback_restores_the_old_one() {
     ok(&n1.cli(&["fn", "remove", "greet"]), "fn remove");
     wait_for(
         "the removal to reach node 3",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || (call(n3, "greet", "").0 == 404).then_some(()),
     );
 }
@@ -144,7 +144,7 @@ fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
     let drained = n3.peer_id();
     ok(&n3.cli(&["node", "drain", &drained]), "node drain");
     for node in [n1, n2] {
-        wait_for("the drain to be announced", Duration::from_secs(30), || {
+        wait_for("the drain to be announced", Duration::from_secs(90), || {
             let nodes = node.json(&["nodes", "--json"]);
             let n3 = nodes
                 .as_array()?
@@ -153,7 +153,7 @@ fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
             (n3["draining"] == true).then_some(())
         });
     }
-    wait_for("node 3 to be unavailable", Duration::from_secs(30), || {
+    wait_for("node 3 to be unavailable", Duration::from_secs(90), || {
         n3.status()["unavailable"].as_str().map(drop)
     });
     for _ in 0..6 {
@@ -170,7 +170,7 @@ fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
         let id = node.peer_id();
         ok(&node.cli(&["node", "drain", &id]), "node drain");
     }
-    let (status, retry_after, body) = wait_for("503", Duration::from_secs(30), || {
+    let (status, retry_after, body) = wait_for("503", Duration::from_secs(90), || {
         let answer = call(n3, "where", "world");
         (answer.0 == 503).then_some(answer)
     });
