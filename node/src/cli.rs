@@ -5,7 +5,7 @@
 //! a node's state directly.
 
 use crate::api::types::{
-    Cancelled, Drain, Drained, Export, ExportBlob, ExportOutputs, ExportStarted, Job,
+    Cancelled, Drain, Drained, Export, ExportBlob, ExportOutputs, ExportStarted, Forgotten, Job,
     OutputsExportStarted, Status, Task,
 };
 use crate::client::Client;
@@ -238,6 +238,18 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Forget a job that has ended on every node now, without waiting for
+    /// its retention: its events, task views, logs and outputs (blobs that
+    /// another job or a `put` still uses stay).
+    Forget {
+        /// The job: its id, a unique id prefix, or its name.
+        job: String,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Store files or directory trees in this node's chunk store; prints one id per PATH.
     Put {
         /// Files or directories to store.
@@ -408,6 +420,16 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             eprintln!("cancelled job {}", r.job_id);
             Ok(())
         }
+        Cmd::Forget { job, json, client } => {
+            let path = format!("/v1/jobs/{}/forget", seg(&job));
+            let r: Forgotten = connect(&client)?.post(&path, &())?;
+            if json {
+                print_json(&r)?;
+            } else {
+                eprintln!("forgetting job {} on every node", r.job_id);
+            }
+            Ok(())
+        }
         Cmd::Put {
             paths,
             json,
@@ -494,7 +516,7 @@ fn show_job(client: &Client, job: &str, json: bool) -> Result<()> {
     if json {
         return print_json(&j);
     }
-    let rows: [(&str, String); 14] = [
+    let rows: [(&str, String); 15] = [
         ("id", j.id.clone()),
         ("name", j.name.clone()),
         ("state", j.state.name().into()),
@@ -509,6 +531,13 @@ fn show_job(client: &Client, job: &str, json: bool) -> Result<()> {
         ("skipped", j.skipped.to_string()),
         ("unschedulable", opt(&j.unschedulable)),
         ("submitted_by", j.submitted_by.clone()),
+        (
+            "forget_at",
+            j.forget_at_ms.map_or_else(
+                || "never (forget by hand)".into(),
+                |ms| format!("{ms} ms since the epoch"),
+            ),
+        ),
     ];
     for (key, value) in rows {
         println!("{key:<13} {value}");

@@ -29,6 +29,7 @@ use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{FetchRequest, FetchResponse};
 use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::gang::GangPlace;
+use peerbatch_protocol::storage::Forgetting;
 use peerbatch_protocol::{
     Action, BlobId, Core, EventId, GossipVerdict, JobId, Message, Millis, NodeId, ResolvedTask,
     Source, TaskRef, TaskResult, TaskState,
@@ -372,6 +373,8 @@ impl Driver {
                     self.core.handle_timeout(now);
                 }
                 _ = dial_tick.tick() => {
+                    let now = self.now();
+                    self.core.forget_expired(now, wall_ms());
                     self.dial_known_nodes().await;
                     self.availability_tick();
                     self.job_deadlines();
@@ -651,6 +654,18 @@ impl Driver {
         }
         if !persists.is_empty() {
             self.outbox(Item::Persist(persists));
+        }
+        let mut gone = std::collections::BTreeSet::new();
+        while let Some(f) = self.core.poll_forgetting() {
+            if let Forgetting::Job { blobs, .. } = &f {
+                gone.extend(blobs.iter().copied());
+            }
+            self.outbox(Item::Forget(f));
+        }
+        if let (false, Some(r)) = (gone.is_empty(), &self.reclaimer) {
+            let mut pins = ledger_pins(&self.core, wall_ms());
+            pins.extend(self.fetcher.exporting());
+            r.drop_forgotten(&self.blobs, gone, pins);
         }
         while let Some(t) = self.core.poll_transmit() {
             if let Destination::Peer(node) = &t.to {

@@ -36,7 +36,8 @@ use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::exit::{ExitAction, ExitRule};
 use peerbatch_protocol::files::{parse_package_ref, FileRuleError, Input, PackageUse, Source};
 use peerbatch_protocol::job::{
-    Command, JobError, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS,
+    Command, JobError, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS, MAX_RETENTION_MS,
+    RETAIN_FOREVER,
 };
 use peerbatch_protocol::resources::Resources;
 use peerbatch_protocol::BlobId;
@@ -541,7 +542,7 @@ pub fn parse(
     }
     let retention_ms = match job.retention {
         None => DEFAULT_RETENTION_MS,
-        Some(v) => duration_ms("retention", v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
+        Some(v) => retention_ms(v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
     };
     let max_wall_clock_ms = match job.max_wall_clock {
         None => None,
@@ -713,13 +714,29 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     duration_ms("duration", &value)
 }
 
+/// A job's `retention`: a duration of at most [`MAX_RETENTION_MS`], or
+/// `"forever"`.
+fn retention_ms(value: &toml::Value) -> Result<u64, String> {
+    if value.as_str().is_some_and(|s| s.trim() == "forever") {
+        return Ok(RETAIN_FOREVER);
+    }
+    let ms = duration_ms("retention", value).map_err(|m| format!("{m}, or \"forever\""))?;
+    if ms > MAX_RETENTION_MS {
+        return Err(format!(
+            "retention {value} is longer than {} days; write \"forever\" to keep the job until it is forgotten",
+            MAX_RETENTION_MS / 86_400_000
+        ));
+    }
+    Ok(ms)
+}
+
 /// A duration: whole seconds, or text such as "90s", "10m", "2h", "7d", "500ms".
 fn duration_ms(field: &str, value: &toml::Value) -> Result<u64, String> {
     let bad = || {
         format!("{field} {value} is not a duration such as 90, \"90s\", \"10m\", \"2h\" or \"7d\"")
     };
     match value {
-        toml::Value::Integer(s) if *s > 0 => Ok(*s as u64 * 1000),
+        toml::Value::Integer(s) if *s > 0 => (*s as u64).checked_mul(1000).ok_or_else(bad),
         toml::Value::String(s) => {
             let s = s.trim();
             let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -799,6 +816,29 @@ mod tests {
         assert_eq!(task.id, "4");
         assert_eq!(task.max_retries, DEFAULT_MAX_RETRIES);
         assert_eq!(task.max_wall_clock_ms, Some(120_000));
+        assert_eq!(spec.retention_ms, DEFAULT_RETENTION_MS);
+    }
+
+    #[test]
+    fn retention_is_a_bounded_duration_or_forever() {
+        let retention = |value: &str| {
+            let text = format!("retention = {value}\n[[tasks]]\ncommand = \"x\"\n");
+            parse("job.toml", &text, "job", Path::new(".")).map(|d| d.spec.retention_ms)
+        };
+        assert_eq!(retention("\"90s\"").unwrap(), 90_000);
+        assert_eq!(retention("\"forever\"").unwrap(), RETAIN_FOREVER);
+        let e = retention("\"36501d\"").unwrap_err().to_string();
+        assert!(
+            e.starts_with("job.toml:1:13: retention \"36501d\" is longer than 36500 days"),
+            "{e}"
+        );
+        let e = retention("9223372036854775807").unwrap_err().to_string();
+        assert!(
+            e.starts_with("job.toml:1:13: retention 9223372036854775807 is not a duration"),
+            "{e}"
+        );
+        let e = retention("\"never\"").unwrap_err().to_string();
+        assert!(e.contains("or \"forever\""), "{e}");
     }
 
     #[test]

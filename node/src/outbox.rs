@@ -17,6 +17,7 @@ use crate::store::ledger::LedgerStore;
 use futures::StreamExt;
 use libp2p::PeerId;
 use peerbatch_protocol::core::Destination;
+use peerbatch_protocol::storage::Forgetting;
 use peerbatch_protocol::{codec, EventId, EventStore, Message, Transmit};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -29,6 +30,8 @@ const REPLICATION_WAIT: Duration = Duration::from_secs(10);
 
 pub enum Item {
     Persist(Vec<(EventId, Vec<u8>)>),
+    /// What the core forgot, carried out on sled after the persists before it.
+    Forget(Forgetting),
     Transmit(Transmit),
     /// Push a durable event to these peers and answer with how many acked (first ack wins).
     Replicate {
@@ -44,7 +47,7 @@ impl Item {
         match self {
             Item::Persist(events) => events.iter().map(|(_, bytes)| bytes.len()).sum(),
             Item::Transmit(t) => wire_size(&t.msg),
-            Item::Replicate { .. } => 0,
+            Item::Replicate { .. } | Item::Forget(_) => 0,
         }
     }
 }
@@ -193,6 +196,11 @@ async fn run(
             let size = item.size();
             match item {
                 Item::Persist(_) => load.done(size),
+                Item::Forget(f) => {
+                    if let Err(e) = store.forget(&f) {
+                        tracing::warn!("cannot remove a forgotten job's events: {e:#}");
+                    }
+                }
                 Item::Transmit(t) => backlog.send(&net, &load, t, size).await,
                 Item::Replicate {
                     event,

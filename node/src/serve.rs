@@ -101,6 +101,11 @@ pub struct NodeOpts {
     /// Interval between heartbeats (ms).
     #[arg(long, default_value_t = 1_000, hide = true)]
     pub heartbeat_ms: u64,
+    /// How far this machine's clock may be ahead of others' (e.g. 5m): a
+    /// job is forgotten here this long after its retention ended by this
+    /// clock, so skew never cuts a job's retention short.
+    #[arg(long, default_value = "5m", value_parser = crate::jobfile::parse_duration_ms)]
+    pub clock_skew: u64,
 }
 
 /// `os` and `arch` labels unless given, so tasks can ask for them.
@@ -278,6 +283,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
             .flat_map(|k| &k.admins)
             .filter_map(crate::identity::node_of)
             .collect(),
+        forget_margin_ms: opts.clock_skew,
         ..Config::default()
     };
     let core = Core::new(

@@ -33,9 +33,11 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod antientropy;
+mod forget;
 mod gangs;
 
 pub use antientropy::REPLY_LIMIT;
+pub use forget::ForgetRefused;
 
 /// Largest encoded message sent by gossip; bigger ones go directly to peers.
 pub const GOSSIP_LIMIT: usize = 60 * 1024;
@@ -75,6 +77,13 @@ pub struct Config {
     /// cancel any job; besides the node itself, it may drain or resume
     /// any node (see `ledger`). Every node must hold the same set.
     pub admins: BTreeSet<NodeId>,
+    /// How far this node's wall clock may be ahead of a submitter's: a job
+    /// is forgotten this long after its retention ended by the reader's
+    /// clock (see `core::forget`).
+    pub forget_margin_ms: u64,
+    /// How long a forgotten job's tombstone is kept (late copies of its
+    /// events are dropped while it is).
+    pub tombstone_ms: u64,
 }
 
 impl Default for Config {
@@ -96,6 +105,8 @@ impl Default for Config {
             max_prefetch: 256,
             seal_after_ms: 1_000,
             admins: BTreeSet::new(),
+            forget_margin_ms: crate::ledger::CLOCK_AHEAD_MS,
+            tombstone_ms: 30 * 86_400_000,
         }
     }
 }
@@ -191,6 +202,10 @@ pub struct Stats {
     /// Running attempts this node stopped because the ledger moved on to
     /// another attempt or another node's claim.
     pub attempts_fenced: u64,
+    /// Events received about jobs this node forgot, dropped.
+    pub events_forgotten: u64,
+    /// Jobs this node forgot.
+    pub jobs_forgotten: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -279,6 +294,7 @@ pub struct Core<S> {
     resync: BTreeSet<NodeId>,
     transmits: VecDeque<Transmit>,
     persists: VecDeque<(EventId, Vec<u8>)>,
+    forgetting: VecDeque<crate::storage::Forgetting>,
     actions: VecDeque<Action>,
     stats: Stats,
 }
@@ -340,17 +356,28 @@ impl<S: EventStore> Core<S> {
             resync: BTreeSet::new(),
             transmits: VecDeque::new(),
             persists: VecDeque::new(),
+            forgetting: VecDeque::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
         };
+        for (job, tombstone) in core.store.tombstones() {
+            core.ledger.restore_tombstone(job, tombstone);
+        }
         let mut touched_jobs = BTreeSet::new();
         let mut touched_tasks = BTreeSet::new();
+        let mut forgotten = Vec::new();
         for bytes in stored {
             let Ok(event) = crate::codec::decode::<Event>(&bytes) else {
                 core.stats.events_rejected += 1;
                 continue;
             };
-            match core.ledger.admit(event_id(&bytes), &event) {
+            let id = event_id(&bytes);
+            if core.ledger.about_forgotten(&id, &event.body) {
+                // Written behind the job's forgetting: removed again.
+                forgotten.push(id);
+                continue;
+            }
+            match core.ledger.admit(id, &event) {
                 Ok(Some(t)) => {
                     touched_jobs.extend(t.new_jobs);
                     touched_jobs.extend(t.cancelled_jobs);
@@ -370,6 +397,10 @@ impl<S: EventStore> Core<S> {
         }
         for task in touched_tasks {
             core.refresh(now, task);
+        }
+        if !forgotten.is_empty() {
+            core.forgetting
+                .push_back(crate::storage::Forgetting::Events(forgotten));
         }
         // What was loaded is all in the store: finished jobs seal at once.
         for due in core.finished.values_mut() {
@@ -1124,6 +1155,10 @@ impl<S: EventStore> Core<S> {
                 self.stats.events_rejected += 1;
                 continue;
             };
+            if self.ledger.about_forgotten(&id, &event.body) {
+                self.stats.events_forgotten += 1;
+                continue;
+            }
             match self.ledger.admit(id, &event) {
                 Ok(Some(touched)) => {
                     new += 1;

@@ -152,6 +152,11 @@ pub enum EventBody {
         attempt: u32,
         step: crate::gang::GangStep,
     },
+    /// Asks every node to forget `job` as soon as it has ended, without
+    /// waiting for its retention (counts from its submitter or an admin).
+    JobForgotten {
+        job: JobId,
+    },
 }
 
 impl EventBody {

@@ -17,8 +17,14 @@ pub const MAX_JOB_BYTES: usize = 8 << 20;
 /// Most nodes one multi-instance task runs on (its gang's invite names
 /// them all).
 pub const MAX_INSTANCES: usize = 4_096;
-/// How long a job's outputs and logs stay pinned, from its submission.
+/// How long a job is kept (its events, views, logs and outputs) from its
+/// submission, unless its job file says otherwise.
 pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
+/// The `retention_ms` of a job kept until someone forgets it
+/// (`retention = "forever"`).
+pub const RETAIN_FOREVER: u64 = u64::MAX;
+/// Longest retention short of forever: 100 years.
+pub const MAX_RETENTION_MS: u64 = 100 * 365 * 86_400_000;
 
 /// What a task runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +103,10 @@ pub struct JobSpec {
     pub name: String,
     pub priority: i32,
     pub groups: Vec<TaskGroup>,
-    /// Outputs and logs are kept from reclaiming this long after submission.
+    /// The job is kept this long after its submission (by the submitter's
+    /// wall clock), then forgotten by every node once it has ended
+    /// ([`RETAIN_FOREVER`]: only when someone forgets it); see
+    /// `ledger::forget`.
     pub retention_ms: u64,
     /// Run on a node before its first task of the job (and again if it
     /// failed); a failure fails that attempt.
@@ -169,6 +178,8 @@ pub enum JobError {
     UnknownAfter(JobId),
     #[error("task sweep {id:?}: {reason}")]
     BadSweep { id: String, reason: String },
+    #[error("retention must be 1 ms to {max} days, or forever; got {0} ms", max = MAX_RETENTION_MS / 86_400_000)]
+    BadRetention(u64),
 }
 
 impl TaskSpec {
@@ -330,11 +341,23 @@ impl JobSpec {
         self.groups.iter().map(TaskGroup::len).sum()
     }
 
+    /// How long the job is kept after its submission; `None`: until someone
+    /// forgets it.
+    pub fn retention(&self) -> Option<u64> {
+        (self.retention_ms != RETAIN_FOREVER).then_some(self.retention_ms)
+    }
+
     /// Checks what every node will rely on when it expands the job.
     pub fn validate(&self) -> Result<(), JobError> {
         let size = crate::codec::encoded_len(self);
         if size > MAX_JOB_BYTES {
             return Err(JobError::TooLarge(size));
+        }
+        if let Some(ms) = self
+            .retention()
+            .filter(|ms| !(1..=MAX_RETENTION_MS).contains(ms))
+        {
+            return Err(JobError::BadRetention(ms));
         }
         for group in &self.groups {
             let spec = group.spec();

@@ -14,6 +14,7 @@
 //! caller's wall clock as an argument.
 
 mod facts;
+mod forget;
 mod seal;
 
 use crate::codec;
@@ -27,6 +28,7 @@ use crate::schedule::ScheduleRecord;
 use crate::sync::Fingerprints;
 use crate::validate::InvalidEvent;
 use facts::TaskFacts;
+pub use forget::{Forgot, Tombstone};
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,7 +116,7 @@ impl TaskState {
 }
 
 /// How a job stands for the jobs that wait for it (`after`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobOutcome {
     /// Some task is not terminal yet (or the job is not known here).
     #[default]
@@ -204,6 +206,15 @@ pub struct Ledger {
     /// Finished jobs whose task facts are out of memory (see `seal`), and
     /// how each ended.
     sealed: BTreeMap<JobId, seal::Sealed>,
+    /// Forgotten jobs (see `forget`).
+    forgotten: BTreeMap<JobId, Tombstone>,
+    /// The authors of every request to forget each job, and their ids
+    /// (kept while the job's tombstone is).
+    forgets: BTreeMap<JobId, BTreeSet<NodeId>>,
+    forget_events: BTreeMap<JobId, BTreeSet<EventId>>,
+    /// Ids of the events that name each job outside its task facts:
+    /// submits and cancels.
+    job_events: BTreeMap<JobId, BTreeSet<EventId>>,
 }
 
 /// A pool definition as the ledger knows it.
@@ -417,6 +428,9 @@ impl Ledger {
             return Ok(None);
         }
         crate::validate::check(&event.body)?;
+        if self.about_forgotten(&id, &event.body) {
+            return Ok(None);
+        }
         self.ids.insert(id);
         self.fingerprints.add(&id);
         let mut touched = Touched::default();
@@ -425,6 +439,7 @@ impl Ledger {
                 job, submitted_ms, ..
             } => {
                 let job_id = job_id_for(&id, job);
+                self.note_job_event(job_id, id);
                 let record = JobRecord {
                     id: job_id,
                     event: id,
@@ -447,9 +462,11 @@ impl Ledger {
                 }
             }
             EventBody::JobCancelled { job } => {
+                self.note_job_event(*job, id);
                 self.cancels.entry(*job).or_default().insert(event.author);
                 self.judge_cancel(*job, &mut touched);
             }
+            EventBody::JobForgotten { job } => self.note_forget(*job, id, event.author),
             EventBody::Claims { .. }
             | EventBody::Finished { .. }
             | EventBody::Reclaimed { .. }
@@ -581,7 +598,15 @@ impl Ledger {
         only: Option<JobId>,
         touched: &mut Touched,
     ) {
-        let wanted = |task: &TaskRef| only.is_none_or(|j| j == task.job);
+        // Facts about a forgotten job's tasks (in an event that also names
+        // a remembered job) are not kept.
+        let forgotten: BTreeSet<JobId> = body
+            .task_jobs()
+            .into_iter()
+            .filter(|j| self.is_forgotten(j))
+            .collect();
+        let wanted =
+            |task: &TaskRef| only.is_none_or(|j| j == task.job) && !forgotten.contains(&task.job);
         match body {
             EventBody::Claims { claims } => {
                 for c in claims.iter().filter(|c| wanted(&c.task)) {
@@ -787,7 +812,7 @@ impl Ledger {
     /// chain of `after` jobs folded on the way (a chain never loops: a
     /// job's id hashes its `after`, except a scheduled job's).
     fn job_outcome(&self, job: &JobId, depth: u32) -> JobOutcome {
-        if let Some(outcome) = self.sealed_outcome(job) {
+        if let Some(outcome) = self.sealed_outcome(job).or(self.forgotten_outcome(job)) {
             return outcome;
         }
         if depth > MAX_AFTER_DEPTH {

@@ -6,7 +6,8 @@
 //! `poll_persist`, so the driver can flush them before anything is sent.
 
 use crate::event::Event;
-use crate::ids::{EventId, JobId};
+use crate::ids::{BlobId, EventId, JobId};
+use crate::ledger::Tombstone;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -27,6 +28,32 @@ pub trait EventStore {
     fn known_valid(&self, _id: &EventId) -> bool {
         false
     }
+
+    /// The tombstones of the jobs this store's node forgot (see
+    /// [`Forgetting`]), read once when the core starts.
+    fn tombstones(&self) -> Vec<(JobId, Tombstone)>;
+}
+
+/// What the store must do because the core forgot something; polled with
+/// `Core::poll_forgetting` after the persists before it were polled, and
+/// carried out after them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forgetting {
+    /// A job was forgotten: remove these events (and their index entries)
+    /// and keep its tombstone. `blobs` are the logs and outputs its results
+    /// named, which the node stops keeping for it.
+    Job {
+        job: JobId,
+        tombstone: Tombstone,
+        events: Vec<EventId>,
+        blobs: Vec<BlobId>,
+    },
+    /// Remove these events: stored copies about jobs already forgotten
+    /// (found when the core started).
+    Events(Vec<EventId>),
+    /// This job's tombstone is no longer needed, nor these requests to
+    /// forget it.
+    DropTombstone { job: JobId, events: Vec<EventId> },
 }
 
 /// Events in memory, shared between a simulated node's core and its "disk".
@@ -34,6 +61,7 @@ pub trait EventStore {
 pub struct MemStore {
     events: Rc<RefCell<BTreeMap<EventId, Vec<u8>>>>,
     by_job: Rc<RefCell<JobIndex>>,
+    tombstones: Rc<RefCell<BTreeMap<JobId, Tombstone>>>,
 }
 
 /// Event ids by the jobs their task facts name.
@@ -58,6 +86,39 @@ impl MemStore {
     pub fn put(&self, id: EventId, bytes: Vec<u8>) {
         index_event(&mut self.by_job.borrow_mut(), id, &bytes);
         self.events.borrow_mut().insert(id, bytes);
+    }
+
+    /// Carries out what the core's forgetting asks of its store.
+    pub fn apply(&self, forgetting: &Forgetting) {
+        let remove = |ids: &[EventId]| {
+            let mut events = self.events.borrow_mut();
+            let mut index = self.by_job.borrow_mut();
+            for id in ids {
+                if let Some(bytes) = events.remove(id) {
+                    let mut entries = JobIndex::new();
+                    index_event(&mut entries, *id, &bytes);
+                    for entry in entries {
+                        index.remove(&entry);
+                    }
+                }
+            }
+        };
+        match forgetting {
+            Forgetting::Job {
+                job,
+                tombstone,
+                events,
+                ..
+            } => {
+                remove(events);
+                self.tombstones.borrow_mut().insert(*job, *tombstone);
+            }
+            Forgetting::Events(events) => remove(events),
+            Forgetting::DropTombstone { job, events } => {
+                remove(events);
+                self.tombstones.borrow_mut().remove(job);
+            }
+        }
     }
 
     pub fn contains(&self, id: &EventId) -> bool {
@@ -86,5 +147,10 @@ impl EventStore for MemStore {
     fn job_events(&self, job: &JobId) -> Vec<Vec<u8>> {
         let ids = indexed(&self.by_job.borrow(), job);
         ids.iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    fn tombstones(&self) -> Vec<(JobId, Tombstone)> {
+        let tombstones = self.tombstones.borrow();
+        tombstones.iter().map(|(j, t)| (*j, *t)).collect()
     }
 }

@@ -45,6 +45,13 @@ impl Fingerprints {
         bucket.xor ^= prefix(id);
     }
 
+    /// Takes out an id [`Fingerprints::add`] put in (an event forgotten).
+    pub fn remove(&mut self, id: &EventId) {
+        let bucket = &mut self.buckets[id.0[0] as usize];
+        bucket.count = bucket.count.saturating_sub(1);
+        bucket.xor ^= prefix(id);
+    }
+
     /// Buckets whose summaries differ from `other`'s (a malformed `other`
     /// counts as differing everywhere).
     pub fn differing(&self, other: &Fingerprints) -> Vec<u8> {

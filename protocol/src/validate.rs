@@ -64,7 +64,9 @@ pub enum InvalidEvent {
 pub fn check(body: &EventBody) -> Result<(), InvalidEvent> {
     match body {
         EventBody::JobSubmitted { job, .. } => Ok(job.validate()?),
-        EventBody::JobCancelled { .. } | EventBody::DrainRequested { .. } => Ok(()),
+        EventBody::JobCancelled { .. }
+        | EventBody::JobForgotten { .. }
+        | EventBody::DrainRequested { .. } => Ok(()),
         EventBody::Claims { claims } | EventBody::Reclaimed { claims } => {
             count("claims", claims.len(), MAX_CLAIMS_PER_EVENT)
         }

@@ -6,7 +6,8 @@
 //! once. A crash loses the queue; a wipe loses the store too. Must not
 //! decide when to flush (the world schedules it) or look inside events.
 
-use peerbatch_protocol::storage::{index_event, indexed, JobIndex};
+use peerbatch_protocol::ledger::Tombstone;
+use peerbatch_protocol::storage::{index_event, indexed, Forgetting, JobIndex};
 use peerbatch_protocol::{EventId, EventStore, JobId, Transmit};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -26,6 +27,8 @@ pub struct SimStore {
     /// The durable events by the jobs their task facts name.
     by_job: Rc<RefCell<JobIndex>>,
     vouched: Vouched,
+    /// The jobs this node forgot.
+    tombstones: Rc<RefCell<BTreeMap<JobId, Tombstone>>>,
 }
 
 impl EventStore for SimStore {
@@ -44,10 +47,61 @@ impl EventStore for SimStore {
         let ids = indexed(&self.by_job.borrow(), job);
         ids.iter().filter_map(|id| self.get(id)).collect()
     }
+
+    fn tombstones(&self) -> Vec<(JobId, Tombstone)> {
+        let tombstones = self.tombstones.borrow();
+        tombstones.iter().map(|(j, t)| (*j, *t)).collect()
+    }
+}
+
+impl SimStore {
+    /// Removes durable events and their index entries.
+    fn remove(&self, ids: &[EventId]) {
+        let bytes = self.vouched.borrow();
+        let mut durable = self.durable.borrow_mut();
+        let mut by_job = self.by_job.borrow_mut();
+        for id in ids {
+            if durable.remove(id) {
+                let mut entries = JobIndex::new();
+                if let Some(b) = bytes.get(id) {
+                    index_event(&mut entries, *id, b);
+                }
+                for entry in entries {
+                    by_job.remove(&entry);
+                }
+            }
+        }
+    }
+
+    /// Carries out a core's forgetting.
+    fn forget(&self, forgetting: &Forgetting) {
+        match forgetting {
+            Forgetting::Job {
+                job,
+                tombstone,
+                events,
+                ..
+            } => {
+                self.remove(events);
+                self.tombstones.borrow_mut().insert(*job, *tombstone);
+            }
+            Forgetting::Events(events) => self.remove(events),
+            Forgetting::DropTombstone { job, events } => {
+                self.remove(events);
+                self.tombstones.borrow_mut().remove(job);
+            }
+        }
+    }
+
+    /// Whether this node forgot `job` (it holds its tombstone).
+    pub fn forgot(&self, job: &JobId) -> bool {
+        self.tombstones.borrow().contains_key(job)
+    }
 }
 
 enum Write {
     Persist(EventId, Vec<u8>),
+    Forget(Forgetting),
     Send(Transmit),
 }
 
@@ -65,6 +119,7 @@ impl Disk {
                 durable: Rc::default(),
                 by_job: Rc::default(),
                 vouched,
+                tombstones: Rc::default(),
             },
             queue: VecDeque::new(),
             group_commit,
@@ -99,6 +154,7 @@ impl Disk {
     pub fn write(
         &mut self,
         persists: Vec<(EventId, Vec<u8>)>,
+        forgetting: Vec<Forgetting>,
         transmits: Vec<Transmit>,
     ) -> (Vec<Transmit>, bool) {
         let was_empty = self.queue.is_empty();
@@ -106,10 +162,14 @@ impl Disk {
             for (id, bytes) in persists {
                 self.persist(id, bytes);
             }
+            for f in &forgetting {
+                self.store.forget(f);
+            }
             return (transmits, false);
         }
         self.queue
             .extend(persists.into_iter().map(|(id, b)| Write::Persist(id, b)));
+        self.queue.extend(forgetting.into_iter().map(Write::Forget));
         if self.queue.is_empty() {
             return (transmits, false);
         }
@@ -123,6 +183,7 @@ impl Disk {
         while let Some(w) = self.queue.pop_front() {
             match w {
                 Write::Persist(id, bytes) => self.persist(id, bytes),
+                Write::Forget(f) => self.store.forget(&f),
                 Write::Send(t) => out.push(t),
             }
         }
@@ -156,5 +217,6 @@ impl Disk {
         self.crash();
         self.store.durable = Rc::default();
         self.store.by_job = Rc::default();
+        self.store.tombstones = Rc::default();
     }
 }

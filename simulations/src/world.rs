@@ -768,6 +768,10 @@ impl Sim {
         while let Some(p) = core.poll_persist() {
             persists.push(p);
         }
+        let mut forgetting = Vec::new();
+        while let Some(f) = core.poll_forgetting() {
+            forgetting.push(f);
+        }
         let mut transmits = Vec::new();
         while let Some(t) = core.poll_transmit() {
             transmits.push(t);
@@ -777,7 +781,7 @@ impl Sim {
             actions.push(a);
         }
         let timeout = core.poll_timeout();
-        let (now_sends, flush) = n.disk.write(persists, transmits);
+        let (now_sends, flush) = n.disk.write(persists, forgetting, transmits);
         if flush && !n.flush_queued {
             n.flush_queued = true;
             let (at, incarnation) = (

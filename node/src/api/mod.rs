@@ -25,8 +25,8 @@ pub mod types;
 
 use crate::api::cluster::ClusterState;
 use crate::api::types::{
-    BlobPath, Cancelled, Drain, Drained, ErrorBody, Export, ExportBlob, ExportStarted, Job,
-    JobPath, JobState, LogQuery, Node, PutPath, Status, StoredBlob, Submitted, Task, TaskPath,
+    BlobPath, Cancelled, Drain, Drained, ErrorBody, Export, ExportBlob, ExportStarted, Forgotten,
+    Job, JobPath, JobState, LogQuery, Node, PutPath, Status, StoredBlob, Submitted, Task, TaskPath,
 };
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
@@ -37,7 +37,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use libp2p::PeerId;
-use peerbatch_protocol::core::Progress;
+use peerbatch_protocol::core::{ForgetRefused, Progress};
 use peerbatch_protocol::ledger::{JobRecord, Ledger};
 use peerbatch_protocol::resources::unschedulable;
 use peerbatch_protocol::{
@@ -107,6 +107,7 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(job))
         .routes(routes!(tasks))
         .routes(routes!(cancel))
+        .routes(routes!(forget))
         .routes(routes!(log))
         .routes(routes!(nodes))
         .routes(routes!(drain_node))
@@ -246,7 +247,9 @@ fn group_index(spec: &JobSpec) -> impl Fn(u32) -> usize + '_ {
     }
 }
 
-fn job_of(record: &JobRecord, p: Progress) -> Job {
+/// A job as the API shows it; `forget_at` is when this node forgets it
+/// once it has ended (`Core::forget_at`).
+fn job_of(record: &JobRecord, p: Progress, forget_at: Option<u64>) -> Job {
     use peerbatch_protocol::deps::OnDependencyFailure as F;
     use types::OnDependencyFailure;
     Job {
@@ -273,6 +276,8 @@ fn job_of(record: &JobRecord, p: Progress) -> Job {
         schedule: record.spec.origin.as_ref().map(|o| o.schedule.clone()),
         occurrence_ms: record.spec.origin.as_ref().map(|o| o.at_ms),
         submitted_by: node_name(&record.submitted_by),
+        retention_ms: record.spec.retention(),
+        forget_at_ms: forget_at,
         unschedulable: None,
     }
 }
@@ -431,7 +436,7 @@ pub(crate) async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Vec<Job>>>
             .core
             .ledger()
             .jobs()
-            .map(|j| job_of(j, d.core.progress(&j.id)))
+            .map(|j| job_of(j, d.core.progress(&j.id), d.core.forget_at(&j.id)))
             .collect();
         list.sort_by_key(|j| j.submitted_ms);
         Json(list)
@@ -450,7 +455,7 @@ pub(crate) async fn job(
         let id = d.resolve_job(&job).map_err(not_found)?;
         let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
         let progress = d.core.progress(&id);
-        let mut j = job_of(record, progress);
+        let mut j = job_of(record, progress, d.core.forget_at(&record.id));
         if has_waiting(&progress) {
             j.unschedulable = unschedulable_groups(d, record).into_iter().flatten().next();
         }
@@ -542,6 +547,32 @@ pub(crate) async fn cancel(
             job_id: id.to_string(),
             cancelled: true,
         }))
+    })
+    .await?
+}
+
+/// Asks every node to forget a job that has ended (its events, views, logs
+/// and outputs), without waiting for its retention: from the node that
+/// submitted it or an admin node.
+#[utoipa::path(post, path = "/v1/jobs/{job}/forget", tag = "jobs", params(JobPath),
+    responses((status = 200, body = Forgotten)))]
+pub(crate) async fn forget(
+    State(s): State<ApiState>,
+    Path(JobPath { job }): Path<JobPath>,
+) -> ApiResult<Json<Forgotten>> {
+    ask(&s, move |d| {
+        let id = d.resolve_job(&job).map_err(not_found)?;
+        let now = d.now();
+        match d.core.forget(now, id) {
+            Ok(_) => Ok(Json(Forgotten {
+                job_id: id.to_string(),
+            })),
+            Err(e @ ForgetRefused::Unknown(_)) => Err(not_found(e.to_string())),
+            Err(e @ ForgetRefused::NotAllowed(_)) => {
+                Err(ApiError(StatusCode::FORBIDDEN, e.to_string()))
+            }
+            Err(e @ ForgetRefused::Live(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        }
     })
     .await?
 }

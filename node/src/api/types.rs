@@ -131,6 +131,13 @@ pub struct Job {
     pub occurrence_ms: Option<u64>,
     /// The peer id of the node it was submitted on.
     pub submitted_by: String,
+    /// How long the job is kept after its submission; `null`: until it is
+    /// forgotten with `peerbatch forget`.
+    pub retention_ms: Option<u64>,
+    /// When this node forgets the job (ms since the Unix epoch by its own
+    /// clock: submission + retention + its clock-skew margin), if every
+    /// task has ended by then; `null`: kept until forgotten by hand.
+    pub forget_at_ms: Option<u64>,
     /// `GET /v1/jobs/{job}` only, while some task waits and no node of the
     /// mesh can run it: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +243,13 @@ pub struct JobFile {
 pub struct Cancelled {
     pub job_id: String,
     pub cancelled: bool,
+}
+
+/// `POST /v1/jobs/{job}/forget`: every node forgets the job once it holds
+/// this request.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Forgotten {
+    pub job_id: String,
 }
 
 /// Which captured stream of a task to read.

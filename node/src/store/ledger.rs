@@ -2,7 +2,8 @@
 //!
 //! Owns the sled database (one tree per table: `events`, and `by_job`, an
 //! index of each event's id under the jobs whose tasks it states facts
-//! about, so that a finished job's events are read back without a scan),
+//! about, so that a finished job's events are read back without a scan,
+//! and `forgotten`, the tombstones of the jobs this node forgot),
 //! the rule that a
 //! database which is damaged is set aside and rebuilt from peers instead of
 //! crashing the node (and that one which is merely unavailable — locked, not
@@ -13,6 +14,8 @@
 
 use anyhow::{Context, Result};
 use peerbatch_protocol::event::event_id;
+use peerbatch_protocol::ledger::Tombstone;
+use peerbatch_protocol::storage::Forgetting;
 use peerbatch_protocol::{EventId, EventStore, JobId};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +35,7 @@ struct Open {
     db: sled::Db,
     events: sled::Tree,
     by_job: sled::Tree,
+    forgotten: sled::Tree,
 }
 
 /// Set in the default tree once `by_job` indexes every stored event (a
@@ -140,6 +144,7 @@ impl LedgerStore {
             .open()?;
         let events = db.open_tree("events")?;
         let by_job = db.open_tree("by_job")?;
+        let forgotten = db.open_tree("forgotten")?;
         if db.get(INDEXED)?.is_none() {
             for entry in events.iter() {
                 let (key, value) = entry?;
@@ -152,7 +157,12 @@ impl LedgerStore {
             }
             db.insert(INDEXED, &[])?;
         }
-        Ok(Open { db, events, by_job })
+        Ok(Open {
+            db,
+            events,
+            by_job,
+            forgotten,
+        })
     }
 
     fn count_bytes(events: &sled::Tree) -> u64 {
@@ -248,6 +258,59 @@ impl LedgerStore {
         Ok(())
     }
 
+    /// Carries out what the core's forgetting asks: removes events (their
+    /// index entries first) and keeps or drops tombstones. Written without
+    /// a flush of its own: a removal lost to a crash is found again at the
+    /// next start (the core names stored events of forgotten jobs).
+    pub fn forget(&self, forgetting: &Forgetting) -> Result<()> {
+        match forgetting {
+            Forgetting::Job {
+                job,
+                tombstone,
+                events,
+                ..
+            } => {
+                self.remove(events)?;
+                let value = peerbatch_protocol::codec::encode(tombstone);
+                self.with(|open| {
+                    open.forgotten
+                        .insert(job.0, value)
+                        .context("writing a tombstone")?;
+                    Ok(())
+                })
+            }
+            Forgetting::Events(events) => self.remove(events),
+            Forgetting::DropTombstone { job, events } => {
+                self.remove(events)?;
+                self.with(|open| {
+                    open.forgotten
+                        .remove(job.0)
+                        .context("removing a tombstone")?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    fn remove(&self, ids: &[EventId]) -> Result<()> {
+        self.with(|open| {
+            for id in ids {
+                let Some(bytes) = open.events.get(id.0).context("reading an event")? else {
+                    continue;
+                };
+                for key in index_keys(id, &bytes) {
+                    open.by_job
+                        .remove(&key[..])
+                        .context("removing from the job index")?;
+                }
+                open.events.remove(id.0).context("removing an event")?;
+                self.event_bytes
+                    .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    }
+
     pub async fn flush(&self) -> Result<()> {
         // flush_async holds no lock across the await: the Db handle is cloned.
         let db = self.with(|open| Ok(open.db.clone()))?;
@@ -286,6 +349,28 @@ impl EventStore for LedgerStore {
         })
         .unwrap_or_else(|e| {
             tracing::warn!("cannot read the events of job {job}: {e:#}");
+            Vec::new()
+        })
+    }
+
+    fn tombstones(&self) -> Vec<(JobId, Tombstone)> {
+        self.with(|open| {
+            let mut out = Vec::new();
+            for entry in open.forgotten.iter() {
+                let (key, value) = entry.context("reading the tombstones")?;
+                let (Ok(job), Ok(tombstone)) = (
+                    <[u8; 8]>::try_from(&key[..]),
+                    peerbatch_protocol::codec::decode::<Tombstone>(&value),
+                ) else {
+                    tracing::warn!("skipping a damaged tombstone");
+                    continue;
+                };
+                out.push((JobId(job), tombstone));
+            }
+            Ok(out)
+        })
+        .unwrap_or_else(|e| {
+            tracing::warn!("cannot read the tombstones: {e:#}");
             Vec::new()
         })
     }

@@ -3,9 +3,11 @@
 //!
 //! Owns the pin rules — blobs stored on this node by `put` or `package add`
 //! (listed in `DATA/kept`), inputs and packages of jobs not yet finished,
-//! outputs and logs of jobs within their retention — and the reclaim pass
-//! over chunk files, the input cache and unpacked packages. Must not fetch
-//! anything or decide job state; the driver hands it the ledger's view.
+//! outputs and logs of jobs within their retention — the reclaim pass
+//! over chunk files, the input cache and unpacked packages, and removing
+//! the logs and outputs of forgotten jobs that nothing pins. Must not
+//! fetch anything or decide job state; the driver hands it the ledger's
+//! view.
 
 use crate::store::blobs::BlobStore;
 use peerbatch_protocol::content::Object;
@@ -173,6 +175,53 @@ impl Reclaimer {
             this.busy.store(false, Ordering::Release);
         });
     }
+}
+
+impl Reclaimer {
+    /// Removes, on a blocking thread, the chunks of `gone` (the logs and
+    /// outputs of forgotten jobs) that no blob of `pins` (read from the
+    /// ledger and running exports) nor any kept blob needs, whatever the
+    /// store's limit.
+    pub fn drop_forgotten(
+        &self,
+        blobs: &BlobStore,
+        gone: BTreeSet<BlobId>,
+        mut pins: BTreeSet<BlobId>,
+    ) {
+        pins.extend(self.kept.ids());
+        let (this, blobs) = (self.clone(), blobs.clone());
+        tokio::task::spawn_blocking(move || match drop_unneeded(&blobs, &gone, &pins) {
+            Ok((chunks, bytes)) => {
+                tracing::debug!("removed {chunks} chunks ({bytes} bytes) of forgotten jobs");
+                let mut h = this.history.lock().unwrap_or_else(|p| p.into_inner());
+                h.freed_bytes += bytes;
+                h.freed_chunks += chunks;
+            }
+            Err(e) => tracing::warn!("removing forgotten jobs' logs and outputs failed: {e}"),
+        });
+    }
+}
+
+/// Removes the chunks (and large data files) of `gone` that `pins` do not
+/// need; returns how many and their bytes.
+fn drop_unneeded(
+    blobs: &BlobStore,
+    gone: &BTreeSet<BlobId>,
+    pins: &BTreeSet<BlobId>,
+) -> std::io::Result<(u64, u64)> {
+    let (doomed, _) = needed_chunks(blobs, gone);
+    let (needed, _) = needed_chunks(blobs, pins);
+    let chunks = blobs
+        .list_chunks()
+        .map_err(|e| std::io::Error::other(format!("{:#}", anyhow::Error::from(e))))?;
+    let (mut count, mut bytes) = (0, 0);
+    for c in chunks {
+        if doomed.contains(&c.hash) && !needed.contains(&c.hash) && blobs.remove(&c) {
+            count += 1;
+            bytes += c.bytes;
+        }
+    }
+    Ok((count, bytes))
 }
 
 /// Blobs the ledger pins at wall-clock time `now_ms`: inputs and packages

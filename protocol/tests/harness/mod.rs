@@ -50,6 +50,9 @@ impl Node {
         while let Some((id, bytes)) = self.core.poll_persist() {
             self.store.put(id, bytes);
         }
+        while let Some(f) = self.core.poll_forgetting() {
+            self.store.apply(&f);
+        }
         let mut sent = Vec::new();
         while let Some(t) = self.core.poll_transmit() {
             if let Message::Events { events } = &t.msg {
