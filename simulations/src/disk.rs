@@ -92,11 +92,6 @@ impl SimStore {
             }
         }
     }
-
-    /// Whether this node forgot `job` (it holds its tombstone).
-    pub fn forgot(&self, job: &JobId) -> bool {
-        self.tombstones.borrow().contains_key(job)
-    }
 }
 
 enum Write {
