@@ -56,6 +56,35 @@ pub enum Forgetting {
     DropTombstone { job: JobId, events: Vec<EventId> },
 }
 
+impl Forgetting {
+    /// The events to remove.
+    pub fn events(&self) -> &[EventId] {
+        match self {
+            Forgetting::Job { events, .. }
+            | Forgetting::Events(events)
+            | Forgetting::DropTombstone { events, .. } => events,
+        }
+    }
+
+    /// The tombstone to keep (`Some`) or drop (`None`) for a job, if any.
+    pub fn tombstone(&self) -> Option<(JobId, Option<Tombstone>)> {
+        match self {
+            Forgetting::Job { job, tombstone, .. } => Some((*job, Some(*tombstone))),
+            Forgetting::Events(_) => None,
+            Forgetting::DropTombstone { job, .. } => Some((*job, None)),
+        }
+    }
+
+    /// Keeps or drops its tombstone in a store's map of them.
+    pub fn apply_to(&self, tombstones: &mut BTreeMap<JobId, Tombstone>) {
+        match self.tombstone() {
+            Some((job, Some(t))) => drop(tombstones.insert(job, t)),
+            Some((job, None)) => drop(tombstones.remove(&job)),
+            None => {}
+        }
+    }
+}
+
 /// Events in memory, shared between a simulated node's core and its "disk".
 #[derive(Clone, Default)]
 pub struct MemStore {
@@ -75,6 +104,15 @@ pub fn index_event(index: &mut JobIndex, id: EventId, bytes: &[u8]) {
     }
 }
 
+/// Takes an event's entries out of a job index.
+pub fn unindex_event(index: &mut JobIndex, id: EventId, bytes: &[u8]) {
+    let mut entries = JobIndex::new();
+    index_event(&mut entries, id, bytes);
+    for entry in entries {
+        index.remove(&entry);
+    }
+}
+
 /// The ids a job index holds for `job`.
 pub fn indexed(index: &JobIndex, job: &JobId) -> Vec<EventId> {
     let lo = (*job, EventId([0; 32]));
@@ -90,35 +128,14 @@ impl MemStore {
 
     /// Carries out what the core's forgetting asks of its store.
     pub fn apply(&self, forgetting: &Forgetting) {
-        let remove = |ids: &[EventId]| {
-            let mut events = self.events.borrow_mut();
-            let mut index = self.by_job.borrow_mut();
-            for id in ids {
-                if let Some(bytes) = events.remove(id) {
-                    let mut entries = JobIndex::new();
-                    index_event(&mut entries, *id, &bytes);
-                    for entry in entries {
-                        index.remove(&entry);
-                    }
-                }
-            }
-        };
-        match forgetting {
-            Forgetting::Job {
-                job,
-                tombstone,
-                events,
-                ..
-            } => {
-                remove(events);
-                self.tombstones.borrow_mut().insert(*job, *tombstone);
-            }
-            Forgetting::Events(events) => remove(events),
-            Forgetting::DropTombstone { job, events } => {
-                remove(events);
-                self.tombstones.borrow_mut().remove(job);
+        let mut events = self.events.borrow_mut();
+        let mut index = self.by_job.borrow_mut();
+        for id in forgetting.events() {
+            if let Some(bytes) = events.remove(id) {
+                unindex_event(&mut index, *id, &bytes);
             }
         }
+        forgetting.apply_to(&mut self.tombstones.borrow_mut());
     }
 
     pub fn contains(&self, id: &EventId) -> bool {

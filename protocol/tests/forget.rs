@@ -18,20 +18,7 @@ fn finished_job(a: &mut Node, tasks: u32, wall: u64) -> (JobId, Vec<u8>, u64) {
     let (id, _) = a.core.submit(Millis(1), job, wall).expect("a valid job");
     let sent = a.pump();
     let submit = events_of(&sent).remove(0);
-    let (mut now, mut done) = (1, 0);
-    while a.core.progress(&id).done() < tasks {
-        let runs = a.runs();
-        if done < runs.len() {
-            let (t, attempt) = runs[done];
-            done += 1;
-            now += 1;
-            a.exit(now, t, attempt, Outcome::Exited(0));
-        } else {
-            now = a.core.poll_timeout().expect("a timer").0.max(now);
-            a.timeout(now);
-        }
-        assert!(now < 600_000, "stuck: {:?}", a.core.progress(&id));
-    }
+    let mut now = run_to_end(a, id, Outcome::Exited(0)).max(1);
     now += Config::default().seal_after_ms;
     a.timeout(now);
     assert!(a.core.ledger().is_sealed(&id), "{:?}", a.core.progress(&id));

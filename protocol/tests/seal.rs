@@ -7,29 +7,8 @@ mod harness;
 use harness::*;
 use peerbatch_protocol::event::Claim;
 use peerbatch_protocol::{
-    Config, EventBody, Identity, JobId, Message, Millis, Outcome, TaskResult, TaskState,
+    Config, EventBody, Identity, Message, Millis, Outcome, TaskResult, TaskState,
 };
-
-/// Runs every attempt a lone node starts to `outcome` until `job` has no
-/// task left; returns the time then.
-fn run_to_end(a: &mut Node, job: JobId, outcome: Outcome) -> u64 {
-    let total = a.core.ledger().job(&job).expect("a known job").task_count;
-    let (mut now, mut done) = (0, 0);
-    while a.core.progress(&job).done() < total {
-        let runs = a.runs();
-        if done < runs.len() {
-            let (t, attempt) = runs[done];
-            done += 1;
-            now += 1;
-            a.exit(now, t, attempt, outcome.clone());
-        } else {
-            now = a.core.poll_timeout().expect("a timer").0.max(now);
-            a.timeout(now);
-        }
-        assert!(now < 600_000, "stuck: {:?}", a.core.progress(&job));
-    }
-    now
-}
 
 #[test]
 fn a_finished_job_leaves_the_cores_memory_and_reads_back_the_same() {

@@ -7,7 +7,7 @@
 //! decide when to flush (the world schedules it) or look inside events.
 
 use peerbatch_protocol::ledger::Tombstone;
-use peerbatch_protocol::storage::{index_event, indexed, Forgetting, JobIndex};
+use peerbatch_protocol::storage::{index_event, indexed, unindex_event, Forgetting, JobIndex};
 use peerbatch_protocol::{EventId, EventStore, JobId, Transmit};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -61,36 +61,16 @@ impl SimStore {
         let mut durable = self.durable.borrow_mut();
         let mut by_job = self.by_job.borrow_mut();
         for id in ids {
-            if durable.remove(id) {
-                let mut entries = JobIndex::new();
-                if let Some(b) = bytes.get(id) {
-                    index_event(&mut entries, *id, b);
-                }
-                for entry in entries {
-                    by_job.remove(&entry);
-                }
+            if let (true, Some(b)) = (durable.remove(id), bytes.get(id)) {
+                unindex_event(&mut by_job, *id, b);
             }
         }
     }
 
     /// Carries out a core's forgetting.
     fn forget(&self, forgetting: &Forgetting) {
-        match forgetting {
-            Forgetting::Job {
-                job,
-                tombstone,
-                events,
-                ..
-            } => {
-                self.remove(events);
-                self.tombstones.borrow_mut().insert(*job, *tombstone);
-            }
-            Forgetting::Events(events) => self.remove(events),
-            Forgetting::DropTombstone { job, events } => {
-                self.remove(events);
-                self.tombstones.borrow_mut().remove(job);
-            }
-        }
+        self.remove(forgetting.events());
+        forgetting.apply_to(&mut self.tombstones.borrow_mut());
     }
 }
 

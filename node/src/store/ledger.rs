@@ -263,33 +263,20 @@ impl LedgerStore {
     /// a flush of its own: a removal lost to a crash is found again at the
     /// next start (the core names stored events of forgotten jobs).
     pub fn forget(&self, forgetting: &Forgetting) -> Result<()> {
-        match forgetting {
-            Forgetting::Job {
-                job,
-                tombstone,
-                events,
-                ..
-            } => {
-                self.remove(events)?;
-                let value = peerbatch_protocol::codec::encode(tombstone);
-                self.with(|open| {
-                    open.forgotten
-                        .insert(job.0, value)
-                        .context("writing a tombstone")?;
-                    Ok(())
-                })
+        self.remove(forgetting.events())?;
+        let Some((job, tombstone)) = forgetting.tombstone() else {
+            return Ok(());
+        };
+        self.with(|open| {
+            match tombstone {
+                Some(t) => open
+                    .forgotten
+                    .insert(job.0, peerbatch_protocol::codec::encode(&t)),
+                None => open.forgotten.remove(job.0),
             }
-            Forgetting::Events(events) => self.remove(events),
-            Forgetting::DropTombstone { job, events } => {
-                self.remove(events)?;
-                self.with(|open| {
-                    open.forgotten
-                        .remove(job.0)
-                        .context("removing a tombstone")?;
-                    Ok(())
-                })
-            }
-        }
+            .context("writing a tombstone")?;
+            Ok(())
+        })
     }
 
     fn remove(&self, ids: &[EventId]) -> Result<()> {
@@ -429,6 +416,47 @@ mod tests {
         assert_eq!(found, want);
         assert_eq!(store.job_events(&b), [new_b.1]);
         assert!(store.job_events(&JobId([9; 8])).is_empty());
+        drop(store);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_forgotten_jobs_events_leave_the_database_and_its_tombstone_survives_a_reopen() {
+        use peerbatch_protocol::ledger::JobOutcome;
+        let root = scratch("forget");
+        let db = root.join("db");
+        let (a, b) = (JobId([1; 8]), JobId([2; 8]));
+        let (gone, stays) = (claim(a, 0), claim(b, 0));
+        let tombstone = Tombstone {
+            until_ms: 42,
+            outcome: JobOutcome::Succeeded,
+        };
+        {
+            let (store, _) = LedgerStore::open(&db).unwrap();
+            store.put_batch(&[gone.clone(), stays.clone()]).unwrap();
+            let bytes = store.event_bytes();
+            store
+                .forget(&Forgetting::Job {
+                    job: a,
+                    tombstone,
+                    events: vec![gone.0],
+                    blobs: Vec::new(),
+                })
+                .unwrap();
+            assert_eq!(store.event_bytes(), bytes - gone.1.len() as u64);
+        }
+        let (store, _) = LedgerStore::open(&db).unwrap();
+        assert_eq!(store.load_all().unwrap().0, std::slice::from_ref(&stays.1));
+        assert!(store.job_events(&a).is_empty());
+        assert_eq!(store.job_events(&b), [stays.1]);
+        assert_eq!(store.tombstones(), [(a, tombstone)]);
+        store
+            .forget(&Forgetting::DropTombstone {
+                job: a,
+                events: Vec::new(),
+            })
+            .unwrap();
+        assert!(store.tombstones().is_empty());
         drop(store);
         std::fs::remove_dir_all(root).unwrap();
     }

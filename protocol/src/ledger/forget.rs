@@ -16,7 +16,7 @@
 
 use super::{job_id_for, JobOutcome, Ledger};
 use crate::event::{Event, EventBody};
-use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
+use crate::ids::{BlobId, EventId, JobId, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -157,22 +157,7 @@ impl Ledger {
         self.cancelled.remove(&job);
         self.failed_jobs.remove(&job);
         self.sealed.remove(&job);
-        let tasks: Vec<TaskRef> = self
-            .facts
-            .range(TaskRef::all_of(job))
-            .map(|(t, _)| *t)
-            .collect();
-        for task in tasks {
-            self.facts.remove(&task);
-        }
-        let gangs: Vec<TaskRef> = self
-            .gangs
-            .range(TaskRef::all_of(job))
-            .map(|(t, _)| *t)
-            .collect();
-        for task in gangs {
-            self.gangs.remove(&task);
-        }
+        self.drop_task_facts(job);
         self.forgotten.insert(job, tombstone);
         let mut gone: BTreeSet<EventId> = self.job_events.remove(&job).unwrap_or_default();
         for (id, event) in stored {

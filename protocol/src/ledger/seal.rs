@@ -43,24 +43,22 @@ impl Ledger {
             outcome: self.job_outcome(&job, 0),
             digest: views_digest(&views),
         };
-        let tasks: Vec<TaskRef> = self
-            .facts
-            .range(TaskRef::all_of(job))
-            .map(|(t, _)| *t)
-            .collect();
+        self.drop_task_facts(job);
+        self.sealed.insert(job, outcome);
+        true
+    }
+
+    /// Drops the facts and gang steps of `job`'s tasks.
+    pub(super) fn drop_task_facts(&mut self, job: JobId) {
+        let all = TaskRef::all_of(job);
+        let tasks: Vec<TaskRef> = self.facts.range(all.clone()).map(|(t, _)| *t).collect();
         for task in tasks {
             self.facts.remove(&task);
         }
-        let gangs: Vec<TaskRef> = self
-            .gangs
-            .range(TaskRef::all_of(job))
-            .map(|(t, _)| *t)
-            .collect();
+        let gangs: Vec<TaskRef> = self.gangs.range(all).map(|(t, _)| *t).collect();
         for task in gangs {
             self.gangs.remove(&task);
         }
-        self.sealed.insert(job, outcome);
-        true
     }
 
     /// Brings a sealed job's task facts back from `events` (its stored

@@ -176,3 +176,24 @@ pub fn state(node: &Node, t: TaskRef) -> (TaskState, u32, Option<NodeId>) {
     let v = node.core.view(t).expect("a known task");
     (v.state, v.attempt, v.node)
 }
+
+/// Runs every attempt a lone node starts to `outcome` until `job` has no
+/// task left; returns the time then.
+pub fn run_to_end(a: &mut Node, job: JobId, outcome: Outcome) -> u64 {
+    let total = a.core.ledger().job(&job).expect("a known job").task_count;
+    let (mut now, mut done) = (0, 0);
+    while a.core.progress(&job).done() < total {
+        let runs = a.runs();
+        if done < runs.len() {
+            let (t, attempt) = runs[done];
+            done += 1;
+            now += 1;
+            a.exit(now, t, attempt, outcome.clone());
+        } else {
+            now = a.core.poll_timeout().expect("a timer").0.max(now);
+            a.timeout(now);
+        }
+        assert!(now < 600_000, "stuck: {:?}", a.core.progress(&job));
+    }
+    now
+}
