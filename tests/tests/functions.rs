@@ -36,8 +36,13 @@ fn deploy(node: &Node, name: &str, dir: &Path, extra: &[&str]) {
 /// An HTTP call of `/fn/PATH` on `node`'s API with its token: status,
 /// `Retry-After` and body.
 fn call(node: &Node, path: &str, body: &str) -> (u16, Option<String>, String) {
-    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
-    let token = std::fs::read_to_string(node.dir.join("token")).unwrap();
+    call_dir(&node.dir, path, body)
+}
+
+/// [`call`] on the node of data dir `dir`.
+fn call_dir(dir: &Path, path: &str, body: &str) -> (u16, Option<String>, String) {
+    let api = std::fs::read_to_string(dir.join("api")).unwrap();
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
     let answer = ureq::post(&format!("http://{}/fn/{path}", api.trim()))
         .set("authorization", &format!("Bearer {}", token.trim()))
         .send_string(body);
@@ -176,4 +181,73 @@ fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
     });
     assert_eq!(status, 503);
     assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+}
+
+/// Deploys `name` on node 1 with a handler that notes where it runs, then
+/// takes 5 s to answer, and drains node 1, so its calls go elsewhere;
+/// starts a call on node 1 and kills -9 the node that runs it. Answers the
+/// call's status and body, and the killed node's peer id.
+fn kill_the_runner(cluster: &mut Cluster, name: &str, extra: &[&str]) -> (u16, String, String) {
+    let mark = cluster.tmp.path().join(format!("{name}.ran"));
+    let command = format!(
+        "echo $PEERBATCH_NODE >> {}; sleep 5; echo answered by $PEERBATCH_NODE",
+        mark.display()
+    );
+    let dir = bundle(cluster, name, "unused");
+    let mut args = vec![
+        "fn",
+        "deploy",
+        name,
+        dir.to_str().unwrap(),
+        "--command",
+        &command,
+    ];
+    args.extend(extra);
+    let n1 = &cluster.nodes[0];
+    ok(&n1.cli(&args), "fn deploy");
+    let id = n1.peer_id();
+    ok(&n1.cli(&["node", "drain", &id]), "node drain");
+    for node in &cluster.nodes[1..] {
+        wait_for(
+            "node 1's drain to be announced",
+            Duration::from_secs(90),
+            || {
+                let nodes = node.json(&["nodes", "--json"]);
+                let n1 = nodes.as_array()?.iter().find(|n| n["id"] == id.as_str())?;
+                (n1["draining"] == true).then_some(())
+            },
+        );
+    }
+    wait_for("node 1 to be unavailable", Duration::from_secs(90), || {
+        n1.status()["unavailable"].as_str().map(drop)
+    });
+    let (dir, path) = (n1.dir.clone(), name.to_string());
+    let caller = std::thread::spawn(move || call_dir(&dir, &path, ""));
+    let runner = wait_for("the handler to start", Duration::from_secs(90), || {
+        let text = std::fs::read_to_string(&mark).ok()?;
+        text.lines().next().map(str::to_string)
+    });
+    let victim = (cluster.nodes.iter_mut())
+        .find(|n| n.peer_id() == runner)
+        .expect("the handler runs on a node of the cluster");
+    victim.kill9();
+    let (status, _, body) = caller.join().unwrap();
+    (status, body, runner)
+}
+
+#[test]
+fn a_call_whose_node_is_killed_is_answered_by_another_node_or_with_no_retry_gets_502() {
+    let mut cluster = Cluster::start(3, FAST);
+    let (status, body, killed) = kill_the_runner(&mut cluster, "again", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("answered by "), "{body}");
+    assert!(!body.contains(&killed), "{body}");
+
+    let mut cluster = Cluster::start(3, FAST);
+    let (status, body, killed) = kill_the_runner(&mut cluster, "once", &["--no-retry"]);
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&format!("node {killed} did not answer")),
+        "{body}"
+    );
 }
