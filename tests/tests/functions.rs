@@ -67,6 +67,26 @@ fn wait_answer(node: &Node, path: &str, want: &str) -> String {
     )
 }
 
+/// Drains `nodes[i]` from itself and waits until it is unavailable and
+/// every other node sees its announce say so; answers its peer id.
+fn drain(nodes: &[Node], i: usize) -> String {
+    let id = nodes[i].peer_id();
+    ok(&nodes[i].cli(&["node", "drain", &id]), "node drain");
+    for (_, node) in nodes.iter().enumerate().filter(|(k, _)| *k != i) {
+        wait_for("the drain to be announced", Duration::from_secs(90), || {
+            let list = node.json(&["nodes", "--json"]);
+            let it = list.as_array()?.iter().find(|n| n["id"] == id.as_str())?;
+            (it["draining"] == true).then_some(())
+        });
+    }
+    wait_for(
+        "the node to be unavailable",
+        Duration::from_secs(90),
+        || nodes[i].status()["unavailable"].as_str().map(drop),
+    );
+    id
+}
+
 #[test]
 fn a_python_function_deployed_on_node_1_answers_an_http_call_on_node_3() {
     let cluster = Cluster::start(3, FAST);
@@ -146,21 +166,7 @@ fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
     deploy(n1, "where", &bundle(&cluster, "b", "hi"), &[]);
     wait_answer(n3, "where", "hi world");
 
-    let drained = n3.peer_id();
-    ok(&n3.cli(&["node", "drain", &drained]), "node drain");
-    for node in [n1, n2] {
-        wait_for("the drain to be announced", Duration::from_secs(90), || {
-            let nodes = node.json(&["nodes", "--json"]);
-            let n3 = nodes
-                .as_array()?
-                .iter()
-                .find(|n| n["id"] == drained.as_str())?;
-            (n3["draining"] == true).then_some(())
-        });
-    }
-    wait_for("node 3 to be unavailable", Duration::from_secs(90), || {
-        n3.status()["unavailable"].as_str().map(drop)
-    });
+    let drained = drain(&cluster.nodes, 2);
     for _ in 0..6 {
         let (status, _, body) = call(n3, "where", "world");
         assert_eq!(status, 200, "{body}");
@@ -205,22 +211,7 @@ fn kill_the_runner(cluster: &mut Cluster, name: &str, extra: &[&str]) -> (u16, S
     args.extend(extra);
     let n1 = &cluster.nodes[0];
     ok(&n1.cli(&args), "fn deploy");
-    let id = n1.peer_id();
-    ok(&n1.cli(&["node", "drain", &id]), "node drain");
-    for node in &cluster.nodes[1..] {
-        wait_for(
-            "node 1's drain to be announced",
-            Duration::from_secs(90),
-            || {
-                let nodes = node.json(&["nodes", "--json"]);
-                let n1 = nodes.as_array()?.iter().find(|n| n["id"] == id.as_str())?;
-                (n1["draining"] == true).then_some(())
-            },
-        );
-    }
-    wait_for("node 1 to be unavailable", Duration::from_secs(90), || {
-        n1.status()["unavailable"].as_str().map(drop)
-    });
+    drain(&cluster.nodes, 0);
     let (dir, path) = (n1.dir.clone(), name.to_string());
     let caller = std::thread::spawn(move || call_dir(&dir, &path, ""));
     let runner = wait_for("the handler to start", Duration::from_secs(90), || {
