@@ -1,11 +1,11 @@
 //! The executor: runs task attempts.
 //!
-//! Owns per-attempt directories (a fresh working directory for each
-//! attempt, removed after it, with the capture files beside it where the
-//! task cannot reach them), the `PEERBATCH_*` environment of a task, and
-//! turning an attempt's end into a result: outputs and captured streams
-//! stored as blobs. Staging inputs, packages and outputs is `stage`'s;
-//! running the process, its limits and killing its tree are `sandbox`'s.
+//! Owns an attempt's course (its directory, staging, running, collecting),
+//! the `PEERBATCH_*` environment of a task, and turning an attempt's end
+//! into a result: outputs and captured streams stored as blobs. Making and
+//! removing working directories is `workdir`'s; staging inputs, packages
+//! and outputs is `stage`'s; running the process, its limits and killing
+//! its tree are `sandbox`'s.
 //! Must not decide what to run or when; the protocol core does, through
 //! the driver.
 
@@ -14,11 +14,11 @@ use crate::live_logs::{LiveLogs, Tap};
 use crate::sandbox::{Run, Sandbox};
 use crate::stage::{StagedInput, Stager};
 use crate::store::blobs::BlobStore;
+use crate::workdir::{AttemptDir, Finished, WorkDirs};
 use libp2p::PeerId;
 use peerbatch_protocol::exit::{verdict, Verdict};
 use peerbatch_protocol::{BlobId, Command, Outcome, ResolvedTask, TaskRef, TaskResult};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,86 +51,9 @@ pub struct GangEnv {
     pub node_ids: Vec<String>,
 }
 
-/// One attempt's files: its working directory `WORK/N`, made fresh for it
-/// (no earlier task's leftover process can be in it) and given to the task
-/// account, and beside it, the node's, where long captures spill and the
-/// links to its packages (made only when it has some). A function's
-/// invocation (`functions::runtime`) runs in one too.
-pub(crate) struct AttemptDir {
-    pub(crate) dir: PathBuf,
-    pub(crate) stdout: PathBuf,
-    pub(crate) stderr: PathBuf,
-    /// `$PEERBATCH_PACKAGES`: links to unpacked packages.
-    pub(crate) packages: PathBuf,
-    /// Where the working directory goes once the attempt ended, to be
-    /// removed from there.
-    gone: PathBuf,
-}
-
-/// Under `WORK`: working directories of ended attempts being removed.
-const GONE: &str = ".gone";
-
-impl AttemptDir {
-    pub(crate) fn create(root: &Path, n: u64, sandbox: &Sandbox) -> Result<AttemptDir, String> {
-        let dir = root.join(n.to_string());
-        let made = match sandbox.make_fresh_dir(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                make_root(root).and_then(|()| sandbox.make_fresh_dir(&dir))
-            }
-            made => made,
-        };
-        made.map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let beside = |what: &str| root.join(format!("{n}.{what}"));
-        Ok(AttemptDir {
-            stdout: beside("stdout"),
-            stderr: beside("stderr"),
-            packages: beside("packages"),
-            gone: root.join(GONE).join(n.to_string()),
-            dir,
-        })
-    }
-
-    /// Takes the working directory out of the task's reach at once (a
-    /// rename) and removes it, and the package links if the attempt had
-    /// any, on a blocking thread: freeing a directory's block waits for the
-    /// disk (a discard, on some), which must not hold up a runtime worker.
-    pub(crate) fn remove(self, had_packages: bool) {
-        let dir = match std::fs::rename(&self.dir, &self.gone) {
-            Ok(()) => self.gone,
-            Err(e) => {
-                tracing::warn!("cannot move {}: {e}", self.dir.display());
-                self.dir
-            }
-        };
-        let packages = had_packages.then_some(self.packages);
-        tokio::task::spawn_blocking(move || {
-            let removed = std::fs::remove_dir(&dir).or_else(|e| match e.kind() {
-                std::io::ErrorKind::DirectoryNotEmpty => std::fs::remove_dir_all(&dir),
-                _ => Err(e),
-            });
-            if let Err(e) = removed {
-                tracing::warn!("cannot remove {}: {e}", dir.display());
-            }
-            if let Some(links) = packages {
-                if let Err(e) = std::fs::remove_dir_all(&links) {
-                    tracing::warn!("cannot remove {}: {e}", links.display());
-                }
-            }
-        });
-    }
-}
-
-/// `WORK`, the node's, which tasks may traverse but not list or write, with
-/// [`GONE`] in it, private to the node.
-fn make_root(root: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(root.join(GONE))?;
-    std::fs::set_permissions(root.join(GONE), std::fs::Permissions::from_mode(0o700))?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
-}
-
 #[derive(Clone)]
 pub struct Executor {
-    work_root: PathBuf,
+    dirs: WorkDirs,
     blobs: BlobStore,
     stager: Stager,
     jobprep: JobPrep,
@@ -150,6 +73,8 @@ struct Ended {
     outputs: Option<BlobId>,
     stdout: Option<BlobId>,
     stderr: Option<BlobId>,
+    /// No process of the attempt is left (see [`crate::sandbox::Ran`]).
+    tree_gone: bool,
 }
 
 impl Executor {
@@ -164,7 +89,7 @@ impl Executor {
     ) -> Executor {
         let blobs_for_live = blobs.clone();
         Executor {
-            work_root,
+            dirs: WorkDirs::new(work_root),
             blobs,
             stager,
             jobprep,
@@ -197,11 +122,15 @@ impl Executor {
         let started = Instant::now();
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let taps = self.live.open(a.task, a.attempt);
-        let ended = match AttemptDir::create(&self.work_root, n, &self.sandbox) {
+        let ended = match self.dirs.create(n, &self.sandbox) {
             Err(e) => self.not_started(e),
             Ok(d) => {
                 let ended = self.run_in(&a, &d, kill, taps).await;
-                d.remove(!a.spec.packages.is_empty());
+                let how = Finished {
+                    had_packages: !a.spec.packages.is_empty(),
+                    tree_gone: ended.tree_gone,
+                };
+                self.dirs.finish(d, how);
                 ended
             }
         };
@@ -224,6 +153,7 @@ impl Executor {
             outcome: Outcome::FailedToStart(e),
             outputs: None,
             stdout: None,
+            tree_gone: false,
         }
     }
 
@@ -271,6 +201,7 @@ impl Executor {
             outputs,
             stdout: crate::captures::keep(&self.blobs, ran.stdout),
             stderr: crate::captures::keep(&self.blobs, ran.stderr),
+            tree_gone: ran.tree_gone,
         }
     }
 

@@ -60,3 +60,4 @@ mod transfer_bench;
 mod transfer_stats;
 mod waiting;
 mod wallclock;
+mod workdir;

@@ -168,6 +168,10 @@ pub struct Ran {
     pub outcome: Outcome,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// Every process the command started is known to have ended: its
+    /// process group was empty, none had left it, and its cgroup (if any)
+    /// was removed. Nothing of it can still be in its working directory.
+    pub tree_gone: bool,
 }
 
 /// Bytes of a stream held in memory; a longer one goes to its capture
@@ -352,6 +356,7 @@ impl Sandbox {
             outcome: Outcome::Exited(-1),
             stdout: Captured::Memory(Vec::new()),
             stderr: Captured::Memory(Vec::new()),
+            tree_gone: false,
         };
         let cgroup = match &self.cgroups {
             Some(c) => match c.task(run.memory_mb, self.max_processes) {
@@ -370,7 +375,8 @@ impl Sandbox {
                 return ran;
             }
         };
-        ran.outcome = self.wait(pid, cgroup.as_ref(), run.limit_ms, kill).await;
+        let escaped;
+        (ran.outcome, escaped) = self.wait(pid, cgroup.as_ref(), run.limit_ms, kill).await;
         [ran.stdout, ran.stderr] = captures.finish().await;
         if let (Outcome::TimedOut, Some(ms)) = (&ran.outcome, run.limit_ms) {
             ran.stderr.append(&format!(
@@ -378,9 +384,8 @@ impl Sandbox {
                 duration_text(ms)
             ));
         }
-        if let Some(c) = cgroup {
-            c.remove();
-        }
+        let cgroup_gone = cgroup.is_none_or(TaskCgroup::remove);
+        ran.tree_gone = !escaped && cgroup_gone && group_is_empty(pid);
         ran
     }
 
@@ -435,14 +440,15 @@ impl Sandbox {
     }
 
     /// Waits for the process to end, by itself, at its limit or on `kill`;
-    /// then kills its whole tree and reaps it.
+    /// then kills its whole tree and reaps it. Also says whether any
+    /// process had left the tree's process group (see [`Sandbox::ended`]).
     async fn wait(
         &self,
         pid: i32,
         cgroup: Option<&TaskCgroup>,
         limit_ms: Option<u64>,
         kill: oneshot::Receiver<()>,
-    ) -> Outcome {
+    ) -> (Outcome, bool) {
         let limit = async {
             match limit_ms {
                 Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -462,11 +468,11 @@ impl Sandbox {
             None => exited.await,
         };
         // Exited, so reaping does not block.
-        let outcome = self.ended(pid, exited.and_then(|()| spawn::reap(pid)));
+        let (outcome, escaped) = self.ended(pid, exited.and_then(|()| spawn::reap(pid)));
         if timed_out {
-            Outcome::TimedOut
+            (Outcome::TimedOut, escaped)
         } else {
-            outcome
+            (outcome, escaped)
         }
     }
 
@@ -475,24 +481,36 @@ impl Sandbox {
     }
 
     /// Records the end of `pid`; without cgroups, kills and reaps orphans
-    /// that left their process group (they were re-parented to the node).
-    fn ended(&self, pid: i32, status: std::io::Result<std::process::ExitStatus>) -> Outcome {
-        {
+    /// that left their process group (they were re-parented to the node),
+    /// and says whether there were any: their own children may outlive
+    /// them for a moment.
+    fn ended(
+        &self,
+        pid: i32,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) -> (Outcome, bool) {
+        let escaped = {
             let mut running = self.lock_running();
             running.remove(&pid);
-            if self.cgroups.is_none() {
-                sweep_orphans(&running);
-            }
-        }
-        match status {
+            self.cgroups.is_none() && sweep_orphans(&running) > 0
+        };
+        let outcome = match status {
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => Outcome::Exited(code),
                 (None, Some(sig)) => Outcome::Signaled(sig),
                 (None, None) => Outcome::Exited(-1),
             },
             Err(e) => Outcome::FailedToStart(format!("waiting for the process failed: {e}")),
-        }
+        };
+        (outcome, escaped)
     }
+}
+
+/// Whether no process is left in the process group `pgid`.
+fn group_is_empty(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group has a member.
+    let sent = unsafe { libc::kill(-pgid, 0) };
+    sent == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// A wall-clock limit as a user wrote it: `90s`, `2m`, `1h`, `1500ms`.
@@ -712,14 +730,16 @@ fn kill_tree(pid: i32, cgroup: Option<&Path>) {
     }
 }
 
-/// Kills and reaps the node's children that are no running command's own
-/// (without cgroups, a task's processes that left its process group come
+/// Kills and reaps the node's children that are no running command's own,
+/// with the process groups they made, and returns how many it killed.
+/// Without cgroups, a task's processes that left its process group come
 /// back to the node, which is their child subreaper; the kernel hands them
-/// to the main thread, whose children are only such orphans).
-fn sweep_orphans(running: &BTreeSet<i32>) {
+/// to the main thread, whose children are only such orphans.
+fn sweep_orphans(running: &BTreeSet<i32>) -> usize {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let children = fs::read_to_string(format!("/proc/self/task/{me}/children")).unwrap_or_default();
+    let mut killed = 0;
     for pid in children
         .split_whitespace()
         .filter_map(|p| p.parse::<i32>().ok())
@@ -732,12 +752,18 @@ fn sweep_orphans(running: &BTreeSet<i32>) {
         if running.contains(&pid) || pgrp.is_some_and(|g| running.contains(&g)) {
             continue;
         }
-        // SAFETY: `pid` is our own child, not reaped.
+        // SAFETY: `pid` is our own child, not reaped; its group is neither
+        // a running command's nor the node's own.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
+            if let Some(g) = pgrp.filter(|&g| g != libc::getpgrp()) {
+                libc::killpg(g, libc::SIGKILL);
+            }
         }
         tokio::task::spawn_blocking(move || spawn::reap(pid));
+        killed += 1;
     }
+    killed
 }
 
 /// This node's cgroup v2 subtree: one child cgroup per running command.
@@ -820,11 +846,11 @@ impl Cgroups {
 
 impl TaskCgroup {
     /// Removes the cgroup once its killed processes are gone: at once if
-    /// they are, else in the background, so the command's slot is not
-    /// held while the kernel finishes them off.
-    fn remove(self) {
+    /// they are (then true), else in the background, so the command's
+    /// slot is not held while the kernel finishes them off.
+    fn remove(self) -> bool {
         if fs::remove_dir(&self.dir).is_ok() {
-            return;
+            return true;
         }
         tokio::spawn(async move {
             for _ in 0..200 {
@@ -836,6 +862,7 @@ impl TaskCgroup {
             }
             tracing::warn!("cannot remove cgroup {}", self.dir.display());
         });
+        false
     }
 }
 

@@ -174,6 +174,55 @@ fn each_attempt_gets_a_fresh_empty_working_directory_that_is_removed_after() {
     assert_eq!(dirs.len(), 3, "attempts shared a directory: {dirs:?}");
 }
 
+/// The node keeps an ended attempt's empty directory for a later attempt
+/// only when none of its processes can be left: here the task's shell
+/// starts a new session whose own child starts another (closing its
+/// output, as daemons do), so killing the first runaway leaves the second
+/// alive a moment, and it writes into the directory it started in.
+#[test]
+fn a_process_that_escaped_its_task_never_writes_into_a_later_tasks_directory() {
+    let cluster = Cluster::start(1, ONE_SLOT);
+    let node = &cluster.nodes[0];
+    let escape = cluster.file(
+        "escape.toml",
+        r#"[[tasks]]
+id = "escape"
+command = """setsid sh -c 'setsid sh -c "sleep 2; echo late > late.txt" >/dev/null 2>&1 & sleep 30' & sleep 0.5"""
+"#,
+    );
+    let (_, list) = run_job(node, &escape);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let next = cluster.file(
+        "next.toml",
+        "[[tasks]]\nid = \"next\"\ncommand = \"sleep 4; ls -A\"\n",
+    );
+    let (job, list) = run_job(node, &next);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    assert_eq!(
+        logs(node, &job, "next", &[]),
+        "",
+        "the next task's directory held another task's file"
+    );
+}
+
+#[test]
+fn a_task_that_opens_its_directory_to_everyone_leaves_the_next_one_private() {
+    let cluster = Cluster::start(1, ONE_SLOT);
+    let node = &cluster.nodes[0];
+    let open = cluster.file(
+        "open.toml",
+        "[[tasks]]\nid = \"open\"\ncommand = \"chmod 777 .\"\n",
+    );
+    let (_, list) = run_job(node, &open);
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    let next = cluster.file(
+        "mode.toml",
+        "[[tasks]]\nid = \"mode\"\ncommand = \"stat -c %a .\"\n",
+    );
+    let (job, _) = run_job(node, &next);
+    assert_eq!(logs(node, &job, "mode", &[]), "700");
+}
+
 #[test]
 fn stdout_beyond_the_cap_is_cut_with_a_mark_saying_so() {
     let cluster = Cluster::start(1, &[FAST, &["--max-log", "1MiB"]].concat());

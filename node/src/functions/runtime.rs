@@ -1,7 +1,7 @@
 //! Running one invocation of a function version on this node.
 //!
 //! Owns how many invocations run here at once, and one invocation's run: a
-//! fresh working directory (the executor's `AttemptDir`) holding the
+//! fresh working directory (a `workdir::AttemptDir`) holding the
 //! version's bundle (staged as a task's input is: fetched once per node,
 //! hard-linked in), the request body on stdin, the call in `PEERBATCH_FN_*`
 //! variables, the time-out, and turning how the handler ended into a
@@ -10,9 +10,9 @@
 //! choose where a call runs (`route`) nor read the ledger.
 
 use super::{Call, Reply, MAX_BODY_BYTES};
-use crate::exec::AttemptDir;
 use crate::sandbox::{duration_text, Captured, Run, Sandbox};
 use crate::stage::{StagedInput, Stager};
+use crate::workdir::{AttemptDir, Finished, WorkDirs};
 use libp2p::PeerId;
 use peerbatch_protocol::function::Version;
 use peerbatch_protocol::Outcome;
@@ -29,8 +29,8 @@ const LOGGED_STDERR: usize = 4 * 1024;
 pub struct Runtime {
     sandbox: Sandbox,
     stager: Stager,
-    /// Where invocations' working directories go.
-    root: PathBuf,
+    /// Invocations' working directories.
+    dirs: WorkDirs,
     /// Names working directories: unique while the node runs.
     next: Arc<AtomicU64>,
     /// One permit per invocation that may run here at once.
@@ -55,7 +55,7 @@ impl Runtime {
         Runtime {
             sandbox,
             stager,
-            root,
+            dirs: WorkDirs::new(root),
             next: Arc::default(),
             room: Arc::new(Semaphore::new(max_invocations)),
             node,
@@ -94,7 +94,7 @@ impl Runtime {
 
     async fn run(&self, name: &str, version: &Version, call: Call, peers: &[PeerId]) -> Reply {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let d = match AttemptDir::create(&self.root, n, &self.sandbox) {
+        let d = match self.dirs.create(n, &self.sandbox) {
             Ok(d) => d,
             Err(e) => return self.failed(name, version, &e),
         };
@@ -104,7 +104,12 @@ impl Runtime {
             Err(e) => self.failed(name, version, &e),
         };
         let _ = std::fs::remove_file(&stdin);
-        d.remove(false);
+        // Never a spare: the bundle is in it.
+        let how = Finished {
+            had_packages: false,
+            tree_gone: false,
+        };
+        self.dirs.finish(d, how);
         reply
     }
 
