@@ -494,6 +494,9 @@ impl Sandbox {
             running.remove(&pid);
             self.cgroups.is_none() && sweep_orphans(&running) > 0
         };
+        if escaped {
+            self.sweep_again();
+        }
         let outcome = match status {
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => Outcome::Exited(code),
@@ -505,6 +508,28 @@ impl Sandbox {
         (outcome, escaped)
     }
 }
+
+impl Sandbox {
+    /// Sweeps orphans again every [`RESWEEP`] until a sweep finds none (at
+    /// most [`RESWEEPS`] times): the children of a killed orphan come back
+    /// to the node only once it has died.
+    fn sweep_again(&self) {
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            for _ in 0..RESWEEPS {
+                tokio::time::sleep(RESWEEP).await;
+                let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                if sweep_orphans(&running) == 0 {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// How long after killing orphans the node looks for their children.
+const RESWEEP: Duration = Duration::from_millis(50);
+const RESWEEPS: usize = 20;
 
 /// Whether no process is left in the process group `pgid`.
 fn group_is_empty(pgid: i32) -> bool {

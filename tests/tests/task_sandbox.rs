@@ -174,8 +174,9 @@ fn each_attempt_gets_a_fresh_empty_working_directory_that_is_removed_after() {
     assert_eq!(dirs.len(), 3, "attempts shared a directory: {dirs:?}");
 }
 
-/// The node keeps an ended attempt's empty directory for a later attempt
-/// only when none of its processes can be left: here the task's shell
+/// The node kills every process a task left, and keeps an ended attempt's
+/// empty directory for a later attempt only when none can be left: here
+/// the task's shell
 /// starts a new session whose own child starts another (closing its
 /// output, as daemons do), so killing the first runaway leaves the second
 /// alive a moment, and it writes into the directory it started in.
@@ -183,12 +184,14 @@ fn each_attempt_gets_a_fresh_empty_working_directory_that_is_removed_after() {
 fn a_process_that_escaped_its_task_never_writes_into_a_later_tasks_directory() {
     let cluster = Cluster::start(1, ONE_SLOT);
     let node = &cluster.nodes[0];
+    let leak = cluster.tmp.path().join("leak");
     let escape = cluster.file(
         "escape.toml",
-        r#"[[tasks]]
+        &r#"[[tasks]]
 id = "escape"
-command = """setsid sh -c 'setsid sh -c "sleep 2; echo late > late.txt" >/dev/null 2>&1 & sleep 30' & sleep 0.5"""
-"#,
+command = """setsid sh -c 'setsid sh -c "sleep 2; echo late > late.txt; echo alive > LEAK" >/dev/null 2>&1 & sleep 30' & sleep 0.5"""
+"#
+        .replace("LEAK", leak.to_str().unwrap()),
     );
     let (_, list) = run_job(node, &escape);
     assert_eq!(list[0]["state"], "succeeded", "{list}");
@@ -202,6 +205,10 @@ command = """setsid sh -c 'setsid sh -c "sleep 2; echo late > late.txt" >/dev/nu
         logs(node, &job, "next", &[]),
         "",
         "the next task's directory held another task's file"
+    );
+    assert!(
+        !leak.exists(),
+        "the twice-escaped process outlived its task"
     );
 }
 
