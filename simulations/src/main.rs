@@ -5,6 +5,9 @@
 //! `--seeds K` runs S..S+K; any other flag overrides that part of every
 //! drawn config. Exits 1 on the first violation, after shrinking it and
 //! printing the smallest failing config's replay command and trace.
+//! After each run it prints a `scale:` line (messages per node per
+//! simulated second, CPU per simulated second, peak RSS) for the scaling
+//! table in docs/BENCHMARKS.md.
 
 #![forbid(unsafe_code)]
 
@@ -145,9 +148,11 @@ fn main() -> ExitCode {
             }
         };
         println!("run: {cfg}");
+        let cpu_before = cpu_seconds();
         match run(&cfg) {
             Ok(report) => {
                 println!("{report}");
+                print_scale(&report, cpu_seconds().zip(cpu_before).map(|(a, b)| a - b));
                 reports.push(report);
             }
             Err(violation) => {
@@ -169,6 +174,43 @@ fn main() -> ExitCode {
         summarise(&reports);
     }
     ExitCode::SUCCESS
+}
+
+/// The scaling figures of one run: messages each node sent per simulated
+/// second (of them liveness), this run's CPU per simulated second, and the
+/// process's peak RSS so far.
+fn print_scale(report: &Report, cpu: Option<f64>) {
+    let (all, liveness) = report.sent_per_node_second();
+    let simulated = report.end_ms as f64 / 1000.0;
+    let cpu = cpu.map_or("unknown".into(), |c| {
+        format!("{c:.1} s ({:.2} per simulated s)", c / simulated.max(0.001))
+    });
+    let rss = peak_rss_mib().map_or("unknown".into(), |m| format!("{m} MiB"));
+    println!(
+        "scale: {} nodes × {} tasks, {simulated:.1} simulated s: {all:.1} messages per node per \
+         simulated s ({liveness:.1} liveness); CPU {cpu}; peak RSS {rss}",
+        report.nodes, report.tasks
+    );
+}
+
+/// User + system CPU seconds of this process (Linux `/proc`; `None` elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which ends at the last ')'): utime
+    // and stime are the 12th and 13th, in clock ticks of 1/100 s.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Peak resident set of this process in MiB (Linux `/proc`).
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 fn print_trace(trace: &[String]) {

@@ -105,12 +105,25 @@ pub struct Report {
     pub heal_to_converge: Spread,
     /// A hash of everything that happened, equal for equal configs.
     pub run_digest: [u8; 32],
+    /// Simulated ms at the end of the run.
+    pub end_ms: u64,
+    /// Messages the cores sent (a gossip counted once per receiver), and
+    /// of them those that only keep membership (liveness).
+    pub sent: u64,
+    pub sent_liveness: u64,
 }
 
 impl Report {
     /// Attempts started beyond the first of each task (retries included).
     pub fn duplicates(&self) -> u64 {
         self.attempts_started - self.tasks_started
+    }
+
+    /// Messages each node sent per simulated second, on average: all, and
+    /// those that only keep membership.
+    pub fn sent_per_node_second(&self) -> (f64, f64) {
+        let per = |n: u64| n as f64 * 1000.0 / (self.nodes as f64 * self.end_ms.max(1) as f64);
+        (per(self.sent), per(self.sent_liveness))
     }
 
     pub fn duplicates_per_1000(&self) -> f64 {

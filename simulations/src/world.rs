@@ -200,6 +200,9 @@ struct Sim {
     /// Every event's bytes, once some node flushed it.
     vouched: Vouched,
     faulty: Option<Faulty>,
+    /// Messages sent (each gossip receiver counted), and of them liveness.
+    sent: u64,
+    sent_liveness: u64,
 }
 
 impl Sim {
@@ -263,6 +266,8 @@ impl Sim {
             heal_to_converge: Vec::new(),
             vouched,
             faulty: Faulty::of(&cfg, &seeds),
+            sent: 0,
+            sent_liveness: 0,
             cfg,
         }
     }
@@ -859,6 +864,8 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: usize, to: usize, gossip: bool, msg: Rc<Message>) {
+        self.sent += 1;
+        self.sent_liveness += u64::from(is_liveness(&msg));
         for delay in self.net.route(from, to).into_iter().flatten() {
             self.push(
                 self.now + delay,
@@ -1270,6 +1277,9 @@ impl Sim {
             death_to_rerun: Spread::of(&self.death_to_rerun),
             heal_to_converge: Spread::of(&self.heal_to_converge),
             run_digest: self.trace.finish(),
+            end_ms: self.now,
+            sent: self.sent,
+            sent_liveness: self.sent_liveness,
         }
     }
 }
@@ -1297,6 +1307,11 @@ fn link(nodes: &mut [SimNode], rng: &mut SmallRng) {
     for (node, l) in nodes.iter_mut().zip(links) {
         node.links = l.into_iter().collect();
     }
+}
+
+/// Whether `msg` only keeps membership (carries no ledger state).
+fn is_liveness(msg: &Message) -> bool {
+    matches!(msg, Message::Heartbeat)
 }
 
 fn kind(msg: &Message) -> u64 {
