@@ -41,6 +41,10 @@ pub struct SimConfig {
     /// One node is a faulty member: besides running its core, it signs
     /// events it may not write (see `faulty`).
     pub faulty: bool,
+    /// Jobs' retention, when the run forgets them (`None`: kept); each
+    /// node's wall clock is then ahead of the world's by up to the core's
+    /// `forget_margin_ms`.
+    pub retention_ms: Option<u64>,
 }
 
 /// What goes wrong in a run; the default is nothing.
@@ -97,6 +101,7 @@ impl Default for SimConfig {
             core: Config::default(),
             gang: 0,
             faulty: false,
+            retention_ms: None,
         }
     }
 }
@@ -127,7 +132,7 @@ impl SimConfig {
         };
         let lo_task = rng.gen_range(5..=500);
         let lo_delay = rng.gen_range(1..=20);
-        let cfg = SimConfig {
+        let mut cfg = SimConfig {
             seed,
             nodes,
             tasks,
@@ -191,12 +196,31 @@ impl SimConfig {
             },
             // Its own stream too; one seed in two of up to 40 nodes.
             faulty: nodes <= 40 && Stream::Faulty.rng(seed).gen_bool(0.5),
+            retention_ms: None,
         };
-        cfg.checked_per_step_if_small()
+        // Forgetting in one seed in two of up to 40 nodes, its own stream:
+        // a retention past the fault window, so that every node has every
+        // result of a job before any forgets it (a node away longer than
+        // a retention keeps a job it saw unfinished: see ARCHITECTURE.md).
+        let mut forget = Stream::Forget.rng(seed);
+        if nodes <= 40 && forget.gen_bool(0.5) {
+            let window = cfg.fault_window_ms;
+            cfg.retention_ms = Some(forget.gen_range(window..=2 * window));
+        }
+        cfg.with_forgetting().checked_per_step_if_small()
     }
 
     /// Turns on the per-step checks when the run is small enough for them
     /// (nodes × tasks ≤ 5,000): each costs O(tasks).
+    /// A short clock-skew margin when the run forgets jobs (the default,
+    /// five minutes, would outlast the run).
+    pub fn with_forgetting(mut self) -> SimConfig {
+        if self.retention_ms.is_some() {
+            self.core.forget_margin_ms = 1_000;
+        }
+        self
+    }
+
     pub fn checked_per_step_if_small(self) -> SimConfig {
         SimConfig {
             check_every_step: self.nodes as u64 * u64::from(self.tasks) <= 5_000,
@@ -257,7 +281,7 @@ impl fmt::Display for SimConfig {
             "--seed {} --nodes {} --tasks {} --jobs {} --max-retries {} --fail {} \
              --task-ms {}-{} --cancels {} --loss {} --dup {} --reorder {} --reorder-ms {} \
              --delay-ms {}-{} --partitions {} --crashes {} --wipes {} --clock-jumps {} \
-             --skew-ppm {} --flush-ms {} --fault-window-ms {} --slots {} --gang {} --faulty {}{}",
+             --skew-ppm {} --flush-ms {} --fault-window-ms {} --slots {} --gang {} --faulty {} --retention-ms {}{}",
             self.seed,
             self.nodes,
             self.tasks,
@@ -283,6 +307,7 @@ impl fmt::Display for SimConfig {
             self.core.slots,
             self.gang,
             u8::from(self.faulty),
+            self.retention_ms.unwrap_or(0),
             if self.check_every_step {
                 " --check-every-step"
             } else {

@@ -1,4 +1,4 @@
-//! The checks of DESIGN.md's invariants 2–7 on the simulated nodes.
+//! The checks of DESIGN.md's invariants 2–8 on the simulated nodes.
 //!
 //! Owns what a node has shown so far (for monotonicity) and the checks:
 //! per node (each core's cached views equal the pure fold of its ledger;
@@ -25,6 +25,8 @@ struct Seen {
 pub struct Watch {
     seen: BTreeMap<JobId, Vec<Seen>>,
     done: BTreeMap<JobId, u32>,
+    /// Jobs the node forgot (invariant 8): never shown again.
+    forgot: BTreeSet<JobId>,
 }
 
 /// A submitted job: its id, task count and max retries.
@@ -38,7 +40,12 @@ pub struct Job {
 impl Watch {
     /// Cheap, after every input: terminal counts per job never drop.
     pub fn check_counts(&mut self, core: &Core<SimStore>, jobs: &[Job]) -> Result<(), String> {
-        for job in jobs {
+        if let Some(back) = self.forgot.iter().find(|j| core.ledger().job(j).is_some()) {
+            return Err(format!(
+                "forgetting: job {back} came back after it was forgotten"
+            ));
+        }
+        for job in jobs.iter().filter(|j| !self.forgot.contains(&j.id)) {
             let done = core.progress(&job.id).done();
             let before = self.done.insert(job.id, done).unwrap_or(0);
             if done < before {
@@ -54,7 +61,7 @@ impl Watch {
     /// Per task: the cached view is the fold's, terminal states stay
     /// terminal, live attempts only grow and stay within max retries.
     pub fn check_tasks(&mut self, core: &Core<SimStore>, jobs: &[Job]) -> Result<(), String> {
-        for job in jobs {
+        for job in jobs.iter().filter(|j| !self.forgot.contains(&j.id)) {
             let seen_job = self
                 .seen
                 .entry(job.id)
@@ -102,6 +109,20 @@ impl Watch {
         Ok(())
     }
 
+    /// The node forgot `job`: nothing live is forgotten, so every one of
+    /// its tasks was last shown terminal.
+    pub fn forgotten(&mut self, job: &Job) -> Result<(), String> {
+        let done = self.done.get(&job.id).copied().unwrap_or(0);
+        if done < job.tasks {
+            return Err(format!(
+                "forgetting: job {} forgotten with {done} of its {} tasks terminal",
+                job.id, job.tasks
+            ));
+        }
+        self.forgot.insert(job.id);
+        Ok(())
+    }
+
     /// Forgets what was shown (the node's storage was wiped).
     pub fn forget(&mut self) {
         *self = Watch::default();
@@ -111,6 +132,8 @@ impl Watch {
     /// shown from writes lost before their flush may go.
     pub fn rebase(&mut self, restarted: &Core<SimStore>, jobs: &[Job]) {
         self.forget();
+        // What it forgot durably stays forgotten.
+        self.forgot = restarted.ledger().tombstones().map(|(j, _)| *j).collect();
         // Cannot fail on a fresh watch: nothing was seen before.
         let _ = self.check_counts(restarted, jobs);
         let _ = self.check_tasks(restarted, jobs);
@@ -192,14 +215,22 @@ pub fn check_convergence(cores: &[(usize, &Core<SimStore>)]) -> Result<(), Strin
 }
 
 /// The end state, every node live with the same events: every task
-/// terminal with one canonical result, the same on every node.
+/// terminal with one canonical result, the same on every node that has
+/// not forgotten its job.
 pub fn check_end(
     cores: &[&Core<SimStore>],
     jobs: &[Job],
     may_fail: impl Fn(&Job) -> bool,
 ) -> Result<(), String> {
-    let first = cores[0];
     for job in jobs {
+        let knowing: Vec<&Core<SimStore>> = cores
+            .iter()
+            .copied()
+            .filter(|c| !c.ledger().is_forgotten(&job.id))
+            .collect();
+        let Some(first) = knowing.first().copied() else {
+            continue;
+        };
         let views = first.views(job.id);
         if views.len() != job.tasks as usize {
             return Err(format!(
@@ -224,7 +255,7 @@ pub fn check_end(
                 return Err(format!("canonical: {:?} ended as {v:?}", v.task));
             }
         }
-        for (i, core) in cores.iter().enumerate() {
+        for (i, core) in knowing.iter().enumerate() {
             let theirs = core.views(job.id);
             if let Some((v, t)) = views.iter().zip(&theirs).find(|(v, t)| v != t) {
                 return Err(format!(

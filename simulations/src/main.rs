@@ -19,7 +19,7 @@ const USAGE: &str = "usage: peerbatch-simulations --seed S [--seeds K] [--calm] 
 [--shrink-secs N] [--nodes N] [--tasks T] [--jobs J] [--max-retries R] [--fail P] \
 [--task-ms MIN-MAX] [--cancels C] [--loss P] [--dup P] [--reorder P] [--reorder-ms MS] \
 [--delay-ms MIN-MAX] [--partitions P] [--crashes C] [--wipes W] [--clock-jumps J] \
-[--skew-ppm PPM] [--flush-ms MS] [--fault-window-ms MS] [--slots S] [--gang N] [--faulty 0|1] [--check-every-step]";
+[--skew-ppm PPM] [--flush-ms MS] [--fault-window-ms MS] [--slots S] [--gang N] [--faulty 0|1] [--retention-ms MS (0: keep jobs)] [--check-every-step]";
 
 /// Lines of a failing run's trace printed: its faults, submits, runs and
 /// exits (at most this many, the last ones), then its last deliveries.
@@ -64,6 +64,10 @@ fn apply(cfg: &mut SimConfig, flag: &str, v: &str) -> Result<(), String> {
         "--slots" => cfg.core.slots = parse(flag, v)?,
         "--gang" => cfg.gang = parse(flag, v)?,
         "--faulty" => cfg.faulty = parse::<u8>(flag, v)? != 0,
+        "--retention-ms" => {
+            let ms: u64 = parse(flag, v)?;
+            cfg.retention_ms = (ms > 0).then_some(ms);
+        }
         other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
     }
     Ok(())
@@ -123,7 +127,7 @@ impl Args {
         for (flag, v) in &self.overrides {
             apply(&mut cfg, flag, v)?;
         }
-        cfg = cfg.checked_per_step_if_small();
+        cfg = cfg.with_forgetting().checked_per_step_if_small();
         cfg.check_every_step |= self.check_every_step;
         cfg.validate()?;
         Ok(cfg)

@@ -28,6 +28,8 @@ pub enum Stream {
     Gang,
     /// Whether a faulty member forges events, which node, and what it forges.
     Faulty,
+    /// Whether jobs are forgotten, their retention and the nodes' wall clocks.
+    Forget,
 }
 
 impl Stream {

@@ -20,6 +20,8 @@ pub struct JobPlan {
     pub cancel_at: Option<u64>,
     /// Instances of each task (1: ordinary tasks).
     pub instances: u32,
+    /// How long the job is kept (`None`: the default, longer than a run).
+    pub retention_ms: Option<u64>,
 }
 
 impl JobPlan {
@@ -33,6 +35,9 @@ impl JobPlan {
             i64::from(self.tasks) - 1,
         );
         spec.priority = self.priority;
+        if let Some(ms) = self.retention_ms {
+            spec.retention_ms = ms;
+        }
         spec
     }
 }
@@ -67,6 +72,7 @@ pub fn plan(cfg: &SimConfig) -> Vec<JobPlan> {
                 submit_at,
                 cancel_at: cancel.then(|| submit_at + rng.gen_range(1..=window)),
                 instances: if i == 0 { cfg.gang.max(1) } else { 1 },
+                retention_ms: cfg.retention_ms,
             }
         })
         .collect()

@@ -21,6 +21,7 @@ use crate::streams::Stream;
 use crate::trace::Trace;
 use crate::workload::{plan, Executor, JobPlan};
 use peerbatch_protocol::core::{Destination, Stats};
+use peerbatch_protocol::storage::Forgetting;
 use peerbatch_protocol::{
     Action, Core, EventId, Identity, Message, Millis, NodeId, Outcome, TaskRef, TaskResult,
     Transmit,
@@ -149,6 +150,8 @@ struct SimNode {
     /// Bumped at each crash, so that its pending flush and restart lapse.
     incarnation: u32,
     flush_queued: bool,
+    /// How far its wall clock is ahead of the world's (runs that forget).
+    wall_ahead_ms: u64,
 }
 
 /// Interval of the end-of-run test and the cross-node checks.
@@ -187,6 +190,9 @@ struct Sim {
     deadline: u64,
     finished_ms: Option<u64>,
     converged_ms: Option<u64>,
+    /// The end state was checked; a run that forgets waits on until every
+    /// node forgot every job.
+    ended: bool,
     /// Per-task scans of every node run this often.
     scan_every_ms: u64,
     /// How many times each attempt (and gang rank) was started, over all nodes.
@@ -212,7 +218,12 @@ impl Sim {
         let vouched = Vouched::default();
         let mut nodes = Vec::with_capacity(cfg.nodes);
         let seeds: Vec<[u8; 32]> = (0..cfg.nodes).map(|_| node_rng.gen()).collect();
+        let mut walls = Stream::Forget.rng(cfg.seed);
         for &seed in &seeds {
+            let wall_ahead_ms = match cfg.retention_ms {
+                Some(_) => walls.gen_range(0..=cfg.core.forget_margin_ms),
+                None => 0,
+            };
             let skew = i64::from(cfg.faults.skew_ppm);
             let skew_ppm = faults.gen_range(-skew..=skew);
             nodes.push(SimNode {
@@ -230,6 +241,7 @@ impl Sim {
                 retired: Stats::default(),
                 incarnation: 0,
                 flush_queued: false,
+                wall_ahead_ms,
             });
         }
         link(&mut nodes, &mut node_rng);
@@ -258,6 +270,7 @@ impl Sim {
             deadline: u64::MAX,
             finished_ms: None,
             converged_ms: None,
+            ended: false,
             scan_every_ms: 1_000 * scale,
             started: BTreeMap::new(),
             orphaned: BTreeMap::new(),
@@ -290,6 +303,12 @@ impl Sim {
 
     fn local(&self, node: usize) -> Millis {
         self.nodes[node].clock.local(self.now)
+    }
+
+    /// What the node's wall clock reads now (the world's time, plus how
+    /// far ahead it runs).
+    fn wall(&self, node: usize) -> u64 {
+        self.now + self.nodes[node].wall_ahead_ms
     }
 
     fn submitted(&self) -> Vec<Job> {
@@ -482,6 +501,10 @@ impl Sim {
                 }
                 let now = self.local(node);
                 self.core(node).handle_timeout(now);
+                if self.cfg.retention_ms.is_some() {
+                    let wall = self.wall(node);
+                    self.core(node).forget_expired(now, wall);
+                }
                 self.pump(node)?;
             }
             Item::Submit { job } => self.submit(job)?,
@@ -546,7 +569,7 @@ impl Sim {
     fn submit(&mut self, job: usize) -> Result<(), String> {
         let node = self.random_node(|_| true);
         let plan = self.plans[job].clone();
-        let (now, wall) = (self.local(node), self.now);
+        let (now, wall) = (self.local(node), self.wall(node));
         let (id, event) = self
             .core(node)
             .submit(now, plan.spec(job), wall)
@@ -726,7 +749,9 @@ impl Sim {
         }
         let bound = 4 * self.lease() * u64::from(self.cfg.max_retries + 2)
             + 3 * Executor::expected_work_ms(&self.cfg)
-            + 60_000;
+            + 60_000
+            // Forgetting comes after the end state: every job's horizon.
+            + self.cfg.retention_ms.map_or(0, |r| 2 * r + self.cfg.core.forget_margin_ms);
         self.healed_ms = Some(self.now);
         self.deadline = self.now + bound;
         Ok(())
@@ -776,6 +801,18 @@ impl Sim {
         let mut forgetting = Vec::new();
         while let Some(f) = core.poll_forgetting() {
             forgetting.push(f);
+        }
+        let jobs = self.jobs.iter().flatten();
+        for forgot in forgetting.iter().filter_map(|f| match f {
+            Forgetting::Job { job, .. } => Some(job),
+            _ => None,
+        }) {
+            let job = jobs.clone().find(|j| j.id == *forgot).copied();
+            let job =
+                job.ok_or_else(|| format!("forgetting: node {node} forgot an unknown job"))?;
+            n.watch
+                .forgotten(&job)
+                .map_err(|e| format!("{e} (node {node})"))?;
         }
         let mut transmits = Vec::new();
         while let Some(t) = core.poll_transmit() {
@@ -1123,6 +1160,9 @@ impl Sim {
                 continue;
             };
             for job in self.jobs.iter().flatten() {
+                if core.ledger().is_forgotten(&job.id) {
+                    continue;
+                }
                 let p = core.progress(&job.id);
                 if p.done() != job.tasks {
                     let stuck = core
@@ -1151,8 +1191,20 @@ impl Sim {
             return Ok(false);
         }
         let jobs = self.submitted();
-        let all_done =
-            |core: &Core<SimStore>| jobs.iter().all(|j| core.progress(&j.id).done() == j.tasks);
+        if self.ended {
+            let forgot_all =
+                |core: &Core<SimStore>| jobs.iter().all(|j| core.ledger().is_forgotten(&j.id));
+            let all = self
+                .nodes
+                .iter()
+                .all(|n| n.core.as_ref().is_some_and(forgot_all));
+            return Ok(all && self.same_events());
+        }
+        let all_done = |core: &Core<SimStore>| {
+            jobs.iter().all(|j| {
+                core.ledger().is_forgotten(&j.id) || core.progress(&j.id).done() == j.tasks
+            })
+        };
         if !self
             .nodes
             .iter()
@@ -1180,7 +1232,8 @@ impl Sim {
         self.check_authority()?;
         check_end(&cores, &jobs, |j| self.cfg.may_fail(j.max_retries))?;
         self.check_processes()?;
-        Ok(true)
+        self.ended = true;
+        Ok(self.cfg.retention_ms.is_none())
     }
 
     /// Whether every node holds the same events (by fingerprints).

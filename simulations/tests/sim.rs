@@ -19,7 +19,8 @@ fn must_pass(cfg: &SimConfig) -> Report {
 /// 20 and 24 draw multi-instance tasks (seed 7 found three gang bugs: a
 /// busy timer, a release that reopened a closed attempt, and primaries
 /// waiting for each other's nodes). Seeds 1, 4, 6, 9, 12, 17, 20, 25, 30
-/// and 36 draw a faulty member forging events (invariant 7).
+/// and 36 draw a faulty member forging events (invariant 7); seeds 1, 7,
+/// 8, 24, 32 and 35 draw forgetting (invariant 8).
 const CI_SEEDS: [u64; 18] = [
     1, 4, 6, 7, 8, 9, 12, 13, 17, 20, 24, 25, 29, 30, 32, 35, 36, 40,
 ];
