@@ -807,12 +807,13 @@ impl Sim {
             Forgetting::Job { job, .. } => Some(job),
             _ => None,
         }) {
-            let job = jobs.clone().find(|j| j.id == *forgot).copied();
-            let job =
-                job.ok_or_else(|| format!("forgetting: node {node} forgot an unknown job"))?;
-            n.watch
-                .forgotten(&job)
-                .map_err(|e| format!("{e} (node {node})"))?;
+            // A job the workload does not track (one submitted again after
+            // its first submit was lost) is not watched either.
+            if let Some(job) = jobs.clone().find(|j| j.id == *forgot) {
+                n.watch
+                    .forgotten(job)
+                    .map_err(|e| format!("{e} (node {node})"))?;
+            }
         }
         let mut transmits = Vec::new();
         while let Some(t) = core.poll_transmit() {
