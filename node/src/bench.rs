@@ -5,7 +5,7 @@
 //! it measures and reports.
 
 use crate::api::types::{Job, Status, Submitted, Task};
-use crate::cli_text::opt;
+use crate::cli::text::opt;
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{Context, Result};

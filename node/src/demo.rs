@@ -6,8 +6,8 @@
 //! cluster would not (it drives the nodes through their HTTP API).
 
 use crate::api::types::{Job, Status, Task};
-use crate::cli_submit::submit;
-use crate::cli_text::opt;
+use crate::cli::submit::submit;
+use crate::cli::text::opt;
 use crate::cluster::LocalCluster;
 use anyhow::Result;
 use clap::Args;

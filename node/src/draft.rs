@@ -40,7 +40,7 @@ impl Stager for Client {
     }
 
     fn store(&self, path: &Path) -> Result<BlobId> {
-        Ok(crate::cli_blobs::store(self, path)?.id)
+        Ok(crate::cli::blobs::store(self, path)?.id)
     }
 
     fn store_entries(&self, entries: Vec<(String, PathBuf)>) -> Result<BlobId> {
@@ -54,7 +54,7 @@ impl Stager for Client {
     }
 
     fn job_id(&self, name: &str) -> Result<JobId> {
-        let job: Job = self.get(&format!("/v1/jobs/{}", crate::cli_text::seg(name)))?;
+        let job: Job = self.get(&format!("/v1/jobs/{}", crate::cli::text::seg(name)))?;
         JobId::parse(&job.id).context("the node did not answer with a job id")
     }
 }
@@ -144,5 +144,5 @@ fn existing(path: &Path) -> Result<String, String> {
     if std::fs::symlink_metadata(path).is_err() {
         return Err(format!("{}: no such file or directory", path.display()));
     }
-    crate::cli_text::absolute(path).map_err(|e| format!("{e:#}"))
+    crate::cli::text::absolute(path).map_err(|e| format!("{e:#}"))
 }

@@ -12,7 +12,7 @@ use crate::api::types::{
     Drain, Drained, Export, ExportBlob, ExportStarted, ExportState, Job, Node, PutPath, Status,
     StoredBlob, Submitted,
 };
-use crate::cli_text::{opt, seg};
+use crate::cli::text::{opt, seg};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};

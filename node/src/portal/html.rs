@@ -26,7 +26,7 @@ pub fn esc(text: &str) -> String {
 
 /// `text` as one URL path segment.
 pub fn seg(text: &str) -> String {
-    crate::cli_text::seg(text)
+    crate::cli::text::seg(text)
 }
 
 /// A JSON value as text: strings bare, null as a dash.

@@ -5,7 +5,7 @@
 //! build job specs: callers hand it one.
 
 use crate::api::types::{Job, JobState, Submitted};
-use crate::cli_text::seg;
+use crate::cli::text::seg;
 use crate::client::Client;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};

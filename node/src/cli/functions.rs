@@ -5,7 +5,7 @@
 
 use crate::api::types::{DeployFunction, Function, FunctionChanged, RollbackFunction};
 use crate::bad_input::BadInput;
-use crate::cli_text::{absolute, opt, print_json, seg};
+use crate::cli::text::{absolute, opt, print_json, seg};
 use crate::client::Client;
 use anyhow::{bail, Result};
 use clap::Subcommand;
@@ -47,6 +47,7 @@ pub enum FnCmd {
     },
     /// List the versions of function NAME, oldest first.
     Versions {
+        /// The function's name.
         name: String,
         /// Print the function and its versions as JSON.
         #[arg(long)]
@@ -54,7 +55,9 @@ pub enum FnCmd {
     },
     /// Serve an earlier VERSION (its number in `fn versions`) of function NAME again.
     Rollback {
+        /// The function's name.
         name: String,
+        /// The version to serve again, its number in `fn versions`.
         version: u32,
         /// Print the result as JSON.
         #[arg(long)]
@@ -62,6 +65,7 @@ pub enum FnCmd {
     },
     /// Stop serving function NAME (only the node that deployed it or an admin may).
     Remove {
+        /// The function's name.
         name: String,
         /// Print the result as JSON.
         #[arg(long)]
@@ -69,6 +73,7 @@ pub enum FnCmd {
     },
     /// Call function NAME through this node and print its response.
     Invoke {
+        /// The function's name.
         name: String,
         /// The request body: text, or @FILE for a file's bytes (none by default).
         #[arg(long)]

@@ -5,7 +5,7 @@
 //! `api::types`.
 
 use crate::api::types::{Approved, Invite, Waiting};
-use crate::cli_text::{print_json, seg};
+use crate::cli::text::{print_json, seg};
 use crate::client::Client;
 use anyhow::Result;
 use std::time::{SystemTime, UNIX_EPOCH};

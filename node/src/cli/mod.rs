@@ -2,7 +2,19 @@
 //!
 //! Owns what each subcommand prints (tables, `--json`, progress bars) and its
 //! exit status. Talks to a node only through `client`; must not reach into
-//! a node's state directly.
+//! a node's state directly. This file parses the arguments and dispatches;
+//! the subcommands with more than a few lines have a module each below,
+//! sharing `text`'s conversions; none of them imports this file.
+
+pub(crate) mod blobs;
+pub(crate) mod cluster;
+pub(crate) mod files;
+pub(crate) mod functions;
+pub(crate) mod pool;
+pub(crate) mod portal;
+pub(crate) mod schedule;
+pub(crate) mod submit;
+pub(crate) mod text;
 
 use crate::api::types::{
     Cancelled, Drain, Drained, Export, ExportBlob, ExportOutputs, ExportStarted, Forgotten, Job,
@@ -22,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::bad_input::BadInput;
-use crate::cli_submit::submit;
-use crate::cli_text::{absolute, opt, print_json, seg};
+use submit::submit;
+use text::{absolute, opt, print_json, seg};
 
 #[derive(Parser)]
 #[command(
@@ -286,28 +298,28 @@ pub enum Cmd {
     /// Application packages: directories or archives tasks find under $PEERBATCH_PACKAGES/NAME.
     Package {
         #[command(subcommand)]
-        cmd: crate::cli_files::PackageCmd,
+        cmd: crate::cli::files::PackageCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// Functions: handlers deployed once and invoked over HTTP through any node.
     Fn {
         #[command(subcommand)]
-        cmd: crate::cli_fn::FnCmd,
+        cmd: crate::cli::functions::FnCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// Pools: nodes labelled pool=NAME, with a start task each runs as it joins.
     Pool {
         #[command(subcommand)]
-        cmd: crate::cli_pool::PoolCmd,
+        cmd: crate::cli::pool::PoolCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// Recurring jobs: a job file submitted at every interval or cron occurrence.
     Schedule {
         #[command(subcommand)]
-        cmd: crate::cli_schedule::ScheduleCmd,
+        cmd: crate::cli::schedule::ScheduleCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -364,8 +376,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             no_open,
             json,
             client,
-        } => crate::cli_portal::portal(&connect(&client)?, !no_open, json),
-        Cmd::Invite { json, client } => crate::cli_cluster::invite(&connect(&client)?, json),
+        } => crate::cli::portal::portal(&connect(&client)?, !no_open, json),
+        Cmd::Invite { json, client } => crate::cli::cluster::invite(&connect(&client)?, json),
         Cmd::Submit { file, wait, client } => {
             let draft = jobfile::load(&file).map_err(|e| BadInput(e.to_string()))?;
             let client = connect(&client)?;
@@ -391,9 +403,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             json,
             waiting: true,
             client,
-        } => crate::cli_cluster::waiting(&connect(&client)?, json),
+        } => crate::cli::cluster::waiting(&connect(&client)?, json),
         Cmd::Approve { peer, json, client } => {
-            crate::cli_cluster::approve(&connect(&client)?, &peer, json)
+            crate::cli::cluster::approve(&connect(&client)?, &peer, json)
         }
         Cmd::Nodes { json, client, .. } => list_nodes(&connect(&client)?, json),
         Cmd::Logs {
@@ -442,10 +454,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             no_store,
             client,
         } => get(&connect(&client)?, &id, &out, json, !no_store),
-        Cmd::Package { cmd, client } => crate::cli_files::package(&connect(&client)?, cmd),
-        Cmd::Fn { cmd, client } => crate::cli_fn::run(&connect(&client)?, cmd),
-        Cmd::Pool { cmd, client } => crate::cli_pool::pool(&connect(&client)?, cmd),
-        Cmd::Schedule { cmd, client } => crate::cli_schedule::schedule(&connect(&client)?, cmd),
+        Cmd::Package { cmd, client } => crate::cli::files::package(&connect(&client)?, cmd),
+        Cmd::Fn { cmd, client } => crate::cli::functions::run(&connect(&client)?, cmd),
+        Cmd::Pool { cmd, client } => crate::cli::pool::pool(&connect(&client)?, cmd),
+        Cmd::Schedule { cmd, client } => crate::cli::schedule::schedule(&connect(&client)?, cmd),
         Cmd::Demo(opts) => crate::demo::run(opts),
         Cmd::Bench(opts) => match opts.what {
             Some(crate::bench::BenchWhat::Transfer(t)) => crate::transfer_bench::run(t),
@@ -639,7 +651,7 @@ struct PutEntry {
 fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
     let mut stored = Vec::new();
     for path in paths {
-        let r = crate::cli_blobs::store(client, path)?;
+        let r = crate::cli::blobs::store(client, path)?;
         if json {
             stored.push(PutEntry {
                 path: absolute(path)?,
@@ -667,7 +679,7 @@ fn get(client: &Client, id: &str, out: &std::path::Path, json: bool, store: bool
     let out = absolute(out)?;
     let is_blob = peerbatch_protocol::BlobId::parse(id).is_some();
     if is_blob && !client.shares_files() {
-        let bytes = crate::cli_blobs::fetch_to(client, id, Path::new(&out))?;
+        let bytes = crate::cli::blobs::fetch_to(client, id, Path::new(&out))?;
         if json {
             print_json(&Fetched {
                 blob: id,

@@ -5,7 +5,7 @@
 //! from the node (`POST /v1/portal/login`).
 
 use crate::api::types::PortalLogin;
-use crate::cli_text::print_json;
+use crate::cli::text::print_json;
 use crate::client::Client;
 use anyhow::Result;
 use serde_json::json;

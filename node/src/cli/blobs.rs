@@ -12,7 +12,7 @@
 
 use crate::api::types::{PutPath, Status, StoredBlob};
 use crate::bad_input::BadInput;
-use crate::cli_text::{absolute, seg};
+use crate::cli::text::{absolute, seg};
 use crate::client::Client;
 use anyhow::{bail, Context, Result};
 use std::fs;

@@ -5,7 +5,7 @@
 
 use crate::api::types::{AddSchedule, Named, Removed, Schedule};
 use crate::bad_input::BadInput;
-use crate::cli_text::{opt, print_json, seg};
+use crate::cli::text::{opt, print_json, seg};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;

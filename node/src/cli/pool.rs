@@ -5,7 +5,7 @@
 //! joins pool NAME with `peerbatch node --label pool=NAME`.
 
 use crate::api::types::{DefinePool, Named, Pool};
-use crate::cli_text::{print_json, seg};
+use crate::cli::text::{print_json, seg};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;

@@ -5,7 +5,7 @@
 
 use crate::api::types::{AddPackage, Package, PackageAdded};
 use crate::bad_input::BadInput;
-use crate::cli_text::{absolute, print_json};
+use crate::cli::text::{absolute, print_json};
 use crate::client::Client;
 use anyhow::Result;
 use clap::Subcommand;
