@@ -15,6 +15,7 @@ use crate::api::types::{
 use crate::cli::text::{opt, seg};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
+use crate::store::reclaim::parse_size;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use peerbatch_protocol::files::{Input, Source};
@@ -44,26 +45,6 @@ pub struct TransferOpts {
     /// on the node that lacks it (this many; 0: skip).
     #[arg(long, default_value_t = 0)]
     pub task_runs: usize,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with an optional unit"))?;
-    let scale = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => return Err(format!("{other:?}: unit must be B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 const MB: f64 = 1e6;
