@@ -486,12 +486,32 @@ pub fn wait_converged(nodes: &[&Node], job: &str, state: &str, timeout: Duration
                 .collect();
             panic!(
                 "timed out after {timeout:?} waiting for every node to agree on every task \
-                 (all {state}); last seen, node by node:\n{}",
-                seen.join("\n")
+                 (all {state}); last seen, node by node:\n{}\n{}",
+                seen.join("\n"),
+                first_difference(&lists)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The first task on which two nodes' `tasks --json` lists differ, as each
+/// shows it.
+fn first_difference(lists: &[Value]) -> String {
+    let rows = |l: &Value| l.as_array().cloned().unwrap_or_default();
+    let first = rows(&lists[0]);
+    for (n, list) in lists.iter().enumerate().skip(1) {
+        let other = rows(list);
+        if let Some(i) = (0..first.len().max(other.len())).find(|&i| first.get(i) != other.get(i)) {
+            return format!(
+                "first difference, task {i}: node 1 shows {:?}, node {} shows {:?}",
+                first.get(i),
+                n + 1,
+                other.get(i)
+            );
+        }
+    }
+    "every node shows the same list".into()
 }
 
 /// How many tasks of a `tasks --json` list are in each state, e.g. `{"running": 2, "succeeded": 598}`,
