@@ -99,7 +99,12 @@ pub fn ok(out: &Output, what: &str) -> String {
 pub fn bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        // Cargo sets the variable when it runs a test; the compile-time
+        // value is only a fallback, since a target directory copied from
+        // another checkout keeps that checkout's path baked in.
+        let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let root = Path::new(&manifest_dir).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = !cfg!(debug_assertions);
         let mut build = Command::new(cargo);
