@@ -94,3 +94,68 @@ fn a_late_result_about_a_sealed_job_counts_and_the_job_seals_again_once_stored()
     assert_eq!(a.core.views(job)[0].state, TaskState::Failed);
     assert_eq!(a.core.progress(&job).succeeded, 1);
 }
+
+#[test]
+fn a_late_claim_not_yet_stored_keeps_its_job_unsealed_so_the_result_after_it_counts() {
+    let wait = Config::default().seal_after_ms;
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    // B ranks before A: of two successes of one attempt, B's is canonical.
+    let b = (2..=u8::MAX)
+        .map(|seed| Identity::from_seed([seed; 32]))
+        .find(|b| b.node_id() < a.id())
+        .expect("a node id below A's");
+    let (job, _) = submit(&mut a, 0, 1, 0);
+    let now = run_to_end(&mut a, job, Outcome::Exited(0));
+    a.timeout(now + wait);
+    assert!(a.core.ledger().is_sealed(&job));
+
+    // B claimed attempt 0 too, on the other side of a partition. Its claim
+    // arrives first and is not written yet when the job's time to seal
+    // comes again: the claim changes no view, but it is a fact the store
+    // lacks.
+    let t = task(job, 0);
+    let claim = EventBody::Claims {
+        claims: vec![Claim {
+            task: t,
+            attempt: 0,
+        }],
+    };
+    let late = now + wait + 1;
+    let gossip = |a: &mut Node, now: u64, body: EventBody| {
+        let events = vec![b.sign(body).encode()];
+        a.core
+            .handle_gossip(Millis(now), b.node_id(), Message::Events { events });
+    };
+    gossip(&mut a, late, claim);
+    a.core.handle_timeout(Millis(late + wait));
+    assert!(
+        !a.core.ledger().is_sealed(&job),
+        "sealed while the store lacks a claim it knows"
+    );
+
+    // B's result follows: it counts, as it does on every node that folds
+    // both events.
+    let result = TaskResult {
+        task: t,
+        attempt: 0,
+        outcome: Outcome::Exited(0),
+        stdout: None,
+        stderr: None,
+        outputs: None,
+        duration_ms: 1,
+    };
+    gossip(
+        &mut a,
+        late + wait + 1,
+        EventBody::Finished {
+            results: vec![result],
+        },
+    );
+    a.pump();
+    let shown = |a: &Node| a.core.view(t).map(|v| (v.state, v.node));
+    assert_eq!(shown(&a), Some((TaskState::Succeeded, Some(b.node_id()))));
+    a.timeout(late + 3 * wait);
+    assert!(a.core.ledger().is_sealed(&job));
+    assert_eq!(shown(&a), Some((TaskState::Succeeded, Some(b.node_id()))));
+}

@@ -38,10 +38,6 @@ fn signal(node: &Node, sig: &str) {
 }
 
 #[test]
-#[ignore = "quarantined at stop 19: after healing, one node's task list (unsealed: its in-memory \
-            facts fold to other views than its stored events) differs from the others' (sealed), \
-            though every node holds the same 3,961 events; failed in CI and twice on the SWIM \
-            branch, passed at stop 18. Run with --ignored; the fix comes first at stop 20"]
 fn a_partition_2_3_keeps_both_sides_working_and_they_agree_after_healing() {
     let lan = Lan::new("pt", 5);
     let tmp = tempfile::tempdir().unwrap();

@@ -25,20 +25,25 @@ impl Ledger {
     }
 
     /// Drops the task facts of known job `job` if `stored` (its events as
-    /// the store holds them) folds to the views it has now, keeping its
+    /// the store holds them) hold every fact it has in memory, keeping its
     /// outcome and the digest of its views; its views are then folded from
     /// its stored events ([`Ledger::sealed_views`]) and its facts come back
     /// with [`Ledger::unseal`]. False, changing nothing, if the job is
     /// unknown, sealed already, or the store lacks some of what it knows
-    /// (an event not written yet).
+    /// (an event not written yet) — even a fact that changes no view now:
+    /// a later event can make it count (a claim whose result comes next),
+    /// and facts dropped here come back only from the store.
     pub fn seal(&mut self, job: JobId, stored: impl IntoIterator<Item = Event>) -> bool {
         if self.is_sealed(&job) || !self.jobs.contains_key(&job) {
             return false;
         }
-        let views = self.job_views(&job);
-        if self.sealed_views(job, stored) != views {
+        let Some(scratch) = self.fold_stored(job, stored) else {
+            return false;
+        };
+        if !self.same_task_facts(&scratch, job) {
             return false;
         }
+        let views = self.job_views(&job);
         let outcome = Sealed {
             outcome: self.job_outcome(&job, 0),
             digest: views_digest(&views),
@@ -46,6 +51,16 @@ impl Ledger {
         self.drop_task_facts(job);
         self.sealed.insert(job, outcome);
         true
+    }
+
+    /// Whether `other` holds the same facts and gang steps about `job`'s
+    /// tasks as this ledger.
+    fn same_task_facts(&self, other: &Ledger, job: JobId) -> bool {
+        let all = TaskRef::all_of(job);
+        self.facts
+            .range(all.clone())
+            .eq(other.facts.range(all.clone()))
+            && self.gangs.range(all.clone()).eq(other.gangs.range(all))
     }
 
     /// Drops the facts and gang steps of `job`'s tasks.
@@ -85,9 +100,17 @@ impl Ledger {
         job: JobId,
         events: impl IntoIterator<Item = Event>,
     ) -> Vec<TaskView> {
-        let Some(record) = self.jobs.get(&job) else {
-            return Vec::new();
-        };
+        self.fold_stored(job, events)
+            .map(|scratch| scratch.job_views(&job))
+            .unwrap_or_default()
+    }
+
+    /// A ledger holding only what decides known job `job`'s views — its
+    /// record, the outcomes of the jobs it waits for, its cancel and
+    /// failure — and the facts `events` state about its tasks. `None` if
+    /// the job is unknown.
+    fn fold_stored(&self, job: JobId, events: impl IntoIterator<Item = Event>) -> Option<Ledger> {
+        let record = self.jobs.get(&job)?;
         let mut scratch = Ledger::with_admins(self.admins.clone());
         scratch.jobs.insert(job, record.clone());
         for other in &record.spec.after {
@@ -107,7 +130,7 @@ impl Ledger {
                 scratch.add_facts(event.author, &event.body, Some(job), &mut touched);
             }
         }
-        scratch.job_views(&job)
+        Some(scratch)
     }
 
     /// A sealed job's outcome, if it is sealed.
