@@ -902,8 +902,12 @@ impl<S: EventStore> Core<S> {
                 Some(avg) => avg * 0.9 + ms * 0.1,
                 None => ms,
             });
+            let awaited = self.awaited(&result.task);
             self.out_results.push(result);
             self.mark_batch(now);
+            if awaited {
+                self.hurry_batch(now);
+            }
         }
         self.after_input(now);
     }
@@ -1064,6 +1068,51 @@ impl<S: EventStore> Core<S> {
             let earliest = self.last_batch.map_or(now, |t| t.plus(self.cfg.batch_ms));
             self.batch_due = Some(earliest.max(now));
         }
+    }
+
+    /// Sends what is batched now, without waiting out the batch window: a
+    /// chain of tasks is only as fast as the mesh allows if the result a
+    /// task waits for, and the claim of a task that waited, leave at once.
+    /// Arrays, whose tasks nobody waits for, keep the window.
+    fn hurry_batch(&mut self, now: Millis) {
+        self.batch_due = Some(now);
+    }
+
+    /// Whether `task`'s result may be the last one a waiting task or job
+    /// needs: a dependent with every other dependency ended, or a job
+    /// waiting (`after`) for this task's job, of which it is the last.
+    fn awaited(&self, task: &TaskRef) -> bool {
+        let Some(record) = self.ledger.job(&task.job) else {
+            return false;
+        };
+        let job_waited = self.waiters.get(&task.job).is_some_and(|w| !w.is_empty());
+        if job_waited && self.progress(&task.job).done() + 1 >= record.task_count {
+            return true;
+        }
+        let Some(graph) = &record.deps else {
+            return false;
+        };
+        graph.dependents(task.index).any(|index| {
+            let dependent = TaskRef {
+                job: task.job,
+                index,
+            };
+            let tally = self
+                .dep_tallies
+                .get(&dependent)
+                .copied()
+                .unwrap_or_default();
+            u64::from(tally.succeeded) + u64::from(tally.broken) + 1
+                >= u64::from(graph.dep_count(index))
+        })
+    }
+
+    /// Whether `task` waited for other tasks of its job.
+    fn has_dependencies(&self, task: &TaskRef) -> bool {
+        self.ledger
+            .job(&task.job)
+            .and_then(|j| j.deps.as_ref())
+            .is_some_and(|g| g.dep_count(task.index) > 0)
     }
 
     /// Signs, stores and announces one event of this node's own.
@@ -1625,6 +1674,7 @@ impl<S: EventStore> Core<S> {
         self.steal_at = None;
         // Gang tasks that cannot form now: passed over this round.
         let mut passed = BTreeSet::new();
+        let mut hurry = false;
         while capacity > 0 {
             let first = self
                 .queues
@@ -1677,8 +1727,12 @@ impl<S: EventStore> Core<S> {
             self.out_claims.push(Claim { task, attempt });
             self.stats.claims += 1;
             capacity = capacity.saturating_sub(need.slots);
+            hurry |= self.has_dependencies(&task);
         }
         self.mark_batch(now);
+        if hurry {
+            self.hurry_batch(now);
+        }
     }
 
     /// A rank-k task queued for k·δ, taken from the back; or else when the

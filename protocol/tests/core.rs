@@ -732,3 +732,60 @@ fn a_declined_gang_is_invited_again_later_without_using_a_retry() {
         "still attempt 0: max_retries 0 and not failed"
     );
 }
+
+/// A job of `n` tasks where each depends on the one before.
+fn chain(n: u32) -> JobSpec {
+    let groups = (0..n)
+        .map(|i| {
+            let mut t = TaskSpec::new(format!("c{i}"), Command::Argv(vec!["true".into()]), 0);
+            if i > 0 {
+                t.depends_on = vec![format!("c{}", i - 1)];
+            }
+            TaskGroup::One(t)
+        })
+        .collect();
+    JobSpec::new("chain", groups)
+}
+
+#[test]
+fn a_chain_link_publishes_its_result_and_starts_the_next_task_at_once_while_arrays_keep_the_batch_window(
+) {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let (job, _) = a.core.submit(Millis(0), chain(4), 0).expect("a valid job");
+    a.pump();
+    // Each task exits 1 ms after it starts: the next one must start then,
+    // not a batch window (20 ms) or two later.
+    let mut now = 0;
+    for index in 0..4 {
+        let started = a.runs().into_iter().find(|(t, _)| t.index == index);
+        let Some((t, attempt)) = started else {
+            panic!("link {index} had not started by {now} ms");
+        };
+        now += 1;
+        a.exit(now, t, attempt, Outcome::Exited(0));
+        if let Some(due) = a.core.poll_timeout().filter(|due| due.0 <= now) {
+            a.timeout(due.0.max(now));
+        }
+    }
+    let ends = a.core.poll_timeout().expect("a timer").0.max(now);
+    a.timeout(ends);
+    assert_eq!(a.core.progress(&job).succeeded, 4);
+
+    // An array's results still wait for the window after a batch.
+    let (array, _) = submit(&mut a, ends, 4, 0);
+    let now = a.core.poll_timeout().expect("a timer").0.max(ends);
+    a.timeout(now);
+    let runs: Vec<(TaskRef, u32)> = a
+        .runs()
+        .into_iter()
+        .filter(|(t, _)| t.job == array)
+        .collect();
+    assert!(!runs.is_empty(), "the array started");
+    let (t, attempt) = runs[0];
+    let sent = a.exit(now + 1, t, attempt, Outcome::Exited(0));
+    assert!(
+        events_of(&sent).is_empty(),
+        "an array task's result left before the batch window"
+    );
+}
