@@ -21,6 +21,12 @@ pub fn peer_of(node: &NodeId) -> Option<PeerId> {
     Some(PeerId::from_public_key(&PublicKey::from(key)))
 }
 
+/// How a node is named to users: its peer id (its raw id if it names no
+/// ed25519 key).
+pub fn node_name(node: &NodeId) -> String {
+    peer_of(node).map_or_else(|| node.to_string(), |p| p.to_string())
+}
+
 /// The node id inside a PeerId (ed25519 peer ids embed their public key).
 pub fn node_of(peer: &PeerId) -> Option<NodeId> {
     let hash = peer.as_ref();

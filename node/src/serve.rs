@@ -7,6 +7,7 @@
 use crate::api::guard;
 use crate::api::{self, ApiState};
 use crate::bad_input::BadInput;
+use crate::driver::command::DriverHandle;
 use crate::driver::Driver;
 use crate::exec::Executor;
 use crate::fetch::Fetcher;
@@ -352,9 +353,24 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
 
     let (requests_tx, requests_rx) = mpsc::channel(1024);
+    let (driver_handle, commands) = DriverHandle::channel();
+    let reclaimer = Reclaimer::new(
+        Kept::open(dir.kept_file()),
+        opts.store_limit,
+        dir.input_cache_dir(),
+        dir.packages_dir(),
+    );
     let metrics = Metrics::new();
     let api_state = ApiState {
         requests: requests_tx,
+        driver: driver_handle,
+        data: api::DataPlane {
+            blobs: blobs.clone(),
+            fetcher: fetcher.clone(),
+            ledger: store.clone(),
+            reclaimer: reclaimer.clone(),
+            live: exec.live().clone(),
+        },
         unpack: crate::api::files::Unpack {
             dir: dir.unpack_dir(),
             max_bytes: opts.max_package_size,
@@ -387,12 +403,6 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         let _ = shutdown_tx.send(());
     });
     let driver = Driver::new(core, store, net, fetcher, exec, dir.listen_file(), clock);
-    let reclaimer = Reclaimer::new(
-        Kept::open(dir.kept_file()),
-        opts.store_limit,
-        dir.input_cache_dir(),
-        dir.packages_dir(),
-    );
     driver
         .with_reclaimer(reclaimer)
         .with_metrics(metrics)
@@ -402,7 +412,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .with_policy(opts.policy.clone())
         .with_functions(functions)
         .with_side_work(pools, start_rx, jobprep)
-        .run(net_events, requests_rx, exited_rx, shutdown_rx)
+        .run(net_events, requests_rx, commands, exited_rx, shutdown_rx)
         .await;
     let _ = std::fs::remove_file(dir.api_file());
     tracing::info!("node {peer_id} stopped");

@@ -13,12 +13,14 @@ use crate::api::types::{
     StoredBlob,
 };
 use crate::api::{
-    absolute, ask, bad_request, keep, node_name, not_found, ApiError, ApiResult, ApiState,
+    absolute, bad_request, keep, node_name, not_found, ApiError, ApiResult, ApiState,
 };
+use crate::driver::command::{JobTasks, Mesh, Packages, Tasks};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use peerbatch_protocol::content::{check_path, Object, Tree, TreeEntry};
+use peerbatch_protocol::ledger::PackageRecord;
 use peerbatch_protocol::{BlobId, TaskState};
 use std::fs;
 use std::io::Read;
@@ -41,13 +43,13 @@ pub async fn put_entries(
     Json(body): Json<PutEntries>,
 ) -> ApiResult<Json<StoredBlob>> {
     let files = regular_files(body.entries)?;
-    let blobs = ask(&s, |d| d.blobs.clone()).await?;
+    let blobs = s.data.blobs.clone();
     let started = std::time::Instant::now();
     let (id, stats) = tokio::task::spawn_blocking(move || blobs.put_files(files))
         .await
         .map_err(internal)?
         .map_err(blob_error)?;
-    keep(&s, id).await?;
+    keep(&s, id)?;
     Ok(Json(StoredBlob::new(id, stats, started)))
 }
 
@@ -85,34 +87,11 @@ pub async fn export_outputs(
 ) -> ApiResult<Json<OutputsExportStarted>> {
     let out = absolute("out", body.out)?;
     crate::store::blobs::check_out(&out).map_err(blob_error)?;
-    let found = ask(&s, move |d| {
-        let id = d.resolve_job(&job).map_err(not_found)?;
-        let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
-        let mut outputs = Vec::new();
-        let (mut total, mut succeeded) = (0u32, 0u32);
-        for view in d.core.views(id) {
-            total += 1;
-            if view.state != TaskState::Succeeded {
-                continue;
-            }
-            succeeded += 1;
-            let name = record.spec.task(view.task.index).map(|t| t.id);
-            if let (Some(name), Some(blob)) = (name, view.result.as_ref().and_then(|r| r.outputs)) {
-                outputs.push((name, blob));
-            }
-        }
-        Ok((
-            id,
-            outputs,
-            total,
-            succeeded,
-            d.connected_peers(),
-            d.fetcher.clone(),
-            d.blobs.clone(),
-        ))
-    })
-    .await??;
-    let (job, outputs, total, succeeded, peers, fetcher, blobs) = found;
+    let found = s.driver.call(|reply| Tasks::List { job, reply }).await??;
+    let (outputs, total, succeeded) = succeeded_outputs(&found);
+    let job = found.record.id;
+    let peers = s.driver.call(|reply| Mesh::Peers { reply }).await?;
+    let (fetcher, blobs) = (&s.data.fetcher, &s.data.blobs);
     if outputs.is_empty() {
         return Err(not_found(format!(
             "job {job} has no task outputs yet ({succeeded} of {total} tasks succeeded)"
@@ -159,26 +138,43 @@ pub async fn export_outputs(
     }))
 }
 
+/// The outputs of a job's succeeded tasks, by task id; the number of its
+/// tasks and of those that succeeded.
+fn succeeded_outputs(found: &JobTasks) -> (Vec<(String, BlobId)>, u32, u32) {
+    let mut outputs = Vec::new();
+    let (mut total, mut succeeded) = (0u32, 0u32);
+    for view in found.tasks.iter().map(|e| &e.view) {
+        total += 1;
+        if view.state != TaskState::Succeeded {
+            continue;
+        }
+        succeeded += 1;
+        let name = found.record.spec.task(view.task.index).map(|t| t.id);
+        if let (Some(name), Some(blob)) = (name, view.result.as_ref().and_then(|r| r.outputs)) {
+            outputs.push((name, blob));
+        }
+    }
+    (outputs, total, succeeded)
+}
+
 /// Every package version the mesh knows.
 #[utoipa::path(get, path = "/v1/packages", tag = "packages",
     responses((status = 200, body = Vec<Package>)))]
 pub async fn packages(State(s): State<ApiState>) -> ApiResult<Json<Vec<Package>>> {
-    ask(&s, |d| Json(package_list(d))).await
+    package_list(&s).await.map(Json)
 }
 
 /// Every package version the ledger holds.
-pub(crate) fn package_list(d: &crate::driver::Driver) -> Vec<Package> {
-    d.core
-        .ledger()
-        .packages()
-        .map(|p| Package {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            blob: p.blob.to_string(),
-            added_by: node_name(&p.added_by),
-            added_ms: p.added_ms,
-        })
-        .collect()
+pub(crate) async fn package_list(s: &ApiState) -> ApiResult<Vec<Package>> {
+    let packages = s.driver.call(|reply| Packages::List { reply }).await?;
+    let package = |p: PackageRecord| Package {
+        name: p.name,
+        version: p.version,
+        blob: p.blob.to_string(),
+        added_by: node_name(&p.added_by),
+        added_ms: p.added_ms,
+    };
+    Ok(packages.into_iter().map(package).collect())
 }
 
 /// Stores a directory or archive as a package version and tells the mesh.
@@ -191,29 +187,27 @@ pub async fn add_package(
     peerbatch_protocol::files::check_package(&body.name, &body.version)
         .map_err(|e| bad_request(e.to_string()))?;
     let (blob, files) = store_tree(&s, absolute("path", body.path)?).await?;
-    let (name, version) = (body.name, body.version);
-    let added = ask(&s, move |d| {
-        let now = d.now();
-        let wall = crate::wallclock::wall_ms();
-        let added = d.core.add_package(now, &name, &version, blob, wall);
-        added.map(|event| PackageAdded {
-            name,
-            version,
-            blob: blob.to_string(),
-            files,
-            new: event.is_some(),
-        })
-    })
-    .await?
-    .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
-    Ok(Json(added))
+    let add = |reply| Packages::Add {
+        name: body.name.clone(),
+        version: body.version.clone(),
+        blob,
+        reply,
+    };
+    let new = s.driver.call(add).await??;
+    Ok(Json(PackageAdded {
+        name: body.name,
+        version: body.version,
+        blob: blob.to_string(),
+        files,
+        new,
+    }))
 }
 
 /// Stores the directory or `.tar`/`.tar.gz`/`.tgz` archive at `path` as
 /// one tree blob kept on this node for good (a package's or a function
 /// bundle's content); answers the blob and its count of files.
 pub(crate) async fn store_tree(s: &ApiState, path: PathBuf) -> ApiResult<(BlobId, u64)> {
-    let blobs = ask(s, |d| d.blobs.clone()).await?;
+    let blobs = s.data.blobs.clone();
     let unpack_to = s.unpack.clone();
     let stored = tokio::task::spawn_blocking(move || -> Result<(BlobId, u64), String> {
         let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -236,7 +230,7 @@ pub(crate) async fn store_tree(s: &ApiState, path: PathBuf) -> ApiResult<(BlobId
     .map_err(internal)?
     .map_err(bad_request)?;
     let (blob, files) = stored;
-    keep(s, blob).await?;
+    keep(s, blob)?;
     Ok((blob, files))
 }
 

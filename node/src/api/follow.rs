@@ -11,8 +11,8 @@
 //! [`MAX_IDLE`] without a byte. The portal and the CLI share it. Must not
 //! read captures itself (`live_logs` does).
 
-use crate::api::{ask, ApiError, ApiResult, ApiState};
-use crate::driver::Driver;
+use crate::api::{ApiError, ApiResult, ApiState};
+use crate::driver::command::{Mesh, Tasks};
 use crate::identity::peer_of;
 use crate::live_logs::{LiveLogs, Piece, POLL_WAIT};
 use crate::net::Net;
@@ -22,7 +22,7 @@ use axum::response::Response;
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
 use peerbatch_protocol::content::{FetchRequest, FetchResponse};
-use peerbatch_protocol::{BlobId, TaskRef, TaskState};
+use peerbatch_protocol::{BlobId, TaskRef, TaskState, TaskView};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -81,11 +81,10 @@ pub(crate) async fn follow(s: &ApiState, task: TaskRef, stderr: bool) -> ApiResu
             format!("this node already streams {MAX_FOLLOWERS} live logs; try again later"),
         )
     })?;
-    let (live, net) = ask(s, |d| (d.live_logs(), d.net.clone())).await?;
     let follower = Follower {
         api: s.clone(),
-        live,
-        net,
+        live: s.data.live.clone(),
+        net: s.cluster.net.clone(),
         task,
         stderr,
         offset: 0,
@@ -132,11 +131,11 @@ impl Follower {
     /// the node stops).
     async fn next(&mut self) -> Option<Vec<u8>> {
         while !self.done && self.last_byte.elapsed() < MAX_IDLE {
-            let (task, stderr) = (self.task, self.stderr);
-            let at = ask(&self.api, move |d| where_is(d, task, stderr))
+            let task = self.task;
+            let view = (self.api.driver.call(|reply| Tasks::View { task, reply }))
                 .await
                 .ok()?;
-            let piece = match at {
+            let piece = match self.where_is(view) {
                 Where::Waiting { attempt } => {
                     if self.attempt.is_some_and(|a| a < attempt) {
                         return None; // the followed attempt ended, another will run
@@ -215,12 +214,10 @@ impl Follower {
         let Some(blob) = log else {
             return Piece::Nothing;
         };
-        let Ok((peers, fetcher)) =
-            ask(&self.api, |d| (d.connected_peers(), d.fetcher.clone())).await
-        else {
+        let Ok(peers) = self.api.driver.call(|reply| Mesh::Peers { reply }).await else {
             return Piece::Nothing;
         };
-        match fetcher.fetch_bytes(blob, &peers).await {
+        match self.api.data.fetcher.fetch_bytes(blob, &peers).await {
             Ok(bytes) => Piece::Bytes {
                 bytes: bytes
                     .get(self.offset as usize..)
@@ -236,30 +233,36 @@ impl Follower {
     }
 }
 
-/// Where `task` stands in this node's ledger.
-fn where_is(d: &Driver, task: TaskRef, stderr: bool) -> Where {
-    let Some(view) = d.core.view(task) else {
-        return Where::Waiting { attempt: 0 };
-    };
-    match (view.state, &view.result) {
-        (TaskState::Running, _) => {
-            let me = d.core.node_id();
-            let on = view.node.filter(|n| *n != me).and_then(|n| peer_of(&n));
-            Where::Running {
-                attempt: view.attempt,
-                on,
+impl Follower {
+    /// Where the followed task stands, by its `view` in this node's ledger.
+    fn where_is(&self, view: Option<TaskView>) -> Where {
+        let Some(view) = view else {
+            return Where::Waiting { attempt: 0 };
+        };
+        match (view.state, &view.result) {
+            (TaskState::Running, _) => {
+                let me = self.net.local_peer_id();
+                let on = view.node.and_then(|n| peer_of(&n)).filter(|p| *p != me);
+                Where::Running {
+                    attempt: view.attempt,
+                    on,
+                }
             }
+            (TaskState::Pending | TaskState::Blocked, _) => Where::Waiting {
+                attempt: view.attempt,
+            },
+            (_, Some(result)) => Where::Ended {
+                attempt: result.attempt,
+                log: if self.stderr {
+                    result.stderr
+                } else {
+                    result.stdout
+                },
+            },
+            (_, None) => Where::Ended {
+                attempt: view.attempt,
+                log: None,
+            },
         }
-        (TaskState::Pending | TaskState::Blocked, _) => Where::Waiting {
-            attempt: view.attempt,
-        },
-        (_, Some(result)) => Where::Ended {
-            attempt: result.attempt,
-            log: if stderr { result.stderr } else { result.stdout },
-        },
-        (_, None) => Where::Ended {
-            attempt: view.attempt,
-            log: None,
-        },
     }
 }

@@ -7,8 +7,8 @@
 //! token (a task's token is refused). The names and encoding are
 //! `crate::metrics`'s; must not name a metric itself.
 
-use crate::api::{ask, ApiError, ApiResult, ApiState};
-use crate::driver::Driver;
+use crate::api::{ApiError, ApiResult, ApiState};
+use crate::driver::command::{Mesh, NodeState};
 use crate::metrics::{Metrics, NodeSnapshot, CONTENT_TYPE};
 use crate::store::blobs::BlobStore;
 use axum::extract::{MatchedPath, Request, State};
@@ -61,50 +61,38 @@ async fn count(State(metrics): State<Metrics>, request: Request, next: Next) -> 
     responses((status = 200, description = "every metric of this node (docs/OPERATIONS.md)",
         body = String, content_type = "application/openmetrics-text")))]
 pub async fn scrape(State(api): State<ApiState>) -> ApiResult<Response> {
-    let (mut node, blobs) = ask(&api, |d| (snapshot(d), d.blobs.clone())).await?;
+    let state = api.driver.call(|reply| Mesh::State { reply }).await?;
+    let mut node = snapshot(&api, state);
     let s = &api.metrics;
-    node.store_bytes = s.store_bytes(blobs).await?;
+    node.store_bytes = s.store_bytes(api.data.blobs.clone()).await?;
     node.log_followers = api.follow.active() as u64;
     let text = s.metrics.encode(node);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
 
-/// What the driver and the data plane's counters know now.
-fn snapshot(d: &Driver) -> NodeSnapshot {
-    let mut tasks = peerbatch_protocol::core::Progress::default();
-    for job in d.core.ledger().jobs() {
-        let p = d.core.progress(&job.id);
-        tasks.pending += p.pending;
-        tasks.blocked += p.blocked;
-        tasks.running += p.running;
-        tasks.succeeded += p.succeeded;
-        tasks.failed += p.failed;
-        tasks.cancelled += p.cancelled;
-        tasks.skipped += p.skipped;
-    }
-    let stats = d.core.stats();
-    let data = &d.fetcher.stats;
-    let (_, slots_running) = d.core.local_load();
+/// What the driver (`node`) and the data plane's counters know now.
+fn snapshot(api: &ApiState, node: NodeState) -> NodeSnapshot {
+    let (stats, data) = (node.stats, &api.data.fetcher.stats);
     NodeSnapshot {
-        tasks,
+        tasks: node.tasks,
         claims: stats.claims,
         events_duplicate: stats.events_duplicate,
         events_rejected: stats.events_rejected,
         attempts_started: stats.attempts_started,
         attempts_fenced: stats.attempts_fenced,
-        ledger_events: d.core.ledger().event_count() as u64,
-        ledger_event_bytes: d.store.event_bytes(),
-        ledger_disk_bytes: d.store.size_on_disk(),
+        ledger_events: node.events as u64,
+        ledger_event_bytes: api.data.ledger.event_bytes(),
+        ledger_disk_bytes: api.data.ledger.size_on_disk(),
         sync_rounds: stats.sync_rounds,
-        peers_connected: d.core.peers().values().filter(|p| p.connected).count() as u64,
-        nodes_known: d.core.ledger().nodes().count() as u64,
+        peers_connected: node.peers_connected as u64,
+        nodes_known: node.nodes_known as u64,
         chunks_served: data.chunks_served.load(Relaxed),
         chunk_bytes_served: data.chunk_bytes_served.load(Relaxed),
         chunks_fetched: data.chunks_fetched.load(Relaxed),
         chunk_bytes_fetched: data.chunk_bytes_fetched.load(Relaxed),
         store_bytes: 0,
-        slots: u64::from(d.core.config().slots),
-        slots_running: u64::from(slots_running),
+        slots: u64::from(node.slots),
+        slots_running: u64::from(node.running),
         log_followers: 0,
     }
 }

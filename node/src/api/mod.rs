@@ -28,21 +28,23 @@ use crate::api::types::{
     BlobPath, Cancelled, Drain, Drained, ErrorBody, Export, ExportBlob, ExportStarted, Forgotten,
     Job, JobPath, JobState, LogQuery, Node, PutPath, Status, StoredBlob, Submitted, Task, TaskPath,
 };
+use crate::driver::command::{
+    DriverHandle, Gone, JobEntry, Jobs, Mesh, NodeEntry, Refusal, TaskEntry, Tasks,
+};
 use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
-use crate::identity::peer_of;
+pub(crate) use crate::identity::node_name;
+use crate::live_logs::LiveLogs;
+use crate::store::blobs::BlobStore;
+use crate::store::ledger::LedgerStore;
+use crate::store::reclaim::Reclaimer;
 
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use libp2p::PeerId;
-use peerbatch_protocol::core::{ForgetRefused, Progress};
-use peerbatch_protocol::ledger::{JobRecord, Ledger};
-use peerbatch_protocol::resources::unschedulable;
-use peerbatch_protocol::{
-    BlobId, JobSpec, NodeId, NodeInfo, TaskRef, TaskResult, TaskState, TaskView,
-};
+use peerbatch_protocol::ledger::JobRecord;
+use peerbatch_protocol::{BlobId, JobSpec, TaskState};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::LazyLock;
@@ -54,6 +56,10 @@ use utoipa_axum::routes;
 #[derive(Clone)]
 pub struct ApiState {
     pub requests: mpsc::Sender<Request>,
+    /// Asks the driver, which owns the protocol core.
+    pub driver: DriverHandle,
+    /// The data plane's handles, used off the driver.
+    pub data: DataPlane,
     /// Where package archives are unpacked, and how much they may hold.
     pub unpack: crate::api::files::Unpack,
     /// What the cluster-membership routes need.
@@ -69,6 +75,22 @@ pub struct ApiState {
     pub tls_fingerprint: Option<String>,
     /// Runs function calls here or sends them to a node with room.
     pub functions: crate::functions::Router,
+}
+
+/// The node's data plane as routes use it directly, off the driver: handles
+/// fixed at start that move bytes and read stored events without the
+/// driver's state.
+#[derive(Clone)]
+pub struct DataPlane {
+    pub blobs: BlobStore,
+    pub fetcher: Fetcher,
+    /// The ledger's store, read for a job's stored events.
+    pub ledger: LedgerStore,
+    /// Which blobs users stored (never reclaimed) and how much the chunk
+    /// store may hold.
+    pub reclaimer: Reclaimer,
+    /// The live output of the attempts running here.
+    pub live: LiveLogs,
 }
 
 impl FromRef<ApiState> for ClusterState {
@@ -90,6 +112,24 @@ pub(crate) fn not_found(msg: String) -> ApiError {
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+impl From<Gone> for ApiError {
+    fn from(e: Gone) -> ApiError {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> ApiError {
+        let status = match &e {
+            Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+            Refusal::NotAllowed(_) => StatusCode::FORBIDDEN,
+            Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
+            Refusal::Conflict(_) => StatusCode::CONFLICT,
+        };
+        ApiError(status, e.to_string())
+    }
+}
 
 /// Every route the node serves, and nothing else adds one: each is a
 /// handler annotated with `#[utoipa::path]`, registered by `routes!`, which
@@ -222,15 +262,6 @@ pub(crate) async fn ask<T: Send + 'static>(
     rx.await.map_err(|_| gone())
 }
 
-pub(crate) fn node_name(node: &NodeId) -> String {
-    peer_of(node).map_or_else(|| node.to_string(), |p| p.to_string())
-}
-
-/// Whether some task of the job still waits to run.
-fn has_waiting(p: &Progress) -> bool {
-    p.pending + p.blocked > 0
-}
-
 /// Maps a task position to its group's index.
 fn group_index(spec: &JobSpec) -> impl Fn(u32) -> usize + '_ {
     let ends: Vec<u64> = spec
@@ -247,16 +278,16 @@ fn group_index(spec: &JobSpec) -> impl Fn(u32) -> usize + '_ {
     }
 }
 
-/// A job as the API shows it; `forget_at` is when this node forgets it
-/// once it has ended (`Core::forget_at`).
-fn job_of(record: &JobRecord, p: Progress, forget_at: Option<u64>) -> Job {
+/// A job as the API shows it.
+fn job_of(entry: JobEntry) -> Job {
     use peerbatch_protocol::deps::OnDependencyFailure as F;
     use types::OnDependencyFailure;
+    let (record, p) = (&entry.record, &entry.progress);
     Job {
         id: record.id.to_string(),
         name: record.spec.name.clone(),
         priority: record.spec.priority,
-        state: JobState::of(&p, record.task_count),
+        state: JobState::of(p, record.task_count),
         tasks: record.task_count,
         pending: p.pending,
         blocked: p.blocked,
@@ -277,25 +308,15 @@ fn job_of(record: &JobRecord, p: Progress, forget_at: Option<u64>) -> Job {
         occurrence_ms: record.spec.origin.as_ref().map(|o| o.at_ms),
         submitted_by: node_name(&record.submitted_by),
         retention_ms: record.spec.retention(),
-        forget_at_ms: forget_at,
-        unschedulable: None,
+        forget_at_ms: entry.forget_at,
+        unschedulable: entry.unschedulable,
     }
 }
 
-/// Why each task group of a job fits no node of the mesh, if it does not.
-fn unschedulable_groups(d: &Driver, record: &JobRecord) -> Vec<Option<String>> {
-    let nodes: Vec<&NodeInfo> = d.core.ledger().nodes().map(|(_, i)| i).collect();
-    record
-        .spec
-        .groups
-        .iter()
-        .map(|g| unschedulable(&g.spec().resources, nodes.iter().copied()))
-        .collect()
-}
-
 /// The replicated fields of a task: identical on every converged node.
-/// `why_not` is its group's entry from [`unschedulable_groups`].
-fn task_of(ledger: &Ledger, record: &JobRecord, view: &TaskView, why_not: Option<&String>) -> Task {
+/// `why_not` is why its group fits no node, if it does not.
+fn task_of(record: &JobRecord, entry: &TaskEntry, why_not: Option<&String>) -> Task {
+    let view = &entry.view;
     let resolved = record.spec.task(view.task.index);
     let limit = resolved.as_ref().and_then(|t| t.max_wall_clock_ms);
     let id = resolved.map_or_else(|| view.task.index.to_string(), |t| t.id);
@@ -330,13 +351,12 @@ fn task_of(ledger: &Ledger, record: &JobRecord, view: &TaskView, why_not: Option
             Some(_) => types::Gang::Forming,
             None => types::Gang::None,
         });
-        let hosts = gang_members(ledger, record, view)
-            .iter()
+        let hosts = (entry.gang.iter())
             .enumerate()
             .map(|(rank, (node, result))| types::GangHost {
                 rank,
                 node: node_name(node),
-                exit_code: result.and_then(|r| r.outcome.exit_code()),
+                exit_code: result.as_ref().and_then(|r| r.outcome.exit_code()),
             })
             .collect();
         task.hosts = Some(hosts);
@@ -356,92 +376,62 @@ pub(crate) fn outcome_of(outcome: &peerbatch_protocol::Outcome) -> types::Outcom
     }
 }
 
-/// A multi-instance task's hosts for its view's attempt, in rank order,
-/// each with its instance's result once reported (none for the primary,
-/// whose result is the task's).
-fn gang_members<'a>(
-    ledger: &'a Ledger,
-    record: &JobRecord,
-    view: &TaskView,
-) -> Vec<(NodeId, Option<&'a TaskResult>)> {
-    let instances = record
-        .spec
-        .template(view.task.index)
-        .map_or(1, |t| t.resources.instances);
-    match (view.node, ledger.gang(&view.task)) {
-        (Some(primary), Some(steps)) => steps.members(view.attempt, primary, instances),
-        _ => Vec::new(),
-    }
-}
-
 /// This node's own state: slots, load, peers, ledger and store figures.
 #[utoipa::path(get, path = "/v1/status", tag = "nodes",
     responses((status = 200, body = Status)))]
 pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>> {
-    let tls_fingerprint = s.tls_fingerprint.clone();
-    ask(&s, move |d| {
-        let (claimed, running) = d.core.local_load();
-        let stats = d.core.stats();
-        let connected = d.core.peers().values().filter(|p| p.connected).count();
-        let by_peer = d
-            .fetcher
-            .stats
-            .bad_by_peer
-            .lock()
-            .map(|m| m.iter().map(|(p, n)| (p.to_string(), *n)).collect());
-        let held = d.core.held();
-        Json(Status {
-            node: d.net.local_peer_id().to_string(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            tls_fingerprint,
-            slots: d.core.config().slots,
-            draining: d.core.draining(),
-            claiming: !d.core.draining() && !d.core.paused(),
-            storage_error: d.storage.borrow().clone(),
-            unavailable: d.unavailable.clone(),
-            claimed,
-            running,
-            peers_connected: connected,
-            events: d.core.ledger().event_count(),
-            sealed_jobs: held.sealed_jobs,
-            held_views: held.views,
-            held_task_facts: held.task_facts,
-            ledger_bytes: d.store.size_on_disk(),
-            event_bytes: d.store.event_bytes(),
-            attempts_started: stats.attempts_started,
-            attempts_fenced: stats.attempts_fenced,
-            events_rejected: stats.events_rejected,
-            chunks_fetched: d.fetcher.stats.chunks_fetched.load(Relaxed),
-            chunks_served: d.fetcher.stats.chunks_served.load(Relaxed),
-            fetches_deferred: d.fetcher.stats.fetches_deferred.load(Relaxed),
-            input_held: d.input_held,
-            bad_chunks: d.fetcher.stats.bad_chunks.load(Relaxed),
-            bad_chunks_by_peer: by_peer.unwrap_or_default(),
-            store_limit: d.reclaimer.as_ref().and_then(|r| r.limit()),
-            reclaim: d
+    let node = s.driver.call(|reply| Mesh::State { reply }).await?;
+    let (data, fetched) = (&s.data, &s.data.fetcher.stats);
+    let by_peer = fetched.bad_by_peer.lock().map(|m| {
+        let counts = m.iter().map(|(p, n)| (p.to_string(), *n));
+        counts.collect()
+    });
+    Ok(Json(Status {
+        node: s.cluster.net.local_peer_id().to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        tls_fingerprint: s.tls_fingerprint.clone(),
+        slots: node.slots,
+        draining: node.draining,
+        claiming: !node.draining && !node.paused,
+        storage_error: node.storage_error,
+        unavailable: node.unavailable,
+        claimed: node.claimed,
+        running: node.running,
+        peers_connected: node.peers_connected,
+        events: node.events,
+        sealed_jobs: node.held.sealed_jobs,
+        held_views: node.held.views,
+        held_task_facts: node.held.task_facts,
+        ledger_bytes: data.ledger.size_on_disk(),
+        event_bytes: data.ledger.event_bytes(),
+        attempts_started: node.stats.attempts_started,
+        attempts_fenced: node.stats.attempts_fenced,
+        events_rejected: node.stats.events_rejected,
+        chunks_fetched: fetched.chunks_fetched.load(Relaxed),
+        chunks_served: fetched.chunks_served.load(Relaxed),
+        fetches_deferred: fetched.fetches_deferred.load(Relaxed),
+        input_held: node.input_held,
+        bad_chunks: fetched.bad_chunks.load(Relaxed),
+        bad_chunks_by_peer: by_peer.unwrap_or_default(),
+        store_limit: data.reclaimer.limit(),
+        reclaim: Some(
+            *data
                 .reclaimer
-                .as_ref()
-                .map(|r| *r.history.lock().unwrap_or_else(|p| p.into_inner())),
-        })
-    })
-    .await
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        ),
+    }))
 }
 
 /// Every job this node knows, oldest first.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
     responses((status = 200, body = Vec<Job>)))]
 pub(crate) async fn jobs(State(s): State<ApiState>) -> ApiResult<Json<Vec<Job>>> {
-    ask(&s, |d| {
-        let mut list: Vec<Job> = d
-            .core
-            .ledger()
-            .jobs()
-            .map(|j| job_of(j, d.core.progress(&j.id), d.core.forget_at(&j.id)))
-            .collect();
-        list.sort_by_key(|j| j.submitted_ms);
-        Json(list)
-    })
-    .await
+    let entries = s.driver.call(|reply| Jobs::List { reply }).await?;
+    let mut list: Vec<Job> = entries.into_iter().map(job_of).collect();
+    list.sort_by_key(|j| j.submitted_ms);
+    Ok(Json(list))
 }
 
 /// One job, with why its waiting tasks cannot run if no node fits them.
@@ -451,17 +441,8 @@ pub(crate) async fn job(
     State(s): State<ApiState>,
     Path(JobPath { job }): Path<JobPath>,
 ) -> ApiResult<Json<Job>> {
-    ask(&s, move |d| {
-        let id = d.resolve_job(&job).map_err(not_found)?;
-        let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
-        let progress = d.core.progress(&id);
-        let mut j = job_of(record, progress, d.core.forget_at(&record.id));
-        if has_waiting(&progress) {
-            j.unschedulable = unschedulable_groups(d, record).into_iter().flatten().next();
-        }
-        Ok(Json(j))
-    })
-    .await?
+    let entry = s.driver.call(|reply| Jobs::Show { job, reply }).await??;
+    Ok(Json(job_of(entry)))
 }
 
 /// A job's tasks, in the order of its expansion.
@@ -471,23 +452,11 @@ async fn tasks(
     State(s): State<ApiState>,
     Path(JobPath { job }): Path<JobPath>,
 ) -> ApiResult<Json<Vec<Task>>> {
-    ask(&s, move |d| {
-        let id = d.resolve_job(&job).map_err(not_found)?;
-        let record = d.core.ledger().job(&id).ok_or_else(|| not_found(job))?;
-        let why_not = unschedulable_groups(d, record);
-        let group_of = group_index(&record.spec);
-        Ok(Json(
-            d.core
-                .views(id)
-                .iter()
-                .map(|v| {
-                    let why_not = why_not[group_of(v.task.index)].as_ref();
-                    task_of(d.core.ledger(), record, v, why_not)
-                })
-                .collect(),
-        ))
-    })
-    .await?
+    let found = s.driver.call(|reply| Tasks::List { job, reply }).await??;
+    let group_of = group_index(&found.record.spec);
+    let why_not = |e: &TaskEntry| found.unschedulable[group_of(e.view.task.index)].as_ref();
+    let tasks = (found.tasks.iter()).map(|e| task_of(&found.record, e, why_not(e)));
+    Ok(Json(tasks.collect()))
 }
 
 /// Submits a job (a protocol `JobSpec`, as `peerbatch submit` builds it
@@ -506,24 +475,19 @@ pub(crate) async fn submit(
 /// connected, held by one of them or after a while.
 pub(crate) async fn submit_spec(s: &ApiState, spec: JobSpec) -> ApiResult<Submitted> {
     let tasks = spec.task_count();
-    let (tx, rx) = oneshot::channel();
-    let (job, peers) = ask(s, move |d| {
-        let now = d.now();
-        let wall = crate::wallclock::wall_ms();
-        let (job, event) = d
-            .core
-            .submit(now, spec, wall)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-        d.replicate_then_reply(event, tx);
-        Ok((job, d.core.peers().values().filter(|p| p.connected).count()))
-    })
-    .await??;
-    let replicated_to = rx.await.unwrap_or(0);
+    let (replicated, held) = oneshot::channel();
+    let submit = |reply| Jobs::Submit {
+        spec,
+        replicated,
+        reply,
+    };
+    let accepted = s.driver.call(submit).await??;
+    let replicated_to = held.await.unwrap_or(0);
     Ok(Submitted {
-        job_id: job.to_string(),
+        job_id: accepted.job.to_string(),
         tasks,
         replicated_to,
-        peers_connected: peers,
+        peers_connected: accepted.peers_connected,
     })
 }
 
@@ -534,21 +498,11 @@ pub(crate) async fn cancel(
     State(s): State<ApiState>,
     Path(JobPath { job }): Path<JobPath>,
 ) -> ApiResult<Json<Cancelled>> {
-    ask(&s, move |d| {
-        let id = d.resolve_job(&job).map_err(not_found)?;
-        let now = d.now();
-        if !d.core.cancel(now, id) {
-            return Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!("job {id} may be cancelled only from the node that submitted it or an admin node"),
-            ));
-        }
-        Ok(Json(Cancelled {
-            job_id: id.to_string(),
-            cancelled: true,
-        }))
-    })
-    .await?
+    let id = s.driver.call(|reply| Jobs::Cancel { job, reply }).await??;
+    Ok(Json(Cancelled {
+        job_id: id.to_string(),
+        cancelled: true,
+    }))
 }
 
 /// Asks every node to forget a job that has ended (its events, views, logs
@@ -560,61 +514,38 @@ pub(crate) async fn forget(
     State(s): State<ApiState>,
     Path(JobPath { job }): Path<JobPath>,
 ) -> ApiResult<Json<Forgotten>> {
-    ask(&s, move |d| {
-        let id = d.resolve_job(&job).map_err(not_found)?;
-        let now = d.now();
-        match d.core.forget(now, id) {
-            Ok(_) => Ok(Json(Forgotten {
-                job_id: id.to_string(),
-            })),
-            Err(e @ ForgetRefused::Unknown(_)) => Err(not_found(e.to_string())),
-            Err(e @ ForgetRefused::NotAllowed(_)) => {
-                Err(ApiError(StatusCode::FORBIDDEN, e.to_string()))
-            }
-            Err(e @ ForgetRefused::Live(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
-        }
-    })
-    .await?
+    let id = s.driver.call(|reply| Jobs::Forget { job, reply }).await??;
+    Ok(Json(Forgotten {
+        job_id: id.to_string(),
+    }))
 }
 
 /// Every node of the mesh this node has heard of.
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
     responses((status = 200, body = Vec<Node>)))]
 pub(crate) async fn nodes(State(s): State<ApiState>) -> ApiResult<Json<Vec<Node>>> {
-    ask(&s, |d| {
-        let now = d.now();
-        let me = d.core.node_id();
-        let lease = d.core.config().lease_ms;
-        let list = d
-            .core
-            .ledger()
-            .nodes()
-            .map(|(id, info)| {
-                let peer = d.core.peers().get(id);
-                let silent = peer.and_then(|p| p.last_heard).map(|t| now.since(t));
-                Node {
-                    id: node_name(id),
-                    is_self: *id == me,
-                    live: *id == me || silent.is_some_and(|s| s <= lease),
-                    connected: peer.is_some_and(|p| p.connected),
-                    last_heard_ms: if *id == me { Some(0) } else { silent },
-                    slots: info.slots,
-                    memory_mb: info.memory_mb,
-                    gpus: info.gpus,
-                    labels: info
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect(),
-                    draining: info.draining,
-                    addrs: info.addrs.clone(),
-                    version: info.version.clone(),
-                }
-            })
-            .collect();
-        Json(list)
-    })
-    .await
+    let nodes = s.driver.call(|reply| Mesh::Nodes { reply }).await?;
+    Ok(Json(nodes.into_iter().map(node_of).collect()))
+}
+
+/// A node as the API shows it.
+fn node_of(n: NodeEntry) -> Node {
+    Node {
+        id: node_name(&n.id),
+        is_self: n.is_self,
+        live: n.live,
+        connected: n.connected,
+        last_heard_ms: n.last_heard_ms,
+        slots: n.info.slots,
+        memory_mb: n.info.memory_mb,
+        gpus: n.info.gpus,
+        labels: (n.info.labels.iter())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        draining: n.info.draining,
+        addrs: n.info.addrs,
+        version: n.info.version,
+    }
 }
 
 /// Asks a node (by peer id, a unique prefix of one, or `self`) to drain or
@@ -628,50 +559,12 @@ pub(crate) async fn drain_node(
     Path(node): Path<String>,
     Json(body): Json<Drain>,
 ) -> ApiResult<Json<Drained>> {
-    ask(&s, move |d| {
-        let me = d.core.node_id();
-        let matches: Vec<NodeId> = d
-            .core
-            .ledger()
-            .nodes()
-            .map(|(id, _)| *id)
-            .filter(|id| {
-                if node == "self" {
-                    *id == me
-                } else {
-                    node_name(id).starts_with(&node)
-                }
-            })
-            .collect();
-        let target = match matches.as_slice() {
-            [one] => *one,
-            [] => return Err(not_found(format!("no node {node:?} in the mesh"))),
-            many => {
-                return Err(bad_request(format!(
-                    "{node:?} matches {} nodes; give more of the id",
-                    many.len()
-                )))
-            }
-        };
-        let now = d.now();
-        if !d
-            .core
-            .request_drain(now, target, body.drain, crate::wallclock::wall_ms())
-        {
-            return Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "node {} may be drained or resumed only from itself or an admin node",
-                    node_name(&target)
-                ),
-            ));
-        }
-        Ok(Json(Drained {
-            node: node_name(&target),
-            drain: body.drain,
-        }))
-    })
-    .await?
+    let drain = body.drain;
+    let target = (s.driver.call(|reply| Mesh::Drain { node, drain, reply })).await??;
+    Ok(Json(Drained {
+        node: node_name(&target),
+        drain,
+    }))
 }
 
 /// A finished task's captured stdout or stderr (empty when nothing was
@@ -695,79 +588,64 @@ async fn log(
             ))
         }
     };
-    if q.follow == Some(true) {
-        if q.rank.is_some_and(|r| r > 0) {
-            return Err(bad_request(
-                "follow=true follows rank 0 (the primary) only".into(),
-            ));
-        }
-        let found = ask(&s, move |d| task_ref(d, &job, &task)).await??;
-        return follow::follow(&s, found, stderr).await;
+    let follow = q.follow == Some(true);
+    if follow && q.rank.is_some_and(|r| r > 0) {
+        return Err(bad_request(
+            "follow=true follows rank 0 (the primary) only".into(),
+        ));
     }
-    type Found = (Option<BlobId>, Vec<PeerId>, Fetcher);
-    let found: Found = ask(&s, move |d| {
-        let found = task_ref(d, &job, &task)?;
-        let record = d
-            .core
-            .ledger()
-            .job(&found.job)
-            .ok_or_else(|| not_found(job.clone()))?;
-        let view = d
-            .core
-            .view(found)
-            .ok_or_else(|| not_found(format!("task {task:?} is unknown here")))?;
-        let result = match q.rank.filter(|r| *r > 0) {
-            None => view.result.as_ref(),
-            Some(rank) => {
-                let members = gang_members(d.core.ledger(), record, &view);
-                let member = members.get(rank as usize).ok_or_else(|| {
-                    not_found(format!(
-                        "task {task:?} has no instance of rank {rank} (yet)"
-                    ))
-                })?;
-                member.1
-            }
+    let find = |reply| Tasks::Show {
+        job,
+        task: task.clone(),
+        reply,
+    };
+    let found = s.driver.call(find).await??;
+    if follow {
+        return follow::follow(&s, found.task, stderr).await;
+    }
+    let entry = found
+        .entry
+        .ok_or_else(|| not_found(format!("task {task:?} is unknown here")))?;
+    let result = match q.rank.filter(|r| *r > 0) {
+        None => entry.view.result.as_ref(),
+        Some(rank) => {
+            let member = entry.gang.get(rank as usize).ok_or_else(|| {
+                not_found(format!(
+                    "task {task:?} has no instance of rank {rank} (yet)"
+                ))
+            })?;
+            member.1.as_ref()
+        }
+    };
+    let Some(result) = result else {
+        let msg = match entry.view.state {
+            TaskState::Cancelled => format!("task {task:?} was cancelled before it finished"),
+            state => format!("task {task:?} has not finished yet ({})", state.name()),
         };
-        let Some(result) = result else {
-            let msg = match view.state {
-                TaskState::Cancelled => format!("task {task:?} was cancelled before it finished"),
-                _ => format!("task {task:?} has not finished yet ({})", view.state.name()),
-            };
-            return Err(not_found(msg));
-        };
-        let blob = if stderr { result.stderr } else { result.stdout };
-        Ok((blob, d.connected_peers(), d.fetcher.clone()))
-    })
-    .await??;
-    let (blob, peers, fetcher) = found;
-    log_bytes(blob, &peers, &fetcher).await
-}
-
-/// Task `task` (its id) of job `job` (an id, id prefix or name).
-fn task_ref(d: &Driver, job: &str, task: &str) -> ApiResult<TaskRef> {
-    let id = d.resolve_job(job).map_err(not_found)?;
-    let record = (d.core.ledger().job(&id)).ok_or_else(|| not_found(job.to_string()))?;
-    let index = (record.spec.position_of(task))
-        .ok_or_else(|| not_found(format!("job {id} has no task {task:?}")))?;
-    Ok(TaskRef { job: id, index })
+        return Err(not_found(msg));
+    };
+    let blob = if stderr { result.stderr } else { result.stdout };
+    log_bytes(&s, blob).await
 }
 
 /// A captured stream's bytes (empty when nothing was captured), fetched
 /// from wherever they are.
-pub(crate) async fn log_bytes(
-    blob: Option<BlobId>,
-    peers: &[PeerId],
-    fetcher: &Fetcher,
-) -> ApiResult<Response> {
+pub(crate) async fn log_bytes(s: &ApiState, blob: Option<BlobId>) -> ApiResult<Response> {
     let Some(blob) = blob else {
         return Ok(Vec::<u8>::new().into_response());
     };
-    let bytes = fetcher.fetch_bytes(blob, peers).await.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_GATEWAY,
-            format!("{:#}", anyhow::Error::from(e)),
-        )
-    })?;
+    let peers = s.driver.call(|reply| Mesh::Peers { reply }).await?;
+    let bytes = s
+        .data
+        .fetcher
+        .fetch_bytes(blob, &peers)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("{:#}", anyhow::Error::from(e)),
+            )
+        })?;
     Ok(bytes.into_response())
 }
 
@@ -803,28 +681,24 @@ async fn put_blob(
     Json(body): Json<PutPath>,
 ) -> ApiResult<Json<StoredBlob>> {
     let path = absolute("path", body.path)?;
-    let blobs = ask(&s, |d| d.blobs.clone()).await?;
+    let blobs = s.data.blobs.clone();
     let started = std::time::Instant::now();
     let stored = tokio::task::spawn_blocking(move || blobs.put_path(&path))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (id, stats) = stored.map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
-    keep(&s, id).await?;
+    keep(&s, id)?;
     Ok(Json(StoredBlob::new(id, stats, started)))
 }
 
 /// Records that blob `id` was stored here by a user: never reclaimed.
-pub(crate) async fn keep(s: &ApiState, id: BlobId) -> ApiResult<()> {
-    let kept = ask(s, |d| d.reclaimer.as_ref().map(|r| r.kept.clone())).await?;
-    if let Some(kept) = kept {
-        kept.add(id).map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("stored {id} but cannot record it as kept: {e}"),
-            )
-        })?;
-    }
-    Ok(())
+pub(crate) fn keep(s: &ApiState, id: BlobId) -> ApiResult<()> {
+    s.data.reclaimer.kept.add(id).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stored {id} but cannot record it as kept: {e}"),
+        )
+    })
 }
 
 /// Starts fetching a blob from the mesh and writing it at `out`; answers
@@ -841,12 +715,8 @@ async fn export_blob(
     let out = absolute("out", body.out)?;
     crate::store::blobs::check_out(&out)
         .map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
-    let store = body.store;
-    let export = ask(&s, move |d| {
-        let peers = d.connected_peers();
-        d.fetcher.start_export(blob, out, peers, store)
-    })
-    .await?;
+    let peers = s.driver.call(|reply| Mesh::Peers { reply }).await?;
+    let export = (s.data.fetcher).start_export(blob, out, peers, body.store);
     Ok(Json(ExportStarted { export }))
 }
 
@@ -855,8 +725,7 @@ async fn export_blob(
     params(("n" = u64, Path, description = "the export number a start answered")),
     responses((status = 200, body = Export)))]
 async fn export_progress(State(s): State<ApiState>, Path(n): Path<u64>) -> ApiResult<Json<Export>> {
-    let export = ask(&s, move |d| d.fetcher.export(n))
-        .await?
+    let export = (s.data.fetcher.export(n))
         .ok_or_else(|| not_found(format!("no export {n} on this node")))?;
     let p = &export.progress;
     let (state, bytes_written, error) = match export.state.lock().as_deref() {

@@ -5,50 +5,38 @@
 //! handler, these ask the driver and keep no state.
 
 use crate::api::types::{DefinePool, Named, Pool, PoolMember, StreamQuery};
-use crate::api::{ask, bad_request, log_bytes, node_name, not_found, ApiResult, ApiState};
+use crate::api::{bad_request, log_bytes, node_name, ApiResult, ApiState};
+use crate::driver::command::{PoolEntry, Pools};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Json;
-use peerbatch_protocol::Command;
+use peerbatch_protocol::event::SideResult;
+use peerbatch_protocol::{Command, NodeId};
 
 /// Every pool with each member node's start-task result.
 #[utoipa::path(get, path = "/v1/pools", tag = "pools",
     responses((status = 200, body = Vec<Pool>)))]
 pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Vec<Pool>>> {
-    ask(&s, |d| {
-        let ledger = d.core.ledger();
-        let list = ledger
-            .pools(crate::wallclock::wall_ms())
-            .map(|p| {
-                let nodes = ledger
-                    .nodes()
-                    .filter(|(id, info)| {
-                        info.labels.iter().any(|(k, v)| k == "pool" && *v == p.name)
-                            || ledger.start_result(&p.event, id).is_some()
-                    })
-                    .map(|(id, _)| {
-                        let r = ledger.start_result(&p.event, id);
-                        PoolMember {
-                            node: node_name(id),
-                            start_task: match r {
-                                None => "pending".to_string(),
-                                Some(r) if r.outcome.success() => "succeeded".to_string(),
-                                Some(r) => format!("failed: {:?}", r.outcome),
-                            },
-                        }
-                    })
-                    .collect();
-                Pool {
-                    name: p.name.clone(),
-                    start_task: command_text(&p.start_task),
-                    wait_for_success: p.wait_for_success,
-                    nodes,
-                }
-            })
-            .collect();
-        Json(list)
-    })
-    .await
+    let pools = s.driver.call(|reply| Pools::List { reply }).await?;
+    Ok(Json(pools.into_iter().map(pool_of).collect()))
+}
+
+/// A pool as the API shows it.
+fn pool_of(p: PoolEntry) -> Pool {
+    let member = |(id, result): (NodeId, Option<SideResult>)| PoolMember {
+        node: node_name(&id),
+        start_task: match result {
+            None => "pending".to_string(),
+            Some(r) if r.outcome.success() => "succeeded".to_string(),
+            Some(r) => format!("failed: {:?}", r.outcome),
+        },
+    };
+    Pool {
+        name: p.record.name,
+        start_task: command_text(&p.record.start_task),
+        wait_for_success: p.record.wait_for_success,
+        nodes: p.members.into_iter().map(member).collect(),
+    }
 }
 
 fn command_text(c: &Command) -> String {
@@ -68,20 +56,14 @@ pub async fn define(
     if body.start_task.trim().is_empty() {
         return Err(bad_request("the start task is empty".into()));
     }
-    ask(&s, move |d| {
-        let now = d.now();
-        d.core
-            .define_pool(
-                now,
-                &body.name,
-                Command::Shell(body.start_task),
-                body.wait_for_success,
-                crate::wallclock::wall_ms(),
-            )
-            .map_err(bad_request)?;
-        Ok(Json(Named { name: body.name }))
-    })
-    .await?
+    let define = |reply| Pools::Define {
+        name: body.name.clone(),
+        start_task: Command::Shell(body.start_task),
+        wait_for_success: body.wait_for_success,
+        reply,
+    };
+    s.driver.call(define).await??;
+    Ok(Json(Named { name: body.name }))
 }
 
 /// A member node's start-task stdout (or stderr), fetched from wherever it is.
@@ -96,24 +78,7 @@ pub async fn logs(
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<Response> {
     let stderr = q.stream.as_deref() == Some("stderr");
-    let found = ask(&s, move |d| {
-        let ledger = d.core.ledger();
-        let p = ledger
-            .pools(crate::wallclock::wall_ms())
-            .find(|p| p.name == pool)
-            .ok_or_else(|| not_found(format!("no pool {pool:?}")))?;
-        let id = ledger
-            .nodes()
-            .map(|(id, _)| *id)
-            .find(|id| node_name(id).starts_with(&node))
-            .ok_or_else(|| not_found(format!("no node {node:?}")))?;
-        let r = ledger.start_result(&p.event, &id).ok_or_else(|| {
-            not_found(format!("node {node} has not run the start task of {pool}"))
-        })?;
-        let blob = if stderr { r.stderr } else { r.stdout };
-        Ok((blob, d.connected_peers(), d.fetcher.clone()))
-    })
-    .await??;
-    let (blob, peers, fetcher) = found;
-    log_bytes(blob, &peers, &fetcher).await
+    let find = |reply| Pools::StartResult { pool, node, reply };
+    let result = s.driver.call(find).await??;
+    log_bytes(&s, if stderr { result.stderr } else { result.stdout }).await
 }

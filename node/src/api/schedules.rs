@@ -6,7 +6,8 @@
 //! driver and keep no state.
 
 use crate::api::types::{AddSchedule, Named, Removed, Schedule};
-use crate::api::{ask, bad_request, not_found, ApiResult, ApiState};
+use crate::api::{bad_request, ApiResult, ApiState};
+use crate::driver::command::{ScheduleEntry, Schedules};
 use axum::extract::{Path, State};
 use axum::Json;
 use peerbatch_protocol::schedule::Recurrence;
@@ -15,30 +16,26 @@ use peerbatch_protocol::schedule::Recurrence;
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
     responses((status = 200, body = Vec<Schedule>)))]
 pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Vec<Schedule>>> {
-    ask(&s, |d| {
-        let ledger = d.core.ledger();
-        let wall = crate::wallclock::wall_ms();
-        let list = ledger
-            .schedules(wall)
-            .map(|sc| {
-                let (every_ms, cron) = match &sc.recurrence {
-                    Recurrence::Every { ms, .. } => (Some(*ms), None),
-                    Recurrence::Cron(expr) => (None, Some(expr.clone())),
-                };
-                Schedule {
-                    name: sc.name.clone(),
-                    every_ms,
-                    cron,
-                    job_name: sc.template.name.clone(),
-                    tasks: sc.template.task_count(),
-                    added_ms: sc.added_ms,
-                    last_fired_ms: ledger.last_fired(&sc.name, wall),
-                }
-            })
-            .collect();
-        Json(list)
-    })
-    .await
+    let schedules = s.driver.call(|reply| Schedules::List { reply }).await?;
+    Ok(Json(schedules.into_iter().map(schedule_of).collect()))
+}
+
+/// A schedule as the API shows it.
+fn schedule_of(entry: ScheduleEntry) -> Schedule {
+    let sc = entry.record;
+    let (every_ms, cron) = match sc.recurrence {
+        Recurrence::Every { ms, .. } => (Some(ms), None),
+        Recurrence::Cron(expr) => (None, Some(expr)),
+    };
+    Schedule {
+        name: sc.name,
+        every_ms,
+        cron,
+        job_name: sc.template.name.clone(),
+        tasks: sc.template.task_count(),
+        added_ms: sc.added_ms,
+        last_fired_ms: entry.last_fired_ms,
+    }
 }
 
 /// Adds a schedule: its job template is submitted at every occurrence,
@@ -63,22 +60,14 @@ pub async fn add(
         }
         _ => return Err(bad_request("give exactly one of every_ms or cron".into())),
     };
-    let name = body.name;
-    let template = body.template;
-    ask(&s, move |d| {
-        let now = d.now();
-        d.core
-            .add_schedule(
-                now,
-                &name,
-                recurrence,
-                template,
-                crate::wallclock::wall_ms(),
-            )
-            .map_err(bad_request)?;
-        Ok(Json(Named { name }))
-    })
-    .await?
+    let add = |reply| Schedules::Add {
+        name: body.name.clone(),
+        recurrence,
+        template: Box::new(body.template),
+        reply,
+    };
+    s.driver.call(add).await??;
+    Ok(Json(Named { name: body.name }))
 }
 
 /// Stops a schedule (the jobs it submitted stay).
@@ -89,18 +78,13 @@ pub async fn remove(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Removed>> {
-    ask(&s, move |d| {
-        let now = d.now();
-        if d.core.remove_schedule(now, &name, crate::wallclock::wall_ms()) {
-            Ok(Json(Removed {
-                name,
-                removed: true,
-            }))
-        } else {
-            Err(not_found(format!(
-                "no schedule {name:?} that this node may remove (the node that added it or an admin node may)"
-            )))
-        }
-    })
-    .await?
+    let remove = |reply| Schedules::Remove {
+        name: name.clone(),
+        reply,
+    };
+    s.driver.call(remove).await??;
+    Ok(Json(Removed {
+        name,
+        removed: true,
+    }))
 }

@@ -12,7 +12,8 @@
 
 use crate::api::guard::{next_part, TaskCaller};
 use crate::api::types::{BlobPath, StoredBlob};
-use crate::api::{ask, bad_request, blob_id, keep, not_found, ApiError, ApiResult, ApiState};
+use crate::api::{bad_request, blob_id, keep, not_found, ApiError, ApiResult, ApiState};
+use crate::driver::command::Mesh;
 use crate::fetch::{FetchError, Progress};
 use crate::store::blobs::{check_chunk, BlobStore, PutStats};
 use axum::body::{Body, Bytes};
@@ -68,14 +69,8 @@ pub async fn put_stream(
     body: Body,
 ) -> ApiResult<Json<StoredBlob>> {
     let started = Instant::now();
-    let (blobs, limit) = ask(&s, |d| {
-        (
-            d.blobs.clone(),
-            d.reclaimer.as_ref().and_then(|r| r.limit()),
-        )
-    })
-    .await?;
-    let max = limit.unwrap_or(u64::MAX);
+    let blobs = s.data.blobs.clone();
+    let max = s.data.reclaimer.limit().unwrap_or(u64::MAX);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -91,7 +86,7 @@ pub async fn put_stream(
     drop(spool);
     let (id, stats) = stored.map_err(|e| store_error(anyhow::Error::from(e)))?;
     if task.is_none() {
-        keep(&s, id).await?;
+        keep(&s, id)?;
     }
     Ok(Json(StoredBlob::new(id, stats, started)))
 }
@@ -173,7 +168,8 @@ pub async fn get_bytes(
     Path(BlobPath { id }): Path<BlobPath>,
 ) -> ApiResult<Response> {
     let blob = blob_id(&id)?;
-    let (fetcher, peers) = ask(&s, |d| (d.fetcher.clone(), d.connected_peers())).await?;
+    let fetcher = &s.data.fetcher;
+    let peers = s.driver.call(|reply| Mesh::Peers { reply }).await?;
     let manifest = match fetcher.fetch_object(blob, &peers).await {
         Ok(Object::File(m)) => m,
         Ok(Object::Tree(_)) => {

@@ -11,7 +11,8 @@
 
 use crate::api::files::{package_list, regular_files};
 use crate::api::types::{JobFile, Package, Submitted};
-use crate::api::{absolute, ask, bad_request, keep, submit_spec, ApiError, ApiResult, ApiState};
+use crate::api::{absolute, bad_request, keep, submit_spec, ApiError, ApiResult, ApiState};
+use crate::driver::command::Jobs;
 use crate::store::blobs::BlobStore;
 use anyhow::{anyhow, Result};
 use axum::extract::State;
@@ -36,7 +37,7 @@ pub async fn submit_file(
     };
     let file = body.name.unwrap_or_else(|| "job".into());
     let stager = NodeStager {
-        blobs: ask(&s, |d| d.blobs.clone()).await?,
+        blobs: s.data.blobs.clone(),
         state: s.clone(),
         runtime: Handle::current(),
     };
@@ -68,9 +69,7 @@ fn refused(e: ApiError) -> anyhow::Error {
 impl NodeStager {
     /// Records a stored blob as a user's: never reclaimed.
     fn kept(&self, id: BlobId) -> Result<BlobId> {
-        self.runtime
-            .block_on(keep(&self.state, id))
-            .map_err(refused)?;
+        keep(&self.state, id).map_err(refused)?;
         Ok(id)
     }
 }
@@ -92,16 +91,14 @@ impl crate::draft::Stager for NodeStager {
     }
 
     fn packages(&self) -> Result<Vec<Package>> {
-        let list = ask(&self.state, |d| package_list(d));
+        let list = package_list(&self.state);
         self.runtime.block_on(list).map_err(refused)
     }
 
     fn job_id(&self, name: &str) -> Result<JobId> {
-        let name = name.to_string();
-        let id = ask(&self.state, move |d| d.resolve_job(&name));
-        self.runtime
-            .block_on(id)
-            .map_err(refused)?
-            .map_err(|e| anyhow!(e))
+        let job = name.to_string();
+        let id = self.state.driver.call(|reply| Jobs::Resolve { job, reply });
+        let id = self.runtime.block_on(id).map_err(|e| refused(e.into()))?;
+        id.map_err(|e| anyhow!(e))
     }
 }

@@ -9,13 +9,14 @@
 use super::html::{self, esc};
 use super::session::{check_csrf, Session};
 use super::{json, PageResult, PortalError, PortalResult, PortalState};
-use crate::api::{self, ask};
-use crate::driver::Driver;
+use crate::api::{self, ApiState};
+use crate::driver::command::{Jobs, Packages};
 use crate::jobfile::{self, JobDraft};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form, Json};
+use peerbatch_protocol::ledger::PackageRecord;
 use peerbatch_protocol::JobSpec;
 use serde::Deserialize;
 
@@ -92,7 +93,7 @@ pub async fn submit(
         Ok(draft) => draft,
         Err(e) => return Ok(refuse(e.to_string())),
     };
-    let spec = match ask(&s.api, move |d| finish(d, draft)).await? {
+    let spec = match finish(&s.api, draft).await? {
         Ok(spec) => spec,
         Err(e) => return Ok(refuse(format!("{file}: {e}"))),
     };
@@ -105,34 +106,55 @@ pub async fn submit(
 }
 
 /// A parsed job file made ready to submit on the node: its packages and
-/// the jobs it waits for resolved from the ledger. A local source is
-/// refused: the browser's files are not the node's.
-fn finish(d: &mut Driver, mut draft: JobDraft) -> Result<JobSpec, String> {
-    if let Some(source) = draft.stage.first() {
-        return Err(format!(
+/// the jobs it waits for resolved from the ledger, or why not. A local
+/// source is refused: the browser's files are not the node's.
+async fn finish(s: &ApiState, mut draft: JobDraft) -> PortalResult<Result<JobSpec, String>> {
+    let packages = s.driver.call(|reply| Packages::List { reply }).await?;
+    if let Err(e) = no_local_source(&draft).and_then(|()| fill_packages(&mut draft, &packages)) {
+        return Ok(Err(e));
+    }
+    for name in &draft.after {
+        let job = name.clone();
+        match s.driver.call(|reply| Jobs::Resolve { job, reply }).await? {
+            Ok(id) => draft.spec.after.push(id),
+            Err(e) => return Ok(Err(format!("after: {e}"))),
+        }
+    }
+    Ok(draft
+        .spec
+        .validate()
+        .map_err(|e| e.to_string())
+        .map(|()| draft.spec))
+}
+
+fn no_local_source(draft: &JobDraft) -> Result<(), String> {
+    match draft.stage.first() {
+        Some(source) => Err(format!(
             "input source {}: a job submitted in the portal cannot name files on disk; \
              store them with `peerbatch put` and give their blob id, or use `peerbatch submit`",
             source.path.display()
-        ));
+        )),
+        None => Ok(()),
     }
+}
+
+/// Gives each package the draft uses the blob of its version in `known`.
+fn fill_packages(draft: &mut JobDraft, known: &[PackageRecord]) -> Result<(), String> {
     for slot in &draft.packages {
         let package = slot
             .in_spec(&mut draft.spec)
             .ok_or("a package slot points at no package")?;
-        let known = d.core.ledger().package(&package.name, &package.version);
-        package.blob = known.map(|p| p.blob).ok_or_else(|| {
+        let found = known
+            .iter()
+            .find(|p| p.name == package.name && p.version == package.version);
+        package.blob = found.map(|p| p.blob).ok_or_else(|| {
             format!(
                 "package {}@{} is not known to the mesh; add it with `peerbatch package add`",
                 package.name, package.version
             )
         })?;
     }
-    for name in &draft.after {
-        let id = d.resolve_job(name).map_err(|e| format!("after: {e}"))?;
-        draft.spec.after.push(id);
-    }
-    draft.spec.validate().map_err(|e| e.to_string())?;
-    Ok(draft.spec)
+    Ok(())
 }
 
 pub async fn cancel(
@@ -196,9 +218,7 @@ pub async fn add_schedule(
         std::path::Path::new(PASTED_DIR),
     )
     .map_err(|e| bad(e.to_string()))?;
-    let template = ask(&s.api, move |d| finish(d, draft))
-        .await?
-        .map_err(|e| bad(format!("{file}: {e}")))?;
+    let template = (finish(&s.api, draft).await?).map_err(|e| bad(format!("{file}: {e}")))?;
     let body = api::types::AddSchedule {
         name: form.name,
         every_ms,

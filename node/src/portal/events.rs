@@ -7,7 +7,7 @@
 //! fetch themselves again.
 
 use super::PortalState;
-use crate::api::ask;
+use crate::driver::command::Mesh;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -21,17 +21,13 @@ pub const LOOK_EVERY: Duration = Duration::from_millis(250);
 type Mark = (usize, usize, u32, bool);
 
 async fn mark(s: &PortalState) -> Option<Mark> {
-    ask(&s.api, |d| {
-        let (claimed, running) = d.core.local_load();
-        (
-            d.core.ledger().event_count(),
-            claimed,
-            running,
-            d.core.draining(),
-        )
-    })
-    .await
-    .ok()
+    let node = s
+        .api
+        .driver
+        .call(|reply| Mesh::State { reply })
+        .await
+        .ok()?;
+    Some((node.events, node.claimed, node.running, node.draining))
 }
 
 /// Ends when the node shuts down.

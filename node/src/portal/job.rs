@@ -9,13 +9,12 @@
 
 use super::html::{self, esc, text};
 use super::session::Session;
-use super::{json, PageResult, PortalError, PortalState};
-use crate::api::{self, ask, not_found};
-use crate::driver::Driver;
+use super::{json, PageResult, PortalState};
+use crate::api;
+use crate::driver::command::{JobTasks, Tasks};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Extension;
-use peerbatch_protocol::{JobId, TaskView};
+use peerbatch_protocol::TaskView;
 use serde::Deserialize;
 use std::fmt::Write;
 
@@ -65,10 +64,9 @@ pub async fn page(
 ) -> PageResult {
     let path = Path(api::types::JobPath { job: job.clone() });
     let info = json(api::job(State(s.api.clone()), path).await)?;
-    let id = JobId::parse(&text(&info["id"]))
-        .ok_or_else(|| PortalError(StatusCode::INTERNAL_SERVER_ERROR, "no job id".into()))?;
-    let query = q.clone();
-    let table = ask(&s.api, move |d| table(d, id, &query)).await??;
+    let job_id = text(&info["id"]);
+    let list = |reply| Tasks::List { job: job_id, reply };
+    let table = table(&s.api.driver.call(list).await??, &q);
     let mut body = format!(
         "<section id=summary data-live><dl><dt>name</dt><dd>{}</dd><dt>state</dt><dd class=job-state>{}</dd>\
          <dt>priority</dt><dd>{}</dd><dt>progress</dt><dd class=progress>{}</dd>",
@@ -186,15 +184,9 @@ fn task_table(job: &str, q: &TableQuery, table: &Table) -> String {
 }
 
 /// The page of the job's task table that `q` asks for.
-fn table(d: &mut Driver, id: JobId, q: &TableQuery) -> Result<Table, PortalError> {
-    let record = d
-        .core
-        .ledger()
-        .job(&id)
-        .ok_or_else(|| PortalError::from(not_found(format!("no job {id}"))))?;
-    let all = d.core.views(id);
-    let mut views: Vec<&TaskView> = all
-        .iter()
+fn table(found: &JobTasks, q: &TableQuery) -> Table {
+    let record = &found.record;
+    let mut views: Vec<&TaskView> = (found.tasks.iter().map(|e| &e.view))
         .filter(|v| q.state.is_empty() || v.state.name() == q.state)
         .collect();
     sort(&mut views, &q.sort);
@@ -209,11 +201,11 @@ fn table(d: &mut Driver, id: JobId, q: &TableQuery) -> Result<Table, PortalError
         .map(|v| row(record, v))
         .collect();
     let groups = record.spec.groups.iter().map(group_text).collect();
-    Ok(Table {
+    Table {
         rows,
         matched,
         groups,
-    })
+    }
 }
 
 fn sort(views: &mut [&TaskView], by: &str) {

@@ -6,7 +6,8 @@
 use super::html::{self, esc, text};
 use super::session::Session;
 use super::{json, PageResult, PortalState};
-use crate::api::{self, ask};
+use crate::api;
+use crate::driver::command::{JobEntry, Jobs};
 use axum::extract::{Query, State};
 use axum::Extension;
 use serde::Deserialize;
@@ -30,7 +31,7 @@ pub async fn page(
     Query(f): Query<Filter>,
 ) -> PageResult {
     let jobs = json(api::jobs(State(s.api.clone())).await)?;
-    let pools = ask(&s.api, job_pools).await?;
+    let pools = job_pools(s.api.driver.call(|reply| Jobs::List { reply }).await?);
     let mut rows = String::new();
     let mut shown = 0;
     for job in jobs.as_array().into_iter().flatten().rev() {
@@ -89,10 +90,8 @@ fn filter_form(f: &Filter) -> String {
 }
 
 /// Each job's pool: the `pool` label its tasks require, if any.
-fn job_pools(d: &mut crate::driver::Driver) -> BTreeMap<String, String> {
-    d.core
-        .ledger()
-        .jobs()
+fn job_pools(jobs: Vec<JobEntry>) -> BTreeMap<String, String> {
+    (jobs.iter().map(|e| &e.record))
         .filter_map(|j| {
             let pool = j.spec.groups.iter().find_map(|g| {
                 g.spec()

@@ -6,7 +6,7 @@
 //! `schedules`, `packages`), the forms that act (`actions`), the browser's
 //! login and sessions (`session`), live updates (`events`) and the page
 //! frame (`html`). Reads and acts only through the API's handlers and the
-//! driver's request channel (`api::ask`); must not hold protocol state, and
+//! driver's commands (`driver::command`); must not hold protocol state, and
 //! must not be reachable with a task's token (its pages take a session
 //! cookie only; the login code is handed out on the node's own token).
 
@@ -26,6 +26,7 @@ mod task;
 pub use session::Sessions;
 
 use crate::api::{ApiError, ApiState};
+use crate::driver::command::{Gone, Refusal};
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::middleware;
@@ -48,6 +49,18 @@ pub struct PortalError(pub StatusCode, pub String);
 impl From<ApiError> for PortalError {
     fn from(e: ApiError) -> PortalError {
         PortalError(e.0, e.1)
+    }
+}
+
+impl From<Gone> for PortalError {
+    fn from(e: Gone) -> PortalError {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<Refusal> for PortalError {
+    fn from(e: Refusal) -> PortalError {
+        ApiError::from(e).into()
     }
 }
 

@@ -12,8 +12,8 @@ use super::attempts::{attempts, Attempt};
 use super::html::{self, esc};
 use super::session::Session;
 use super::{PageResult, PortalError, PortalResult, PortalState};
-use crate::api::{self, ask, follow, not_found, ApiError};
-use crate::driver::Driver;
+use crate::api::{self, follow, not_found, ApiState};
+use crate::driver::command::{Mesh, Tasks};
 use crate::fetch::Fetcher;
 use crate::store::ledger::LedgerStore;
 use axum::extract::{Path, Query, State};
@@ -45,21 +45,15 @@ struct Facts {
     store: LedgerStore,
 }
 
-fn facts(d: &mut Driver, job: &str, task: &str) -> Result<Facts, ApiError> {
-    let id = d.resolve_job(job).map_err(not_found)?;
-    let record = d
-        .core
-        .ledger()
-        .job(&id)
-        .ok_or_else(|| not_found(format!("no job {job}")))?;
-    let index = record
-        .spec
-        .position_of(task)
-        .ok_or_else(|| not_found(format!("job {id} has no task {task:?}")))?;
-    let view = d
-        .core
-        .view(TaskRef { job: id, index })
-        .ok_or_else(|| not_found(format!("task {task:?} is unknown here")))?;
+async fn facts(s: &ApiState, job: String, task: String) -> PortalResult<Facts> {
+    let show = |reply| Tasks::Show {
+        job,
+        task: task.clone(),
+        reply,
+    };
+    let found = s.driver.call(show).await??;
+    let unknown = || not_found(format!("task {task:?} is unknown here"));
+    let view = found.entry.ok_or_else(unknown)?.view;
     let result = view.result.as_ref();
     Ok(Facts {
         task: view.task,
@@ -74,9 +68,9 @@ fn facts(d: &mut Driver, job: &str, task: &str) -> Result<Facts, ApiError> {
         stdout: result.and_then(|r| r.stdout),
         stderr: result.and_then(|r| r.stderr),
         outputs: result.and_then(|r| r.outputs),
-        peers: d.connected_peers(),
-        fetcher: d.fetcher.clone(),
-        store: d.store.clone(),
+        peers: s.driver.call(|reply| Mesh::Peers { reply }).await?,
+        fetcher: s.data.fetcher.clone(),
+        store: s.data.ledger.clone(),
     })
 }
 
@@ -85,8 +79,7 @@ pub async fn page(
     Extension(session): Extension<Session>,
     Path((job, task)): Path<(String, String)>,
 ) -> PageResult {
-    let (j, t) = (job.clone(), task.clone());
-    let f = ask(&s.api, move |d| facts(d, &j, &t)).await??;
+    let f = facts(&s.api, job.clone(), task.clone()).await?;
     let base = format!("/jobs/{}/tasks/{}", html::seg(&job), html::seg(&task));
     let mut body = format!(
         "<p><a href=\"/jobs/{}\">← job</a></p><section id=facts data-live><dl>\
@@ -267,7 +260,7 @@ pub async fn log(
             ))
         }
     };
-    let f = ask(&s.api, move |d| facts(d, &job, &task)).await??;
+    let f = facts(&s.api, job, task).await?;
     if q.follow == Some(true) {
         return Ok(follow::follow(&s.api, f.task, stderr).await?);
     }
@@ -299,7 +292,7 @@ pub async fn log(
         None if stderr => f.stderr,
         None => f.stdout,
     };
-    let response = api::log_bytes(blob, &f.peers, &f.fetcher).await?;
+    let response = api::log_bytes(&s.api, blob).await?;
     let name = match q.attempt {
         Some(n) => format!("{stream}-attempt-{n}.txt"),
         None => format!("{stream}.txt"),

@@ -5,6 +5,12 @@
 //! requires: persist to sled and flush, then transmit, then act. Must not
 //! touch the libp2p Swarm (only `net` does) or decide protocol questions
 //! (only the core does).
+//!
+//! The API and the portal reach it only through [`command`]: a typed
+//! command with a oneshot reply, answered in `answer`.
+
+mod answer;
+pub mod command;
 
 use crate::availability::{local_minute, other_load_per_cpu, OnLeave, PolicyOpts};
 use crate::budget::{
@@ -321,6 +327,7 @@ impl Driver {
         mut self,
         mut net_events: mpsc::Receiver<NetEvent>,
         mut requests: mpsc::Receiver<Request>,
+        mut commands: mpsc::Receiver<command::Command>,
         mut exited: mpsc::UnboundedReceiver<TaskResult>,
         mut shutdown: oneshot::Receiver<()>,
     ) {
@@ -362,6 +369,7 @@ impl Driver {
                     }
                 }
                 Some(request) = requests.recv() => request(&mut self),
+                Some(command) = commands.recv() => self.on_command(command),
                 Some(done) = exited.recv() => {
                     self.on_exited(done);
                     while let Ok(done) = exited.try_recv() {
@@ -555,11 +563,6 @@ impl Driver {
             };
             net.respond(reply, codec::encode(&answer)).await;
         });
-    }
-
-    /// The live output of the attempts running here.
-    pub fn live_logs(&self) -> crate::live_logs::LiveLogs {
-        self.exec.live().clone()
     }
 
     /// Peers with a live connection now.
