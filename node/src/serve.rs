@@ -352,7 +352,6 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         start_tx,
     );
 
-    let (requests_tx, requests_rx) = mpsc::channel(1024);
     let (driver_handle, commands) = DriverHandle::channel();
     let reclaimer = Reclaimer::new(
         Kept::open(dir.kept_file()),
@@ -362,7 +361,6 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     );
     let metrics = Metrics::new();
     let api_state = ApiState {
-        requests: requests_tx,
         driver: driver_handle,
         data: api::DataPlane {
             blobs: blobs.clone(),
@@ -412,7 +410,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .with_policy(opts.policy.clone())
         .with_functions(functions)
         .with_side_work(pools, start_rx, jobprep)
-        .run(net_events, requests_rx, commands, exited_rx, shutdown_rx)
+        .run(net_events, commands, exited_rx, shutdown_rx)
         .await;
     let _ = std::fs::remove_file(dir.api_file());
     tracing::info!("node {peer_id} stopped");

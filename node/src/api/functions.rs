@@ -11,9 +11,8 @@ use crate::api::files::store_tree;
 use crate::api::types::{
     DeployFunction, Function, FunctionChanged, FunctionVersion, RollbackFunction,
 };
-use crate::api::{absolute, ask, bad_request, node_name, not_found, ApiError, ApiResult, ApiState};
-use crate::driver::Driver;
-use crate::functions::route::Plan;
+use crate::api::{absolute, bad_request, node_name, not_found, ApiError, ApiResult, ApiState};
+use crate::driver::command::Functions;
 use crate::functions::{Call, Reply, MAX_BODY_BYTES, MAX_HEADERS, MAX_HEADER_BYTES};
 use crate::wallclock::wall_ms;
 use axum::body::Bytes;
@@ -22,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use peerbatch_protocol::function::{
-    self as f, ChangeRefused, FunctionEvent, FunctionSpec, FunctionView, Trigger, Version,
+    self as f, FunctionEvent, FunctionSpec, FunctionView, Trigger, Version,
 };
 use peerbatch_protocol::{BlobId, Command};
 
@@ -70,23 +69,12 @@ fn function_of(view: &FunctionView) -> Function {
     }
 }
 
-fn view(d: &Driver, name: &str) -> ApiResult<FunctionView> {
-    (d.core.ledger().function(name, wall_ms()))
-        .ok_or_else(|| not_found(format!("no function {name:?}")))
-}
-
 /// Every function the mesh knows, with its versions.
 #[utoipa::path(get, path = "/v1/functions", tag = "functions",
     responses((status = 200, body = Vec<Function>)))]
 pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Vec<Function>>> {
-    ask(&s, |d| {
-        let ledger = d.core.ledger();
-        let wall = wall_ms();
-        let names = ledger.function_names();
-        let views = names.filter_map(|n| ledger.function(n, wall));
-        Json(views.map(|v| function_of(&v)).collect())
-    })
-    .await
+    let views = s.driver.call(|reply| Functions::List { reply }).await?;
+    Ok(Json(views.iter().map(function_of).collect()))
 }
 
 /// One function and its versions.
@@ -97,7 +85,11 @@ pub async fn show(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Function>> {
-    ask(&s, move |d| view(d, &name).map(|v| Json(function_of(&v)))).await?
+    let view = s
+        .driver
+        .call(|reply| Functions::Show { name, reply })
+        .await??;
+    Ok(Json(function_of(&view)))
 }
 
 /// Stores a directory or archive as the bundle of a new version of a
@@ -150,15 +142,15 @@ pub async fn rollback(
     Path(name): Path<String>,
     Json(body): Json<RollbackFunction>,
 ) -> ApiResult<Json<FunctionChanged>> {
-    let asked = name.clone();
-    let to = ask(&s, move |d| {
-        let view = view(d, &asked)?;
-        let found = view.versions.iter().find(|v| v.number == body.version);
-        found
-            .map(|v| v.event)
-            .ok_or_else(|| not_found(format!("function {asked} has no version {}", body.version)))
-    })
-    .await??;
+    let show = |reply| Functions::Show {
+        name: name.clone(),
+        reply,
+    };
+    let view = s.driver.call(show).await??;
+    let found = view.versions.iter().find(|v| v.number == body.version);
+    let to = found
+        .map(|v| v.event)
+        .ok_or_else(|| not_found(format!("function {name} has no version {}", body.version)))?;
     let event = FunctionEvent::RolledBack {
         name,
         to,
@@ -184,32 +176,17 @@ pub async fn remove(
 
 /// Publishes a change; answers the version serving afterwards.
 async fn change(s: &ApiState, event: FunctionEvent) -> ApiResult<FunctionChanged> {
-    ask(s, move |d| {
-        let name = event.name().to_string();
-        let now = d.now();
-        let refused = |e: ChangeRefused| match e {
-            ChangeRefused::Invalid(e) => bad_request(e.to_string()),
-            ChangeRefused::Unknown(_) => not_found(e.to_string()),
-            ChangeRefused::NotOwner { owner, .. } => ApiError(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "function {name} belongs to node {}; only it or an admin node may change it",
-                    node_name(&owner)
-                ),
-            ),
-        };
-        d.core
-            .change_function(now, event, wall_ms())
-            .map_err(refused)?;
-        let serving = view(d, &name)?.serving().map(|v| v.number);
-        Ok(FunctionChanged {
-            name,
-            serving,
-            bundle: None,
-            files: None,
-        })
+    let name = event.name().to_string();
+    let serving = s
+        .driver
+        .call(|reply| Functions::Change { event, reply })
+        .await??;
+    Ok(FunctionChanged {
+        name,
+        serving,
+        bundle: None,
+        files: None,
     })
-    .await?
 }
 
 /// Invokes a function: the request body goes to the handler on stdin,
@@ -259,24 +236,12 @@ async fn invoke_call(s: ApiState, name: String, call: ApiResult<Call>) -> Respon
         Ok(call) => call,
         Err(e) => return e.into_response(),
     };
-    let plan = ask(&s, move |d| plan(d, &name)).await;
+    let plan = s.driver.call(|reply| Functions::Plan { name, reply }).await;
     match plan {
         Ok(Ok(plan)) => response_of(s.functions.call(plan, call).await),
-        Ok(Err(e)) | Err(e) => e.into_response(),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
-}
-
-/// What a call of function `name` needs from the driver.
-fn plan(d: &Driver, name: &str) -> ApiResult<Plan> {
-    let view = view(d, name)?;
-    let version = (view.serving().cloned())
-        .ok_or_else(|| not_found(format!("function {name:?} was removed")))?;
-    Ok(Plan {
-        name: name.to_string(),
-        version,
-        available_here: d.unavailable.is_none(),
-        peers: d.willing_peers(),
-    })
 }
 
 fn call_of(

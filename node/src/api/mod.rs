@@ -6,8 +6,10 @@
 //! so the router and the document come from one list) and the job, task,
 //! node and status routes; `api::types` owns the JSON shapes and
 //! `api::guard` checks the token and reads bodies before any route runs.
-//! Every handler asks the driver through its request channel; must not
-//! hold protocol state of its own.
+//! Every handler asks the driver with a typed command (`driver::command`)
+//! and shapes its answer into `api::types`; handles that never change (the
+//! blob store, fetcher, ledger store, reclaimer, live logs) are in
+//! [`DataPlane`]. Must not hold protocol state of its own.
 
 pub(crate) mod cluster;
 pub(crate) mod files;
@@ -31,7 +33,6 @@ use crate::api::types::{
 use crate::driver::command::{
     DriverHandle, Gone, JobEntry, Jobs, Mesh, NodeEntry, Refusal, TaskEntry, Tasks,
 };
-use crate::driver::{Driver, Request};
 use crate::fetch::{ExportState, Fetcher};
 pub(crate) use crate::identity::node_name;
 use crate::live_logs::LiveLogs;
@@ -44,18 +45,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use peerbatch_protocol::ledger::JobRecord;
-use peerbatch_protocol::{BlobId, JobSpec, TaskState};
+use peerbatch_protocol::{BlobId, JobSpec, TaskResult, TaskState};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::LazyLock;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use utoipa::openapi::{OpenApi, RefOr, Response as DocResponse};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub requests: mpsc::Sender<Request>,
     /// Asks the driver, which owns the protocol core.
     pub driver: DriverHandle,
     /// The data plane's handles, used off the driver.
@@ -241,25 +241,6 @@ static DOCUMENT: LazyLock<serde_json::Value> =
     responses((status = 200, description = "the OpenAPI 3 document of every route", body = Object)))]
 async fn openapi() -> Json<serde_json::Value> {
     Json(DOCUMENT.clone())
-}
-
-/// Runs `f` on the driver and returns its answer.
-pub(crate) async fn ask<T: Send + 'static>(
-    state: &ApiState,
-    f: impl FnOnce(&mut Driver) -> T + Send + 'static,
-) -> ApiResult<T> {
-    let (tx, rx) = oneshot::channel();
-    let request: Request = Box::new(move |driver| {
-        let _ = tx.send(f(driver));
-    });
-    let gone = || {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the node is shutting down".into(),
-        )
-    };
-    state.requests.send(request).await.map_err(|_| gone())?;
-    rx.await.map_err(|_| gone())
 }
 
 /// Maps a task position to its group's index.
@@ -606,7 +587,14 @@ async fn log(
     let entry = found
         .entry
         .ok_or_else(|| not_found(format!("task {task:?} is unknown here")))?;
-    let result = match q.rank.filter(|r| *r > 0) {
+    let result = ended(&entry, q.rank.filter(|r| *r > 0), &task)?;
+    log_bytes(&s, if stderr { result.stderr } else { result.stdout }).await
+}
+
+/// The result of a task that ended (of its gang's instance `rank`, if
+/// given), or why there is none.
+fn ended<'a>(entry: &'a TaskEntry, rank: Option<u32>, task: &str) -> ApiResult<&'a TaskResult> {
+    let result = match rank {
         None => entry.view.result.as_ref(),
         Some(rank) => {
             let member = entry.gang.get(rank as usize).ok_or_else(|| {
@@ -617,15 +605,12 @@ async fn log(
             member.1.as_ref()
         }
     };
-    let Some(result) = result else {
-        let msg = match entry.view.state {
+    result.ok_or_else(|| {
+        not_found(match entry.view.state {
             TaskState::Cancelled => format!("task {task:?} was cancelled before it finished"),
             state => format!("task {task:?} has not finished yet ({})", state.name()),
-        };
-        return Err(not_found(msg));
-    };
-    let blob = if stderr { result.stderr } else { result.stdout };
-    log_bytes(&s, blob).await
+        })
+    })
 }
 
 /// A captured stream's bytes (empty when nothing was captured), fetched

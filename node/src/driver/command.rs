@@ -10,9 +10,11 @@
 //! read or change the driver's state (`driver::answer` does, on the
 //! driver's task) and must not know about HTTP.
 
+use crate::functions::route::Plan;
 use libp2p::PeerId;
 use peerbatch_protocol::core::{Held, Progress, Stats};
 use peerbatch_protocol::event::SideResult;
+use peerbatch_protocol::function::{FunctionEvent, FunctionView};
 use peerbatch_protocol::ledger::{JobRecord, PackageRecord, PoolRecord};
 use peerbatch_protocol::schedule::{Recurrence, ScheduleRecord};
 use peerbatch_protocol::{BlobId, JobId, JobSpec, NodeId, NodeInfo, TaskRef, TaskResult, TaskView};
@@ -22,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 pub type Reply<T> = oneshot::Sender<T>;
 
 /// Commands waiting for the driver, past which a caller waits for room.
-pub const COMMAND_CHANNEL_CAPACITY: usize = 1024;
+const COMMAND_CHANNEL_CAPACITY: usize = 1024;
 
 /// Something the API or the portal asks of the driver.
 pub enum Command {
@@ -32,6 +34,7 @@ pub enum Command {
     Pools(Pools),
     Schedules(Schedules),
     Packages(Packages),
+    Functions(Functions),
 }
 
 /// Jobs: list, look up, submit, cancel, forget.
@@ -192,6 +195,29 @@ pub enum Packages {
     },
 }
 
+/// Functions: list, show, change, plan a call.
+pub enum Functions {
+    /// Every function the mesh knows, with its versions.
+    List { reply: Reply<Vec<FunctionView>> },
+    /// One function and its versions.
+    Show {
+        name: String,
+        reply: Reply<Result<FunctionView, Refusal>>,
+    },
+    /// Publishes a change (deploy, roll back, remove); answers the number
+    /// of the version serving afterwards.
+    Change {
+        event: FunctionEvent,
+        reply: Reply<Result<Option<u32>, Refusal>>,
+    },
+    /// What a call of a function needs: its serving version and where it
+    /// may run.
+    Plan {
+        name: String,
+        reply: Reply<Result<Plan, Refusal>>,
+    },
+}
+
 /// A pool and the nodes labelled with it or that ran its start task, each
 /// with its start-task result if it has one.
 pub struct PoolEntry {
@@ -293,38 +319,16 @@ impl DriverHandle {
     }
 }
 
-impl From<Jobs> for Command {
-    fn from(c: Jobs) -> Command {
-        Command::Jobs(c)
-    }
+/// `From<R> for Command` for each resource enum `R`, so that a caller
+/// builds `R`'s variant and [`DriverHandle::call`] wraps it.
+macro_rules! resources {
+    ($($resource:ident),*) => {$(
+        impl From<$resource> for Command {
+            fn from(c: $resource) -> Command {
+                Command::$resource(c)
+            }
+        }
+    )*};
 }
 
-impl From<Tasks> for Command {
-    fn from(c: Tasks) -> Command {
-        Command::Tasks(c)
-    }
-}
-
-impl From<Mesh> for Command {
-    fn from(c: Mesh) -> Command {
-        Command::Mesh(c)
-    }
-}
-
-impl From<Pools> for Command {
-    fn from(c: Pools) -> Command {
-        Command::Pools(c)
-    }
-}
-
-impl From<Schedules> for Command {
-    fn from(c: Schedules) -> Command {
-        Command::Schedules(c)
-    }
-}
-
-impl From<Packages> for Command {
-    fn from(c: Packages) -> Command {
-        Command::Packages(c)
-    }
-}
+resources!(Jobs, Tasks, Mesh, Pools, Schedules, Packages, Functions);

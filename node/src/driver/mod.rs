@@ -62,16 +62,13 @@ const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How often the chunk store is checked against `--store-limit`.
 const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 
-/// Work sent to the driver from the API: runs with the driver's state.
-pub type Request = Box<dyn FnOnce(&mut Driver) + Send>;
-
 pub struct Driver {
-    pub core: Core<LedgerStore>,
-    pub store: LedgerStore,
-    pub blobs: BlobStore,
-    pub net: Net,
-    pub fetcher: Fetcher,
-    pub listen_file: PathBuf,
+    core: Core<LedgerStore>,
+    store: LedgerStore,
+    blobs: BlobStore,
+    net: Net,
+    fetcher: Fetcher,
+    listen_file: PathBuf,
     exec: Executor,
     clock: Instant,
     kills: HashMap<(TaskRef, u32), oneshot::Sender<()>>,
@@ -81,20 +78,20 @@ pub struct Driver {
     outbox_load: Arc<crate::outbox::Load>,
     outbox_limit: usize,
     /// Times network input was held because the outbox was over its limit.
-    pub input_held: u64,
+    input_held: u64,
     /// What each peer's sync requests made this node send.
     sync_budget: Budgets<NodeId>,
     /// What each peer's fetch requests made this node send.
     chunk_budget: Arc<Mutex<Budgets<PeerId>>>,
     /// Why the ledger cannot be written right now, if it cannot.
-    pub storage: watch::Receiver<Option<String>>,
-    pub reclaimer: Option<Reclaimer>,
+    storage: watch::Receiver<Option<String>>,
+    reclaimer: Option<Reclaimer>,
     policy: PolicyOpts,
     pools: Option<Pools>,
     start_done: Option<mpsc::UnboundedReceiver<StartDone>>,
     jobprep: Option<JobPrep>,
     /// Why this node offers no slots now (drained, outside its policy).
-    pub unavailable: Option<String>,
+    unavailable: Option<String>,
     /// Fetch requests being answered at once.
     serving: Arc<Semaphore>,
     /// Peers' `LiveLog` requests waiting for bytes.
@@ -319,14 +316,13 @@ impl Driver {
         r.maybe_start(&self.blobs, pins, pinned_at);
     }
 
-    pub fn now(&self) -> Millis {
+    fn now(&self) -> Millis {
         Millis(self.clock.elapsed().as_millis() as u64)
     }
 
     pub async fn run(
         mut self,
         mut net_events: mpsc::Receiver<NetEvent>,
-        mut requests: mpsc::Receiver<Request>,
         mut commands: mpsc::Receiver<command::Command>,
         mut exited: mpsc::UnboundedReceiver<TaskResult>,
         mut shutdown: oneshot::Receiver<()>,
@@ -368,7 +364,6 @@ impl Driver {
                         }
                     }
                 }
-                Some(request) = requests.recv() => request(&mut self),
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(done) = exited.recv() => {
                     self.on_exited(done);
@@ -568,7 +563,7 @@ impl Driver {
     /// Peers with a live connection now.
     /// Connected peers whose announce says they are not drained: where
     /// function calls may go.
-    pub fn willing_peers(&self) -> Vec<PeerId> {
+    fn willing_peers(&self) -> Vec<PeerId> {
         let ledger = self.core.ledger();
         let willing = |p: &PeerId| {
             let node = self.connected.node_of(p);
@@ -611,7 +606,7 @@ impl Driver {
         });
     }
 
-    pub fn connected_peers(&self) -> Vec<PeerId> {
+    fn connected_peers(&self) -> Vec<PeerId> {
         let peers = self.core.peers();
         let nodes = peers.iter().filter(|(_, p)| p.connected).map(|(n, _)| n);
         self.connected.peers_of(nodes)
@@ -756,7 +751,7 @@ impl Driver {
 
     /// Answers `reply` with how many peers acknowledged holding event `id`
     /// (0 when there are none), once it is durable here.
-    pub fn replicate_then_reply(&mut self, event: EventId, reply: oneshot::Sender<usize>) {
+    fn replicate_then_reply(&mut self, event: EventId, reply: oneshot::Sender<usize>) {
         self.pump();
         let peers = self.connected_peers();
         self.outbox(Item::Replicate {
@@ -802,7 +797,7 @@ impl Driver {
     }
 
     /// Finds a job by full id, unique id prefix or unique name.
-    pub fn resolve_job(&self, text: &str) -> Result<JobId, String> {
+    fn resolve_job(&self, text: &str) -> Result<JobId, String> {
         if let Some(id) = JobId::parse(text) {
             if self.core.ledger().job(&id).is_some() {
                 return Ok(id);

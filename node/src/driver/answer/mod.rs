@@ -9,10 +9,11 @@
 //! it, after the answer.
 
 mod defined;
+mod functions;
 mod jobs;
 mod mesh;
 
-use super::command::{Command, Jobs, Mesh, Packages, Pools, Reply, Schedules, Tasks};
+use super::command::{Command, Functions, Jobs, Mesh, Packages, Pools, Reply, Schedules, Tasks};
 use super::Driver;
 
 /// Sends an answer; a caller that stopped waiting is no matter.
@@ -72,6 +73,14 @@ impl Driver {
                 blob,
                 reply,
             }) => answer(reply, self.add_package(&name, &version, blob)),
+            Command::Functions(Functions::List { reply }) => answer(reply, self.function_list()),
+            Command::Functions(Functions::Show { name, reply }) => {
+                answer(reply, self.function(&name))
+            }
+            Command::Functions(Functions::Change { event, reply }) => {
+                answer(reply, self.change_function(event))
+            }
+            Command::Functions(Functions::Plan { name, reply }) => answer(reply, self.plan(&name)),
         }
     }
 }
