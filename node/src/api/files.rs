@@ -143,7 +143,7 @@ pub async fn export_outputs(
 fn succeeded_outputs(found: &JobTasks) -> (Vec<(String, BlobId)>, u32, u32) {
     let mut outputs = Vec::new();
     let (mut total, mut succeeded) = (0u32, 0u32);
-    for view in found.tasks.iter().map(|e| &e.view) {
+    for view in &found.views {
         total += 1;
         if view.state != TaskState::Succeeded {
             continue;

@@ -31,7 +31,7 @@ use crate::api::types::{
     Job, JobPath, JobState, LogQuery, Node, PutPath, Status, StoredBlob, Submitted, Task, TaskPath,
 };
 use crate::driver::command::{
-    DriverHandle, Gone, JobEntry, Jobs, Mesh, NodeEntry, Refusal, TaskEntry, Tasks,
+    DriverHandle, Gang, Gone, JobEntry, Jobs, Mesh, NodeEntry, Refusal, TaskEntry, Tasks,
 };
 use crate::fetch::{ExportState, Fetcher};
 pub(crate) use crate::identity::node_name;
@@ -45,7 +45,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use peerbatch_protocol::ledger::JobRecord;
-use peerbatch_protocol::{BlobId, JobSpec, TaskResult, TaskState};
+use peerbatch_protocol::{BlobId, JobSpec, TaskResult, TaskState, TaskView};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::LazyLock;
@@ -296,8 +296,12 @@ fn job_of(entry: JobEntry) -> Job {
 
 /// The replicated fields of a task: identical on every converged node.
 /// `why_not` is why its group fits no node, if it does not.
-fn task_of(record: &JobRecord, entry: &TaskEntry, why_not: Option<&String>) -> Task {
-    let view = &entry.view;
+fn task_of(
+    record: &JobRecord,
+    view: &TaskView,
+    gang: Option<&Gang>,
+    why_not: Option<&String>,
+) -> Task {
     let resolved = record.spec.task(view.task.index);
     let limit = resolved.as_ref().and_then(|t| t.max_wall_clock_ms);
     let id = resolved.map_or_else(|| view.task.index.to_string(), |t| t.id);
@@ -332,7 +336,7 @@ fn task_of(record: &JobRecord, entry: &TaskEntry, why_not: Option<&String>) -> T
             Some(_) => types::Gang::Forming,
             None => types::Gang::None,
         });
-        let hosts = (entry.gang.iter())
+        let hosts = (gang.into_iter().flatten())
             .enumerate()
             .map(|(rank, (node, result))| types::GangHost {
                 rank,
@@ -435,8 +439,12 @@ async fn tasks(
 ) -> ApiResult<Json<Vec<Task>>> {
     let found = s.driver.call(|reply| Tasks::List { job, reply }).await??;
     let group_of = group_index(&found.record.spec);
-    let why_not = |e: &TaskEntry| found.unschedulable[group_of(e.view.task.index)].as_ref();
-    let tasks = (found.tasks.iter()).map(|e| task_of(&found.record, e, why_not(e)));
+    let task = |v: &TaskView| {
+        let gang = found.gangs.get(&v.task.index);
+        let why_not = found.unschedulable[group_of(v.task.index)].as_ref();
+        task_of(&found.record, v, gang, why_not)
+    };
+    let tasks = found.views.iter().map(task);
     Ok(Json(tasks.collect()))
 }
 

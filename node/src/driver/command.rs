@@ -18,6 +18,7 @@ use peerbatch_protocol::function::{FunctionEvent, FunctionView};
 use peerbatch_protocol::ledger::{JobRecord, PackageRecord, PoolRecord};
 use peerbatch_protocol::schedule::{Recurrence, ScheduleRecord};
 use peerbatch_protocol::{BlobId, JobId, JobSpec, NodeId, NodeInfo, TaskRef, TaskResult, TaskView};
+use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 
 /// Where the driver sends one answer.
@@ -251,17 +252,23 @@ pub struct Accepted {
 /// A job and its tasks.
 pub struct JobTasks {
     pub record: JobRecord,
-    pub tasks: Vec<TaskEntry>,
+    /// Every task's view, in the order of the job's expansion.
+    pub views: Vec<TaskView>,
+    /// The gang of each multi-instance task that has one, by task index.
+    pub gangs: BTreeMap<u32, Gang>,
     /// Why each task group fits no node of the mesh, if it does not.
     pub unschedulable: Vec<Option<String>>,
 }
 
-/// A task's view and, for a multi-instance task, its gang's hosts for the
-/// view's attempt in rank order, each with its instance's result once
-/// reported (none for the primary, whose result is the task's).
+/// A multi-instance task's hosts for its view's attempt, in rank order,
+/// each with its instance's result once reported (none for the primary,
+/// whose result is the task's).
+pub type Gang = Vec<(NodeId, Option<TaskResult>)>;
+
+/// A task's view and its gang (empty unless a multi-instance task has one).
 pub struct TaskEntry {
     pub view: TaskView,
-    pub gang: Vec<(NodeId, Option<TaskResult>)>,
+    pub gang: Gang,
 }
 
 /// A task found by its id, with its entry if this node has a view of it.

@@ -186,7 +186,7 @@ fn task_table(job: &str, q: &TableQuery, table: &Table) -> String {
 /// The page of the job's task table that `q` asks for.
 fn table(found: &JobTasks, q: &TableQuery) -> Table {
     let record = &found.record;
-    let mut views: Vec<&TaskView> = (found.tasks.iter().map(|e| &e.view))
+    let mut views: Vec<&TaskView> = (found.views.iter())
         .filter(|v| q.state.is_empty() || v.state.name() == q.state)
         .collect();
     sort(&mut views, &q.sort);

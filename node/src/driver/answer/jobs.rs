@@ -4,7 +4,9 @@
 //! prefix or name; a task's id) and the refusals that go with it. Must
 //! not shape answers for the API.
 
-use crate::driver::command::{Accepted, FoundTask, JobEntry, JobTasks, Refusal, Reply, TaskEntry};
+use crate::driver::command::{
+    Accepted, FoundTask, Gang, JobEntry, JobTasks, Refusal, Reply, TaskEntry,
+};
 use crate::driver::Driver;
 use crate::wallclock::wall_ms;
 use peerbatch_protocol::core::ForgetRefused;
@@ -98,9 +100,14 @@ impl Driver {
 
     pub(super) fn task_list(&self, job: &str) -> Result<JobTasks, Refusal> {
         let record = self.job_record(job)?;
-        let views = self.core.views(record.id).into_iter();
+        let views = self.core.views(record.id);
+        let gangs = (views.iter())
+            .map(|v| (v.task.index, self.gang_of(record, v)))
+            .filter(|(_, gang)| !gang.is_empty())
+            .collect();
         Ok(JobTasks {
-            tasks: views.map(|view| self.task_entry(record, view)).collect(),
+            views,
+            gangs,
             unschedulable: self.unschedulable_groups(record),
             record: record.clone(),
         })
@@ -115,22 +122,24 @@ impl Driver {
             job: record.id,
             index,
         };
-        let entry = self.core.view(task).map(|v| self.task_entry(record, v));
+        let entry = self.core.view(task).map(|view| TaskEntry {
+            gang: self.gang_of(record, &view),
+            view,
+        });
         Ok(FoundTask { task, entry })
     }
 
-    /// A task's view with its gang's hosts for the view's attempt, in rank
+    /// A multi-instance task's hosts for its view's attempt, in rank
     /// order, each with its instance's result once reported.
-    fn task_entry(&self, record: &JobRecord, view: TaskView) -> TaskEntry {
-        let instances =
-            (record.spec.template(view.task.index)).map_or(1, |t| t.resources.instances);
-        let gang = match (view.node, self.core.ledger().gang(&view.task)) {
+    fn gang_of(&self, record: &JobRecord, view: &TaskView) -> Gang {
+        match (view.node, self.core.ledger().gang(&view.task)) {
             (Some(primary), Some(steps)) => {
+                let template = record.spec.template(view.task.index);
+                let instances = template.map_or(1, |t| t.resources.instances);
                 let members = steps.members(view.attempt, primary, instances);
                 members.into_iter().map(|(n, r)| (n, r.cloned())).collect()
             }
             _ => Vec::new(),
-        };
-        TaskEntry { view, gang }
+        }
     }
 }
