@@ -7,7 +7,7 @@ mod harness;
 use harness::*;
 use peerbatch_protocol::event::Claim;
 use peerbatch_protocol::{
-    Config, EventBody, Identity, Message, Millis, Outcome, TaskResult, TaskState,
+    Config, EventBody, Identity, Message, Millis, Outcome, TaskRef, TaskResult, TaskState,
 };
 
 #[test]
@@ -52,15 +52,7 @@ fn a_late_result_about_a_sealed_job_counts_and_the_job_seals_again_once_stored()
     // its events arrive late, and are not written to the store yet.
     let b = Identity::from_seed([2; 32]);
     let t = task(job, 1);
-    let result = TaskResult {
-        task: t,
-        attempt: 0,
-        outcome: Outcome::Exited(0),
-        stdout: None,
-        stderr: None,
-        outputs: None,
-        duration_ms: 1,
-    };
+    let result = success(t);
     let events = [
         EventBody::Claims {
             claims: vec![Claim {
@@ -136,15 +128,7 @@ fn a_late_claim_not_yet_stored_keeps_its_job_unsealed_so_the_result_after_it_cou
 
     // B's result follows: it counts, as it does on every node that folds
     // both events.
-    let result = TaskResult {
-        task: t,
-        attempt: 0,
-        outcome: Outcome::Exited(0),
-        stdout: None,
-        stderr: None,
-        outputs: None,
-        duration_ms: 1,
-    };
+    let result = success(t);
     gossip(
         &mut a,
         late + wait + 1,
@@ -158,4 +142,17 @@ fn a_late_claim_not_yet_stored_keeps_its_job_unsealed_so_the_result_after_it_cou
     a.timeout(late + 3 * wait);
     assert!(a.core.ledger().is_sealed(&job));
     assert_eq!(shown(&a), Some((TaskState::Succeeded, Some(b.node_id()))));
+}
+
+/// Attempt 0 of `t` exited 0.
+fn success(t: TaskRef) -> TaskResult {
+    TaskResult {
+        task: t,
+        attempt: 0,
+        outcome: Outcome::Exited(0),
+        stdout: None,
+        stderr: None,
+        outputs: None,
+        duration_ms: 1,
+    }
 }
