@@ -40,7 +40,7 @@ impl Stager for Client {
     }
 
     fn store(&self, path: &Path) -> Result<BlobId> {
-        Ok(crate::cli::blobs::store(self, path)?.id)
+        Ok(crate::cli::blobs::store(self, path, None)?.id)
     }
 
     fn store_entries(&self, entries: Vec<(String, PathBuf)>) -> Result<BlobId> {

@@ -9,6 +9,7 @@
 //! Must not decide what to run or when; the protocol core does, through
 //! the driver.
 
+use crate::functions::triggers::Prelude;
 use crate::jobprep::JobPrep;
 use crate::live_logs::{LiveLogs, Tap};
 use crate::sandbox::{Run, Sandbox};
@@ -39,6 +40,8 @@ pub struct Attempt {
     pub release: Option<Command>,
     /// For an instance of a multi-instance task: where the gang runs.
     pub gang: Option<GangEnv>,
+    /// For a function's fired job: its stdin and back-off.
+    pub prelude: Option<Prelude>,
 }
 
 /// What an instance of a multi-instance task is told about its gang.
@@ -167,6 +170,10 @@ impl Executor {
         if let Err(e) = self.stage(a, d).await {
             return self.not_started(e);
         }
+        let stdin = match self.prelude(a, d).await {
+            Ok(stdin) => stdin,
+            Err(e) => return self.not_started(e),
+        };
         let env = self.peerbatch_env(a, d);
         let mut ran = self
             .sandbox
@@ -181,11 +188,14 @@ impl Executor {
                     limit_ms: a.spec.max_wall_clock_ms,
                     memory_mb: a.spec.resources.memory_mb,
                     live: Some(live),
-                    stdin: None,
+                    stdin: stdin.as_deref(),
                 },
                 kill,
             )
             .await;
+        if let Some(path) = &stdin {
+            let _ = std::fs::remove_file(path);
+        }
         let (outcome, outputs) = match ran.outcome {
             Outcome::FailedToStart(e) => return self.not_started(e),
             outcome => match self.collect(a, d, outcome).await {
@@ -218,6 +228,22 @@ impl Executor {
         self.sandbox
             .hand_over(&d.dir)
             .map_err(|e| format!("cannot hand {} to the task: {e}", d.dir.display()))
+    }
+
+    /// Waits out a fired job's back-off and writes its stdin beside the
+    /// working directory: the file's path, if it has one.
+    async fn prelude(&self, a: &Attempt, d: &AttemptDir) -> Result<Option<PathBuf>, String> {
+        let Some(p) = &a.prelude else {
+            return Ok(None);
+        };
+        tokio::time::sleep(p.delay).await;
+        let Some(bytes) = &p.stdin else {
+            return Ok(None);
+        };
+        let path = d.stdout.with_extension("stdin");
+        std::fs::write(&path, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(Some(path))
     }
 
     /// Stores the outputs of a successful attempt.

@@ -8,27 +8,13 @@
 //! idempotent; the ledger does (an occurrence's job id comes from it).
 
 use peerbatch_protocol::schedule::{occurrence_job_id, Occurrence, Recurrence};
+use peerbatch_protocol::trigger::{Issuer, Origin};
 use peerbatch_protocol::{Core, EventStore, JobSpec, Millis, TaskRef};
-use std::str::FromStr;
 
 /// How long the k-th ranked node waits, per rank, before firing itself.
-const FIRE_STEP_MS: u64 = 1000;
+pub const FIRE_STEP_MS: u64 = 1000;
 
-/// A cron expression: 5 fields (minute hour day month weekday) or 6 with
-/// seconds first.
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
-    let fields = expr.split_whitespace().count();
-    let full = match fields {
-        5 => format!("0 {expr}"),
-        6 | 7 => expr.to_string(),
-        _ => {
-            return Err(format!(
-                "cron {expr:?} must have 5 fields (minute hour day month weekday)"
-            ))
-        }
-    };
-    cron::Schedule::from_str(&full).map_err(|e| format!("cron {expr:?}: {e}"))
-}
+pub use peerbatch_protocol::trigger::parse_cron;
 
 /// The latest occurrence in `(after_ms, now_ms]`, if any.
 pub fn latest_due(rec: &Recurrence, after_ms: u64, now_ms: u64) -> Result<Option<u64>, String> {
@@ -70,7 +56,7 @@ pub fn fire_due<S: EventStore>(core: &mut Core<S>, now: Millis, wall_ms: u64) {
                 Recurrence::Cron(_) => s.added_ms,
             };
             let after = ledger
-                .last_fired(&s.name, wall_ms)
+                .last_fired(&Issuer::Schedule(s.name.clone()), wall_ms)
                 .map_or(first, |t| t.max(first));
             let at = match latest_due(&s.recurrence, after, wall_ms) {
                 Ok(at) => at?,
@@ -92,13 +78,16 @@ pub fn fire_due<S: EventStore>(core: &mut Core<S>, now: Millis, wall_ms: u64) {
                 return None;
             }
             Some(JobSpec {
-                origin: Some(occurrence),
+                origin: Some(Origin::Schedule(occurrence)),
                 ..s.template.clone()
             })
         })
         .collect();
     for spec in due {
-        let name = spec.origin.as_ref().map(|o| o.schedule.clone());
+        let name = match &spec.origin {
+            Some(Origin::Schedule(o)) => Some(o.schedule.clone()),
+            _ => None,
+        };
         match core.submit(now, spec, wall_ms) {
             Ok((job, _)) => tracing::info!("schedule {} fired job {job}", name.unwrap_or_default()),
             Err(e) => tracing::warn!("schedule {} cannot fire: {e}", name.unwrap_or_default()),

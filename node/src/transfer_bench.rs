@@ -96,7 +96,10 @@ fn b3sum(path: &Path) -> Option<f64> {
 
 fn put(client: &Client, path: &Path) -> Result<(String, f64)> {
     let started = Instant::now();
-    let body = PutPath { path: path.into() };
+    let body = PutPath {
+        path: path.into(),
+        name: None,
+    };
     let r: StoredBlob = client.post_unbounded("/v1/blobs", &body)?;
     Ok((r.id.to_string(), started.elapsed().as_secs_f64()))
 }

@@ -610,10 +610,9 @@ impl<S: EventStore> Core<S> {
             },
         );
         self.after_input(now);
-        let job = match &origin {
-            Some(o) => crate::schedule::occurrence_job_id(o),
-            None => job_id_of(&id),
-        };
+        let job = (origin.as_ref())
+            .and_then(crate::trigger::Origin::job_id)
+            .unwrap_or_else(|| job_id_of(&id));
         Ok((job, id))
     }
 

@@ -10,8 +10,11 @@
 //! Must not run, fetch or route anything (`node/src/functions` does) and
 //! must not read clocks: the caller passes the horizon of acceptable dates.
 
+use crate::files::{Input, Source};
 use crate::ids::{BlobId, EventId, NodeId};
-use crate::job::Command;
+use crate::job::{Command, JobSpec, TaskGroup, TaskSpec};
+pub use crate::trigger::Trigger;
+use crate::trigger::{Firing, Origin};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,13 +26,6 @@ pub const MAX_TIMEOUT_MS: u64 = 15 * 60_000;
 pub const MAX_TRIGGERS: usize = 16;
 /// Longest handler command line.
 pub const MAX_COMMAND_BYTES: usize = 4_096;
-
-/// What invokes a function.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Trigger {
-    /// `ANY /fn/NAME/...` on any node's API.
-    Http,
-}
 
 /// One immutable version of a function.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +40,46 @@ pub struct FunctionSpec {
     /// Whether a call whose node died before answering is tried once
     /// more elsewhere (off for handlers that must not run twice).
     pub retry: bool,
+    /// Attempts at a timer's, queue message's or blob's invocation before
+    /// it fails (a message is then dead-lettered).
+    pub max_attempts: u32,
+}
+
+impl FunctionSpec {
+    /// Whether one of this version's triggers fires `firing`.
+    pub fn fires(&self, firing: &Firing) -> bool {
+        firing.fits(&self.triggers)
+    }
+
+    /// The job `firing` is with this version: one task running the
+    /// handler in a copy of the bundle, up to the version's attempts
+    /// (the fold checks every fired job against it, so a submit that
+    /// merely claims a firing's origin is not one).
+    pub fn fired_job(&self, firing: &Firing) -> JobSpec {
+        let mut env = vec![("PEERBATCH_FN_NAME".to_string(), firing.function.clone())];
+        env.extend(firing.cause.env());
+        let task = TaskSpec {
+            env,
+            max_wall_clock_ms: Some(self.timeout_ms),
+            inputs: vec![Input {
+                path: String::new(),
+                source: Source::Blob(self.bundle),
+                within: String::new(),
+            }],
+            ..TaskSpec::new(
+                firing.cause.kind(),
+                self.command.clone(),
+                self.max_attempts.saturating_sub(1),
+            )
+        };
+        JobSpec {
+            origin: Some(Origin::Function(Box::new(firing.clone()))),
+            ..JobSpec::new(
+                format!("fn {} {}", firing.function, firing.cause.kind()),
+                vec![TaskGroup::One(task)],
+            )
+        }
+    }
 }
 
 /// A change to a function, as a ledger event carries it.
@@ -97,6 +133,11 @@ pub enum FunctionError {
     Triggers { name: String, count: usize },
     #[error("function {name}: time-out {ms} ms; give 1 ms to {MAX_TIMEOUT_MS} ms")]
     Timeout { name: String, ms: u64 },
+    #[error("function {name}: {error}")]
+    Trigger {
+        name: String,
+        error: crate::trigger::TriggerError,
+    },
 }
 
 /// Why this node may not make a change to a function.
@@ -145,7 +186,12 @@ fn check_spec(name: &str, spec: &FunctionSpec) -> Result<(), FunctionError> {
         let (name, ms) = (name.to_string(), spec.timeout_ms);
         return Err(FunctionError::Timeout { name, ms });
     }
-    Ok(())
+    crate::trigger::check(&spec.triggers, spec.max_attempts).map_err(|error| {
+        FunctionError::Trigger {
+            name: name.to_string(),
+            error,
+        }
+    })
 }
 
 /// One version of a function that counts (deployed by its owner or an admin).
@@ -271,6 +317,7 @@ mod tests {
             triggers: vec![Trigger::Http],
             timeout_ms: DEFAULT_TIMEOUT_MS,
             retry: true,
+            max_attempts: crate::trigger::DEFAULT_MAX_ATTEMPTS,
         }
     }
 
@@ -327,6 +374,25 @@ mod tests {
         assert_eq!(forged.serving().unwrap().spec.bundle, BlobId([1; 32]));
         let by_admin = fold(&[(1, OWNER, deploy(1, 10)), (3, ADMIN, remove(30))]);
         assert_eq!(by_admin.serving(), None);
+    }
+
+    #[test]
+    fn a_firing_runs_the_handler_in_its_bundle_up_to_the_versions_attempts() {
+        let s = spec(1);
+        let firing = Firing {
+            function: "hello".into(),
+            version: EventId([1; 32]),
+            cause: crate::trigger::Cause::Queue {
+                message: b"hi".to_vec(),
+            },
+        };
+        assert!(!s.fires(&firing));
+        let job = s.fired_job(&firing);
+        assert!(job.validate().is_ok());
+        let task = job.groups[0].spec();
+        assert_eq!(task.max_retries, crate::trigger::DEFAULT_MAX_ATTEMPTS - 1);
+        assert_eq!(task.inputs[0].source, Source::Blob(BlobId([1; 32])));
+        assert_eq!(task.command, s.command);
     }
 
     #[test]

@@ -116,9 +116,9 @@ pub struct JobSpec {
     /// The job is cancelled once this long has passed since submission
     /// (by the submitter's wall clock, judged by each node's).
     pub max_wall_clock_ms: Option<u64>,
-    /// The schedule occurrence this job was submitted for, if any; it
-    /// decides the job's id (see `schedule`).
-    pub origin: Option<crate::schedule::Occurrence>,
+    /// The schedule occurrence or function trigger this job was submitted
+    /// for, if any; an occurrence decides the job's id (see `trigger`).
+    pub origin: Option<crate::trigger::Origin>,
     /// Jobs every task of which must succeed before any task of this one
     /// starts.
     pub after: Vec<JobId>,

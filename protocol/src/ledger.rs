@@ -6,7 +6,8 @@
 //! as facts and judged at view time, so that a fact from a node that may not
 //! write it changes nothing (a result from a node that did not claim its
 //! attempt, a cancel from neither the submitter nor an admin, a drain of
-//! another node, a scheduled job that is not its schedule's template). The
+//! another node, a scheduled job that is not its schedule's template, a
+//! function's fired job that is not the job its firing is). The
 //! fold is a pure function of the *set* of events: insertion order,
 //! duplicates and subsets arriving in any order give the same state. Must
 //! not know about peers, liveness or IO, nor read a clock: the one rule that
@@ -26,6 +27,7 @@ use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
 use crate::schedule::ScheduleRecord;
 use crate::sync::Fingerprints;
+use crate::trigger::{Firing, Issuer, Origin};
 use crate::validate::InvalidEvent;
 use facts::TaskFacts;
 pub use forget::{Forgot, Tombstone};
@@ -41,8 +43,8 @@ pub struct JobRecord {
     pub event: EventId,
     pub spec: JobSpec,
     pub submitted_by: NodeId,
-    /// The submitter's wall clock at submission; for a scheduled job its
-    /// occurrence's time (any node may fire it, so no firer's clock counts).
+    /// The submitter's wall clock at submission; for a scheduled or
+    /// timer-fired job its occurrence's time (any node may fire it, so no firer's clock counts).
     pub submitted_ms: u64,
     pub task_count: u32,
     /// Who waits for whom, if any task does.
@@ -172,11 +174,12 @@ pub struct Ledger {
     ids: BTreeSet<EventId>,
     fingerprints: Fingerprints,
     jobs: BTreeMap<JobId, JobRecord>,
-    /// Every submit of a scheduled job, by job id: the lowest event id of
-    /// those fired from a version of their schedule is the job.
+    /// Every submit of a job with an origin (a schedule's or a function
+    /// trigger's), by job id: the lowest event id of those fired from a
+    /// version of their schedule or function is the job.
     scheduled: BTreeMap<JobId, BTreeMap<EventId, JobRecord>>,
-    /// Scheduled jobs by schedule name.
-    scheduled_by_name: BTreeMap<String, BTreeSet<JobId>>,
+    /// Jobs with an origin by what fired them.
+    scheduled_by_name: BTreeMap<Issuer, BTreeSet<JobId>>,
     /// The authors of every cancel of each job.
     cancels: BTreeMap<JobId, BTreeSet<NodeId>>,
     /// Jobs that a node allowed to cancel them cancelled.
@@ -192,8 +195,8 @@ pub struct Ledger {
     /// Every version of every schedule, and who asked to remove each.
     schedules: BTreeMap<String, BTreeMap<(u64, EventId), ScheduleRecord>>,
     removed_schedules: BTreeMap<EventId, BTreeSet<NodeId>>,
-    /// Occurrence times each schedule has a job for.
-    fired: BTreeMap<String, BTreeSet<u64>>,
+    /// Occurrence times each schedule or function timer has a job for.
+    fired: BTreeMap<Issuer, BTreeSet<u64>>,
     /// Every drain or resume request per node: time, event, drain, author.
     drain_requests: BTreeMap<NodeId, BTreeSet<(u64, EventId, bool, NodeId)>>,
     /// Every definition of every pool; the newest `(added_ms, id)` counts.
@@ -227,13 +230,13 @@ pub struct PoolRecord {
     pub event: EventId,
 }
 
-/// The job id a submit creates: its schedule occurrence's, or else the
-/// event id's first 8 bytes.
+/// The job id a submit creates: its schedule's or timer's occurrence's,
+/// or else the event id's first 8 bytes.
 pub fn job_id_for(event: &EventId, job: &JobSpec) -> JobId {
-    match &job.origin {
-        Some(occurrence) => crate::schedule::occurrence_job_id(occurrence),
-        None => job_id_of(event),
-    }
+    job.origin
+        .as_ref()
+        .and_then(Origin::job_id)
+        .unwrap_or_else(|| job_id_of(event))
 }
 
 /// The job id that a submit event with this id creates (no schedule).
@@ -298,10 +301,14 @@ impl Ledger {
         };
         match &record.spec.origin {
             None => record.submitted_by == *node,
-            Some(o) => self
+            Some(Origin::Schedule(o)) => self
                 .schedules
                 .get(&o.schedule)
                 .is_some_and(|versions| versions.values().any(|v| v.author == *node)),
+            Some(Origin::Function(f)) => self
+                .functions
+                .view(&f.function, &self.admins, u64::MAX)
+                .is_some_and(|v| v.owner == *node),
         }
     }
 
@@ -372,10 +379,10 @@ impl Ledger {
     /// The latest occurrence time a schedule has a job for, among those
     /// not more than [`CLOCK_AHEAD_MS`] after wall-clock time `wall_ms`
     /// (an occurrence fired far ahead would otherwise stop the schedule).
-    pub fn last_fired(&self, schedule: &str, wall_ms: u64) -> Option<u64> {
+    pub fn last_fired(&self, issuer: &Issuer, wall_ms: u64) -> Option<u64> {
         let horizon = wall_ms.saturating_add(CLOCK_AHEAD_MS);
         self.fired
-            .get(schedule)?
+            .get(issuer)?
             .range(..=horizon)
             .next_back()
             .copied()
@@ -401,6 +408,13 @@ impl Ledger {
     /// Every function's name, in order (see [`Ledger::function`]).
     pub fn function_names(&self) -> impl Iterator<Item = &str> {
         self.functions.names()
+    }
+
+    /// The jobs function `name`'s triggers fired that count, in id order.
+    pub fn function_jobs(&self, name: &str) -> impl Iterator<Item = &JobRecord> {
+        let issuer = Issuer::Function(name.to_string());
+        let jobs = self.scheduled_by_name.get(&issuer).into_iter().flatten();
+        jobs.filter_map(|j| self.jobs.get(j))
     }
 
     /// The function `name` at wall-clock time `wall_ms`: changes dated
@@ -445,7 +459,9 @@ impl Ledger {
                     event: id,
                     spec: job.clone(),
                     submitted_by: event.author,
-                    submitted_ms: job.origin.as_ref().map_or(*submitted_ms, |o| o.at_ms),
+                    submitted_ms: (job.origin.as_ref())
+                        .and_then(Origin::occurrence_ms)
+                        .unwrap_or(*submitted_ms),
                     task_count: job.task_count().min(u32::MAX as u64) as u32,
                     deps: DepGraph::build(job).ok().flatten().map(Arc::new),
                 };
@@ -454,7 +470,7 @@ impl Ledger {
                     Some(o) => {
                         self.scheduled.entry(job_id).or_default().insert(id, record);
                         self.scheduled_by_name
-                            .entry(o.schedule.clone())
+                            .entry(o.issuer())
                             .or_default()
                             .insert(job_id);
                         self.settle_scheduled(job_id, &mut touched);
@@ -502,15 +518,7 @@ impl Ledger {
                     .or_default()
                     .insert((*added_ms, id), record);
                 // Jobs fired from this version, and cancels by its author.
-                let jobs = self
-                    .scheduled_by_name
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_default();
-                for job in jobs {
-                    self.settle_scheduled(job, &mut touched);
-                    self.judge_cancel(job, &mut touched);
-                }
+                self.settle_issued(Issuer::Schedule(name.clone()), &mut touched);
             }
             EventBody::DrainRequested { node, drain, at_ms } => {
                 self.drain_requests.entry(*node).or_default().insert((
@@ -559,7 +567,11 @@ impl Ledger {
                     .or_default()
                     .insert(event.author);
             }
-            EventBody::Function(f) => self.functions.insert(id, event.author, f),
+            EventBody::Function(f) => {
+                self.functions.insert(id, event.author, f);
+                // Jobs fired from it, and cancels by its owner.
+                self.settle_issued(Issuer::Function(f.name().to_string()), &mut touched);
+            }
             EventBody::PackageAdded {
                 name,
                 version,
@@ -671,30 +683,61 @@ impl Ledger {
         self.judge_cancel(job_id, touched);
     }
 
+    /// Settles again every job `issuer` fired, and judges their cancels,
+    /// once a version of it arrived.
+    fn settle_issued(&mut self, issuer: Issuer, touched: &mut Touched) {
+        let jobs = (self.scheduled_by_name.get(&issuer))
+            .cloned()
+            .unwrap_or_default();
+        for job in jobs {
+            self.settle_scheduled(job, touched);
+            self.judge_cancel(job, touched);
+        }
+    }
+
     /// Makes the lowest submit of scheduled job `job` that was fired from a
     /// version of its schedule the job, if there is one yet.
     fn settle_scheduled(&mut self, job: JobId, touched: &mut Touched) {
         let Some(submits) = self.scheduled.get(&job) else {
             return;
         };
-        let Some(record) = submits.values().find(|r| self.fired_from_schedule(&r.spec)) else {
+        let Some(record) = submits.values().find(|r| self.fired_validly(&r.spec)) else {
             return;
         };
         let record = record.clone();
         if let Some(o) = &record.spec.origin {
-            self.fired
-                .entry(o.schedule.clone())
-                .or_default()
-                .insert(o.at_ms);
+            if let Some(at_ms) = o.occurrence_ms() {
+                self.fired.entry(o.issuer()).or_default().insert(at_ms);
+            }
         }
         self.install(record, touched);
+    }
+
+    /// Whether a job with an origin is what that origin fires.
+    fn fired_validly(&self, spec: &JobSpec) -> bool {
+        match &spec.origin {
+            None => false,
+            Some(Origin::Schedule(_)) => self.fired_from_schedule(spec),
+            Some(Origin::Function(f)) => self.fired_from_function(f, spec),
+        }
+    }
+
+    /// Whether `spec` is the job `firing` is with the version it names, a
+    /// counted version of its function with a trigger that fires it.
+    fn fired_from_function(&self, firing: &Firing, spec: &JobSpec) -> bool {
+        let Some(view) = (self.functions).view(&firing.function, &self.admins, u64::MAX) else {
+            return false;
+        };
+        view.versions.iter().any(|v| {
+            v.event == firing.version && v.spec.fires(firing) && v.spec.fired_job(firing) == *spec
+        })
     }
 
     /// Whether a scheduled job's spec is the template of a version of its
     /// schedule, for an occurrence that version can have: a submit that is
     /// not cannot take an occurrence's job id.
     fn fired_from_schedule(&self, spec: &JobSpec) -> bool {
-        let Some(o) = &spec.origin else {
+        let Some(Origin::Schedule(o)) = &spec.origin else {
             return false;
         };
         let Some(versions) = self.schedules.get(&o.schedule) else {

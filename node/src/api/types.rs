@@ -252,6 +252,15 @@ pub struct Forgotten {
     pub job_id: String,
 }
 
+/// `PUT /v1/blobs/stream?name=…`: the name a blob is put under.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PutName {
+    /// Matched against functions' blob triggers (a put by a task fires none).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
 /// Which captured stream of a task to read.
 #[derive(Clone, Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -354,6 +363,9 @@ pub struct PutPath {
     /// Absolute.
     #[schema(value_type = String)]
     pub path: PathBuf,
+    /// The name the blob is put under, which blob triggers match.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `POST /v1/blobs/entries`: local files stored as one tree.
@@ -645,11 +657,14 @@ pub struct FunctionVersion {
     pub bundle: String,
     /// The handler command, run by `/bin/sh -c` in the bundle.
     pub command: String,
-    /// `http` (later also timer, queue, blob triggers).
+    /// `http`, `queue`, `timer:CRON`, `timer:every DURATION`, `blob:PREFIX`.
     pub triggers: Vec<String>,
     pub timeout_ms: u64,
     /// Whether a call whose node died before answering is tried once more elsewhere.
     pub retry: bool,
+    /// Attempts at a timer's, message's or blob's invocation before it
+    /// fails (a message is then dead-lettered).
+    pub max_attempts: u32,
     pub deployed_by: String,
     pub deployed_ms: u64,
     /// Whether this version serves calls now.
@@ -678,12 +693,52 @@ pub struct DeployFunction {
     pub path: PathBuf,
     /// Run by `/bin/sh -c` in a fresh copy of the bundle at each call.
     pub command: String,
-    /// `http` for now.
+    /// `http`, `queue`, `timer:CRON` (5 fields, or 6 with seconds
+    /// first), `timer:every DURATION` or `blob:PREFIX`.
     pub triggers: Vec<String>,
     /// Kill the handler and answer 504 after this long (default 30 s, at most 15 min).
     pub timeout_ms: Option<u64>,
     /// Try a call once more elsewhere if its node dies before answering.
     pub retry: bool,
+    /// Attempts at a timer's, message's or blob's invocation before it
+    /// fails (default 5; a message is then dead-lettered).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+/// `POST /v1/functions/{name}/queue`: the message is in the ledger.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Enqueued {
+    pub name: String,
+    /// The message's job, which runs the handler with it on stdin.
+    pub job_id: String,
+    /// Peers that acknowledged holding it (0 with none connected).
+    pub replicated_to: usize,
+}
+
+/// `GET /v1/functions/{name}/queue`: its messages as the ledger shows them.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionQueue {
+    pub name: String,
+    /// Waiting to run, or to be retried.
+    pub pending: u64,
+    pub running: u64,
+    /// Handled: the handler exited 0.
+    pub done: u64,
+    /// Every attempt failed (or the message was cancelled), newest first.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A message whose every attempt failed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    pub job_id: String,
+    pub enqueued_ms: u64,
+    pub message_bytes: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// How the last attempt ended, with the end of its stderr.
+    pub error: String,
 }
 
 /// `POST /v1/functions/{name}/rollback`: serve an earlier version again.

@@ -19,13 +19,22 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Stores a local file or directory tree (which must exist) on the node.
-pub fn store(client: &Client, path: &Path) -> Result<StoredBlob> {
+/// Stores a local file or directory tree (which must exist) on the node,
+/// under `name` if given (which fires the functions whose blob trigger's
+/// prefix it starts with).
+pub fn store(client: &Client, path: &Path, name: Option<&str>) -> Result<StoredBlob> {
     let abs = absolute(path)?;
     let meta = fs::symlink_metadata(&abs)
         .map_err(|_| BadInput(format!("{}: no such file or directory", path.display())))?;
     if client.shares_files() {
-        return client.post_unbounded("/v1/blobs", &PutPath { path: abs.into() });
+        let name = name.map(str::to_string);
+        return client.post_unbounded(
+            "/v1/blobs",
+            &PutPath {
+                path: abs.into(),
+                name,
+            },
+        );
     }
     if !meta.is_file() {
         return Err(BadInput(format!(
@@ -47,7 +56,8 @@ pub fn store(client: &Client, path: &Path) -> Result<StoredBlob> {
         ))
         .into());
     }
-    let stored: StoredBlob = client.put_reader("/v1/blobs/stream", file, len)?;
+    let query = name.map_or_else(String::new, |n| format!("?name={}", seg(n)));
+    let stored: StoredBlob = client.put_reader(&format!("/v1/blobs/stream{query}"), file, len)?;
     if stored.bytes != len {
         bail!(
             "{} changed size while it was being sent ({len} bytes before, {} stored)",

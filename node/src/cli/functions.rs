@@ -1,16 +1,19 @@
 //! The `fn` commands: deploy a function version, list functions and their
-//! versions, roll back, remove, and invoke one.
+//! versions, roll back, remove, invoke one, enqueue a message and show a
+//! queue.
 //!
 //! Owns what they print; talks to the node only through `client`.
 
-use crate::api::types::{DeployFunction, Function, FunctionChanged, RollbackFunction};
+use crate::api::types::{
+    DeployFunction, Enqueued, Function, FunctionChanged, FunctionQueue, RollbackFunction,
+};
 use crate::bad_input::BadInput;
 use crate::cli::text::{absolute, opt, print_json, seg};
 use crate::client::Client;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use peerbatch_protocol::function::check_name;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -25,9 +28,16 @@ pub enum FnCmd {
         /// stdin, PEERBATCH_FN_* variables, stdout is the response.
         #[arg(long)]
         command: String,
-        /// What invokes it (repeatable): `http` for ANY /fn/NAME/... on any node.
+        /// What invokes it (repeatable): `http` for ANY /fn/NAME/... on any
+        /// node; `queue` for each message `fn enqueue` adds; `timer:"*/5 * * * *"`
+        /// (cron, local time) or `timer:"every 30s"` once per occurrence
+        /// mesh-wide; `blob:PREFIX` for each `put --name` starting with PREFIX.
         #[arg(long = "trigger", default_value = "http")]
         triggers: Vec<String>,
+        /// Attempts at a queue message's, timer's or blob's invocation
+        /// (retried with back-off) before it fails; a message is then a dead letter.
+        #[arg(long, value_name = "N", default_value_t = peerbatch_protocol::trigger::DEFAULT_MAX_ATTEMPTS)]
+        max_attempts: u32,
         /// Kill the handler and answer 504 after this long, e.g. 30s, 2m (at most 15m).
         #[arg(long, value_parser = crate::jobfile::parse_duration_ms, default_value = "30s")]
         timeout: u64,
@@ -85,6 +95,24 @@ pub enum FnCmd {
         #[arg(long, default_value = "")]
         path: String,
     },
+    /// Add the bytes on stdin (at most 64 KiB) as a message to function NAME's queue;
+    /// some node runs the handler with it on stdin, at least once.
+    Enqueue {
+        /// The function's name (deployed with --trigger queue).
+        name: String,
+        /// Print the message's job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show function NAME's queue: messages pending, running and done, and the
+    /// dead letters with their last error.
+    Queue {
+        /// The function's name.
+        name: String,
+        /// Print the queue as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
@@ -94,6 +122,7 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
             dir,
             command,
             triggers,
+            max_attempts,
             timeout,
             no_retry,
             json,
@@ -110,6 +139,7 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
                 triggers,
                 timeout_ms: Some(timeout),
                 retry: !no_retry,
+                max_attempts: Some(max_attempts),
             };
             let r: FunctionChanged = client.post_unbounded("/v1/functions", &body)?;
             changed(&r, json, "deployed")
@@ -138,15 +168,16 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
                 return print_json(&f);
             }
             println!(
-                "{:<8} {:<8} {:<10} {:<18} COMMAND",
-                "VERSION", "SERVING", "TIMEOUT", "BUNDLE"
+                "{:<8} {:<8} {:<10} {:<18} {:<24} COMMAND",
+                "VERSION", "SERVING", "TIMEOUT", "BUNDLE", "TRIGGERS"
             );
             for v in &f.versions {
                 let serving = if v.serving { "*" } else { "" };
                 let timeout = crate::sandbox::duration_text(v.timeout_ms);
                 let bundle = &v.bundle[..16.min(v.bundle.len())];
+                let triggers = v.triggers.join(",");
                 println!(
-                    "{:<8} {serving:<8} {timeout:<10} {bundle:<18} {}",
+                    "{:<8} {serving:<8} {timeout:<10} {bundle:<18} {triggers:<24} {}",
                     v.number, v.command
                 );
             }
@@ -171,7 +202,58 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
             method,
             path,
         } => invoke(client, &name, data, &method, &path),
+        FnCmd::Enqueue { name, json } => enqueue(client, &name, json),
+        FnCmd::Queue { name, json } => queue(client, &name, json),
     }
+}
+
+fn enqueue(client: &Client, name: &str, json: bool) -> Result<()> {
+    check_name(name).map_err(|e| BadInput(e.to_string()))?;
+    let limit = peerbatch_protocol::trigger::MAX_MESSAGE_BYTES;
+    let mut message = Vec::new();
+    std::io::stdin()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut message)?;
+    if message.len() > limit {
+        let msg = format!("the message on stdin is over {limit} bytes, the most a message may be");
+        return Err(BadInput(msg).into());
+    }
+    let path = format!("/v1/functions/{}/queue", seg(name));
+    let (status, answer) = client.send_bytes("POST", &path, &message)?;
+    if status != 200 {
+        bail!("{} (HTTP {status})", error_text(&answer));
+    }
+    let e: Enqueued = serde_json::from_slice(&answer)?;
+    if json {
+        return print_json(&e);
+    }
+    println!("{}", e.job_id);
+    Ok(())
+}
+
+fn queue(client: &Client, name: &str, json: bool) -> Result<()> {
+    let q: FunctionQueue = client.get(&format!("/v1/functions/{}/queue", seg(name)))?;
+    if json {
+        return print_json(&q);
+    }
+    println!(
+        "pending {}  running {}  done {}  dead {}",
+        q.pending,
+        q.running,
+        q.done,
+        q.dead_letters.len()
+    );
+    if q.dead_letters.is_empty() {
+        return Ok(());
+    }
+    println!("{:<18} {:<8} {:<8} ERROR", "JOB", "BYTES", "ATTEMPTS");
+    for d in &q.dead_letters {
+        println!(
+            "{:<18} {:<8} {:<8} {}",
+            d.job_id, d.message_bytes, d.attempts, d.error
+        );
+    }
+    Ok(())
 }
 
 fn changed(r: &FunctionChanged, json: bool, how: &str) -> Result<()> {
@@ -210,8 +292,12 @@ fn invoke(
         std::io::stdout().write_all(&answer)?;
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&answer);
-    let msg = serde_json::from_str::<crate::api::types::ErrorBody>(&text)
-        .map_or_else(|_| text.trim_end().to_string(), |e| e.error);
-    bail!("{msg} (HTTP {status})")
+    bail!("{} (HTTP {status})", error_text(&answer))
+}
+
+/// A refusal's message: its `ErrorBody`, else its text.
+fn error_text(answer: &[u8]) -> String {
+    let text = String::from_utf8_lossy(answer);
+    serde_json::from_str::<crate::api::types::ErrorBody>(&text)
+        .map_or_else(|_| text.trim_end().to_string(), |e| e.error)
 }

@@ -267,6 +267,10 @@ pub enum Cmd {
         /// Files or directories to store.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Put the one file under this name: functions deployed with
+        /// --trigger blob:PREFIX, for a PREFIX it starts with, run with its id.
+        #[arg(long)]
+        name: Option<String>,
         /// Print what was stored as JSON.
         #[arg(long)]
         json: bool,
@@ -444,9 +448,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         }
         Cmd::Put {
             paths,
+            name,
             json,
             client,
-        } => put(&connect(&client)?, &paths, json),
+        } => put(&connect(&client)?, &paths, name.as_deref(), json),
         Cmd::Get {
             id,
             out,
@@ -648,10 +653,21 @@ struct PutEntry {
     stored: crate::api::types::StoredBlob,
 }
 
-fn put(client: &Client, paths: &[PathBuf], json: bool) -> Result<()> {
+fn put(client: &Client, paths: &[PathBuf], name: Option<&str>, json: bool) -> Result<()> {
+    if name.is_some() && paths.len() > 1 {
+        return Err(BadInput("--name names one put: give one path with it".into()).into());
+    }
+    let most = peerbatch_protocol::trigger::MAX_BLOB_NAME_BYTES;
+    if let Some(long) = name.filter(|n| n.len() > most) {
+        let msg = format!(
+            "--name is {} bytes; a blob name is at most {most}",
+            long.len()
+        );
+        return Err(BadInput(msg).into());
+    }
     let mut stored = Vec::new();
     for path in paths {
-        let r = crate::cli::blobs::store(client, path)?;
+        let r = crate::cli::blobs::store(client, path, name)?;
         if json {
             stored.push(PutEntry {
                 path: absolute(path)?,

@@ -11,6 +11,7 @@
 //! driver's task) and must not know about HTTP.
 
 use crate::functions::route::Plan;
+use crate::functions::triggers::FireRefused;
 use libp2p::PeerId;
 use peerbatch_protocol::core::{Held, Progress, Stats};
 use peerbatch_protocol::event::SideResult;
@@ -217,6 +218,34 @@ pub enum Functions {
         name: String,
         reply: Reply<Result<Plan, Refusal>>,
     },
+    /// Adds a message to a function's queue (its job's id); `replicated`
+    /// hears how many peers hold it once it is durable here.
+    Enqueue {
+        name: String,
+        message: Vec<u8>,
+        replicated: Reply<usize>,
+        reply: Reply<Result<JobId, FireRefused>>,
+    },
+    /// A function's queue: its messages' jobs.
+    Queue {
+        name: String,
+        reply: Reply<Result<Vec<QueuedMessage>, Refusal>>,
+    },
+    /// Fires the blob triggers a put of `blob` under `name` matches: the
+    /// jobs submitted, by function.
+    BlobPut {
+        blob: BlobId,
+        name: String,
+        reply: Reply<Result<Vec<(String, JobId)>, FireRefused>>,
+    },
+}
+
+/// One message of a function's queue: its job, its task's counts, and
+/// its task's view once it ended without succeeding.
+pub struct QueuedMessage {
+    pub record: JobRecord,
+    pub progress: Progress,
+    pub ended: Option<TaskView>,
 }
 
 /// A pool and the nodes labelled with it or that ran its start task, each

@@ -388,6 +388,7 @@ impl Driver {
                 _ = schedule_tick.tick() => {
                     let now = self.now();
                     crate::schedules::fire_due(&mut self.core, now, wall_ms());
+                    crate::functions::triggers::fire_timers(&mut self.core, now, wall_ms());
                 }
                 Ok(()) = storage.changed() => {
                     // Claims need a writable ledger; running tasks go on.
@@ -683,10 +684,11 @@ impl Driver {
                 } => {
                     let inputs = self.resolve_inputs(task, &spec);
                     let gang = gang.map(|place| self.gang_env(place));
+                    let job = self.core.ledger().job(&task.job).map(|j| &j.spec);
                     let (preparation, release) =
-                        self.core.ledger().job(&task.job).map_or((None, None), |j| {
-                            (j.spec.preparation.clone(), j.spec.release.clone())
-                        });
+                        job.map_or((None, None), |j| (j.preparation.clone(), j.release.clone()));
+                    let origin = job.and_then(|j| j.origin.as_ref());
+                    let prelude = crate::functions::triggers::prelude(origin, attempt);
                     let kill = self.exec.start(Attempt {
                         task,
                         attempt,
@@ -697,6 +699,7 @@ impl Driver {
                         preparation,
                         release,
                         gang,
+                        prelude,
                     });
                     self.kills.insert((task, attempt), kill);
                 }

@@ -1,15 +1,18 @@
 //! Functions on this node: running invocations of deployed handlers
-//! (`runtime`) and sending each call to a node with room (`route`).
+//! (`runtime`), sending each call to a node with room (`route`), and
+//! firing the triggers that go through the ledger (`triggers`).
 //!
 //! Owns what one call is ([`Call`]) and what it answers ([`Reply`]) on
 //! every node alike, the node's flags for functions, and the bounds of a
 //! call. What a function is and which version serves is the ledger's
 //! (`peerbatch_protocol::function`); the HTTP routes are `api::functions`'.
-//! Must not touch the ledger or the HTTP API itself; it gets what it needs
-//! from the driver through the API's requests.
+//! Must not touch the ledger (save `triggers`, which submits fired jobs
+//! through the core) or the HTTP API itself; it gets what it needs from
+//! the driver through the API's requests.
 
 pub mod route;
 pub mod runtime;
+pub mod triggers;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};

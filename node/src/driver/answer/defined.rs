@@ -11,6 +11,7 @@ use crate::wallclock::wall_ms;
 use peerbatch_protocol::event::SideResult;
 use peerbatch_protocol::ledger::{PackageRecord, PoolRecord};
 use peerbatch_protocol::schedule::Recurrence;
+use peerbatch_protocol::trigger::Issuer;
 use peerbatch_protocol::{BlobId, Command, JobSpec, NodeId};
 
 impl Driver {
@@ -68,7 +69,7 @@ impl Driver {
         (ledger.schedules(wall))
             .map(|sc| ScheduleEntry {
                 record: sc.clone(),
-                last_fired_ms: ledger.last_fired(&sc.name, wall),
+                last_fired_ms: ledger.last_fired(&Issuer::Schedule(sc.name.clone()), wall),
             })
             .collect()
     }

@@ -1,15 +1,19 @@
 //! Answers about functions: list, show, change (deploy, roll back,
-//! remove), and what one call needs.
+//! remove), what one call needs, and the triggers through the ledger
+//! (enqueue, a queue's messages, a blob put).
 //!
 //! Owns reading a function by name and refusing a change the core refuses;
 //! must not run or route calls (`functions` does).
 
-use crate::driver::command::Refusal;
+use crate::driver::command::{QueuedMessage, Refusal, Reply};
 use crate::driver::Driver;
 use crate::functions::route::Plan;
+use crate::functions::triggers::{self, FireRefused};
 use crate::identity::node_name;
 use crate::wallclock::wall_ms;
 use peerbatch_protocol::function::{ChangeRefused, FunctionEvent, FunctionView};
+use peerbatch_protocol::trigger::Origin;
+use peerbatch_protocol::{BlobId, JobId};
 
 impl Driver {
     pub(super) fn function_list(&self) -> Vec<FunctionView> {
@@ -44,6 +48,51 @@ impl Driver {
             available_here: self.unavailable.is_none(),
             peers: self.willing_peers(),
         })
+    }
+}
+
+impl Driver {
+    pub(super) fn enqueue(
+        &mut self,
+        name: &str,
+        message: Vec<u8>,
+        replicated: Reply<usize>,
+    ) -> Result<JobId, FireRefused> {
+        let now = self.now();
+        let (job, event) = triggers::enqueue(&mut self.core, now, wall_ms(), name, message)?;
+        self.replicate_then_reply(event, replicated);
+        Ok(job)
+    }
+
+    /// Function `name`'s queue messages' jobs.
+    pub(super) fn queue(&self, name: &str) -> Result<Vec<QueuedMessage>, Refusal> {
+        self.function(name)?;
+        let ledger = self.core.ledger();
+        let messages = (ledger.function_jobs(name))
+            .filter(|j| j.spec.origin.as_ref().and_then(Origin::message).is_some());
+        Ok(messages
+            .map(|record| {
+                // Counts are kept for sealed jobs too; views are read only
+                // for a message that ended without succeeding.
+                let progress = self.core.progress(&record.id);
+                let ended = progress.failed + progress.cancelled + progress.skipped > 0;
+                let ended = ended.then(|| self.core.views(record.id).into_iter().next());
+                QueuedMessage {
+                    record: record.clone(),
+                    progress,
+                    ended: ended.flatten(),
+                }
+            })
+            .collect())
+    }
+
+    pub(super) fn blob_put(
+        &mut self,
+        blob: BlobId,
+        name: &str,
+    ) -> Result<Vec<(String, JobId)>, FireRefused> {
+        let now = self.now();
+        triggers::blob_put(&mut self.core, now, wall_ms(), blob, name)
     }
 }
 

@@ -81,6 +81,18 @@ impl Driver {
                 answer(reply, self.change_function(event))
             }
             Command::Functions(Functions::Plan { name, reply }) => answer(reply, self.plan(&name)),
+            Command::Functions(Functions::Enqueue {
+                name,
+                message,
+                replicated,
+                reply,
+            }) => answer(reply, self.enqueue(&name, message, replicated)),
+            Command::Functions(Functions::Queue { name, reply }) => {
+                answer(reply, self.queue(&name))
+            }
+            Command::Functions(Functions::BlobPut { blob, name, reply }) => {
+                answer(reply, self.blob_put(blob, &name))
+            }
         }
     }
 }
