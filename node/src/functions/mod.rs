@@ -8,7 +8,7 @@
 //! (`peerbatch_protocol::function`); the HTTP routes are `api::functions`'.
 //! Must not touch the ledger (save `triggers`, which submits fired jobs
 //! through the core) or the HTTP API itself; it gets what it needs from
-//! the driver through the API's requests.
+//! the driver through its typed commands (`driver::command`).
 
 pub mod route;
 pub mod runtime;
