@@ -61,6 +61,9 @@ pub fn wire_size(msg: &Message) -> usize {
         Message::GetEvents { ids } => 32 * ids.len(),
         Message::SyncDigest { .. } => 12 * peerbatch_protocol::sync::BUCKETS,
         Message::Heartbeat => 1,
+        Message::Ping { rumors, .. } | Message::Ack { rumors, .. } => 8 + 41 * rumors.len(),
+        Message::PingReq { rumors, .. } => 40 + 41 * rumors.len(),
+        Message::Members { members } => 41 * members.len(),
     }
 }
 

@@ -96,10 +96,11 @@ pub struct NodeOpts {
     /// files), e.g. 4GiB.
     #[arg(long, default_value = "16GiB", value_parser = crate::store::reclaim::parse_size)]
     pub max_package_size: u64,
-    /// Lease of a claim: a peer silent this long loses its running tasks (ms).
+    /// Lease of a claim: a peer suspected this long (its probes unanswered)
+    /// loses its running tasks (ms).
     #[arg(long, default_value_t = 5_000, hide = true)]
     pub lease_ms: u64,
-    /// Interval between heartbeats (ms).
+    /// Membership protocol period: each node probes one peer this often (ms).
     #[arg(long, default_value_t = 1_000, hide = true)]
     pub heartbeat_ms: u64,
     /// How far this machine's clock may be ahead of others' (e.g. 5m): a

@@ -1,8 +1,8 @@
 //! The per-node protocol state machine.
 //!
-//! Owns one node's view of the mesh: the ledger replica, peer liveness, the
-//! claim queues ranked by rendezvous hashing, leases and reclaiming, the
-//! tasks this node runs, event batching and anti-entropy rounds. Inputs are
+//! Owns one node's view of the mesh: the ledger replica, the claim queues ranked by rendezvous hashing, leases and reclaiming, the
+//! tasks this node runs, event batching and anti-entropy rounds; peer
+//! liveness is `membership`'s (SWIM probing), read here. Inputs are
 //! `handle_*` calls with the current time; outputs are pulled with
 //! `poll_persist`, `poll_transmit`, `poll_action` and `poll_timeout`.
 //!
@@ -35,6 +35,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 mod antientropy;
 mod forget;
 mod gangs;
+mod membership;
+
+pub use membership::{Liveness, PeerState};
 
 pub use antientropy::REPLY_LIMIT;
 pub use forget::ForgetRefused;
@@ -51,9 +54,11 @@ pub struct Config {
     pub gpus: u32,
     pub labels: Vec<(String, String)>,
     pub version: String,
-    /// How often a node says it is alive.
+    /// The membership protocol period: each node probes one peer this
+    /// often (and checks leases as often).
     pub heartbeat_ms: u64,
-    /// A peer unheard for this long is not ranked for new claims.
+    /// A peer suspected for this long (its probes unanswered, on this
+    /// node's clock) is dead: not ranked for new claims.
     pub lease_ms: u64,
     /// Extra wait past the lease before a dead peer's claims are reclaimed.
     pub grace_ms: u64,
@@ -208,12 +213,6 @@ pub struct Stats {
     pub jobs_forgotten: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PeerState {
-    pub connected: bool,
-    pub last_heard: Option<Millis>,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Local {
     attempt: u32,
@@ -247,8 +246,7 @@ pub struct Core<S> {
     /// Parsed public keys of the authors of verified events.
     author_keys: BTreeMap<NodeId, VerifyingKey>,
     rng: SmallRng,
-    started: Millis,
-    peers: BTreeMap<NodeId, PeerState>,
+    membership: membership::Membership,
     draining: bool,
     /// Local only: no new claims while set (see [`Core::set_paused`]).
     paused: bool,
@@ -264,7 +262,7 @@ pub struct Core<S> {
     running_by: BTreeMap<NodeId, BTreeSet<TaskRef>>,
     eligible: Vec<NodeId>,
     /// Until when every peer in `eligible` is surely still live (the
-    /// earliest last-heard + lease among them): before then a peer that
+    /// earliest end of a suspicion among them): before then a peer that
     /// comes back can be added alone instead of recomputing the set.
     eligible_until: Millis,
     queues: Vec<BTreeMap<QueueKey, (u32, Millis)>>,
@@ -289,7 +287,8 @@ pub struct Core<S> {
     last_batch: Option<Millis>,
     /// When a queued rank-k task next becomes stealable, if there is room.
     steal_at: Option<Millis>,
-    next_heartbeat: Millis,
+    /// When eligibility and leases are next checked.
+    next_scan: Millis,
     next_sync: Millis,
     resync: BTreeSet<NodeId>,
     transmits: VecDeque<Transmit>,
@@ -314,6 +313,8 @@ impl<S: EventStore> Core<S> {
     ) -> Core<S> {
         let me = identity.node_id();
         let ledger = Ledger::with_admins(cfg.admins.clone());
+        let membership =
+            membership::Membership::new(me, cfg.heartbeat_ms, cfg.lease_ms, rng_seed, now);
         let mut core = Core {
             identity,
             me,
@@ -322,8 +323,7 @@ impl<S: EventStore> Core<S> {
             ledger,
             author_keys: BTreeMap::new(),
             rng: SmallRng::seed_from_u64(rng_seed),
-            started: now,
-            peers: BTreeMap::new(),
+            membership,
             draining: false,
             paused: false,
             addrs: Vec::new(),
@@ -351,7 +351,7 @@ impl<S: EventStore> Core<S> {
             batch_due: None,
             last_batch: None,
             steal_at: None,
-            next_heartbeat: now,
+            next_scan: now,
             next_sync: now.plus(0),
             resync: BTreeSet::new(),
             transmits: VecDeque::new(),
@@ -472,7 +472,13 @@ impl<S: EventStore> Core<S> {
     }
 
     pub fn peers(&self) -> &BTreeMap<NodeId, PeerState> {
-        &self.peers
+        self.membership.peers()
+    }
+
+    /// Whether this node holds `peer` live now: alive, or suspected for
+    /// less than a lease.
+    pub fn is_live(&self, peer: &NodeId, now: Millis) -> bool {
+        *peer == self.me || self.membership.live(peer, now)
     }
 
     /// Tasks this node has claimed and not finished, and how many run now.
@@ -487,19 +493,13 @@ impl<S: EventStore> Core<S> {
     // ----- inputs -----
 
     pub fn handle_peer_up(&mut self, now: Millis, peer: NodeId) {
-        let state = self.peers.entry(peer).or_default();
-        state.connected = true;
-        state.last_heard = Some(now);
-        // Live now without passing through `heard`: recompute next time.
-        self.eligible_until = Millis(0);
+        self.membership.connection(now, peer, true);
         self.send_digest(peer);
         self.after_input(now);
     }
 
     pub fn handle_peer_down(&mut self, now: Millis, peer: NodeId) {
-        if let Some(state) = self.peers.get_mut(&peer) {
-            state.connected = false;
-        }
+        self.membership.connection(now, peer, false);
         self.after_input(now);
     }
 
@@ -520,10 +520,14 @@ impl<S: EventStore> Core<S> {
                 }
             }
             Message::Heartbeat => GossipVerdict::Accept,
-            // Anti-entropy is between two nodes, never gossiped.
-            Message::SyncDigest { .. } | Message::SyncIds { .. } | Message::GetEvents { .. } => {
-                GossipVerdict::Reject
-            }
+            // Anti-entropy and probes are between two nodes, never gossiped.
+            Message::SyncDigest { .. }
+            | Message::SyncIds { .. }
+            | Message::GetEvents { .. }
+            | Message::Ping { .. }
+            | Message::Ack { .. }
+            | Message::PingReq { .. }
+            | Message::Members { .. } => GossipVerdict::Reject,
         };
         self.after_input(now);
         verdict
@@ -542,36 +546,30 @@ impl<S: EventStore> Core<S> {
             Message::SyncDigest { fingerprints } => self.answer_digest(from, &fingerprints),
             Message::SyncIds { buckets, partial } => self.answer_ids(from, buckets, partial),
             Message::GetEvents { ids } => self.answer_get(from, ids),
+            probe @ (Message::Ping { .. }
+            | Message::Ack { .. }
+            | Message::PingReq { .. }
+            | Message::Members { .. }) => self.membership.handle(now, from, probe),
         }
         self.after_input(now);
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
-        let late = now.since(self.next_heartbeat);
-        if late > self.cfg.lease_ms / 2 {
-            // The heartbeat timer fired far too late: this node was not
-            // running (stopped, suspended, starved). Silence it could not
-            // hear is not its peers' fault, so their leases move on by as
-            // much — they prove themselves alive or not from here on.
-            for peer in self.peers.values_mut() {
-                if let Some(t) = peer.last_heard.as_mut() {
-                    *t = t.plus(late).min(now);
-                }
-            }
-        }
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now.plus(self.cfg.heartbeat_ms);
-            self.transmits.push_back(Transmit {
-                to: Destination::Gossip,
-                msg: Message::Heartbeat,
-            });
+        // Probes first: a timer that fired far too late (this node was
+        // stopped, suspended, starved) moves suspicions on by as much, as
+        // the silence was this node's, before leases are judged.
+        self.membership.tick(now);
+        self.membership_news(now);
+        if now >= self.next_scan {
+            self.next_scan = now.plus(self.cfg.heartbeat_ms);
             self.update_eligible_and_queues(now);
             self.scan_leases(now);
         }
         if now >= self.next_sync {
             self.next_sync = now.plus(self.cfg.sync_ms);
             let connected: Vec<NodeId> = self
-                .peers
+                .membership
+                .peers()
                 .iter()
                 .filter(|(_, p)| p.connected)
                 .map(|(id, _)| *id)
@@ -926,7 +924,10 @@ impl<S: EventStore> Core<S> {
     }
 
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let mut next = self.next_heartbeat.min(self.next_sync);
+        let mut next = self
+            .next_scan
+            .min(self.next_sync)
+            .min(self.membership.next_wake());
         if let Some(due) = self.batch_due {
             next = next.min(due);
         }
@@ -945,22 +946,24 @@ impl<S: EventStore> Core<S> {
     // ----- internals -----
 
     fn heard(&mut self, now: Millis, from: NodeId) {
-        if from != self.me {
-            let state = self.peers.entry(from).or_default();
-            let before = state.last_heard;
-            state.last_heard = Some(now);
-            let was_live = self.is_live(before, now);
-            if !was_live {
-                self.reconsider(now, &[from]);
-            }
+        self.membership.heard(now, from);
+        self.membership_news(now);
+    }
+
+    /// Sends what membership has to send and ranks again over the peers
+    /// whose liveness changed.
+    fn membership_news(&mut self, now: Millis) {
+        for (peer, msg) in self.membership.take_out() {
+            self.send(peer, msg);
+        }
+        let changed = self.membership.take_changed();
+        if !changed.is_empty() {
+            self.reconsider(now, &changed);
         }
     }
 
-    fn is_live(&self, last_heard: Option<Millis>, now: Millis) -> bool {
-        last_heard.is_some_and(|t| now.since(t) <= self.cfg.lease_ms)
-    }
-
     fn after_input(&mut self, now: Millis) {
+        self.membership_news(now);
         if self.announce_due {
             self.announce_due = false;
             let info = NodeInfo {
@@ -1130,7 +1133,8 @@ impl<S: EventStore> Core<S> {
                 });
             } else {
                 let peers: Vec<NodeId> = self
-                    .peers
+                    .membership
+                    .peers()
                     .iter()
                     .filter(|(_, p)| p.connected)
                     .map(|(id, _)| *id)
@@ -1541,7 +1545,7 @@ impl<S: EventStore> Core<S> {
             .ledger
             .nodes()
             .filter(|(id, info)| info.slots > 0 && !info.draining && **id != self.me)
-            .filter(|(id, _)| self.is_live(self.peers.get(id).and_then(|p| p.last_heard), now))
+            .filter(|(id, _)| self.membership.live(id, now))
             .map(|(id, _)| *id)
             .collect();
         if self.cfg.slots > 0 && !self.draining {
@@ -1550,8 +1554,8 @@ impl<S: EventStore> Core<S> {
         eligible.sort();
         self.eligible_until = eligible
             .iter()
-            .filter_map(|id| self.peers.get(id).and_then(|p| p.last_heard))
-            .map(|t| t.plus(self.cfg.lease_ms))
+            .filter(|id| **id != self.me)
+            .map(|id| self.membership.live_until(id))
             .min()
             .unwrap_or(Millis(u64::MAX));
         let changed = eligible != self.eligible;
@@ -1575,13 +1579,14 @@ impl<S: EventStore> Core<S> {
                 .ledger
                 .node(peer)
                 .is_some_and(|i| i.slots > 0 && !i.draining);
-            let heard = self.peers.get(peer).and_then(|p| p.last_heard);
-            let wanted = willing && self.is_live(heard, now);
+            let wanted = willing && self.membership.live(peer, now);
+            if wanted {
+                let until = self.membership.live_until(peer);
+                self.eligible_until = self.eligible_until.min(until);
+            }
             match (self.eligible.binary_search(peer), wanted) {
                 (Err(at), true) => {
                     self.eligible.insert(at, *peer);
-                    let expiry = heard.map_or(now, |t| t.plus(self.cfg.lease_ms));
-                    self.eligible_until = self.eligible_until.min(expiry);
                     changed = true;
                 }
                 (Ok(at), false) => {
@@ -1627,7 +1632,8 @@ impl<S: EventStore> Core<S> {
         }
     }
 
-    /// Reclaims attempts held by nodes unheard for longer than lease + grace.
+    /// Reclaims attempts held by nodes suspected (or, never heard, silent
+    /// since this node started) for longer than lease + grace.
     /// Nodes stagger by their rank for the next attempt so one usually acts.
     fn scan_leases(&mut self, now: Millis) {
         let expiry = self.cfg.lease_ms + self.cfg.grace_ms;
@@ -1636,12 +1642,7 @@ impl<S: EventStore> Core<S> {
             if *node == self.me {
                 continue;
             }
-            let heard = self
-                .peers
-                .get(node)
-                .and_then(|p| p.last_heard)
-                .unwrap_or(self.started);
-            let silent = now.since(heard);
+            let silent = self.membership.silent_for(node, now);
             if silent <= expiry {
                 continue;
             }

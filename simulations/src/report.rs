@@ -100,6 +100,9 @@ pub struct Report {
     pub tasks_cancelled: u32,
     /// From a crash to the next start elsewhere of each task the dead node ran.
     pub death_to_rerun: Spread,
+    /// Of those, the tasks started elsewhere while the dead node was still
+    /// down (found dead by its peers, not given back by its restart).
+    pub reruns_while_down: u64,
     /// From a partition's heal until every node held every event that
     /// existed anywhere at the heal.
     pub heal_to_converge: Spread,
@@ -141,7 +144,8 @@ impl fmt::Display for Report {
              {} reordered); {} partitions ({} flaps), {} crashes, {} wipes, {} clock jumps, \
              {} cancels, {} unflushed writes lost, {} forged; {} events, {} attempts started, \
              {} duplicates ({:.1} per 1000 tasks; {} of an attempt already started), \
-             {} fenced, {} failed, {} cancelled; death→rerun {}; heal→converge {}; digest {}",
+             {} fenced, {} failed, {} cancelled; death→rerun {} ({} while the dead node was down); \
+             heal→converge {}; digest {}",
             self.seed,
             self.nodes,
             self.tasks,
@@ -170,6 +174,7 @@ impl fmt::Display for Report {
             self.tasks_failed,
             self.tasks_cancelled,
             self.death_to_rerun,
+            self.reruns_while_down,
             self.heal_to_converge,
             peerbatch_protocol::ids::to_hex(&self.run_digest[..8]),
         )

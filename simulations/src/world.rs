@@ -200,6 +200,8 @@ struct Sim {
     /// Tasks a crashed node was running: since when, and which node.
     orphaned: BTreeMap<TaskRef, (u64, usize)>,
     death_to_rerun: Vec<u64>,
+    /// Of those reruns, the ones that began while the dead node was still down.
+    reruns_while_down: u64,
     /// Healed partitions: when, and every event that existed at the heal.
     healing: Vec<(u64, BTreeSet<EventId>)>,
     heal_to_converge: Vec<u64>,
@@ -275,6 +277,7 @@ impl Sim {
             started: BTreeMap::new(),
             orphaned: BTreeMap::new(),
             death_to_rerun: Vec::new(),
+            reruns_while_down: 0,
             healing: Vec::new(),
             heal_to_converge: Vec::new(),
             vouched,
@@ -949,6 +952,7 @@ impl Sim {
                 if let Some((since, dead)) = self.orphaned.get(&task).copied() {
                     if dead != node {
                         self.death_to_rerun.push(self.now - since);
+                        self.reruns_while_down += u64::from(self.nodes[dead].core.is_none());
                         self.orphaned.remove(&task);
                     }
                 }
@@ -1329,6 +1333,7 @@ impl Sim {
             tasks_failed,
             tasks_cancelled,
             death_to_rerun: Spread::of(&self.death_to_rerun),
+            reruns_while_down: self.reruns_while_down,
             heal_to_converge: Spread::of(&self.heal_to_converge),
             run_digest: self.trace.finish(),
             end_ms: self.now,
@@ -1365,7 +1370,14 @@ fn link(nodes: &mut [SimNode], rng: &mut SmallRng) {
 
 /// Whether `msg` only keeps membership (carries no ledger state).
 fn is_liveness(msg: &Message) -> bool {
-    matches!(msg, Message::Heartbeat)
+    matches!(
+        msg,
+        Message::Heartbeat
+            | Message::Ping { .. }
+            | Message::Ack { .. }
+            | Message::PingReq { .. }
+            | Message::Members { .. }
+    )
 }
 
 fn kind(msg: &Message) -> u64 {
@@ -1375,6 +1387,10 @@ fn kind(msg: &Message) -> u64 {
         Message::SyncDigest { .. } => 2 << 40,
         Message::SyncIds { .. } => 3 << 40,
         Message::GetEvents { .. } => 4 << 40,
+        Message::Ping { seq, .. } => (5 << 40) + seq,
+        Message::Ack { seq, .. } => (6 << 40) + seq,
+        Message::PingReq { seq, .. } => (7 << 40) + seq,
+        Message::Members { members } => (8 << 40) + members.len() as u64,
     }
 }
 
@@ -1386,5 +1402,9 @@ fn describe(msg: &Message, gossip: bool) -> String {
         Message::SyncDigest { .. } => format!("{how} sync digest"),
         Message::SyncIds { buckets, .. } => format!("{how} sync ids ({} buckets)", buckets.len()),
         Message::GetEvents { ids } => format!("{how} get {} events", ids.len()),
+        Message::Ping { seq, rumors } => format!("{how} ping {seq} ({} rumors)", rumors.len()),
+        Message::Ack { seq, rumors } => format!("{how} ack {seq} ({} rumors)", rumors.len()),
+        Message::PingReq { seq, target, .. } => format!("{how} ping-req {seq} for {target}"),
+        Message::Members { members } => format!("{how} {} members", members.len()),
     }
 }

@@ -55,6 +55,39 @@ fn fifty_nodes_two_thousand_tasks_under_loss_all_succeed() {
     assert!(report.injected.net.dropped > 0);
 }
 
+/// 150 nodes, 100 of them busy, eight of which crash: their peers find a
+/// dead one by probing and run its tasks elsewhere while it is still down,
+/// though each node sends only a few liveness messages per second (not
+/// one to every other node).
+#[test]
+fn crashed_nodes_among_150_are_found_dead_by_a_few_probes_per_node_and_their_tasks_run_elsewhere() {
+    let report = must_pass(&SimConfig {
+        seed: 11,
+        nodes: 150,
+        tasks: 100,
+        jobs: 2,
+        max_retries: 10,
+        task_ms: (20_000, 30_000),
+        faults: Faults {
+            crashes: 8,
+            ..Faults::default()
+        },
+        fault_window_ms: 20_000,
+        ..SimConfig::default()
+    });
+    assert_eq!(report.injected.crashes, 8);
+    let (_, liveness) = report.sent_per_node_second();
+    assert!(
+        liveness < 10.0,
+        "{liveness:.1} liveness messages per node per second"
+    );
+    assert!(
+        report.reruns_while_down > 0,
+        "no task of a dead node ran elsewhere while it was down: {}",
+        report.death_to_rerun
+    );
+}
+
 /// A small cluster under every kind of fault at once.
 fn stormy(seed: u64) -> SimConfig {
     SimConfig {

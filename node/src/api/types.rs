@@ -329,9 +329,12 @@ pub struct Node {
     /// The node answering.
     #[serde(rename = "self")]
     pub is_self: bool,
-    /// Heard from within a lease.
+    /// Alive by the membership protocol, or suspected for less than a
+    /// lease.
     pub live: bool,
     pub connected: bool,
+    /// Since the last message from the node itself (a live node in a large
+    /// mesh may go unheard for long: it is probed, not heard every period).
     pub last_heard_ms: Option<u64>,
     pub slots: u32,
     pub memory_mb: u64,

@@ -57,7 +57,6 @@ impl Driver {
     pub(super) fn node_list(&self) -> Vec<NodeEntry> {
         let now = self.now();
         let me = self.core.node_id();
-        let lease = self.core.config().lease_ms;
         let nodes = self.core.ledger().nodes();
         nodes
             .map(|(id, info)| {
@@ -67,7 +66,7 @@ impl Driver {
                     id: *id,
                     info: info.clone(),
                     is_self: *id == me,
-                    live: *id == me || silent.is_some_and(|s| s <= lease),
+                    live: self.core.is_live(id, now),
                     connected: peer.is_some_and(|p| p.connected),
                     last_heard_ms: if *id == me { Some(0) } else { silent },
                 }
