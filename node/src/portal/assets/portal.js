@@ -18,12 +18,33 @@ async function refresh() {
       const page = new DOMParser().parseFromString(await answer.text(), "text/html");
       for (const part of document.querySelectorAll("[data-live][id]")) {
         const fresh = page.getElementById(part.id);
-        if (fresh && fresh.innerHTML !== part.innerHTML) part.innerHTML = fresh.innerHTML;
+        if (fresh && fresh.innerHTML !== part.innerHTML) morph(part, fresh);
       }
     }
   } finally {
     busy = false;
     if (again) { again = false; refresh(); }
+  }
+}
+
+// Makes `old`'s children equal to `fresh`'s, replacing only the nodes that
+// differ: a button in a row that did not change stays the same element, so
+// a click that lands during a refresh is not lost.
+function morph(old, fresh) {
+  const was = old.childNodes;
+  const now = fresh.childNodes;
+  if (was.length !== now.length) {
+    old.innerHTML = fresh.innerHTML;
+    return;
+  }
+  for (let i = 0; i < now.length; i++) {
+    const [a, b] = [was[i], now[i]];
+    if (a.isEqualNode(b)) continue;
+    if (a.nodeType === Node.ELEMENT_NODE && a.cloneNode(false).isEqualNode(b.cloneNode(false))) {
+      morph(a, b);
+    } else {
+      a.replaceWith(document.importNode(b, true));
+    }
   }
 }
 
