@@ -38,7 +38,6 @@ mod paths;
 mod pools;
 mod portal;
 mod sandbox;
-mod schedules;
 mod serve;
 mod side;
 mod spawn;

@@ -51,7 +51,7 @@ const MB: f64 = 1e6;
 
 /// Writes `size` random bytes at `path`.
 fn random_file(path: &Path, size: u64) -> Result<()> {
-    let mut rng = rand::rngs::SmallRng::from_entropy();
+    let mut rng = rand::rngs::StdRng::from_entropy();
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut block = vec![0u8; 1 << 20];
     let mut left = size;
@@ -309,7 +309,7 @@ fn rounds(
     }
     let held = cluster.nodes[0].dir.chunks_dir().join("large").join(id);
     let out = root.join("out");
-    let mut rng = rand::rngs::SmallRng::from_entropy();
+    let mut rng = rand::rngs::StdRng::from_entropy();
     let mut tallies: Vec<(Mode, Tally)> = Vec::new();
     let (mut order, mut dropped) = (Vec::new(), true);
     for round in 0..opts.runs.max(opts.task_runs) {

@@ -82,7 +82,7 @@ fn main() {
     let t = Instant::now();
     let mut now = 0;
     loop {
-        core.handle_timeout(Millis(now));
+        core.handle_timeout(Millis(now), now);
         loop {
             while let Some((id, bytes)) = core.poll_persist() {
                 store.put(id, bytes);

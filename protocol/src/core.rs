@@ -21,6 +21,7 @@ use crate::job::Command;
 use crate::job::{JobError, JobSpec, ResolvedTask};
 use crate::ledger::{dependency_tally, job_id_of, JobOutcome, Ledger, TaskState, TaskView};
 use crate::resources::{Amount, Resources};
+use crate::schedule::CronZone;
 use crate::storage::EventStore;
 use crate::time::Millis;
 use crate::validate::{
@@ -28,7 +29,7 @@ use crate::validate::{
 };
 use crate::wire::Message;
 use ed25519_dalek::VerifyingKey;
-use rand::rngs::SmallRng;
+use crate::SeededRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -36,6 +37,7 @@ mod antientropy;
 mod forget;
 mod gangs;
 mod membership;
+mod wall;
 
 pub use membership::{Liveness, PeerState};
 
@@ -89,6 +91,14 @@ pub struct Config {
     /// How long a forgotten job's tombstone is kept (late copies of its
     /// events are dropped while it is).
     pub tombstone_ms: u64,
+    /// How often schedules, timer triggers, jobs' `max_wall_clock` and
+    /// retention are judged on the wall clock (see `core::wall`).
+    pub wall_check_ms: u64,
+    /// The k-th ranked node fires a due schedule or timer occurrence k
+    /// times this long after it, if no one has.
+    pub fire_step_ms: u64,
+    /// The time zone cron expressions are read in.
+    pub cron_zone: CronZone,
 }
 
 impl Default for Config {
@@ -112,6 +122,9 @@ impl Default for Config {
             admins: BTreeSet::new(),
             forget_margin_ms: crate::ledger::CLOCK_AHEAD_MS,
             tombstone_ms: 30 * 86_400_000,
+            wall_check_ms: 250,
+            fire_step_ms: 1_000,
+            cron_zone: CronZone::Local,
         }
     }
 }
@@ -245,7 +258,7 @@ pub struct Core<S> {
     ledger: Ledger,
     /// Parsed public keys of the authors of verified events.
     author_keys: BTreeMap<NodeId, VerifyingKey>,
-    rng: SmallRng,
+    rng: SeededRng,
     membership: membership::Membership,
     draining: bool,
     /// Local only: no new claims while set (see [`Core::set_paused`]).
@@ -289,6 +302,8 @@ pub struct Core<S> {
     steal_at: Option<Millis>,
     /// When eligibility and leases are next checked.
     next_scan: Millis,
+    /// When the wall-clock work is next judged (`core::wall`).
+    next_wall: Millis,
     next_sync: Millis,
     resync: BTreeSet<NodeId>,
     transmits: VecDeque<Transmit>,
@@ -322,7 +337,7 @@ impl<S: EventStore> Core<S> {
             store,
             ledger,
             author_keys: BTreeMap::new(),
-            rng: SmallRng::seed_from_u64(rng_seed),
+            rng: SeededRng::seed_from_u64(rng_seed),
             membership,
             draining: false,
             paused: false,
@@ -352,6 +367,7 @@ impl<S: EventStore> Core<S> {
             last_batch: None,
             steal_at: None,
             next_scan: now,
+            next_wall: now,
             next_sync: now.plus(0),
             resync: BTreeSet::new(),
             transmits: VecDeque::new(),
@@ -554,7 +570,10 @@ impl<S: EventStore> Core<S> {
         self.after_input(now);
     }
 
-    pub fn handle_timeout(&mut self, now: Millis) {
+    /// Runs what is due at `now` on this node's monotonic clock, with
+    /// `wall_ms` its wall clock (ms since the Unix epoch), which schedules,
+    /// timer triggers, deadlines and retention are judged by.
+    pub fn handle_timeout(&mut self, now: Millis, wall_ms: u64) {
         // Probes first: a timer that fired far too late (this node was
         // stopped, suspended, starved) moves suspicions on by as much, as
         // the silence was this node's, before leases are judged.
@@ -582,6 +601,7 @@ impl<S: EventStore> Core<S> {
                 self.stats.sync_rounds += 1;
             }
         }
+        self.wall_tick(now, wall_ms);
         self.after_input(now);
     }
 
@@ -924,9 +944,9 @@ impl<S: EventStore> Core<S> {
     }
 
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let mut next = self
-            .next_scan
+        let mut next = (self.next_scan)
             .min(self.next_sync)
+            .min(self.next_wall)
             .min(self.membership.next_wake());
         if let Some(due) = self.batch_due {
             next = next.min(due);

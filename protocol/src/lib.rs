@@ -40,3 +40,8 @@ pub use ledger::{Ledger, TaskState, TaskView};
 pub use storage::{EventStore, MemStore};
 pub use time::Millis;
 pub use wire::Message;
+
+/// The random number generator of the core and the simulator: seeded, and
+/// the same sequence on every platform and release (ChaCha8), so a
+/// simulator seed replays exactly.
+pub type SeededRng = rand_chacha::ChaCha8Rng;

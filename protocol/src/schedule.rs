@@ -6,11 +6,13 @@
 //! (schedule, occurrence time) rather than from its event, so two nodes
 //! that fire the same occurrence submit the *same* job, and the ledger's
 //! existing rule (of two submits of one job id, the lower event id wins)
-//! keeps one. Must not read clocks or evaluate cron expressions; the node
-//! decides when an occurrence is due.
+//! keeps one, and which occurrence is the latest due at a given wall-clock
+//! time (`Recurrence::latest_due`). Must not read clocks: the core passes
+//! in the time and decides who fires (`core::wall`).
 
 use crate::ids::{EventId, JobId, NodeId};
 use crate::job::JobSpec;
+use crate::trigger::parse_cron;
 use serde::{Deserialize, Serialize};
 
 /// When a schedule fires.
@@ -29,6 +31,16 @@ pub struct Occurrence {
     pub schedule: String,
     /// Wall-clock time of the occurrence (ms since the Unix epoch).
     pub at_ms: u64,
+}
+
+/// The time zone cron expressions are read in: the node's own (the
+/// default), or UTC (the simulator, for replays that do not depend on the
+/// machine).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CronZone {
+    #[default]
+    Local,
+    Utc,
 }
 
 /// A schedule as the ledger knows it.
@@ -55,6 +67,47 @@ impl Recurrence {
             Recurrence::Cron(_) => true,
         }
     }
+
+    /// The latest occurrence in `(after_ms, now_ms]`, if any, a cron
+    /// expression read in `zone`. Missed occurrences before it are not
+    /// replayed.
+    pub fn latest_due(
+        &self,
+        after_ms: u64,
+        now_ms: u64,
+        zone: CronZone,
+    ) -> Result<Option<u64>, String> {
+        match self {
+            Recurrence::Every { ms, start_ms } => {
+                if *ms == 0 || now_ms < *start_ms {
+                    return Ok(None);
+                }
+                let at = start_ms + (now_ms - start_ms) / ms * ms;
+                Ok((at > after_ms).then_some(at))
+            }
+            Recurrence::Cron(expr) => {
+                let cron = parse_cron(expr)?;
+                Ok(match zone {
+                    CronZone::Local => last_between(&cron, chrono::Local, after_ms, now_ms),
+                    CronZone::Utc => last_between(&cron, chrono::Utc, after_ms, now_ms),
+                })
+            }
+        }
+    }
+}
+
+/// The last time `cron` names in `(after_ms, now_ms]`, read in `zone`.
+fn last_between<Z: chrono::TimeZone>(
+    cron: &cron::Schedule,
+    zone: Z,
+    after_ms: u64,
+    now_ms: u64,
+) -> Option<u64> {
+    let from = chrono::DateTime::from_timestamp_millis(i64::try_from(after_ms).ok()?)?;
+    (cron.after(&from.with_timezone(&zone)))
+        .map(|t| t.timestamp_millis() as u64)
+        .take_while(|t| *t <= now_ms)
+        .last()
 }
 
 /// The job id every submit for `occurrence` gets.
@@ -115,5 +168,28 @@ mod tests {
         assert!(every.has_occurrence(500) && every.has_occurrence(2_500));
         assert!(!every.has_occurrence(0) && !every.has_occurrence(2_499));
         assert!(check_name("../x").is_err());
+    }
+
+    #[test]
+    fn intervals_and_cron_give_the_latest_due_occurrence() {
+        let every = Recurrence::Every {
+            ms: 1000,
+            start_ms: 10_000,
+        };
+        let due = |r: &Recurrence, after, now| r.latest_due(after, now, CronZone::Utc);
+        assert_eq!(due(&every, 0, 9_999), Ok(None));
+        assert_eq!(due(&every, 9_999, 10_000), Ok(Some(10_000)));
+        assert_eq!(due(&every, 10_000, 12_500), Ok(Some(12_000)));
+        assert_eq!(due(&every, 12_000, 12_900), Ok(None));
+        // Every minute at second 0: the latest minute boundary.
+        let cron = Recurrence::Cron("* * * * *".into());
+        assert_eq!(due(&cron, 60_000, 185_000), Ok(Some(180_000)));
+        assert_eq!(due(&cron, 180_000, 185_000), Ok(None));
+        // 02:30 every day, in UTC.
+        let nightly = Recurrence::Cron("30 2 * * *".into());
+        let day = 86_400_000;
+        let at = 2 * 3_600_000 + 30 * 60_000;
+        assert_eq!(due(&nightly, 0, 3 * day), Ok(Some(2 * day + at)));
+        assert!(Recurrence::Cron("61 * * * *".into()).latest_due(0, 1, CronZone::Utc).is_err());
     }
 }

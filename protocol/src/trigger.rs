@@ -232,7 +232,7 @@ pub fn check(triggers: &[Trigger], max_attempts: u32) -> Result<(), TriggerError
 
 /// A cron expression: 5 fields (minute hour day month weekday) or 6 with
 /// seconds first (7 with years last), at most [`MAX_CRON_BYTES`].
-/// Parsing reads no clock; evaluating it is the node's.
+/// Parsing reads no clock; `Recurrence::latest_due` evaluates it.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     if expr.len() > MAX_CRON_BYTES {
         return Err(format!(

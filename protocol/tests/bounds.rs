@@ -87,7 +87,7 @@ impl Node {
     fn run_until(&mut self, until: u64, outcome: &dyn Fn(u32) -> Outcome) {
         let mut now = 0;
         while now < until {
-            self.core.handle_timeout(Millis(now));
+            self.core.handle_timeout(Millis(now), now);
             self.pump(now, outcome);
             now = self.core.poll_timeout().map_or(until, |t| t.0.max(now + 1));
         }
@@ -285,8 +285,8 @@ fn sync_until_equal(a: &mut Node, b: &mut Node, max_rounds: u64) -> u64 {
     let step = a.core.config().sync_ms;
     for round in 0..max_rounds {
         let now = round * step;
-        a.core.handle_timeout(Millis(now));
-        b.core.handle_timeout(Millis(now));
+        a.core.handle_timeout(Millis(now), now);
+        b.core.handle_timeout(Millis(now), now);
         loop {
             a.pump(now, &|_| exit(0));
             b.pump(now, &|_| exit(0));

@@ -611,7 +611,7 @@ fn tick(nodes: &mut [Node], from: u64, every: u64, times: u64) {
     for k in 0..times {
         let now = from + k * every;
         for n in nodes.iter_mut() {
-            n.core.handle_timeout(Millis(now));
+            n.core.handle_timeout(Millis(now), now);
         }
         settle(nodes, now);
     }
@@ -621,7 +621,7 @@ fn tick(nodes: &mut [Node], from: u64, every: u64, times: u64) {
 fn five_nodes() -> Vec<Node> {
     let mut nodes: Vec<Node> = (1..=5).map(|s| Node::new(s, Config::default())).collect();
     for n in nodes.iter_mut() {
-        n.core.handle_timeout(Millis(0));
+        n.core.handle_timeout(Millis(0), 0);
     }
     settle(&mut nodes, 0);
     nodes

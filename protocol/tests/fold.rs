@@ -11,7 +11,7 @@ use peerbatch_protocol::{
     Outcome, TaskRef, TaskResult, TaskSpec, TaskState, TaskView,
 };
 use proptest::prelude::*;
-use rand::rngs::SmallRng;
+use peerbatch_protocol::SeededRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -114,7 +114,7 @@ fn competing_claims_resolve_to_the_best_rendezvous_score_in_any_order() {
     let (job_ev, job) = job_event(20, 3);
     let nodes: Vec<Identity> = (0..6).map(identity).collect();
     let ids: Vec<NodeId> = nodes.iter().map(Identity::node_id).collect();
-    let mut rng = SmallRng::seed_from_u64(1);
+    let mut rng = SeededRng::seed_from_u64(1);
     for index in 0..20 {
         let t = task(job, index);
         let mut events = vec![job_ev.clone()];
@@ -231,7 +231,7 @@ fn cancel_stops_open_tasks_and_never_reverts_terminal_ones() {
         finished(&n, &[(done, 0, 0), (failed, 0, 1)]),
         cancel.clone(),
     ];
-    let mut rng = SmallRng::seed_from_u64(2);
+    let mut rng = SeededRng::seed_from_u64(2);
     let mut shuffled = events.clone();
     for _ in 0..10 {
         shuffled.shuffle(&mut rng);
@@ -425,7 +425,7 @@ proptest! {
         events.extend(build(&ops, job));
         let reference = summary(&fold(&events), job);
 
-        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut rng = SeededRng::seed_from_u64(seed);
         // Any order.
         let mut shuffled = events.clone();
         shuffled.shuffle(&mut rng);
@@ -553,7 +553,7 @@ fn dependents_wait_for_success_and_are_skipped_after_a_failure_in_any_order() {
         [Succeeded, Pending, Blocked, Pending]
     );
     events.extend([claims(&node, &[(b, 0)]), b_failed]);
-    let mut rng = SmallRng::seed_from_u64(3);
+    let mut rng = SeededRng::seed_from_u64(3);
     for _ in 0..10 {
         events.shuffle(&mut rng);
         let ledger = fold(&events);
@@ -605,7 +605,7 @@ fn exit_code_rules_decide_success_failure_and_job_failure_in_any_order() {
         [Succeeded, Failed, Running, Pending, Pending]
     );
     events.push(finished(&node, &[(all[2], 0, 42)]));
-    let mut rng = SmallRng::seed_from_u64(5);
+    let mut rng = SeededRng::seed_from_u64(5);
     for _ in 0..10 {
         events.shuffle(&mut rng);
         assert_eq!(

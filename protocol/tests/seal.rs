@@ -76,7 +76,7 @@ fn a_late_result_about_a_sealed_job_counts_and_the_job_seals_again_once_stored()
     assert_eq!((p.succeeded, p.failed), (1, 2));
 
     // Not sealed while the store lacks what the core knows…
-    a.core.handle_timeout(Millis(late + wait));
+    a.core.handle_timeout(Millis(late + wait), late + wait);
     assert!(!a.core.ledger().is_sealed(&job));
     // …and sealed once it holds it, with the same answers.
     a.pump();
@@ -120,7 +120,7 @@ fn a_late_claim_not_yet_stored_keeps_its_job_unsealed_so_the_result_after_it_cou
             .handle_gossip(Millis(now), b.node_id(), Message::Events { events });
     };
     gossip(&mut a, late, claim);
-    a.core.handle_timeout(Millis(late + wait));
+    a.core.handle_timeout(Millis(late + wait), late + wait);
     assert!(
         !a.core.ledger().is_sealed(&job),
         "sealed while the store lacks a claim it knows"

@@ -6,7 +6,8 @@
 //! choice inside the run comes from streams seeded by `seed` (`streams`).
 
 use crate::streams::Stream;
-use peerbatch_protocol::Config;
+use peerbatch_protocol::schedule::CronZone;
+use peerbatch_protocol::{Config, SeededRng};
 use rand::Rng;
 use std::fmt;
 
@@ -80,6 +81,15 @@ pub struct Faults {
     pub flush_ms: u64,
 }
 
+/// The core's defaults, with cron read in UTC so a replay does not depend
+/// on the machine's time zone.
+fn core_defaults() -> Config {
+    Config {
+        cron_zone: CronZone::Utc,
+        ..Config::default()
+    }
+}
+
 impl Default for SimConfig {
     /// A calm mid-sized run: 10 % loss and nothing else.
     fn default() -> Self {
@@ -98,7 +108,7 @@ impl Default for SimConfig {
             fault_window_ms: 20_000,
             check_every_step: false,
             trace: false,
-            core: Config::default(),
+            core: core_defaults(),
             gang: 0,
             faulty: false,
             retention_ms: None,
@@ -123,7 +133,7 @@ impl SimConfig {
             rng.gen_range(1..=600)
         };
         let jobs = rng.gen_range(1..=tasks.min(6));
-        let maybe = |rng: &mut rand::rngs::SmallRng, p: f64, hi: u32| {
+        let maybe = |rng: &mut SeededRng, p: f64, hi: u32| {
             if rng.gen_bool(p) {
                 rng.gen_range(1..=hi)
             } else {
@@ -183,7 +193,7 @@ impl SimConfig {
             trace: false,
             core: Config {
                 slots: rng.gen_range(1..=4),
-                ..Config::default()
+                ..core_defaults()
             },
             // Its own stream: the draws above stay what they were.
             gang: {

@@ -22,7 +22,7 @@ use peerbatch_protocol::{
     BlobId, Command, Core, EventBody, EventId, EventStore, Identity, Input, JobSpec, NodeId,
     NodeInfo, Outcome, Source, TaskRef, TaskResult, TaskSpec, TaskState,
 };
-use rand::rngs::SmallRng;
+use peerbatch_protocol::SeededRng;
 use rand::Rng;
 use std::collections::BTreeSet;
 
@@ -33,7 +33,7 @@ pub struct Faulty {
     /// Its index among the run's nodes.
     pub node: usize,
     identity: Identity,
-    rng: SmallRng,
+    rng: SeededRng,
     /// Every well-formed event it signed that it may not write: valid
     /// events the cores keep as facts but must never act on.
     pub forged: BTreeSet<EventId>,

@@ -8,7 +8,7 @@
 
 use crate::config::SimConfig;
 use crate::streams::Stream;
-use rand::rngs::SmallRng;
+use peerbatch_protocol::SeededRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -39,7 +39,7 @@ pub struct NetStats {
 }
 
 pub struct Network {
-    rng: SmallRng,
+    rng: SeededRng,
     loss: f64,
     dup: f64,
     reorder: f64,
@@ -103,7 +103,7 @@ impl Network {
     }
 
     /// Splits the nodes into two random non-empty sides.
-    pub fn partition(&mut self, kind: CutKind, nodes: usize, rng: &mut SmallRng) {
+    pub fn partition(&mut self, kind: CutKind, nodes: usize, rng: &mut SeededRng) {
         let cut = rng.gen_range(1..nodes);
         let mut order: Vec<usize> = (0..nodes).collect();
         order.shuffle(rng);

@@ -4,7 +4,7 @@
 //! one fault off (when shrinking) leaves the draws of the others unchanged.
 //! Must not hold state beyond the seed.
 
-use rand::rngs::SmallRng;
+use peerbatch_protocol::SeededRng;
 use rand::SeedableRng;
 
 /// What a stream is used for.
@@ -33,8 +33,8 @@ pub enum Stream {
 }
 
 impl Stream {
-    pub fn rng(self, seed: u64) -> SmallRng {
+    pub fn rng(self, seed: u64) -> SeededRng {
         let tag = self as u64 + 1;
-        SmallRng::seed_from_u64(seed ^ tag.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        SeededRng::seed_from_u64(seed ^ tag.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 }

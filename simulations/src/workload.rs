@@ -8,7 +8,7 @@
 use crate::config::SimConfig;
 use crate::streams::Stream;
 use peerbatch_protocol::{Command, JobSpec, Outcome, TaskSpec};
-use rand::rngs::SmallRng;
+use peerbatch_protocol::SeededRng;
 use rand::Rng;
 
 #[derive(Clone, Debug)]
@@ -80,7 +80,7 @@ pub fn plan(cfg: &SimConfig) -> Vec<JobPlan> {
 
 /// Draws how each simulated process runs.
 pub struct Executor {
-    rng: SmallRng,
+    rng: SeededRng,
     fail_rate: f64,
     task_ms: (u64, u64),
 }

@@ -26,7 +26,7 @@ use peerbatch_protocol::{
     Action, Core, EventId, Identity, Message, Millis, NodeId, Outcome, TaskRef, TaskResult,
     Transmit,
 };
-use rand::rngs::SmallRng;
+use peerbatch_protocol::SeededRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::cmp::Ordering;
@@ -179,9 +179,9 @@ struct Sim {
     /// Each acknowledged job's submit event, and the node that submitted it.
     submit_events: Vec<Option<(EventId, usize)>>,
     net: Network,
-    faults: SmallRng,
-    disk_rng: SmallRng,
-    node_rng: SmallRng,
+    faults: SeededRng,
+    disk_rng: SeededRng,
+    node_rng: SeededRng,
     exec: Executor,
     next_token: u64,
     trace: Trace,
@@ -503,11 +503,8 @@ impl Sim {
                     *spins = (self.now, 0);
                 }
                 let now = self.local(node);
-                self.core(node).handle_timeout(now);
-                if self.cfg.retention_ms.is_some() {
-                    let wall = self.wall(node);
-                    self.core(node).forget_expired(now, wall);
-                }
+                let wall = self.wall(node);
+                self.core(node).handle_timeout(now, wall);
                 self.pump(node)?;
             }
             Item::Submit { job } => self.submit(job)?,
@@ -1346,7 +1343,7 @@ impl Sim {
 /// Who keeps a connection to whom: everyone in small clusters; in larger
 /// ones a ring plus a few random peers each (as a gossip mesh would), so
 /// that sync rounds on connect stay linear in the cluster size.
-fn link(nodes: &mut [SimNode], rng: &mut SmallRng) {
+fn link(nodes: &mut [SimNode], rng: &mut SeededRng) {
     let n = nodes.len();
     let mut links: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
     if n <= LINKS * 2 {

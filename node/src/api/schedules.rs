@@ -55,7 +55,7 @@ pub async fn add(
             return Err(bad_request("a schedule fires at most once a second".into()))
         }
         (None, Some(expr)) => {
-            crate::schedules::parse_cron(&expr).map_err(bad_request)?;
+            peerbatch_protocol::trigger::parse_cron(&expr).map_err(bad_request)?;
             Recurrence::Cron(expr)
         }
         _ => return Err(bad_request("give exactly one of every_ms or cron".into())),

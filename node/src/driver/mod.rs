@@ -56,9 +56,6 @@ const SERVING: usize = 4;
 /// `--outbox-limit`, 64 MiB by default.
 const DEFAULT_OUTBOX_LIMIT: usize = 64 << 20;
 
-/// How often schedules are checked for a due occurrence.
-const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
-
 /// How often the chunk store is checked against `--store-limit`.
 const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 
@@ -192,33 +189,6 @@ impl Driver {
         self
     }
 
-    /// Cancels jobs past their `max_wall_clock`: the node ranked first for
-    /// a job at once, the k-th k heartbeats later if it is still running.
-    fn job_deadlines(&mut self) {
-        let wall = wall_ms();
-        let step = self.core.config().heartbeat_ms;
-        let due: Vec<JobId> = self
-            .core
-            .ledger()
-            .jobs()
-            .filter(|j| !self.core.ledger().is_cancelled(&j.id))
-            .filter(|j| self.core.progress(&j.id).done() < j.task_count)
-            .filter_map(|j| {
-                let deadline = j.submitted_ms.checked_add(j.spec.max_wall_clock_ms?)?;
-                let rank = self.core.rank_for(TaskRef {
-                    job: j.id,
-                    index: 0,
-                }) as u64;
-                (wall >= deadline + rank * step).then_some(j.id)
-            })
-            .collect();
-        let now = self.now();
-        for job in due {
-            tracing::info!("job {job} passed its max_wall_clock; cancelling what is left");
-            self.core.cancel(now, job);
-        }
-    }
-
     /// Runs pool start tasks and job preparation and release here.
     pub fn with_side_work(
         mut self,
@@ -330,7 +300,6 @@ impl Driver {
         let mut dial_tick = tokio::time::interval(Duration::from_secs(2));
         let mut reclaim_tick = tokio::time::interval(RECLAIM_EVERY);
         let mut storage = self.storage.clone();
-        let mut schedule_tick = tokio::time::interval(SCHEDULE_EVERY);
         let mut start_done = self
             .start_done
             .take()
@@ -373,23 +342,15 @@ impl Driver {
                 }
                 _ = sleep => {
                     let now = self.now();
-                    self.core.handle_timeout(now);
+                    self.core.handle_timeout(now, wall_ms());
                 }
                 _ = dial_tick.tick() => {
-                    let now = self.now();
-                    self.core.forget_expired(now, wall_ms());
                     self.dial_known_nodes().await;
                     self.availability_tick();
-                    self.job_deadlines();
                     self.side_work_tick();
                 }
                 _ = reclaim_tick.tick() => self.reclaim_tick(),
                 Some(done) = start_done.recv() => self.on_start_done(done),
-                _ = schedule_tick.tick() => {
-                    let now = self.now();
-                    crate::schedules::fire_due(&mut self.core, now, wall_ms());
-                    crate::functions::triggers::fire_timers(&mut self.core, now, wall_ms());
-                }
                 Ok(()) = storage.changed() => {
                     // Claims need a writable ledger; running tasks go on.
                     let failing = storage.borrow_and_update().is_some();

@@ -1,26 +1,22 @@
-//! Function triggers that go through the ledger, on this node: firing a
-//! timer's due occurrence, enqueuing a message, a blob put under a
-//! trigger's prefix, and what an attempt of such a job needs besides its
-//! task (the message on stdin, the back-off before a retry).
+//! Function triggers that go through the ledger, on this node: enqueuing
+//! a message, a blob put under a trigger's prefix, and what an attempt of
+//! such a job needs besides its task (the message on stdin, the back-off
+//! before a retry). Timers are fired by the core (`core::wall`).
 //!
-//! Owns parsing and printing `--trigger` values, deciding which timer
-//! occurrence is due here (as `schedules` does for schedules: the latest
-//! due one, fired first by the occurrence's best-ranked node and by the
-//! k-th after k seconds), and the checks an enqueue passes (message size,
-//! backlog). Each firing is submitted as the one-task job the protocol's
-//! `FunctionSpec::fired_job` describes, so it is claimed, leased, reclaimed
-//! and retried like any task and counts only if the fold agrees it is
-//! that job. Must not decide what makes a timer fire once (its job id
-//! does) nor run handlers (the executor runs the task).
+//! Owns parsing and printing `--trigger` values and the checks an enqueue
+//! passes (message size, backlog). Each firing is submitted as the one-task
+//! job the protocol's `FunctionSpec::fired_job` describes, so it is
+//! claimed, leased, reclaimed and retried like any task and counts only if
+//! the fold agrees it is that job. Must not decide when a timer fires nor
+//! run handlers (the executor runs the task).
 
-use crate::schedules::{latest_due, FIRE_STEP_MS};
 use peerbatch_protocol::function::{FunctionSpec, FunctionView, Trigger};
 use peerbatch_protocol::job::JobError;
 use peerbatch_protocol::schedule::Recurrence;
 use peerbatch_protocol::trigger::{
-    parse_cron, Cause, Firing, Issuer, Origin, MAX_BACKLOG, MAX_BLOB_NAME_BYTES, MAX_MESSAGE_BYTES,
+    parse_cron, Cause, Firing, Origin, MAX_BACKLOG, MAX_BLOB_NAME_BYTES, MAX_MESSAGE_BYTES,
 };
-use peerbatch_protocol::{BlobId, Core, EventId, EventStore, JobId, JobSpec, Millis, TaskRef};
+use peerbatch_protocol::{BlobId, Core, EventId, EventStore, JobId, Millis};
 use std::time::Duration;
 
 /// The wait before attempt 1 of a fired job; it doubles at each attempt.
@@ -174,55 +170,6 @@ pub fn blob_put<S: EventStore>(
         }
     }
     Ok(fired)
-}
-
-/// Submits the due occurrence of every function timer this node should
-/// fire now.
-pub fn fire_timers<S: EventStore>(core: &mut Core<S>, now: Millis, wall_ms: u64) {
-    let ledger = core.ledger();
-    let views: Vec<FunctionView> = (ledger.function_names())
-        .filter_map(|f| ledger.function(f, wall_ms))
-        .collect();
-    let due: Vec<JobSpec> = views
-        .iter()
-        .filter_map(|view| due_job(core, view, wall_ms))
-        .collect();
-    for job in due {
-        let name = job.name.clone();
-        match core.submit(now, job, wall_ms) {
-            Ok((job, _)) => tracing::info!("{name}: fired job {job}"),
-            Err(e) => tracing::warn!("{name}: cannot fire: {e}"),
-        }
-    }
-}
-
-/// The job of `view`'s latest due timer occurrence, if it has no job yet
-/// and this node's turn to fire it has come.
-fn due_job<S: EventStore>(core: &Core<S>, view: &FunctionView, wall_ms: u64) -> Option<JobSpec> {
-    let v = view.serving()?;
-    let ledger = core.ledger();
-    let fired = ledger.last_fired(&Issuer::Function(view.name.clone()), wall_ms);
-    // Occurrences after the version's deploy only.
-    let after = fired.map_or(v.at_ms, |t| t.max(v.at_ms));
-    let at_ms = (v.spec.triggers.iter())
-        .filter_map(|t| match t {
-            Trigger::Timer(rec) => latest_due(rec, after, wall_ms)
-                .map_err(|e| tracing::warn!("function {}: {e}", view.name))
-                .ok()?,
-            _ => None,
-        })
-        .max()?;
-    let firing = Firing {
-        function: view.name.clone(),
-        version: v.event,
-        cause: Cause::Timer { at_ms },
-    };
-    let job = Origin::Function(Box::new(firing.clone())).job_id()?;
-    if ledger.job(&job).is_some() {
-        return None;
-    }
-    let rank = core.rank_for(TaskRef { job, index: 0 }) as u64;
-    (wall_ms >= at_ms + rank * FIRE_STEP_MS).then(|| v.spec.fired_job(&firing))
 }
 
 /// What an attempt of a fired job needs besides its task.

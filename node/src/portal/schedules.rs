@@ -69,7 +69,7 @@ fn next_firing(sc: &Value, now: u64) -> Option<u64> {
         let behind = now.saturating_sub(from) / every;
         return Some(from + (behind + 1) * every);
     }
-    let cron = crate::schedules::parse_cron(sc["cron"].as_str()?).ok()?;
+    let cron = peerbatch_protocol::trigger::parse_cron(sc["cron"].as_str()?).ok()?;
     let after = chrono::DateTime::from_timestamp_millis(now as i64)?;
     cron.after(&after)
         .next()

@@ -51,9 +51,15 @@ impl<S: EventStore> Core<S> {
 
     /// Forgets every sealed job whose horizon has passed at wall-clock time
     /// `wall_ms` on this node, or that its submitter or an admin asked to
-    /// forget, and drops the tombstones no longer needed. The driver calls
-    /// it every second or so.
+    /// forget, and drops the tombstones no longer needed. `handle_timeout`
+    /// does this every `wall_check_ms` (see `core::wall`).
     pub fn forget_expired(&mut self, now: Millis, wall_ms: u64) {
+        self.forget_due(wall_ms);
+        self.after_input(now);
+    }
+
+    /// Forgets what `forget_expired` does, without acting on it yet.
+    pub(super) fn forget_due(&mut self, wall_ms: u64) {
         for (job, events) in self.ledger.drop_tombstones(wall_ms) {
             self.forgetting
                 .push_back(Forgetting::DropTombstone { job, events });
@@ -75,7 +81,6 @@ impl<S: EventStore> Core<S> {
         for job in due {
             self.forget_job(job, wall_ms);
         }
-        self.after_input(now);
     }
 
     pub fn poll_forgetting(&mut self) -> Option<Forgetting> {

@@ -24,7 +24,7 @@
 use crate::ids::NodeId;
 use crate::time::Millis;
 use crate::wire::{Message, Rumor, MAX_MEMBERS, MAX_RUMORS};
-use rand::rngs::SmallRng;
+use crate::SeededRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,7 +88,7 @@ pub struct Membership {
     period_ms: u64,
     suspicion_ms: u64,
     started: Millis,
-    rng: SmallRng,
+    rng: SeededRng,
     peers: BTreeMap<NodeId, PeerState>,
     /// Probe order; `next` is the next index probed.
     order: Vec<NodeId>,
@@ -119,7 +119,7 @@ impl Membership {
             period_ms: period_ms.max(1),
             suspicion_ms,
             started: now,
-            rng: SmallRng::seed_from_u64(rng_seed ^ 0x5317_u64.rotate_left(40)),
+            rng: SeededRng::seed_from_u64(rng_seed ^ 0x5317_u64.rotate_left(40)),
             peers: BTreeMap::new(),
             order: Vec::new(),
             next: 0,

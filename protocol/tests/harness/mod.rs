@@ -69,7 +69,7 @@ impl Node {
     }
 
     pub fn timeout(&mut self, now: u64) -> Vec<Transmit> {
-        self.core.handle_timeout(Millis(now));
+        self.core.handle_timeout(Millis(now), now);
         self.pump()
     }
 
