@@ -28,8 +28,8 @@ use crate::validate::{
     fit_reason, MAX_ADDRS, MAX_ADDR_BYTES, MAX_CLAIMS_PER_EVENT, MAX_RESULTS_PER_EVENT,
 };
 use crate::wire::Message;
-use ed25519_dalek::VerifyingKey;
 use crate::SeededRng;
+use ed25519_dalek::VerifyingKey;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

@@ -190,6 +190,8 @@ mod tests {
         let day = 86_400_000;
         let at = 2 * 3_600_000 + 30 * 60_000;
         assert_eq!(due(&nightly, 0, 3 * day), Ok(Some(2 * day + at)));
-        assert!(Recurrence::Cron("61 * * * *".into()).latest_due(0, 1, CronZone::Utc).is_err());
+        assert!(Recurrence::Cron("61 * * * *".into())
+            .latest_due(0, 1, CronZone::Utc)
+            .is_err());
     }
 }

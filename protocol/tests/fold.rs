@@ -6,12 +6,12 @@ use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::hrw;
 use peerbatch_protocol::ledger::job_id_of;
+use peerbatch_protocol::SeededRng;
 use peerbatch_protocol::{
     Command, Event, EventBody, EventId, Identity, JobId, JobSpec, Ledger, NodeId, NodeInfo,
     Outcome, TaskRef, TaskResult, TaskSpec, TaskState, TaskView,
 };
 use proptest::prelude::*;
-use peerbatch_protocol::SeededRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 

@@ -18,11 +18,11 @@ use crate::streams::Stream;
 use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::schedule::Occurrence;
 use peerbatch_protocol::trigger::{Cause, Firing, Origin};
+use peerbatch_protocol::SeededRng;
 use peerbatch_protocol::{
     BlobId, Command, Core, EventBody, EventId, EventStore, Identity, Input, JobSpec, NodeId,
     NodeInfo, Outcome, Source, TaskRef, TaskResult, TaskSpec, TaskState,
 };
-use peerbatch_protocol::SeededRng;
 use rand::Rng;
 use std::collections::BTreeSet;
 

@@ -30,6 +30,8 @@ pub enum Stream {
     Faulty,
     /// Whether jobs are forgotten, their retention and the nodes' wall clocks.
     Forget,
+    /// Which jobs have a `max_wall_clock`, and how long.
+    Deadline,
 }
 
 impl Stream {

@@ -2,13 +2,13 @@
 //! each attempt runs.
 //!
 //! Owns the job plan drawn from the seed (sizes, max retries, priorities,
-//! submit and cancel times) and the simulated executor's draws (duration,
+//! submit and cancel times, deadlines) and the simulated executor's draws (duration,
 //! exit code). Must not touch cores or the network.
 
 use crate::config::SimConfig;
 use crate::streams::Stream;
-use peerbatch_protocol::{Command, JobSpec, Outcome, TaskSpec};
 use peerbatch_protocol::SeededRng;
+use peerbatch_protocol::{Command, JobSpec, Outcome, TaskSpec};
 use rand::Rng;
 
 #[derive(Clone, Debug)]
@@ -22,6 +22,9 @@ pub struct JobPlan {
     pub instances: u32,
     /// How long the job is kept (`None`: the default, longer than a run).
     pub retention_ms: Option<u64>,
+    /// The job's `max_wall_clock`: past it, its submitter cancels what is
+    /// left.
+    pub max_wall_clock_ms: Option<u64>,
 }
 
 impl JobPlan {
@@ -38,6 +41,7 @@ impl JobPlan {
         if let Some(ms) = self.retention_ms {
             spec.retention_ms = ms;
         }
+        spec.max_wall_clock_ms = self.max_wall_clock_ms;
         spec
     }
 }
@@ -46,8 +50,11 @@ impl JobPlan {
 /// submitted in the first half of the fault window; the first `cancels`
 /// jobs are cancelled some time after their submit, within the window.
 /// The first job's tasks are multi-instance tasks when `cfg.gang` > 1.
+/// A job in four has a `max_wall_clock` of up to the fault window, drawn
+/// from its own stream (the other draws stay what they were).
 pub fn plan(cfg: &SimConfig) -> Vec<JobPlan> {
     let mut rng = Stream::Workload.rng(cfg.seed);
+    let mut deadlines = Stream::Deadline.rng(cfg.seed);
     let jobs = cfg.jobs.clamp(1, cfg.tasks);
     let weights: Vec<u64> = (0..jobs).map(|_| rng.gen_range(1..=10)).collect();
     let total: u64 = weights.iter().sum();
@@ -73,6 +80,8 @@ pub fn plan(cfg: &SimConfig) -> Vec<JobPlan> {
                 cancel_at: cancel.then(|| submit_at + rng.gen_range(1..=window)),
                 instances: if i == 0 { cfg.gang.max(1) } else { 1 },
                 retention_ms: cfg.retention_ms,
+                max_wall_clock_ms: (deadlines.gen_bool(0.25))
+                    .then(|| deadlines.gen_range(200..=window)),
             }
         })
         .collect()

@@ -23,10 +23,9 @@ use crate::workload::{plan, Executor, JobPlan};
 use peerbatch_protocol::core::{Destination, Stats};
 use peerbatch_protocol::storage::Forgetting;
 use peerbatch_protocol::{
-    Action, Core, EventId, Identity, Message, Millis, NodeId, Outcome, TaskRef, TaskResult,
-    Transmit,
+    Action, Core, EventId, Identity, JobId, Message, Millis, NodeId, Outcome, SeededRng, TaskRef,
+    TaskResult, Transmit,
 };
-use peerbatch_protocol::SeededRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::cmp::Ordering;
@@ -75,6 +74,13 @@ enum Item {
     },
     Cancel {
         job: usize,
+    },
+    /// A job's `max_wall_clock` has passed on its submitter's clock (and
+    /// the core has had time to judge it).
+    Deadline {
+        job: usize,
+        node: usize,
+        id: JobId,
     },
     Partition {
         kind: CutKind,
@@ -509,6 +515,7 @@ impl Sim {
             }
             Item::Submit { job } => self.submit(job)?,
             Item::Cancel { job } => self.cancel(job)?,
+            Item::Deadline { job, node, id } => self.check_deadline(job, node, id)?,
             Item::Partition { kind } => {
                 let mut rng = std::mem::replace(&mut self.faults, Stream::Faults.rng(0));
                 self.net.partition(kind, self.nodes.len(), &mut rng);
@@ -586,7 +593,38 @@ impl Sim {
             max_retries: plan.max_retries,
         };
         self.unacked.push((job, node, event, planned));
+        if let Some(ms) = plan.max_wall_clock_ms {
+            // The node's wall clock reaches the deadline `ms` from now; its
+            // core judges deadlines every `wall_check_ms` of its own clock,
+            // which may run slow by the skew.
+            let judged = self.now + ms + 2 * self.cfg.core.wall_check_ms + 1;
+            self.push(judged, Item::Deadline { job, node, id });
+        }
         self.pump(node)
+    }
+
+    /// A job past its `max_wall_clock` on its submitter, by that node's
+    /// own view, is finished or cancelled there. A submitter that is down
+    /// is asked again later (it judges the job once it is back).
+    fn check_deadline(&mut self, job: usize, node: usize, id: JobId) -> Result<(), String> {
+        let core = self.nodes[node].core.as_ref();
+        if core.is_some_and(|c| c.ledger().is_forgotten(&id)) {
+            return Ok(());
+        }
+        // Down, or wiped and not caught up yet: it judges the job once back.
+        let Some((core, record)) = core.and_then(|c| Some((c, c.ledger().job(&id)?))) else {
+            self.push(self.now + 1_000, Item::Deadline { job, node, id });
+            return Ok(());
+        };
+        let done = core.progress(&id).done();
+        if done < record.task_count && !core.ledger().is_cancelled(&id) {
+            return Err(format!(
+                "deadline: job {job} ({id}) is past its max_wall_clock on its submitter, node {node}, \
+                 with {done} of {} tasks done, and not cancelled",
+                record.task_count
+            ));
+        }
+        Ok(())
     }
 
     /// How many nodes hold `event` durably.
