@@ -34,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod antientropy;
+mod batch;
 mod forget;
 mod gangs;
 mod membership;
@@ -292,12 +293,8 @@ pub struct Core<S> {
     /// Slots, memory and GPUs the running attempts take.
     in_use: Amount,
     avg_task_ms: Option<f64>,
-    out_claims: Vec<Claim>,
-    out_results: Vec<TaskResult>,
-    out_reclaims: BTreeSet<Claim>,
+    batch: batch::Batcher,
     announce_due: bool,
-    batch_due: Option<Millis>,
-    last_batch: Option<Millis>,
     /// When a queued rank-k task next becomes stealable, if there is room.
     steal_at: Option<Millis>,
     /// When eligibility and leases are next checked.
@@ -359,12 +356,8 @@ impl<S: EventStore> Core<S> {
             running: 0,
             in_use: Amount::default(),
             avg_task_ms: None,
-            out_claims: Vec::new(),
-            out_results: Vec::new(),
-            out_reclaims: BTreeSet::new(),
+            batch: batch::Batcher::default(),
             announce_due: true,
-            batch_due: None,
-            last_batch: None,
             steal_at: None,
             next_scan: now,
             next_wall: now,
@@ -666,8 +659,7 @@ impl<S: EventStore> Core<S> {
                 attempt: l.attempt,
             })
             .collect();
-        self.out_reclaims.extend(mine);
-        self.mark_batch(now);
+        self.batch.reclaim(mine, now, self.cfg.batch_ms);
         self.after_input(now);
     }
 
@@ -920,10 +912,9 @@ impl<S: EventStore> Core<S> {
                 None => ms,
             });
             let awaited = self.awaited(&result.task);
-            self.out_results.push(result);
-            self.mark_batch(now);
+            self.batch.result(result, now, self.cfg.batch_ms);
             if awaited {
-                self.hurry_batch(now);
+                self.batch.hurry(now);
             }
         }
         self.after_input(now);
@@ -948,7 +939,7 @@ impl<S: EventStore> Core<S> {
             .min(self.next_sync)
             .min(self.next_wall)
             .min(self.membership.next_wake());
-        if let Some(due) = self.batch_due {
+        if let Some(due) = self.batch.due() {
             next = next.min(due);
         }
         if let Some(at) = self.steal_at {
@@ -1006,7 +997,7 @@ impl<S: EventStore> Core<S> {
         self.invite_gangs(now);
         // A freed slot takes the next durable claim at once, not at the next batch.
         self.start_ready();
-        if self.batch_due.is_some_and(|due| now >= due) {
+        if self.batch.is_due(now) {
             self.flush_batch(now);
             self.schedule(now);
         }
@@ -1079,25 +1070,6 @@ impl<S: EventStore> Core<S> {
             })
             .copied()
             .collect()
-    }
-
-    fn mark_batch(&mut self, now: Millis) {
-        if self.batch_due.is_none()
-            && !(self.out_claims.is_empty()
-                && self.out_results.is_empty()
-                && self.out_reclaims.is_empty())
-        {
-            let earliest = self.last_batch.map_or(now, |t| t.plus(self.cfg.batch_ms));
-            self.batch_due = Some(earliest.max(now));
-        }
-    }
-
-    /// Sends what is batched now, without waiting out the batch window: a
-    /// chain of tasks is only as fast as the mesh allows if the result a
-    /// task waits for, and the claim of a task that waited, leave at once.
-    /// Arrays, whose tasks nobody waits for, keep the window.
-    fn hurry_batch(&mut self, now: Millis) {
-        self.batch_due = Some(now);
     }
 
     /// Whether `task`'s result may be the last one a waiting task or job
@@ -1174,9 +1146,11 @@ impl<S: EventStore> Core<S> {
     }
 
     fn flush_batch(&mut self, now: Millis) {
-        self.batch_due = None;
-        self.last_batch = Some(now);
-        let claims = std::mem::take(&mut self.out_claims);
+        let batch::Batch {
+            claims,
+            reclaims,
+            results,
+        } = self.batch.take(now);
         for chunk in claims.chunks(MAX_CLAIMS_PER_EVENT) {
             self.publish(
                 now,
@@ -1192,7 +1166,6 @@ impl<S: EventStore> Core<S> {
                 }
             }
         }
-        let reclaims: Vec<Claim> = std::mem::take(&mut self.out_reclaims).into_iter().collect();
         for chunk in reclaims.chunks(MAX_CLAIMS_PER_EVENT) {
             self.publish(
                 now,
@@ -1201,7 +1174,6 @@ impl<S: EventStore> Core<S> {
                 },
             );
         }
-        let results = std::mem::take(&mut self.out_results);
         for chunk in results.chunks(MAX_RESULTS_PER_EVENT) {
             self.publish(
                 now,
@@ -1433,16 +1405,13 @@ impl<S: EventStore> Core<S> {
         let orphan = view.state == TaskState::Running
             && (view.node == Some(self.me) || member)
             && !self.local.contains_key(&task)
-            && !self
-                .out_results
-                .iter()
-                .any(|r| r.task == task && r.attempt == view.attempt);
+            && !self.batch.has_result(task, view.attempt);
         if orphan {
-            self.out_reclaims.insert(Claim {
+            let claim = Claim {
                 task,
                 attempt: view.attempt,
-            });
-            self.mark_batch(now);
+            };
+            self.batch.reclaim([claim], now, self.cfg.batch_ms);
         }
         let invited = view
             .gang
@@ -1501,9 +1470,7 @@ impl<S: EventStore> Core<S> {
         let of_job = |task: &TaskRef| task.job == job;
         self.local.range(TaskRef::all_of(job)).next().is_some()
             || self.invites.range(TaskRef::all_of(job)).next().is_some()
-            || self.out_claims.iter().any(|c| of_job(&c.task))
-            || self.out_reclaims.iter().any(|c| of_job(&c.task))
-            || self.out_results.iter().any(|r| of_job(&r.task))
+            || self.batch.holds_any(of_job)
     }
 
     fn lose(&mut self, task: TaskRef, local: Local) {
@@ -1523,7 +1490,7 @@ impl<S: EventStore> Core<S> {
             // Not yet in the ledger: withdraw it. Published later, it could
             // outrank the claim it lost to and leave the task to no runner.
             if !local.published {
-                self.out_claims.retain(|c| c.task != task);
+                self.batch.withdraw_claim(task);
             }
         }
     }
@@ -1681,8 +1648,7 @@ impl<S: EventStore> Core<S> {
             }
         }
         if !reclaims.is_empty() {
-            self.out_reclaims.extend(reclaims);
-            self.mark_batch(now);
+            self.batch.reclaim(reclaims, now, self.cfg.batch_ms);
         }
     }
 
@@ -1744,14 +1710,13 @@ impl<S: EventStore> Core<S> {
                 },
             );
             self.waiting.push_back(task);
-            self.out_claims.push(Claim { task, attempt });
+            (self.batch).claim(Claim { task, attempt }, now, self.cfg.batch_ms);
             self.stats.claims += 1;
             capacity = capacity.saturating_sub(need.slots);
             hurry |= self.has_dependencies(&task);
         }
-        self.mark_batch(now);
         if hurry {
-            self.hurry_batch(now);
+            self.batch.hurry(now);
         }
     }
 
