@@ -17,8 +17,9 @@ use crate::ids::{NodeId, TaskRef};
 
 /// Everything the ledger holds about one task, each list sorted and
 /// without repeats. A task has a handful of facts and every node keeps
-/// them for every task, so they are sorted vectors: a B-tree node reserves
-/// room for eleven entries.
+/// them for every task, so they are sorted vectors grown one entry at a
+/// time: a B-tree node reserves room for eleven entries, and a vector's
+/// first push room for four (800 bytes for one result).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct TaskFacts {
     claims: Vec<(u32, NodeId)>,
@@ -29,8 +30,14 @@ pub(super) struct TaskFacts {
 /// Adds `x` to a sorted list unless it is there already.
 fn insert_sorted<T: Ord>(list: &mut Vec<T>, x: T) {
     if let Err(at) = list.binary_search(&x) {
-        list.insert(at, x);
+        insert_exact(list, at, x);
     }
+}
+
+/// Inserts `x` at `at`, growing the list by that one entry only.
+fn insert_exact<T>(list: &mut Vec<T>, at: usize, x: T) {
+    list.reserve_exact(1);
+    list.insert(at, x);
 }
 
 impl TaskFacts {
@@ -47,7 +54,7 @@ impl TaskFacts {
     pub(super) fn add_result(&mut self, node: NodeId, r: &TaskResult) {
         let key = (r.attempt, node);
         match self.results.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Err(at) => self.results.insert(at, (key, r.clone())),
+            Err(at) => insert_exact(&mut self.results, at, (key, r.clone())),
             Ok(at) => {
                 if preferred(r, &self.results[at].1) {
                     self.results[at].1 = r.clone();

@@ -9,7 +9,7 @@
 //! store itself (the core passes the events in) or decide when a job is
 //! finished (the core does).
 
-use super::{JobOutcome, Ledger, TaskView, Touched};
+use super::{JobOutcome, Ledger, TaskState, TaskView, Touched};
 use crate::event::Event;
 use crate::ids::{JobId, TaskRef};
 
@@ -43,14 +43,26 @@ impl Ledger {
         if !self.same_task_facts(&scratch, job) {
             return false;
         }
-        let views = self.job_views(&job);
-        let outcome = Sealed {
-            outcome: self.job_outcome(&job, 0),
-            digest: views_digest(&views),
-        };
+        drop(scratch);
+        let outcome = self.sealed_record(&job);
         self.drop_task_facts(job);
         self.sealed.insert(job, outcome);
         true
+    }
+
+    /// What is kept of known, unsealed job `job` once sealed, from one
+    /// fold of its views (each view holds its result: a second fold would
+    /// double the job's peak).
+    fn sealed_record(&self, job: &JobId) -> Sealed {
+        let views = self.job_views(job);
+        let total = self.jobs.get(job).map_or(0, |j| j.task_count);
+        let count = |f: fn(TaskState) -> bool| views.iter().filter(|v| f(v.state)).count() as u32;
+        let succeeded = count(|s| s == TaskState::Succeeded);
+        let ended = count(TaskState::terminal);
+        Sealed {
+            outcome: JobOutcome::of(succeeded, ended - succeeded, total),
+            digest: views_digest(&views),
+        }
     }
 
     /// Whether `other` holds the same facts and gang steps about `job`'s
