@@ -432,6 +432,11 @@ impl JobSpec {
         None
     }
 
+    /// The id of task `index`, without resolving the rest of it.
+    pub fn task_id(&self, index: u32) -> Option<String> {
+        self.locate(index).map(|(group, k)| group.task_id(k))
+    }
+
     /// The spec (or array template) that task `index` was expanded from.
     pub fn template(&self, index: u32) -> Option<&TaskSpec> {
         self.locate(index).map(|(group, _)| group.spec())

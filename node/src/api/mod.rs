@@ -22,6 +22,7 @@ pub(crate) mod pools;
 pub(crate) mod schedules;
 pub(crate) mod stream;
 pub(crate) mod submit;
+pub(crate) mod task_list;
 pub(crate) mod tls;
 pub(crate) mod triggers;
 pub mod types;
@@ -29,10 +30,10 @@ pub mod types;
 use crate::api::cluster::ClusterState;
 use crate::api::types::{
     BlobPath, Cancelled, Drain, Drained, ErrorBody, Export, ExportBlob, ExportStarted, Forgotten,
-    Job, JobPath, JobState, LogQuery, Node, PutPath, Status, StoredBlob, Submitted, Task, TaskPath,
+    Job, JobPath, JobState, LogQuery, Node, PutPath, Status, StoredBlob, Submitted, TaskPath,
 };
 use crate::driver::command::{
-    DriverHandle, Gang, Gone, JobEntry, Jobs, Mesh, NodeEntry, Refusal, TaskEntry, Tasks,
+    DriverHandle, Gone, JobEntry, Jobs, Mesh, NodeEntry, Refusal, TaskEntry, Tasks,
 };
 use crate::fetch::{ExportState, Fetcher};
 pub(crate) use crate::identity::node_name;
@@ -45,9 +46,8 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use peerbatch_protocol::ledger::JobRecord;
 use peerbatch_protocol::trigger::Origin;
-use peerbatch_protocol::{BlobId, JobSpec, TaskResult, TaskState, TaskView};
+use peerbatch_protocol::{BlobId, JobSpec, TaskResult, TaskState};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::LazyLock;
@@ -147,7 +147,7 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(jobs, submit))
         .routes(routes!(submit::submit_file))
         .routes(routes!(job))
-        .routes(routes!(tasks))
+        .routes(routes!(task_list::tasks))
         .routes(routes!(cancel))
         .routes(routes!(forget))
         .routes(routes!(log))
@@ -246,22 +246,6 @@ async fn openapi() -> Json<serde_json::Value> {
     Json(DOCUMENT.clone())
 }
 
-/// Maps a task position to its group's index.
-fn group_index(spec: &JobSpec) -> impl Fn(u32) -> usize + '_ {
-    let ends: Vec<u64> = spec
-        .groups
-        .iter()
-        .scan(0u64, |end, g| {
-            *end += g.len();
-            Some(*end)
-        })
-        .collect();
-    move |index| {
-        ends.partition_point(|end| *end <= u64::from(index))
-            .min(ends.len().saturating_sub(1))
-    }
-}
-
 /// A job as the API shows it.
 fn job_of(entry: JobEntry) -> Job {
     use peerbatch_protocol::deps::OnDependencyFailure as F;
@@ -298,61 +282,6 @@ fn job_of(entry: JobEntry) -> Job {
         forget_at_ms: entry.forget_at,
         unschedulable: entry.unschedulable,
     }
-}
-
-/// The replicated fields of a task: identical on every converged node.
-/// `why_not` is why its group fits no node, if it does not.
-fn task_of(
-    record: &JobRecord,
-    view: &TaskView,
-    gang: Option<&Gang>,
-    why_not: Option<&String>,
-) -> Task {
-    let resolved = record.spec.task(view.task.index);
-    let limit = resolved.as_ref().and_then(|t| t.max_wall_clock_ms);
-    let id = resolved.map_or_else(|| view.task.index.to_string(), |t| t.id);
-    let waiting = matches!(view.state, TaskState::Pending | TaskState::Blocked);
-    let mut task = Task {
-        id,
-        state: view.state,
-        unschedulable: why_not.filter(|_| waiting).cloned(),
-        attempt: view.attempt,
-        node: view.node.as_ref().map(node_name),
-        exit_code: view.result.as_ref().and_then(|r| r.outcome.exit_code()),
-        outcome: view.result.as_ref().map(|r| outcome_of(&r.outcome)),
-        wall_clock_limit_ms: limit,
-        outputs: view
-            .result
-            .as_ref()
-            .and_then(|r| r.outputs)
-            .map(|b| b.to_string()),
-        instances: None,
-        gang: None,
-        hosts: None,
-    };
-    let instances = record
-        .spec
-        .template(view.task.index)
-        .map_or(1, |t| t.resources.instances);
-    if instances > 1 {
-        task.instances = Some(instances);
-        task.gang = Some(match &view.gang {
-            Some(g) if g.formed => types::Gang::Formed,
-            Some(g) if g.declined => types::Gang::Declined,
-            Some(_) => types::Gang::Forming,
-            None => types::Gang::None,
-        });
-        let hosts = (gang.into_iter().flatten())
-            .enumerate()
-            .map(|(rank, (node, result))| types::GangHost {
-                rank,
-                node: node_name(node),
-                exit_code: result.as_ref().and_then(|r| r.outcome.exit_code()),
-            })
-            .collect();
-        task.hosts = Some(hosts);
-    }
-    task
 }
 
 /// How an attempt ended, as the API names it.
@@ -434,24 +363,6 @@ pub(crate) async fn job(
 ) -> ApiResult<Json<Job>> {
     let entry = s.driver.call(|reply| Jobs::Show { job, reply }).await??;
     Ok(Json(job_of(entry)))
-}
-
-/// A job's tasks, in the order of its expansion.
-#[utoipa::path(get, path = "/v1/jobs/{job}/tasks", tag = "jobs", params(JobPath),
-    responses((status = 200, body = Vec<Task>)))]
-async fn tasks(
-    State(s): State<ApiState>,
-    Path(JobPath { job }): Path<JobPath>,
-) -> ApiResult<Json<Vec<Task>>> {
-    let found = s.driver.call(|reply| Tasks::List { job, reply }).await??;
-    let group_of = group_index(&found.record.spec);
-    let task = |v: &TaskView| {
-        let gang = found.gangs.get(&v.task.index);
-        let why_not = found.unschedulable[group_of(v.task.index)].as_ref();
-        task_of(&found.record, v, gang, why_not)
-    };
-    let tasks = found.views.iter().map(task);
-    Ok(Json(tasks.collect()))
 }
 
 /// Submits a job (a protocol `JobSpec`, as `peerbatch submit` builds it

@@ -8,6 +8,7 @@
 use crate::bad_input::BadInput;
 use anyhow::Result;
 use serde::Serialize;
+use std::io::Write;
 
 /// The absolute form of a path the user gave (the node has another working
 /// directory), as text for the API.
@@ -20,8 +21,14 @@ pub fn absolute(path: &std::path::Path) -> Result<String> {
     }
 }
 
+/// Prints `v` as pretty JSON and a newline, through one buffer: standard
+/// output flushes at every line otherwise, a write per line of a list of
+/// 100,000 tasks.
 pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, v)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
     Ok(())
 }
 
