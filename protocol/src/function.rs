@@ -26,6 +26,13 @@ pub const MAX_TIMEOUT_MS: u64 = 15 * 60_000;
 pub const MAX_TRIGGERS: usize = 16;
 /// Longest handler command line.
 pub const MAX_COMMAND_BYTES: usize = 4_096;
+/// Most warm workers of one version on one node.
+pub const MAX_WARM_PER_NODE: u32 = 64;
+/// Shortest and longest time a warm worker may wait idle before it stops.
+pub const MIN_IDLE_TIMEOUT_MS: u64 = 1_000;
+pub const MAX_IDLE_TIMEOUT_MS: u64 = 24 * 3_600_000;
+/// A warm worker's idle time-out when its deploy names none.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10 * 60_000;
 
 /// One immutable version of a function.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +50,9 @@ pub struct FunctionSpec {
     /// Attempts at a timer's, queue message's or blob's invocation before
     /// it fails (a message is then dead-lettered).
     pub max_attempts: u32,
+    /// `None`: the command runs once per call. `Some`: it stays up and
+    /// takes calls from a local runtime API shaped as AWS Lambda's.
+    pub warm: Option<Warm>,
 }
 
 impl FunctionSpec {
@@ -80,6 +90,17 @@ impl FunctionSpec {
             )
         }
     }
+}
+
+/// How a warm function's workers are kept on each node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warm {
+    /// Workers each available node keeps up even without calls.
+    pub min_warm: u32,
+    /// Most workers of this version on one node at once.
+    pub max_per_node: u32,
+    /// A worker beyond `min_warm` idle this long is stopped.
+    pub idle_timeout_ms: u64,
 }
 
 /// A change to a function, as a ledger event carries it.
@@ -138,6 +159,16 @@ pub enum FunctionError {
         name: String,
         error: crate::trigger::TriggerError,
     },
+    #[error("function {name}: {max} warm workers per node; give 1 to {MAX_WARM_PER_NODE}")]
+    MaxPerNode { name: String, max: u32 },
+    #[error("function {name}: {min} warm workers kept, more than the {max} allowed per node")]
+    MinWarm { name: String, min: u32, max: u32 },
+    #[error(
+        "function {name}: idle time-out {ms} ms; give {MIN_IDLE_TIMEOUT_MS} ms to {MAX_IDLE_TIMEOUT_MS} ms"
+    )]
+    IdleTimeout { name: String, ms: u64 },
+    #[error("function {name}: a warm function takes only http calls, not a {kind} trigger; deploy the {kind} trigger without --warm")]
+    WarmTrigger { name: String, kind: &'static str },
 }
 
 /// Why this node may not make a change to a function.
@@ -191,7 +222,33 @@ fn check_spec(name: &str, spec: &FunctionSpec) -> Result<(), FunctionError> {
             name: name.to_string(),
             error,
         }
-    })
+    })?;
+    spec.warm
+        .map_or(Ok(()), |w| check_warm(name, &w, &spec.triggers))
+}
+
+/// A warm version's workers, and its triggers: only HTTP calls reach a
+/// warm worker (a timer's, message's or blob's job runs the command as a
+/// task, which would wait for a runtime API no one serves).
+fn check_warm(name: &str, warm: &Warm, triggers: &[Trigger]) -> Result<(), FunctionError> {
+    let name = name.to_string();
+    if let Some(t) = triggers.iter().find(|t| **t != Trigger::Http) {
+        let kind = t.kind();
+        return Err(FunctionError::WarmTrigger { name, kind });
+    }
+    let max = warm.max_per_node;
+    if max == 0 || max > MAX_WARM_PER_NODE {
+        return Err(FunctionError::MaxPerNode { name, max });
+    }
+    if warm.min_warm > max {
+        let min = warm.min_warm;
+        return Err(FunctionError::MinWarm { name, min, max });
+    }
+    let ms = warm.idle_timeout_ms;
+    if !(MIN_IDLE_TIMEOUT_MS..=MAX_IDLE_TIMEOUT_MS).contains(&ms) {
+        return Err(FunctionError::IdleTimeout { name, ms });
+    }
+    Ok(())
 }
 
 /// One version of a function that counts (deployed by its owner or an admin).
@@ -318,6 +375,7 @@ mod tests {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             retry: true,
             max_attempts: crate::trigger::DEFAULT_MAX_ATTEMPTS,
+            warm: None,
         }
     }
 
@@ -413,5 +471,70 @@ mod tests {
             at_ms: 0,
         };
         assert!(matches!(check(&e), Err(FunctionError::Name(_))));
+    }
+
+    #[test]
+    fn a_warm_deploy_outside_its_bounds_is_invalid() {
+        let deployed = |warm| FunctionEvent::Deployed {
+            name: "hello".into(),
+            spec: FunctionSpec {
+                warm: Some(warm),
+                ..spec(1)
+            },
+            at_ms: 0,
+        };
+        let fine = Warm {
+            min_warm: 1,
+            max_per_node: 4,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+        };
+        assert_eq!(check(&deployed(fine)), Ok(()));
+        let too_many = Warm {
+            max_per_node: MAX_WARM_PER_NODE + 1,
+            ..fine
+        };
+        assert!(matches!(
+            check(&deployed(too_many)),
+            Err(FunctionError::MaxPerNode { .. })
+        ));
+        let min_over_max = Warm {
+            min_warm: 5,
+            ..fine
+        };
+        assert!(matches!(
+            check(&deployed(min_over_max)),
+            Err(FunctionError::MinWarm { .. })
+        ));
+        let instant = Warm {
+            idle_timeout_ms: 10,
+            ..fine
+        };
+        assert!(matches!(
+            check(&deployed(instant)),
+            Err(FunctionError::IdleTimeout { .. })
+        ));
+    }
+
+    #[test]
+    fn a_warm_function_with_a_trigger_other_than_http_is_invalid() {
+        let deployed = FunctionEvent::Deployed {
+            name: "hello".into(),
+            spec: FunctionSpec {
+                triggers: vec![Trigger::Http, Trigger::Queue],
+                warm: Some(Warm {
+                    min_warm: 0,
+                    max_per_node: 4,
+                    idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+                }),
+                ..spec(1)
+            },
+            at_ms: 0,
+        };
+        let why = check(&deployed).unwrap_err();
+        assert!(matches!(
+            why,
+            FunctionError::WarmTrigger { kind: "queue", .. }
+        ));
+        assert!(why.to_string().contains("without --warm"), "{why}");
     }
 }

@@ -143,6 +143,18 @@ pub fn timer_job_id(function: &str, at_ms: u64) -> JobId {
     JobId(id)
 }
 
+impl Trigger {
+    /// The trigger's kind, as `fn deploy --trigger` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Timer(_) => "timer",
+            Trigger::Queue => "queue",
+            Trigger::Blob { .. } => "blob",
+        }
+    }
+}
+
 impl Cause {
     /// The trigger's name, as `fn deploy --trigger` spells its kind.
     pub fn kind(&self) -> &'static str {

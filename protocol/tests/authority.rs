@@ -257,6 +257,7 @@ fn a_function_fires_only_the_jobs_its_triggers_would_and_two_firings_of_a_timer_
         timeout_ms: 1_000,
         retry: true,
         max_attempts: 3,
+        warm: None,
     };
     let deploy = EventBody::Function(FunctionEvent::Deployed {
         name: "tick".into(),

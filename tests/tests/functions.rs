@@ -1,6 +1,7 @@
 //! Functions on real nodes: deployed once through the ledger, invoked over
 //! HTTP on any node, run in the task sandbox, routed away from nodes that
-//! are drained.
+//! are drained; warm handlers kept running between calls behind the AWS
+//! Lambda runtime API.
 
 use peerbatch_tests::{deploy_fn, ok, wait_for, Cluster, Node, FAST};
 use std::path::{Path, PathBuf};
@@ -16,12 +17,56 @@ print(f"{env['GREETING']} {body} {env['PEERBATCH_FN_METHOD']} {env['PEERBATCH_FN
       f"on={env['PEERBATCH_NODE']}")
 "#;
 
+/// A stdlib-only Python warm handler: the AWS Lambda runtime API loop
+/// with urllib. Notes its pid in `MARKS/started` when it starts (and
+/// reports an init error and exits if `MARKS/broken` exists); answers a
+/// proxy response saying what it was given, its pid and how many calls it
+/// served; on paths `/hang` and `/slow` it notes its node in `MARKS/slow`,
+/// then never answers (`/hang`) or answers after 5 s (`/slow`).
+const WARM_HANDLER: &str = r#"import json, os, time, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime"
+marks = open("marks").read().strip()
+greeting = open("greeting").read().strip()
+node = os.environ["PEERBATCH_NODE"]
+with open(os.path.join(marks, "started"), "a") as f:
+    f.write(f"{os.getpid()}\n")
+if os.path.exists(os.path.join(marks, "broken")):
+    report = {"errorMessage": "no config", "errorType": "Init.Config"}
+    urllib.request.urlopen(urllib.request.Request(
+        api + "/init/error", data=json.dumps(report).encode(), method="POST")).read()
+    raise SystemExit(1)
+served = 0
+while True:
+    with urllib.request.urlopen(api + "/invocation/next") as r:
+        request_id = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(r.read())
+    served += 1
+    path = event["rawPath"]
+    if path in ("/hang", "/slow"):
+        with open(os.path.join(marks, "slow"), "a") as f:
+            f.write(node + "\n")
+    if path == "/hang":
+        time.sleep(617)
+    if path == "/slow":
+        time.sleep(5)
+    method = event["requestContext"]["http"]["method"]
+    query = event["queryStringParameters"].get("x", "")
+    body = (f"{greeting} {event['body']} {method} {path} q={query} "
+            f"pid={os.getpid()} n={served} on={node}")
+    answer = {"statusCode": 200, "headers": {"x-pid": str(os.getpid())}, "body": body}
+    post = urllib.request.Request(api + f"/invocation/{request_id}/response",
+                                  data=json.dumps(answer).encode(), method="POST")
+    urllib.request.urlopen(post).read()
+"#;
+
 /// A bundle directory whose handler greets with `greeting`.
 fn bundle(cluster: &Cluster, name: &str, greeting: &str) -> PathBuf {
     let dir = cluster.tmp.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("handler.py"), HANDLER).unwrap();
+    std::fs::write(dir.join("warm.py"), WARM_HANDLER).unwrap();
     std::fs::write(dir.join("greeting"), greeting).unwrap();
+    std::fs::write(dir.join("marks"), cluster.tmp.path().to_str().unwrap()).unwrap();
     dir
 }
 
@@ -186,24 +231,27 @@ fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
     assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
 }
 
-/// Deploys `name` on node 1 with a handler that notes where it runs, then
-/// takes 5 s to answer, and drains node 1, so its calls go elsewhere;
-/// starts a call on node 1 and kills -9 the node that runs it. Answers the
-/// call's status and body, and the killed node's peer id.
-fn kill_the_runner(cluster: &mut Cluster, name: &str, extra: &[&str]) -> (u16, String, String) {
-    let mark = cluster.tmp.path().join(format!("{name}.ran"));
-    let command = format!(
-        "echo $PEERBATCH_NODE >> {}; sleep 5; echo answered by $PEERBATCH_NODE",
-        mark.display()
-    );
+/// Deploys `name` on node 1 with `command` (which notes where it runs in
+/// `mark`, then takes 5 s to answer) and `extra` flags, and drains node
+/// 1, so its calls go elsewhere; calls `call_path` on node 1 and kills -9
+/// the node that runs it. Answers the call's status and body, and the
+/// killed node's peer id.
+fn kill_the_runner(
+    cluster: &mut Cluster,
+    name: &str,
+    command: &str,
+    mark: &Path,
+    call_path: &str,
+    extra: &[&str],
+) -> (u16, String, String) {
     let dir = bundle(cluster, name, "unused");
     let n1 = &cluster.nodes[0];
-    deploy_fn(n1, name, &dir, &command, extra);
+    deploy_fn(n1, name, &dir, command, extra);
     drain(&cluster.nodes, 0);
-    let (dir, path) = (n1.dir.clone(), name.to_string());
+    let (dir, path) = (n1.dir.clone(), call_path.to_string());
     let caller = std::thread::spawn(move || call_dir(&dir, &path, ""));
     let runner = wait_for("the handler to start", Duration::from_secs(90), || {
-        let text = std::fs::read_to_string(&mark).ok()?;
+        let text = std::fs::read_to_string(mark).ok()?;
         text.lines().next().map(str::to_string)
     });
     let victim = (cluster.nodes.iter_mut())
@@ -214,19 +262,253 @@ fn kill_the_runner(cluster: &mut Cluster, name: &str, extra: &[&str]) -> (u16, S
     (status, body, runner)
 }
 
+/// [`kill_the_runner`] with a per-call shell handler.
+fn kill_the_shell_runner(
+    cluster: &mut Cluster,
+    name: &str,
+    extra: &[&str],
+) -> (u16, String, String) {
+    let mark = cluster.tmp.path().join(format!("{name}.ran"));
+    let command = format!(
+        "echo $PEERBATCH_NODE >> {}; sleep 5; echo answered by $PEERBATCH_NODE",
+        mark.display()
+    );
+    kill_the_runner(cluster, name, &command, &mark, name, extra)
+}
+
 #[test]
 fn a_call_whose_node_is_killed_is_answered_by_another_node_or_with_no_retry_gets_502() {
     let mut cluster = Cluster::start(3, FAST);
-    let (status, body, killed) = kill_the_runner(&mut cluster, "again", &[]);
+    let (status, body, killed) = kill_the_shell_runner(&mut cluster, "again", &[]);
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("answered by "), "{body}");
     assert!(!body.contains(&killed), "{body}");
 
     let mut cluster = Cluster::start(3, FAST);
-    let (status, body, killed) = kill_the_runner(&mut cluster, "once", &["--no-retry"]);
+    let (status, body, killed) = kill_the_shell_runner(&mut cluster, "once", &["--no-retry"]);
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains(&format!("node {killed} did not answer")),
         "{body}"
     );
+}
+
+/// Deploys `name` as a warm function with the Python warm handler.
+fn deploy_warm(node: &Node, cluster: &Cluster, name: &str, extra: &[&str]) {
+    let dir = bundle(cluster, name, "hello");
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![
+        "fn",
+        "deploy",
+        name,
+        dir,
+        "--command",
+        "python3 warm.py",
+        "--warm",
+    ];
+    args.extend(extra);
+    ok(&node.cli(&args), "fn deploy --warm");
+}
+
+/// The `pid=` a warm handler's answer names.
+fn pid_of(body: &str) -> u32 {
+    let pid = body.split(" pid=").nth(1).and_then(|r| r.split(' ').next());
+    pid.and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {body:?}"))
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped by
+/// whoever it was handed to does not).
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
+}
+
+/// Waits until the process `pid` has ended.
+fn wait_gone(pid: u32, what: &str) {
+    wait_for(what, Duration::from_secs(90), || {
+        (!alive(pid)).then_some(())
+    });
+}
+
+/// The pids warm workers noted when they started, in order.
+fn started(cluster: &Cluster) -> Vec<u32> {
+    let text = std::fs::read_to_string(cluster.tmp.path().join("started")).unwrap_or_default();
+    text.lines().filter_map(|l| l.parse().ok()).collect()
+}
+
+#[test]
+fn a_warm_python_function_answers_calls_on_another_node_from_one_kept_process() {
+    let cluster = Cluster::start(3, FAST);
+    let [n1, _, n3] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    deploy_warm(n1, &cluster, "warm", &[]);
+
+    let first = wait_answer(n3, "warm/a/b?x=1", "hello world");
+    assert!(
+        first.starts_with("hello world POST /a/b q=1 pid="),
+        "{first}"
+    );
+    let pid = pid_of(&first);
+    let n = |body: &str| {
+        body.split(" n=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .map(str::to_string)
+    };
+    let (status, _, second) = call(n3, "warm/a/b?x=2", "again");
+    assert_eq!(status, 200, "{second}");
+    assert!(
+        second.starts_with("hello again POST /a/b q=2 pid="),
+        "{second}"
+    );
+    assert_eq!(
+        pid_of(&second),
+        pid,
+        "a second process served the second call"
+    );
+    let (first_n, second_n) = (n(&first).unwrap(), n(&second).unwrap());
+    assert_eq!(
+        second_n.parse::<u32>().unwrap(),
+        first_n.parse::<u32>().unwrap() + 1
+    );
+    let versions = n3.json(&["fn", "versions", "warm", "--json"]);
+    assert_eq!(versions["versions"][0]["warm"]["max_per_node"], 4);
+}
+
+#[test]
+fn a_warm_handler_that_hangs_is_killed_at_its_timeout_and_the_next_call_gets_a_new_worker() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    deploy_warm(node, &cluster, "hang", &["--timeout", "2s"]);
+    let pid = pid_of(&wait_answer(node, "hang", "hello"));
+
+    let (status, _, body) = call(node, "hang/hang", "");
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("killed at its time-out of 2s"), "{body}");
+    wait_gone(pid, "the hung worker to be killed");
+
+    let (status, _, body) = call(node, "hang", "back");
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(pid_of(&body), pid);
+}
+
+#[test]
+fn a_warm_call_whose_node_is_killed_is_answered_by_another_node_or_with_no_retry_gets_502() {
+    for (extra, retried) in [(&[][..], true), (&["--no-retry"][..], false)] {
+        let mut cluster = Cluster::start(3, FAST);
+        let mark = cluster.tmp.path().join("slow");
+        let command = "python3 warm.py";
+        let mut flags = vec!["--warm"];
+        flags.extend(extra);
+        let (status, body, killed) = kill_the_runner(
+            &mut cluster,
+            "warmkill",
+            command,
+            &mark,
+            "warmkill/slow",
+            &flags,
+        );
+        if retried {
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(" on="), "{body}");
+            assert!(!body.contains(&killed), "{body}");
+        } else {
+            assert_eq!(status, 502, "{body}");
+            assert!(
+                body.contains(&format!("node {killed} did not answer")),
+                "{body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_idle_warm_worker_stops_after_its_idle_timeout() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    deploy_warm(node, &cluster, "idle", &["--idle-timeout", "2s"]);
+    let pid = pid_of(&wait_answer(node, "idle", "hello"));
+    wait_gone(pid, "the idle worker to stop");
+    let (status, _, body) = call(node, "idle", "again");
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(
+        pid_of(&body),
+        pid,
+        "a new worker serves after scale to zero"
+    );
+}
+
+#[test]
+fn min_warm_keeps_a_worker_up_without_calls_and_a_drain_stops_it() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    deploy_warm(
+        node,
+        &cluster,
+        "kept",
+        &["--min-warm", "1", "--idle-timeout", "1s"],
+    );
+    let pid = wait_for("a worker kept warm", Duration::from_secs(90), || {
+        started(&cluster).first().copied()
+    });
+    let (status, _, body) = call(node, "kept", "there");
+    assert_eq!((status, pid_of(&body)), (200, pid), "{body}");
+    assert!(alive(pid), "the kept worker stopped at its idle time-out");
+
+    drain(&cluster.nodes, 0);
+    wait_gone(pid, "the drained node's worker to stop");
+    assert_eq!(
+        started(&cluster),
+        vec![pid],
+        "a drained node started a worker"
+    );
+}
+
+#[test]
+fn a_call_finding_every_warm_worker_busy_waits_then_gets_503_with_retry_after() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    deploy_warm(
+        node,
+        &cluster,
+        "busy",
+        &["--max-per-node", "1", "--timeout", "20s"],
+    );
+    wait_answer(node, "busy", "hello");
+    let dir = node.dir.clone();
+    let hung = std::thread::spawn(move || call_dir(&dir, "busy/hang", ""));
+    wait_for("the hanging call to start", Duration::from_secs(90), || {
+        std::fs::read_to_string(cluster.tmp.path().join("slow")).ok()
+    });
+    let (status, retry_after, body) = call(node, "busy", "");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(body.contains("busy"), "{body}");
+    assert_eq!(hung.join().unwrap().0, 504);
+}
+
+#[test]
+fn a_warm_handler_that_fails_its_init_answers_500_and_the_next_call_starts_a_new_worker() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    let broken = cluster.tmp.path().join("broken");
+    std::fs::write(&broken, "").unwrap();
+    deploy_warm(node, &cluster, "init", &[]);
+    let (status, _, body) = call(node, "init", "");
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("its init failed: Init.Config: no config"),
+        "{body}"
+    );
+
+    std::fs::remove_file(&broken).unwrap();
+    let (status, _, body) = call(node, "init", "again");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(started(&cluster).len(), 2, "{body}");
 }

@@ -9,7 +9,7 @@
 
 use crate::api::files::store_tree;
 use crate::api::types::{
-    DeployFunction, Function, FunctionChanged, FunctionVersion, RollbackFunction,
+    DeployFunction, Function, FunctionChanged, FunctionVersion, RollbackFunction, WarmWorkers,
 };
 use crate::api::{absolute, bad_request, node_name, not_found, ApiError, ApiResult, ApiState};
 use crate::driver::command::Functions;
@@ -18,7 +18,7 @@ use crate::functions::{Call, Reply, MAX_BODY_BYTES, MAX_HEADERS, MAX_HEADER_BYTE
 use crate::wallclock::wall_ms;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use peerbatch_protocol::function::{self as f, FunctionEvent, FunctionSpec, FunctionView, Version};
@@ -46,6 +46,11 @@ fn version_of(v: &Version, serving: bool) -> FunctionVersion {
         timeout_ms: v.spec.timeout_ms,
         retry: v.spec.retry,
         max_attempts: v.spec.max_attempts,
+        warm: v.spec.warm.map(|w| WarmWorkers {
+            min_warm: w.min_warm,
+            max_per_node: w.max_per_node,
+            idle_timeout_ms: w.idle_timeout_ms,
+        }),
         deployed_by: node_name(&v.deployed_by),
         deployed_ms: v.at_ms,
         serving,
@@ -104,6 +109,11 @@ pub async fn deploy(
         timeout_ms: body.timeout_ms.unwrap_or(f::DEFAULT_TIMEOUT_MS),
         retry: body.retry,
         max_attempts: body.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+        warm: body.warm.map(|w| f::Warm {
+            min_warm: w.min_warm,
+            max_per_node: w.max_per_node,
+            idle_timeout_ms: w.idle_timeout_ms,
+        }),
     };
     let name = body.name;
     let deployed = |spec| FunctionEvent::Deployed {
@@ -274,6 +284,17 @@ fn response_of(reply: Reply) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    // A warm handler's own headers (checked by `functions::runtime_api`).
+    for (k, v) in reply.headers {
+        let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) else {
+            continue;
+        };
+        if k == header::CONTENT_TYPE {
+            headers.insert(k, v);
+        } else {
+            headers.append(k, v);
+        }
+    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

@@ -668,6 +668,8 @@ pub struct FunctionVersion {
     /// Attempts at a timer's, message's or blob's invocation before it
     /// fails (a message is then dead-lettered).
     pub max_attempts: u32,
+    /// Its warm workers; none when the handler runs once per call.
+    pub warm: Option<WarmWorkers>,
     pub deployed_by: String,
     pub deployed_ms: u64,
     /// Whether this version serves calls now.
@@ -707,6 +709,10 @@ pub struct DeployFunction {
     /// fails (default 5; a message is then dead-lettered).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Keep the handler up between calls (AWS Lambda's runtime API) instead
+    /// of running it once per call.
+    #[serde(default)]
+    pub warm: Option<WarmWorkers>,
 }
 
 /// `POST /v1/functions/{name}/queue`: the message is in the ledger.
@@ -742,6 +748,17 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// How the last attempt ended, with the end of its stderr.
     pub error: String,
+}
+
+/// How a warm function's workers are kept on each node.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WarmWorkers {
+    /// Workers each available node keeps up even without calls.
+    pub min_warm: u32,
+    /// Most workers of the version on one node at once.
+    pub max_per_node: u32,
+    /// A worker beyond `min_warm` idle this long stops.
+    pub idle_timeout_ms: u64,
 }
 
 /// `POST /v1/functions/{name}/rollback`: serve an earlier version again.

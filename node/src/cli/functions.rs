@@ -6,6 +6,7 @@
 
 use crate::api::types::{
     DeployFunction, Enqueued, Function, FunctionChanged, FunctionQueue, RollbackFunction,
+    WarmWorkers,
 };
 use crate::bad_input::BadInput;
 use crate::cli::text::{absolute, opt, print_json, seg};
@@ -25,7 +26,8 @@ pub enum FnCmd {
         /// The bundle: its files are the handler's working directory.
         dir: PathBuf,
         /// The handler, run by /bin/sh -c once per call: the request body on
-        /// stdin, PEERBATCH_FN_* variables, stdout is the response.
+        /// stdin, PEERBATCH_FN_* variables, stdout is the response (with
+        /// --warm: started once, taking calls from the Lambda runtime API).
         #[arg(long)]
         command: String,
         /// What invokes it (repeatable): `http` for ANY /fn/NAME/... on any
@@ -45,6 +47,8 @@ pub enum FnCmd {
         /// answering, answer 502 instead of trying once more elsewhere.
         #[arg(long)]
         no_retry: bool,
+        #[command(flatten)]
+        warm: WarmArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -115,6 +119,39 @@ pub enum FnCmd {
     },
 }
 
+/// `fn deploy`'s warm-mode flags.
+#[derive(clap::Args)]
+pub struct WarmArgs {
+    /// Keep the handler running between calls: it takes them from the AWS
+    /// Lambda runtime API at $AWS_LAMBDA_RUNTIME_API (GET
+    /// /2018-06-01/runtime/invocation/next, POST …/{id}/response), so
+    /// Lambda runtime clients work unchanged.
+    #[arg(long)]
+    warm: bool,
+    /// Warm workers each available node keeps up even without calls.
+    #[arg(long, requires = "warm", default_value_t = 0, value_name = "N")]
+    min_warm: u32,
+    /// Most warm workers of this version on one node (1 to 64); calls
+    /// beyond them go to other nodes or wait briefly, then get 503.
+    #[arg(long, requires = "warm", default_value_t = 4, value_name = "N")]
+    max_per_node: u32,
+    /// Stop a warm worker beyond --min-warm after it waited this long for a
+    /// call, e.g. 30s, 10m (1s to 24h).
+    #[arg(long, requires = "warm", value_parser = crate::jobfile::parse_duration_ms,
+        default_value = "10m", value_name = "DUR")]
+    idle_timeout: u64,
+}
+
+impl WarmArgs {
+    fn workers(&self) -> Option<WarmWorkers> {
+        self.warm.then_some(WarmWorkers {
+            min_warm: self.min_warm,
+            max_per_node: self.max_per_node,
+            idle_timeout_ms: self.idle_timeout,
+        })
+    }
+}
+
 pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
     match cmd {
         FnCmd::Deploy {
@@ -125,6 +162,7 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
             max_attempts,
             timeout,
             no_retry,
+            warm,
             json,
         } => {
             check_name(&name).map_err(|e| BadInput(e.to_string()))?;
@@ -140,6 +178,7 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
                 timeout_ms: Some(timeout),
                 retry: !no_retry,
                 max_attempts: Some(max_attempts),
+                warm: warm.workers(),
             };
             let r: FunctionChanged = client.post_unbounded("/v1/functions", &body)?;
             changed(&r, json, "deployed")
@@ -168,16 +207,19 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
                 return print_json(&f);
             }
             println!(
-                "{:<8} {:<8} {:<10} {:<18} {:<24} COMMAND",
-                "VERSION", "SERVING", "TIMEOUT", "BUNDLE", "TRIGGERS"
+                "{:<8} {:<8} {:<10} {:<12} {:<18} {:<24} COMMAND",
+                "VERSION", "SERVING", "TIMEOUT", "MODE", "BUNDLE", "TRIGGERS"
             );
             for v in &f.versions {
                 let serving = if v.serving { "*" } else { "" };
                 let timeout = crate::sandbox::duration_text(v.timeout_ms);
+                let mode = v.warm.map_or("per-call".to_string(), |w| {
+                    format!("warm {}-{}", w.min_warm, w.max_per_node)
+                });
                 let bundle = &v.bundle[..16.min(v.bundle.len())];
                 let triggers = v.triggers.join(",");
                 println!(
-                    "{:<8} {serving:<8} {timeout:<10} {bundle:<18} {triggers:<24} {}",
+                    "{:<8} {serving:<8} {timeout:<10} {mode:<12} {bundle:<18} {triggers:<24} {}",
                     v.number, v.command
                 );
             }

@@ -347,6 +347,7 @@ impl Driver {
                 _ = dial_tick.tick() => {
                     self.dial_known_nodes().await;
                     self.availability_tick();
+                    self.keep_warm();
                     self.side_work_tick();
                 }
                 _ = reclaim_tick.tick() => self.reclaim_tick(),
@@ -364,6 +365,9 @@ impl Driver {
         }
         for (_, kill) in self.kills.drain() {
             let _ = kill.send(());
+        }
+        if let Some(functions) = &self.functions {
+            functions.stop_warm().await;
         }
         if let Err(e) = self.store.flush().await {
             tracing::error!("final flush failed: {e:#}");
@@ -533,6 +537,21 @@ impl Driver {
                 .is_some_and(|i| !i.draining)
         };
         self.connected_peers().into_iter().filter(willing).collect()
+    }
+
+    /// Hands the functions' warm pools the warm versions serving now and
+    /// whether this node takes calls (they stop every worker when not).
+    fn keep_warm(&self) {
+        let Some(functions) = &self.functions else {
+            return;
+        };
+        let (ledger, wall) = (self.core.ledger(), wall_ms());
+        let serving = (ledger.function_names())
+            .filter_map(|name| ledger.function(name, wall))
+            .filter_map(|f| Some((f.name.clone(), f.serving()?.clone())))
+            .filter(|(_, v)| v.spec.warm.is_some_and(|w| w.min_warm > 0))
+            .collect();
+        functions.keep_warm(serving, self.unavailable.is_none(), self.willing_peers());
     }
 
     /// Runs a function call another node sent here, if this node can, and

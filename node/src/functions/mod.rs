@@ -12,7 +12,9 @@
 
 pub mod route;
 pub mod runtime;
+pub mod runtime_api;
 pub mod triggers;
+pub mod warm;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -52,8 +54,11 @@ pub struct Call {
 /// What a call answers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reply {
-    /// 200 (exit 0), 500 (failed), 502, 503 (nowhere to run), 504 (timed out).
+    /// 200 (exit 0), 500 (failed), 502, 503 (nowhere to run), 504 (timed
+    /// out), or what a warm handler's proxy response says.
     pub status: u16,
+    /// Response headers a warm handler's proxy response sets.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// The node that ran the handler (its peer id), if one did.
     pub node: Option<String>,
@@ -66,6 +71,7 @@ impl Reply {
         body.push(b'\n');
         Reply {
             status,
+            headers: Vec::new(),
             body,
             node: None,
         }

@@ -12,6 +12,7 @@
 //! hand it a [`Plan`]) nor run handlers itself (`runtime` does).
 
 use super::runtime::Runtime;
+use super::warm::WarmPools;
 use super::{Call, Reply};
 use crate::net::{Net, NetError};
 use libp2p::request_response::OutboundFailure;
@@ -59,6 +60,7 @@ pub enum InvokeAnswer {
 #[derive(Clone)]
 pub struct Router {
     runtime: Runtime,
+    warm: WarmPools,
     net: Net,
     /// Calls sent to each peer that have not ended yet.
     sent: Arc<Mutex<HashMap<PeerId, usize>>>,
@@ -67,28 +69,62 @@ pub struct Router {
 impl Router {
     pub fn new(runtime: Runtime, net: Net) -> Router {
         Router {
+            warm: WarmPools::new(runtime.clone()),
             runtime,
             net,
             sent: Arc::default(),
         }
     }
 
+    /// Runs `call` here if this node has room for it now (a free
+    /// invocation slot, or for a warm version an idle worker or room for
+    /// one); else gives the call back.
+    async fn here(
+        &self,
+        name: &str,
+        version: &Version,
+        call: Call,
+        peers: &[PeerId],
+    ) -> Result<Reply, Call> {
+        if version.spec.warm.is_some() {
+            return Ok(self.warm.try_call(name, version, call, peers)?.await);
+        }
+        let Some(slot) = self.runtime.admit() else {
+            return Err(call);
+        };
+        let (name, version, peers) = (name.to_string(), version.clone(), peers.to_vec());
+        Ok(self.runtime.invoke(slot, name, version, call, peers).await)
+    }
+
+    /// Keeps the warm workers of the warm versions `serving` now (see
+    /// [`WarmPools::keep`]); stops them all while this node is not `available`.
+    pub fn keep_warm(&self, serving: Vec<(String, Version)>, available: bool, peers: Vec<PeerId>) {
+        self.warm.keep(serving, available, peers);
+    }
+
+    /// Stops every warm worker (the node is stopping).
+    pub async fn stop_warm(&self) {
+        self.warm.stop().await;
+    }
+
     /// Runs `call` here or on another node; 503 with nowhere to run it.
     pub async fn call(&self, plan: Plan, call: Call) -> Reply {
-        if plan.available_here {
-            if let Some(slot) = self.runtime.admit() {
-                let Plan {
-                    name,
-                    version,
-                    peers,
-                    ..
-                } = plan;
-                return self.runtime.invoke(slot, name, version, call, peers).await;
-            }
-        }
+        let call = match plan.available_here {
+            true => match self
+                .here(&plan.name, &plan.version, call, &plan.peers)
+                .await
+            {
+                Ok(reply) => return reply,
+                Err(call) => call,
+            },
+            false => call,
+        };
         let name = plan.name.clone();
+        // Kept to wait here for a busy warm worker if no other node takes it.
+        let wait_here =
+            (plan.available_here && plan.version.spec.warm.is_some()).then(|| call.clone());
         let request = codec::encode(&InvokeRequest {
-            name: plan.name,
+            name: plan.name.clone(),
             version: plan.version.event,
             call,
         });
@@ -117,6 +153,9 @@ impl Router {
                 }
             }
         }
+        if let Some(call) = wait_here {
+            return self.warm.wait(&name, &plan.version, call).await;
+        }
         Reply::text(
             503,
             format!("function {name}: no node has room for it now (all full, drained or outside their hours)"),
@@ -137,13 +176,13 @@ impl Router {
             Ok(_) => return InvokeAnswer::Declined("outside its availability".into()),
             Err(why) => return InvokeAnswer::Declined(why),
         };
-        let Some(slot) = self.runtime.admit() else {
-            return InvokeAnswer::Declined("full".into());
-        };
-        let reply = (self.runtime)
-            .invoke(slot, request.name, version, request.call, peers)
-            .await;
-        InvokeAnswer::Done(reply)
+        match self
+            .here(&request.name, &version, request.call, &peers)
+            .await
+        {
+            Ok(reply) => InvokeAnswer::Done(reply),
+            Err(_) => InvokeAnswer::Declined("full".into()),
+        }
     }
 
     /// Peers in the order to try them: fewest calls in flight first,

@@ -27,16 +27,16 @@ const LOGGED_STDERR: usize = 4 * 1024;
 
 #[derive(Clone)]
 pub struct Runtime {
-    sandbox: Sandbox,
+    pub(super) sandbox: Sandbox,
     stager: Stager,
-    /// Invocations' working directories.
+    /// Invocations' and warm workers' working directories.
     dirs: WorkDirs,
     /// Names working directories: unique while the node runs.
     next: Arc<AtomicU64>,
     /// One permit per invocation that may run here at once.
     room: Arc<Semaphore>,
     /// This node's peer id, named in every reply it makes.
-    node: String,
+    pub(super) node: String,
 }
 
 /// A place for one invocation here, held until it ends.
@@ -93,34 +93,58 @@ impl Runtime {
     }
 
     async fn run(&self, name: &str, version: &Version, call: Call, peers: &[PeerId]) -> Reply {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let d = match self.dirs.create(n, &self.sandbox) {
+        let d = match self.bundle_dir(version, peers).await {
             Ok(d) => d,
             Err(e) => return self.failed(name, version, &e),
         };
         let stdin = d.stdout.with_extension("stdin");
-        let reply = match self.stage(version, &call, peers, &d, &stdin).await {
+        let reply = match std::fs::write(&stdin, &call.body) {
             Ok(()) => self.handle(name, version, &call, &d, &stdin).await,
-            Err(e) => self.failed(name, version, &e),
+            Err(e) => self.failed(
+                name,
+                version,
+                &format!("cannot write {}: {e}", stdin.display()),
+            ),
         };
         let _ = std::fs::remove_file(&stdin);
+        self.finish(d);
+        reply
+    }
+
+    /// A fresh working directory holding `version`'s bundle, fetched from
+    /// `peers` if this node lacks it.
+    pub(super) async fn bundle_dir(
+        &self,
+        version: &Version,
+        peers: &[PeerId],
+    ) -> Result<AttemptDir, String> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let d = self.dirs.create(n, &self.sandbox)?;
+        match self.stage(version, peers, &d).await {
+            Ok(()) => Ok(d),
+            Err(e) => {
+                self.finish(d);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes a working directory [`Runtime::bundle_dir`] made.
+    pub(super) fn finish(&self, d: AttemptDir) {
         // Never a spare: the bundle is in it.
         let how = Finished {
             had_packages: false,
             tree_gone: false,
         };
         self.dirs.finish(d, how);
-        reply
     }
 
-    /// Places the bundle in the working directory and the body beside it.
+    /// Places the bundle in the working directory.
     async fn stage(
         &self,
         version: &Version,
-        call: &Call,
         peers: &[PeerId],
         d: &AttemptDir,
-        stdin: &std::path::Path,
     ) -> Result<(), String> {
         let bundle = StagedInput {
             path: String::new(),
@@ -133,9 +157,7 @@ impl Runtime {
             .map_err(|e| format!("cannot place its bundle: {e}"))?;
         (self.sandbox)
             .hand_over(&d.dir)
-            .map_err(|e| format!("cannot hand {} to the handler: {e}", d.dir.display()))?;
-        std::fs::write(stdin, &call.body)
-            .map_err(|e| format!("cannot write {}: {e}", stdin.display()))
+            .map_err(|e| format!("cannot hand {} to the handler: {e}", d.dir.display()))
     }
 
     async fn handle(
@@ -174,6 +196,7 @@ impl Runtime {
             }
             Outcome::Exited(0) => Reply {
                 status: 200,
+                headers: Vec::new(),
                 body: stdout,
                 node: Some(self.node.clone()),
             },
@@ -212,13 +235,13 @@ impl Runtime {
     }
 
     /// A 500 for an invocation that could not run; says why in the log.
-    fn failed(&self, name: &str, version: &Version, why: &str) -> Reply {
+    pub(super) fn failed(&self, name: &str, version: &Version, why: &str) -> Reply {
         self.logged(500, name, version, why, b"")
     }
 
     /// An answer `status` whose reason goes to the caller and, with the
     /// handler's stderr, to the node's log.
-    fn logged(
+    pub(super) fn logged(
         &self,
         status: u16,
         name: &str,
@@ -258,7 +281,7 @@ fn header_env(headers: &[(String, String)]) -> Vec<(String, String)> {
 }
 
 /// Up to `limit` bytes of a captured stream; removes its spill file.
-fn read_captured(captured: Captured, limit: usize) -> Vec<u8> {
+pub(super) fn read_captured(captured: Captured, limit: usize) -> Vec<u8> {
     match captured {
         Captured::Memory(mut bytes) => {
             bytes.truncate(limit);
