@@ -615,6 +615,7 @@ impl Worker {
                 let _ = ack.send(Ack::Accepted);
                 let reply = self.reply(answer);
                 let _ = pending.job.reply.send(reply);
+                self.free();
             }
             Ask::InitError(text) => self.kill_for(format!("its init failed: {text}")),
         }
@@ -641,6 +642,15 @@ impl Worker {
                 let idle = Duration::from_millis(self.warm().idle_timeout_ms);
                 self.idle_until = Some(Instant::now() + idle);
             }
+        }
+    }
+
+    /// The process answered its call and will ask for the next one: the
+    /// worker takes a waiting call or is listed idle at once, so a call
+    /// arriving meanwhile does not start another worker.
+    fn free(&mut self) {
+        if self.held.is_none() {
+            self.held = (self.pools).ready(&self.key, self.id, &self.calls);
         }
     }
 
