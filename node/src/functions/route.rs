@@ -77,8 +77,9 @@ impl Router {
     }
 
     /// Runs `call` here if this node has room for it now (a free
-    /// invocation slot, or for a warm version an idle worker or room for
-    /// one); else gives the call back.
+    /// invocation slot, or for a warm version an idle worker, room for
+    /// one, or — its calls being short — fewer calls waiting than it has
+    /// workers); else gives the call back.
     async fn here(
         &self,
         name: &str,

@@ -38,6 +38,9 @@ pub const QUEUE_PER_POOL: usize = 64;
 pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// A worker must ask for its first call within this of its start.
 pub const INIT_LIMIT: Duration = Duration::from_secs(10);
+/// A busy pool queues a call here rather than forwarding it while its
+/// recent calls took less than this (a mesh round trip's order).
+const SHORT_CALL: Duration = Duration::from_millis(2);
 /// How long stopping waits for the workers' processes to end.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 /// Bytes of a worker's stderr logged when it ends on its own.
@@ -65,6 +68,9 @@ struct Pool {
     /// Workers waiting for a call, each with its own call channel.
     idle: Vec<(u64, mpsc::Sender<Job>)>,
     waiting: VecDeque<Job>,
+    /// How long its recent calls took (a moving average); `None` before
+    /// the first answer.
+    recent: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -118,8 +124,10 @@ impl WarmPools {
     }
 
     /// Hands `call` to an idle worker of `version`, or to a new one if the
-    /// pool has room; gives the call back when it has none (or this node
-    /// takes no calls now).
+    /// pool has room, or queues it here while its calls are short and
+    /// fewer wait than the pool has workers (a worker then frees sooner
+    /// than a peer answers a forwarded call); gives the call back when none
+    /// of these holds (or this node takes no calls now).
     pub fn try_call(
         &self,
         name: &str,
@@ -128,49 +136,65 @@ impl WarmPools {
         peers: &[PeerId],
     ) -> Result<impl std::future::Future<Output = Reply>, Call> {
         let (job, answer) = self.job(call);
-        let start = {
+        let seq = job.seq;
+        let (start, queued) = {
             let mut pools = self.lock();
             match pools.place(name, version, peers, job, &self.next) {
-                Ok(start) => start,
-                Err(job) => return Err(*job.call),
+                Ok(start) => (start, false),
+                Err(job) => match pools.queue_short(&version.event, job) {
+                    Ok(()) => (None, true),
+                    Err(job) => return Err(*job.call),
+                },
             }
         };
         self.start(start);
-        Ok(answered(answer))
+        let (this, name, key) = (self.clone(), name.to_string(), version.event);
+        Ok(async move {
+            match queued {
+                true => this.queued(&name, &key, seq, answer).await,
+                false => answered(answer).await,
+            }
+        })
     }
 
     /// Waits up to [`QUEUE_WAIT`] for a worker of `version` to take
     /// `call`, else answers 503.
     pub async fn wait(&self, name: &str, version: &Version, call: Call) -> Reply {
-        let (job, mut answer) = self.job(call);
+        let (job, answer) = self.job(call);
         let seq = job.seq;
-        let full = || {
-            let why = format!(
-                "function {name}: its warm workers on this node are all busy or stopping; try again"
-            );
-            Reply::text(503, why)
-        };
         {
             let mut pools = self.lock();
             let open = pools.open;
             let Some(pool) = pools.by_version.get_mut(&version.event) else {
-                return full();
+                return busy(name);
             };
             if !open || pool.waiting.len() >= QUEUE_PER_POOL {
-                return full();
+                return busy(name);
             }
             pool.waiting.push_back(job);
         }
+        self.queued(name, &version.event, seq, answer).await
+    }
+
+    /// The answer of queued call `seq`, or 503 once it waited [`QUEUE_WAIT`]
+    /// without a worker taking it.
+    async fn queued(
+        &self,
+        name: &str,
+        key: &EventId,
+        seq: u64,
+        mut answer: oneshot::Receiver<Reply>,
+    ) -> Reply {
         if let Ok(reply) = tokio::time::timeout(QUEUE_WAIT, &mut answer).await {
-            return reply.unwrap_or_else(|_| full());
+            return reply.unwrap_or_else(|_| busy(name));
         }
         let removed = {
             let mut pools = self.lock();
-            let pool = pools.by_version.get_mut(&version.event);
+            let pool = pools.by_version.get_mut(key);
             pool.and_then(|p| take_job(&mut p.waiting, seq)).is_some()
         };
         if removed {
-            return full();
+            return busy(name);
         }
         answered(answer).await
     }
@@ -278,6 +302,14 @@ impl WarmPools {
         None
     }
 
+    /// A call of `key`'s pool took `took`, from its hand-over to the answer.
+    fn took(&self, key: &EventId, took: Duration) {
+        let mut pools = self.lock();
+        if let Some(pool) = pools.by_version.get_mut(key) {
+            pool.recent = Some(pool.recent.map_or(took, |r| (r * 7 + took) / 8));
+        }
+    }
+
     /// Whether an idle worker may stop: the pool keeps more than `keep`
     /// and no call is on its way to it (it is taken off the idle list).
     fn may_stop(&self, key: &EventId, id: u64) -> bool {
@@ -328,6 +360,14 @@ impl WarmPools {
     }
 }
 
+/// The 503 of a call no worker of function `name` took in time.
+fn busy(name: &str) -> Reply {
+    let why = format!(
+        "function {name}: its warm workers on this node are all busy or stopping; try again"
+    );
+    Reply::text(503, why)
+}
+
 /// A call's answer, or 500 if its worker dropped it.
 async fn answered(answer: oneshot::Receiver<Reply>) -> Reply {
     answer
@@ -354,6 +394,7 @@ impl Pools {
                 keep: 0,
                 workers: BTreeMap::new(),
                 idle: Vec::new(),
+                recent: None,
                 waiting: VecDeque::new(),
             });
         if !peers.is_empty() {
@@ -415,6 +456,21 @@ impl Pools {
         Ok(Some(self.reserve(version.event, Some(job), next)))
     }
 
+    /// Queues `job` in `key`'s pool if its recent calls were short
+    /// ([`SHORT_CALL`]) and fewer calls wait there than it has workers (and
+    /// this node takes calls); else gives it back.
+    fn queue_short(&mut self, key: &EventId, job: Job) -> Result<(), Job> {
+        let open = self.open;
+        let short = |p: &Pool| p.recent.is_some_and(|r| r < SHORT_CALL);
+        match self.by_version.get_mut(key) {
+            Some(pool) if open && short(pool) && pool.waiting.len() < pool.workers.len() => {
+                pool.waiting.push_back(job);
+                Ok(())
+            }
+            _ => Err(job),
+        }
+    }
+
     /// After a worker of `key` ended: a new worker for the first waiting
     /// call if there is room; the pool is dropped once empty.
     fn restart_for_waiting(&mut self, key: &EventId, next: &AtomicU64) -> Option<Start> {
@@ -436,6 +492,7 @@ impl Pools {
 struct Pending {
     id: String,
     job: Job,
+    handed: Instant,
     deadline: Instant,
 }
 
@@ -615,6 +672,7 @@ impl Worker {
                 let _ = ack.send(Ack::Accepted);
                 let reply = self.reply(answer);
                 let _ = pending.job.reply.send(reply);
+                self.pools.took(&self.key, pending.handed.elapsed());
                 self.free();
             }
             Ask::InitError(text) => self.kill_for(format!("its init failed: {text}")),
@@ -686,7 +744,13 @@ impl Worker {
         }
         self.idle_until = None;
         let deadline = Instant::now() + Duration::from_millis(timeout);
-        self.pending = Some(Pending { id, job, deadline });
+        let handed = Instant::now();
+        self.pending = Some(Pending {
+            id,
+            job,
+            handed,
+            deadline,
+        });
     }
 
     fn reply(&self, answer: Answer) -> Reply {
@@ -710,6 +774,8 @@ impl Worker {
 
     fn timed_out(&mut self) {
         let Some(p) = self.pending.take() else { return };
+        // A call that ran out its time counts as a long one.
+        self.pools.took(&self.key, p.handed.elapsed());
         let limit = duration_text(self.version.spec.timeout_ms);
         let why = format!("killed at its time-out of {limit}");
         let _ = p.job.reply.send(self.failed(504, &why));
