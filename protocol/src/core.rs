@@ -38,6 +38,7 @@ mod batch;
 mod forget;
 mod gangs;
 mod membership;
+mod queues;
 mod wall;
 
 pub use membership::{Liveness, PeerState};
@@ -249,8 +250,6 @@ struct Local {
 /// take turns task by task (every job's n-th task before any job's
 /// n+1-th), so a small job is not stuck behind a big one and submitters
 /// share the mesh; then the older job.
-type QueueKey = (i64, u32, u64, TaskRef);
-
 pub struct Core<S> {
     identity: Identity,
     me: NodeId,
@@ -279,8 +278,7 @@ pub struct Core<S> {
     /// earliest end of a suspicion among them): before then a peer that
     /// comes back can be added alone instead of recomputing the set.
     eligible_until: Millis,
-    queues: Vec<BTreeMap<QueueKey, (u32, Millis)>>,
-    queued: BTreeMap<TaskRef, (usize, QueueKey)>,
+    queues: queues::ClaimQueues,
     local: BTreeMap<TaskRef, Local>,
     waiting: VecDeque<TaskRef>,
     /// Jobs waiting (`after`) for each job.
@@ -295,8 +293,6 @@ pub struct Core<S> {
     avg_task_ms: Option<f64>,
     batch: batch::Batcher,
     announce_due: bool,
-    /// When a queued rank-k task next becomes stealable, if there is room.
-    steal_at: Option<Millis>,
     /// When eligibility and leases are next checked.
     next_scan: Millis,
     /// When the wall-clock work is next judged (`core::wall`).
@@ -346,8 +342,7 @@ impl<S: EventStore> Core<S> {
             running_by: BTreeMap::new(),
             eligible: Vec::new(),
             eligible_until: Millis(0),
-            queues: Vec::new(),
-            queued: BTreeMap::new(),
+            queues: queues::ClaimQueues::default(),
             local: BTreeMap::new(),
             waiting: VecDeque::new(),
             invites: BTreeSet::new(),
@@ -358,7 +353,6 @@ impl<S: EventStore> Core<S> {
             avg_task_ms: None,
             batch: batch::Batcher::default(),
             announce_due: true,
-            steal_at: None,
             next_scan: now,
             next_wall: now,
             next_sync: now.plus(0),
@@ -897,7 +891,7 @@ impl<S: EventStore> Core<S> {
             .get(&task)
             .is_some_and(|v| v.state == TaskState::Pending)
         {
-            self.dequeue(task);
+            self.queues.remove(task);
             self.enqueue(task, self.views[&task].attempt, now);
         }
         if local.rank.is_some_and(|r| r > 0) {
@@ -942,7 +936,7 @@ impl<S: EventStore> Core<S> {
         if let Some(due) = self.batch.due() {
             next = next.min(due);
         }
-        if let Some(at) = self.steal_at {
+        if let Some(at) = self.queues.steal_at() {
             next = next.min(at);
         }
         if let Some(at) = self.gang_wake {
@@ -1360,7 +1354,7 @@ impl<S: EventStore> Core<S> {
                 self.running_by.entry(*node).or_default().insert(task);
             }
         }
-        self.dequeue(task);
+        self.queues.remove(task);
         if let Some(local) = self.local.get(&task).copied() {
             let lost = match (view.state, local.rank) {
                 (TaskState::Running, Some(rank)) if rank > 0 => {
@@ -1495,7 +1489,7 @@ impl<S: EventStore> Core<S> {
         }
     }
 
-    fn queue_key(&self, task: TaskRef) -> QueueKey {
+    fn queue_key(&self, task: TaskRef) -> queues::QueueKey {
         let (priority, submitted) = self
             .ledger
             .job(&task.job)
@@ -1514,16 +1508,7 @@ impl<S: EventStore> Core<S> {
         }
         let rank = hrw::rank(task, attempt, &self.me, &self.candidates(&r));
         let key = self.queue_key(task);
-        if self.queues.len() <= rank {
-            self.queues.resize_with(rank + 1, BTreeMap::new);
-        }
-        self.queues[rank].insert(key, (attempt, ready));
-        self.queued.insert(task, (rank, key));
-    }
-
-    fn dequeue(&mut self, task: TaskRef) -> Option<(u32, Millis)> {
-        let (rank, key) = self.queued.remove(&task)?;
-        self.queues[rank].remove(&key)
+        self.queues.insert(rank, key, attempt, ready);
     }
 
     /// Recomputes the set of live, willing nodes that claims are ranked over.
@@ -1597,16 +1582,7 @@ impl<S: EventStore> Core<S> {
     /// Re-ranks every pending task over the new eligible set, keeping when
     /// each became ready.
     fn requeue(&mut self, now: Millis) {
-        let ready: BTreeMap<TaskRef, Millis> = self
-            .queues
-            .iter()
-            .flat_map(|q| {
-                q.iter()
-                    .map(|((_, _, _, task), (_, ready))| (*task, *ready))
-            })
-            .collect();
-        self.queues.clear();
-        self.queued.clear();
+        let ready = self.queues.take_ready_times();
         let pending: Vec<(TaskRef, u32)> = self
             .views
             .values()
@@ -1657,27 +1633,15 @@ impl<S: EventStore> Core<S> {
     /// that a helper and the first choice rarely pick the same task.
     fn schedule(&mut self, now: Millis) {
         let mut capacity = self.capacity();
-        self.steal_at = None;
+        self.queues.clear_steal();
         // Gang tasks that cannot form now: passed over this round.
         let mut passed = BTreeSet::new();
         let mut hurry = false;
+        let step = self.cfg.claim_step_ms;
         while capacity > 0 {
-            let first = self
-                .queues
-                .first()
-                .and_then(|q| q.iter().find(|(k, _)| !passed.contains(&k.3)))
-                .map(|((_, _, _, task), (attempt, _))| (*task, *attempt));
-            let pick = match first {
-                Some(pick) => pick,
-                None => match self.steal(now, &passed) {
-                    Ok(pick) => pick,
-                    Err(next) => {
-                        self.steal_at = next;
-                        break;
-                    }
-                },
+            let Some((task, attempt)) = self.queues.next_pick(now, step, &passed) else {
+                break;
             };
-            let (task, attempt) = pick;
             let r = self.resources_of(task);
             let need = r.amount();
             let gang = r.instances > 1;
@@ -1695,7 +1659,7 @@ impl<S: EventStore> Core<S> {
                     break;
                 }
             }
-            self.dequeue(task);
+            self.queues.remove(task);
             self.local.insert(
                 task,
                 Local {
@@ -1718,28 +1682,6 @@ impl<S: EventStore> Core<S> {
         if hurry {
             self.batch.hurry(now);
         }
-    }
-
-    /// A rank-k task queued for k·δ, taken from the back; or else when the
-    /// first one will have waited long enough, if any is queued.
-    fn steal(
-        &self,
-        now: Millis,
-        passed: &BTreeSet<TaskRef>,
-    ) -> Result<(TaskRef, u32), Option<Millis>> {
-        let mut next: Option<Millis> = None;
-        for (rank, queue) in self.queues.iter().enumerate().skip(1) {
-            let wait = rank as u64 * self.cfg.claim_step_ms;
-            let open = queue.iter().rev().filter(|(k, _)| !passed.contains(&k.3));
-            for ((_, _, _, task), (attempt, ready)) in open.take(64) {
-                let at = ready.plus(wait);
-                if at <= now {
-                    return Ok((*task, *attempt));
-                }
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
-        Err(next)
     }
 
     /// Starts claimed tasks whose claim is durable, in claim order, while
