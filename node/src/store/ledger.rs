@@ -374,6 +374,22 @@ mod tests {
         dir
     }
 
+    /// Opens `db` again after a handle was dropped. sled's flusher thread
+    /// lets go of the database's file lock a moment after the last handle
+    /// is dropped, so an open straight after it can find the lock still
+    /// held (seen in a loaded full test run); wait for it, at most 10 s.
+    fn reopen(db: &Path) -> (LedgerStore, Option<String>) {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match LedgerStore::open(db) {
+                Err(OpenError::Unavailable { .. }) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened.unwrap(),
+            }
+        }
+    }
+
     fn event(bytes: &[u8]) -> (EventId, Vec<u8>) {
         (event_id(bytes), bytes.to_vec())
     }
@@ -406,7 +422,7 @@ mod tests {
             events.insert(old.0 .0, old.1.as_slice()).unwrap();
             raw.flush().unwrap();
         }
-        let (store, _) = LedgerStore::open(&db).unwrap();
+        let (store, _) = reopen(&db);
         let (new_a, new_b) = (claim(a, 1), claim(b, 0));
         store.put_batch(&[new_a.clone(), new_b.clone()]).unwrap();
         let mut found = store.job_events(&a);
@@ -445,7 +461,7 @@ mod tests {
                 .unwrap();
             assert_eq!(store.event_bytes(), bytes - gone.1.len() as u64);
         }
-        let (store, _) = LedgerStore::open(&db).unwrap();
+        let (store, _) = reopen(&db);
         assert_eq!(store.load_all().unwrap().0, std::slice::from_ref(&stays.1));
         assert!(store.job_events(&a).is_empty());
         assert_eq!(store.job_events(&b), [stays.1]);
@@ -495,7 +511,7 @@ mod tests {
                 std::fs::write(&path, b"this is not a sled database").unwrap();
             }
         }
-        let (store, warning) = LedgerStore::open(&db).unwrap();
+        let (store, warning) = reopen(&db);
         assert!(warning.unwrap().contains("is damaged"));
         assert!(store.load_all().unwrap().0.is_empty());
         let aside = std::fs::read_dir(&root)
@@ -521,7 +537,7 @@ mod tests {
             .put_batch(&[(bad.0, b"an event tampered with".to_vec())])
             .unwrap();
         drop(store);
-        let (store, _) = LedgerStore::open(&db).unwrap();
+        let (store, _) = reopen(&db);
         let (loaded, damaged) = store.load_all().unwrap();
         assert_eq!(loaded, std::slice::from_ref(&good.1));
         assert_eq!(damaged, [bad.0.to_string()]);
