@@ -5,8 +5,10 @@
 //! fold in `ledger` does that.
 
 use crate::codec::{self, CodecError};
+pub use crate::exit::{Outcome, TaskResult};
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
+pub use crate::resources::NodeInfo;
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -17,45 +19,6 @@ pub struct Claim {
     pub attempt: u32,
 }
 
-/// How an attempt ended.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Outcome {
-    Exited(i32),
-    Signaled(i32),
-    TimedOut,
-    FailedToStart(String),
-    /// The process exited 0 but its outputs could not be stored.
-    OutputsFailed(String),
-}
-
-impl Outcome {
-    pub fn success(&self) -> bool {
-        *self == Outcome::Exited(0)
-    }
-
-    /// The exit code a user sees: the process's own, or 128 + signal.
-    pub fn exit_code(&self) -> Option<i32> {
-        match self {
-            Outcome::Exited(code) => Some(*code),
-            Outcome::Signaled(sig) => Some(128 + sig),
-            Outcome::TimedOut | Outcome::FailedToStart(_) | Outcome::OutputsFailed(_) => None,
-        }
-    }
-}
-
-/// The result of one attempt, as its node reports it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TaskResult {
-    pub task: TaskRef,
-    pub attempt: u32,
-    pub outcome: Outcome,
-    pub stdout: Option<BlobId>,
-    pub stderr: Option<BlobId>,
-    /// A tree of the files the task's output patterns matched.
-    pub outputs: Option<BlobId>,
-    pub duration_ms: u64,
-}
-
 /// How a command that is not a task attempt ended (a pool's start task).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SideResult {
@@ -63,19 +26,6 @@ pub struct SideResult {
     pub stdout: Option<BlobId>,
     pub stderr: Option<BlobId>,
     pub duration_ms: u64,
-}
-
-/// What a node says about itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    pub slots: u32,
-    pub memory_mb: u64,
-    pub gpus: u32,
-    pub labels: Vec<(String, String)>,
-    pub draining: bool,
-    /// Where peers can dial it (multiaddr text).
-    pub addrs: Vec<String>,
-    pub version: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

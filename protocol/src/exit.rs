@@ -1,12 +1,52 @@
 //! Exit conditions: what an attempt's exit code means for its task and job.
 //!
-//! Owns the rule type (`exit_codes` ranges mapped to actions) and the one
+//! Owns how an attempt ended (`Outcome`, `TaskResult`), the rule type (`exit_codes`
+//! ranges mapped to actions) and the one
 //! function that turns an outcome into a verdict under those rules, used by
 //! the fold and by the node deciding whether to store outputs. Must not
 //! look at retries left or other attempts; the fold does.
 
-use crate::event::Outcome;
+use crate::ids::{BlobId, TaskRef};
 use serde::{Deserialize, Serialize};
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    FailedToStart(String),
+    /// The process exited 0 but its outputs could not be stored.
+    OutputsFailed(String),
+}
+
+/// The result of one attempt, as its node reports it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task: TaskRef,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub stdout: Option<BlobId>,
+    pub stderr: Option<BlobId>,
+    /// A tree of the files the task's output patterns matched.
+    pub outputs: Option<BlobId>,
+    pub duration_ms: u64,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        *self == Outcome::Exited(0)
+    }
+
+    /// The exit code a user sees: the process's own, or 128 + signal.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Outcome::Exited(code) => Some(*code),
+            Outcome::Signaled(sig) => Some(128 + sig),
+            Outcome::TimedOut | Outcome::FailedToStart(_) | Outcome::OutputsFailed(_) => None,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitAction {

@@ -13,7 +13,7 @@
 //! pure function of the set of steps), and how a primary picks its hosts.
 //! Must not decide claims, leases or room (the core does) or run anything.
 
-use crate::event::TaskResult;
+use crate::exit::TaskResult;
 use crate::hrw;
 use crate::ids::{NodeId, TaskRef};
 use serde::{Deserialize, Serialize};

@@ -25,7 +25,7 @@ use crate::exit::{verdict, ExitAction, Verdict};
 use crate::gang::{GangFacts, GangView};
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::JobSpec;
-use crate::schedule::ScheduleRecord;
+use crate::schedule::Recurrence;
 use crate::sync::Fingerprints;
 use crate::trigger::{Firing, Issuer, Origin};
 use crate::validate::InvalidEvent;
@@ -37,6 +37,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A job as the ledger knows it.
+/// A schedule as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub name: String,
+    pub recurrence: Recurrence,
+    pub template: JobSpec,
+    pub added_ms: u64,
+    pub event: EventId,
+    /// The node that added this version: it (or an admin) may remove it.
+    pub author: NodeId,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobRecord {
     pub id: JobId,

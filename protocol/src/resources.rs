@@ -1,12 +1,25 @@
 //! What a task needs from a node and whether a node offers it.
 //!
-//! Owns the resource request (slots, memory, GPUs, label constraints) and
+//! Owns what a node says about itself (`NodeInfo`: capacity, labels,
+//! addresses), the resource request (slots, memory, GPUs, label constraints) and
 //! the fit rule against a node's announced capacity and labels, with the
 //! reason a task fits no node. Must not count what is in use on a node;
 //! the core does, for its own node only.
 
-use crate::event::NodeInfo;
 use serde::{Deserialize, Serialize};
+
+/// What a node says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub slots: u32,
+    pub memory_mb: u64,
+    pub gpus: u32,
+    pub labels: Vec<(String, String)>,
+    pub draining: bool,
+    /// Where peers can dial it (multiaddr text).
+    pub addrs: Vec<String>,
+    pub version: String,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {

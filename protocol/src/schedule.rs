@@ -10,10 +10,9 @@
 //! time (`Recurrence::latest_due`). Must not read clocks: the core passes
 //! in the time and decides who fires (`core::wall`).
 
-use crate::ids::{EventId, JobId, NodeId};
-use crate::job::JobSpec;
-use crate::trigger::parse_cron;
+use crate::ids::JobId;
 use serde::{Deserialize, Serialize};
+use std::str::FromStr;
 
 /// When a schedule fires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,18 +40,6 @@ pub enum CronZone {
     #[default]
     Local,
     Utc,
-}
-
-/// A schedule as the ledger knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScheduleRecord {
-    pub name: String,
-    pub recurrence: Recurrence,
-    pub template: JobSpec,
-    pub added_ms: u64,
-    pub event: EventId,
-    /// The node that added this version: it (or an admin) may remove it.
-    pub author: NodeId,
 }
 
 impl Recurrence {
@@ -108,6 +95,31 @@ fn last_between<Z: chrono::TimeZone>(
         .map(|t| t.timestamp_millis() as u64)
         .take_while(|t| *t <= now_ms)
         .last()
+}
+
+/// Longest cron expression.
+pub const MAX_CRON_BYTES: usize = 256;
+
+/// A cron expression: 5 fields (minute hour day month weekday) or 6 with
+/// seconds first (7 with years last), at most [`MAX_CRON_BYTES`].
+/// Parsing reads no clock; `Recurrence::latest_due` evaluates it.
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    if expr.len() > MAX_CRON_BYTES {
+        return Err(format!(
+            "cron expression of {} bytes; at most {MAX_CRON_BYTES}",
+            expr.len()
+        ));
+    }
+    let full = match expr.split_whitespace().count() {
+        5 => format!("0 {expr}"),
+        6 | 7 => expr.to_string(),
+        _ => {
+            return Err(format!(
+                "cron {expr:?} must have 5 fields (minute hour day month weekday)"
+            ))
+        }
+    };
+    cron::Schedule::from_str(&full).map_err(|e| format!("cron {expr:?}: {e}"))
 }
 
 /// The job id every submit for `occurrence` gets.

@@ -13,9 +13,9 @@
 //! clocks or decide when a timer is due (the node does) nor run anything.
 
 use crate::ids::{BlobId, EventId, JobId};
+pub use crate::schedule::{parse_cron, MAX_CRON_BYTES};
 use crate::schedule::{Occurrence, Recurrence};
 use serde::{Deserialize, Serialize};
-use std::str::FromStr;
 
 /// Largest queue message (as an Azure Storage queue's).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
@@ -29,8 +29,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const MAX_ATTEMPTS: u32 = 100;
 /// Longest blob-name prefix.
 pub const MAX_PREFIX_BYTES: usize = 256;
-/// Longest cron expression.
-pub const MAX_CRON_BYTES: usize = 256;
 /// Shortest timer interval.
 pub const MIN_INTERVAL_MS: u64 = 1_000;
 /// Longest blob name a put may give.
@@ -240,28 +238,6 @@ pub fn check(triggers: &[Trigger], max_attempts: u32) -> Result<(), TriggerError
         }
     }
     Ok(())
-}
-
-/// A cron expression: 5 fields (minute hour day month weekday) or 6 with
-/// seconds first (7 with years last), at most [`MAX_CRON_BYTES`].
-/// Parsing reads no clock; `Recurrence::latest_due` evaluates it.
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
-    if expr.len() > MAX_CRON_BYTES {
-        return Err(format!(
-            "cron expression of {} bytes; at most {MAX_CRON_BYTES}",
-            expr.len()
-        ));
-    }
-    let full = match expr.split_whitespace().count() {
-        5 => format!("0 {expr}"),
-        6 | 7 => expr.to_string(),
-        _ => {
-            return Err(format!(
-                "cron {expr:?} must have 5 fields (minute hour day month weekday)"
-            ))
-        }
-    };
-    cron::Schedule::from_str(&full).map_err(|e| format!("cron {expr:?}: {e}"))
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 
 use super::Core;
 use crate::function::{FunctionView, Trigger};
-use crate::schedule::{occurrence_job_id, Occurrence, Recurrence, ScheduleRecord};
+use crate::ledger::ScheduleRecord;
+use crate::schedule::{occurrence_job_id, Occurrence, Recurrence};
 use crate::storage::EventStore;
 use crate::time::Millis;
 use crate::trigger::{Cause, Firing, Issuer, Origin};
@@ -113,6 +114,7 @@ impl<S: EventStore> Core<S> {
     /// an admin ranked k-th for the job k heartbeats later.
     fn overdue_jobs(&self, wall_ms: u64) -> Vec<JobId> {
         (self.ledger.jobs())
+            .filter(|j| j.spec.max_wall_clock_ms.is_some())
             .filter(|j| !self.ledger.is_sealed(&j.id) && !self.ledger.is_cancelled(&j.id))
             .filter(|j| self.ledger.may_cancel(&j.id, &self.me))
             .filter(|j| self.progress(&j.id).done() < j.task_count)
