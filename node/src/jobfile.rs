@@ -32,9 +32,9 @@
 //! Local sources and package names need a node to become blob ids: `load`
 //! returns them in a [`JobDraft`] for `submit` to stage and resolve.
 
-use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::exit::{ExitAction, ExitRule};
 use peerbatch_protocol::files::{parse_package_ref, FileRuleError, Input, PackageUse, Source};
+use peerbatch_protocol::job::OnDependencyFailure;
 use peerbatch_protocol::job::{
     Command, JobError, JobSpec, TaskGroup, TaskSpec, DEFAULT_RETENTION_MS, MAX_RETENTION_MS,
     RETAIN_FOREVER,

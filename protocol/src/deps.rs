@@ -6,34 +6,15 @@
 //! dependencies, cycles and more than [`MAX_LISTED_DEPENDENCIES`] listed
 //! edges, and a topological order for folding task states in one pass.
 //! `*` is kept as a mark on its one task, never expanded: the graph holds
-//! O(tasks + listed edges) whatever the job. Must not decide what a
-//! dependency's state means for its dependents; the ledger's fold does.
+//! O(tasks + listed edges) whatever the job. Owns [`JobSpec::validate`]
+//! too, the whole check of a job, since its last step is building this
+//! graph. Must not decide what a dependency's state means for its
+//! dependents ([`crate::job::OnDependencyFailure`]); the ledger's fold
+//! does.
 
 use crate::files::Source;
-use crate::job::{JobError, JobSpec};
-use serde::{Deserialize, Serialize};
+use crate::job::{JobError, JobSpec, MAX_LISTED_DEPENDENCIES};
 use std::collections::HashMap;
-
-/// Most dependencies a job may list in all (each `depends_on` id, each
-/// member of a range, each `from_task` input, per task). `*` counts as
-/// none: it is kept as one mark. Bounds the graph (8 bytes an edge) and
-/// the work of folding it.
-pub const MAX_LISTED_DEPENDENCIES: u64 = 1 << 20;
-
-/// What a dependency that will never succeed (failed, cancelled or
-/// skipped — a task of `depends_on`, or a job of `after`) makes of the
-/// tasks waiting for it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OnDependencyFailure {
-    /// They are skipped (never run); the job can still succeed otherwise.
-    #[default]
-    Skip,
-    /// They fail, and so does their job.
-    Fail,
-    /// They run anyway, as if it had succeeded (Azure Batch's `satisfy`):
-    /// for a reducer or a report that should see what did work.
-    Run,
-}
 
 /// How many of a task's dependencies succeeded, and how many ended
 /// without success (failed, cancelled, skipped); the rest are waited for.
@@ -207,6 +188,15 @@ impl DepGraph {
     /// Edges held (listed dependencies; `*` holds none).
     pub fn edges(&self) -> usize {
         self.deps.targets.len()
+    }
+}
+
+impl JobSpec {
+    /// Checks what every node will rely on when it expands the job: its
+    /// tasks ([`JobSpec::validate_tasks`]) and its dependency graph.
+    pub fn validate(&self) -> Result<(), JobError> {
+        self.validate_tasks()?;
+        DepGraph::build(self).map(|_| ())
     }
 }
 

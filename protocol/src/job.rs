@@ -122,7 +122,28 @@ pub struct JobSpec {
     /// Jobs every task of which must succeed before any task of this one
     /// starts.
     pub after: Vec<JobId>,
-    pub on_dependency_failure: crate::deps::OnDependencyFailure,
+    pub on_dependency_failure: OnDependencyFailure,
+}
+
+/// Most dependencies a job may list in all (each `depends_on` id, each
+/// member of a range, each `from_task` input, per task). `*` counts as
+/// none: it is kept as one mark. Bounds the graph (8 bytes an edge) and
+/// the work of folding it.
+pub const MAX_LISTED_DEPENDENCIES: u64 = 1 << 20;
+
+/// What a dependency that will never succeed (failed, cancelled or
+/// skipped — a task of `depends_on`, or a job of `after`) makes of the
+/// tasks waiting for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnDependencyFailure {
+    /// They are skipped (never run); the job can still succeed otherwise.
+    #[default]
+    Skip,
+    /// They fail, and so does their job.
+    Fail,
+    /// They run anyway, as if it had succeeded (Azure Batch's `satisfy`):
+    /// for a reducer or a report that should see what did work.
+    Run,
 }
 
 /// One task of a job with its placeholders filled in.
@@ -166,7 +187,7 @@ pub enum JobError {
     SelfDependency(String),
     #[error("the dependencies form a cycle through task {0:?}")]
     Cycle(String),
-    #[error("the job lists more than {} dependencies in all (ids, range members and from_task inputs, counted per task); wait for every other task with \"*\" or for a whole job with `after`", crate::deps::MAX_LISTED_DEPENDENCIES)]
+    #[error("the job lists more than {} dependencies in all (ids, range members and from_task inputs, counted per task); wait for every other task with \"*\" or for a whole job with `after`", MAX_LISTED_DEPENDENCIES)]
     TooManyDependencies,
     #[error("task {0:?}: a task needs at least one slot")]
     ZeroSlots(String),
@@ -347,8 +368,9 @@ impl JobSpec {
         (self.retention_ms != RETAIN_FOREVER).then_some(self.retention_ms)
     }
 
-    /// Checks what every node will rely on when it expands the job.
-    pub fn validate(&self) -> Result<(), JobError> {
+    /// Checks what every node will rely on when it expands the job's
+    /// tasks; [`JobSpec::validate`] (in `deps`) adds its dependency graph.
+    pub(crate) fn validate_tasks(&self) -> Result<(), JobError> {
         let size = crate::codec::encoded_len(self);
         if size > MAX_JOB_BYTES {
             return Err(JobError::TooLarge(size));
@@ -410,7 +432,7 @@ impl JobSpec {
                 }
             }
         }
-        crate::deps::DepGraph::build(self).map(|_| ())
+        Ok(())
     }
 
     /// The task at position `index` of the expansion, placeholders filled.
@@ -693,9 +715,6 @@ mod tests {
         assert_eq!(t.id, "sim-0.2-b");
         assert_eq!(t.command, Command::Shell("run --alpha 0.2 b.mp4 #4".into()));
         assert_eq!(job.position_of("sim-0.1-c"), Some(3));
-        let graph = crate::deps::DepGraph::build(&job).unwrap().unwrap();
-        assert!(graph.waits_for_all(7), "`*` waits for every other task");
-        assert_eq!(graph.dep_count(7), 7);
 
         let bad = |axes| {
             JobSpec::new(

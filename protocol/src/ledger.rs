@@ -19,12 +19,12 @@ mod forget;
 mod seal;
 
 use crate::codec;
-use crate::deps::{DepGraph, OnDependencyFailure, Tally};
+use crate::deps::{DepGraph, Tally};
 use crate::event::{Claim, Event, EventBody, NodeInfo, SideResult, TaskResult};
 use crate::exit::{verdict, ExitAction, Verdict};
 use crate::gang::{GangFacts, GangView};
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
-use crate::job::JobSpec;
+use crate::job::{JobSpec, OnDependencyFailure};
 use crate::schedule::Recurrence;
 use crate::sync::Fingerprints;
 use crate::trigger::{Firing, Issuer, Origin};

@@ -3,8 +3,8 @@
 //! the driver by hand.
 
 use peerbatch_protocol::core::Destination;
-use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::event::event_id;
+use peerbatch_protocol::job::OnDependencyFailure;
 use peerbatch_protocol::sync::Fingerprints;
 use peerbatch_protocol::{
     Action, BlobId, Command, Config, Core, Event, EventBody, EventId, Identity, JobId, JobSpec,

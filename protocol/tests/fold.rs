@@ -2,9 +2,9 @@
 //! that turn facts into task state (claim winners, canonical results,
 //! retries, reclaims, cancellation).
 
-use peerbatch_protocol::deps::OnDependencyFailure;
 use peerbatch_protocol::event::{event_id, Claim};
 use peerbatch_protocol::hrw;
+use peerbatch_protocol::job::OnDependencyFailure;
 use peerbatch_protocol::ledger::job_id_of;
 use peerbatch_protocol::SeededRng;
 use peerbatch_protocol::{

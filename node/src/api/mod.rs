@@ -248,7 +248,7 @@ async fn openapi() -> Json<serde_json::Value> {
 
 /// A job as the API shows it.
 fn job_of(entry: JobEntry) -> Job {
-    use peerbatch_protocol::deps::OnDependencyFailure as F;
+    use peerbatch_protocol::job::OnDependencyFailure as F;
     use types::OnDependencyFailure;
     let (record, p) = (&entry.record, &entry.progress);
     Job {
