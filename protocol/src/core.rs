@@ -260,7 +260,15 @@ pub struct Core<S> {
     author_keys: BTreeMap<NodeId, VerifyingKey>,
     rng: SeededRng,
     membership: membership::Membership,
+    /// No new claims: outside the node's availability policy or drained
+    /// by request (the two below), announced to peers.
     draining: bool,
+    /// Local only: the driver's availability policy says no new tasks
+    /// (see [`Core::set_unavailable`]).
+    unavailable: bool,
+    /// The ledger asks this node to drain, as judged at the last wall
+    /// check (`core::wall`).
+    drain_requested: bool,
     /// Local only: no new claims while set (see [`Core::set_paused`]).
     paused: bool,
     addrs: Vec<String>,
@@ -333,6 +341,8 @@ impl<S: EventStore> Core<S> {
             rng: SeededRng::seed_from_u64(rng_seed),
             membership,
             draining: false,
+            unavailable: false,
+            drain_requested: false,
             paused: false,
             addrs: Vec::new(),
             views: BTreeMap::new(),
@@ -392,6 +402,8 @@ impl<S: EventStore> Core<S> {
             }
         }
         if let Some(info) = core.ledger.node(&me) {
+            // Until the first wall check and the driver judge it again.
+            core.drain_requested = info.draining;
             core.draining = info.draining;
         }
         core.update_eligible(now);
@@ -851,12 +863,28 @@ impl<S: EventStore> Core<S> {
         self.paused
     }
 
-    pub fn set_draining(&mut self, now: Millis, draining: bool) {
+    /// Whether the node's availability policy (hours, load, idle; the
+    /// driver judges it) keeps it from taking new tasks. A drain asked
+    /// through the ledger is the core's to judge (`core::wall`).
+    pub fn set_unavailable(&mut self, now: Millis, unavailable: bool) {
+        self.unavailable = unavailable;
+        self.refresh_draining();
+        self.after_input(now);
+    }
+
+    /// Whether the ledger asks this node to drain (as of the last wall
+    /// check).
+    pub fn drain_requested(&self) -> bool {
+        self.drain_requested
+    }
+
+    /// Announces a change of `draining` from its two causes.
+    fn refresh_draining(&mut self) {
+        let draining = self.unavailable || self.drain_requested;
         if self.draining != draining {
             self.draining = draining;
             self.announce_due = true;
         }
-        self.after_input(now);
     }
 
     /// The addresses peers can dial this node at, announced in the ledger

@@ -436,7 +436,7 @@ fn a_node_announce_makes_its_sender_eligible_and_draining_stops_claims() {
             version: String::new(),
         })
     );
-    a.core.set_draining(Millis(2), true);
+    a.core.set_unavailable(Millis(2), true);
     let sent = a.pump();
     deliver(3, &a, &sent, &mut b);
     assert!(b.core.ledger().node(&a.id()).expect("announced").draining);

@@ -89,6 +89,9 @@ pub struct Driver {
     jobprep: Option<JobPrep>,
     /// Why this node offers no slots now (drained, outside its policy).
     unavailable: Option<String>,
+    /// Whether the availability policy kept this node from new tasks at
+    /// the last tick.
+    outside_policy: bool,
     /// Fetch requests being answered at once.
     serving: Arc<Semaphore>,
     /// Peers' `LiveLog` requests waiting for bytes.
@@ -143,6 +146,7 @@ impl Driver {
             start_done: None,
             jobprep: None,
             unavailable: None,
+            outside_policy: false,
             serving: Arc::new(Semaphore::new(SERVING)),
             live_polls: Arc::new(Semaphore::new(crate::live_logs::MAX_POLLS)),
             chunks,
@@ -238,35 +242,32 @@ impl Driver {
         self.side_work_tick();
     }
 
-    /// Drains or resumes this node as requested and as its policy says.
+    /// Tells the core whether the availability policy lets this node take
+    /// new tasks (a drain asked through the ledger is the core's to judge)
+    /// and keeps the reason `status` shows.
     fn availability_tick(&mut self) {
-        let me = self.core.node_id();
-        let requested = self.core.ledger().drain_requested(&me, wall_ms()) == Some(true);
         let (_, running) = self.core.local_load();
-        let reason = if requested {
-            Some("drained by request".to_string())
-        } else {
-            self.policy.outside(
-                local_minute(),
-                other_load_per_cpu(running),
-                self.policy.idle_secs(),
-            )
-        };
-        if reason.is_some() == self.unavailable.is_some() {
-            // No change of availability; `status` shows the newest reason.
-            self.unavailable = reason;
-            return;
-        }
+        let outside = self.policy.outside(
+            local_minute(),
+            other_load_per_cpu(running),
+            self.policy.idle_secs(),
+        );
         let now = self.now();
-        match &reason {
-            Some(why) => tracing::info!("not taking new tasks: {why}"),
-            None => tracing::info!("taking tasks again"),
+        if outside.is_some() != self.outside_policy {
+            match &outside {
+                Some(why) => tracing::info!("not taking new tasks: {why}"),
+                None => tracing::info!("taking tasks again"),
+            }
+            self.outside_policy = outside.is_some();
+            self.core.set_unavailable(now, self.outside_policy);
+            if self.outside_policy && self.policy.on_leave == OnLeave::Requeue {
+                self.core.requeue_local(now);
+            }
         }
-        self.core.set_draining(now, reason.is_some());
-        if reason.is_some() && !requested && self.policy.on_leave == OnLeave::Requeue {
-            self.core.requeue_local(now);
-        }
-        self.unavailable = reason;
+        self.unavailable = match self.core.drain_requested() {
+            true => Some("drained by request".to_string()),
+            false => outside,
+        };
     }
 
     /// Bounds the chunk store (see `store::reclaim`).

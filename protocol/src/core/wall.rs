@@ -1,8 +1,9 @@
 //! Decisions the core takes on the wall clock, which the driver (or the
 //! simulator) passes in with each timeout: firing the due occurrence of
 //! each schedule and of each function's timer triggers, cancelling jobs
-//! past their `max_wall_clock`, and forgetting jobs past their retention
-//! (`core::forget`).
+//! past their `max_wall_clock`, forgetting jobs past their retention
+//! (`core::forget`), and draining or resuming this node as the ledger's
+//! newest due request says.
 //!
 //! Owns when these are judged (every `Config::wall_check_ms`) and who
 //! acts: for an occurrence, the node ranked first for the job's task 0
@@ -40,6 +41,8 @@ impl<S: EventStore> Core<S> {
             self.cancel(now, job);
         }
         self.forget_due(wall_ms);
+        self.drain_requested = self.ledger.drain_requested(&self.me, wall_ms) == Some(true);
+        self.refresh_draining();
     }
 
     /// Whether `at_ms + rank · step` has passed for the job `job`'s task 0.
