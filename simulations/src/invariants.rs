@@ -10,7 +10,10 @@
 //! change the world: it only reads cores.
 
 use crate::disk::SimStore;
-use peerbatch_protocol::{codec, Core, Event, EventId, JobId, Ledger, NodeId, TaskState};
+use peerbatch_protocol::exit::{verdict, Verdict};
+use peerbatch_protocol::job::OnDependencyFailure;
+use peerbatch_protocol::ledger::JobRecord;
+use peerbatch_protocol::{codec, Core, Event, EventId, JobId, Ledger, NodeId, TaskState, TaskView};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What one node has shown of one task so far.
@@ -18,6 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Seen {
     attempt: u32,
     terminal: bool,
+    /// Ended only because what it waits for failed (skipped or failed
+    /// without a result of its own): a late success of that dependency
+    /// (a reclaimed last attempt's result, say) reopens it.
+    provisional: bool,
 }
 
 /// What one node has shown so far, per job by task index.
@@ -27,6 +34,10 @@ pub struct Watch {
     done: BTreeMap<JobId, u32>,
     /// Jobs the node forgot (invariant 8): never shown again.
     forgot: BTreeSet<JobId>,
+    /// Its claims when it was first seen draining, while it still is.
+    drained_claims: Option<u64>,
+    /// Since when (world time) its ledger has said whether to drain.
+    asked: Option<(u64, bool)>,
 }
 
 /// A submitted job: its id, task count and max retries.
@@ -38,6 +49,51 @@ pub struct Job {
 }
 
 impl Watch {
+    /// Cheap, after every input: a draining node claims nothing.
+    pub fn check_draining(&mut self, core: &Core<SimStore>) -> Result<(), String> {
+        let claims = core.stats().claims;
+        match (core.draining(), self.drained_claims) {
+            (true, Some(before)) if claims > before => Err(format!(
+                "drain: claimed {} tasks while draining",
+                claims - before
+            )),
+            (true, None) => {
+                self.drained_claims = Some(claims);
+                Ok(())
+            }
+            (true, Some(_)) => Ok(()),
+            (false, _) => {
+                self.drained_claims = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// A node whose own ledger has said for `lag` ms of world time,
+    /// judged at its wall clock `wall_ms`, that it should drain (or not)
+    /// does as it says (nothing else drains a simulated node).
+    pub fn check_drain_request(
+        &mut self,
+        core: &Core<SimStore>,
+        now: u64,
+        wall_ms: u64,
+        lag: u64,
+    ) -> Result<(), String> {
+        let asked = core.ledger().drain_requested(&core.node_id(), wall_ms) == Some(true);
+        match self.asked {
+            Some((since, was)) if was == asked => {
+                if now >= since + lag && core.draining() != asked {
+                    return Err(format!(
+                        "drain: its ledger has asked it since {since} ms to {}, and it does not",
+                        if asked { "drain" } else { "take tasks" }
+                    ));
+                }
+            }
+            _ => self.asked = Some((now, asked)),
+        }
+        Ok(())
+    }
+
     /// Cheap, after every input: terminal counts per job never drop.
     pub fn check_counts(&mut self, core: &Core<SimStore>, jobs: &[Job]) -> Result<(), String> {
         if let Some(back) = self.forgot.iter().find(|j| core.ledger().job(j).is_some()) {
@@ -48,7 +104,9 @@ impl Watch {
         for job in jobs.iter().filter(|j| !self.forgot.contains(&j.id)) {
             let done = core.progress(&job.id).done();
             let before = self.done.insert(job.id, done).unwrap_or(0);
-            if done < before {
+            // A job that waits may reopen tasks (see `Seen::provisional`);
+            // `check_tasks` checks those one by one.
+            if done < before && !waits(core, &job.id) {
                 return Err(format!(
                     "monotonic: job {} went from {before} to {done} terminal tasks",
                     job.id
@@ -86,7 +144,7 @@ impl Watch {
                 }
                 let terminal = v.state.terminal();
                 let seen = &mut seen_job[v.task.index as usize];
-                if seen.terminal && !terminal {
+                if seen.terminal && !terminal && !seen.provisional {
                     return Err(format!(
                         "monotonic: {:?} left a terminal state: {v:?}",
                         v.task
@@ -100,7 +158,8 @@ impl Watch {
                         v.task, seen.attempt, v.attempt
                     ));
                 }
-                seen.terminal |= terminal;
+                seen.terminal = terminal || (seen.terminal && !seen.provisional);
+                seen.provisional = terminal && provisional(core, &v);
                 if !terminal {
                     seen.attempt = v.attempt;
                 }
@@ -214,6 +273,26 @@ pub fn check_convergence(cores: &[(usize, &Core<SimStore>)]) -> Result<(), Strin
     Ok(())
 }
 
+/// Whether job `job` waits for something: tasks of its own or `after` jobs.
+fn waits(core: &Core<SimStore>, job: &JobId) -> bool {
+    (core.ledger().job(job)).is_some_and(|r| r.deps.is_some() || !r.spec.after.is_empty())
+}
+
+/// Whether a terminal view ended only because what it waits for failed.
+fn provisional(core: &Core<SimStore>, v: &TaskView) -> bool {
+    let by_dependency = matches!(
+        (v.state, &v.result),
+        (TaskState::Skipped | TaskState::Failed, None)
+    );
+    by_dependency && waits(core, &v.task.job)
+}
+
+/// What a task's canonical result means under its exit-code rules.
+fn judged(record: &JobRecord, v: &TaskView) -> Option<Verdict> {
+    let rules = &record.spec.template(v.task.index)?.exit_codes;
+    Some(verdict(&v.result.as_ref()?.outcome, rules))
+}
+
 /// The end state, every node live with the same events: every task
 /// terminal with one canonical result, the same on every node that has
 /// not forgotten its job.
@@ -240,14 +319,28 @@ pub fn check_end(
                 job.tasks
             ));
         }
+        let Some(record) = first.ledger().job(&job.id) else {
+            return Err(format!("liveness: job {} is not known", job.id));
+        };
+        let fail_job = views
+            .iter()
+            .any(|v| judged(record, v) == Some(Verdict::FailJob));
         for v in &views {
+            let waits = record.deps.is_some() || !record.spec.after.is_empty();
+            let unmet = |rule| waits && record.spec.on_dependency_failure == rule;
             let ok = match (&v.state, &v.result) {
-                (TaskState::Succeeded, Some(r)) => r.outcome.success(),
-                (TaskState::Failed, Some(r)) => {
-                    !r.outcome.success() && r.attempt == job.max_retries
+                (TaskState::Succeeded, Some(_)) => judged(record, v) == Some(Verdict::Success),
+                (TaskState::Failed, Some(r)) => match judged(record, v) {
+                    Some(Verdict::FailTask | Verdict::FailJob) => true,
+                    Some(Verdict::Retry) => r.attempt == job.max_retries,
+                    _ => false,
+                },
+                // Reclaimed at its last attempt, or what it waits for
+                // failed.
+                (TaskState::Failed, None) => {
+                    v.attempt == job.max_retries || unmet(OnDependencyFailure::Fail)
                 }
-                // Reclaimed at its last attempt.
-                (TaskState::Failed, None) => v.attempt == job.max_retries,
+                (TaskState::Skipped, None) => fail_job || unmet(OnDependencyFailure::Skip),
                 (TaskState::Cancelled, None) => first.ledger().is_cancelled(&job.id),
                 _ => false,
             };

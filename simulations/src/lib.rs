@@ -27,6 +27,7 @@ mod invariants;
 mod network;
 mod report;
 mod shrink;
+mod starts;
 mod streams;
 mod trace;
 mod workload;

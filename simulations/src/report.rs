@@ -15,6 +15,8 @@ pub struct Injected {
     pub wipes: u32,
     pub clock_jumps: u32,
     pub cancels: u32,
+    /// Drains and resumes asked through the ledger.
+    pub drains: u32,
     /// Writes lost because a crash came before their flush.
     pub unflushed_lost: u64,
     /// Events (or malformed messages) the faulty member sent.
@@ -26,7 +28,7 @@ impl Injected {
     /// Every fault, each message fault counted once.
     pub fn total(&self) -> u64 {
         u64::from(self.partitions + self.flaps + self.crashes + self.wipes + self.clock_jumps)
-            + u64::from(self.cancels)
+            + u64::from(self.cancels + self.drains)
             + self.unflushed_lost
             + self.forged
             + self.net.dropped
@@ -142,7 +144,7 @@ impl fmt::Display for Report {
             "seed {}: {} nodes, {} tasks: healed at {:.3} s, terminal everywhere at {:.3} s, \
              converged at {:.3} s simulated, wall {:.3} s; {} messages ({} dropped, {} duplicated, \
              {} reordered); {} partitions ({} flaps), {} crashes, {} wipes, {} clock jumps, \
-             {} cancels, {} unflushed writes lost, {} forged; {} events, {} attempts started, \
+             {} cancels, {} drains, {} unflushed writes lost, {} forged; {} events, {} attempts started, \
              {} duplicates ({:.1} per 1000 tasks; {} of an attempt already started), \
              {} fenced, {} failed, {} cancelled; death→rerun {} ({} while the dead node was down); \
              heal→converge {}; digest {}",
@@ -163,6 +165,7 @@ impl fmt::Display for Report {
             i.wipes,
             i.clock_jumps,
             i.cancels,
+            i.drains,
             i.unflushed_lost,
             i.forged,
             self.events,

@@ -32,6 +32,12 @@ pub enum Stream {
     Forget,
     /// Which jobs have a `max_wall_clock`, and how long.
     Deadline,
+    /// What jobs wait for (a reducer, `after`) and their exit-code rules.
+    Deps,
+    /// The exit codes of failing attempts under exit-code rules.
+    ExitCode,
+    /// Whether a node is drained (and resumed) by request, which, when.
+    Drain,
 }
 
 impl Stream {

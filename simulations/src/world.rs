@@ -17,6 +17,7 @@ use crate::faulty::Faulty;
 use crate::invariants::{check_authority, check_convergence, check_end, Job, Watch};
 use crate::network::{CutKind, Network};
 use crate::report::{Injected, Report, Spread, Violation};
+use crate::starts::check_start;
 use crate::streams::Stream;
 use crate::trace::Trace;
 use crate::workload::{plan, Executor, JobPlan};
@@ -74,6 +75,11 @@ enum Item {
     },
     Cancel {
         job: usize,
+    },
+    /// A node asks through the ledger to be drained, or resumed.
+    Drain {
+        node: usize,
+        drain: bool,
     },
     /// A job's `max_wall_clock` has passed on its submitter's clock (and
     /// the core has had time to judge it).
@@ -320,6 +326,12 @@ impl Sim {
         self.now + self.nodes[node].wall_ahead_ms
     }
 
+    /// The id of job `job`, once it was submitted (acknowledged or not).
+    fn submitted_id(&self, job: usize) -> Option<JobId> {
+        let unacked = self.unacked.iter().find(|u| u.0 == job).map(|u| u.3.id);
+        self.jobs[job].map(|j| j.id).or(unacked)
+    }
+
     fn submitted(&self) -> Vec<Job> {
         self.jobs.iter().flatten().copied().collect()
     }
@@ -414,6 +426,22 @@ impl Sim {
             let at = f.pause_ms();
             self.push(at, Item::Forge);
         }
+        self.schedule_drain();
+    }
+
+    /// In half the runs, one node is drained by its own request within the
+    /// fault window and resumed later, from its own stream.
+    fn schedule_drain(&mut self) {
+        let mut rng = Stream::Drain.rng(self.cfg.seed);
+        let window = self.cfg.fault_window_ms.max(2);
+        if !rng.gen_bool(0.5) {
+            return;
+        }
+        let node = rng.gen_range(0..self.nodes.len());
+        let at = rng.gen_range(0..=window / 2);
+        let until = at + rng.gen_range(1..=window / 2);
+        self.push(at, Item::Drain { node, drain: true });
+        self.push(until, Item::Drain { node, drain: false });
     }
 
     fn lease(&self) -> u64 {
@@ -515,6 +543,7 @@ impl Sim {
             }
             Item::Submit { job } => self.submit(job)?,
             Item::Cancel { job } => self.cancel(job)?,
+            Item::Drain { node, drain } => self.drain(node, drain)?,
             Item::Deadline { job, node, id } => self.check_deadline(job, node, id)?,
             Item::Partition { kind } => {
                 let mut rng = std::mem::replace(&mut self.faults, Stream::Faults.rng(0));
@@ -561,6 +590,7 @@ impl Sim {
             Item::Check => {
                 self.ack_submits();
                 self.check_healing();
+                self.check_drains()?;
                 if self.now.is_multiple_of(self.scan_every_ms) {
                     self.check_all()?;
                 }
@@ -577,9 +607,10 @@ impl Sim {
         let node = self.random_node(|_| true);
         let plan = self.plans[job].clone();
         let (now, wall) = (self.local(node), self.wall(node));
+        let after = plan.waits.after.and_then(|j| self.submitted_id(j));
         let (id, event) = self
             .core(node)
-            .submit(now, plan.spec(job), wall)
+            .submit(now, plan.spec(job, after), wall)
             .map_err(|e| format!("workload: submit refused: {e}"))?;
         self.trace.step(self.now, b's', &[job as u64], || {
             format!(
@@ -740,6 +771,43 @@ impl Sim {
         }
     }
 
+    /// Asks, from the node itself, that it drain or resume; a node that
+    /// is down asks once it is back.
+    fn drain(&mut self, node: usize, drain: bool) -> Result<(), String> {
+        if self.nodes[node].core.is_none() {
+            self.push(self.now + 1_000, Item::Drain { node, drain });
+            return Ok(());
+        }
+        let (now, wall, me) = (self.local(node), self.wall(node), self.nodes[node].id);
+        if !self.core(node).request_drain(now, me, drain, wall) {
+            return Err(format!("drain: node {node} may not drain itself"));
+        }
+        self.injected.drains += 1;
+        self.trace
+            .step(self.now, b'D', &[node as u64, u64::from(drain)], || {
+                format!(
+                    "node {node} asks to {}",
+                    if drain { "drain" } else { "resume" }
+                )
+            });
+        self.pump(node)
+    }
+
+    /// Every live node drains or takes tasks as its own ledger has said
+    /// for two wall checks (and a margin for its clock's skew).
+    fn check_drains(&mut self) -> Result<(), String> {
+        let lag = 2 * self.cfg.core.wall_check_ms + 100;
+        for i in 0..self.nodes.len() {
+            let wall = self.wall(i);
+            let n = &mut self.nodes[i];
+            if let Some(core) = n.core.as_ref() {
+                (n.watch.check_drain_request(core, self.now, wall, lag))
+                    .map_err(|e| format!("{e} (node {i})"))?;
+            }
+        }
+        Ok(())
+    }
+
     fn heal_partition(&mut self) {
         self.net.heal();
         self.trace
@@ -893,13 +961,15 @@ impl Sim {
         let Some(core) = n.core.as_ref() else {
             return Ok(());
         };
-        let checked = n.watch.check_counts(core, &jobs).and_then(|()| {
-            if self.cfg.check_every_step {
-                n.watch.check_tasks(core, &jobs)
-            } else {
-                Ok(())
-            }
-        });
+        let checked = (n.watch.check_counts(core, &jobs))
+            .and_then(|()| n.watch.check_draining(core))
+            .and_then(|()| {
+                if self.cfg.check_every_step {
+                    n.watch.check_tasks(core, &jobs)
+                } else {
+                    Ok(())
+                }
+            });
         checked.map_err(|e| format!("{e} (node {node})"))
     }
 
@@ -991,8 +1061,16 @@ impl Sim {
                         self.orphaned.remove(&task);
                     }
                 }
+                let core = self.nodes[node].core.as_ref().expect("live");
+                check_start(core, task, attempt).map_err(|e| format!("{e} (node {node})"))?;
+                let rules = (core.ledger().job(&task.job)).is_some_and(|j| {
+                    j.spec
+                        .groups
+                        .iter()
+                        .any(|g| !g.spec().exit_codes.is_empty())
+                });
                 *self.started.entry((task, attempt, rank)).or_default() += 1;
-                let (duration_ms, outcome) = self.exec.next();
+                let (duration_ms, outcome) = self.exec.next(rules);
                 let token = self.token();
                 self.trace.step(
                     self.now,
