@@ -22,7 +22,12 @@ fn must_pass(cfg: &SimConfig) -> Report {
 /// waiting for each other's nodes); 7, 31, 59, 63, 74, 103, 142 and 193 a
 /// faulty member forging events (invariant 7); 11, 31, 59, 71, 83, 121,
 /// 142, 146, 172, 193 and 195 forgetting (invariant 8); 7, 11, 65, 74, 75,
-/// 79, 83, 103, 121, 146, 172 and 195 jobs with a `max_wall_clock`. (The
+/// 79, 83, 103, 121, 146, 172 and 195 jobs with a `max_wall_clock`; 11, 31,
+/// 59, 63, 65, 71, 74, 75, 83, 103, 121, 193 and 195 a task waiting for
+/// every other; 11, 31, 63, 74, 75, 83, 103, 121, 146, 193 and 195 a job
+/// `after` another; 7, 11, 59, 63, 65, 71, 74, 75, 83, 103, 121, 193 and
+/// 195 exit-code rules; 31, 63, 65, 71, 79, 103, 121, 146, 172 and 193 a
+/// node drained and resumed by request. (The
 /// seeds were picked again when the simulator's RNG became ChaCha8: a seed
 /// number names another run than before.)
 const CI_SEEDS: [u64; 18] = [
