@@ -29,16 +29,20 @@ use crate::validate::{
 };
 use crate::wire::Message;
 use crate::SeededRng;
+use availability::Availability;
 use ed25519_dalek::VerifyingKey;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use timers::{Every, Timers};
 
 mod antientropy;
+mod availability;
 mod batch;
 mod forget;
 mod gangs;
 mod membership;
 mod queues;
+mod timers;
 mod wall;
 
 pub use membership::{Liveness, PeerState};
@@ -260,17 +264,8 @@ pub struct Core<S> {
     author_keys: BTreeMap<NodeId, VerifyingKey>,
     rng: SeededRng,
     membership: membership::Membership,
-    /// No new claims: outside the node's availability policy or drained
-    /// by request (the two below), announced to peers.
-    draining: bool,
-    /// Local only: the driver's availability policy says no new tasks
-    /// (see [`Core::set_unavailable`]).
-    unavailable: bool,
-    /// The ledger asks this node to drain, as judged at the last wall
-    /// check (`core::wall`).
-    drain_requested: bool,
-    /// Local only: no new claims while set (see [`Core::set_paused`]).
-    paused: bool,
+    /// Whether it takes new tasks, and what it announces of that.
+    availability: Availability,
     addrs: Vec<String>,
     views: BTreeMap<TaskRef, TaskView>,
     /// How each task's dependencies stand by `views`, kept as they change
@@ -293,24 +288,19 @@ pub struct Core<S> {
     waiters: BTreeMap<JobId, BTreeSet<JobId>>,
     /// Gang tasks whose invite names this node, to answer.
     invites: BTreeSet<TaskRef>,
-    /// When the first primary here invites its gang again.
-    gang_wake: Option<Millis>,
     running: u32,
     /// Slots, memory and GPUs the running attempts take.
     in_use: Amount,
     avg_task_ms: Option<f64>,
     batch: batch::Batcher,
     announce_due: bool,
-    /// When eligibility and leases are next checked.
-    next_scan: Millis,
-    /// When the wall-clock work is next judged (`core::wall`).
-    next_wall: Millis,
-    next_sync: Millis,
     resync: BTreeSet<NodeId>,
     transmits: VecDeque<Transmit>,
     persists: VecDeque<(EventId, Vec<u8>)>,
     forgetting: VecDeque<crate::storage::Forgetting>,
     actions: VecDeque<Action>,
+    /// When the scan, sync round, wall check and gang re-invite are due.
+    timers: Timers,
     stats: Stats,
 }
 
@@ -340,10 +330,7 @@ impl<S: EventStore> Core<S> {
             author_keys: BTreeMap::new(),
             rng: SeededRng::seed_from_u64(rng_seed),
             membership,
-            draining: false,
-            unavailable: false,
-            drain_requested: false,
-            paused: false,
+            availability: Availability::default(),
             addrs: Vec::new(),
             views: BTreeMap::new(),
             dep_tallies: BTreeMap::new(),
@@ -357,15 +344,12 @@ impl<S: EventStore> Core<S> {
             waiting: VecDeque::new(),
             invites: BTreeSet::new(),
             waiters: BTreeMap::new(),
-            gang_wake: None,
             running: 0,
             in_use: Amount::default(),
             avg_task_ms: None,
             batch: batch::Batcher::default(),
             announce_due: true,
-            next_scan: now,
-            next_wall: now,
-            next_sync: now.plus(0),
+            timers: Timers::new(now),
             resync: BTreeSet::new(),
             transmits: VecDeque::new(),
             persists: VecDeque::new(),
@@ -403,8 +387,7 @@ impl<S: EventStore> Core<S> {
         }
         if let Some(info) = core.ledger.node(&me) {
             // Until the first wall check and the driver judge it again.
-            core.drain_requested = info.draining;
-            core.draining = info.draining;
+            core.availability = Availability::restored(info.draining);
         }
         core.update_eligible(now);
         for job in touched_jobs {
@@ -502,7 +485,7 @@ impl<S: EventStore> Core<S> {
     }
 
     pub fn draining(&self) -> bool {
-        self.draining
+        self.availability.draining()
     }
 
     // ----- inputs -----
@@ -578,13 +561,11 @@ impl<S: EventStore> Core<S> {
         // the silence was this node's, before leases are judged.
         self.membership.tick(now);
         self.membership_news(now);
-        if now >= self.next_scan {
-            self.next_scan = now.plus(self.cfg.heartbeat_ms);
+        if self.timers.due(Every::Scan, now, self.cfg.heartbeat_ms) {
             self.update_eligible_and_queues(now);
             self.scan_leases(now);
         }
-        if now >= self.next_sync {
-            self.next_sync = now.plus(self.cfg.sync_ms);
+        if self.timers.due(Every::Sync, now, self.cfg.sync_ms) {
             let connected: Vec<NodeId> = self
                 .membership
                 .peers()
@@ -855,36 +836,26 @@ impl<S: EventStore> Core<S> {
     /// Stops or resumes claiming here without telling the mesh (the node
     /// cannot write its ledger, say). Tasks already claimed run on.
     pub fn set_paused(&mut self, now: Millis, paused: bool) {
-        self.paused = paused;
+        self.availability.set_paused(paused);
         self.after_input(now);
     }
 
     pub fn paused(&self) -> bool {
-        self.paused
+        self.availability.paused()
     }
 
     /// Whether the node's availability policy (hours, load, idle; the
     /// driver judges it) keeps it from taking new tasks. A drain asked
     /// through the ledger is the core's to judge (`core::wall`).
     pub fn set_unavailable(&mut self, now: Millis, unavailable: bool) {
-        self.unavailable = unavailable;
-        self.refresh_draining();
+        self.announce_due |= self.availability.set_unavailable(unavailable);
         self.after_input(now);
     }
 
     /// Whether the ledger asks this node to drain (as of the last wall
     /// check).
     pub fn drain_requested(&self) -> bool {
-        self.drain_requested
-    }
-
-    /// Announces a change of `draining` from its two causes.
-    fn refresh_draining(&mut self) {
-        let draining = self.unavailable || self.drain_requested;
-        if self.draining != draining {
-            self.draining = draining;
-            self.announce_due = true;
-        }
+        self.availability.drain_requested()
     }
 
     /// The addresses peers can dial this node at, announced in the ledger
@@ -957,17 +928,11 @@ impl<S: EventStore> Core<S> {
     }
 
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let mut next = (self.next_scan)
-            .min(self.next_sync)
-            .min(self.next_wall)
-            .min(self.membership.next_wake());
+        let mut next = self.timers.next().min(self.membership.next_wake());
         if let Some(due) = self.batch.due() {
             next = next.min(due);
         }
         if let Some(at) = self.queues.steal_at() {
-            next = next.min(at);
-        }
-        if let Some(at) = self.gang_wake {
             next = next.min(at);
         }
         if let Some(at) = self.finished.values().min() {
@@ -1004,7 +969,7 @@ impl<S: EventStore> Core<S> {
                 memory_mb: self.cfg.memory_mb,
                 gpus: self.cfg.gpus,
                 labels: self.cfg.labels.clone(),
-                draining: self.draining,
+                draining: self.availability.draining(),
                 addrs: self.addrs.clone(),
                 version: self.cfg.version.clone(),
             };
@@ -1030,7 +995,7 @@ impl<S: EventStore> Core<S> {
     }
 
     fn capacity(&self) -> u32 {
-        if self.draining || self.paused || !self.eligible.contains(&self.me) {
+        if !self.availability.willing() || !self.eligible.contains(&self.me) {
             return 0;
         }
         let prefetch = match self.avg_task_ms {
@@ -1067,7 +1032,7 @@ impl<S: EventStore> Core<S> {
             memory_mb: self.cfg.memory_mb,
             gpus: self.cfg.gpus,
             labels: self.cfg.labels.clone(),
-            draining: self.draining,
+            draining: self.availability.draining(),
             addrs: Vec::new(),
             version: String::new(),
         }
@@ -1526,7 +1491,9 @@ impl<S: EventStore> Core<S> {
     }
 
     fn enqueue(&mut self, task: TaskRef, attempt: u32, ready: Millis) {
-        if self.draining || !self.eligible.contains(&self.me) || self.ledger.is_cancelled(&task.job)
+        if self.availability.draining()
+            || !self.eligible.contains(&self.me)
+            || self.ledger.is_cancelled(&task.job)
         {
             return;
         }
@@ -1548,7 +1515,7 @@ impl<S: EventStore> Core<S> {
             .filter(|(id, _)| self.membership.live(id, now))
             .map(|(id, _)| *id)
             .collect();
-        if self.cfg.slots > 0 && !self.draining {
+        if self.cfg.slots > 0 && !self.availability.draining() {
             eligible.push(self.me);
         }
         eligible.sort();

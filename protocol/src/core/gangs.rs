@@ -111,7 +111,7 @@ impl<S: EventStore> Core<S> {
                 None => l.reinvite_at = Some(now.plus(pause)),
             }
         }
-        self.gang_wake = self
+        self.timers.gang = self
             .local
             .values()
             .filter(|l| l.rank == Some(0) && !l.running)
@@ -157,7 +157,7 @@ impl<S: EventStore> Core<S> {
                     claimed.add(l.need);
                 }
             }
-            let willing = !self.draining && !self.paused && claimed.room_for(need, self.limit());
+            let willing = self.availability.willing() && claimed.room_for(need, self.limit());
             let step = if willing {
                 self.local.insert(
                     task,

@@ -13,6 +13,7 @@
 //! makes a firing count once (an occurrence's job id does: `schedule`,
 //! `trigger`) nor read a clock.
 
+use super::timers::Every;
 use super::Core;
 use crate::function::{FunctionView, Trigger};
 use crate::ledger::ScheduleRecord;
@@ -25,10 +26,9 @@ use crate::{JobId, JobSpec, TaskRef};
 impl<S: EventStore> Core<S> {
     /// Judges the wall-clock work if its time has come.
     pub(super) fn wall_tick(&mut self, now: Millis, wall_ms: u64) {
-        if now < self.next_wall {
+        if !self.timers.due(Every::Wall, now, self.cfg.wall_check_ms) {
             return;
         }
-        self.next_wall = now.plus(self.cfg.wall_check_ms);
         let due: Vec<JobSpec> = (self.due_occurrences(wall_ms))
             .chain(self.due_timers(wall_ms))
             .collect();
@@ -41,8 +41,8 @@ impl<S: EventStore> Core<S> {
             self.cancel(now, job);
         }
         self.forget_due(wall_ms);
-        self.drain_requested = self.ledger.drain_requested(&self.me, wall_ms) == Some(true);
-        self.refresh_draining();
+        let asked = self.ledger.drain_requested(&self.me, wall_ms) == Some(true);
+        self.announce_due |= self.availability.set_drain_requested(asked);
     }
 
     /// Whether `at_ms + rank · step` has passed for the job `job`'s task 0.
