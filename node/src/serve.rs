@@ -312,6 +312,7 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on --api {}", opts.api))?;
     let api_addr = listener.local_addr()?;
+    let functions_listener = bind_functions(&dir, &opts, tls.as_ref()).await?;
     let api_url = api::tls::api_url(api_addr, tls.as_ref());
     paths::write_private(&dir.api_file(), api_url.as_bytes())?;
     let task_tokens = crate::task_tokens::TaskTokens::default();
@@ -383,8 +384,14 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         login: Default::default(),
         follow: Default::default(),
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        functions_url: functions_listener.as_ref().map(|f| f.url.clone()),
         functions: functions.clone(),
     };
+    if let Some(f) = functions_listener {
+        let app = api::invoke::listener(api_state.clone());
+        tokio::spawn(guard::serve(f.listener, app, f.tls.map(|t| t.acceptor)));
+        tracing::info!("functions listener {}", f.url);
+    }
     let routes = api::router(api_state.clone()).merge(crate::portal::router(api_state));
     let access = guard::Access::new(&token, task_tokens).opening(crate::portal::ROUTES);
     let app = guard::guard(routes, access);
@@ -416,6 +423,32 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     let _ = std::fs::remove_file(dir.api_file());
     tracing::info!("node {peer_id} stopped");
     Ok(())
+}
+
+/// The functions listener `--functions-listen` asks for, bound.
+struct FunctionsListener {
+    listener: tokio::net::TcpListener,
+    tls: Option<api::tls::ApiTls>,
+    /// `http://ADDR` or `https://ADDR`, the port bound if 0 was asked.
+    url: String,
+}
+
+async fn bind_functions(
+    dir: &DataDir,
+    opts: &NodeOpts,
+    api_tls: Option<&api::tls::ApiTls>,
+) -> Result<Option<FunctionsListener>> {
+    let Some(addr) = opts.functions.functions_listen else {
+        return Ok(None);
+    };
+    let (cert, key) = (opts.tls_cert.as_deref(), opts.tls_key.as_deref());
+    let tls = api::tls::for_functions(dir, &addr, api_tls, cert, key)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --functions-listen {addr}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    Ok(Some(FunctionsListener { listener, tls, url }))
 }
 
 /// Starts the network on `listen` — after a wait for approval, the addresses the waiting node

@@ -737,9 +737,11 @@ impl<S: EventStore> Core<S> {
         Ok(Some(id))
     }
 
-    /// Deploys, rolls back or removes a function for the whole mesh;
-    /// refuses a change to a function of another node unless this one is
-    /// an admin, and a rollback or removal of an unknown function.
+    /// Deploys, rolls back or removes a function, or creates or revokes
+    /// one of its keys, for the whole mesh; refuses a change to a function
+    /// of another node unless this one is an admin, a change other than a
+    /// deploy of an unknown function, and a key change the fold would
+    /// ignore (`FunctionView::refuses_key_change`).
     pub fn change_function(
         &mut self,
         now: Millis,
@@ -755,6 +757,7 @@ impl<S: EventStore> Core<S> {
                     owner: f.owner,
                 })
             }
+            Some(f) => f.refuses_key_change(&event)?,
             None if !matches!(event, FunctionEvent::Deployed { .. }) => {
                 return Err(ChangeRefused::Unknown(name))
             }

@@ -1,20 +1,25 @@
 //! Functions as the ledger knows them: deployed handlers, their immutable
 //! versions, and which version each name serves now.
 //!
-//! Owns the function events (deploy, rollback, remove), the checks every
-//! node applies to one alone ([`check`]), and the fold of all of them into
-//! each name's versions ([`Functions`]). A name belongs to the node that
+//! Owns the function events (deploy, rollback, remove, a key created or
+//! revoked), the checks every node applies to one alone ([`check`]), and
+//! the fold of all of them into each name's versions and keys
+//! ([`Functions`]; what a key is, `keys`). A name belongs to the node that
 //! deployed its first version (in `(at_ms, event id)` order): later
-//! deploys, rollbacks and removals count only from that node or an admin,
-//! judged at view time, so the arrival order of events changes nothing.
+//! deploys, rollbacks, removals and key changes count only from that node
+//! or an admin, judged at view time, so the arrival order of events
+//! changes nothing.
 //! Must not run, fetch or route anything (`node/src/functions` does) and
 //! must not read clocks: the caller passes the horizon of acceptable dates.
+
+pub mod keys;
 
 use crate::files::{Input, Source};
 use crate::ids::{BlobId, EventId, NodeId};
 use crate::job::{Command, JobSpec, TaskGroup, TaskSpec};
 pub use crate::trigger::Trigger;
 use crate::trigger::{Firing, Origin};
+use keys::{Key, KeyHash, Keys, MAX_KEYS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -120,6 +125,19 @@ pub enum FunctionEvent {
     },
     /// Serve nothing under this name any more.
     Removed { name: String, at_ms: u64 },
+    /// A key that opens the function to LAN callers, under `label`.
+    KeyCreated {
+        name: String,
+        label: String,
+        hash: KeyHash,
+        at_ms: u64,
+    },
+    /// The key under `label` opens nothing any more.
+    KeyRevoked {
+        name: String,
+        label: String,
+        at_ms: u64,
+    },
 }
 
 impl FunctionEvent {
@@ -127,7 +145,9 @@ impl FunctionEvent {
         match self {
             FunctionEvent::Deployed { name, .. }
             | FunctionEvent::RolledBack { name, .. }
-            | FunctionEvent::Removed { name, .. } => name,
+            | FunctionEvent::Removed { name, .. }
+            | FunctionEvent::KeyCreated { name, .. }
+            | FunctionEvent::KeyRevoked { name, .. } => name,
         }
     }
 
@@ -136,7 +156,9 @@ impl FunctionEvent {
         match self {
             FunctionEvent::Deployed { at_ms, .. }
             | FunctionEvent::RolledBack { at_ms, .. }
-            | FunctionEvent::Removed { at_ms, .. } => *at_ms,
+            | FunctionEvent::Removed { at_ms, .. }
+            | FunctionEvent::KeyCreated { at_ms, .. }
+            | FunctionEvent::KeyRevoked { at_ms, .. } => *at_ms,
         }
     }
 }
@@ -169,6 +191,10 @@ pub enum FunctionError {
     IdleTimeout { name: String, ms: u64 },
     #[error("function {name}: a warm function takes only http calls, not a {kind} trigger; deploy the {kind} trigger without --warm")]
     WarmTrigger { name: String, kind: &'static str },
+    #[error(
+        "function {name}: key label {label:?} must be 1 to 64 letters, digits, `-`, `_` or `.`"
+    )]
+    KeyLabel { name: String, label: String },
 }
 
 /// Why this node may not make a change to a function.
@@ -180,15 +206,28 @@ pub enum ChangeRefused {
     NotOwner { name: String, owner: NodeId },
     #[error("no function {0}")]
     Unknown(String),
+    #[error("function {name} has a key labelled {label:?} already; revoke it first or choose another label")]
+    KeyLabelTaken { name: String, label: String },
+    #[error("function {name} has {MAX_KEYS} keys, the most it may have; revoke one first")]
+    TooManyKeys { name: String },
+    #[error("function {name} has no key labelled {label:?} that is not revoked")]
+    NoKey { name: String, label: String },
 }
 
 /// Checks one function event against the rules every node applies.
 pub fn check(event: &FunctionEvent) -> Result<(), FunctionError> {
     check_name(event.name())?;
-    let FunctionEvent::Deployed { name, spec, .. } = event else {
-        return Ok(());
-    };
-    check_spec(name, spec)
+    match event {
+        FunctionEvent::Deployed { name, spec, .. } => check_spec(name, spec),
+        FunctionEvent::KeyCreated { name, label, .. }
+        | FunctionEvent::KeyRevoked { name, label, .. }
+            if !keys::label_ok(label) =>
+        {
+            let (name, label) = (name.clone(), label.clone());
+            Err(FunctionError::KeyLabel { name, label })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks a function name: 1 to 64 letters, digits, `-`, `_` or `.`.
@@ -274,6 +313,8 @@ pub struct FunctionView {
     pub versions: Vec<Version>,
     /// The version served now (an index into `versions`); `None` once removed.
     pub active: Option<usize>,
+    /// The keys that open it to LAN callers (a removal leaves them).
+    pub keys: Keys,
 }
 
 impl FunctionView {
@@ -285,6 +326,56 @@ impl FunctionView {
     /// Whether `node` may change this function: its owner or an admin.
     pub fn may_change(&self, node: &NodeId, admins: &BTreeSet<NodeId>) -> bool {
         self.owner == *node || admins.contains(node)
+    }
+
+    /// Why `event` would change nothing of this function's keys, if so: a
+    /// create under a live label or past [`MAX_KEYS`], a revoke of a label
+    /// with no live key.
+    pub fn refuses_key_change(&self, event: &FunctionEvent) -> Result<(), ChangeRefused> {
+        let name = self.name.clone();
+        match event {
+            FunctionEvent::KeyCreated { label, .. } if self.keys.live(label).is_some() => {
+                let label = label.clone();
+                Err(ChangeRefused::KeyLabelTaken { name, label })
+            }
+            FunctionEvent::KeyCreated { .. } if self.keys.live_count() >= MAX_KEYS => {
+                Err(ChangeRefused::TooManyKeys { name })
+            }
+            FunctionEvent::KeyRevoked { label, .. } if self.keys.live(label).is_none() => {
+                let label = label.clone();
+                Err(ChangeRefused::NoKey { name, label })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, id: EventId, author: NodeId, at_ms: u64, event: &FunctionEvent) {
+        match event {
+            FunctionEvent::Deployed { spec, .. } => {
+                self.versions.push(Version {
+                    number: self.versions.len() as u32 + 1,
+                    event: id,
+                    spec: spec.clone(),
+                    deployed_by: author,
+                    at_ms,
+                });
+                self.active = Some(self.versions.len() - 1);
+            }
+            FunctionEvent::RolledBack { to, .. } => {
+                if let Some(i) = self.versions.iter().position(|x| x.event == *to) {
+                    self.active = Some(i);
+                }
+            }
+            FunctionEvent::Removed { .. } => self.active = None,
+            FunctionEvent::KeyCreated { label, hash, .. } => self.keys.create(Key {
+                label: label.clone(),
+                hash: *hash,
+                created_by: author,
+                created_ms: at_ms,
+                revoked_ms: None,
+            }),
+            FunctionEvent::KeyRevoked { label, .. } => self.keys.revoke(label, at_ms),
+        }
     }
 }
 
@@ -339,25 +430,9 @@ impl Functions {
                 owner,
                 versions: Vec::new(),
                 active: None,
+                keys: Keys::default(),
             });
-            match event {
-                FunctionEvent::Deployed { spec, .. } => {
-                    v.versions.push(Version {
-                        number: v.versions.len() as u32 + 1,
-                        event: *id,
-                        spec: spec.clone(),
-                        deployed_by: *author,
-                        at_ms: *at_ms,
-                    });
-                    v.active = Some(v.versions.len() - 1);
-                }
-                FunctionEvent::RolledBack { to, .. } => {
-                    if let Some(i) = v.versions.iter().position(|x| x.event == *to) {
-                        v.active = Some(i);
-                    }
-                }
-                FunctionEvent::Removed { .. } => v.active = None,
-            }
+            v.apply(*id, *author, *at_ms, event);
         }
         view
     }
@@ -432,6 +507,51 @@ mod tests {
         assert_eq!(forged.serving().unwrap().spec.bundle, BlobId([1; 32]));
         let by_admin = fold(&[(1, OWNER, deploy(1, 10)), (3, ADMIN, remove(30))]);
         assert_eq!(by_admin.serving(), None);
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_may_create_or_revoke_a_key() {
+        use super::keys::KeyRefused;
+        let create = |label: &str, secret: &[u8], at_ms| FunctionEvent::KeyCreated {
+            name: "hello".into(),
+            label: label.into(),
+            hash: KeyHash::of(secret),
+            at_ms,
+        };
+        let revoke = |label: &str, at_ms| FunctionEvent::KeyRevoked {
+            name: "hello".into(),
+            label: label.into(),
+            at_ms,
+        };
+        let forged = fold(&[
+            (1, OWNER, deploy(1, 10)),
+            (2, OWNER, create("ci", b"s1", 20)),
+            (3, OTHER, create("mine", b"s2", 30)),
+            (4, OTHER, revoke("ci", 40)),
+        ]);
+        assert_eq!(forged.keys.admit(KeyHash::of(b"s1")), Ok(()));
+        assert_eq!(
+            forged.keys.admit(KeyHash::of(b"s2")),
+            Err(KeyRefused::Wrong)
+        );
+        let by_admin = fold(&[
+            (1, OWNER, deploy(1, 10)),
+            (2, OWNER, create("ci", b"s1", 20)),
+            (4, ADMIN, revoke("ci", 40)),
+        ]);
+        assert_eq!(
+            by_admin.keys.admit(KeyHash::of(b"s1")),
+            Err(KeyRefused::Revoked)
+        );
+        assert!(matches!(
+            by_admin.refuses_key_change(&revoke("ci", 50)),
+            Err(ChangeRefused::NoKey { .. })
+        ));
+        let bad_label = create("a b", b"s3", 50);
+        assert!(matches!(
+            check(&bad_label),
+            Err(FunctionError::KeyLabel { .. })
+        ));
     }
 
     #[test]

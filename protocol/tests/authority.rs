@@ -492,3 +492,53 @@ fn a_schedule_or_pool_version_dated_far_ahead_does_not_replace_the_current_one()
     let tasks: Vec<&Command> = ledger.pools(wall).map(|p| &p.start_task).collect();
     assert_eq!(tasks, [&setup]);
 }
+
+#[test]
+fn only_a_functions_owner_or_an_admin_creates_or_revokes_its_keys() {
+    use peerbatch_protocol::function::keys::{KeyHash, KeyRefused};
+    let mut a = Node::new(1, with_admin());
+    a.timeout(0);
+    let owner = Identity::from_seed([7; 32]);
+    let change = |event| EventBody::Function(event);
+    let create = |label: &str, secret: &[u8], at_ms| {
+        change(FunctionEvent::KeyCreated {
+            name: "hello".into(),
+            label: label.into(),
+            hash: KeyHash::of(secret),
+            at_ms,
+        })
+    };
+    let revoke = |label: &str, at_ms| {
+        change(FunctionEvent::KeyRevoked {
+            name: "hello".into(),
+            label: label.into(),
+            at_ms,
+        })
+    };
+    let deploy = change(FunctionEvent::Deployed {
+        name: "hello".into(),
+        spec: FunctionSpec {
+            bundle: BlobId([3; 32]),
+            command: Command::Shell("./hello".into()),
+            triggers: vec![Trigger::Http],
+            timeout_ms: 1_000,
+            retry: true,
+            max_attempts: 3,
+            warm: None,
+        },
+        at_ms: 5,
+    });
+    a.hear(1, &owner, vec![deploy, create("ci", b"s1", 6)]);
+    a.hear(
+        2,
+        &faulty(),
+        vec![revoke("ci", 7), create("mine", b"s2", 8)],
+    );
+    let keys = |a: &Node| a.core.ledger().function("hello", 1_000).unwrap().keys;
+    assert_eq!(keys(&a).admit(KeyHash::of(b"s1")), Ok(()));
+    assert_eq!(keys(&a).admit(KeyHash::of(b"s2")), Err(KeyRefused::Wrong));
+    assert_eq!(keys(&a).all().len(), 1);
+
+    a.hear(3, &admin(), vec![revoke("ci", 9)]);
+    assert_eq!(keys(&a).admit(KeyHash::of(b"s1")), Err(KeyRefused::Revoked));
+}

@@ -199,6 +199,105 @@ fn a_handler_that_hangs_is_killed_at_its_timeout_and_the_caller_gets_504() {
     assert!(left.stdout.is_empty(), "the handler's sleep still runs");
 }
 
+/// A POST of `/fn/PATH` with body `world` on a functions listener at
+/// `url`, with `key` in `x-functions-key` if given: status and body.
+fn call_lan(url: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    let mut request = ureq::post(&format!("{url}/fn/{path}"));
+    if let Some(key) = key {
+        request = request.set("x-functions-key", key);
+    }
+    let resp = match request.send_string("world") {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("cannot reach {url}: {e}"),
+    };
+    (resp.status(), resp.into_string().unwrap())
+}
+
+/// The `error` of a refusal's JSON body.
+fn error_of(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).expect("a JSON error");
+    v["error"].as_str().expect("an error text").to_string()
+}
+
+#[test]
+fn a_key_made_on_node_1_opens_the_function_on_node_3s_lan_listener_until_revoked() {
+    let args = [FAST, &["--functions-listen", "127.0.0.1:0"]].concat();
+    let cluster = Cluster::start(3, &args);
+    let [n1, n2, n3] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    deploy(n1, "hello", &bundle(&cluster, "b1", "hello"), &[]);
+    let create = ["fn", "keys", "create", "hello", "--key-name", "ci"];
+    let key = ok(&n1.cli(&create), "fn keys create");
+    let url = n3.status()["functions_url"].as_str().unwrap().to_string();
+
+    let body = wait_for(
+        "the key to open node 3's listener",
+        Duration::from_secs(90),
+        || {
+            let (status, body) = call_lan(&url, "hello/a?x=1", Some(&key));
+            (status == 200).then_some(body)
+        },
+    );
+    assert!(body.starts_with("hello world POST /a q=x=1 v1 "), "{body}");
+    let with_code = call_lan(&url, &format!("hello/a?x=1&code={key}"), None);
+    assert_eq!(with_code.0, 200, "{}", with_code.1);
+    assert!(
+        with_code.1.starts_with("hello world POST /a q=x=1 v1 "),
+        "the code was passed on: {}",
+        with_code.1
+    );
+
+    let (status, body) = call_lan(&url, "hello", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(error_of(&body).contains("no function key"), "{body}");
+    let (status, body) = call_lan(&url, "hello", Some("not-a-key"));
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        error_of(&body).contains("not one of this function's keys"),
+        "{body}"
+    );
+    // An unknown function refuses the key the same way: nothing tells which exist.
+    assert_eq!(
+        call_lan(&url, "nope", Some(&key)),
+        (status, body.replace("hello", "nope"))
+    );
+    let status_route = ureq::get(&format!("{url}/v1/status")).call();
+    assert!(
+        matches!(status_route, Err(ureq::Error::Status(404, _))),
+        "the listener serves the API"
+    );
+
+    let listed = n3.json(&["fn", "keys", "list", "hello", "--json"]);
+    assert_eq!(listed[0]["label"], "ci");
+    assert_eq!(listed[0]["created_by"], n1.peer_id());
+    assert!(listed[0]["revoked_ms"].is_null() && !listed.to_string().contains(&key));
+
+    let list = ["fn", "keys", "list", "hello", "--json"];
+    wait_for("the key to reach node 2", Duration::from_secs(90), || {
+        let out = n2.cli(&list);
+        let text = String::from_utf8_lossy(&out.stdout);
+        (out.status.success() && text.contains("\"ci\"")).then_some(())
+    });
+    let refused = n2.cli(&["fn", "keys", "revoke", "hello", "ci"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("belongs to node"), "{why}");
+    ok(
+        &n1.cli(&["fn", "keys", "revoke", "hello", "ci"]),
+        "fn keys revoke",
+    );
+    let body = wait_for(
+        "the revocation to reach node 3",
+        Duration::from_secs(90),
+        || {
+            let (status, body) = call_lan(&url, "hello", Some(&key));
+            (status == 401).then_some(body)
+        },
+    );
+    assert!(error_of(&body).contains("revoked"), "{body}");
+}
+
 #[test]
 fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
     let cluster = Cluster::start(3, FAST);

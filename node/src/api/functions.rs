@@ -1,37 +1,24 @@
 //! HTTP routes for functions: deploy a version, list them, show one, roll
-//! back, remove, and `ANY /fn/NAME/...`, which invokes one.
+//! back, remove (invoking one is `api::invoke`'s, its keys
+//! `api::function_keys`').
 //!
-//! Owns those routes (their JSON shapes are `api::types`'), turning an
-//! HTTP request into a [`Call`] (bounded body, headers without
-//! credentials) and a [`Reply`] back into a response, and reading what a
-//! call needs from the driver into a [`Plan`]. Running and routing calls
-//! is `functions`'; like every handler, these keep no state.
+//! Owns those routes (their JSON shapes are `api::types`') and publishing
+//! a change through the driver ([`change`]). Running and routing calls is
+//! `functions`'; like every handler, these keep no state.
 
 use crate::api::files::store_tree;
 use crate::api::types::{
     DeployFunction, Function, FunctionChanged, FunctionVersion, RollbackFunction, WarmWorkers,
 };
-use crate::api::{absolute, bad_request, node_name, not_found, ApiError, ApiResult, ApiState};
+use crate::api::{absolute, bad_request, node_name, not_found, ApiResult, ApiState};
 use crate::driver::command::Functions;
 use crate::functions::triggers;
-use crate::functions::{Call, Reply, MAX_BODY_BYTES, MAX_HEADERS, MAX_HEADER_BYTES};
 use crate::wallclock::wall_ms;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use peerbatch_protocol::function::{self as f, FunctionEvent, FunctionSpec, FunctionView, Version};
 use peerbatch_protocol::trigger::DEFAULT_MAX_ATTEMPTS;
 use peerbatch_protocol::{BlobId, Command};
-
-/// Headers never handed to a handler: the caller's credentials.
-const CREDENTIALS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-functions-key",
-];
 
 fn version_of(v: &Version, serving: bool) -> FunctionVersion {
     FunctionVersion {
@@ -175,7 +162,7 @@ pub async fn remove(
 }
 
 /// Publishes a change; answers the version serving afterwards.
-async fn change(s: &ApiState, event: FunctionEvent) -> ApiResult<FunctionChanged> {
+pub(crate) async fn change(s: &ApiState, event: FunctionEvent) -> ApiResult<FunctionChanged> {
     let name = event.name().to_string();
     let serving = s
         .driver
@@ -187,119 +174,4 @@ async fn change(s: &ApiState, event: FunctionEvent) -> ApiResult<FunctionChanged
         bundle: None,
         files: None,
     })
-}
-
-/// Invokes a function: the request body goes to the handler on stdin,
-/// its stdout comes back.
-#[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}", tag = "functions",
-    params(("name" = String, Path, description = "the function")),
-    request_body(content = String, description = "handed to the handler on stdin",
-        content_type = "application/octet-stream"),
-    responses((status = 200, description = "the handler's stdout (500: it failed; 503 with \
-        Retry-After: no node has room; 504: it ran past its time-out)", body = String,
-        content_type = "application/octet-stream")))]
-pub async fn invoke(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = call_of(String::from("/"), method, &uri, &headers, body);
-    invoke_call(s, name, call).await
-}
-
-/// Invokes a function with a path after its name (`PEERBATCH_FN_PATH`).
-#[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}/{*path}",
-    tag = "functions",
-    params(("name" = String, Path, description = "the function"),
-        ("path" = String, Path, description = "handed to the handler as PEERBATCH_FN_PATH")),
-    request_body(content = String, description = "handed to the handler on stdin",
-        content_type = "application/octet-stream"),
-    responses((status = 200, description = "the handler's stdout, as for /fn/{name}",
-        body = String, content_type = "application/octet-stream")))]
-pub async fn invoke_path(
-    State(s): State<ApiState>,
-    Path((name, path)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = call_of(format!("/{path}"), method, &uri, &headers, body);
-    invoke_call(s, name, call).await
-}
-
-async fn invoke_call(s: ApiState, name: String, call: ApiResult<Call>) -> Response {
-    let call = match call {
-        Ok(call) => call,
-        Err(e) => return e.into_response(),
-    };
-    let plan = s.driver.call(|reply| Functions::Plan { name, reply }).await;
-    match plan {
-        Ok(Ok(plan)) => response_of(s.functions.call(plan, call).await),
-        Ok(Err(e)) => ApiError::from(e).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
-fn call_of(
-    path: String,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> ApiResult<Call> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is {} bytes; a function call carries at most {} MiB",
-                body.len(),
-                MAX_BODY_BYTES >> 20
-            ),
-        ));
-    }
-    let headers = (headers.iter())
-        .filter(|(k, _)| !CREDENTIALS.contains(&k.as_str()))
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .filter(|(_, v)| v.len() <= MAX_HEADER_BYTES)
-        .take(MAX_HEADERS)
-        .collect();
-    Ok(Call {
-        method: method.to_string(),
-        path,
-        query: uri.query().unwrap_or_default().to_string(),
-        headers,
-        body: body.to_vec(),
-    })
-}
-
-fn response_of(reply: Reply) -> Response {
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = (status, reply.body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    // A warm handler's own headers (checked by `functions::runtime_api`).
-    for (k, v) in reply.headers {
-        let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) else {
-            continue;
-        };
-        if k == header::CONTENT_TYPE {
-            headers.insert(k, v);
-        } else {
-            headers.append(k, v);
-        }
-    }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    if let Some(node) = reply.node.and_then(|n| HeaderValue::from_str(&n).ok()) {
-        headers.insert("x-peerbatch-node", node);
-    }
-    response
 }

@@ -191,25 +191,30 @@ async fn read_body(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
+    match read_all(body, MAX_BODY).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// A whole request body, refused if it pauses too long ([`next_part`])
+/// or grows past `limit` bytes.
+pub async fn read_all(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
-    loop {
-        let part = match next_part(&mut stream).await {
-            Ok(Some(part)) => part,
-            Ok(None) => break,
-            Err(refusal) => return refusal.into_response(),
-        };
-        if bytes.len() + part.len() > MAX_BODY {
-            let mib = MAX_BODY >> 20;
-            return refuse(
+    while let Some(part) = next_part(&mut stream).await? {
+        if bytes.len() + part.len() > limit {
+            return Err(ApiError(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is over {mib} MiB"),
-            );
+                format!("the request body is over {} MiB", limit >> 20),
+            ));
         }
         bytes.extend_from_slice(&part);
     }
-    let body = Body::from(Bytes::from(bytes));
-    next.run(Request::from_parts(parts, body)).await
+    Ok(Bytes::from(bytes))
 }
 
 /// The next part of a request body (`None` at its end), refusing a body

@@ -14,8 +14,10 @@
 pub(crate) mod cluster;
 pub(crate) mod files;
 pub(crate) mod follow;
+pub(crate) mod function_keys;
 pub(crate) mod functions;
 pub(crate) mod guard;
+pub(crate) mod invoke;
 pub(crate) mod login;
 pub(crate) mod metrics;
 pub(crate) mod pools;
@@ -75,6 +77,9 @@ pub struct ApiState {
     /// The SHA-256 fingerprint of the API's TLS certificate, when it
     /// serves HTTPS.
     pub tls_fingerprint: Option<String>,
+    /// Where the functions listener serves callers with function keys
+    /// (`http://ADDR` or `https://ADDR`), if it was asked for.
+    pub functions_url: Option<String>,
     /// Runs function calls here or sends them to a node with room.
     pub functions: crate::functions::Router,
 }
@@ -128,6 +133,7 @@ impl From<Refusal> for ApiError {
             Refusal::NotAllowed(_) => StatusCode::FORBIDDEN,
             Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
             Refusal::Conflict(_) => StatusCode::CONFLICT,
+            Refusal::Key { .. } => StatusCode::UNAUTHORIZED,
         };
         ApiError(status, e.to_string())
     }
@@ -166,8 +172,10 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(functions::list, functions::deploy))
         .routes(routes!(functions::show, functions::remove))
         .routes(routes!(functions::rollback))
-        .routes(routes!(functions::invoke))
-        .routes(routes!(functions::invoke_path))
+        .routes(routes!(function_keys::list, function_keys::create))
+        .routes(routes!(function_keys::revoke))
+        .routes(routes!(invoke::invoke))
+        .routes(routes!(invoke::invoke_path))
         .routes(routes!(triggers::enqueue, triggers::queue))
         .routes(routes!(export_blob))
         .routes(routes!(export_progress))
@@ -310,6 +318,7 @@ pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>>
         node: s.cluster.net.local_peer_id().to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
         tls_fingerprint: s.tls_fingerprint.clone(),
+        functions_url: s.functions_url.clone(),
         slots: node.slots,
         draining: node.draining,
         claiming: !node.draining && !node.paused,

@@ -117,6 +117,23 @@ pub fn for_api(
     }))
 }
 
+/// TLS for the functions listener at `addr` (its callers' keys must not
+/// cross a network in the clear either): the API's when it has one, else
+/// what [`for_api`] makes for `addr` (none on loopback).
+pub fn for_functions(
+    dir: &DataDir,
+    addr: &SocketAddr,
+    api: Option<&ApiTls>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<ApiTls>, TlsError> {
+    match api {
+        Some(tls) => Ok(Some(tls.clone())),
+        None if !needs_tls(addr) => Ok(None),
+        None => for_api(dir, addr, cert, key),
+    }
+}
+
 /// The certificates of a PEM file, the server's first.
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = |e: rustls::pki_types::pem::Error| TlsError::Pem {

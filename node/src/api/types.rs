@@ -289,6 +289,9 @@ pub struct Status {
     /// SHA-256 of the API's TLS certificate (`AB:CD:…`), when it serves
     /// HTTPS (off loopback).
     pub tls_fingerprint: Option<String>,
+    /// Where its functions listener (`--functions-listen`) serves
+    /// `ANY /fn/NAME/...` with function keys, if it has one.
+    pub functions_url: Option<String>,
     pub slots: u32,
     pub draining: bool,
     /// Whether it takes new tasks now.
@@ -776,4 +779,41 @@ pub struct FunctionChanged {
     /// For a deploy: the bundle's tree blob and its count of files.
     pub bundle: Option<String>,
     pub files: Option<u64>,
+}
+
+/// `POST /v1/functions/{name}/keys`: a new key that opens the function
+/// to callers on the functions listener.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateFunctionKey {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`, unique among the
+    /// function's keys not revoked; `default` if none.
+    pub label: Option<String>,
+}
+
+/// A new function key. Its secret is shown this once: the ledger keeps
+/// only its hash.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionKeyCreated {
+    pub name: String,
+    pub label: String,
+    /// The secret, for the `x-functions-key` header or `?code=`.
+    pub key: String,
+}
+
+/// One of a function's keys, without its secret.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionKey {
+    pub label: String,
+    /// The node that created it.
+    pub created_by: String,
+    pub created_ms: u64,
+    /// When it was revoked; it opens nothing since.
+    pub revoked_ms: Option<u64>,
+}
+
+/// A function key after it was revoked.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionKeyRevoked {
+    pub name: String,
+    pub label: String,
 }

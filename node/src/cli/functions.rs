@@ -1,6 +1,6 @@
 //! The `fn` commands: deploy a function version, list functions and their
 //! versions, roll back, remove, invoke one, enqueue a message and show a
-//! queue.
+//! queue (its keys: `cli::function_keys`).
 //!
 //! Owns what they print; talks to the node only through `client`.
 
@@ -116,6 +116,12 @@ pub enum FnCmd {
         /// Print the queue as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Create, list or revoke the keys that open a function to callers on
+    /// the LAN (a node's --functions-listen address).
+    Keys {
+        #[command(subcommand)]
+        cmd: crate::cli::function_keys::KeysCmd,
     },
 }
 
@@ -246,6 +252,7 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
         } => invoke(client, &name, data, &method, &path),
         FnCmd::Enqueue { name, json } => enqueue(client, &name, json),
         FnCmd::Queue { name, json } => queue(client, &name, json),
+        FnCmd::Keys { cmd } => crate::cli::function_keys::run(client, cmd),
     }
 }
 

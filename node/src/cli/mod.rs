@@ -9,6 +9,7 @@
 pub(crate) mod blobs;
 pub(crate) mod cluster;
 pub(crate) mod files;
+pub(crate) mod function_keys;
 pub(crate) mod functions;
 pub(crate) mod pool;
 pub(crate) mod portal;
@@ -596,10 +597,11 @@ fn status(client: &Client, json: bool) -> Result<()> {
     if json {
         return print_json(&st);
     }
-    let rows: [(&str, String); 18] = [
+    let rows: [(&str, String); 19] = [
         ("node", st.node.clone()),
         ("version", st.version.clone()),
         ("tls_fingerprint", opt(&st.tls_fingerprint)),
+        ("functions_url", opt(&st.functions_url)),
         ("slots", st.slots.to_string()),
         ("claimed", st.claimed.to_string()),
         ("running", st.running.to_string()),

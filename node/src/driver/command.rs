@@ -15,6 +15,7 @@ use crate::functions::triggers::FireRefused;
 use libp2p::PeerId;
 use peerbatch_protocol::core::{Held, Progress, Stats};
 use peerbatch_protocol::event::SideResult;
+use peerbatch_protocol::function::keys::{KeyHash, KeyRefused};
 use peerbatch_protocol::function::{FunctionEvent, FunctionView};
 use peerbatch_protocol::ledger::ScheduleRecord;
 use peerbatch_protocol::ledger::{JobRecord, PackageRecord, PoolRecord};
@@ -207,16 +208,19 @@ pub enum Functions {
         name: String,
         reply: Reply<Result<FunctionView, Refusal>>,
     },
-    /// Publishes a change (deploy, roll back, remove); answers the number
-    /// of the version serving afterwards.
+    /// Publishes a change (deploy, roll back, remove, a key created or
+    /// revoked); answers the number of the version serving afterwards.
     Change {
         event: FunctionEvent,
         reply: Reply<Result<Option<u32>, Refusal>>,
     },
     /// What a call of a function needs: its serving version and where it
-    /// may run.
+    /// may run. `key`: the hash of the key a caller on the functions
+    /// listener presented, which must open the function; `None` for a
+    /// call through the node's API, whose token the guard checked.
     Plan {
         name: String,
+        key: Option<KeyHash>,
         reply: Reply<Result<Plan, Refusal>>,
     },
     /// Adds a message to a function's queue (its job's id); `replicated`
@@ -322,6 +326,9 @@ pub enum Refusal {
     /// It clashes with what the ledger holds.
     #[error("{0}")]
     Conflict(String),
+    /// The caller's function key does not open the function.
+    #[error("function {name}: {why}")]
+    Key { name: String, why: KeyRefused },
 }
 
 /// The driver has stopped: the node is shutting down.

@@ -35,6 +35,12 @@ pub struct FunctionOpts {
     /// more are sent to other nodes, or answered 503 with nowhere to go.
     #[arg(long, value_name = "N")]
     pub max_invocations: Option<u32>,
+    /// Also serve ANY /fn/NAME/... (and nothing else) on this address,
+    /// e.g. 0.0.0.0:7071, to callers on the LAN: each call with one of
+    /// the function's keys (`fn keys create`) in the x-functions-key
+    /// header or ?code=, instead of the node's token.
+    #[arg(long, value_name = "ADDR")]
+    pub functions_listen: Option<std::net::SocketAddr>,
 }
 
 /// One call of a function as HTTP brought it to some node.

@@ -1,9 +1,10 @@
 //! Answers about functions: list, show, change (deploy, roll back,
-//! remove), what one call needs, and the triggers through the ledger
-//! (enqueue, a queue's messages, a blob put).
+//! remove, a key created or revoked), what one call needs, and the
+//! triggers through the ledger (enqueue, a queue's messages, a blob put).
 //!
-//! Owns reading a function by name and refusing a change the core refuses;
-//! must not run or route calls (`functions` does).
+//! Owns reading a function by name, refusing a change the core refuses
+//! and a call whose key does not open the function; must not run or
+//! route calls (`functions` does).
 
 use crate::driver::command::{QueuedMessage, Refusal, Reply};
 use crate::driver::Driver;
@@ -11,6 +12,7 @@ use crate::functions::route::Plan;
 use crate::functions::triggers::{self, FireRefused};
 use crate::identity::node_name;
 use crate::wallclock::wall_ms;
+use peerbatch_protocol::function::keys::{KeyHash, KeyRefused};
 use peerbatch_protocol::function::{ChangeRefused, FunctionEvent, FunctionView};
 use peerbatch_protocol::trigger::Origin;
 use peerbatch_protocol::{BlobId, JobId};
@@ -37,9 +39,20 @@ impl Driver {
         Ok(self.function(&name)?.serving().map(|v| v.number))
     }
 
-    /// What a call of function `name` needs from the driver.
-    pub(super) fn plan(&self, name: &str) -> Result<Plan, Refusal> {
-        let view = self.function(name)?;
+    /// What a call of function `name` needs from the driver, once `key`
+    /// (if the call came with one) opens it; an unknown function opens
+    /// to no key, so a refused caller learns nothing of which exist.
+    pub(super) fn plan(&self, name: &str, key: Option<KeyHash>) -> Result<Plan, Refusal> {
+        let view = self.core.ledger().function(name, wall_ms());
+        if let Some(key) = key {
+            let keys = view.as_ref().map(|v| &v.keys);
+            keys.map_or(Err(KeyRefused::Wrong), |k| k.admit(key))
+                .map_err(|why| Refusal::Key {
+                    name: name.to_string(),
+                    why,
+                })?;
+        }
+        let view = view.ok_or_else(|| Refusal::NotFound(format!("no function {name:?}")))?;
         let version = (view.serving().cloned())
             .ok_or_else(|| Refusal::NotFound(format!("function {name:?} was removed")))?;
         Ok(Plan {
@@ -99,7 +112,10 @@ impl Driver {
 fn change_refused(name: &str, e: ChangeRefused) -> Refusal {
     match e {
         ChangeRefused::Invalid(e) => Refusal::Invalid(e.to_string()),
-        ChangeRefused::Unknown(_) => Refusal::NotFound(e.to_string()),
+        ChangeRefused::Unknown(_) | ChangeRefused::NoKey { .. } => Refusal::NotFound(e.to_string()),
+        ChangeRefused::KeyLabelTaken { .. } | ChangeRefused::TooManyKeys { .. } => {
+            Refusal::Conflict(e.to_string())
+        }
         ChangeRefused::NotOwner { owner, .. } => Refusal::NotAllowed(format!(
             "function {name} belongs to node {}; only it or an admin node may change it",
             node_name(&owner)

@@ -80,7 +80,9 @@ impl Driver {
             Command::Functions(Functions::Change { event, reply }) => {
                 answer(reply, self.change_function(event))
             }
-            Command::Functions(Functions::Plan { name, reply }) => answer(reply, self.plan(&name)),
+            Command::Functions(Functions::Plan { name, key, reply }) => {
+                answer(reply, self.plan(&name, key))
+            }
             Command::Functions(Functions::Enqueue {
                 name,
                 message,
