@@ -299,6 +299,42 @@ fn a_key_made_on_node_1_opens_the_function_on_node_3s_lan_listener_until_revoked
 }
 
 #[test]
+fn beyond_loopback_the_functions_listener_serves_https_only_with_the_nodes_certificate() {
+    peerbatch_tests::tools::ensure_debian_packages("curl", &["curl"]);
+    let cluster = Cluster::start(1, &[FAST, &["--functions-listen", "127.0.0.2:0"]].concat());
+    let node = &cluster.nodes[0];
+    deploy(node, "hello", &bundle(&cluster, "b1", "hello"), &[]);
+    let key = ok(
+        &node.cli(&["fn", "keys", "create", "hello"]),
+        "fn keys create",
+    );
+    let url = node.status()["functions_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("https://127.0.0.2:"), "{url}");
+
+    let cert = node.dir.join("api-tls/cert.pem");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", cert.to_str().unwrap(), "--data", "world"])
+        .args([
+            "-H",
+            &format!("x-functions-key: {key}"),
+            &format!("{url}/fn/hello"),
+        ])
+        .output()
+        .unwrap();
+    let body = ok(&out, "curl over https");
+    assert!(body.starts_with("hello world POST / "), "{body}");
+
+    let plain = url.replacen("https://", "http://", 1);
+    let answer = ureq::post(&format!("{plain}/fn/hello"))
+        .set("x-functions-key", &key)
+        .call();
+    assert!(
+        matches!(answer, Err(ureq::Error::Transport(_))),
+        "plain HTTP answered: {answer:?}"
+    );
+}
+
+#[test]
 fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
     let cluster = Cluster::start(3, FAST);
     let [n1, n2, n3] = &cluster.nodes[..] else {
