@@ -213,6 +213,17 @@ fn call_lan(url: &str, path: &str, key: Option<&str>) -> (u16, String) {
     (resp.status(), resp.into_string().unwrap())
 }
 
+/// Waits until the functions listener at `url` answers a call of `path`
+/// with `key` with `status` (a change of the key reached its node), and
+/// returns the body.
+fn wait_lan(url: &str, path: &str, key: &str, status: u16) -> String {
+    let what = format!("{url}/fn/{path} to answer {status}");
+    wait_for(&what, Duration::from_secs(90), || {
+        let (got, body) = call_lan(url, path, Some(key));
+        (got == status).then_some(body)
+    })
+}
+
 /// The `error` of a refusal's JSON body.
 fn error_of(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).expect("a JSON error");
@@ -231,14 +242,7 @@ fn a_key_made_on_node_1_opens_the_function_on_node_3s_lan_listener_until_revoked
     let key = ok(&n1.cli(&create), "fn keys create");
     let url = n3.status()["functions_url"].as_str().unwrap().to_string();
 
-    let body = wait_for(
-        "the key to open node 3's listener",
-        Duration::from_secs(90),
-        || {
-            let (status, body) = call_lan(&url, "hello/a?x=1", Some(&key));
-            (status == 200).then_some(body)
-        },
-    );
+    let body = wait_lan(&url, "hello/a?x=1", &key, 200);
     assert!(body.starts_with("hello world POST /a q=x=1 v1 "), "{body}");
     let with_code = call_lan(&url, &format!("hello/a?x=1&code={key}"), None);
     assert_eq!(with_code.0, 200, "{}", with_code.1);
@@ -287,14 +291,7 @@ fn a_key_made_on_node_1_opens_the_function_on_node_3s_lan_listener_until_revoked
         &n1.cli(&["fn", "keys", "revoke", "hello", "ci"]),
         "fn keys revoke",
     );
-    let body = wait_for(
-        "the revocation to reach node 3",
-        Duration::from_secs(90),
-        || {
-            let (status, body) = call_lan(&url, "hello", Some(&key));
-            (status == 401).then_some(body)
-        },
-    );
+    let body = wait_lan(&url, "hello", &key, 401);
     assert!(error_of(&body).contains("revoked"), "{body}");
 }
 

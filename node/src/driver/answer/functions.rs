@@ -25,8 +25,7 @@ impl Driver {
     }
 
     pub(super) fn function(&self, name: &str) -> Result<FunctionView, Refusal> {
-        (self.core.ledger().function(name, wall_ms()))
-            .ok_or_else(|| Refusal::NotFound(format!("no function {name:?}")))
+        (self.core.ledger().function(name, wall_ms())).ok_or_else(|| unknown(name))
     }
 
     /// Publishes a change; answers the number of the version serving
@@ -52,7 +51,7 @@ impl Driver {
                     why,
                 })?;
         }
-        let view = view.ok_or_else(|| Refusal::NotFound(format!("no function {name:?}")))?;
+        let view = view.ok_or_else(|| unknown(name))?;
         let version = (view.serving().cloned())
             .ok_or_else(|| Refusal::NotFound(format!("function {name:?} was removed")))?;
         Ok(Plan {
@@ -107,6 +106,10 @@ impl Driver {
         let now = self.now();
         triggers::blob_put(&mut self.core, now, wall_ms(), blob, name)
     }
+}
+
+fn unknown(name: &str) -> Refusal {
+    Refusal::NotFound(format!("no function {name:?}"))
 }
 
 fn change_refused(name: &str, e: ChangeRefused) -> Refusal {
