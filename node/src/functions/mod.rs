@@ -38,7 +38,8 @@ pub struct FunctionOpts {
     /// Also serve ANY /fn/NAME/... (and nothing else) on this address,
     /// e.g. 0.0.0.0:7071, to callers on the LAN: each call with one of
     /// the function's keys (`fn keys create`) in the x-functions-key
-    /// header or ?code=, instead of the node's token.
+    /// header or ?code=, instead of the node's token. Anywhere but
+    /// 127.0.0.1 or ::1 it serves HTTPS only, with the API's certificate.
     #[arg(long, value_name = "ADDR")]
     pub functions_listen: Option<std::net::SocketAddr>,
 }
