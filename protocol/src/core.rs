@@ -13,6 +13,7 @@
 use crate::deps::Tally;
 use crate::event::SideResult;
 use crate::event::{event_id, Claim, Event, EventBody, EventError, Identity, NodeInfo, TaskResult};
+use crate::exit::{verdict, Verdict};
 use crate::function::{ChangeRefused, FunctionEvent};
 use crate::gang::{GangPlace, GangStep};
 use crate::hrw;
@@ -907,9 +908,11 @@ impl<S: EventStore> Core<S> {
                 Some(avg) => avg * 0.9 + ms * 0.1,
                 None => ms,
             });
-            let awaited = self.awaited(&result.task);
+            // Published at once when another task waits for it, or when it
+            // fails its job: the job's other claims here must not start.
+            let hurry = self.awaited(&result.task) || self.fails_job(&result);
             self.batch.result(result, now, self.cfg.batch_ms);
-            if awaited {
+            if hurry {
                 self.batch.hurry(now);
             }
         }
@@ -985,12 +988,14 @@ impl<S: EventStore> Core<S> {
         self.schedule(now);
         self.answer_invites(now);
         self.invite_gangs(now);
-        // A freed slot takes the next durable claim at once, not at the next batch.
-        self.start_ready();
+        // A due batch first: a result in it that fails its job skips the
+        // job's other claims before they start.
         if self.batch.is_due(now) {
             self.flush_batch(now);
             self.schedule(now);
         }
+        // A freed slot takes the next durable claim at once, not at the next batch.
+        self.start_ready();
         for peer in std::mem::take(&mut self.resync) {
             self.send_digest(peer);
         }
@@ -1453,6 +1458,13 @@ impl<S: EventStore> Core<S> {
         } else {
             self.finished.insert(job, now.plus(self.cfg.seal_after_ms));
         }
+    }
+
+    /// Whether `result` fails its whole job by the task's exit-code rules.
+    fn fails_job(&self, result: &TaskResult) -> bool {
+        let task = result.task;
+        let template = (self.ledger.job(&task.job)).and_then(|j| j.spec.template(task.index));
+        template.is_some_and(|t| verdict(&result.outcome, &t.exit_codes) == Verdict::FailJob)
     }
 
     /// Whether this node still runs, or has yet to publish, something of `job`.

@@ -6,6 +6,7 @@ mod harness;
 use harness::*;
 use peerbatch_protocol::core::Destination;
 use peerbatch_protocol::event::Claim;
+use peerbatch_protocol::exit::{ExitAction, ExitRule};
 use peerbatch_protocol::{
     codec, hrw, Action, Command, Config, Core, EventBody, Identity, JobId, JobSpec, Message,
     Millis, NodeId, NodeInfo, Outcome, TaskGroup, TaskRef, TaskSpec, TaskState, Transmit,
@@ -734,6 +735,44 @@ fn a_declined_gang_is_invited_again_later_without_using_a_retry() {
 }
 
 /// A job of `n` tasks where each depends on the one before.
+/// A result whose exit code fails its job leaves at once, and the job's
+/// other claims on this node are dropped instead of started into the slot
+/// it frees (before, the next claim started and was killed a batch later).
+#[test]
+fn a_result_that_fails_its_job_leaves_at_once_and_the_jobs_next_claim_here_never_starts() {
+    let cfg = Config {
+        prefetch_horizon_ms: 10_000,
+        ..Config::default()
+    };
+    let mut a = Node::new(1, cfg);
+    a.timeout(0);
+    let mut template = TaskSpec::new("t", Command::Argv(vec!["true".into()]), 0);
+    template.exit_codes = vec![ExitRule {
+        from: 4,
+        to: 4,
+        action: ExitAction::FailJob,
+    }];
+    let spec = JobSpec::array("fails", template, 0, 2);
+    let (job, _) = a.core.submit(Millis(0), spec, 0).expect("a valid job");
+    a.pump();
+    let (t0, t1, t2) = (task(job, 0), task(job, 1), task(job, 2));
+    assert_eq!(a.runs(), vec![(t0, 0)]);
+    // Short tasks: the node claims ahead; task 1 runs, task 2 waits.
+    a.exit(1, t0, 0, Outcome::Exited(0));
+    let due = a.core.poll_timeout().expect("a batch");
+    a.timeout(due.0);
+    assert_eq!(a.runs(), vec![(t0, 0), (t1, 0)]);
+    assert_eq!(a.core.local_load(), (2, 1));
+    let sent = a.exit(due.0 + 1, t1, 0, Outcome::Exited(4));
+    assert!(
+        !events_of(&sent).is_empty(),
+        "the failing result waited for the batch window"
+    );
+    assert_eq!(a.runs(), vec![(t0, 0), (t1, 0)], "task 2 started");
+    assert_eq!(state(&a, t2).0, TaskState::Skipped);
+    assert_eq!(a.core.local_load(), (0, 0));
+}
+
 fn chain(n: u32) -> JobSpec {
     let groups = (0..n)
         .map(|i| {
