@@ -59,13 +59,14 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
         std::thread::sleep(SEALED_AFTER);
         let status: Status = clients[0].get("/v1/status")?;
         println!(
-            "{done} finished tasks ({:.0} s, this job {:.0} tasks/s): RSS per node {} MiB (node 1: {} jobs sealed, {} task views held, {} events)",
+            "{done} finished tasks ({:.0} s, this job {:.0} tasks/s): RSS per node {} MiB (node 1: {} jobs sealed, {} task views held, {} events, {} of them live)",
             t0.elapsed().as_secs_f64(),
             n as f64 / took.as_secs_f64(),
             rss_line(cluster),
             status.sealed_jobs,
             status.held_views,
-            status.events
+            status.events,
+            status.held_event_ids
         );
     }
     Ok(last)

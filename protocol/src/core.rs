@@ -210,6 +210,9 @@ pub struct Held {
     pub dep_tallies: usize,
     pub task_facts: usize,
     pub sealed_jobs: usize,
+    /// Ids of events about live work (the others are retired: see
+    /// `ledger::EventIds`).
+    pub live_event_ids: usize,
 }
 
 /// Node-local counters, for operators and benchmarks.
@@ -303,6 +306,14 @@ pub struct Core<S> {
     /// When the scan, sync round, wall check and gang re-invite are due.
     timers: Timers,
     stats: Stats,
+}
+
+/// Stored events decoded one at a time (they were verified when they
+/// came), so a job's are never all held decoded at once.
+fn decoded(stored: &[Vec<u8>]) -> impl Iterator<Item = Event> + '_ {
+    stored
+        .iter()
+        .filter_map(|bytes| crate::codec::decode(bytes).ok())
 }
 
 impl<S: EventStore> Core<S> {
@@ -432,7 +443,8 @@ impl<S: EventStore> Core<S> {
     /// for a live job, folded from the store for a sealed one.
     pub fn views(&self, job: JobId) -> Vec<TaskView> {
         if self.ledger.is_sealed(&job) {
-            return self.ledger.sealed_views(job, self.stored_events(&job));
+            let stored = self.store.job_events(&job);
+            return self.ledger.sealed_views(job, decoded(&stored));
         }
         self.views
             .range(TaskRef::all_of(job))
@@ -449,7 +461,8 @@ impl<S: EventStore> Core<S> {
     }
 
     /// What this core holds in memory per task: cached views and
-    /// dependency tallies, tasks with facts, and the jobs sealed.
+    /// dependency tallies, tasks with facts, the jobs sealed, and the ids
+    /// of events about live work.
     pub fn held(&self) -> Held {
         let (sealed_jobs, task_facts) = self.ledger.held();
         Held {
@@ -457,16 +470,17 @@ impl<S: EventStore> Core<S> {
             dep_tallies: self.dep_tallies.len(),
             task_facts,
             sealed_jobs,
+            live_event_ids: self.ledger.ids().live_len(),
         }
     }
 
     /// A job's stored events that name its tasks, decoded (they were
-    /// verified when they came).
-    fn stored_events(&self, job: &JobId) -> Vec<Event> {
+    /// verified when they came), with their ids.
+    fn stored_with_ids(&self, job: &JobId) -> Vec<(EventId, Event)> {
         self.store
             .job_events(job)
             .iter()
-            .filter_map(|bytes| crate::codec::decode(bytes).ok())
+            .filter_map(|bytes| Some((event_id(bytes), crate::codec::decode(bytes).ok()?)))
             .collect()
     }
 
@@ -1250,8 +1264,8 @@ impl<S: EventStore> Core<S> {
 
     fn refresh_job(&mut self, now: Millis, job: JobId) {
         if self.ledger.is_sealed(&job) {
-            let events = self.stored_events(&job);
-            self.ledger.unseal(job, events);
+            let stored = self.store.job_events(&job);
+            self.ledger.unseal(job, decoded(&stored));
             // Its views are folded afresh below, and counted again.
             self.progress.remove(&job);
         }
@@ -1445,7 +1459,7 @@ impl<S: EventStore> Core<S> {
         if self.progress(&job).done() < total || self.ledger.is_sealed(&job) {
             return;
         }
-        if !self.busy_with(job) && self.ledger.seal(job, self.stored_events(&job)) {
+        if !self.busy_with(job) && self.ledger.seal(job, &self.stored_with_ids(&job)) {
             let tasks: Vec<TaskRef> = self
                 .views
                 .range(TaskRef::all_of(job))

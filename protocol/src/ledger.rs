@@ -16,6 +16,7 @@
 
 mod facts;
 mod forget;
+mod ids;
 mod seal;
 
 use crate::codec;
@@ -31,6 +32,7 @@ use crate::trigger::{Firing, Issuer, Origin};
 use crate::validate::InvalidEvent;
 use facts::TaskFacts;
 pub use forget::{Forgot, Tombstone};
+pub use ids::{EventIds, Merged};
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,7 +185,7 @@ pub struct Touched {
 
 #[derive(Default)]
 pub struct Ledger {
-    ids: BTreeSet<EventId>,
+    ids: EventIds,
     fingerprints: Fingerprints,
     jobs: BTreeMap<JobId, JobRecord>,
     /// Every submit of a job with an origin (a schedule's or a function
@@ -279,7 +281,7 @@ impl Ledger {
         self.ids.len()
     }
 
-    pub fn ids(&self) -> &BTreeSet<EventId> {
+    pub fn ids(&self) -> &EventIds {
         &self.ids
     }
 

@@ -7,15 +7,13 @@ mod harness;
 use harness::*;
 use peerbatch_protocol::event::Claim;
 use peerbatch_protocol::{
-    Config, EventBody, Identity, Message, Millis, Outcome, TaskRef, TaskResult, TaskState,
+    Config, EventBody, EventStore, Identity, JobId, Message, Millis, Outcome, TaskRef, TaskResult,
+    TaskState,
 };
 
 #[test]
 fn a_finished_job_leaves_the_cores_memory_and_reads_back_the_same() {
-    let mut a = Node::new(1, Config::default());
-    a.timeout(0);
-    let (job, _) = submit(&mut a, 0, 200, 0);
-    let now = run_to_end(&mut a, job, Outcome::Exited(0));
+    let (mut a, job, now) = finished_job(200);
     let before = a.core.views(job);
     let digest = a.core.ledger().state_digest();
     assert_eq!(a.core.held().views, 200);
@@ -142,6 +140,76 @@ fn a_late_claim_not_yet_stored_keeps_its_job_unsealed_so_the_result_after_it_cou
     a.timeout(late + 3 * wait);
     assert!(a.core.ledger().is_sealed(&job));
     assert_eq!(shown(&a), Some((TaskState::Succeeded, Some(b.node_id()))));
+}
+
+#[test]
+fn a_sealed_jobs_event_ids_retire_and_a_late_copy_of_its_events_is_dropped_as_a_duplicate() {
+    let wait = Config::default().seal_after_ms;
+    let (mut a, job, now) = finished_job(200);
+    let ids = a.core.ledger().ids().clone();
+    let fingerprints = a.core.ledger().fingerprints().clone();
+    let live = a.core.held().live_event_ids;
+    a.timeout(now + wait);
+    assert!(a.core.ledger().is_sealed(&job));
+    let stored = a.store.job_events(&job);
+    assert_eq!(a.core.held().live_event_ids, live - stored.len());
+    assert_eq!(a.core.ledger().ids(), &ids);
+
+    // Every event of the job again, as a peer late to gossip them sends them.
+    let peer = Identity::from_seed([2; 32]).node_id();
+    let duplicates = a.core.stats().events_duplicate;
+    let events = stored.clone();
+    a.core
+        .handle_gossip(Millis(now + 2 * wait), peer, Message::Events { events });
+    a.pump();
+    let dropped = a.core.stats().events_duplicate - duplicates;
+    assert_eq!(dropped, stored.len() as u64);
+    assert!(a.core.ledger().is_sealed(&job));
+    assert_eq!(a.core.held().task_facts, 0);
+    assert_eq!(a.core.ledger().fingerprints(), &fingerprints);
+}
+
+#[test]
+fn a_fresh_node_catches_up_with_a_sealed_job_whose_event_ids_retired() {
+    let wait = Config::default().seal_after_ms;
+    let (mut a, job, end) = finished_job(300);
+    let mut now = end + wait;
+    a.timeout(now);
+    assert!(a.core.ledger().is_sealed(&job));
+    let mut b = Node::new(2, Config::default());
+    a.core.handle_peer_up(Millis(now), b.id());
+    b.core.handle_peer_up(Millis(now), a.id());
+    let (mut to_b, mut to_a) = (a.pump(), b.pump());
+    for _ in 0..10 {
+        while !to_a.is_empty() || !to_b.is_empty() {
+            let next_to_a = deliver(now, &a, &to_b, &mut b);
+            to_b = deliver(now, &b, &to_a, &mut a);
+            to_a = next_to_a;
+        }
+        if a.core
+            .ledger()
+            .ids()
+            .iter()
+            .all(|id| b.core.ledger().contains(id))
+        {
+            break;
+        }
+        now += Config::default().sync_ms;
+        to_b = a.timeout(now);
+        to_a = b.timeout(now);
+    }
+    assert_eq!(b.core.views(job), a.core.views(job));
+    assert_eq!(b.core.progress(&job).succeeded, 300);
+}
+
+/// A lone node that ran a job of `tasks` tasks to success: the node, the
+/// job and when its last task ended.
+fn finished_job(tasks: u32) -> (Node, JobId, u64) {
+    let mut a = Node::new(1, Config::default());
+    a.timeout(0);
+    let (job, _) = submit(&mut a, 0, tasks, 0);
+    let now = run_to_end(&mut a, job, Outcome::Exited(0));
+    (a, job, now)
 }
 
 /// Attempt 0 of `t` exited 0.

@@ -331,6 +331,7 @@ pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>>
         sealed_jobs: node.held.sealed_jobs,
         held_views: node.held.views,
         held_task_facts: node.held.task_facts,
+        held_event_ids: node.held.live_event_ids,
         ledger_bytes: data.ledger.size_on_disk(),
         event_bytes: data.ledger.event_bytes(),
         attempts_started: node.stats.attempts_started,

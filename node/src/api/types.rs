@@ -310,6 +310,9 @@ pub struct Status {
     /// of jobs not sealed.
     pub held_views: usize,
     pub held_task_facts: usize,
+    /// Ids of events about live work, in a B-tree; those of events about
+    /// sealed jobs only take 32 bytes each in one sorted list.
+    pub held_event_ids: usize,
     pub ledger_bytes: u64,
     pub event_bytes: u64,
     pub attempts_started: u64,

@@ -381,12 +381,7 @@ impl Driver {
     fn give_back_memory(&mut self) {
         let sealed = self.core.held().sealed_jobs;
         if sealed > self.sealed {
-            #[cfg(target_env = "gnu")]
-            // SAFETY: malloc_trim only returns glibc's free heap pages to
-            // the system; no memory in use moves.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            crate::heap::give_back();
         }
         self.sealed = sealed;
     }

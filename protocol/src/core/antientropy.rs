@@ -14,7 +14,7 @@
 use super::Core;
 use crate::ids::{EventId, NodeId};
 use crate::storage::EventStore;
-use crate::sync::{bucket_ids, Fingerprints, BUCKETS};
+use crate::sync::{Fingerprints, BUCKETS};
 use crate::wire::Message;
 use rand::Rng;
 use std::collections::BTreeSet;
@@ -46,14 +46,14 @@ impl<S: EventStore> Core<S> {
                 if buckets.is_empty() {
                     // A bucket larger than a reply: a window of it.
                     let skip = self.rng.gen_range(0..=held - limit);
-                    let ids = bucket_ids(self.ledger.ids(), *b).skip(skip).take(limit);
+                    let ids = self.ledger.ids().bucket(*b).skip(skip).take(limit);
                     buckets.push((*b, ids.copied().collect()));
                     partial = true;
                 }
                 break;
             }
             budget -= held;
-            buckets.push((*b, bucket_ids(self.ledger.ids(), *b).copied().collect()));
+            buckets.push((*b, self.ledger.ids().bucket(*b).copied().collect()));
         }
         self.send(from, Message::SyncIds { buckets, partial });
     }
@@ -79,11 +79,9 @@ impl<S: EventStore> Core<S> {
             let theirs: BTreeSet<EventId> = theirs.into_iter().collect();
             let lacking = theirs.iter().filter(|id| !self.ledger.contains(id));
             missing.extend(lacking.take(limit - missing.len()));
-            let mine: Box<dyn Iterator<Item = &EventId>> = match (theirs.first(), theirs.last()) {
-                (Some(lo), Some(hi)) if window == Some(b) => {
-                    Box::new(self.ledger.ids().range(*lo..=*hi))
-                }
-                _ => Box::new(bucket_ids(self.ledger.ids(), b)),
+            let mine = match (theirs.first(), theirs.last()) {
+                (Some(lo), Some(hi)) if window == Some(b) => self.ledger.ids().range(lo, hi),
+                _ => self.ledger.ids().bucket(b),
             };
             extra.extend(mine.filter(|id| !theirs.contains(id)).copied());
         }

@@ -11,7 +11,7 @@
 //! of a forgotten job (`ledger::forget` does).
 
 use super::Core;
-use crate::event::{event_id, Event, EventBody};
+use crate::event::EventBody;
 use crate::ids::{EventId, JobId};
 use crate::storage::{EventStore, Forgetting};
 use crate::time::Millis;
@@ -89,12 +89,7 @@ impl<S: EventStore> Core<S> {
 
     /// Drops a sealed job here and tells the store to.
     fn forget_job(&mut self, job: JobId, wall_ms: u64) {
-        let stored: Vec<(EventId, Event)> = self
-            .store
-            .job_events(&job)
-            .iter()
-            .filter_map(|bytes| Some((event_id(bytes), crate::codec::decode(bytes).ok()?)))
-            .collect();
+        let stored = self.stored_with_ids(&job);
         let after = self
             .ledger
             .job(&job)

@@ -92,18 +92,16 @@ impl Ledger {
             self.forgotten.remove(&job);
             self.forgets.remove(&job);
             let requests = self.forget_events.remove(&job).unwrap_or_default();
-            for id in &requests {
-                self.unlist(id);
-            }
+            self.unlist(&requests);
             dropped.push((job, requests.into_iter().collect()));
         }
         dropped
     }
 
-    /// Takes an id out of the event set and the fingerprints.
-    fn unlist(&mut self, id: &EventId) {
-        if self.ids.remove(id) {
-            self.fingerprints.remove(id);
+    /// Takes ids out of the event set and the fingerprints.
+    fn unlist(&mut self, ids: &BTreeSet<EventId>) {
+        for id in self.ids.remove_all(ids) {
+            self.fingerprints.remove(&id);
         }
     }
 
@@ -174,9 +172,7 @@ impl Ledger {
                 gone.insert(id);
             }
         }
-        for id in &gone {
-            self.unlist(id);
-        }
+        self.unlist(&gone);
         Forgot {
             tombstone,
             events: gone.into_iter().collect(),

@@ -3,7 +3,8 @@
 //!
 //! Owns the sealed set (each sealed job's outcome, for the jobs waiting for
 //! it), dropping a job's facts, adding them back from its stored events,
-//! and folding a sealed job's views from its events without keeping them.
+//! folding a sealed job's views from its events without keeping them, and
+//! which event ids retire when a job is sealed.
 //! The fold's answers do not change: a sealed job's views, folded from its
 //! stored events, are those it had before it was sealed. Must not read a
 //! store itself (the core passes the events in) or decide when a job is
@@ -11,7 +12,8 @@
 
 use super::{JobOutcome, Ledger, TaskState, TaskView, Touched};
 use crate::event::Event;
-use crate::ids::{JobId, TaskRef};
+use crate::ids::{EventId, JobId, TaskRef};
+use std::borrow::Borrow;
 
 impl Ledger {
     /// Whether `job`'s task facts are out of memory (see [`Ledger::seal`]).
@@ -25,19 +27,21 @@ impl Ledger {
     }
 
     /// Drops the task facts of known job `job` if `stored` (its events as
-    /// the store holds them) hold every fact it has in memory, keeping its
-    /// outcome and the digest of its views; its views are then folded from
-    /// its stored events ([`Ledger::sealed_views`]) and its facts come back
-    /// with [`Ledger::unseal`]. False, changing nothing, if the job is
-    /// unknown, sealed already, or the store lacks some of what it knows
-    /// (an event not written yet) — even a fact that changes no view now:
-    /// a later event can make it count (a claim whose result comes next),
-    /// and facts dropped here come back only from the store.
-    pub fn seal(&mut self, job: JobId, stored: impl IntoIterator<Item = Event>) -> bool {
+    /// the store holds them, with their ids) hold every fact it has in
+    /// memory, keeping its outcome and the digest of its views; its views
+    /// are then folded from its stored events ([`Ledger::sealed_views`])
+    /// and its facts come back with [`Ledger::unseal`]. The ids of those of
+    /// `stored` that name only sealed or forgotten jobs retire (see
+    /// `EventIds`). False, changing nothing, if the job is unknown, sealed
+    /// already, or the store lacks some of what it knows (an event not
+    /// written yet) — even a fact that changes no view now: a later event
+    /// can make it count (a claim whose result comes next), and facts
+    /// dropped here come back only from the store.
+    pub fn seal(&mut self, job: JobId, stored: &[(EventId, Event)]) -> bool {
         if self.is_sealed(&job) || !self.jobs.contains_key(&job) {
             return false;
         }
-        let Some(scratch) = self.fold_stored(job, stored) else {
+        let Some(scratch) = self.fold_stored(job, stored.iter().map(|(_, e)| e)) else {
             return false;
         };
         if !self.same_task_facts(&scratch, job) {
@@ -47,7 +51,20 @@ impl Ledger {
         let outcome = self.sealed_record(&job);
         self.drop_task_facts(job);
         self.sealed.insert(job, outcome);
+        self.retire(stored);
         true
+    }
+
+    /// Retires the ids of those of `stored` whose task facts name only
+    /// sealed or forgotten jobs: nothing live needs them at hand.
+    fn retire(&mut self, stored: &[(EventId, Event)]) {
+        let done = |job: &JobId| self.is_sealed(job) || self.is_forgotten(job);
+        let ids: Vec<EventId> = stored
+            .iter()
+            .filter(|(_, e)| e.body.task_jobs().iter().all(done))
+            .map(|(id, _)| *id)
+            .collect();
+        self.ids.retire(ids);
     }
 
     /// What is kept of known, unsealed job `job` once sealed, from one
@@ -89,19 +106,29 @@ impl Ledger {
     }
 
     /// Brings a sealed job's task facts back from `events` (its stored
-    /// events; facts about other jobs' tasks in them are skipped). Events
-    /// this ledger's rules refuse add nothing, as when they first came.
+    /// events; facts about other jobs' tasks in them are skipped).
     pub fn unseal(&mut self, job: JobId, events: impl IntoIterator<Item = Event>) -> Touched {
         let mut touched = Touched::default();
-        if self.sealed.remove(&job).is_none() {
-            return touched;
-        }
-        for event in events {
-            if crate::validate::check(&event.body).is_ok() {
-                self.add_facts(event.author, &event.body, Some(job), &mut touched);
-            }
+        if self.sealed.remove(&job).is_some() {
+            self.add_job_facts(job, events, &mut touched);
         }
         touched
+    }
+
+    /// Adds the facts `events` state about `job`'s tasks; events this
+    /// ledger's rules refuse add nothing, as when they first came.
+    fn add_job_facts(
+        &mut self,
+        job: JobId,
+        events: impl IntoIterator<Item = impl Borrow<Event>>,
+        touched: &mut Touched,
+    ) {
+        for event in events {
+            let event = event.borrow();
+            if crate::validate::check(&event.body).is_ok() {
+                self.add_facts(event.author, &event.body, Some(job), touched);
+            }
+        }
     }
 
     /// A sealed job's views, in index order, folded from `events` (its
@@ -110,7 +137,7 @@ impl Ledger {
     pub fn sealed_views(
         &self,
         job: JobId,
-        events: impl IntoIterator<Item = Event>,
+        events: impl IntoIterator<Item = impl Borrow<Event>>,
     ) -> Vec<TaskView> {
         self.fold_stored(job, events)
             .map(|scratch| scratch.job_views(&job))
@@ -121,7 +148,11 @@ impl Ledger {
     /// record, the outcomes of the jobs it waits for, its cancel and
     /// failure — and the facts `events` state about its tasks. `None` if
     /// the job is unknown.
-    fn fold_stored(&self, job: JobId, events: impl IntoIterator<Item = Event>) -> Option<Ledger> {
+    fn fold_stored(
+        &self,
+        job: JobId,
+        events: impl IntoIterator<Item = impl Borrow<Event>>,
+    ) -> Option<Ledger> {
         let record = self.jobs.get(&job)?;
         let mut scratch = Ledger::with_admins(self.admins.clone());
         scratch.jobs.insert(job, record.clone());
@@ -136,12 +167,7 @@ impl Ledger {
         if self.failed_jobs.contains(&job) {
             scratch.failed_jobs.insert(job);
         }
-        let mut touched = Touched::default();
-        for event in events {
-            if crate::validate::check(&event.body).is_ok() {
-                scratch.add_facts(event.author, &event.body, Some(job), &mut touched);
-            }
-        }
+        scratch.add_job_facts(job, events, &mut Touched::default());
         Some(scratch)
     }
 
