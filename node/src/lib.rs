@@ -26,7 +26,6 @@ mod driver;
 mod exec;
 mod fetch;
 mod functions;
-mod heap;
 mod identity;
 pub mod jobfile;
 mod jobprep;

@@ -1,10 +1,31 @@
 //! The `peerbatch` binary: parses the command line, sets up logging, calls
 //! into the library and maps errors to exit statuses (2 for bad input, 1 for
-//! everything else). Owns nothing else.
+//! everything else), and picks the process's allocator. Owns nothing else.
 
 use clap::Parser;
 use peerbatch::cli;
 use std::process::ExitCode;
+
+/// jemalloc: it hands freed pages back to the system by itself (see
+/// [`MALLOC_CONF`]), where glibc's malloc kept a finished job's pages,
+/// pinned by the few small allocations still alive among them.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main`: a background thread purges
+/// pages a second after they were last used (`dirty_decay_ms`), straight
+/// back to the system (`muzzy_decay_ms`), so a node's RSS follows what it
+/// holds rather than the peak of the largest job it ran.
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: ConfString =
+    ConfString(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// A C string pointer that can be a `static` (jemalloc reads a `const char *`).
+#[repr(transparent)]
+struct ConfString(*const std::ffi::c_char);
+
+// SAFETY: it points to a static string, never written to.
+unsafe impl Sync for ConfString {}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

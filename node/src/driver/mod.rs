@@ -100,8 +100,6 @@ pub struct Driver {
     /// Both names of each connected peer.
     connected: Connected,
     metrics: Metrics,
-    /// Jobs the core had sealed at the last turn (see `give_back_memory`).
-    sealed: usize,
     /// Runs the function calls other nodes send here.
     functions: Option<crate::functions::Router>,
 }
@@ -153,7 +151,6 @@ impl Driver {
             connected: Connected::default(),
             metrics: Metrics::default(),
             functions: None,
-            sealed: 0,
         }
     }
 
@@ -362,7 +359,6 @@ impl Driver {
                 _ = &mut shutdown => break,
             }
             self.pump();
-            self.give_back_memory();
         }
         for (_, kill) in self.kills.drain() {
             let _ = kill.send(());
@@ -373,17 +369,6 @@ impl Driver {
         if let Err(e) = self.store.flush().await {
             tracing::error!("final flush failed: {e:#}");
         }
-    }
-
-    /// Once the core has sealed another job, hands the heap pages its
-    /// facts and views took back to the system: glibc keeps freed pages
-    /// otherwise, and RSS would stay at the peak of the largest job.
-    fn give_back_memory(&mut self) {
-        let sealed = self.core.held().sealed_jobs;
-        if sealed > self.sealed {
-            crate::heap::give_back();
-        }
-        self.sealed = sealed;
     }
 
     fn on_exited(&mut self, done: TaskResult) {
