@@ -134,24 +134,30 @@ impl TaskState {
 /// How a job stands for the jobs that wait for it (`after`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobOutcome {
-    /// Some task is not terminal yet (or the job is not known here).
+    /// Some task is not terminal yet and none ended without success (or
+    /// the job is not known here).
     #[default]
     Unfinished,
     /// Every task succeeded.
     Succeeded,
-    /// Some task failed, was cancelled or was skipped: it never will.
+    /// Every task ended, some without success (failed, cancelled,
+    /// skipped).
     Failed,
+    /// Some task ended without success and some have not ended yet: a
+    /// dependent skipped or failed for it can be so at once; one that runs
+    /// anyway (`run`) waits for the job to end.
+    Failing,
 }
 
 impl JobOutcome {
     /// From counts of a job's `total` tasks: succeeded, and ended otherwise.
     pub fn of(succeeded: u32, ended_otherwise: u32, total: u32) -> JobOutcome {
-        if ended_otherwise > 0 {
-            JobOutcome::Failed
-        } else if total > 0 && succeeded >= total {
-            JobOutcome::Succeeded
-        } else {
-            JobOutcome::Unfinished
+        let ended = succeeded as u64 + ended_otherwise as u64 >= total as u64;
+        match (ended_otherwise > 0, ended) {
+            (true, true) => JobOutcome::Failed,
+            (true, false) => JobOutcome::Failing,
+            (false, true) if total > 0 => JobOutcome::Succeeded,
+            _ => JobOutcome::Unfinished,
         }
     }
 }
@@ -846,6 +852,7 @@ impl Ledger {
             match job_outcome(other) {
                 JobOutcome::Succeeded => {}
                 JobOutcome::Failed => broken = true,
+                JobOutcome::Failing => (broken, waiting) = (true, true),
                 JobOutcome::Unfinished => waiting = true,
             }
         }

@@ -669,3 +669,45 @@ fn a_job_after_another_is_blocked_until_it_succeeds_and_follows_its_policy_in_an
         }
     }
 }
+
+/// A job that runs `after` another whatever its outcome (`run`) waits for
+/// every task of it to end, not only for the first failure; one that is
+/// skipped or failed for it is so at the first failure.
+#[test]
+fn a_job_after_one_that_is_failing_waits_until_it_ended_when_it_runs_anyway() {
+    let (first_event, first) = job_event(2, 0);
+    let node = identity(1);
+    let claim = claims(&node, &[(task(first, 0), 0), (task(first, 1), 0)]);
+    // Task 0 failed at its last attempt; task 1 still runs.
+    let failed = finished(&node, &[(task(first, 0), 0, 1)]);
+    for (policy, failing, ended) in [
+        (
+            OnDependencyFailure::Run,
+            TaskState::Blocked,
+            TaskState::Pending,
+        ),
+        (
+            OnDependencyFailure::Skip,
+            TaskState::Skipped,
+            TaskState::Skipped,
+        ),
+        (
+            OnDependencyFailure::Fail,
+            TaskState::Failed,
+            TaskState::Failed,
+        ),
+    ] {
+        let (waiting_event, waiting) = after_event(first, policy);
+        let mut events = vec![
+            first_event.clone(),
+            waiting_event,
+            claim.clone(),
+            failed.clone(),
+        ];
+        let ledger = fold(&events);
+        assert_eq!(view(&ledger, task(waiting, 0)).state, failing, "{policy:?}");
+        events.push(finished(&node, &[(task(first, 1), 0, 0)]));
+        let ledger = fold(&events);
+        assert_eq!(view(&ledger, task(waiting, 0)).state, ended, "{policy:?}");
+    }
+}

@@ -10,7 +10,7 @@
 //! change the world: it only reads cores.
 
 use crate::disk::SimStore;
-use peerbatch_protocol::exit::{verdict, Verdict};
+use peerbatch_protocol::exit::{verdict, ExitAction, Verdict};
 use peerbatch_protocol::job::OnDependencyFailure;
 use peerbatch_protocol::ledger::JobRecord;
 use peerbatch_protocol::{codec, Core, Event, EventId, JobId, Ledger, NodeId, TaskState, TaskView};
@@ -322,9 +322,15 @@ pub fn check_end(
         let Some(record) = first.ledger().job(&job.id) else {
             return Err(format!("liveness: job {} is not known", job.id));
         };
-        let fail_job = views
-            .iter()
-            .any(|v| judged(record, v) == Some(Verdict::FailJob));
+        // A result judged `fail_job` fails the job even when it is not its
+        // task's canonical one (a lower attempt's success wins there), so
+        // a job whose rules can fail it may have skipped tasks.
+        let fail_job = (record.spec.groups.iter()).any(|g| {
+            g.spec()
+                .exit_codes
+                .iter()
+                .any(|r| r.action == ExitAction::FailJob)
+        });
         for v in &views {
             let waits = record.deps.is_some() || !record.spec.after.is_empty();
             let unmet = |rule| waits && record.spec.on_dependency_failure == rule;

@@ -607,7 +607,13 @@ impl Sim {
         let node = self.random_node(|_| true);
         let plan = self.plans[job].clone();
         let (now, wall) = (self.local(node), self.wall(node));
-        let after = plan.waits.after.and_then(|j| self.submitted_id(j));
+        // Only a job the submitting node knows (a node refuses others).
+        let after = (plan.waits.after.and_then(|j| self.submitted_id(j))).filter(|id| {
+            self.nodes[node]
+                .core
+                .as_ref()
+                .is_some_and(|c| c.ledger().job(id).is_some())
+        });
         let (id, event) = self
             .core(node)
             .submit(now, plan.spec(job, after), wall)
