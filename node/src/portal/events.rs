@@ -34,8 +34,10 @@ async fn mark(s: &PortalState) -> Option<Mark> {
 pub async fn stream(
     State(s): State<PortalState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let first = mark(&s).await;
-    let changes = futures::stream::unfold((s, first), |(s, mut last)| async move {
+    // No starting mark: the first look says `change`, since the page may
+    // have been rendered before a change this stream would otherwise take
+    // as its start (a drain the core judged between the two, say).
+    let changes = futures::stream::unfold((s, None), |(s, mut last)| async move {
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
             let now = mark(&s).await?;
