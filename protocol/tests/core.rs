@@ -378,23 +378,33 @@ fn a_node_rebuilt_from_peers_after_a_wipe_reclaims_its_lost_claims() {
     assert_eq!(wiped.runs(), vec![(t, 1)]);
 }
 
-#[test]
-fn a_freed_slot_starts_the_next_durable_claim_at_once() {
+/// A lone node with one slot running the 3-task job `spec`: task 0 ran
+/// and exited 0, so, with short tasks, it claims ahead; task 1 runs and
+/// task 2 waits for the slot. Returns the node, the job and the time.
+fn running_one_claiming_ahead(spec: JobSpec) -> (Node, JobId, Millis) {
     let cfg = Config {
         prefetch_horizon_ms: 10_000,
         ..Config::default()
     };
     let mut a = Node::new(1, cfg);
     a.timeout(0);
-    let (job, _) = submit(&mut a, 0, 3, 0);
-    let (t0, t1, t2) = (task(job, 0), task(job, 1), task(job, 2));
+    let (job, _) = a.core.submit(Millis(0), spec, 0).expect("a valid job");
+    a.pump();
+    let (t0, t1) = (task(job, 0), task(job, 1));
     assert_eq!(a.runs(), vec![(t0, 0)]);
-    // Short tasks: A now claims ahead (prefetch), publishing at the next batch.
+    // Claims made ahead are published at the next batch.
     a.exit(1, t0, 0, Outcome::Exited(0));
     let due = a.core.poll_timeout().expect("a batch");
     a.timeout(due.0);
     assert_eq!(a.runs(), vec![(t0, 0), (t1, 0)]);
     assert_eq!(a.core.local_load(), (2, 1));
+    (a, job, due)
+}
+
+#[test]
+fn a_freed_slot_starts_the_next_durable_claim_at_once() {
+    let (mut a, job, due) = running_one_claiming_ahead(spec(3, 0));
+    let (t0, t1, t2) = (task(job, 0), task(job, 1), task(job, 2));
     // Task 1 is fenced off for good (reclaimed at its last attempt) …
     let reaper = Identity::from_seed([77; 32]);
     let reclaim = reaper.sign(EventBody::Reclaimed {
@@ -740,29 +750,14 @@ fn a_declined_gang_is_invited_again_later_without_using_a_retry() {
 /// it frees (before, the next claim started and was killed a batch later).
 #[test]
 fn a_result_that_fails_its_job_leaves_at_once_and_the_jobs_next_claim_here_never_starts() {
-    let cfg = Config {
-        prefetch_horizon_ms: 10_000,
-        ..Config::default()
-    };
-    let mut a = Node::new(1, cfg);
-    a.timeout(0);
     let mut template = TaskSpec::new("t", Command::Argv(vec!["true".into()]), 0);
     template.exit_codes = vec![ExitRule {
         from: 4,
         to: 4,
         action: ExitAction::FailJob,
     }];
-    let spec = JobSpec::array("fails", template, 0, 2);
-    let (job, _) = a.core.submit(Millis(0), spec, 0).expect("a valid job");
-    a.pump();
+    let (mut a, job, due) = running_one_claiming_ahead(JobSpec::array("fails", template, 0, 2));
     let (t0, t1, t2) = (task(job, 0), task(job, 1), task(job, 2));
-    assert_eq!(a.runs(), vec![(t0, 0)]);
-    // Short tasks: the node claims ahead; task 1 runs, task 2 waits.
-    a.exit(1, t0, 0, Outcome::Exited(0));
-    let due = a.core.poll_timeout().expect("a batch");
-    a.timeout(due.0);
-    assert_eq!(a.runs(), vec![(t0, 0), (t1, 0)]);
-    assert_eq!(a.core.local_load(), (2, 1));
     let sent = a.exit(due.0 + 1, t1, 0, Outcome::Exited(4));
     assert!(
         !events_of(&sent).is_empty(),
