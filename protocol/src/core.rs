@@ -21,6 +21,7 @@ use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::Command;
 use crate::job::{JobError, JobSpec, ResolvedTask};
 use crate::ledger::{dependency_tally, job_id_of, JobOutcome, Ledger, TaskState, TaskView};
+use crate::per_task::PerTask;
 use crate::resources::{Amount, Resources};
 use crate::schedule::CronZone;
 use crate::storage::EventStore;
@@ -271,7 +272,8 @@ pub struct Core<S> {
     /// Whether it takes new tasks, and what it announces of that.
     availability: Availability,
     addrs: Vec<String>,
-    views: BTreeMap<TaskRef, TaskView>,
+    /// Every live task's view, each job's in one block.
+    views: PerTask<TaskView>,
     /// How each task's dependencies stand by `views`, kept as they change
     /// (a task waiting for 100,000 others is judged without reading them).
     dep_tallies: BTreeMap<TaskRef, Tally>,
@@ -344,7 +346,7 @@ impl<S: EventStore> Core<S> {
             membership,
             availability: Availability::default(),
             addrs: Vec::new(),
-            views: BTreeMap::new(),
+            views: PerTask::default(),
             dep_tallies: BTreeMap::new(),
             progress: BTreeMap::new(),
             finished: BTreeMap::new(),
@@ -446,10 +448,7 @@ impl<S: EventStore> Core<S> {
             let stored = self.store.job_events(&job);
             return self.ledger.sealed_views(job, decoded(&stored));
         }
-        self.views
-            .range(TaskRef::all_of(job))
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.views.job(job).map(|(_, v)| v.clone()).collect()
     }
 
     /// One task's view (for a sealed job, its job's are folded first).
@@ -903,13 +902,13 @@ impl<S: EventStore> Core<S> {
         self.in_use.sub(local.need);
         // A killed attempt's task may be claimable again (its attempt was
         // reclaimed); it was kept out of the queue while the process ran.
-        if self
+        let pending = self
             .views
             .get(&task)
-            .is_some_and(|v| v.state == TaskState::Pending)
-        {
+            .filter(|v| v.state == TaskState::Pending);
+        if let Some(attempt) = pending.map(|v| v.attempt) {
             self.queues.remove(task);
-            self.enqueue(task, self.views[&task].attempt, now);
+            self.enqueue(task, attempt, now);
         }
         if local.rank.is_some_and(|r| r > 0) {
             // Another node's gang: its primary's exit is the task's result.
@@ -1360,6 +1359,7 @@ impl<S: EventStore> Core<S> {
         }
         *progress.slot(view.state) += 1;
         let total = self.ledger.job(&task.job).map_or(0, |j| j.task_count);
+        self.views.size_job(task.job, total);
         if progress.done() >= total {
             let due = now.plus(self.cfg.seal_after_ms);
             self.finished.entry(task.job).or_insert(due);
@@ -1460,15 +1460,13 @@ impl<S: EventStore> Core<S> {
             return;
         }
         if !self.busy_with(job) && self.ledger.seal(job, &self.stored_with_ids(&job)) {
-            let tasks: Vec<TaskRef> = self
-                .views
-                .range(TaskRef::all_of(job))
+            let tasks: Vec<TaskRef> = (self.dep_tallies.range(TaskRef::all_of(job)))
                 .map(|(t, _)| *t)
                 .collect();
             for task in tasks {
-                self.views.remove(&task);
                 self.dep_tallies.remove(&task);
             }
+            self.views.remove_job(&job);
         } else {
             self.finished.insert(job, now.plus(self.cfg.seal_after_ms));
         }

@@ -26,6 +26,7 @@ use crate::exit::{verdict, ExitAction, Verdict};
 use crate::gang::{GangFacts, GangView};
 use crate::ids::{BlobId, EventId, JobId, NodeId, TaskRef};
 use crate::job::{JobSpec, OnDependencyFailure};
+use crate::per_task::PerTask;
 use crate::schedule::Recurrence;
 use crate::sync::Fingerprints;
 use crate::trigger::{Firing, Issuer, Origin};
@@ -204,7 +205,8 @@ pub struct Ledger {
     cancels: BTreeMap<JobId, BTreeSet<NodeId>>,
     /// Jobs that a node allowed to cancel them cancelled.
     cancelled: BTreeSet<JobId>,
-    facts: BTreeMap<TaskRef, TaskFacts>,
+    /// Every task's facts, each job's in one block once its record is in.
+    facts: PerTask<TaskFacts>,
     /// Multi-instance tasks' gang steps (few tasks have any).
     gangs: BTreeMap<TaskRef, GangFacts>,
     nodes: BTreeMap<NodeId, (u64, NodeInfo)>,
@@ -643,21 +645,20 @@ impl Ledger {
             EventBody::Claims { claims } => {
                 for c in claims.iter().filter(|c| wanted(&c.task)) {
                     self.facts
-                        .entry(c.task)
-                        .or_default()
+                        .get_or_default(c.task)
                         .add_claim(c.attempt, author);
                     self.judge_fail_job(c.task, touched);
                 }
             }
             EventBody::Finished { results } => {
                 for r in results.iter().filter(|r| wanted(&r.task)) {
-                    self.facts.entry(r.task).or_default().add_result(author, r);
+                    self.facts.get_or_default(r.task).add_result(author, r);
                     self.judge_fail_job(r.task, touched);
                 }
             }
             EventBody::Reclaimed { claims } => {
                 for Claim { task, attempt } in claims.iter().filter(|c| wanted(&c.task)) {
-                    self.facts.entry(*task).or_default().add_reclaim(*attempt);
+                    self.facts.get_or_default(*task).add_reclaim(*attempt);
                     self.judge_fail_job(*task, touched);
                 }
             }
@@ -688,13 +689,14 @@ impl Ledger {
         {
             return;
         }
+        self.facts.size_job(job_id, record.task_count);
         self.jobs.insert(job_id, record);
         touched.new_jobs.push(job_id);
         // Results may have come first: judge them by this spec.
         let fails = self
             .facts
-            .range(TaskRef::all_of(job_id))
-            .any(|(task, _)| self.task_fails_job(*task));
+            .job(job_id)
+            .any(|(task, _)| self.task_fails_job(task));
         if fails {
             self.failed_jobs.insert(job_id);
         } else {

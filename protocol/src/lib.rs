@@ -22,6 +22,7 @@ pub mod hrw;
 pub mod ids;
 pub mod job;
 pub mod ledger;
+mod per_task;
 pub mod resources;
 pub mod schedule;
 pub mod storage;

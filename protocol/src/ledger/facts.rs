@@ -14,28 +14,33 @@ use crate::codec;
 use crate::event::TaskResult;
 use crate::hrw;
 use crate::ids::{NodeId, TaskRef};
+use smallvec::{Array, SmallVec};
 
 /// Everything the ledger holds about one task, each list sorted and
 /// without repeats. A task has a handful of facts and every node keeps
-/// them for every task, so they are sorted vectors grown one entry at a
-/// time: a B-tree node reserves room for eleven entries, and a vector's
-/// first push room for four (800 bytes for one result).
+/// them for every task: most tasks have one claim and one result, so
+/// those sit inline (the ledger keeps a job's facts in one block, see
+/// `per_task`) and only a task with more has lists of its own, grown one
+/// entry at a time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct TaskFacts {
-    claims: Vec<(u32, NodeId)>,
-    results: Vec<((u32, NodeId), TaskResult)>,
-    reclaimed: Vec<u32>,
+    claims: SmallVec<[(u32, NodeId); 1]>,
+    results: SmallVec<[((u32, NodeId), TaskResult); 1]>,
+    reclaimed: SmallVec<[u32; 2]>,
 }
 
 /// Adds `x` to a sorted list unless it is there already.
-fn insert_sorted<T: Ord>(list: &mut Vec<T>, x: T) {
+fn insert_sorted<A: Array>(list: &mut SmallVec<A>, x: A::Item)
+where
+    A::Item: Ord,
+{
     if let Err(at) = list.binary_search(&x) {
         insert_exact(list, at, x);
     }
 }
 
 /// Inserts `x` at `at`, growing the list by that one entry only.
-fn insert_exact<T>(list: &mut Vec<T>, at: usize, x: T) {
+fn insert_exact<A: Array>(list: &mut SmallVec<A>, at: usize, x: A::Item) {
     list.reserve_exact(1);
     list.insert(at, x);
 }

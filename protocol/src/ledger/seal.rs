@@ -86,19 +86,14 @@ impl Ledger {
     /// tasks as this ledger.
     fn same_task_facts(&self, other: &Ledger, job: JobId) -> bool {
         let all = TaskRef::all_of(job);
-        self.facts
-            .range(all.clone())
-            .eq(other.facts.range(all.clone()))
+        self.facts.job(job).eq(other.facts.job(job))
             && self.gangs.range(all.clone()).eq(other.gangs.range(all))
     }
 
     /// Drops the facts and gang steps of `job`'s tasks.
     pub(super) fn drop_task_facts(&mut self, job: JobId) {
         let all = TaskRef::all_of(job);
-        let tasks: Vec<TaskRef> = self.facts.range(all.clone()).map(|(t, _)| *t).collect();
-        for task in tasks {
-            self.facts.remove(&task);
-        }
+        self.facts.remove_job(&job);
         let gangs: Vec<TaskRef> = self.gangs.range(all).map(|(t, _)| *t).collect();
         for task in gangs {
             self.gangs.remove(&task);
@@ -110,6 +105,9 @@ impl Ledger {
     pub fn unseal(&mut self, job: JobId, events: impl IntoIterator<Item = Event>) -> Touched {
         let mut touched = Touched::default();
         if self.sealed.remove(&job).is_some() {
+            if let Some(record) = self.jobs.get(&job) {
+                self.facts.size_job(job, record.task_count);
+            }
             self.add_job_facts(job, events, &mut touched);
         }
         touched
@@ -156,6 +154,7 @@ impl Ledger {
         let record = self.jobs.get(&job)?;
         let mut scratch = Ledger::with_admins(self.admins.clone());
         scratch.jobs.insert(job, record.clone());
+        scratch.facts.size_job(job, record.task_count);
         for other in &record.spec.after {
             let outcome = self.job_outcome(other, 0);
             let digest = [0; 32];
