@@ -29,13 +29,18 @@ pub fn run(opts: &TaskOpts) -> Result<()> {
         "nodes: {} × {} slots, loopback, one process each; {} `true` tasks in jobs of {}",
         opts.nodes, opts.slots, opts.finished, opts.job_size
     );
-    println!("idle RSS per node: {} MiB", rss_line(&cluster));
+    println!(
+        "idle RSS per node: {} MiB, heap allocated {} MiB",
+        rss_line(&cluster),
+        heap_line(&clients(&cluster)?)?
+    );
     let last = finish_jobs(&cluster, opts)?;
     std::thread::sleep(Duration::from_secs(opts.idle_secs));
     println!(
-        "RSS per node after {} s idle: {} MiB",
+        "RSS per node after {} s idle: {} MiB, heap allocated {} MiB",
         opts.idle_secs,
-        rss_line(&cluster)
+        rss_line(&cluster),
+        heap_line(&clients(&cluster)?)?
     );
     time_tasks_json(&cluster, &last)?;
     time_restart(&mut cluster, opts.finished)?;
@@ -59,10 +64,11 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
         std::thread::sleep(SEALED_AFTER);
         let status: Status = clients[0].get("/v1/status")?;
         println!(
-            "{done} finished tasks ({:.0} s, this job {:.0} tasks/s): RSS per node {} MiB (node 1: {} jobs sealed, {} task views held, {} events, {} of them live)",
+            "{done} finished tasks ({:.0} s, this job {:.0} tasks/s): RSS per node {} MiB, heap allocated {} MiB (node 1: {} jobs sealed, {} task views held, {} events, {} of them live)",
             t0.elapsed().as_secs_f64(),
             n as f64 / took.as_secs_f64(),
             rss_line(cluster),
+            heap_line(&clients)?,
             status.sealed_jobs,
             status.held_views,
             status.events,
@@ -70,6 +76,19 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
         );
     }
     Ok(last)
+}
+
+/// Each node's heap allocated, in MiB, as its status says.
+fn heap_line(clients: &[Client]) -> Result<String> {
+    let mut line = Vec::new();
+    for client in clients {
+        let status: Status = client.get("/v1/status")?;
+        line.push(match status.heap_allocated {
+            Some(bytes) => format!("{:.1}", bytes as f64 / (1 << 20) as f64),
+            None => "?".into(),
+        });
+    }
+    Ok(line.join(", "))
 }
 
 fn clients(cluster: &LocalCluster) -> Result<Vec<Client>> {

@@ -26,6 +26,7 @@ mod driver;
 mod exec;
 mod fetch;
 mod functions;
+mod heap;
 mod identity;
 pub mod jobfile;
 mod jobprep;

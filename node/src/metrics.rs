@@ -49,6 +49,8 @@ pub struct NodeSnapshot {
     pub slots: u64,
     pub slots_running: u64,
     pub log_followers: u64,
+    /// The allocator's counters, if it gave them.
+    pub heap: Option<crate::heap::HeapStats>,
 }
 
 /// The labels of an API request: the route pattern it matched (not its
@@ -202,11 +204,21 @@ impl Collector for Snapshot {
             ),
         ];
         for (name, help, value) in gauges {
-            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)?;
+            gauge(&mut e, name, help, value)?;
+        }
+        if let Some(heap) = s.heap {
+            let help = "Bytes this node's allocator holds allocated";
+            gauge(&mut e, "heap_allocated_bytes", help, heap.allocated)?;
+            let help = "Bytes of memory in the allocator's touched pages (its part of RSS)";
+            gauge(&mut e, "heap_resident_bytes", help, heap.resident)?;
         }
         Ok(())
     }
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
 /// `peerbatch_tasks{state=...}`: one series per task state.

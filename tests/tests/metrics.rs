@@ -181,6 +181,12 @@ fn a_scrape_counts_the_tasks_that_ran_by_state_and_their_run_times() {
         fenced += value(&s, "peerbatch_attempts_fenced_total", &[]);
         run_seconds += value(&s, "peerbatch_task_run_seconds_sum", &[]);
         assert!(value(&s, "peerbatch_ledger_events", &[]) > 0.0);
+        let allocated = value(&s, "peerbatch_heap_allocated_bytes", &[]);
+        let resident = value(&s, "peerbatch_heap_resident_bytes", &[]);
+        assert!(
+            allocated > 1e6 && resident >= allocated,
+            "the node's allocator says what it holds: {allocated} allocated, {resident} resident"
+        );
     }
     assert_eq!(
         runs,

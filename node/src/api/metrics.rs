@@ -94,6 +94,7 @@ fn snapshot(api: &ApiState, node: NodeState) -> NodeSnapshot {
         slots: u64::from(node.slots),
         slots_running: u64::from(node.running),
         log_followers: 0,
+        heap: crate::heap::stats(),
     }
 }
 

@@ -310,6 +310,7 @@ pub(crate) fn outcome_of(outcome: &peerbatch_protocol::Outcome) -> types::Outcom
 pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>> {
     let node = s.driver.call(|reply| Mesh::State { reply }).await?;
     let (data, fetched) = (&s.data, &s.data.fetcher.stats);
+    let heap = crate::heap::stats();
     let by_peer = fetched.bad_by_peer.lock().map(|m| {
         let counts = m.iter().map(|(p, n)| (p.to_string(), *n));
         counts.collect()
@@ -332,6 +333,8 @@ pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult<Json<Status>>
         held_views: node.held.views,
         held_task_facts: node.held.task_facts,
         held_event_ids: node.held.live_event_ids,
+        heap_allocated: heap.map(|h| h.allocated),
+        heap_resident: heap.map(|h| h.resident),
         ledger_bytes: data.ledger.size_on_disk(),
         event_bytes: data.ledger.event_bytes(),
         attempts_started: node.stats.attempts_started,

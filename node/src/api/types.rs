@@ -313,6 +313,11 @@ pub struct Status {
     /// Ids of events about live work, in a B-tree; those of events about
     /// sealed jobs only take 32 bytes each in one sorted list.
     pub held_event_ids: usize,
+    /// Bytes the node's allocator holds allocated (its state), and bytes in
+    /// the allocator's touched pages (its part of RSS); none if the
+    /// allocator cannot say.
+    pub heap_allocated: Option<u64>,
+    pub heap_resident: Option<u64>,
     pub ledger_bytes: u64,
     pub event_bytes: u64,
     pub attempts_started: u64,
