@@ -3,7 +3,9 @@
 //! Owns every metric's name, help text and type, and encoding them in the
 //! text format ([`Metrics::encode`]). Other modules report through typed
 //! methods: the API counts each request ([`Metrics::api_request`]), the
-//! driver each local attempt's run time ([`Metrics::task_ran`]), and the
+//! driver each local attempt's run time ([`Metrics::task_ran`]), the
+//! functions' record each call this node ran ([`Metrics::function_call`];
+//! one series per function name deployed, as the ledger bounds them), and the
 //! `/metrics` route hands the state read from the driver at scrape time as
 //! a [`NodeSnapshot`]. Must not read node state itself or decide anything.
 //! `docs/grafana-peerbatch.json` uses these names; a test checks that each
@@ -62,6 +64,27 @@ struct RequestLabels {
     status: u16,
 }
 
+/// The labels of a function call this node ran: the function and its
+/// status class (`2xx`, `4xx`, `5xx`, `503`, `504`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    function: String,
+    status: String,
+}
+
+/// The label of a function's call durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabel {
+    function: String,
+}
+
+type CallTimes = Family<FunctionLabel, Histogram, fn() -> Histogram>;
+
+/// 1 ms to about 4.4 min, each bucket four times the last.
+fn call_time() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
 /// Cheap to clone; every clone reports into the same registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -72,6 +95,8 @@ struct Inner {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     run_time: Histogram,
+    calls: Family<CallLabels, Counter>,
+    call_time: CallTimes,
     snapshot: Arc<Snapshot>,
 }
 
@@ -97,6 +122,18 @@ impl Metrics {
             "Run time of task attempts that ended on this node",
             run_time.clone(),
         );
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "function_calls",
+            "Function calls this node ran, by function and status class",
+            calls.clone(),
+        );
+        let call_time = CallTimes::new_with_constructor(call_time);
+        registry.register(
+            "function_call_seconds",
+            "How long the function calls this node ran took, by function",
+            call_time.clone(),
+        );
         let snapshot = Arc::new(Snapshot::default());
         registry.register_collector(Box::new(snapshot.clone()));
         Metrics {
@@ -104,6 +141,8 @@ impl Metrics {
                 registry,
                 requests,
                 run_time,
+                calls,
+                call_time,
                 snapshot,
             }),
         }
@@ -123,6 +162,21 @@ impl Metrics {
     /// Records the run time of an attempt that ended on this node.
     pub fn task_ran(&self, run_time: Duration) {
         self.inner.run_time.observe(run_time.as_secs_f64());
+    }
+
+    /// Counts a call of `function` this node ran, answered with a status
+    /// of class `status`, and its duration.
+    pub fn function_call(&self, function: &str, status: &str, took: Duration) {
+        let labels = CallLabels {
+            function: function.to_string(),
+            status: status.to_string(),
+        };
+        self.inner.calls.get_or_create(&labels).inc();
+        let label = FunctionLabel {
+            function: function.to_string(),
+        };
+        let times = self.inner.call_time.get_or_create(&label);
+        times.observe(took.as_secs_f64());
     }
 
     /// Every metric in the text format, with `node`'s state.
@@ -256,6 +310,7 @@ mod tests {
         m.api_request("GET", Some("/v1/jobs/{job}"), 200);
         m.api_request("GET", Some("/v1/jobs/{job}"), 200);
         m.task_ran(Duration::from_millis(300));
+        m.function_call("hello", "5xx", Duration::from_millis(2));
         let mut node = NodeSnapshot::default();
         node.tasks.succeeded = 3;
         let text = m.encode(node);
@@ -278,5 +333,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("peerbatch_claims_total 0"), "{text}");
+        assert!(
+            text.contains("peerbatch_function_calls_total{function=\"hello\",status=\"5xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peerbatch_function_call_seconds_count{function=\"hello\"} 1"),
+            "{text}"
+        );
     }
 }

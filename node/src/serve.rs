@@ -335,7 +335,9 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         opts.functions.max_invocations.unwrap_or(slots) as usize,
         peer_id.to_string(),
     );
-    let functions = crate::functions::Router::new(runtime, net.clone());
+    let metrics = Metrics::new();
+    let calls = crate::functions::calls::CallLog::new(metrics.clone());
+    let functions = crate::functions::Router::new(runtime, net.clone(), calls);
     let exec = Executor::new(
         work,
         blobs.clone(),
@@ -361,7 +363,6 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         dir.input_cache_dir(),
         dir.packages_dir(),
     );
-    let metrics = Metrics::new();
     let api_state = ApiState {
         driver: driver_handle,
         data: api::DataPlane {

@@ -44,6 +44,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("DELETE", "/v1/functions/hello", ""),
     ("POST", "/v1/functions/hello/rollback", r#"{"version": 1}"#),
     ("GET", "/v1/functions/hello/keys", ""),
+    ("GET", "/v1/functions/hello/calls", ""),
+    ("GET", "/v1/function-calls", ""),
     ("POST", "/v1/functions/hello/keys", "{}"),
     ("DELETE", "/v1/functions/hello/keys/ci", ""),
     ("POST", "/fn/hello", "a body"),

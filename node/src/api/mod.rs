@@ -14,6 +14,7 @@
 pub(crate) mod cluster;
 pub(crate) mod files;
 pub(crate) mod follow;
+pub(crate) mod function_calls;
 pub(crate) mod function_keys;
 pub(crate) mod functions;
 pub(crate) mod guard;
@@ -172,6 +173,8 @@ pub fn table() -> OpenApiRouter<ApiState> {
         .routes(routes!(functions::list, functions::deploy))
         .routes(routes!(functions::show, functions::remove))
         .routes(routes!(functions::rollback))
+        .routes(routes!(function_calls::calls))
+        .routes(routes!(function_calls::summary))
         .routes(routes!(function_keys::list, function_keys::create))
         .routes(routes!(function_keys::revoke))
         .routes(routes!(invoke::invoke))

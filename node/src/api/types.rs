@@ -825,3 +825,101 @@ pub struct FunctionKeyRevoked {
     pub name: String,
     pub label: String,
 }
+
+/// A function's calls by how they were answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusCounts {
+    /// The handler answered (200 for a handler run once per call).
+    #[serde(rename = "2xx")]
+    pub ok: u64,
+    #[serde(rename = "3xx")]
+    pub redirect: u64,
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    /// The handler failed (500) or its node did (5xx other than 503 and 504).
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
+    /// No warm worker took the call in time.
+    #[serde(rename = "503")]
+    pub busy: u64,
+    /// The handler ran past its time-out and was killed.
+    #[serde(rename = "504")]
+    pub timed_out: u64,
+}
+
+/// How many calls of a function ran, how they ended and how long they
+/// took, on one node or on every node that answered, since each started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CallFigures {
+    pub calls: u64,
+    pub by_status: StatusCounts,
+    /// Calls that started in the 60 s before the answer.
+    pub last_minute: u64,
+    pub mean_ms: Option<u64>,
+    /// An upper bound of the median duration (within a factor of two).
+    pub p50_ms: Option<u64>,
+    /// An upper bound of the 99th percentile (within a factor of two).
+    pub p99_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+}
+
+/// One node's figures of a function's calls.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeCallFigures {
+    pub node: String,
+    pub figures: CallFigures,
+}
+
+/// One call of a function, as the node that ran it keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionCall {
+    /// The node that ran it.
+    pub node: String,
+    #[serde(flatten)]
+    pub call: crate::functions::calls::CallRecord,
+}
+
+/// A node asked for its calls that did not answer, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Unanswered {
+    pub node: String,
+    pub why: String,
+}
+
+/// `GET /v1/functions/{name}/calls`: a function's calls on every node
+/// that answered in time.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionCalls {
+    pub name: String,
+    /// Over every node that answered.
+    pub total: CallFigures,
+    /// Each node that ran some of its calls.
+    pub nodes: Vec<NodeCallFigures>,
+    /// The newest calls, newest last, at most `limit`.
+    pub calls: Vec<FunctionCall>,
+    /// Nodes asked that did not answer in time: their calls are missing.
+    pub unanswered: Vec<Unanswered>,
+}
+
+/// One function's figures over the nodes that answered.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FunctionFigures {
+    pub name: String,
+    pub total: CallFigures,
+}
+
+/// `GET /v1/function-calls`: every function's calls on every node that
+/// answered in time, by name.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CallsSummary {
+    pub functions: Vec<FunctionFigures>,
+    pub unanswered: Vec<Unanswered>,
+}
+
+/// How many of a function's newest calls to answer.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+pub struct CallsQuery {
+    /// At most this many calls, newest last (default 50, at most 1,000;
+    /// each node keeps its 32 newest per function).
+    pub limit: Option<u32>,
+}

@@ -536,15 +536,20 @@ impl Driver {
     }
 
     /// Runs a function call another node sent here, if this node can, and
-    /// answers it (off the driver).
+    /// answers it (off the driver); or answers from the record of calls.
     fn answer_invoke(&self, from: PeerId, data: &[u8], reply: net::FetchReply) {
-        use crate::functions::route::{InvokeAnswer, InvokeRequest};
+        use crate::functions::route::{InvokeAnswer, PeerAsk};
         let Some(router) = self.functions.clone() else {
             return;
         };
         let net = self.net.clone();
-        let request = match codec::decode::<InvokeRequest>(data) {
-            Ok(request) => request,
+        let request = match codec::decode::<PeerAsk>(data) {
+            Ok(PeerAsk::Invoke(request)) => request,
+            Ok(PeerAsk::Calls(ask)) => {
+                let answer = codec::encode(&router.calls().answer(&ask, wall_ms()));
+                tokio::spawn(async move { net.respond(reply, answer).await });
+                return;
+            }
             Err(e) => {
                 let answer = InvokeAnswer::Declined(format!("not a function call: {e}"));
                 tokio::spawn(async move { net.respond(reply, codec::encode(&answer)).await });
@@ -563,7 +568,7 @@ impl Driver {
             });
         let (available, peers) = (self.unavailable.is_none(), self.willing_peers());
         tokio::spawn(async move {
-            let answer = router.serve(version, available, peers, request).await;
+            let answer = router.serve(from, version, available, peers, request).await;
             net.respond(reply, codec::encode(&answer)).await;
         });
     }

@@ -1,6 +1,7 @@
 //! Functions on this node: running invocations of deployed handlers
-//! (`runtime`), sending each call to a node with room (`route`), and
-//! firing the triggers that go through the ledger (`triggers`).
+//! (`runtime`), sending each call to a node with room (`route`), keeping
+//! the calls this node ran (`calls`), and firing the triggers that go
+//! through the ledger (`triggers`).
 //!
 //! Owns what one call is ([`Call`]) and what it answers ([`Reply`]) on
 //! every node alike, the node's flags for functions, and the bounds of a
@@ -10,6 +11,7 @@
 //! through the core) or the HTTP API itself; it gets what it needs from
 //! the driver through its typed commands (`driver::command`).
 
+pub mod calls;
 pub mod route;
 pub mod runtime;
 pub mod runtime_api;

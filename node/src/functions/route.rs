@@ -8,13 +8,20 @@
 //! spreads load as calls end or pile up; a peer that answers "busy" is
 //! passed over), one retry elsewhere when the chosen node dies before
 //! answering (unless the version turned retries off: then 502), and 503
-//! when no node has room. Must not read the ledger (the API and the driver
-//! hand it a [`Plan`]) nor run handlers itself (`runtime` does).
+//! when no node has room. Every call this node runs (arrived here or
+//! forwarded in, per invocation or warm) is timed and kept in its
+//! [`CallLog`]; [`Router::calls_everywhere`] gathers every connected
+//! node's record over the same protocol ([`PeerAsk::Calls`]), waiting at
+//! most [`PEER_WAIT`] and naming the nodes that did not answer. Must not
+//! read the ledger (the API and the driver hand it a [`Plan`]) nor run
+//! handlers itself (`runtime` does).
 
-use super::runtime::Runtime;
+use super::calls::{CallLog, CallsAsk, Ended, NodeCalls};
+use super::runtime::{Ran, Runtime};
 use super::warm::WarmPools;
 use super::{Call, Reply};
 use crate::net::{Net, NetError};
+use crate::wallclock::wall_ms;
 use libp2p::request_response::OutboundFailure;
 use libp2p::PeerId;
 use peerbatch_protocol::codec;
@@ -24,6 +31,11 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long [`Router::calls_everywhere`] waits for the other nodes'
+/// records; it answers with those that arrived.
+pub const PEER_WAIT: Duration = Duration::from_secs(3);
 
 /// What the ledger and the node's state say about one call, read by the
 /// driver.
@@ -36,6 +48,15 @@ pub struct Plan {
     /// Connected peers that announce no drain: where to fetch the bundle
     /// from, and where a call this node cannot take may go.
     pub peers: Vec<PeerId>,
+}
+
+/// What one node asks another on the invocation protocol.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerAsk {
+    /// Run this call (answered with an [`InvokeAnswer`]).
+    Invoke(InvokeRequest),
+    /// Answer from your record of calls (answered with a [`NodeCalls`]).
+    Calls(CallsAsk),
 }
 
 /// A call one node sends another to run.
@@ -57,6 +78,24 @@ pub enum InvokeAnswer {
     Declined(String),
 }
 
+/// Why a node's record is missing from [`Router::calls_everywhere`]'s answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAnswered {
+    #[error("no answer within {}", crate::sandbox::duration_text(.0.as_millis() as u64))]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("its answer is garbled: {0}")]
+    Garbled(#[from] codec::CodecError),
+}
+
+/// Every asked node's record, or why it is missing.
+pub struct MeshCalls {
+    /// Each node that answered (this one first), by peer id.
+    pub answered: Vec<(String, NodeCalls)>,
+    pub unanswered: Vec<(String, NotAnswered)>,
+}
+
 #[derive(Clone)]
 pub struct Router {
     runtime: Runtime,
@@ -64,37 +103,60 @@ pub struct Router {
     net: Net,
     /// Calls sent to each peer that have not ended yet.
     sent: Arc<Mutex<HashMap<PeerId, usize>>>,
+    /// The calls this node ran.
+    calls: CallLog,
 }
 
 impl Router {
-    pub fn new(runtime: Runtime, net: Net) -> Router {
+    pub fn new(runtime: Runtime, net: Net, calls: CallLog) -> Router {
         Router {
             warm: WarmPools::new(runtime.clone()),
             runtime,
             net,
             sent: Arc::default(),
+            calls,
         }
+    }
+
+    /// The record of the calls this node ran.
+    pub fn calls(&self) -> &CallLog {
+        &self.calls
     }
 
     /// Runs `call` here if this node has room for it now (a free
     /// invocation slot, or for a warm version an idle worker, room for
     /// one, or — its calls being short — fewer calls waiting than it has
-    /// workers); else gives the call back.
+    /// workers); else gives the call back. Keeps the call in the record,
+    /// with `via`, the node that forwarded it here.
     async fn here(
         &self,
         name: &str,
         version: &Version,
         call: Call,
         peers: &[PeerId],
+        via: Option<PeerId>,
     ) -> Result<Reply, Call> {
-        if version.spec.warm.is_some() {
-            return Ok(self.warm.try_call(name, version, call, peers)?.await);
-        }
-        let Some(slot) = self.runtime.admit() else {
-            return Err(call);
+        let (started, at_ms) = (Instant::now(), wall_ms());
+        let ran: Ran = if version.spec.warm.is_some() {
+            self.warm.try_call(name, version, call, peers)?.await.into()
+        } else {
+            let Some(slot) = self.runtime.admit() else {
+                return Err(call);
+            };
+            let (name, version, peers) = (name.to_string(), version.clone(), peers.to_vec());
+            self.runtime.invoke(slot, name, version, call, peers).await
         };
-        let (name, version, peers) = (name.to_string(), version.clone(), peers.to_vec());
-        Ok(self.runtime.invoke(slot, name, version, call, peers).await)
+        self.calls.record(Ended {
+            name,
+            at_ms,
+            version: version.number,
+            took: started.elapsed(),
+            via,
+            status: ran.reply.status,
+            stderr: &ran.stderr,
+            body: &ran.reply.body,
+        });
+        Ok(ran.reply)
     }
 
     /// Keeps the warm workers of the warm versions `serving` now (see
@@ -112,7 +174,7 @@ impl Router {
     pub async fn call(&self, plan: Plan, call: Call) -> Reply {
         let call = match plan.available_here {
             true => match self
-                .here(&plan.name, &plan.version, call, &plan.peers)
+                .here(&plan.name, &plan.version, call, &plan.peers, None)
                 .await
             {
                 Ok(reply) => return reply,
@@ -124,11 +186,11 @@ impl Router {
         // Kept to wait here for a busy warm worker if no other node takes it.
         let wait_here =
             (plan.available_here && plan.version.spec.warm.is_some()).then(|| call.clone());
-        let request = codec::encode(&InvokeRequest {
+        let request = codec::encode(&PeerAsk::Invoke(InvokeRequest {
             name: plan.name.clone(),
             version: plan.version.event,
             call,
-        });
+        }));
         let mut retried = false;
         for peer in self.order(plan.peers) {
             match self.send(peer, request.clone()).await {
@@ -163,10 +225,11 @@ impl Router {
         )
     }
 
-    /// Answers a call another node sent here: `version` is what this
+    /// Answers a call node `from` sent here: `version` is what this
     /// node's ledger knows of the version asked for.
     pub async fn serve(
         &self,
+        from: PeerId,
         version: Result<Version, String>,
         available: bool,
         peers: Vec<PeerId>,
@@ -178,12 +241,42 @@ impl Router {
             Err(why) => return InvokeAnswer::Declined(why),
         };
         match self
-            .here(&request.name, &version, request.call, &peers)
+            .here(&request.name, &version, request.call, &peers, Some(from))
             .await
         {
             Ok(reply) => InvokeAnswer::Done(reply),
             Err(_) => InvokeAnswer::Declined("full".into()),
         }
+    }
+
+    /// This node's record and each of `peers`' for `ask`: those that
+    /// answer within [`PEER_WAIT`], all asked at once.
+    pub async fn calls_everywhere(&self, ask: CallsAsk, peers: Vec<PeerId>) -> MeshCalls {
+        let here = self.calls.answer(&ask, wall_ms());
+        let request = codec::encode(&PeerAsk::Calls(ask));
+        let asked = peers.into_iter().map(|peer| {
+            let request = request.clone();
+            async move {
+                let answer = tokio::time::timeout(PEER_WAIT, self.net.invoke(peer, request));
+                let answer = match answer.await {
+                    Err(_) => Err(NotAnswered::TimedOut(PEER_WAIT)),
+                    Ok(Err(e)) => Err(e.into()),
+                    Ok(Ok(bytes)) => codec::decode::<NodeCalls>(&bytes).map_err(Into::into),
+                };
+                (peer.to_string(), answer)
+            }
+        });
+        let mut mesh = MeshCalls {
+            answered: vec![(self.runtime.node.clone(), here)],
+            unanswered: Vec::new(),
+        };
+        for (node, answer) in futures::future::join_all(asked).await {
+            match answer {
+                Ok(calls) => mesh.answered.push((node, calls)),
+                Err(why) => mesh.unanswered.push((node, why)),
+            }
+        }
+        mesh
     }
 
     /// Peers in the order to try them: fewest calls in flight first,

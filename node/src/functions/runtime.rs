@@ -16,14 +16,31 @@ use crate::workdir::{AttemptDir, Finished, WorkDirs};
 use libp2p::PeerId;
 use peerbatch_protocol::function::Version;
 use peerbatch_protocol::Outcome;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bytes of a failed handler's stderr written to the node's log.
+/// Bytes of the end of a handler's stderr read after its call: written
+/// to the node's log when it failed, and kept in the call's record.
 const LOGGED_STDERR: usize = 4 * 1024;
+
+/// What one invocation here answered, and the end of its handler's stderr.
+pub struct Ran {
+    pub reply: Reply,
+    pub stderr: Vec<u8>,
+}
+
+impl From<Reply> for Ran {
+    /// A reply from no handler's run: nothing on stderr.
+    fn from(reply: Reply) -> Ran {
+        Ran {
+            reply,
+            stderr: Vec::new(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -81,34 +98,33 @@ impl Runtime {
         version: Version,
         call: Call,
         peers: Vec<PeerId>,
-    ) -> Reply {
+    ) -> Ran {
         let this = self.clone();
         let run = tokio::spawn(async move {
-            let reply = this.run(&name, &version, call, &peers).await;
+            let ran = this.run(&name, &version, call, &peers).await;
             drop(slot);
-            reply
+            ran
         });
         run.await
-            .unwrap_or_else(|e| Reply::text(500, format!("the invocation failed: {e}")))
+            .unwrap_or_else(|e| Reply::text(500, format!("the invocation failed: {e}")).into())
     }
 
-    async fn run(&self, name: &str, version: &Version, call: Call, peers: &[PeerId]) -> Reply {
+    async fn run(&self, name: &str, version: &Version, call: Call, peers: &[PeerId]) -> Ran {
         let d = match self.bundle_dir(version, peers).await {
             Ok(d) => d,
-            Err(e) => return self.failed(name, version, &e),
+            Err(e) => return self.failed(name, version, &e).into(),
         };
         let stdin = d.stdout.with_extension("stdin");
-        let reply = match std::fs::write(&stdin, &call.body) {
+        let ran = match std::fs::write(&stdin, &call.body) {
             Ok(()) => self.handle(name, version, &call, &d, &stdin).await,
-            Err(e) => self.failed(
-                name,
-                version,
-                &format!("cannot write {}: {e}", stdin.display()),
-            ),
+            Err(e) => {
+                let why = format!("cannot write {}: {e}", stdin.display());
+                self.failed(name, version, &why).into()
+            }
         };
         let _ = std::fs::remove_file(&stdin);
         self.finish(d);
-        reply
+        ran
     }
 
     /// A fresh working directory holding `version`'s bundle, fetched from
@@ -167,7 +183,7 @@ impl Runtime {
         call: &Call,
         d: &AttemptDir,
         stdin: &std::path::Path,
-    ) -> Reply {
+    ) -> Ran {
         let (_never, kill) = tokio::sync::oneshot::channel::<()>();
         let env = header_env(&call.headers);
         let ran = (self.sandbox)
@@ -188,8 +204,8 @@ impl Runtime {
             )
             .await;
         let stdout = read_captured(ran.stdout, MAX_BODY_BYTES + 1);
-        let stderr = read_captured(ran.stderr, LOGGED_STDERR);
-        match ran.outcome {
+        let stderr = read_tail(ran.stderr, LOGGED_STDERR);
+        let reply = match ran.outcome {
             Outcome::Exited(0) if stdout.len() > MAX_BODY_BYTES => {
                 let why = format!("its response is over {} MiB", MAX_BODY_BYTES >> 20);
                 self.failed(name, version, &why)
@@ -212,7 +228,8 @@ impl Runtime {
                 };
                 self.logged(500, name, version, &why, &stderr)
             }
-        }
+        };
+        Ran { reply, stderr }
     }
 
     /// The call's `PEERBATCH_*` variables.
@@ -278,6 +295,29 @@ fn header_env(headers: &[(String, String)]) -> Vec<(String, String)> {
             (format!("PEERBATCH_FN_HEADER_{key}"), v.clone())
         })
         .collect()
+}
+
+/// The last `limit` bytes (at most) of a captured stream; removes its
+/// spill file.
+fn read_tail(captured: Captured, limit: usize) -> Vec<u8> {
+    match captured {
+        Captured::Memory(mut bytes) => {
+            bytes.drain(..bytes.len().saturating_sub(limit));
+            bytes
+        }
+        Captured::File(path) => {
+            let mut bytes = Vec::new();
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let len = f.metadata().map_or(0, |m| m.len());
+                let from = len.saturating_sub(limit as u64);
+                if f.seek(SeekFrom::Start(from)).is_ok() {
+                    let _ = f.take(limit as u64).read_to_end(&mut bytes);
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+            bytes
+        }
+    }
 }
 
 /// Up to `limit` bytes of a captured stream; removes its spill file.
