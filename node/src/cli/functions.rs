@@ -1,6 +1,6 @@
 //! The `fn` commands: deploy a function version, list functions and their
 //! versions, roll back, remove, invoke one, enqueue a message and show a
-//! queue (its keys: `cli::function_keys`).
+//! queue (its keys: `cli::function_keys`; its calls: `cli::function_logs`).
 //!
 //! Owns what they print; talks to the node only through `client`.
 
@@ -116,6 +116,12 @@ pub enum FnCmd {
         /// Print the queue as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show function NAME's recent calls on every node, newest last, with
+    /// the end of each handler's stderr (--follow: and new ones as they end).
+    Logs {
+        #[command(flatten)]
+        args: crate::cli::function_logs::LogsArgs,
     },
     /// Create, list or revoke the keys that open a function to callers on
     /// the LAN (a node's --functions-listen address).
@@ -252,6 +258,7 @@ pub fn run(client: &Client, cmd: FnCmd) -> Result<()> {
         } => invoke(client, &name, data, &method, &path),
         FnCmd::Enqueue { name, json } => enqueue(client, &name, json),
         FnCmd::Queue { name, json } => queue(client, &name, json),
+        FnCmd::Logs { args } => crate::cli::function_logs::run(client, args),
         FnCmd::Keys { cmd } => crate::cli::function_keys::run(client, cmd),
     }
 }

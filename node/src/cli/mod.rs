@@ -10,6 +10,7 @@ pub(crate) mod blobs;
 pub(crate) mod cluster;
 pub(crate) mod files;
 pub(crate) mod function_keys;
+pub(crate) mod function_logs;
 pub(crate) mod functions;
 pub(crate) mod pool;
 pub(crate) mod portal;
