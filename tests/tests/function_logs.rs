@@ -1,0 +1,166 @@
+//! Seeing function calls: HTTP calls are no ledger events, so each node
+//! keeps the calls it ran, and `fn logs` on any node gathers every node's
+//! — the calls' statuses, where they ran and what their handlers wrote on
+//! stderr — and `--follow` prints new ones as they end.
+
+use peerbatch_tests::{deploy_fn, ok, wait_for, Cluster, Node, FAST};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// A stdlib-only Python handler: notes on stderr what it handles, fails
+/// (exit 1) on the body `fail`, else answers `ok BODY`.
+const HANDLER: &str = r#"import sys
+body = sys.stdin.read()
+print(f"handled {body}", file=sys.stderr)
+if body == "fail":
+    sys.exit(1)
+print(f"ok {body}")
+"#;
+
+fn bundle(cluster: &Cluster) -> PathBuf {
+    let dir = cluster.tmp.path().join("bundle");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("handler.py"), HANDLER).unwrap();
+    dir
+}
+
+/// Calls function `name` on `node` over HTTP with `body`: status and body.
+fn call(node: &Node, name: &str, body: &str) -> (u16, String) {
+    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
+    let token = std::fs::read_to_string(node.dir.join("token")).unwrap();
+    let answer = ureq::post(&format!("http://{}/fn/{name}", api.trim()))
+        .set("authorization", &format!("Bearer {}", token.trim()))
+        .send_string(body);
+    let resp = match answer {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("cannot reach {api}: {e}"),
+    };
+    (resp.status(), resp.into_string().unwrap())
+}
+
+/// Calls until `node` knows the function and answers `status`.
+fn call_until(node: &Node, name: &str, body: &str, status: u16) -> String {
+    wait_for(
+        &format!("a call of {name} with {body:?} answering {status}"),
+        Duration::from_secs(90),
+        || {
+            let (got, answer) = call(node, name, body);
+            (got == status).then_some(answer)
+        },
+    )
+}
+
+/// `node`'s deployed function `name` is known to `other`'s ledger.
+fn wait_known(other: &Node, name: &str) {
+    wait_for(
+        "the deploy to reach the node",
+        Duration::from_secs(90),
+        || {
+            let list = other.json(&["fn", "list", "--json"]);
+            list.as_array()?
+                .iter()
+                .any(|f| f["name"] == name)
+                .then_some(())
+        },
+    );
+}
+
+/// The call of `calls` whose stderr says it handled `body`.
+fn handled<'a>(calls: &'a [Value], body: &str) -> Option<&'a Value> {
+    let line = format!("handled {body}\n");
+    calls
+        .iter()
+        .find(|c| c["stderr"].as_str() == Some(line.as_str()))
+}
+
+#[test]
+fn fn_logs_on_node_2_shows_the_calls_nodes_1_and_3_ran_with_their_status_and_stderr() {
+    let cluster = Cluster::start(3, FAST);
+    let [n1, n2, n3] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
+    assert_eq!(call_until(n1, "hello", "one", 200), "ok one\n");
+    assert_eq!(call_until(n3, "hello", "three", 200), "ok three\n");
+    let failed = call_until(n3, "hello", "fail", 500);
+    assert!(failed.contains("exited with code 1"), "{failed}");
+    wait_known(n2, "hello");
+
+    let logs = n2.json(&["fn", "logs", "hello", "--json"]);
+    let calls = logs["calls"].as_array().expect("a list of calls");
+    assert_eq!(logs["unanswered"], serde_json::json!([]), "{logs:#}");
+    let one = handled(calls, "one").unwrap_or_else(|| panic!("no call 'one': {logs:#}"));
+    assert_eq!(one["status"], 200);
+    assert_eq!(one["node"], n1.peer_id());
+    assert_eq!(one["version"], 1);
+    let three = handled(calls, "three").unwrap_or_else(|| panic!("no call 'three': {logs:#}"));
+    assert_eq!(three["status"], 200);
+    assert_eq!(three["node"], n3.peer_id());
+    let fail = handled(calls, "fail").unwrap_or_else(|| panic!("no call 'fail': {logs:#}"));
+    assert_eq!(fail["status"], 500);
+    assert_eq!(fail["node"], n3.peer_id());
+    let why = fail["answer"].as_str().unwrap();
+    assert!(why.contains("exited with code 1"), "{why}");
+    // Newest last, by the time each started.
+    let times: Vec<u64> = calls.iter().map(|c| c["at_ms"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(
+        logs["total"]["by_status"]["5xx"].as_u64() >= Some(1),
+        "{logs:#}"
+    );
+    assert!(
+        logs["total"]["by_status"]["2xx"].as_u64() >= Some(2),
+        "{logs:#}"
+    );
+
+    // The same as text: one line per call, its stderr indented under it.
+    let text = ok(&n2.cli(&["fn", "logs", "hello"]), "fn logs");
+    assert!(text.contains("  | handled fail"), "{text}");
+    assert!(text.contains(" v1 500 "), "{text}");
+    assert!(
+        text.contains("  = function hello version 1: exited with code 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn fn_logs_follow_prints_a_call_made_on_another_node_as_it_ends() {
+    let cluster = Cluster::start(2, FAST);
+    let [n1, n2] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
+    call_until(n1, "hello", "before", 200);
+    wait_known(n2, "hello");
+
+    let mut follow = n2
+        .command(&["fn", "logs", "hello", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |want: &str| {
+        while !seen.iter().any(|l: &String| l.contains(want)) {
+            match lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("fn logs --follow never printed {want:?}: {seen:#?}"),
+            }
+        }
+    };
+    wait_line("| handled before");
+    call_until(n1, "hello", "later", 200);
+    wait_line("| handled later");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
