@@ -103,6 +103,47 @@ pub fn deploy_fn(node: &Node, name: &str, dir: &Path, command: &str, extra: &[&s
     ok(&node.cli(&args), "fn deploy");
 }
 
+/// An HTTP call of `/fn/NAME` on `node`'s API with its token and `body`:
+/// the status and the answer's body.
+pub fn invoke_fn(node: &Node, name: &str, body: &str) -> (u16, String) {
+    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
+    let token = std::fs::read_to_string(node.dir.join("token")).unwrap();
+    let answer = ureq::post(&format!("http://{}/fn/{name}", api.trim()))
+        .set("authorization", &format!("Bearer {}", token.trim()))
+        .send_string(body);
+    let resp = match answer {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("cannot reach {api}: {e}"),
+    };
+    (resp.status(), resp.into_string().unwrap())
+}
+
+/// The base URL of `node`'s portal (its API address).
+pub fn portal_url(node: &Node) -> String {
+    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
+    format!("http://{}", api.trim())
+}
+
+/// Where the browser tests save screenshots: `target/portal-screenshots/`
+/// (a test artifact).
+pub fn screenshots() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("portal-screenshots")
+}
+
+/// A browser logged in to `node`'s portal with a fresh one-time link,
+/// saving downloads into `downloads`.
+pub fn portal_login(node: &Node, downloads: &Path) -> webdriver::Browser {
+    let link = ok(&node.cli(&["portal", "--no-open"]), "portal");
+    assert!(link.contains("/login?code="), "not a login link: {link}");
+    let browser = webdriver::Browser::start(downloads);
+    browser.open(&link);
+    browser.wait("nav");
+    browser
+}
+
 /// The `peerbatch` binary, built (once per process) by cargo with the
 /// harness's own profile: debug for tests, release for benchmarks.
 pub fn bin() -> &'static Path {

@@ -1,9 +1,13 @@
 //! Seeing function calls: HTTP calls are no ledger events, so each node
 //! keeps the calls it ran, and `fn logs` on any node gathers every node's
 //! — the calls' statuses, where they ran and what their handlers wrote on
-//! stderr — and `--follow` prints new ones as they end.
+//! stderr — and `--follow` prints new ones as they end; the portal's
+//! Functions page (real headless Chromium) lists the function and its
+//! page shows a recent call with its log, without a reload. Screenshots
+//! go to `target/portal-screenshots/` as the portal tests' do.
 
-use peerbatch_tests::{deploy_fn, ok, wait_for, Cluster, Node, FAST};
+use peerbatch_tests::{deploy_fn, invoke_fn, ok, portal_login, portal_url, wait_for};
+use peerbatch_tests::{screenshots, Cluster, Node, FAST};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -27,27 +31,13 @@ fn bundle(cluster: &Cluster) -> PathBuf {
     dir
 }
 
-/// Calls function `name` on `node` over HTTP with `body`: status and body.
-fn call(node: &Node, name: &str, body: &str) -> (u16, String) {
-    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
-    let token = std::fs::read_to_string(node.dir.join("token")).unwrap();
-    let answer = ureq::post(&format!("http://{}/fn/{name}", api.trim()))
-        .set("authorization", &format!("Bearer {}", token.trim()))
-        .send_string(body);
-    let resp = match answer {
-        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
-        Err(e) => panic!("cannot reach {api}: {e}"),
-    };
-    (resp.status(), resp.into_string().unwrap())
-}
-
 /// Calls until `node` knows the function and answers `status`.
 fn call_until(node: &Node, name: &str, body: &str, status: u16) -> String {
     wait_for(
         &format!("a call of {name} with {body:?} answering {status}"),
         Duration::from_secs(90),
         || {
-            let (got, answer) = call(node, name, body);
+            let (got, answer) = invoke_fn(node, name, body);
             (got == status).then_some(answer)
         },
     )
@@ -163,4 +153,43 @@ fn fn_logs_follow_prints_a_call_made_on_another_node_as_it_ends() {
     wait_line("| handled later");
     let _ = follow.kill();
     let _ = follow.wait();
+}
+
+#[test]
+fn the_portal_lists_a_function_and_its_page_shows_a_call_made_on_another_node_with_its_log() {
+    let cluster = Cluster::start(2, FAST);
+    let [n1, n2] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
+    let downloads = cluster.tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let browser = portal_login(n2, &downloads);
+    browser.open(&format!("{}/functions", portal_url(n2)));
+    let row = "tr[data-function=\"hello\"]";
+    browser.wait_text(
+        &format!("{row} td:nth-child(2)"),
+        Duration::from_secs(90),
+        |t| t == "v1",
+    );
+    browser.run("window.notReloaded = true;");
+    call_until(n1, "hello", "from the browser test", 200);
+    browser.wait_text(&format!("{row} td.calls"), Duration::from_secs(30), |t| {
+        t == "1"
+    });
+    let rate = browser.text_of(&format!("{row} td.rate")).unwrap();
+    assert_eq!(rate, "1", "calls in the last minute");
+    let still = browser.run("return window.notReloaded === true;");
+    assert_eq!(still, true, "the page reloaded");
+    browser.screenshot(&screenshots().join("functions.png"));
+
+    browser.click(&format!("{row} a"));
+    let recent = browser.wait_text("table.recent tr.call", Duration::from_secs(30), |t| {
+        t.contains("handled from the browser test")
+    });
+    assert!(recent.contains("200"), "{recent}");
+    browser.wait_text("#versions", Duration::from_secs(10), |t| {
+        t.contains("python3 handler.py")
+    });
+    browser.screenshot(&screenshots().join("function.png"));
 }

@@ -9,32 +9,8 @@
 
 use peerbatch_tests::webdriver::Browser;
 use peerbatch_tests::{ok, wait_for, Cluster, Node, FAST};
-use std::path::PathBuf;
+use peerbatch_tests::{portal_login as logged_in, portal_url as portal, screenshots};
 use std::time::Duration;
-
-/// Where screenshots go: `target/portal-screenshots/`.
-fn screenshots() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("portal-screenshots")
-}
-
-/// The base URL of a node's portal.
-fn portal(node: &Node) -> String {
-    let api = std::fs::read_to_string(node.dir.join("api")).unwrap();
-    format!("http://{}", api.trim())
-}
-
-/// A browser logged in to `node`'s portal with a fresh one-time link.
-fn logged_in(node: &Node, downloads: &std::path::Path) -> Browser {
-    let link = ok(&node.cli(&["portal", "--no-open"]), "portal");
-    assert!(link.contains("/login?code="), "not a login link: {link}");
-    let browser = Browser::start(downloads);
-    browser.open(&link);
-    browser.wait("nav");
-    browser
-}
 
 fn cluster() -> Cluster {
     Cluster::start(3, FAST)
@@ -54,7 +30,14 @@ fn a_browser_logs_in_with_the_one_time_link_and_sees_every_node_of_the_mesh() {
         browser.wait_text(&row, Duration::from_secs(30), |t| t == "live");
     }
     browser.screenshot(&screenshots().join("mesh.png"));
-    for page in ["jobs", "submit", "pools", "schedules", "packages"] {
+    for page in [
+        "jobs",
+        "submit",
+        "pools",
+        "schedules",
+        "packages",
+        "functions",
+    ] {
         browser.open(&format!("{}/{page}", portal(node)));
         browser.wait("main h1");
         browser.screenshot(&screenshots().join(format!("{page}.png")));

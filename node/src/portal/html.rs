@@ -60,6 +60,7 @@ pub fn page(title: &str, csrf: &str, body: &str) -> Html<String> {
         ("/pools", "Pools"),
         ("/schedules", "Schedules"),
         ("/packages", "Packages"),
+        ("/functions", "Functions"),
     ]
     .iter()
     .map(|(href, name)| format!("<a href=\"{href}\">{name}</a>"))

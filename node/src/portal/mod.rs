@@ -3,7 +3,7 @@
 //! the binary) and without a JavaScript framework.
 //!
 //! Owns the pages (a file each: `mesh`, `jobs`, `job`, `task`, `pools`,
-//! `schedules`, `packages`), the forms that act (`actions`), the browser's
+//! `schedules`, `packages`, `functions`), the forms that act (`actions`), the browser's
 //! login and sessions (`session`), live updates (`events`) and the page
 //! frame (`html`). Reads and acts only through the API's handlers and the
 //! driver's commands (`driver::command`); must not hold protocol state, and
@@ -13,6 +13,7 @@
 mod actions;
 mod attempts;
 mod events;
+mod functions;
 mod html;
 mod job;
 mod jobs;
@@ -98,6 +99,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/schedules"),
     ("POST", "/schedules/{name}/remove"),
     ("GET", "/packages"),
+    ("GET", "/functions"),
+    ("GET", "/functions/{name}"),
     ("GET", "/events"),
     ("GET", "/login"),
     ("GET", "/assets/{name}"),
@@ -128,6 +131,8 @@ pub fn router(api: ApiState) -> Router {
         )
         .route("/schedules/{name}/remove", post(actions::remove_schedule))
         .route("/packages", get(packages::page))
+        .route("/functions", get(functions::list))
+        .route("/functions/{name}", get(functions::page))
         .route("/events", get(events::stream))
         .route_layer(middleware::from_fn_with_state(
             state.sessions.clone(),

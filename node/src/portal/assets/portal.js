@@ -1,5 +1,7 @@
 // The portal's only script: live parts of a page refresh when the node
-// says its ledger changed (server-sent events from /events); a running
+// says its ledger changed (server-sent events from /events), and every few
+// seconds too when marked data-poll (function calls are no ledger events,
+// so no change event tells of them); a running
 // task's logs grow as it writes them (each log marked data-follow reads
 // its streamed body); a chosen job file fills the submit form's text.
 // Pages work without it, by reloading.
@@ -48,8 +50,12 @@ function morph(old, fresh) {
   }
 }
 
+// How often parts marked data-poll refresh, in ms.
+const POLL_EVERY = 2000;
+
 function listen() {
   if (!document.querySelector("[data-live]")) return;
+  if (document.querySelector("[data-poll]")) setInterval(refresh, POLL_EVERY);
   const mark = document.getElementById("live");
   const events = new EventSource("/events");
   events.addEventListener("open", () => { if (mark) mark.textContent = "● live"; });
