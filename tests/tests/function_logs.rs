@@ -1,7 +1,8 @@
 //! Seeing function calls: HTTP calls are no ledger events, so each node
 //! keeps the calls it ran, and `fn logs` on any node gathers every node's
 //! — the calls' statuses, where they ran and what their handlers wrote on
-//! stderr — and `--follow` prints new ones as they end; the portal's
+//! stderr — without waiting on a node that does not answer (it is named),
+//! and `--follow` prints new ones as they end; the portal's
 //! Functions page (real headless Chromium) lists the function and its
 //! page shows a recent call with its log, without a reload. Screenshots
 //! go to `target/portal-screenshots/` as the portal tests' do.
@@ -114,6 +115,35 @@ fn fn_logs_on_node_2_shows_the_calls_nodes_1_and_3_ran_with_their_status_and_std
         text.contains("  = function hello version 1: exited with code 1"),
         "{text}"
     );
+}
+
+#[test]
+fn fn_logs_answers_without_a_node_that_does_not_answer_and_names_it() {
+    let cluster = Cluster::start(2, FAST);
+    let [n1, n2] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
+    call_until(n1, "hello", "here", 200);
+    wait_known(n2, "hello");
+    call_until(n2, "hello", "there", 200);
+    let stopped = n2.peer_id();
+
+    // Still connected, but it answers nothing while stopped.
+    // SAFETY: kill(2) on the pid of a child this test started.
+    unsafe { libc::kill(n2.pid() as i32, libc::SIGSTOP) };
+    let logs = n1.cli(&["fn", "logs", "hello", "--json"]);
+    unsafe { libc::kill(n2.pid() as i32, libc::SIGCONT) };
+    let logs: Value = serde_json::from_str(&ok(&logs, "fn logs")).unwrap();
+
+    let calls = logs["calls"].as_array().unwrap();
+    assert!(handled(calls, "here").is_some(), "{logs:#}");
+    assert!(handled(calls, "there").is_none(), "{logs:#}");
+    let missing = logs["unanswered"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{logs:#}");
+    assert_eq!(missing[0]["node"], stopped);
+    let why = missing[0]["why"].as_str().unwrap();
+    assert!(why.contains("no answer within 3s"), "{why}");
 }
 
 #[test]
