@@ -4,7 +4,7 @@
 //! dashboard of `docs/grafana-peerbatch.json` checked against what a node
 //! serves.
 
-use peerbatch_tests::{ok, tasks, wait_for, Cluster, Node, FAST};
+use peerbatch_tests::{deploy_fn, invoke_fn, ok, tasks, wait_for, Cluster, Node, FAST};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -241,6 +241,37 @@ fn api_requests_are_counted_by_route_pattern_and_status_and_metrics_need_the_nod
     );
     let families: BTreeSet<&str> = s.iter().map(|x| x.family.as_str()).collect();
     assert!(families.contains("peerbatch_api_requests"), "{families:?}");
+}
+
+#[test]
+fn function_calls_are_counted_by_function_and_status_class_with_their_durations() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    let bundle = cluster.tmp.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("README"), "a function that fails on `fail`\n").unwrap();
+    deploy_fn(node, "hello", &bundle, "test \"$(cat)\" != fail", &[]);
+    assert_eq!(invoke_fn(node, "hello", "one").0, 200);
+    assert_eq!(invoke_fn(node, "hello", "two").0, 200);
+    assert_eq!(invoke_fn(node, "hello", "fail").0, 500);
+
+    let scrape = scrape(node);
+    let calls = "peerbatch_function_calls_total";
+    assert_eq!(
+        value(&scrape, calls, &[("function", "hello"), ("status", "2xx")]),
+        2.0
+    );
+    assert_eq!(
+        value(&scrape, calls, &[("function", "hello"), ("status", "5xx")]),
+        1.0
+    );
+    let count = "peerbatch_function_call_seconds_count";
+    assert_eq!(value(&scrape, count, &[("function", "hello")]), 3.0);
+    let buckets = "peerbatch_function_call_seconds_bucket";
+    assert_eq!(
+        value(&scrape, buckets, &[("function", "hello"), ("le", "+Inf")]),
+        3.0
+    );
 }
 
 #[test]
