@@ -125,7 +125,7 @@ impl Metrics {
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "function_calls",
-            "Function calls this node ran, by function and status class",
+            "Function calls this node ran or answered without any node running them (502, 503), by function and status class",
             calls.clone(),
         );
         let call_time = CallTimes::new_with_constructor(call_time);

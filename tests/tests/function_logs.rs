@@ -147,6 +147,31 @@ fn fn_logs_answers_without_a_node_that_does_not_answer_and_names_it() {
 }
 
 #[test]
+fn a_call_no_node_had_room_for_shows_as_503_on_the_node_that_answered_it() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    deploy_fn(node, "hello", &bundle(&cluster), "python3 handler.py", &[]);
+    call_until(node, "hello", "first", 200);
+    let id = node.peer_id();
+    ok(&node.cli(&["node", "drain", &id]), "node drain");
+    let refused = call_until(node, "hello", "refused", 503);
+    assert!(refused.contains("no node has room"), "{refused}");
+
+    let logs = node.json(&["fn", "logs", "hello", "--json"]);
+    let last = logs["calls"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["status"], 503, "{logs:#}");
+    assert_eq!(last["node"], id);
+    assert!(
+        last["answer"]
+            .as_str()
+            .unwrap()
+            .contains("no node has room"),
+        "{last}"
+    );
+    assert_eq!(logs["total"]["by_status"]["503"], 1, "{logs:#}");
+}
+
+#[test]
 fn fn_logs_follow_prints_a_call_made_on_another_node_as_it_ends() {
     let cluster = Cluster::start(2, FAST);
     let [n1, n2] = &cluster.nodes[..] else {

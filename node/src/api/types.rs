@@ -839,7 +839,7 @@ pub struct StatusCounts {
     /// The handler failed (500) or its node did (5xx other than 503 and 504).
     #[serde(rename = "5xx")]
     pub server_error: u64,
-    /// No warm worker took the call in time.
+    /// No node had room for the call, or no warm worker took it in time.
     #[serde(rename = "503")]
     pub busy: u64,
     /// The handler ran past its time-out and was killed.
@@ -873,7 +873,8 @@ pub struct NodeCallFigures {
 /// One call of a function, as the node that ran it keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCall {
-    /// The node that ran it.
+    /// The node that ran it; for a call no node ran (502: the node
+    /// running it died, 503: no node had room), the node that answered it.
     pub node: String,
     #[serde(flatten)]
     pub call: crate::functions::calls::CallRecord,

@@ -1,6 +1,7 @@
-//! The record of the function calls this node ran: HTTP invocations are
-//! not ledger events, so each node keeps its own, and `route` gathers
-//! every live node's into one answer for `fn logs` and the portal.
+//! The record of the function calls this node ran — and of those it
+//! received that no node ran (502, 503) —: HTTP invocations are not
+//! ledger events, so each node keeps its own, and `route` gathers every
+//! live node's into one answer for `fn logs` and the portal.
 //!
 //! Owns, per function, the calls counted by [`StatusClass`], their
 //! latency ([`Latency`]: count, sum, maximum and power-of-two buckets, so
@@ -47,7 +48,7 @@ pub enum StatusClass {
     ClientError,
     /// 5xx but 503 and 504: the handler failed (500) or its node did.
     ServerError,
-    /// 503: no worker took the call in time.
+    /// 503: no node had room for the call, or no warm worker took it in time.
     Busy,
     /// 504: the handler ran past its time-out and was killed.
     TimedOut,

@@ -78,6 +78,15 @@ pub enum InvokeAnswer {
     Declined(String),
 }
 
+/// Who answered a call this node could not run at once.
+enum Forwarded {
+    /// Another node ran it (and keeps it in its record).
+    RanThere(Reply),
+    /// This node: a warm worker here took it after a wait, or no node ran
+    /// it (502, 503).
+    Here(Reply),
+}
+
 /// Why a node's record is missing from [`Router::calls_everywhere`]'s answer.
 #[derive(Debug, thiserror::Error)]
 pub enum NotAnswered {
@@ -146,17 +155,29 @@ impl Router {
             let (name, version, peers) = (name.to_string(), version.clone(), peers.to_vec());
             self.runtime.invoke(slot, name, version, call, peers).await
         };
+        self.record(name, version, (started, at_ms), via, &ran);
+        Ok(ran.reply)
+    }
+
+    /// Keeps a call answered here, which began at `began`, in the record.
+    fn record(
+        &self,
+        name: &str,
+        version: &Version,
+        began: (Instant, u64),
+        via: Option<PeerId>,
+        ran: &Ran,
+    ) {
         self.calls.record(Ended {
             name,
-            at_ms,
+            at_ms: began.1,
             version: version.number,
-            took: started.elapsed(),
+            took: began.0.elapsed(),
             via,
             status: ran.reply.status,
             stderr: &ran.stderr,
             body: &ran.reply.body,
         });
-        Ok(ran.reply)
     }
 
     /// Keeps the warm workers of the warm versions `serving` now (see
@@ -171,7 +192,9 @@ impl Router {
     }
 
     /// Runs `call` here or on another node; 503 with nowhere to run it.
+    /// A call no node ran (502, 503) is kept in this node's record too.
     pub async fn call(&self, plan: Plan, call: Call) -> Reply {
+        let began = (Instant::now(), wall_ms());
         let call = match plan.available_here {
             true => match self
                 .here(&plan.name, &plan.version, call, &plan.peers, None)
@@ -182,7 +205,21 @@ impl Router {
             },
             false => call,
         };
-        let name = plan.name.clone();
+        match self.elsewhere(&plan, call).await {
+            Forwarded::RanThere(reply) => reply,
+            Forwarded::Here(reply) => {
+                let ran = Ran::from(reply);
+                self.record(&plan.name, &plan.version, began, None, &ran);
+                ran.reply
+            }
+        }
+    }
+
+    /// Sends `call` to the peers with room in turn (one retry after a
+    /// peer that died, if the version allows); else, for a warm version,
+    /// waits for a worker here.
+    async fn elsewhere(&self, plan: &Plan, call: Call) -> Forwarded {
+        let name = &plan.name;
         // Kept to wait here for a busy warm worker if no other node takes it.
         let wait_here =
             (plan.available_here && plan.version.spec.warm.is_some()).then(|| call.clone());
@@ -192,9 +229,9 @@ impl Router {
             call,
         }));
         let mut retried = false;
-        for peer in self.order(plan.peers) {
+        for peer in self.order(plan.peers.clone()) {
             match self.send(peer, request.clone()).await {
-                Ok(InvokeAnswer::Done(reply)) => return reply,
+                Ok(InvokeAnswer::Done(reply)) => return Forwarded::RanThere(reply),
                 Ok(InvokeAnswer::Declined(why)) => {
                     tracing::debug!("function {name}: node {peer} declined: {why}")
                 }
@@ -209,20 +246,18 @@ impl Router {
                 }
                 Err(e) => {
                     let also = if retried { " either" } else { "" };
-                    return Reply::text(
-                        502,
-                        format!("function {name}: node {peer} did not answer{also}: {e}"),
-                    );
+                    let why = format!("function {name}: node {peer} did not answer{also}: {e}");
+                    return Forwarded::Here(Reply::text(502, why));
                 }
             }
         }
         if let Some(call) = wait_here {
-            return self.warm.wait(&name, &plan.version, call).await;
+            return Forwarded::Here(self.warm.wait(name, &plan.version, call).await);
         }
-        Reply::text(
+        Forwarded::Here(Reply::text(
             503,
             format!("function {name}: no node has room for it now (all full, drained or outside their hours)"),
-        )
+        ))
     }
 
     /// Answers a call node `from` sent here: `version` is what this
