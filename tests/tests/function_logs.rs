@@ -11,7 +11,6 @@ use peerbatch_tests::{deploy_fn, invoke_fn, ok, portal_login, portal_url, wait_f
 use peerbatch_tests::{screenshots, Cluster, Node, FAST};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -25,11 +24,14 @@ if body == "fail":
 print(f"ok {body}")
 "#;
 
-fn bundle(cluster: &Cluster) -> PathBuf {
+/// `n` nodes, with function `hello` (the [`HANDLER`]) deployed on the first.
+fn with_hello(n: usize) -> Cluster {
+    let cluster = Cluster::start(n, FAST);
     let dir = cluster.tmp.path().join("bundle");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("handler.py"), HANDLER).unwrap();
-    dir
+    deploy_fn(&cluster.nodes[0], "hello", &dir, "python3 handler.py", &[]);
+    cluster
 }
 
 /// Calls until `node` knows the function and answers `status`.
@@ -69,11 +71,10 @@ fn handled<'a>(calls: &'a [Value], body: &str) -> Option<&'a Value> {
 
 #[test]
 fn fn_logs_on_node_2_shows_the_calls_nodes_1_and_3_ran_with_their_status_and_stderr() {
-    let cluster = Cluster::start(3, FAST);
+    let cluster = with_hello(3);
     let [n1, n2, n3] = &cluster.nodes[..] else {
         unreachable!()
     };
-    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
     assert_eq!(call_until(n1, "hello", "one", 200), "ok one\n");
     assert_eq!(call_until(n3, "hello", "three", 200), "ok three\n");
     let failed = call_until(n3, "hello", "fail", 500);
@@ -119,11 +120,10 @@ fn fn_logs_on_node_2_shows_the_calls_nodes_1_and_3_ran_with_their_status_and_std
 
 #[test]
 fn fn_logs_answers_without_a_node_that_does_not_answer_and_names_it() {
-    let cluster = Cluster::start(2, FAST);
+    let cluster = with_hello(2);
     let [n1, n2] = &cluster.nodes[..] else {
         unreachable!()
     };
-    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
     call_until(n1, "hello", "here", 200);
     wait_known(n2, "hello");
     call_until(n2, "hello", "there", 200);
@@ -148,9 +148,8 @@ fn fn_logs_answers_without_a_node_that_does_not_answer_and_names_it() {
 
 #[test]
 fn a_call_no_node_had_room_for_shows_as_503_on_the_node_that_answered_it() {
-    let cluster = Cluster::start(1, FAST);
+    let cluster = with_hello(1);
     let node = &cluster.nodes[0];
-    deploy_fn(node, "hello", &bundle(&cluster), "python3 handler.py", &[]);
     call_until(node, "hello", "first", 200);
     let id = node.peer_id();
     ok(&node.cli(&["node", "drain", &id]), "node drain");
@@ -173,11 +172,10 @@ fn a_call_no_node_had_room_for_shows_as_503_on_the_node_that_answered_it() {
 
 #[test]
 fn fn_logs_follow_prints_a_call_made_on_another_node_as_it_ends() {
-    let cluster = Cluster::start(2, FAST);
+    let cluster = with_hello(2);
     let [n1, n2] = &cluster.nodes[..] else {
         unreachable!()
     };
-    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
     call_until(n1, "hello", "before", 200);
     wait_known(n2, "hello");
 
@@ -212,11 +210,10 @@ fn fn_logs_follow_prints_a_call_made_on_another_node_as_it_ends() {
 
 #[test]
 fn the_portal_lists_a_function_and_its_page_shows_a_call_made_on_another_node_with_its_log() {
-    let cluster = Cluster::start(2, FAST);
+    let cluster = with_hello(2);
     let [n1, n2] = &cluster.nodes[..] else {
         unreachable!()
     };
-    deploy_fn(n1, "hello", &bundle(&cluster), "python3 handler.py", &[]);
     let downloads = cluster.tmp.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let browser = portal_login(n2, &downloads);
