@@ -31,9 +31,10 @@ const MSG_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Request/response fetches (version 2: chunk batches and `Have`).
 const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/fetch/2");
 const FETCH_MAX_BYTES: usize = 32 * 1024 * 1024;
-/// Function calls one node hands another to run (request and answer alike
+/// Function calls one node hands another to run, and requests for its
+/// record of calls (version 2: the request became an enum; request and answer alike
 /// bounded by the protocol codec's 16 MiB).
-const INVOKE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/invoke/1");
+const INVOKE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/invoke/2");
 /// A call may run for the longest function time-out (15 min); a margin more.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(16 * 60);
 /// Identify protocol version; peers announcing anything else are not peerbatch nodes.
