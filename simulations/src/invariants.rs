@@ -200,7 +200,7 @@ impl Watch {
 }
 
 /// Invariant 7, authority: a node's state is what the same events without
-/// the faulty member's forgeries fold to — tasks, jobs, cancels and drain
+/// the faulty member's forgeries fold to, over the same tombstones — tasks, jobs, cancels and drain
 /// requests alike — so no event from a node that may not write it changed
 /// anything. `bytes` finds an event's encoding; a node holding an event
 /// whose bytes are not found yet is checked another time.
@@ -216,6 +216,12 @@ pub fn check_authority(
         return Ok(());
     }
     let mut honest = Ledger::with_admins(ledger.admins().clone());
+    // What the node forgot is an input of its fold besides its events (a
+    // job waiting `after` a forgotten one reads its outcome from the
+    // tombstone), as at a restart: tombstones first.
+    for (job, tombstone) in ledger.tombstones() {
+        honest.restore_tombstone(*job, *tombstone);
+    }
     for id in ledger.ids().iter().filter(|id| !forged.contains(id)) {
         let Some(b) = bytes(id) else {
             return Ok(());
