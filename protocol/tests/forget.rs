@@ -116,6 +116,33 @@ fn a_late_copy_of_a_forgotten_jobs_events_is_dropped_and_a_restart_does_not_brin
         .contains(&peerbatch_protocol::event::event_id(&submit)));
 }
 
+/// The driver carries a forgetting out on its store after the core made
+/// it (the outbox writes behind): meanwhile the job's events are still in
+/// the store, and a peer asking for them gets none (they were once sent,
+/// and the driver then sent events it had just removed).
+#[test]
+fn a_forgotten_jobs_events_left_in_the_store_are_not_sent_to_a_peer_that_asks() {
+    let mut a = lone(1);
+    let (job, submit, now) = finished_job(&mut a, 5, 0);
+    a.core.forget_expired(Millis(now), u64::MAX / 2);
+    assert!(a.core.ledger().job(&job).is_none());
+    let id = peerbatch_protocol::event::event_id(&submit);
+    assert!(
+        a.store.contains(&id),
+        "the forgetting is not carried out yet"
+    );
+
+    let peer = Identity::from_seed([9; 32]).node_id();
+    a.core
+        .handle_message(Millis(now + 1), peer, Message::GetEvents { ids: vec![id] });
+    let mut sent = Vec::new();
+    while let Some(t) = a.core.poll_transmit() {
+        sent.push(t);
+    }
+    let events = events_of(&sent);
+    assert!(events.is_empty(), "sent {} forgotten events", events.len());
+}
+
 #[test]
 fn two_nodes_that_differ_only_in_a_forgotten_job_have_the_same_fingerprints() {
     let mut a = lone(1);

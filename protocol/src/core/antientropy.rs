@@ -100,11 +100,16 @@ impl<S: EventStore> Core<S> {
     }
 
     /// Sends stored events to a peer in messages of bounded size, at most
-    /// [`REPLY_LIMIT`] bytes in all.
+    /// [`REPLY_LIMIT`] bytes in all: only those the ledger holds (an event
+    /// of a job forgotten here may still be in the store until the driver
+    /// carries the forgetting out, and must not be handed on meanwhile).
     pub(super) fn send_events(&mut self, peer: NodeId, ids: &[EventId]) {
         let mut batch = Vec::new();
         let (mut size, mut total) = (0, 0);
         for id in ids {
+            if !self.ledger.contains(id) {
+                continue;
+            }
             let Some(bytes) = self.store.get(id) else {
                 continue;
             };
