@@ -967,11 +967,24 @@ impl<S: EventStore> Core<S> {
         self.membership_news(now);
     }
 
-    /// Sends what membership has to send and ranks again over the peers
-    /// whose liveness changed.
+    /// Sends what membership has to send, ranks again over the peers
+    /// whose liveness changed, and starts an anti-entropy round with each
+    /// connected peer heard again after a suspicion (a partition that
+    /// healed): the events either side missed meanwhile flow at once, not
+    /// at the random rounds of `sync_ms`.
     fn membership_news(&mut self, now: Millis) {
         for (peer, msg) in self.membership.take_out() {
             self.send(peer, msg);
+        }
+        for peer in self.membership.take_revived() {
+            if self
+                .membership
+                .peers()
+                .get(&peer)
+                .is_some_and(|p| p.connected)
+            {
+                self.send_digest(peer);
+            }
         }
         let changed = self.membership.take_changed();
         if !changed.is_empty() {

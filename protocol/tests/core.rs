@@ -4,7 +4,7 @@
 mod harness;
 
 use harness::*;
-use peerbatch_protocol::core::Destination;
+use peerbatch_protocol::core::{Destination, Liveness};
 use peerbatch_protocol::event::Claim;
 use peerbatch_protocol::exit::{ExitAction, ExitRule};
 use peerbatch_protocol::{
@@ -822,4 +822,44 @@ fn a_chain_link_publishes_its_result_and_starts_the_next_task_at_once_while_arra
         events_of(&sent).is_empty(),
         "an array task's result left before the batch window"
     );
+}
+
+/// A partition healed: a node that hears again from a peer it suspected
+/// starts an anti-entropy round with it at once, so the events either side
+/// missed flow now rather than at a later random round (a mesh of 26
+/// nodes took 3.5 s to converge after a heal, and a job's retention could
+/// run out on the others before a node cut off from its submitter learned
+/// of it).
+#[test]
+fn a_node_hearing_again_from_a_peer_it_suspected_syncs_with_it_at_once() {
+    let cfg = Config::default();
+    let (mut a, b) = (Node::new(1, cfg.clone()), Node::new(2, cfg.clone()));
+    a.core.handle_peer_up(Millis(0), b.id());
+    a.pump();
+    // B falls silent: A's probes go unanswered until it suspects B.
+    let mut now = 0;
+    let suspected = |a: &Node| {
+        let p = a.core.peers().get(&b.id()).map(|p| p.liveness);
+        matches!(p, Some(Liveness::Suspect { .. }))
+    };
+    while !suspected(&a) {
+        now = a.core.poll_timeout().expect("a timer").0.max(now + 1);
+        a.timeout(now);
+        assert!(now < 10_000, "never suspected");
+    }
+    // Short of the next sync round, B's ping arrives.
+    now += 1;
+    a.core.handle_message(
+        Millis(now),
+        b.id(),
+        Message::Ping {
+            seq: 1,
+            rumors: Vec::new(),
+        },
+    );
+    let sent = a.pump();
+    let digest = |t: &Transmit| {
+        t.to == Destination::Peer(b.id()) && matches!(t.msg, Message::SyncDigest { .. })
+    };
+    assert!(sent.iter().any(digest), "no digest to B in {sent:?}");
 }

@@ -19,7 +19,8 @@
 //!
 //! Must not touch the ledger, claims or leases: the core reads
 //! [`Membership::live`], [`Membership::live_until`] and
-//! [`Membership::silent_for`] and decides.
+//! [`Membership::silent_for`] and decides (and syncs with the suspects
+//! heard again, [`Membership::take_revived`]).
 
 use crate::ids::NodeId;
 use crate::time::Millis;
@@ -101,6 +102,8 @@ pub struct Membership {
     rumors: BTreeMap<NodeId, (Rumor, u32)>,
     out: Vec<(NodeId, Message)>,
     changed: BTreeSet<NodeId>,
+    /// Suspected peers heard from directly again since the last call.
+    revived: BTreeSet<NodeId>,
 }
 
 impl Membership {
@@ -130,6 +133,7 @@ impl Membership {
             rumors: BTreeMap::new(),
             out: Vec::new(),
             changed: BTreeSet::new(),
+            revived: BTreeSet::new(),
         }
     }
 
@@ -145,6 +149,13 @@ impl Membership {
     /// Peers whose liveness changed since the last call.
     pub fn take_changed(&mut self) -> Vec<NodeId> {
         std::mem::take(&mut self.changed).into_iter().collect()
+    }
+
+    /// Peers that were suspected (or dead) here and from which a message
+    /// came again since the last call: out of reach for a while, they
+    /// likely miss events this node holds, and it theirs.
+    pub fn take_revived(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.revived).into_iter().collect()
     }
 
     /// Whether `peer` counts as live now.
@@ -187,7 +198,11 @@ impl Membership {
         if from == self.me {
             return;
         }
-        self.entry(from).last_heard = Some(now);
+        let p = self.entry(from);
+        p.last_heard = Some(now);
+        if matches!(p.liveness, Liveness::Suspect { .. }) {
+            self.revived.insert(from);
+        }
         self.vouch(from);
     }
 
