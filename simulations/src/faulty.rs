@@ -81,7 +81,14 @@ impl Faulty {
         nodes: &[NodeId],
     ) -> (Vec<Vec<u8>>, &'static str) {
         let job = (!jobs.is_empty()).then(|| jobs[self.rng.gen_range(0..jobs.len())]);
-        let other = nodes[self.rng.gen_range(0..nodes.len())];
+        // Another node: the next one when the draw names this one (an
+        // event "malformed" with its own id as author is simply its own,
+        // and a drain it asks of itself counts).
+        let pick = self.rng.gen_range(0..nodes.len());
+        let other = match nodes[pick] == self.id() {
+            true => nodes[(pick + 1) % nodes.len()],
+            false => nodes[pick],
+        };
         match self.rng.gen_range(0..KINDS) {
             0 => (
                 self.foreign_result(core, job),
