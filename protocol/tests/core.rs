@@ -7,6 +7,7 @@ use harness::*;
 use peerbatch_protocol::core::{Destination, Liveness};
 use peerbatch_protocol::event::Claim;
 use peerbatch_protocol::exit::{ExitAction, ExitRule};
+use peerbatch_protocol::gang::GangStep;
 use peerbatch_protocol::{
     codec, hrw, Action, Command, Config, Core, EventBody, Identity, JobId, JobSpec, Message,
     Millis, NodeId, NodeInfo, Outcome, TaskGroup, TaskRef, TaskSpec, TaskState, Transmit,
@@ -652,8 +653,11 @@ fn gang_job(node: &mut Node, now: u64, instances: u32, max_retries: u32) -> Task
     task(job, 0)
 }
 
-/// Every node's gang starts: (node, rank, hosts).
-fn gang_runs(nodes: &[Node]) -> Vec<(NodeId, u32, Vec<NodeId>)> {
+/// One start of a gang instance: the node, its rank, the gang's hosts.
+type GangRun = (NodeId, u32, Vec<NodeId>);
+
+/// Every node's gang starts.
+fn gang_runs(nodes: &[Node]) -> Vec<GangRun> {
     let mut runs = Vec::new();
     for n in nodes {
         for a in &n.actions {
@@ -669,14 +673,21 @@ fn gang_runs(nodes: &[Node]) -> Vec<(NodeId, u32, Vec<NodeId>)> {
     runs
 }
 
-#[test]
-fn a_gang_starts_on_distinct_nodes_at_once_and_the_primary_exit_is_the_tasks() {
+/// Five nodes running a gang of `instances` on as many of them: the
+/// nodes, its task, and every start (see [`gang_runs`]).
+fn a_started_gang(instances: u32) -> (Vec<Node>, TaskRef, Vec<GangRun>) {
     let mut nodes = five_nodes();
-    let t = gang_job(&mut nodes[0], 10, 4, 0);
+    let t = gang_job(&mut nodes[0], 10, instances, 0);
     settle(&mut nodes, 10);
     tick(&mut nodes, 35, 25, 9);
     let runs = gang_runs(&nodes);
-    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(runs.len(), instances as usize, "{runs:?}");
+    (nodes, t, runs)
+}
+
+#[test]
+fn a_gang_starts_on_distinct_nodes_at_once_and_the_primary_exit_is_the_tasks() {
+    let (mut nodes, t, runs) = a_started_gang(4);
     let hosts = &runs[0].2;
     let mut distinct = hosts.clone();
     distinct.sort();
@@ -742,6 +753,38 @@ fn a_declined_gang_is_invited_again_later_without_using_a_retry() {
         0,
         "still attempt 0: max_retries 0 and not failed"
     );
+}
+
+/// A primary that replaces a formed round (its invite timed out on its
+/// side before the last join reached it) invites members whose instances
+/// of the old round still run. Each answers the new round once its old
+/// instance has exited (it dropped the invite before, and the round
+/// waited a whole lease for answers that never came).
+#[test]
+fn a_member_still_stopping_an_instance_of_a_replaced_round_answers_the_new_round_once_it_exits() {
+    let (mut nodes, t, runs) = a_started_gang(3);
+    let hosts = runs[0].2.clone();
+    let at = |id: NodeId| nodes.iter().position(|n| n.id() == id).expect("a node");
+    let (primary, member) = (at(hosts[0]), at(hosts[1]));
+    let invite = EventBody::Gang {
+        task: t,
+        attempt: 0,
+        step: GangStep::Invite {
+            round: 1,
+            hosts: hosts.clone(),
+        },
+    };
+    let by = nodes[primary].identity();
+    nodes[member].hear(300, &by, vec![invite]);
+    assert_eq!(
+        nodes[member].kills(),
+        vec![(t, 0)],
+        "the old instance stops"
+    );
+    let answered = |n: &Node| (n.core.ledger().gang(&t)).is_some_and(|g| g.answered(0, 1, &n.id()));
+    assert!(!answered(&nodes[member]), "joined while its instance runs");
+    nodes[member].exit(310, t, 0, Outcome::Signaled(9));
+    assert!(answered(&nodes[member]), "round 1 never answered");
 }
 
 /// A job of `n` tasks where each depends on the one before.

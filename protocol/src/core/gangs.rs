@@ -16,6 +16,7 @@ use crate::resources::{Amount, Resources};
 use crate::storage::EventStore;
 use crate::time::Millis;
 use rand::Rng;
+use std::collections::BTreeSet;
 
 impl<S: EventStore> Core<S> {
     /// What the tasks the ledger shows running on `node` take there. A
@@ -128,8 +129,11 @@ impl<S: EventStore> Core<S> {
     }
 
     /// Answers the invites waiting here: join (keeping room for the
-    /// instance until the gang forms) or decline.
+    /// instance until the gang forms) or decline. An invite to a task
+    /// whose instance of a replaced round is still being stopped here
+    /// waits for that instance's exit.
     pub(super) fn answer_invites(&mut self, now: Millis) {
+        let mut later = BTreeSet::new();
         for task in std::mem::take(&mut self.invites) {
             let Some(view) = self.views.get(&task) else {
                 continue;
@@ -145,7 +149,13 @@ impl<S: EventStore> Core<S> {
                 .ledger
                 .gang(&task)
                 .is_some_and(|g| g.answered(attempt, round, &self.me));
-            if rank == 0 || answered || self.local.contains_key(&task) {
+            if rank == 0 || answered {
+                continue;
+            }
+            if let Some(l) = self.local.get(&task) {
+                if l.killed {
+                    later.insert(task);
+                }
                 continue;
             }
             // A primary still recruiting lends its room: two primaries
@@ -179,6 +189,7 @@ impl<S: EventStore> Core<S> {
             };
             self.publish_step(now, task, attempt, step);
         }
+        self.invites.extend(later);
     }
 
     pub(super) fn publish_step(
