@@ -195,3 +195,33 @@ fn a_seed_draws_the_same_config_and_seeds_differ() {
     assert!(sizes.first() >= Some(&3) && sizes.last() <= Some(&1_000));
     assert!(sizes.len() > 30 && sizes.iter().any(|n| *n > 100));
 }
+
+/// Seed 210 shrunk: three nodes, one a faulty member, six one-task jobs,
+/// one of them `after` a job whose exit rules failed it, and a retention
+/// that runs out before the end. Once a node forgot the awaited job, the
+/// authority check's replay of its events (without the tombstone) showed
+/// the waiting job blocked and blamed the forgeries.
+#[test]
+fn a_job_after_one_its_node_forgot_folds_alike_without_the_forgeries() {
+    let drawn = SimConfig::draw(210);
+    let report = must_pass(
+        &SimConfig {
+            nodes: 3,
+            tasks: 6,
+            jobs: 6,
+            max_retries: 4,
+            faults: Faults {
+                fail_rate: drawn.faults.fail_rate,
+                reorder_ms: drawn.faults.reorder_ms,
+                ..Faults::default()
+            },
+            fault_window_ms: 7_914,
+            faulty: true,
+            retention_ms: Some(23_408),
+            check_every_step: true,
+            ..drawn
+        }
+        .with_forgetting(),
+    );
+    assert!(report.injected.forged > 0);
+}
