@@ -116,7 +116,18 @@ impl Default for SimConfig {
     }
 }
 
+/// How long anti-entropy is given to bring every node every result after
+/// the faults and the work: five rounds of the default `sync_ms`.
+const CATCH_UP_MS: u64 = 10_000;
+
 impl SimConfig {
+    /// Simulated time one node needs for the whole workload, on average.
+    pub fn expected_work_ms(&self) -> u64 {
+        let per_task = (self.task_ms.0 + self.task_ms.1) / 2;
+        let slots = self.nodes as u64 * u64::from(self.core.slots.max(1));
+        u64::from(self.tasks) * per_task * u64::from(self.max_retries + 1) / slots
+    }
+
     /// The swarm: everything drawn from one seed. Most runs are small (a
     /// handful to a few dozen nodes) so that checks after every step stay
     /// cheap; one in twenty draws up to 1,000 nodes.
@@ -209,13 +220,17 @@ impl SimConfig {
             retention_ms: None,
         };
         // Forgetting in one seed in two of up to 40 nodes, its own stream:
-        // a retention past the fault window, so that every node has every
-        // result of a job before any forgets it (a node away longer than
-        // a retention keeps a job it saw unfinished: see ARCHITECTURE.md).
+        // a retention past the fault window, the workload and a catch-up
+        // after both, so that every node has every result of a job before
+        // any forgets it (a node that misses them keeps a job it saw
+        // unfinished: see ARCHITECTURE.md). A job is forgotten about a
+        // second after it ended when its horizon has passed, so a
+        // retention shorter than the work left laggards no time.
         let mut forget = Stream::Forget.rng(seed);
         if nodes <= 40 && forget.gen_bool(0.5) {
             let window = cfg.fault_window_ms;
-            cfg.retention_ms = Some(forget.gen_range(window..=2 * window));
+            let after = cfg.expected_work_ms() + CATCH_UP_MS;
+            cfg.retention_ms = Some(forget.gen_range(window..=2 * window) + after);
         }
         cfg.with_forgetting().checked_per_step_if_small()
     }

@@ -183,11 +183,4 @@ impl Executor {
         };
         (ms, Outcome::Exited(code))
     }
-
-    /// Simulated time one node needs for the whole workload, on average.
-    pub fn expected_work_ms(cfg: &SimConfig) -> u64 {
-        let per_task = (cfg.task_ms.0 + cfg.task_ms.1) / 2;
-        let slots = cfg.nodes as u64 * u64::from(cfg.core.slots.max(1));
-        u64::from(cfg.tasks) * per_task * u64::from(cfg.max_retries + 1) / slots
-    }
 }

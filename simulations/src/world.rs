@@ -860,7 +860,7 @@ impl Sim {
             }
         }
         let bound = 4 * self.lease() * u64::from(self.cfg.max_retries + 2)
-            + 3 * Executor::expected_work_ms(&self.cfg)
+            + 3 * self.cfg.expected_work_ms()
             + 60_000
             // Forgetting comes after the end state: every job's horizon.
             + self.cfg.retention_ms.map_or(0, |r| 2 * r + self.cfg.core.forget_margin_ms);
