@@ -1808,8 +1808,12 @@ fn hosts_of(view: &TaskView) -> &[NodeId] {
     }
 }
 
-/// How `job` stands for the jobs waiting for it, from its tasks' counts.
+/// How `job` stands for the jobs waiting for it, from its tasks' counts
+/// (a forgotten job's from its tombstone, as in the fold).
 fn job_outcome(progress: &BTreeMap<JobId, Progress>, ledger: &Ledger, job: &JobId) -> JobOutcome {
+    if let Some(outcome) = ledger.kept_outcome(job) {
+        return outcome;
+    }
     let (Some(p), Some(record)) = (progress.get(job), ledger.job(job)) else {
         return JobOutcome::Unfinished;
     };

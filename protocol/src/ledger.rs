@@ -878,7 +878,7 @@ impl Ledger {
     /// chain of `after` jobs folded on the way (a chain never loops: a
     /// job's id hashes its `after`, except a scheduled job's).
     fn job_outcome(&self, job: &JobId, depth: u32) -> JobOutcome {
-        if let Some(outcome) = self.sealed_outcome(job).or(self.forgotten_outcome(job)) {
+        if let Some(outcome) = self.kept_outcome(job) {
             return outcome;
         }
         if depth > MAX_AFTER_DEPTH {
@@ -892,6 +892,13 @@ impl Ledger {
             .count();
         let ended = views.iter().filter(|v| v.state.terminal()).count();
         JobOutcome::of(succeeded as u32, (ended - succeeded) as u32, total)
+    }
+
+    /// How a job whose views left memory stands for the jobs waiting for
+    /// it: a sealed job's outcome, or a forgotten one's from its
+    /// tombstone (`None` for a job whose views are here, or unknown).
+    pub fn kept_outcome(&self, job: &JobId) -> Option<JobOutcome> {
+        self.sealed_outcome(job).or(self.forgotten_outcome(job))
     }
 
     /// A task's state from its own facts alone (`None` for a sealed job's:

@@ -5,7 +5,9 @@
 mod harness;
 
 use harness::*;
-use peerbatch_protocol::{Config, Core, EventBody, Identity, JobId, Message, Millis, Outcome};
+use peerbatch_protocol::{
+    Config, Core, EventBody, Identity, JobId, Message, Millis, Outcome, TaskState,
+};
 
 const RETENTION_MS: u64 = 60_000;
 
@@ -141,6 +143,35 @@ fn a_forgotten_jobs_events_left_in_the_store_are_not_sent_to_a_peer_that_asks() 
     }
     let events = events_of(&sent);
     assert!(events.is_empty(), "sent {} forgotten events", events.len());
+}
+
+/// A job waiting (`after`) for one this node forgot reads its outcome from
+/// the tombstone in the core's cached views as in the fold (the core read
+/// a forgotten job as unfinished and showed the waiting task blocked).
+#[test]
+fn a_job_after_one_forgotten_here_shows_the_same_in_the_cached_view_as_in_the_fold() {
+    let mut a = lone(1);
+    let (first, _, now) = finished_job(&mut a, 1, 0);
+    a.core.forget_expired(Millis(now), u64::MAX / 2);
+    a.pump();
+    assert!(a.core.ledger().is_forgotten(&first));
+
+    let mut job = spec(1, 0);
+    job.after = vec![first];
+    let submit = EventBody::JobSubmitted {
+        job,
+        submitted_ms: now,
+        nonce: 7,
+    };
+    a.hear(now + 1, &Identity::from_seed([9; 32]), vec![submit]);
+    let second = (a.core.ledger().jobs())
+        .find(|j| j.spec.after == [first])
+        .expect("the waiting job")
+        .id;
+    let t = task(second, 0);
+    let cached = a.core.view(t).map(|v| v.state);
+    assert_eq!(cached, a.core.ledger().view(t).map(|v| v.state));
+    assert_ne!(cached, Some(TaskState::Blocked));
 }
 
 #[test]
