@@ -1287,6 +1287,7 @@ impl<S: EventStore> Core<S> {
         for other in &record.spec.after {
             self.waiters.entry(*other).or_default().insert(job);
         }
+        self.views.size_job(job, record.task_count);
         let order: Vec<u32> = match &record.deps {
             Some(graph) => graph.order().to_vec(),
             None => (0..record.task_count).collect(),
@@ -1372,7 +1373,6 @@ impl<S: EventStore> Core<S> {
         }
         *progress.slot(view.state) += 1;
         let total = self.ledger.job(&task.job).map_or(0, |j| j.task_count);
-        self.views.size_job(task.job, total);
         if progress.done() >= total {
             let due = now.plus(self.cfg.seal_after_ms);
             self.finished.entry(task.job).or_insert(due);
@@ -1473,7 +1473,9 @@ impl<S: EventStore> Core<S> {
             return;
         }
         if !self.busy_with(job) && self.ledger.seal(job, &self.stored_with_ids(&job)) {
-            let tasks: Vec<TaskRef> = (self.dep_tallies.range(TaskRef::all_of(job)))
+            let tasks: Vec<TaskRef> = self
+                .dep_tallies
+                .range(TaskRef::all_of(job))
                 .map(|(t, _)| *t)
                 .collect();
             for task in tasks {

@@ -63,15 +63,13 @@ impl<T> PerTask<T> {
     /// moving in the values it already has below `count`.
     pub(crate) fn size_job(&mut self, job: JobId, count: u32) {
         let block = self.jobs.entry(job).or_default();
-        let count = count as usize;
-        if block.dense.len() >= count {
+        let size = count as usize;
+        if block.dense.len() >= size {
             return;
         }
-        block.dense.reserve_exact(count - block.dense.len());
-        block.dense.resize_with(count, || None);
-        let moved = block
-            .sparse
-            .split_off(&(count.min(u32::MAX as usize) as u32));
+        block.dense.reserve_exact(size - block.dense.len());
+        block.dense.resize_with(size, || None);
+        let moved = block.sparse.split_off(&count);
         for (index, value) in std::mem::replace(&mut block.sparse, moved) {
             block.dense[index as usize] = Some(value);
         }
