@@ -456,6 +456,21 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more node with `args`, joining the first, and waits
+    /// until every node sees it.
+    pub fn add(&mut self, args: &[&str]) -> &Node {
+        let dir = self
+            .tmp
+            .path()
+            .join(format!("node{}", self.nodes.len() + 1));
+        let join = self.nodes[0].addr();
+        let mut all = args.to_vec();
+        all.extend(["--join", join.as_str()]);
+        self.nodes.push(Node::start(&dir, &all));
+        self.wait_meshed();
+        self.nodes.last().expect("just pushed")
+    }
+
     pub fn wait_meshed(&self) {
         let n = self.nodes.len();
         wait_for(

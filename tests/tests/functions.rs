@@ -363,6 +363,60 @@ fn a_drained_node_runs_no_call_and_its_calls_go_to_the_others() {
     assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
 }
 
+/// An `--available` window that opens two hours from now (by the local
+/// clock, as the node reads it) and closes an hour later: a node given it
+/// is outside its hours for the whole test.
+fn window_not_now() -> String {
+    let now = std::process::Command::new("date")
+        .arg("+%H %M")
+        .output()
+        .unwrap();
+    let now = String::from_utf8(now.stdout).unwrap();
+    let (h, m) = now.trim().split_once(' ').unwrap();
+    let minute = h.parse::<u32>().unwrap() * 60 + m.parse::<u32>().unwrap();
+    let hm = |m: u32| format!("{:02}:{:02}", m % 1440 / 60, m % 60);
+    format!("{}-{}", hm(minute + 120), hm(minute + 180))
+}
+
+#[test]
+fn a_node_outside_its_availability_window_serves_nothing_and_calls_go_to_the_others() {
+    let mut cluster = Cluster::start(2, FAST);
+    let window = window_not_now();
+    let mut args = FAST.to_vec();
+    args.extend(["--available", window.as_str()]);
+    let n3 = cluster.add(&args);
+    let why = wait_for("node 3 to be unavailable", Duration::from_secs(30), || {
+        n3.status()["unavailable"].as_str().map(str::to_string)
+    });
+    assert_eq!(why, format!("outside its hours {window}"));
+    let [n1, n2, n3] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let outside = n3.peer_id();
+    deploy(n1, "spare", &bundle(&cluster, "b", "hi"), &[]);
+
+    // A call arriving at node 3 runs on another node.
+    wait_answer(n3, "spare", "hi world");
+    for _ in 0..6 {
+        let (status, _, body) = call(n3, "spare", "world");
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains(&outside), "node 3 ran a call: {body}");
+    }
+
+    // Node 1 drained: its calls go to node 2, never to node 3.
+    drain(&cluster.nodes, 0);
+    for _ in 0..6 {
+        let (status, _, body) = call(n1, "spare", "world");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.ends_with(&format!("on={}\n", n2.peer_id())), "{body}");
+    }
+
+    // Node 2 drained too: node 3 still runs nothing, and says so with 503.
+    drain(&cluster.nodes, 1);
+    let (status, retry_after, body) = call(n3, "spare", "world");
+    assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{body}");
+}
+
 /// Deploys `name` on node 1 with `command` (which notes where it runs in
 /// `mark`, then takes 5 s to answer) and `extra` flags, and drains node
 /// 1, so its calls go elsewhere; calls `call_path` on node 1 and kills -9
