@@ -1,9 +1,10 @@
 //! Functions on real nodes: deployed once through the ledger, invoked over
 //! HTTP on any node, run in the task sandbox, routed away from nodes that
-//! are drained; warm handlers kept running between calls behind the AWS
+//! are drained or outside their hours and to the node with the most room;
+//! warm handlers kept running between calls behind the AWS
 //! Lambda runtime API.
 
-use peerbatch_tests::{deploy_fn, ok, wait_for, Cluster, Node, FAST};
+use peerbatch_tests::{deploy_fn, ok, tasks, wait_for, Cluster, Node, FAST};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -415,6 +416,41 @@ fn a_node_outside_its_availability_window_serves_nothing_and_calls_go_to_the_oth
     drain(&cluster.nodes, 1);
     let (status, retry_after, body) = call(n3, "spare", "world");
     assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{body}");
+}
+
+#[test]
+fn forwarded_calls_go_to_the_idle_node_not_to_the_one_whose_slots_are_full() {
+    let mut cluster = Cluster::start(1, FAST);
+    let busy = cluster
+        .add(&[FAST, &["--label", "busy=yes"]].concat())
+        .peer_id();
+    let idle = cluster.add(FAST).peer_id();
+    let n1 = &cluster.nodes[0];
+    deploy(n1, "route", &bundle(&cluster, "b", "hi"), &[]);
+    drain(&cluster.nodes, 0);
+    let work = "[[tasks]]\nid = \"fill\"\ncommand = \"sleep 600\"\nslots = 2\n\
+                constraints = [\"busy=yes\"]\n";
+    let job = ok(
+        &n1.cli(&["submit", cluster.file("fill.toml", work).to_str().unwrap()]),
+        "submit",
+    );
+    wait_for(
+        "node 1 to see node 2's slots taken",
+        Duration::from_secs(90),
+        || {
+            let task = &tasks(n1, &job)[0];
+            (task["state"] == "running" && task["node"] == busy.as_str()).then_some(())
+        },
+    );
+
+    for _ in 0..10 {
+        let (status, _, body) = call(n1, "route", "world");
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.ends_with(&format!("on={idle}\n")),
+            "not run by the idle node: {body}"
+        );
+    }
 }
 
 /// Deploys `name` on node 1 with `command` (which notes where it runs in

@@ -4,9 +4,9 @@
 //!
 //! Owns the invocation wire ([`InvokeRequest`], [`InvokeAnswer`], encoded
 //! with the protocol's codec), choosing among the willing peers (the one
-//! with the fewest calls this node sent it that have not ended, which
-//! spreads load as calls end or pile up; a peer that answers "busy" is
-//! passed over), one retry elsewhere when the chosen node dies before
+//! with the most room: its slots free by the ledger — the tasks every node
+//! sees running there — less the calls this node sent it that have not
+//! ended; a peer that answers "busy" is passed over), one retry elsewhere when the chosen node dies before
 //! answering (unless the version turned retries off: then 502), and 503
 //! when no node has room. Every call this node runs (arrived here or
 //! forwarded in, per invocation or warm) is timed and kept in its
@@ -48,6 +48,9 @@ pub struct Plan {
     /// Connected peers that announce no drain: where to fetch the bundle
     /// from, and where a call this node cannot take may go.
     pub peers: Vec<PeerId>,
+    /// Each of `peers`' slots that the tasks the ledger shows running there
+    /// leave free (their gossiped load); a peer missing here has none.
+    pub free_slots: HashMap<PeerId, u32>,
 }
 
 /// What one node asks another on the invocation protocol.
@@ -229,7 +232,7 @@ impl Router {
             call,
         }));
         let mut retried = false;
-        for peer in self.order(plan.peers.clone()) {
+        for peer in self.order(plan) {
             match self.send(peer, request.clone()).await {
                 Ok(InvokeAnswer::Done(reply)) => return Forwarded::RanThere(reply),
                 Ok(InvokeAnswer::Declined(why)) => {
@@ -314,12 +317,18 @@ impl Router {
         mesh
     }
 
-    /// Peers in the order to try them: fewest calls in flight first,
-    /// ties in random order.
-    fn order(&self, mut peers: Vec<PeerId>) -> Vec<PeerId> {
+    /// The plan's peers in the order to try them: most room first (free
+    /// slots by the ledger less this node's calls in flight there), ties
+    /// in random order.
+    fn order(&self, plan: &Plan) -> Vec<PeerId> {
+        let mut peers = plan.peers.clone();
         peers.shuffle(&mut rand::thread_rng());
         let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        peers.sort_by_key(|p| sent.get(p).copied().unwrap_or(0));
+        peers.sort_by_key(|p| {
+            let free = i64::from(plan.free_slots.get(p).copied().unwrap_or(0));
+            let in_flight = sent.get(p).copied().unwrap_or(0) as i64;
+            std::cmp::Reverse(free - in_flight)
+        });
         peers
     }
 

@@ -4,7 +4,8 @@
 //! now (it and enough other nodes have room, by its view), the primary's
 //! invites once its claim is durable (again, after a pause, when a round
 //! was declined), a member's join or decline when invited, and the room
-//! other nodes' running tasks take. Must not change the fold or start processes
+//! other nodes' running tasks take (also read by the node to route
+//! function calls to the peers with most room). Must not change the fold or start processes
 //! itself (`start_ready` does, once the gang has formed).
 
 use super::{Core, Local};
@@ -30,6 +31,14 @@ impl<S: EventStore> Core<S> {
             }
         }
         used
+    }
+
+    /// The slots of peer `node` (as its announce offers them) that the
+    /// tasks the ledger shows running there leave free: its load as every
+    /// node sees it. `None` for a node that never announced.
+    pub fn free_slots(&self, node: &NodeId) -> Option<u32> {
+        let info = self.ledger.node(node)?;
+        Some(info.slots.saturating_sub(self.peer_in_use(node).slots))
     }
 
     /// Whether `task` is a gang whose primary is still recruiting.

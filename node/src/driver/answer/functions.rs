@@ -12,10 +12,12 @@ use crate::functions::route::Plan;
 use crate::functions::triggers::{self, FireRefused};
 use crate::identity::node_name;
 use crate::wallclock::wall_ms;
+use libp2p::PeerId;
 use peerbatch_protocol::function::keys::{KeyHash, KeyRefused};
 use peerbatch_protocol::function::{ChangeRefused, FunctionEvent, FunctionView};
 use peerbatch_protocol::trigger::Origin;
 use peerbatch_protocol::{BlobId, JobId};
+use std::collections::HashMap;
 
 impl Driver {
     pub(super) fn function_list(&self) -> Vec<FunctionView> {
@@ -54,12 +56,23 @@ impl Driver {
         let view = view.ok_or_else(|| unknown(name))?;
         let version = (view.serving().cloned())
             .ok_or_else(|| Refusal::NotFound(format!("function {name:?} was removed")))?;
+        let peers = self.willing_peers();
         Ok(Plan {
             name: name.to_string(),
             version,
             available_here: self.unavailable.is_none(),
-            peers: self.willing_peers(),
+            free_slots: self.free_slots(&peers),
+            peers,
         })
+    }
+
+    /// Each of `peers`' free slots by the ledger (see `Core::free_slots`).
+    fn free_slots(&self, peers: &[PeerId]) -> HashMap<PeerId, u32> {
+        let free = |p: &PeerId| {
+            let node = self.connected.node_of(p)?;
+            Some((*p, self.core.free_slots(&node)?))
+        };
+        peers.iter().filter_map(free).collect()
     }
 }
 
