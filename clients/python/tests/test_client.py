@@ -1,12 +1,15 @@
 """The Python client against a real 3-node cluster (see conftest.py)."""
 
+import subprocess
+import urllib.request
+
 import pytest
 
 import peerbatch
 from peerbatch import Client
 from peerbatch.client import ROUTES
 
-from conftest import Cluster
+from conftest import Cluster, binary, wait_for
 
 
 def test_a_job_given_as_a_dict_runs_across_the_mesh_and_its_logs_are_read_from_any_node(cluster):
@@ -155,3 +158,82 @@ def test_every_route_the_client_calls_is_described_by_the_nodes_openapi_document
     assert not missing, "routes the client calls that the document lacks: {}".format(missing)
     job = doc["components"]["schemas"]["Job"]["properties"]
     assert {"id", "name", "state", "tasks", "succeeded", "failed"} <= set(job)
+
+
+def deploy(cluster, i, name, tmp_path, command):
+    """``peerbatch fn deploy`` of a one-line shell handler from node ``i``."""
+    bundle = tmp_path / name
+    bundle.mkdir()
+    (bundle / "handler.sh").write_text(command + "\n")
+    subprocess.run(
+        [binary(), "--data-dir", str(cluster.dirs[i]), "fn", "deploy", name, str(bundle),
+         "--command", "sh handler.sh"],
+        check=True, capture_output=True,
+    )
+
+
+def invoke(cluster, i, name, body):
+    """An HTTP call of function ``name`` on node ``i``, as curl would make it."""
+    data = cluster.dirs[i]
+    request = urllib.request.Request(
+        "http://{}/fn/{}".format((data / "api").read_text().strip(), name), data=body,
+        method="POST", headers={"Authorization": "Bearer " + (data / "token").read_text().strip()},
+    )
+    with urllib.request.urlopen(request) as answer:
+        return answer.read()
+
+
+def known(c, read):
+    """``read(c)`` once node ``c`` knows what it reads (not 404)."""
+    def attempt():
+        try:
+            return read(c) or None
+        except peerbatch.NotFound:
+            return None
+    return wait_for("a node to hear of a function change", attempt)
+
+
+def test_a_functions_key_made_on_its_owner_is_listed_elsewhere_and_only_the_owner_revokes_it(
+        cluster, tmp_path):
+    owner, other = cluster.client(1), cluster.client(2)
+    deploy(cluster, 1, "guarded", tmp_path, "cat")
+    made = owner.create_function_key("guarded", "ci")
+    assert (made["name"], made["label"], len(made["key"])) == ("guarded", "ci", 43)
+    keys = known(other, lambda c: c.function_keys("guarded"))
+    assert [(k["label"], k["revoked_ms"]) for k in keys] == [("ci", None)]
+    assert "key" not in keys[0]
+    with pytest.raises(peerbatch.Conflict, match="ci"):
+        owner.create_function_key("guarded", "ci")
+    with pytest.raises(peerbatch.Forbidden, match="belongs to node"):
+        other.revoke_function_key("guarded", "ci")
+
+    assert owner.revoke_function_key("guarded", "ci") == {"name": "guarded", "label": "ci"}
+    known(other, lambda c: c.function_keys("guarded")[0]["revoked_ms"])
+    with pytest.raises(peerbatch.NotFound):
+        owner.revoke_function_key("guarded", "ci")
+    assert owner.create_function_key("guarded")["label"] == "default"
+
+
+def test_a_functions_calls_made_on_one_node_are_read_with_their_figures_from_another(
+        cluster, tmp_path):
+    deploy(cluster, 0, "shout", tmp_path, "tr a-z A-Z; echo shouted >&2")
+    reader = cluster.client(2)
+    known(reader, lambda c: c.function_keys("shout") == [])
+    for word in (b"one", b"two", b"three"):
+        assert invoke(cluster, 0, "shout", word) == word.upper()
+
+    calls = reader.function_calls("shout", limit=2)
+    assert calls["name"] == "shout"
+    assert calls["total"]["calls"] == 3
+    assert calls["total"]["by_status"]["2xx"] == 3
+    assert len(calls["calls"]) == 2
+    assert all(c["status"] == 200 and "shouted" in c["stderr"] for c in calls["calls"])
+    assert calls["unanswered"] == []
+    figures = {f["name"]: f["total"] for f in reader.all_function_calls()["functions"]}
+    assert figures["shout"]["calls"] == 3
+    with pytest.raises(peerbatch.BadRequest, match="1000"):
+        reader.function_calls("shout", limit=1001)
+    with pytest.raises(ValueError):
+        reader.function_calls("shout", limit="all")
+    with pytest.raises(peerbatch.NotFound):
+        reader.function_calls("no-such-function")

@@ -40,6 +40,11 @@ ROUTES = [
     ("GET", "/v1/blobs/{id}/bytes"),
     ("POST", "/v1/blobs/{id}/export"),
     ("GET", "/v1/exports/{n}"),
+    ("GET", "/v1/functions/{name}/keys"),
+    ("POST", "/v1/functions/{name}/keys"),
+    ("DELETE", "/v1/functions/{name}/keys/{label}"),
+    ("GET", "/v1/functions/{name}/calls"),
+    ("GET", "/v1/function-calls"),
     ("GET", "/v1/openapi.json"),
 ]
 
@@ -354,3 +359,39 @@ class Client:
             if e["state"] == "failed":
                 raise errors.PeerbatchError("get {} failed: {}".format(e["blob"], e["error"]))
             time.sleep(poll)
+
+    # -- functions ----------------------------------------------------------
+
+    def function_keys(self, name):
+        """A function's keys, revoked ones too, oldest first: label,
+        creator, when made and revoked (never a secret)."""
+        return self._json("GET", "/v1/functions/{}/keys".format(_segment(name)))
+
+    def create_function_key(self, name, label=None):
+        """Makes a key that opens function ``name`` on every node's
+        functions listener (``label``: ``default`` if not given); answers
+        ``name``, ``label`` and ``key``, its secret, shown only this once."""
+        body = {} if label is None else {"label": label}
+        return self._json("POST", "/v1/functions/{}/keys".format(_segment(name)), body)
+
+    def revoke_function_key(self, name, label):
+        """Revokes a function's key: it opens nothing on any node once the
+        revocation reaches it."""
+        path = "/v1/functions/{}/keys/{}".format(_segment(name), _segment(label))
+        return self._json("DELETE", path)
+
+    def function_calls(self, name, limit=None):
+        """The calls of function ``name`` every connected node ran: their
+        figures summed and by node, the newest ``limit`` calls (default 50,
+        at most 1,000) newest last, and the nodes that did not answer."""
+        path = "/v1/functions/{}/calls".format(_segment(name))
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise ValueError("limit must be a whole number of calls, not {!r}".format(limit))
+            path += "?limit={}".format(limit)
+        return self._json("GET", path)
+
+    def all_function_calls(self):
+        """Every function's call figures over the nodes that answered, and
+        the nodes that did not."""
+        return self._json("GET", "/v1/function-calls")
