@@ -6,8 +6,9 @@
 //! with the protocol's codec), choosing among the willing peers (the one
 //! with the most room: its slots free by the ledger — the tasks every node
 //! sees running there — less the calls this node sent it that have not
-//! ended; a peer that answers "busy" is passed over), one retry elsewhere when the chosen node dies before
-//! answering (unless the version turned retries off: then 502), and 503
+//! ended; a peer that answers "busy" is passed over), one retry elsewhere
+//! when the chosen node dies before answering (unless the version turned
+//! retries off: then 502), and 503
 //! when no node has room. Every call this node runs (arrived here or
 //! forwarded in, per invocation or warm) is timed and kept in its
 //! [`CallLog`]; [`Router::calls_everywhere`] gathers every connected

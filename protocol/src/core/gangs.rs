@@ -5,8 +5,9 @@
 //! invites once its claim is durable (again, after a pause, when a round
 //! was declined), a member's join or decline when invited, and the room
 //! other nodes' running tasks take (also read by the node to route
-//! function calls to the peers with most room). Must not change the fold or start processes
-//! itself (`start_ready` does, once the gang has formed).
+//! function calls to the peers with most room). Must not change the fold
+//! or start processes itself (`start_ready` does, once the gang has
+//! formed).
 
 use super::{Core, Local};
 use crate::event::EventBody;
