@@ -44,6 +44,7 @@ mod forget;
 mod gangs;
 mod membership;
 mod queues;
+mod rounds;
 mod timers;
 mod wall;
 
@@ -301,6 +302,8 @@ pub struct Core<S> {
     batch: batch::Batcher,
     announce_due: bool,
     resync: BTreeSet<NodeId>,
+    /// Digests sent and unanswered, and digests answered, per peer.
+    rounds: rounds::Rounds,
     transmits: VecDeque<Transmit>,
     persists: VecDeque<(EventId, Vec<u8>)>,
     forgetting: VecDeque<crate::storage::Forgetting>,
@@ -365,6 +368,7 @@ impl<S: EventStore> Core<S> {
             announce_due: true,
             timers: Timers::new(now),
             resync: BTreeSet::new(),
+            rounds: rounds::Rounds::default(),
             transmits: VecDeque::new(),
             persists: VecDeque::new(),
             forgetting: VecDeque::new(),
@@ -506,12 +510,14 @@ impl<S: EventStore> Core<S> {
 
     pub fn handle_peer_up(&mut self, now: Millis, peer: NodeId) {
         self.membership.connection(now, peer, true);
-        self.send_digest(peer);
+        self.rounds.forget(&peer);
+        self.send_digest(now, peer);
         self.after_input(now);
     }
 
     pub fn handle_peer_down(&mut self, now: Millis, peer: NodeId) {
         self.membership.connection(now, peer, false);
+        self.rounds.forget(&peer);
         self.after_input(now);
     }
 
@@ -555,8 +561,11 @@ impl<S: EventStore> Core<S> {
                 }
             }
             Message::Heartbeat => {}
-            Message::SyncDigest { fingerprints } => self.answer_digest(from, &fingerprints),
-            Message::SyncIds { buckets, partial } => self.answer_ids(from, buckets, partial),
+            Message::SyncDigest { fingerprints } => self.answer_digest(now, from, &fingerprints),
+            Message::SyncIds { buckets, partial } => {
+                self.rounds.answered_by(from);
+                self.answer_ids(now, from, buckets, partial)
+            }
             Message::GetEvents { ids } => self.answer_get(from, ids),
             probe @ (Message::Ping { .. }
             | Message::Ack { .. }
@@ -591,8 +600,9 @@ impl<S: EventStore> Core<S> {
                 // A random partner: replicas that all walked the peers in the
                 // same order would all ask the same node at the same time.
                 let peer = connected[self.rng.gen_range(0..connected.len())];
-                self.send_digest(peer);
-                self.stats.sync_rounds += 1;
+                if self.send_digest(now, peer) {
+                    self.stats.sync_rounds += 1;
+                }
             }
         }
         self.wall_tick(now, wall_ms);
@@ -983,7 +993,9 @@ impl<S: EventStore> Core<S> {
                 .get(&peer)
                 .is_some_and(|p| p.connected)
             {
-                self.send_digest(peer);
+                // What it was sent while silent was likely lost.
+                self.rounds.forget(&peer);
+                self.send_digest(now, peer);
             }
         }
         let changed = self.membership.take_changed();
@@ -1023,7 +1035,7 @@ impl<S: EventStore> Core<S> {
         // A freed slot takes the next durable claim at once, not at the next batch.
         self.start_ready();
         for peer in std::mem::take(&mut self.resync) {
-            self.send_digest(peer);
+            self.send_digest(now, peer);
         }
         self.seal_next(now);
     }
@@ -1795,9 +1807,16 @@ impl<S: EventStore> Core<S> {
         });
     }
 
-    fn send_digest(&mut self, peer: NodeId) {
+    /// Starts a round with `peer`, unless a digest sent to it less than
+    /// `sync_ms` ago is unanswered (its answer would list the same ids);
+    /// whether it did.
+    fn send_digest(&mut self, now: Millis, peer: NodeId) -> bool {
+        if !self.rounds.ask(peer, now, self.cfg.sync_ms) {
+            return false;
+        }
         let fingerprints = self.ledger.fingerprints().clone();
         self.send(peer, Message::SyncDigest { fingerprints });
+        true
     }
 }
 

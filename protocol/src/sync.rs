@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const BUCKETS: usize = 256;
 
 /// Count and XOR summary of one bucket.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Bucket {
     pub count: u32,
     pub xor: u64,

@@ -285,18 +285,7 @@ fn sync_until_equal(a: &mut Node, b: &mut Node, max_rounds: u64) -> u64 {
     let step = a.core.config().sync_ms;
     for round in 0..max_rounds {
         let now = round * step;
-        a.core.handle_timeout(Millis(now), now);
-        b.core.handle_timeout(Millis(now), now);
-        loop {
-            a.pump(now, &|_| exit(0));
-            b.pump(now, &|_| exit(0));
-            if a.sent.is_empty() && b.sent.is_empty() {
-                break;
-            }
-            let (to_b, to_a) = (std::mem::take(&mut a.sent), std::mem::take(&mut b.sent));
-            deliver(ia, to_b, b, now);
-            deliver(ib, to_a, a, now);
-        }
+        exchange(a, b, now);
         if b.core.ledger().event_count() == a.core.ledger().event_count() {
             return round;
         }
@@ -306,6 +295,26 @@ fn sync_until_equal(a: &mut Node, b: &mut Node, max_rounds: u64) -> u64 {
         b.core.ledger().event_count(),
         a.core.ledger().event_count()
     );
+}
+
+/// Runs both nodes' timers at `now` and moves direct messages between
+/// them until neither sends one; returns how many events `a` sent `b`.
+fn exchange(a: &mut Node, b: &mut Node, now: u64) -> usize {
+    let (ia, ib) = (a.core.node_id(), b.core.node_id());
+    a.core.handle_timeout(Millis(now), now);
+    b.core.handle_timeout(Millis(now), now);
+    let mut to_b = 0;
+    loop {
+        a.pump(now, &|_| exit(0));
+        b.pump(now, &|_| exit(0));
+        if a.sent.is_empty() && b.sent.is_empty() {
+            return to_b;
+        }
+        let (for_b, for_a) = (std::mem::take(&mut a.sent), std::mem::take(&mut b.sent));
+        to_b += events_in(&for_b, ib);
+        deliver(ia, for_b, b, now);
+        deliver(ib, for_a, a, now);
+    }
 }
 
 /// Hands `to` what was sent to it directly.
@@ -336,4 +345,48 @@ fn buckets_larger_than_a_reply_are_caught_up_window_by_window() {
     let mut a = Node::holding(1, cfg.clone(), packages(4_000));
     let mut b = Node::holding(2, cfg, packages(50));
     sync_until_equal(&mut a, &mut b, 20_000);
+}
+
+/// Events `a` sent `b` directly in `sent`.
+fn events_in(sent: &[(Destination, Message)], to: NodeId) -> usize {
+    let to_b = sent.iter().filter(|(d, _)| *d == Destination::Peer(to));
+    to_b.map(|(_, msg)| match msg {
+        Message::Events { events } => events.len(),
+        _ => 0,
+    })
+    .sum()
+}
+
+#[test]
+fn a_fresh_node_busy_for_several_rounds_is_sent_each_event_about_once() {
+    let ledger = 20_000;
+    let mut a = Node::holding(1, Config::default(), packages(ledger));
+    let mut b = Node::holding(2, Config::default(), Vec::new());
+    let (ia, ib) = (a.core.node_id(), b.core.node_id());
+    // `a` announces itself first, so that its ledger stays as it is.
+    a.run_until(1, &|_| exit(0));
+    a.core.handle_peer_up(Millis(1), ib);
+    b.core.handle_peer_up(Millis(1), ia);
+    let step = a.core.config().sync_ms;
+    // `b` is busy for five of `a`'s rounds: what `a` sends it waits in
+    // its inbox, and `b` answers nothing meanwhile.
+    let mut inbox = Vec::new();
+    for round in 1..6 {
+        let now = round * step;
+        a.core.handle_timeout(Millis(now), now);
+        a.pump(now, &|_| exit(0));
+        inbox.append(&mut a.sent);
+    }
+    let mut to_b = events_in(&inbox, ib);
+    let now = 6 * step;
+    deliver(ia, inbox, &mut b, now);
+    for round in 6..40 {
+        to_b += exchange(&mut a, &mut b, round * step);
+    }
+    let held = b.core.ledger().event_count();
+    assert_eq!(held, a.core.ledger().event_count());
+    assert!(
+        to_b < 2 * ledger as usize,
+        "{to_b} events sent for a ledger of {ledger}"
+    );
 }

@@ -15,6 +15,7 @@ use super::Core;
 use crate::ids::{EventId, NodeId};
 use crate::storage::EventStore;
 use crate::sync::{Fingerprints, BUCKETS};
+use crate::time::Millis;
 use crate::wire::Message;
 use rand::Rng;
 use std::collections::BTreeSet;
@@ -27,10 +28,17 @@ pub const REPLY_LIMIT: usize = 16 << 20;
 
 impl<S: EventStore> Core<S> {
     /// Step 2 of a round: the ids this node holds in the buckets that
-    /// differ from the peer's.
-    pub(super) fn answer_digest(&mut self, from: NodeId, theirs: &Fingerprints) {
+    /// differ from the peer's. A digest answered less than `sync_ms` ago,
+    /// with nothing changed here since, is not answered again (a node that
+    /// was busy finds it queued once per round the peer started).
+    pub(super) fn answer_digest(&mut self, now: Millis, from: NodeId, theirs: &Fingerprints) {
         let differing = self.ledger.fingerprints().differing(theirs);
-        if differing.is_empty() {
+        let ours = self.ledger.fingerprints();
+        if differing.is_empty()
+            || !self
+                .rounds
+                .answer(from, theirs, ours, now, self.cfg.sync_ms)
+        {
             return;
         }
         let limit = self.cfg.sync_ids_limit.max(1);
@@ -55,14 +63,19 @@ impl<S: EventStore> Core<S> {
             budget -= held;
             buckets.push((*b, self.ledger.ids().bucket(*b).copied().collect()));
         }
+        if !partial {
+            self.rounds.listed(buckets.iter().map(|(b, _)| *b), now);
+        }
         self.send(from, Message::SyncIds { buckets, partial });
     }
 
-    /// Step 3: asks for what the peer listed and this node lacks, and sends
-    /// what it holds in those buckets that the peer did not list. A bucket
-    /// named twice counts once.
+    /// Step 3: asks for what the peer listed and this node lacks (but for
+    /// buckets it listed whole to a peer less than `sync_ms` ago: what it
+    /// lacks there is on its way), and sends what it holds in those buckets
+    /// that the peer did not list. A bucket named twice counts once.
     pub(super) fn answer_ids(
         &mut self,
+        now: Millis,
         from: NodeId,
         buckets: Vec<(u8, Vec<EventId>)>,
         partial: bool,
@@ -77,8 +90,10 @@ impl<S: EventStore> Core<S> {
                 continue;
             }
             let theirs: BTreeSet<EventId> = theirs.into_iter().collect();
-            let lacking = theirs.iter().filter(|id| !self.ledger.contains(id));
-            missing.extend(lacking.take(limit - missing.len()));
+            if !self.rounds.coming(b, now, self.cfg.sync_ms) {
+                let lacking = theirs.iter().filter(|id| !self.ledger.contains(id));
+                missing.extend(lacking.take(limit - missing.len()));
+            }
             let mine = match (theirs.first(), theirs.last()) {
                 (Some(lo), Some(hi)) if window == Some(b) => self.ledger.ids().range(lo, hi),
                 _ => self.ledger.ids().bucket(b),
