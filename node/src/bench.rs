@@ -64,6 +64,13 @@ pub struct TaskOpts {
     /// Seconds the `--finished` run leaves the nodes idle before measuring RSS again.
     #[arg(long, default_value_t = 60)]
     pub idle_secs: u64,
+    /// In the `--finished` run, give each job this retention in seconds:
+    /// the nodes (started with `--clock-skew 1s`) forget each job that long
+    /// after its submit. The run then waits until every node has forgotten
+    /// every job and prints each node's data dir, RSS and heap, and a
+    /// restart, instead of `tasks --json`, the restart and the catch-up.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention: Option<u64>,
 }
 
 /// A job of `n` `true` tasks where each depends on the one before.
@@ -119,19 +126,30 @@ pub(crate) fn timed_run(
     Ok((last, acked, id))
 }
 
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+/// A process's resident memory in KiB: all of it (`VmRSS`) and its
+/// anonymous part (`RssAnon`: heap and stacks, not the mapped binary).
+pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
-/// Every node's RSS in MiB, comma-separated.
+/// Every node's RSS in MiB with its anonymous part, comma-separated.
 pub(crate) fn rss_line(cluster: &LocalCluster) -> String {
     cluster
         .nodes
         .iter()
         .filter_map(|n| rss_kib(n.child.id()))
-        .map(|k| format!("{:.1}", k as f64 / 1024.0))
+        .map(|(all, anon)| {
+            format!(
+                "{:.1} (anon {:.1})",
+                all as f64 / 1024.0,
+                anon as f64 / 1024.0
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -1,7 +1,8 @@
 //! `peerbatch bench --finished N`: what a node keeps as finished work piles
 //! up — each node's RSS 3 s after each job of `true` tasks and after a minute
 //! idle, `tasks JOB --json` of the last finished job, a node's restart and
-//! a fresh node's catch-up over the whole ledger.
+//! a fresh node's catch-up over the whole ledger; with `--retention`, the
+//! forgetting run of `bench_forget` after the jobs instead.
 //!
 //! Owns this benchmark's method and what it prints. Must not assert
 //! anything: it measures and reports.
@@ -22,7 +23,12 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(600);
 
 pub fn run(opts: &TaskOpts) -> Result<()> {
     let root = std::env::temp_dir().join(format!("peerbatch-bench-{}", std::process::id()));
-    let mut cluster = LocalCluster::start(&root, opts.nodes.max(1), opts.slots, false)?;
+    let node_args = match opts.retention {
+        Some(_) => crate::bench_forget::NODE_ARGS.map(String::from).to_vec(),
+        None => Vec::new(),
+    };
+    let mut cluster =
+        LocalCluster::start_with(&root, opts.nodes.max(1), opts.slots, false, node_args)?;
     cluster.wait_meshed(Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
     println!(
@@ -35,6 +41,9 @@ pub fn run(opts: &TaskOpts) -> Result<()> {
         heap_line(&clients(&cluster)?)?
     );
     let last = finish_jobs(&cluster, opts)?;
+    if opts.retention.is_some() {
+        return crate::bench_forget::run(&mut cluster, opts);
+    }
     std::thread::sleep(Duration::from_secs(opts.idle_secs));
     println!(
         "RSS per node after {} s idle: {} MiB, heap allocated {} MiB",
@@ -56,7 +65,10 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
     let t0 = Instant::now();
     while done < opts.finished {
         let n = opts.job_size.min(opts.finished - done).max(1);
-        let spec = job("finished", Command::Argv(vec!["true".into()]), 1, n as i64);
+        let mut spec = job("finished", Command::Argv(vec!["true".into()]), 1, n as i64);
+        if let Some(secs) = opts.retention {
+            spec.retention_ms = secs * 1000;
+        }
         let (took, _, id) = timed_run(&clients, &spec, n)?;
         done += n;
         last = id;
@@ -79,7 +91,7 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
 }
 
 /// Each node's heap allocated, in MiB, as its status says.
-fn heap_line(clients: &[Client]) -> Result<String> {
+pub(crate) fn heap_line(clients: &[Client]) -> Result<String> {
     let mut line = Vec::new();
     for client in clients {
         let status: Status = client.get("/v1/status")?;
@@ -91,7 +103,7 @@ fn heap_line(clients: &[Client]) -> Result<String> {
     Ok(line.join(", "))
 }
 
-fn clients(cluster: &LocalCluster) -> Result<Vec<Client>> {
+pub(crate) fn clients(cluster: &LocalCluster) -> Result<Vec<Client>> {
     cluster.nodes.iter().map(|n| n.client()).collect()
 }
 

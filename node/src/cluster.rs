@@ -22,6 +22,8 @@ pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
     keep: bool,
     slots: u32,
+    /// Flags every node process is started with, after the cluster's own.
+    node_args: Vec<String>,
     /// The first node's invitation token, once it is up.
     token: Option<String>,
 }
@@ -56,6 +58,18 @@ impl LocalCluster {
     /// cluster, the others join it with its invitation token; `keep` leaves the directory
     /// behind on drop.
     pub fn start(root: &Path, n: usize, slots: u32, keep: bool) -> Result<LocalCluster> {
+        Self::start_with(root, n, slots, keep, Vec::new())
+    }
+
+    /// As [`LocalCluster::start`], with `node_args` added to every node's
+    /// command line (say `--clock-skew 1s`).
+    pub fn start_with(
+        root: &Path,
+        n: usize,
+        slots: u32,
+        keep: bool,
+        node_args: Vec<String>,
+    ) -> Result<LocalCluster> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create {}", root.display()))?;
         let mut cluster = LocalCluster {
@@ -63,6 +77,7 @@ impl LocalCluster {
             nodes: Vec::new(),
             keep,
             slots,
+            node_args,
             token: None,
         };
         for _ in 0..n {
@@ -127,6 +142,7 @@ impl LocalCluster {
             .stdout(Stdio::null())
             .stderr(log);
         cmd.args(crate::sandbox::local_task_account());
+        cmd.args(&self.node_args);
         if let Some(token) = token {
             cmd.args(["--join-token", token]);
         }

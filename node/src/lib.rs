@@ -12,6 +12,7 @@ mod api;
 mod availability;
 mod bad_input;
 mod bench;
+mod bench_forget;
 mod bench_memory;
 mod budget;
 mod captures;
