@@ -154,6 +154,23 @@ pub(crate) fn rss_line(cluster: &LocalCluster) -> String {
         .join(", ")
 }
 
+/// Each node's heap allocated, in MiB, as its status says.
+pub(crate) fn heap_line(clients: &[Client]) -> Result<String> {
+    let mut line = Vec::new();
+    for client in clients {
+        let status: Status = client.get("/v1/status")?;
+        line.push(match status.heap_allocated {
+            Some(bytes) => format!("{:.1}", bytes as f64 / (1 << 20) as f64),
+            None => "?".into(),
+        });
+    }
+    Ok(line.join(", "))
+}
+
+pub(crate) fn clients(cluster: &LocalCluster) -> Result<Vec<Client>> {
+    cluster.nodes.iter().map(|n| n.client()).collect()
+}
+
 fn wall_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -4,11 +4,10 @@
 //! heap, after a minute idle again, and a node's restart on what is left.
 //!
 //! Owns this run's waits and the disk figures it prints; the jobs are run
-//! by `bench_memory`. Must not assert anything: it measures and reports.
+//! by `bench_memory`, which calls it. Must not assert anything: it measures and reports.
 
 use crate::api::types::{Job, Status};
-use crate::bench::{rss_line, TaskOpts};
-use crate::bench_memory::{clients, heap_line};
+use crate::bench::{clients, heap_line, rss_line, TaskOpts};
 use crate::cluster::LocalCluster;
 use crate::paths::DataDir;
 use anyhow::{bail, Result};

@@ -8,7 +8,7 @@
 //! anything: it measures and reports.
 
 use crate::api::types::{Job, Status};
-use crate::bench::{job, rss_line, timed_run, TaskOpts};
+use crate::bench::{clients, heap_line, job, rss_line, timed_run, TaskOpts};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};
@@ -88,23 +88,6 @@ fn finish_jobs(cluster: &LocalCluster, opts: &TaskOpts) -> Result<String> {
         );
     }
     Ok(last)
-}
-
-/// Each node's heap allocated, in MiB, as its status says.
-pub(crate) fn heap_line(clients: &[Client]) -> Result<String> {
-    let mut line = Vec::new();
-    for client in clients {
-        let status: Status = client.get("/v1/status")?;
-        line.push(match status.heap_allocated {
-            Some(bytes) => format!("{:.1}", bytes as f64 / (1 << 20) as f64),
-            None => "?".into(),
-        });
-    }
-    Ok(line.join(", "))
-}
-
-pub(crate) fn clients(cluster: &LocalCluster) -> Result<Vec<Client>> {
-    cluster.nodes.iter().map(|n| n.client()).collect()
 }
 
 /// Times `peerbatch tasks JOB --json` (the CLI, as a user runs it) on node 1.
