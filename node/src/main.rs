@@ -15,10 +15,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read before `main`: a background thread purges
 /// pages a second after they were last used (`dirty_decay_ms`), straight
 /// back to the system (`muzzy_decay_ms`), so a node's RSS follows what it
-/// holds rather than the peak of the largest job it ran.
+/// holds rather than the peak of the largest job it ran; and one arena
+/// (`narenas`), not four per CPU: each arena keeps its own partly used
+/// pages after a burst of work, which cost 7-8 MiB of RSS per node after
+/// 200,000 tasks (BENCHMARKS, "After the burst") for no throughput a
+/// node's few busy threads could measure.
 #[export_name = "_rjem_malloc_conf"]
 static MALLOC_CONF: ConfString =
-    ConfString(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+    ConfString(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:1".as_ptr());
 
 /// A C string pointer that can be a `static` (jemalloc reads a `const char *`).
 #[repr(transparent)]
