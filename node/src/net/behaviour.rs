@@ -25,6 +25,8 @@ use super::{
 const GOSSIP_TOPIC: &str = "peerbatch/ledger/1";
 /// Largest gossipsub frame we send or accept.
 const GOSSIP_MAX_BYTES: usize = 64 * 1024;
+/// How long gossipsub remembers a message's id to drop its copies.
+const SEEN_MESSAGES_KEPT: Duration = Duration::from_secs(10);
 /// One-way direct messages.
 const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerbatch/msg/1");
 const MSG_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -149,6 +151,12 @@ fn build_behaviour(
         // own hash in the ledger.
         .max_transmit_size(GOSSIP_MAX_BYTES)
         .heartbeat_interval(Duration::from_millis(500))
+        // Ids of messages seen, to drop a copy from a second peer: a copy
+        // comes within the gossip window (3 heartbeats) or not at all, and a
+        // later one costs the ledger a hash lookup. The default minute of
+        // ids is a minute of traffic held after a burst (BENCHMARKS,
+        // "After the burst").
+        .duplicate_cache_time(SEEN_MESSAGES_KEPT)
         .heartbeat_initial_delay(Duration::from_millis(100))
         .flood_publish(true)
         // Nothing is forwarded before the node's verdict (`Net::judge_gossip`).
