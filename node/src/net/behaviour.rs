@@ -60,13 +60,6 @@ const MAX_PENDING_INCOMING: u32 = 64;
 /// fully).
 const MAX_ESTABLISHED_INCOMING: u32 = 1_024;
 const MAX_ESTABLISHED: u32 = 2_048;
-/// A publisher whose gossip the node rejects scores this times the square of
-/// its count of rejected messages, a count that decays by 1 % a second: one
-/// rejection puts it below the graylist threshold (-80) for about 11 s
-/// (everything it sends meanwhile is dropped unread), five for about 3 min.
-const INVALID_MESSAGE_WEIGHT: f64 = -100.0;
-const INVALID_MESSAGE_DECAY: f64 = 0.99;
-
 pub(super) type MsgCodec = LengthPrefixed<MSG_MAX_BYTES>;
 pub(super) type FetchCodec = LengthPrefixed<FETCH_MAX_BYTES>;
 
@@ -163,15 +156,11 @@ fn build_behaviour(
         .validate_messages()
         .build()
         .map_err(|e| NetError::Gossipsub(e.to_string()))?;
-    let mut gossipsub = gossipsub::Behaviour::new(
+    let gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(keypair.clone()),
         gossip_config,
     )
     .map_err(|e| NetError::Gossipsub(e.to_string()))?;
-    let (params, thresholds) = peer_scores();
-    gossipsub
-        .with_peer_score(params, thresholds)
-        .map_err(NetError::Gossipsub)?;
 
     let msg = request_response::Behaviour::new(
         [(MSG_PROTOCOL, ProtocolSupport::Full)],
@@ -224,28 +213,4 @@ fn connection_limits() -> ConnectionLimits {
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
         .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
         .with_max_established(Some(MAX_ESTABLISHED))
-}
-
-/// Peer scoring that counts only rejected messages on the ledger topic:
-/// the other parts reward mesh behaviour that a quiet LAN mesh does not
-/// show, and many nodes of one host (a test cluster) share an IP.
-fn peer_scores() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
-    let topic = gossipsub::TopicScoreParams {
-        topic_weight: 1.0,
-        time_in_mesh_weight: 0.0,
-        first_message_deliveries_weight: 0.0,
-        mesh_message_deliveries_weight: 0.0,
-        mesh_failure_penalty_weight: 0.0,
-        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
-        invalid_message_deliveries_decay: INVALID_MESSAGE_DECAY,
-        ..Default::default()
-    };
-    let mut params = gossipsub::PeerScoreParams {
-        ip_colocation_factor_weight: 0.0,
-        ..Default::default()
-    };
-    params
-        .topics
-        .insert(gossipsub::IdentTopic::new(GOSSIP_TOPIC).hash(), topic);
-    (params, gossipsub::PeerScoreThresholds::default())
 }

@@ -25,6 +25,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::{
     behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL},
+    graylist::Graylist,
     redial::PeerBook,
     refusals::{error_chain, Refusals},
     slots::Slot,
@@ -102,6 +103,8 @@ pub(super) struct EventLoop {
     pending_fetches: HashMap<(Lane, OutboundRequestId), Pending<Vec<u8>>>,
     book: PeerBook,
     refusals: Refusals,
+    /// Peers whose gossip was rejected: what they pass on is dropped unread a while.
+    graylist: Graylist,
 }
 
 impl EventLoop {
@@ -122,6 +125,7 @@ impl EventLoop {
             pending_fetches: HashMap::new(),
             book,
             refusals: Refusals::default(),
+            graylist: Graylist::default(),
         }
     }
 
@@ -258,6 +262,9 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
             Command::JudgeGossip { ticket, verdict } => {
+                if verdict == GossipVerdict::Reject {
+                    self.graylist.rejected(ticket.via, Instant::now());
+                }
                 let acceptance = match verdict {
                     GossipVerdict::Accept => gossipsub::MessageAcceptance::Accept,
                     GossipVerdict::Reject => gossipsub::MessageAcceptance::Reject,
@@ -379,6 +386,17 @@ impl EventLoop {
                     id: message_id,
                     via: propagation_source,
                 };
+                if self
+                    .graylist
+                    .is_graylisted(&propagation_source, Instant::now())
+                {
+                    trace!(via = %propagation_source, "gossip from a graylisted peer dropped unread");
+                    self.handle_command(Command::JudgeGossip {
+                        ticket,
+                        verdict: GossipVerdict::Ignore,
+                    });
+                    return ControlFlow::Continue(());
+                }
                 let source = match message.source {
                     Some(source) if message.topic == self.topic => source,
                     // Strict validation rejects unsigned messages; nothing

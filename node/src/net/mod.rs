@@ -33,6 +33,7 @@ mod cluster;
 pub mod codec;
 mod doorbell;
 mod event_loop;
+mod graylist;
 mod key;
 #[cfg(test)]
 mod limits_tests;
