@@ -91,6 +91,12 @@ fn is_damage(e: &sled::Error) -> bool {
     }
 }
 
+/// sled's page cache, as sled counts it. What it holds in memory is about
+/// four times this (decoded nodes, their keys and values, its page table):
+/// at 8 MiB it was 37 MiB of a node's heap after a million tasks (BENCHMARKS,
+/// "After the burst").
+const SLED_CACHE_BYTES: u64 = 2 << 20;
+
 impl LedgerStore {
     /// Opens the database under `dir`. If it is damaged (corrupt, wrong
     /// format), it is renamed to `dir.broken-<unix secs>` and a fresh one is
@@ -140,7 +146,7 @@ impl LedgerStore {
     fn open_at(dir: &Path) -> sled::Result<Open> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(8 << 20)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()?;
         let events = db.open_tree("events")?;
         let by_job = db.open_tree("by_job")?;
