@@ -31,14 +31,27 @@ struct ConfString(*const std::ffi::c_char);
 // SAFETY: it points to a static string, never written to.
 unsafe impl Sync for ConfString {}
 
+/// `RUST_LOG`, else `info` for a node and `warn` for a command; either way
+/// without gossipsub's warning per message it drops for a slow peer (the
+/// message printed whole; the node sums those into one line a minute,
+/// `net/slow_peers`) unless `RUST_LOG` names gossipsub.
+fn log_filter(is_node: bool) -> tracing_subscriber::EnvFilter {
+    let default = if is_node { "info" } else { "warn" };
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| default.into());
+    let quiet = if asked.contains("gossipsub") {
+        ""
+    } else {
+        ",libp2p_gossipsub::behaviour=error"
+    };
+    tracing_subscriber::EnvFilter::try_new(format!("{asked}{quiet}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let is_node = matches!(cli.cmd, cli::Cmd::Node { op: None, .. });
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if is_node { "info" } else { "warn" }.into()),
-        )
+        .with_env_filter(log_filter(is_node))
         .with_writer(std::io::stderr)
         // A log that cannot be written (a full disk) must cost nothing:
         // reporting that on standard error, the default, panics when that

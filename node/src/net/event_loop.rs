@@ -29,6 +29,7 @@ use super::{
     redial::PeerBook,
     refusals::{error_chain, Refusals},
     slots::Slot,
+    slow_peers::SlowPeers,
     FetchReply, GossipTicket, GossipVerdict, Lane, NetError, NetEvent,
 };
 
@@ -105,6 +106,7 @@ pub(super) struct EventLoop {
     refusals: Refusals,
     /// Peers whose gossip was rejected: what they pass on is dropped unread a while.
     graylist: Graylist,
+    slow_peers: SlowPeers,
 }
 
 impl EventLoop {
@@ -126,6 +128,7 @@ impl EventLoop {
             book,
             refusals: Refusals::default(),
             graylist: Graylist::default(),
+            slow_peers: SlowPeers::default(),
         }
     }
 
@@ -417,6 +420,18 @@ impl EventLoop {
                         ticket,
                     })
                     .await;
+            }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                let messages = (failed_messages.priority + failed_messages.non_priority) as u64;
+                if let Some(d) = self.slow_peers.note(peer_id, messages, Instant::now()) {
+                    warn!(
+                        "{} peers could not take {} gossip messages since the last such warning (their send queues were full); anti-entropy brings them what they missed",
+                        d.peers, d.messages
+                    );
+                }
             }
             other => trace!(event = ?other, "gossipsub event"),
         }

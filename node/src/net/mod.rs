@@ -45,6 +45,7 @@ mod refusals;
 #[cfg(test)]
 pub(crate) mod silent_peer;
 mod slots;
+mod slow_peers;
 #[cfg(test)]
 mod tests;
 mod tls;
