@@ -71,6 +71,10 @@ pub struct TaskOpts {
     /// restart, instead of `tasks --json`, the restart and the catch-up.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention: Option<u64>,
+    /// Leave the `--finished` run's data dirs behind (their path is
+    /// printed), to look at or start again afterwards.
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 /// A job of `n` `true` tasks where each depends on the one before.
@@ -129,12 +133,27 @@ pub(crate) fn timed_run(
 /// A process's resident memory in KiB: all of it (`VmRSS`) and its
 /// anonymous part (`RssAnon`: heap and stacks, not the mapped binary).
 pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let [all, anon] = proc_status_kib(pid, ["VmRSS:", "RssAnon:"])?;
+    Some((all, anon))
+}
+
+/// The most a process has held resident since it started (`VmHWM`), KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, ["VmHWM:"]).map(|[peak]| peak)
+}
+
+/// Fields of `/proc/PID/status` given in KiB, by name (with the colon).
+fn proc_status_kib<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
         line.split_whitespace().nth(1)?.parse().ok()
     };
-    Some((field("VmRSS:")?, field("RssAnon:")?))
+    let mut out = [0; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        *slot = field(name)?;
+    }
+    Some(out)
 }
 
 /// Every node's RSS in MiB with its anonymous part, comma-separated.

@@ -8,7 +8,7 @@
 //! anything: it measures and reports.
 
 use crate::api::types::{Job, Status};
-use crate::bench::{clients, heap_line, job, rss_line, timed_run, TaskOpts};
+use crate::bench::{clients, heap_line, job, peak_rss_kib, rss_line, timed_run, TaskOpts};
 use crate::client::Client;
 use crate::cluster::LocalCluster;
 use anyhow::{bail, Context, Result};
@@ -27,8 +27,16 @@ pub fn run(opts: &TaskOpts) -> Result<()> {
         Some(_) => crate::bench_forget::NODE_ARGS.map(String::from).to_vec(),
         None => Vec::new(),
     };
-    let mut cluster =
-        LocalCluster::start_with(&root, opts.nodes.max(1), opts.slots, false, node_args)?;
+    let mut cluster = LocalCluster::start_with(
+        &root,
+        opts.nodes.max(1),
+        opts.slots,
+        opts.keep_data,
+        node_args,
+    )?;
+    if opts.keep_data {
+        println!("data dirs under {} (kept)", root.display());
+    }
     cluster.wait_meshed(Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
     println!(
@@ -156,11 +164,13 @@ fn time_restart(cluster: &mut LocalCluster, total: u64) -> Result<()> {
     cluster.start_node(i)?;
     let up = t0.elapsed();
     wait_known(cluster, i, total)?;
+    let peak = peak_rss_kib(cluster.nodes[i].child.id()).unwrap_or(0);
     println!(
-        "restart of node {}: API up after {:.2} s, every finished task known after {:.2} s; RSS {} MiB",
+        "restart of node {}: API up after {:.2} s, every finished task known after {:.2} s, its peak RSS {:.1} MiB; RSS {} MiB",
         i + 1,
         up.as_secs_f64(),
         t0.elapsed().as_secs_f64(),
+        peak as f64 / 1024.0,
         rss_line(cluster)
     );
     Ok(())

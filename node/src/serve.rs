@@ -19,7 +19,7 @@ use crate::pools::Pools;
 use crate::sandbox::Sandbox;
 use crate::stage::Stager;
 use crate::store::blobs::BlobStore;
-use crate::store::ledger::LedgerStore;
+use crate::store::ledger::{LedgerStore, Reading};
 use crate::store::reclaim::{Kept, Reclaimer};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -210,10 +210,6 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
     if let Some(warning) = set_aside {
         tracing::warn!("{warning}");
     }
-    let (stored, damaged) = store.load_all()?;
-    for id in damaged {
-        tracing::warn!("stored event {id} no longer matches its hash: removed it, fetching it again from peers");
-    }
     let blobs = BlobStore::open(&dir.chunks_dir())?;
     let work = dir.work_dir();
     for leftover in [&work, &dir.unpack_dir(), &dir.fn_work_dir()] {
@@ -288,14 +284,24 @@ async fn serve(dir: DataDir, opts: NodeOpts) -> Result<()> {
         forget_margin_ms: opts.clock_skew,
         ..Config::default()
     };
+    let mut reading = Reading::default();
     let core = Core::new(
         identity,
         cfg,
         store.clone(),
-        stored,
+        store.read_all(&mut reading),
         rand::random(),
         Millis(0),
     );
+    for id in reading.damaged {
+        tracing::warn!("stored event {id} no longer matches its hash: removed it, fetching it again from peers");
+    }
+    if let Some(e) = reading.failed {
+        return Err(e.context(format!(
+            "cannot read the ledger in {}",
+            dir.db_dir().display()
+        )));
+    }
     let (exited_tx, exited_rx) = mpsc::unbounded_channel();
     let fetcher = Fetcher::new(net.clone(), blobs.clone());
     let stager = Stager::new(

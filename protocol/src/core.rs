@@ -42,6 +42,7 @@ mod availability;
 mod batch;
 mod forget;
 mod gangs;
+mod load;
 mod membership;
 mod queues;
 mod rounds;
@@ -322,10 +323,12 @@ fn decoded(stored: &[Vec<u8>]) -> impl Iterator<Item = Event> + '_ {
 }
 
 impl<S: EventStore> Core<S> {
-    /// Builds a core from its durable events (as stored; they were verified
-    /// when first received). Claims this node held before a restart are
-    /// reclaimed at once (see `refresh`): their processes died with
-    /// the old incarnation.
+    /// Builds a core from its durable events: `stored` yields every stored
+    /// event once, in any order (they were verified when first received);
+    /// each job's task facts are then read again from `store` by job, and
+    /// a finished job is sealed before the next is read (see `load`).
+    /// Claims this node held before a restart are reclaimed at once (see
+    /// `refresh`): their processes died with the old incarnation.
     pub fn new(
         identity: Identity,
         cfg: Config,
@@ -378,49 +381,10 @@ impl<S: EventStore> Core<S> {
         for (job, tombstone) in core.store.tombstones() {
             core.ledger.restore_tombstone(job, tombstone);
         }
-        let mut touched_jobs = BTreeSet::new();
-        let mut touched_tasks = BTreeSet::new();
-        let mut forgotten = Vec::new();
-        for bytes in stored {
-            let Ok(event) = crate::codec::decode::<Event>(&bytes) else {
-                core.stats.events_rejected += 1;
-                continue;
-            };
-            let id = event_id(&bytes);
-            if core.ledger.about_forgotten(&id, &event.body) {
-                // Written behind the job's forgetting: removed again.
-                forgotten.push(id);
-                continue;
-            }
-            match core.ledger.admit(id, &event) {
-                Ok(Some(t)) => {
-                    touched_jobs.extend(t.new_jobs);
-                    touched_jobs.extend(t.cancelled_jobs);
-                    touched_tasks.extend(t.tasks);
-                }
-                Ok(None) => {}
-                // Stored before this node's rules refused it.
-                Err(_) => core.stats.events_rejected += 1,
-            }
-        }
+        core.load(now, stored);
         if let Some(info) = core.ledger.node(&me) {
             // Until the first wall check and the driver judge it again.
             core.availability = Availability::restored(info.draining);
-        }
-        core.update_eligible(now);
-        for job in touched_jobs {
-            core.refresh_job(now, job);
-        }
-        for task in touched_tasks {
-            core.refresh(now, task);
-        }
-        if !forgotten.is_empty() {
-            core.forgetting
-                .push_back(crate::storage::Forgetting::Events(forgotten));
-        }
-        // What was loaded is all in the store: finished jobs seal at once.
-        for due in core.finished.values_mut() {
-            *due = now;
         }
         core
     }
@@ -1484,19 +1448,28 @@ impl<S: EventStore> Core<S> {
         if self.progress(&job).done() < total || self.ledger.is_sealed(&job) {
             return;
         }
-        if !self.busy_with(job) && self.ledger.seal(job, &self.stored_with_ids(&job)) {
-            let tasks: Vec<TaskRef> = self
-                .dep_tallies
-                .range(TaskRef::all_of(job))
-                .map(|(t, _)| *t)
-                .collect();
-            for task in tasks {
-                self.dep_tallies.remove(&task);
-            }
-            self.views.remove_job(&job);
-        } else {
+        if self.busy_with(job) || !self.seal(job, &self.stored_with_ids(&job)) {
             self.finished.insert(job, now.plus(self.cfg.seal_after_ms));
         }
+    }
+
+    /// Seals finished job `job` (see [`Ledger::seal`]) given `stored`, its
+    /// events as the store holds them, and drops its cached views and
+    /// dependency tallies; false, changing nothing, if the ledger refuses.
+    fn seal(&mut self, job: JobId, stored: &[(EventId, Event)]) -> bool {
+        if !self.ledger.seal(job, stored) {
+            return false;
+        }
+        let tasks: Vec<TaskRef> = self
+            .dep_tallies
+            .range(TaskRef::all_of(job))
+            .map(|(t, _)| *t)
+            .collect();
+        for task in tasks {
+            self.dep_tallies.remove(&task);
+        }
+        self.views.remove_job(&job);
+        true
     }
 
     /// Whether `result` fails its whole job by the task's exit-code rules.

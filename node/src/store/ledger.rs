@@ -60,6 +60,16 @@ fn index_keys(id: &EventId, bytes: &[u8]) -> Vec<[u8; 40]> {
         .collect()
 }
 
+/// What [`LedgerStore::read_all`] found besides the events.
+#[derive(Debug, Default)]
+pub struct Reading {
+    /// The ids (hex) of events whose bytes no longer hash to their id:
+    /// removed, so that anti-entropy fetches them again from peers.
+    pub damaged: Vec<String>,
+    /// The error that ended the reading before the last event, if one did.
+    pub failed: Option<anyhow::Error>,
+}
+
 /// Why the database did not open; in every case nothing was moved.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -210,33 +220,37 @@ impl LedgerStore {
     }
 
     /// Every stored event whose bytes still hash to the id it is stored
-    /// under, and the ids (hex) of those that do not: the latter are
-    /// removed from the tree, so that anti-entropy fetches them again from
-    /// peers.
+    /// under, read one at a time (a start folds them as they come, without
+    /// holding them all). Those that do not hash to their id are removed
+    /// from the tree, so that anti-entropy fetches them again from peers,
+    /// and named in `reading`, as is an error that ends the reading early.
     ///
     /// A hash, not a signature check: every event was verified before it
     /// was stored, so what can change it afterwards is the disk or the
     /// node's own user (who also holds `node.key`); the hash catches the
     /// first at memory speed, and a signature would not stop the second.
-    pub fn load_all(&self) -> Result<(Vec<Vec<u8>>, Vec<String>)> {
-        self.with(|open| {
-            let mut good = Vec::new();
-            let mut damaged = Vec::new();
-            for entry in open.events.iter() {
-                let (key, value) = entry.context("reading the events tree")?;
-                if event_id(&value).0[..] == key[..] {
-                    good.push(value.to_vec());
-                } else {
-                    open.events
-                        .remove(&key)
-                        .context("removing a damaged event")?;
-                    self.event_bytes
-                        .fetch_sub(value.len() as u64, Ordering::Relaxed);
-                    damaged.push(peerbatch_protocol::ids::to_hex(&key));
-                }
+    pub fn read_all<'a>(&'a self, reading: &'a mut Reading) -> impl Iterator<Item = Vec<u8>> + 'a {
+        let events = self
+            .with(|open| Ok(open.events.clone()))
+            .map_err(|e| reading.failed = Some(e))
+            .ok();
+        let Reading { damaged, failed } = reading;
+        let mut next = move |entry: sled::Result<(sled::IVec, sled::IVec)>, tree: &sled::Tree| {
+            let (key, value) = entry.context("reading the events tree")?;
+            if event_id(&value).0[..] == key[..] {
+                return Ok(Some(value.to_vec()));
             }
-            Ok((good, damaged))
-        })
+            tree.remove(&key).context("removing a damaged event")?;
+            self.event_bytes
+                .fetch_sub(value.len() as u64, Ordering::Relaxed);
+            damaged.push(peerbatch_protocol::ids::to_hex(&key));
+            anyhow::Ok(None)
+        };
+        events
+            .into_iter()
+            .flat_map(|tree| tree.iter().map(move |entry| (entry, tree.clone())))
+            .map_while(move |(entry, tree)| next(entry, &tree).map_err(|e| *failed = Some(e)).ok())
+            .flatten()
     }
 
     pub fn put_batch<'a>(
@@ -265,7 +279,7 @@ impl LedgerStore {
     }
 
     /// Carries out what the core's forgetting asks: removes events (their
-    /// index entries first) and keeps or drops tombstones. Written without
+    /// index entries after them) and keeps or drops tombstones. Written without
     /// a flush of its own: a removal lost to a crash is found again at the
     /// next start (the core names stored events of forgotten jobs).
     pub fn forget(&self, forgetting: &Forgetting) -> Result<()> {
@@ -285,20 +299,22 @@ impl LedgerStore {
         })
     }
 
+    /// Removes events, each before its index entries: every stored event
+    /// stays in the index (a start reads a job's task facts through it),
+    /// and an entry left by a crash between the two names nothing.
     fn remove(&self, ids: &[EventId]) -> Result<()> {
         self.with(|open| {
             for id in ids {
-                let Some(bytes) = open.events.get(id.0).context("reading an event")? else {
+                let Some(bytes) = open.events.remove(id.0).context("removing an event")? else {
                     continue;
                 };
+                self.event_bytes
+                    .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
                 for key in index_keys(id, &bytes) {
                     open.by_job
                         .remove(&key[..])
                         .context("removing from the job index")?;
                 }
-                open.events.remove(id.0).context("removing an event")?;
-                self.event_bytes
-                    .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
             }
             Ok(())
         })
@@ -400,6 +416,14 @@ mod tests {
         (event_id(bytes), bytes.to_vec())
     }
 
+    /// Every event `read_all` yields, and the damaged ids it named.
+    fn load_all(store: &LedgerStore) -> (Vec<Vec<u8>>, Vec<String>) {
+        let mut reading = Reading::default();
+        let events = store.read_all(&mut reading).collect();
+        assert!(reading.failed.is_none(), "{:?}", reading.failed);
+        (events, reading.damaged)
+    }
+
     /// A signed event claiming attempt 0 of task `index` of `job`.
     fn claim(job: JobId, index: u32) -> (EventId, Vec<u8>) {
         use peerbatch_protocol::event::Claim;
@@ -468,7 +492,7 @@ mod tests {
             assert_eq!(store.event_bytes(), bytes - gone.1.len() as u64);
         }
         let (store, _) = reopen(&db);
-        assert_eq!(store.load_all().unwrap().0, std::slice::from_ref(&stays.1));
+        assert_eq!(load_all(&store).0, std::slice::from_ref(&stays.1));
         assert!(store.job_events(&a).is_empty());
         assert_eq!(store.job_events(&b), [stays.1]);
         assert_eq!(store.tombstones(), [(a, tombstone)]);
@@ -501,7 +525,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["db"], "nothing was set aside");
-        assert_eq!(first.load_all().unwrap().0, [b"kept".to_vec()]);
+        assert_eq!(load_all(&first).0, [b"kept".to_vec()]);
         drop(first);
         std::fs::remove_dir_all(root).unwrap();
     }
@@ -519,7 +543,7 @@ mod tests {
         }
         let (store, warning) = reopen(&db);
         assert!(warning.unwrap().contains("is damaged"));
-        assert!(store.load_all().unwrap().0.is_empty());
+        assert!(load_all(&store).0.is_empty());
         let aside = std::fs::read_dir(&root)
             .unwrap()
             .filter(|e| {
@@ -544,7 +568,7 @@ mod tests {
             .unwrap();
         drop(store);
         let (store, _) = reopen(&db);
-        let (loaded, damaged) = store.load_all().unwrap();
+        let (loaded, damaged) = load_all(&store);
         assert_eq!(loaded, std::slice::from_ref(&good.1));
         assert_eq!(damaged, [bad.0.to_string()]);
         assert_eq!(

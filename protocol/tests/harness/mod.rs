@@ -180,10 +180,15 @@ pub fn state(node: &Node, t: TaskRef) -> (TaskState, u32, Option<NodeId>) {
 /// Runs every attempt a lone node starts to `outcome` until `job` has no
 /// task left; returns the time then.
 pub fn run_to_end(a: &mut Node, job: JobId, outcome: Outcome) -> u64 {
+    run_to_end_from(a, job, 0, outcome)
+}
+
+/// As [`run_to_end`], from time `start`, leaving other jobs' attempts be.
+pub fn run_to_end_from(a: &mut Node, job: JobId, start: u64, outcome: Outcome) -> u64 {
     let total = a.core.ledger().job(&job).expect("a known job").task_count;
-    let (mut now, mut done) = (0, 0);
+    let (mut now, mut done) = (start, 0);
     while a.core.progress(&job).done() < total {
-        let runs = a.runs();
+        let runs: Vec<_> = a.runs().into_iter().filter(|(t, _)| t.job == job).collect();
         if done < runs.len() {
             let (t, attempt) = runs[done];
             done += 1;
