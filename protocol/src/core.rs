@@ -319,7 +319,7 @@ pub struct Core<S> {
 fn decoded(stored: &[Vec<u8>]) -> impl Iterator<Item = Event> + '_ {
     stored
         .iter()
-        .filter_map(|bytes| crate::codec::decode(bytes).ok())
+        .filter_map(|bytes| crate::codec::decode_stored(bytes).ok())
 }
 
 impl<S: EventStore> Core<S> {
@@ -447,7 +447,7 @@ impl<S: EventStore> Core<S> {
         self.store
             .job_events(job)
             .iter()
-            .filter_map(|bytes| Some((event_id(bytes), crate::codec::decode(bytes).ok()?)))
+            .filter_map(|bytes| Some((event_id(bytes), crate::codec::decode_stored(bytes).ok()?)))
             .collect()
     }
 

@@ -52,7 +52,7 @@ impl<S: EventStore> Core<S> {
         let mut named = BTreeSet::new();
         let mut forgotten = Vec::new();
         for bytes in stored {
-            let Ok(event) = crate::codec::decode::<Event>(&bytes) else {
+            let Ok(event) = crate::codec::decode_stored::<Event>(&bytes) else {
                 self.stats.events_rejected += 1;
                 continue;
             };
