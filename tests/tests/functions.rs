@@ -200,6 +200,21 @@ fn a_handler_that_hangs_is_killed_at_its_timeout_and_the_caller_gets_504() {
     assert!(left.stdout.is_empty(), "the handler's sleep still runs");
 }
 
+#[test]
+fn a_call_that_overwrites_its_bundle_leaves_the_next_call_the_bundle_as_deployed() {
+    let cluster = Cluster::start(1, FAST);
+    let node = &cluster.nodes[0];
+    let dir = bundle(&cluster, "b", "hello");
+    // Tasks run as the node's user here, so the handler can write the
+    // bundle's files it was given.
+    let command = "cat greeting; echo spoiled > greeting; chmod 777 greeting";
+    deploy_fn(node, "spoil", &dir, command, &[]);
+    for n in 1..=3 {
+        let (status, _, body) = call(node, "spoil", "");
+        assert_eq!((status, body.as_str()), (200, "hello"), "call {n}");
+    }
+}
+
 /// A POST of `/fn/PATH` with body `world` on a functions listener at
 /// `url`, with `key` in `x-functions-key` if given: status and body.
 fn call_lan(url: &str, path: &str, key: Option<&str>) -> (u16, String) {

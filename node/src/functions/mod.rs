@@ -11,6 +11,7 @@
 //! through the core) or the HTTP API itself; it gets what it needs from
 //! the driver through its typed commands (`driver::command`).
 
+pub mod bundles;
 pub mod calls;
 pub mod route;
 pub mod runtime;

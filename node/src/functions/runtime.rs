@@ -1,17 +1,18 @@
 //! Running one invocation of a function version on this node.
 //!
 //! Owns how many invocations run here at once, and one invocation's run: a
-//! fresh working directory (a `workdir::AttemptDir`) holding the
-//! version's bundle (staged as a task's input is: fetched once per node,
-//! hard-linked in), the request body on stdin, the call in `PEERBATCH_FN_*`
+//! fresh working directory (a `workdir::AttemptDir` under `FN_WORK/calls`)
+//! holding the version's bundle (staged once per node by `bundles`, its
+//! files hard-linked in), the request body on stdin, the call in `PEERBATCH_FN_*`
 //! variables, the time-out, and turning how the handler ended into a
 //! [`Reply`]. The process runs in the same sandbox as tasks (clean
 //! environment, rlimits, its whole tree killed at the end). Must not
 //! choose where a call runs (`route`) nor read the ledger.
 
+use super::bundles::Bundles;
 use super::{Call, Reply, MAX_BODY_BYTES};
 use crate::sandbox::{duration_text, Captured, Run, Sandbox};
-use crate::stage::{StagedInput, Stager};
+use crate::stage::Stager;
 use crate::workdir::{AttemptDir, Finished, WorkDirs};
 use libp2p::PeerId;
 use peerbatch_protocol::function::Version;
@@ -45,7 +46,8 @@ impl From<Reply> for Ran {
 #[derive(Clone)]
 pub struct Runtime {
     pub(super) sandbox: Sandbox,
-    stager: Stager,
+    /// Bundles staged on this node, linked into working directories.
+    bundles: Bundles,
     /// Invocations' and warm workers' working directories.
     dirs: WorkDirs,
     /// Names working directories: unique while the node runs.
@@ -71,8 +73,8 @@ impl Runtime {
     ) -> Runtime {
         Runtime {
             sandbox,
-            stager,
-            dirs: WorkDirs::new(root),
+            bundles: Bundles::new(stager, root.clone()),
+            dirs: WorkDirs::new(root.join("calls")),
             next: Arc::default(),
             room: Arc::new(Semaphore::new(max_invocations)),
             node,
@@ -127,20 +129,27 @@ impl Runtime {
         ran
     }
 
-    /// A fresh working directory holding `version`'s bundle, fetched from
-    /// `peers` if this node lacks it.
+    /// A fresh working directory holding `version`'s bundle (linked from
+    /// its staged copy, staged first if need be, fetched from `peers` if
+    /// this node lacks it).
     pub(super) async fn bundle_dir(
         &self,
         version: &Version,
         peers: &[PeerId],
     ) -> Result<AttemptDir, String> {
+        let bundle = self.bundles.get(version.spec.bundle, peers).await?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let d = self.dirs.create(n, &self.sandbox)?;
-        match self.stage(version, peers, &d).await {
+        let placed = bundle.link_into(&d.dir).and_then(|()| {
+            (self.sandbox)
+                .hand_over(&d.dir)
+                .map_err(|e| format!("cannot hand {} to the handler: {e}", d.dir.display()))
+        });
+        match placed {
             Ok(()) => Ok(d),
             Err(e) => {
                 self.finish(d);
-                Err(e)
+                Err(format!("cannot place its bundle: {e}"))
             }
         }
     }
@@ -153,27 +162,6 @@ impl Runtime {
             tree_gone: false,
         };
         self.dirs.finish(d, how);
-    }
-
-    /// Places the bundle in the working directory.
-    async fn stage(
-        &self,
-        version: &Version,
-        peers: &[PeerId],
-        d: &AttemptDir,
-    ) -> Result<(), String> {
-        let bundle = StagedInput {
-            path: String::new(),
-            blob: Ok(version.spec.bundle),
-            within: String::new(),
-        };
-        (self.stager)
-            .prepare(&[bundle], &[], peers, &d.dir, &d.packages)
-            .await
-            .map_err(|e| format!("cannot place its bundle: {e}"))?;
-        (self.sandbox)
-            .hand_over(&d.dir)
-            .map_err(|e| format!("cannot hand {} to the handler: {e}", d.dir.display()))
     }
 
     async fn handle(
