@@ -201,17 +201,21 @@ fn a_handler_that_hangs_is_killed_at_its_timeout_and_the_caller_gets_504() {
 }
 
 #[test]
-fn a_call_that_overwrites_its_bundle_leaves_the_next_call_the_bundle_as_deployed() {
+fn what_a_call_changes_in_its_working_directory_never_reaches_the_next_call() {
     let cluster = Cluster::start(1, FAST);
     let node = &cluster.nodes[0];
     let dir = bundle(&cluster, "b", "hello");
     // Tasks run as the node's user here, so the handler can write the
-    // bundle's files it was given.
-    let command = "cat greeting; echo spoiled > greeting; chmod 777 greeting";
+    // bundle's files it was given; a body `spoil` makes it do so, and
+    // open its directory to everyone.
+    let command = "stat -c %a .; ls -A; cat greeting; echo; read -r what; \
+                   if [ \"$what\" = spoil ]; then \
+                   chmod 777 .; echo spoiled > greeting; chmod 777 greeting; fi";
     deploy_fn(node, "spoil", &dir, command, &[]);
-    for n in 1..=3 {
-        let (status, _, body) = call(node, "spoil", "");
-        assert_eq!((status, body.as_str()), (200, "hello"), "call {n}");
+    for (n, body) in ["spoil", "spoil", "look"].into_iter().enumerate() {
+        let (status, _, answer) = call(node, "spoil", body);
+        let want = "700\ngreeting\nhandler.py\nmarks\nwarm.py\nhello\n";
+        assert_eq!((status, answer.as_str()), (200, want), "call {}", n + 1);
     }
 }
 

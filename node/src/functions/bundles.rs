@@ -30,6 +30,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Bundles kept staged on this node at most.
 pub const MAX_BUNDLES: usize = 64;
+/// Files a bundle may have for a call's directory to be emptied and kept
+/// for the next call rather than removed (see [`Prepared::unlink_from`]).
+pub const SPARE_FILES: usize = 16;
 /// How often the files of a bundle in use are marked used for the reclaimer.
 pub const MARK_EVERY: Duration = Duration::from_secs(60);
 
@@ -316,6 +319,27 @@ impl Prepared {
             fs::hard_link(&from, &to).map_err(|e| format!("cannot link {}: {e}", to.display()))?;
         }
         Ok(())
+    }
+}
+
+impl Prepared {
+    /// Takes the bundle's links out of `dir` (a call's working directory,
+    /// none of whose processes is left), by name, so that it may serve
+    /// another call; true if that was done. Done only for a bundle of at
+    /// most [`SPARE_FILES`] files and no directories: others, and a
+    /// directory whose handler renamed or replaced a bundle file, are
+    /// removed whole in the background.
+    pub fn unlink_from(&self, dir: &Path) -> bool {
+        let files = self.lock_files();
+        if !self.dirs.is_empty() || files.each.len() > SPARE_FILES {
+            return false;
+        }
+        // A name the handler replaced by a symbolic link removes the link
+        // only; one replaced by a directory is not removed.
+        files
+            .each
+            .iter()
+            .all(|(name, _)| fs::remove_file(dir.join(name)).is_ok())
     }
 }
 

@@ -9,7 +9,7 @@
 //! environment, rlimits, its whole tree killed at the end). Must not
 //! choose where a call runs (`route`) nor read the ledger.
 
-use super::bundles::Bundles;
+use super::bundles::{Bundles, Prepared};
 use super::{Call, Reply, MAX_BODY_BYTES};
 use crate::sandbox::{duration_text, Captured, Run, Sandbox};
 use crate::stage::Stager;
@@ -56,6 +56,20 @@ pub struct Runtime {
     room: Arc<Semaphore>,
     /// This node's peer id, named in every reply it makes.
     pub(super) node: String,
+}
+
+/// A fresh working directory with a bundle's files linked in.
+pub(super) struct BundleDir {
+    d: AttemptDir,
+    bundle: Arc<Prepared>,
+}
+
+impl std::ops::Deref for BundleDir {
+    type Target = AttemptDir;
+
+    fn deref(&self) -> &AttemptDir {
+        &self.d
+    }
 }
 
 /// A place for one invocation here, held until it ends.
@@ -117,15 +131,15 @@ impl Runtime {
             Err(e) => return self.failed(name, version, &e).into(),
         };
         let stdin = d.stdout.with_extension("stdin");
-        let ran = match std::fs::write(&stdin, &call.body) {
+        let (ran, tree_gone) = match std::fs::write(&stdin, &call.body) {
             Ok(()) => self.handle(name, version, &call, &d, &stdin).await,
             Err(e) => {
                 let why = format!("cannot write {}: {e}", stdin.display());
-                self.failed(name, version, &why).into()
+                (self.failed(name, version, &why).into(), true)
             }
         };
         let _ = std::fs::remove_file(&stdin);
-        self.finish(d);
+        self.finish(d, tree_gone);
         ran
     }
 
@@ -136,11 +150,14 @@ impl Runtime {
         &self,
         version: &Version,
         peers: &[PeerId],
-    ) -> Result<AttemptDir, String> {
+    ) -> Result<BundleDir, String> {
         let bundle = self.bundles.get(version.spec.bundle, peers).await?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let d = self.dirs.create(n, &self.sandbox)?;
-        let placed = bundle.link_into(&d.dir).and_then(|()| {
+        let d = BundleDir {
+            d: self.dirs.create(n, &self.sandbox)?,
+            bundle,
+        };
+        let placed = d.bundle.link_into(&d.dir).and_then(|()| {
             (self.sandbox)
                 .hand_over(&d.dir)
                 .map_err(|e| format!("cannot hand {} to the handler: {e}", d.dir.display()))
@@ -148,20 +165,23 @@ impl Runtime {
         match placed {
             Ok(()) => Ok(d),
             Err(e) => {
-                self.finish(d);
+                self.finish(d, false);
                 Err(format!("cannot place its bundle: {e}"))
             }
         }
     }
 
-    /// Removes a working directory [`Runtime::bundle_dir`] made.
-    pub(super) fn finish(&self, d: AttemptDir) {
-        // Never a spare: the bundle is in it.
+    /// Removes a working directory [`Runtime::bundle_dir`] made, or keeps
+    /// it as a spare for the next: once none of its processes is left
+    /// (`tree_gone`), the bundle's links are taken out, and if that leaves
+    /// it bare the working directories keep it (see `workdir`).
+    pub(super) fn finish(&self, d: BundleDir, tree_gone: bool) {
+        let bare = tree_gone && d.bundle.unlink_from(&d.dir);
         let how = Finished {
             had_packages: false,
-            tree_gone: false,
+            tree_gone: bare,
         };
-        self.dirs.finish(d, how);
+        self.dirs.finish(d.d, how);
     }
 
     async fn handle(
@@ -171,7 +191,7 @@ impl Runtime {
         call: &Call,
         d: &AttemptDir,
         stdin: &std::path::Path,
-    ) -> Ran {
+    ) -> (Ran, bool) {
         let (_never, kill) = tokio::sync::oneshot::channel::<()>();
         let env = header_env(&call.headers);
         let ran = (self.sandbox)
@@ -217,7 +237,7 @@ impl Runtime {
                 self.logged(500, name, version, &why, &stderr)
             }
         };
-        Ran { reply, stderr }
+        (Ran { reply, stderr }, ran.tree_gone)
     }
 
     /// The call's `PEERBATCH_*` variables.

@@ -554,8 +554,8 @@ impl Worker {
         let runtime = self.pools.runtime.clone();
         let how = match runtime.bundle_dir(&self.version, &self.peers).await {
             Ok(d) => {
-                let how = self.serve(&runtime, &d).await;
-                runtime.finish(d);
+                let (how, tree_gone) = self.serve(&runtime, &d).await;
+                runtime.finish(d, tree_gone);
                 how
             }
             Err(e) => format!("cannot start: {e}"),
@@ -564,12 +564,13 @@ impl Worker {
         self.end(&how);
     }
 
-    /// Runs the process with its API until it ends; says how it ended.
-    async fn serve(&mut self, runtime: &Runtime, d: &AttemptDir) -> String {
+    /// Runs the process with its API until it ends; says how it ended and
+    /// whether none of its processes is left.
+    async fn serve(&mut self, runtime: &Runtime, d: &AttemptDir) -> (String, bool) {
         let (asks_tx, mut asks) = mpsc::channel(4);
         let api = match RuntimeApi::bind(asks_tx).await {
             Ok(api) => api,
-            Err(e) => return format!("cannot listen for its runtime API: {e}"),
+            Err(e) => return (format!("cannot listen for its runtime API: {e}"), true),
         };
         let (kill_tx, kill) = oneshot::channel();
         self.kill = Some(kill_tx);
@@ -629,7 +630,7 @@ impl Worker {
                 String::from_utf8_lossy(&stderr).trim_end()
             );
         }
-        how
+        (how, ran.tree_gone)
     }
 
     /// The worker's variables: Lambda's, then peerbatch's.
