@@ -34,6 +34,7 @@ use crate::SeededRng;
 use availability::Availability;
 use ed25519_dalek::VerifyingKey;
 use rand::{Rng, SeedableRng};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use timers::{Every, Timers};
 
@@ -1005,7 +1006,7 @@ impl<S: EventStore> Core<S> {
     }
 
     fn capacity(&self) -> u32 {
-        if !self.availability.willing() || !self.eligible.contains(&self.me) {
+        if !self.availability.willing() || !self.self_eligible() {
             return 0;
         }
         let prefetch = match self.avg_task_ms {
@@ -1050,23 +1051,28 @@ impl<S: EventStore> Core<S> {
 
     /// The live, willing nodes that could run a task needing `r`; claims
     /// on it are ranked among these only.
-    fn candidates(&self, r: &Resources) -> Vec<NodeId> {
+    /// Borrowed for a task with default needs (most are), which every
+    /// eligible node fits: no copy of a 1,000-node set per task ranked.
+    fn candidates(&self, r: &Resources) -> Cow<'_, [NodeId]> {
         if *r == Resources::default() {
-            return self.eligible.clone();
+            return Cow::Borrowed(&self.eligible);
         }
         let mine = self.my_info();
-        self.eligible
-            .iter()
-            .filter(|id| {
-                let info = if **id == self.me {
-                    Some(&mine)
-                } else {
-                    self.ledger.node(id)
-                };
-                info.is_some_and(|i| r.misfit(i).is_none())
-            })
-            .copied()
-            .collect()
+        let fit = self.eligible.iter().filter(|id| {
+            let info = if **id == self.me {
+                Some(&mine)
+            } else {
+                self.ledger.node(id)
+            };
+            info.is_some_and(|i| r.misfit(i).is_none())
+        });
+        Cow::Owned(fit.copied().collect())
+    }
+
+    /// Whether this node is among the nodes claims are ranked over
+    /// (`eligible` is sorted).
+    fn self_eligible(&self) -> bool {
+        self.eligible.binary_search(&self.me).is_ok()
     }
 
     /// Whether `task`'s result may be the last one a waiting task or job
@@ -1519,7 +1525,7 @@ impl<S: EventStore> Core<S> {
 
     fn enqueue(&mut self, task: TaskRef, attempt: u32, ready: Millis) {
         if self.availability.draining()
-            || !self.eligible.contains(&self.me)
+            || !self.self_eligible()
             || self.ledger.is_cancelled(&task.job)
         {
             return;
@@ -1528,7 +1534,7 @@ impl<S: EventStore> Core<S> {
         if r.misfit(&self.my_info()).is_some() {
             return;
         }
-        let rank = hrw::rank(task, attempt, &self.me, &self.candidates(&r));
+        let rank = hrw::rank(task, attempt, &self.me, self.candidates(&r).iter());
         let key = self.queue_key(task);
         self.queues.insert(rank, key, attempt, ready);
     }
@@ -1636,7 +1642,7 @@ impl<S: EventStore> Core<S> {
                     continue;
                 };
                 let candidates = self.candidates(&self.resources_of(*task));
-                let rank = hrw::rank(*task, view.attempt + 1, &self.me, &candidates) as u64;
+                let rank = hrw::rank(*task, view.attempt + 1, &self.me, candidates.iter()) as u64;
                 if silent > expiry + rank * self.cfg.claim_step_ms {
                     reclaims.push(Claim {
                         task: *task,

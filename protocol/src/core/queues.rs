@@ -23,6 +23,11 @@ pub(super) struct ClaimQueues {
     queued: BTreeMap<TaskRef, (usize, QueueKey)>,
     /// When a queued rank-k task next becomes stealable, if there is room.
     steal_at: Option<Millis>,
+    /// What the last look for a task to steal found, passing none over,
+    /// when it found none (and when one becomes stealable), while no queue
+    /// changed since: an idle node looks after every input, and looking
+    /// goes through every rank (a thousand in a 1,000-node mesh).
+    none_to_steal: Option<(u64, Option<Millis>)>,
 }
 
 impl ClaimQueues {
@@ -32,11 +37,13 @@ impl ClaimQueues {
         }
         self.by_rank[rank].insert(key, (attempt, ready));
         self.queued.insert(key.3, (rank, key));
+        self.none_to_steal = None;
     }
 
     /// Takes `task` out; its attempt and when it became ready.
     pub fn remove(&mut self, task: TaskRef) -> Option<(u32, Millis)> {
         let (rank, key) = self.queued.remove(&task)?;
+        self.none_to_steal = None;
         self.by_rank[rank].remove(&key)
     }
 
@@ -48,6 +55,7 @@ impl ClaimQueues {
             .collect();
         self.by_rank.clear();
         self.queued.clear();
+        self.none_to_steal = None;
         ready
     }
 
@@ -66,13 +74,34 @@ impl ClaimQueues {
         if first.is_some() {
             return first;
         }
-        match self.steal(now, step_ms, passed) {
+        match self.steal_unless_known(now, step_ms, passed) {
             Ok(pick) => Some(pick),
             Err(next) => {
                 self.steal_at = next;
                 None
             }
         }
+    }
+
+    /// [`Self::steal`], unless the queues did not change since it last
+    /// found nothing to steal and that is still so at `now` (it found the
+    /// earliest time one becomes stealable), with no task passed over.
+    fn steal_unless_known(
+        &mut self,
+        now: Millis,
+        step_ms: u64,
+        passed: &BTreeSet<TaskRef>,
+    ) -> Result<(TaskRef, u32), Option<Millis>> {
+        if let Some((step, next)) = self.none_to_steal {
+            if step == step_ms && passed.is_empty() && next.is_none_or(|at| now < at) {
+                return Err(next);
+            }
+        }
+        let found = self.steal(now, step_ms, passed);
+        if let (Err(next), true) = (found, passed.is_empty()) {
+            self.none_to_steal = Some((step_ms, next));
+        }
+        found
     }
 
     /// A rank-k task queued for k·δ, taken from the back; or else when the
@@ -106,5 +135,45 @@ impl ClaimQueues {
 
     pub fn steal_at(&self) -> Option<Millis> {
         self.steal_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::JobId;
+
+    fn task(index: u32) -> TaskRef {
+        TaskRef {
+            job: JobId([1; 8]),
+            index,
+        }
+    }
+
+    fn key(index: u32) -> QueueKey {
+        (0, index, 0, task(index))
+    }
+
+    #[test]
+    fn a_look_that_found_nothing_to_steal_hides_no_task_queued_after_it_nor_the_time_one_comes() {
+        let (mut queues, none) = (ClaimQueues::default(), BTreeSet::new());
+        queues.insert(2, key(1), 0, Millis(0));
+        assert_eq!(queues.next_pick(Millis(50), 100, &none), None);
+        assert_eq!(queues.steal_at(), Some(Millis(200)), "rank 2 waits 2·δ");
+        assert_eq!(queues.next_pick(Millis(60), 100, &none), None);
+        assert_eq!(queues.steal_at(), Some(Millis(200)), "asked again");
+        queues.insert(1, key(2), 0, Millis(0));
+        assert_eq!(
+            queues.next_pick(Millis(150), 100, &none),
+            Some((task(2), 0))
+        );
+        queues.remove(task(2));
+        assert_eq!(queues.next_pick(Millis(150), 100, &none), None);
+        assert_eq!(
+            queues.next_pick(Millis(200), 100, &none),
+            Some((task(1), 0))
+        );
+        let passed = BTreeSet::from([task(1)]);
+        assert_eq!(queues.next_pick(Millis(200), 100, &passed), None);
     }
 }
