@@ -1450,13 +1450,18 @@ impl<S: EventStore> Core<S> {
             return;
         }
         self.finished.remove(&job);
-        let total = self.ledger.job(&job).map_or(u32::MAX, |j| j.task_count);
-        if self.progress(&job).done() < total || self.ledger.is_sealed(&job) {
+        if !self.every_task_ended(job) || self.ledger.is_sealed(&job) {
             return;
         }
         if self.busy_with(job) || !self.seal(job, &self.stored_with_ids(&job)) {
             self.finished.insert(job, now.plus(self.cfg.seal_after_ms));
         }
+    }
+
+    /// Whether every task of known job `job` is terminal.
+    fn every_task_ended(&self, job: JobId) -> bool {
+        let total = self.ledger.job(&job).map_or(u32::MAX, |j| j.task_count);
+        self.progress(&job).done() >= total
     }
 
     /// Seals finished job `job` (see [`Ledger::seal`]) given `stored`, its

@@ -106,9 +106,7 @@ impl<S: EventStore> Core<S> {
             self.admit_stored(*id, event);
         }
         self.refresh_job(now, job);
-        let total = self.ledger.job(&job).map_or(u32::MAX, |j| j.task_count);
-        let finished = self.progress(&job).done() >= total;
-        if finished && !self.busy_with(job) && self.seal(job, &stored) {
+        if self.every_task_ended(job) && !self.busy_with(job) && self.seal(job, &stored) {
             self.finished.remove(&job);
         }
     }
